@@ -1,0 +1,48 @@
+# Two commands on a fresh machine:  make demo  and  make test
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+# A CPU build of torch is installed first so that the project's unpinned `torch`
+# requirement does not pull several GB of CUDA wheels. Override on a GPU machine:
+#   make TORCH_SPEC="torch" demo
+TORCH_SPEC ?= torch==2.13.0
+DEMO_DIR   ?= demo_output
+WORKERS    ?= 2
+
+.PHONY: venv test demo clean bench help
+
+help:
+	@echo "make demo   set up .venv, generate the built-in synthetic CellMap data and run the pipeline"
+	@echo "make test   set up .venv and run the test suite"
+	@echo "make bench  run the benchmarks in bench/ (slow)"
+	@echo "make clean  remove demo output and caches (keeps .venv)"
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
+	$(PIP) install -q -e ".[test]"
+	touch $@
+
+venv: $(VENV)/.installed
+
+test: venv
+	$(PY) -m pytest -q
+
+demo: venv
+	$(PY) -m converters.synthetic --out $(DEMO_DIR)/synthetic_cellmap
+	$(PY) -m converters.convert_zarr_to_nifti \
+	    --datasplit $(DEMO_DIR)/synthetic_cellmap/datasplit.csv \
+	    --test_manifest $(DEMO_DIR)/synthetic_cellmap/test_crop_manifest.csv \
+	    --output_dir $(DEMO_DIR)/nifti --num_folds 2 --workers $(WORKERS)
+	@echo
+	@echo "Demo finished. Built-in data: $(DEMO_DIR)/synthetic_cellmap"
+	@echo "Datalist:  $(DEMO_DIR)/nifti/datalist.json"
+	@echo "Report:    $(DEMO_DIR)/nifti/conversion_report.md"
+
+bench: venv
+	$(PY) bench/bench_convert.py
+
+clean:
+	rm -rf $(DEMO_DIR) .pytest_cache

@@ -1,0 +1,126 @@
+"""From CellMap classes annotated in crops to our label ids and class table.
+
+Our label maps hold, per voxel, the id of the most specific *selected* class (like
+CellMap's ``all`` array). Group classes are listed in the class table with their atomic
+parts, so training and post-processing can build e.g. ``mito = mito_mem ∪ mito_lum``.
+
+A class is a *leaf* of a crop when it is annotated there and none of its parts is: in a
+crop that annotates only ``mito`` as a whole, ``mito`` is the leaf; in one that annotates
+``mito_mem`` and ``mito_lum``, those are.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from auto3dseg.classes import CELLMAP_BY_ID, CELLMAP_CLASSES, class_by_name
+from converters.cellmap_zarr import ClassStatus
+
+__all__ = ["leaf_classes", "default_classes", "build_class_table", "cellmap_lookup", "annotated_ids"]
+
+
+def _annotated(statuses: Mapping[str, ClassStatus]) -> set[str]:
+    return {n for n, s in statuses.items() if s.annotated and n in CELLMAP_CLASSES}
+
+
+def leaf_classes(statuses: Mapping[str, ClassStatus]) -> set[str]:
+    """Annotated classes of a crop none of whose parts is annotated in that crop.
+
+    >>> st = {n: ClassStatus(n, True, "annotated") for n in ["mito", "mito_mem", "mito_lum", "er"]}
+    >>> sorted(leaf_classes(st))
+    ['er', 'mito_lum', 'mito_mem']
+    """
+    annotated = _annotated(statuses)
+    annotated_ids = {CELLMAP_CLASSES[n].cellmap_id for n in annotated}
+    return {n for n in annotated if not (set(CELLMAP_CLASSES[n].parts) & annotated_ids)}
+
+
+def default_classes(per_crop: Iterable[Mapping[str, ClassStatus]]) -> list[str]:
+    """Every leaf class found in any crop, plus the annotated groups made of them.
+
+    Ordered atomic classes first, then groups, each by CellMap id.
+    """
+    per_crop = list(per_crop)
+    leaves: set[str] = set()
+    for st in per_crop:
+        leaves |= leaf_classes(st)
+    leaf_ids = {CELLMAP_CLASSES[n].cellmap_id for n in leaves}
+    groups = set()
+    for st in per_crop:
+        for n in _annotated(st):
+            if n not in leaves and set(CELLMAP_CLASSES[n].parts) & leaf_ids:
+                groups.add(n)
+    chosen = leaves | groups
+    return sorted(chosen, key=lambda n: (CELLMAP_CLASSES[n].is_group, CELLMAP_CLASSES[n].cellmap_id))
+
+
+def build_class_table(names: Sequence[str]) -> list[dict]:
+    """The datalist's class table for ``names`` (ids 1..K in the given order).
+
+    ``parts`` lists our ids of the selected classes whose CellMap ids are parts of a group.
+
+    >>> [(r["id"], r["name"], r["parts"]) for r in build_class_table(["mito_mem", "mito_lum", "mito"])]
+    [(1, 'mito_mem', []), (2, 'mito_lum', []), (3, 'mito', [1, 2])]
+    """
+    if len(set(names)) != len(names):
+        raise ValueError(f"duplicate class names in {list(names)}")
+    classes = [class_by_name(n) for n in names]
+    our_id = {c.cellmap_id: i + 1 for i, c in enumerate(classes)}
+    table = []
+    for i, c in enumerate(classes):
+        parts = sorted(our_id[p] for p in c.parts if p in our_id)
+        table.append({"id": i + 1, "name": c.name, "cellmap_id": c.cellmap_id, "instance": c.instance, "parts": parts})
+    return table
+
+
+def _atomic(cellmap_id: int) -> set[int]:
+    c = CELLMAP_BY_ID[cellmap_id]
+    return set(c.parts) if c.parts else {cellmap_id}
+
+
+def cellmap_lookup(class_table: Sequence[Mapping]) -> np.ndarray:
+    """Lookup table from CellMap ids (0..255) to our ids.
+
+    A CellMap id maps to its own class when selected, else to the smallest selected
+    group that contains it, else to 0 (background).
+
+    >>> lut = cellmap_lookup(build_class_table(["mito", "er_mem"]))
+    >>> lut[[0, 3, 4, 50, 16, 17]].tolist()
+    [0, 1, 1, 1, 2, 0]
+    """
+    dtype = np.uint8 if len(class_table) < 256 else np.uint16
+    lut = np.zeros(256, dtype=dtype)
+    selected = {int(r["cellmap_id"]): int(r["id"]) for r in class_table}
+    for cid in CELLMAP_BY_ID:
+        if cid >= lut.size:
+            continue
+        if cid in selected:
+            lut[cid] = selected[cid]
+            continue
+        mine = _atomic(cid)
+        best = None
+        for sid, our in selected.items():
+            theirs = _atomic(sid)
+            if CELLMAP_BY_ID[sid].parts and mine <= theirs and (best is None or len(theirs) < best[0]):
+                best = (len(theirs), our)
+        if best is not None:
+            lut[cid] = best[1]
+    return lut
+
+
+def annotated_ids(statuses: Mapping[str, ClassStatus], class_table: Sequence[Mapping]) -> list[int]:
+    """Our ids of the selected classes a crop annotates.
+
+    A group counts as annotated when the crop annotates it, or annotates every one of
+    its CellMap parts.
+    """
+    annotated = _annotated(statuses)
+    annotated_cm = {CELLMAP_CLASSES[n].cellmap_id for n in annotated}
+    ids = []
+    for row in class_table:
+        c = CELLMAP_CLASSES[row["name"]]
+        if row["name"] in annotated or (c.parts and set(c.parts) <= annotated_cm):
+            ids.append(int(row["id"]))
+    return ids

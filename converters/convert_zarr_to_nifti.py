@@ -1,0 +1,802 @@
+"""Convert CellMap Zarr crops to NIfTI images and labels with a MONAI datalist.
+
+Run ``python -m converters.convert_zarr_to_nifti --help`` for the options. The steps:
+
+1. **Find crops** from a toolbox ``datasplit.csv`` or by scanning a data root.
+2. **Inspect** each crop (metadata only): its ground-truth grid, which classes it
+   annotates, which EM levels have data in its region.
+3. **Choose classes** (default: every most-specific class annotated somewhere) and
+   build the class table and the CellMap-id → label-id lookup table.
+4. **Convert** crops in parallel, slab by slab: EM resampled linearly, labels by nearest
+   neighbour, to ``--target_spacing`` on the crop's physical box; written atomically;
+   finished crops are skipped on a re-run.
+5. **Folds, datalist, report**: ``datalist.json`` (validated), ``datalist_items.json``
+   (per-item strings MONAI must not see), ``conversion_report.{json,md}``.
+
+Output axis order: NIfTI arrays are x, y, z with a diagonal affine in nm carrying the
+voxel size and the crop's physical origin (see :mod:`converters.geometry`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import nibabel as nib
+import numpy as np
+import zarr
+
+from converters import cellmap_zarr as cz
+from converters.class_mapping import annotated_ids, build_class_table, cellmap_lookup, default_classes
+from converters.folds import FoldItem, assign_folds
+from converters.geometry import Grid, grid_from_extent, nifti_affine, output_grid, source_coordinates, split_into_tiles
+from converters.resample import resample_into
+
+__all__ = ["ConvertSettings", "convert", "convert_crop", "choose_em_level", "main"]
+
+DATALIST_FORMAT = "cellmap-auto3dseg-datalist/1"
+_TOL = 1e-3
+
+
+class SettingsMismatch(RuntimeError):
+    """The output folder holds a conversion made with other settings."""
+
+
+@dataclass
+class ConvertSettings:
+    """What determines the content of every output file (kept with the outputs)."""
+
+    target_spacing: tuple[float, float, float] = (8.0, 8.0, 8.0)
+    scale: str = "auto"
+    max_voxels: int | None = None
+    max_em_upsample: float = 2.0
+    class_table: list[dict] = field(default_factory=list)
+
+    def fingerprint(self) -> str:
+        blob = json.dumps(asdict(self), sort_keys=True).encode()
+        return hashlib.sha1(blob).hexdigest()[:12]
+
+
+# --------------------------------------------------------------------------- atomic I/O
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _atomic_write_json(path: Path, obj: Any) -> None:
+    _atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def _write_nifti(path: Path, array_zyx: np.ndarray, grid: Grid, description: str) -> None:
+    """Write a z, y, x array as an x, y, z NIfTI (no copy) under a temporary name, then rename."""
+    img = nib.Nifti1Image(array_zyx.T, nifti_affine(grid))
+    img.header["descrip"] = description[:79].encode()
+    img.header.set_xyzt_units(xyz="unknown")
+    img.set_qform(nifti_affine(grid), code=1)
+    img.set_sform(nifti_affine(grid), code=1)
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    nib.save(img, str(tmp))
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- EM level choice
+@dataclass(frozen=True)
+class EMChoice:
+    """The EM level a crop is read from, or why none fits."""
+
+    level: cz.Level | None
+    upsample: float = 1.0
+    reason: str = ""  # skip reason code when level is None
+    detail: str = ""
+    warnings: tuple[str, ...] = ()
+    coverage: tuple[tuple[str, float], ...] = ()
+
+
+def _index_range(out: Grid, level: cz.Level, shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    coords = source_coordinates(out, level.translation, level.scale)
+    lo = np.array([np.floor(c.min() + 0.5) for c in coords], dtype=np.int64)
+    hi = np.array([np.floor(c.max() + 0.5) + 1 for c in coords], dtype=np.int64)
+    return np.maximum(lo, 0), np.minimum(hi, np.asarray(shape))
+
+
+def choose_em_level(
+    em: zarr.hierarchy.Group,
+    levels: Sequence[cz.Level],
+    out: Grid,
+    target_spacing: Sequence[float],
+    scale: str = "auto",
+    max_em_upsample: float = 2.0,
+) -> EMChoice:
+    """Pick the EM level to resample a crop from.
+
+    A level is usable when every chunk overlapping the crop's region exists (a missing
+    chunk reads as blank). Among usable levels the coarsest one no coarser than the
+    target is taken; if all are coarser, the finest, when within ``max_em_upsample``.
+    ``scale="sN"`` forces a level.
+    """
+    target = np.asarray(target_spacing, dtype=np.float64)
+    coverage: list[tuple[str, float]] = []
+    usable: list[cz.Level] = []
+    overlaps = False
+    for lv in levels:
+        if lv.path not in em:
+            coverage.append((lv.path, 0.0))
+            continue
+        arr = em[lv.path]
+        lo, hi = _index_range(out, lv, arr.shape)
+        if np.any(hi <= lo):
+            coverage.append((lv.path, 0.0))
+            continue
+        overlaps = True
+        frac = cz.chunk_coverage(arr, lo, hi)
+        coverage.append((lv.path, round(frac, 4)))
+        if frac >= 1.0:
+            usable.append(lv)
+    cov = tuple(coverage)
+    cov_txt = ", ".join(f"{p}: {f:.0%}" for p, f in coverage)
+    if not overlaps:
+        return EMChoice(None, reason="outside_em", detail="the crop does not overlap the EM volume at any level", coverage=cov)
+    if scale != "auto":
+        forced = [lv for lv in usable if lv.path == scale]
+        if not forced:
+            return EMChoice(None, reason="no_em_data",
+                            detail=f"--scale {scale}: that level has no complete data in this crop's region ({cov_txt})",
+                            coverage=cov)
+        usable = forced
+    if not usable:
+        return EMChoice(None, reason="no_em_data",
+                        detail=f"no EM level has all its chunks in this crop's region (chunks present: {cov_txt})",
+                        coverage=cov)
+    warnings = []
+    finest_present = next(lv for lv in levels if lv.path in em)
+    fine_enough = [lv for lv in usable if np.all(np.asarray(lv.scale) <= target * (1 + _TOL))]
+    if fine_enough:
+        chosen, up = fine_enough[-1], 1.0
+    else:
+        chosen = usable[0]
+        up = float(np.max(np.asarray(chosen.scale) / target))
+        if up > max_em_upsample * (1 + _TOL):
+            return EMChoice(
+                None, reason="em_too_coarse",
+                detail=(f"the finest EM with data here is {chosen.path} at {list(chosen.scale)} nm, {up:g}x coarser "
+                        f"than the target {list(target)} nm (limit --max_em_upsample {max_em_upsample:g}); "
+                        "fetch finer EM for this crop or convert with a coarser --target_spacing"),
+                coverage=cov)
+        warnings.append(f"EM upsampled {up:g}x from {chosen.path} ({list(chosen.scale)} nm)")
+    if chosen.path != finest_present.path and finest_present not in usable and scale == "auto":
+        warnings.append(
+            f"EM level {finest_present.path} has no data in this crop's region (the CellMap fetch tool downloads "
+            f"EM only near each crop's ground-truth resolution); used {chosen.path}")
+    return EMChoice(chosen, up, warnings=tuple(warnings), coverage=cov)
+
+
+# --------------------------------------------------------------------------- labels
+class ComposedLabels:
+    """A lazily read CellMap-id volume built from per-class arrays (when ``all`` is absent).
+
+    Groups are painted first and atomic classes last, so the most specific id wins.
+    """
+
+    def __init__(self, arrays: Sequence[tuple[int, zarr.Array, bool]]):
+        order = sorted(arrays, key=lambda a: -len(_parts(a[0])))
+        self._arrays = order
+        self.shape = order[0][1].shape
+
+    def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
+        out = None
+        for cid, arr, instance in self._arrays:
+            block = np.asarray(arr[key])
+            if out is None:
+                out = np.zeros(block.shape, dtype=np.uint8)
+            present = block > 0 if instance else block == 1
+            out[present] = cid
+        return out
+
+
+def _parts(cellmap_id: int) -> tuple[int, ...]:
+    from auto3dseg.classes import CELLMAP_BY_ID
+
+    return CELLMAP_BY_ID[cellmap_id].parts
+
+
+def _label_source(gt: zarr.hierarchy.Group, gt_group: str, statuses: dict[str, cz.ClassStatus]):
+    crop = gt[gt_group]
+    if "all" in crop:
+        levels = cz.read_levels(crop["all"], f"{gt_group}/all")
+        arr = crop["all"][levels[0].path]
+        if arr.nchunks_initialized > 0:
+            return arr, "all"
+    from auto3dseg.classes import CELLMAP_CLASSES
+
+    arrays = []
+    for name, st in statuses.items():
+        if st.annotated and name in CELLMAP_CLASSES and name in crop:
+            levels = cz.read_levels(crop[name], f"{gt_group}/{name}")
+            arrays.append((CELLMAP_CLASSES[name].cellmap_id, crop[name][levels[0].path], st.instance))
+    if not arrays:
+        return None, "none"
+    return ComposedLabels(arrays), "per-class arrays"
+
+
+# --------------------------------------------------------------------------- one crop
+def _record_base(src: cz.CropSource | cz.TestCrop, kind: str) -> dict:
+    return {"name": src.name, "dataset": src.dataset, "crop_id": src.crop_id, "kind": kind,
+            "usage": getattr(src, "usage", "test"), "verdict": None, "reason": "", "detail": "",
+            "warnings": [], "items": []}
+
+
+def _lookup(lut: np.ndarray, block: np.ndarray) -> np.ndarray:
+    """Map CellMap ids to ours; ids past the table (not CellMap classes) become background."""
+    if block.dtype.itemsize > 1 or block.dtype.kind != "u":
+        block = np.where((block >= 0) & (block < lut.size), block, 0)
+    return lut[block]
+
+
+def _tile_name(name: str, i: int, n: int) -> str:
+    return name if n == 1 else f"{name}_t{i:03d}"
+
+
+def _convert_image_tile(em_arr: zarr.Array, level: cz.Level, tile: Grid) -> tuple[np.ndarray, int]:
+    image = np.empty(tile.shape, dtype=em_arr.dtype)
+    coords = source_coordinates(tile, level.translation, level.scale)
+    padded = resample_into(em_arr, coords, image, "linear", pad_value=0)
+    return image, padded
+
+
+def convert_crop(src: cz.CropSource, settings: ConvertSettings, output_dir: str | os.PathLike) -> dict:
+    """Convert one training crop; return its record (verdict, items, statistics).
+
+    Never raises for a bad crop: the record's verdict is ``"failed"`` with the reason.
+    """
+    rec = _record_base(src, "train")
+    t0 = time.perf_counter()
+    try:
+        _convert_crop(src, settings, Path(output_dir), rec)
+    except Exception as exc:  # one bad crop must not abort the batch
+        rec.update(verdict="failed", reason="error", detail=f"{type(exc).__name__}: {exc}",
+                   traceback=traceback.format_exc(limit=4))
+        _cleanup_items(Path(output_dir), rec)
+    rec["seconds"] = round(time.perf_counter() - t0, 3)
+    return rec
+
+
+def _cleanup_items(out_dir: Path, rec: dict) -> None:
+    for item in rec.get("items", []):
+        for key in ("image", "label"):
+            if key in item:
+                (out_dir / item[key]).unlink(missing_ok=True)
+    rec["items"] = []
+
+
+def _skip(rec: dict, reason: str, detail: str) -> dict:
+    rec.update(verdict="skipped", reason=reason, detail=detail)
+    return rec
+
+
+def _convert_crop(src: cz.CropSource, settings: ConvertSettings, out_dir: Path, rec: dict) -> None:
+    gt = cz.open_readonly(src.gt_zarr)
+    if src.gt_group not in gt:
+        raise cz.CellMapFormatError(f"{src.gt_zarr}/{src.gt_group}: crop group not found")
+    gt_grid, statuses, notes = cz.crop_annotation(gt, src.gt_group)
+    rec["warnings"].extend(notes)
+    rec["annotated"] = sorted(n for n, s in statuses.items() if s.annotated)
+    rec["not_annotated"] = {n: s.reason for n, s in sorted(statuses.items()) if not s.annotated}
+    if gt_grid is None:
+        return _skip(rec, "no_ground_truth", "the crop has no readable class array (no multiscales with an s0 level)")
+    rec["gt_voxel_size"], rec["gt_translation"], rec["gt_shape"] = list(gt_grid.spacing), list(gt_grid.origin), list(gt_grid.shape)
+    if not rec["annotated"]:
+        return _skip(rec, "nothing_annotated", "no class is annotated in this crop (every class is all unknown or has no data)")
+    ids = annotated_ids(statuses, settings.class_table)
+    rec["annotated_ids"] = ids
+    if not ids:
+        return _skip(rec, "no_selected_class",
+                     f"the crop annotates {rec['annotated']}, none of which is among the selected classes")
+
+    out = output_grid(gt_grid, settings.target_spacing)
+    rec["output_grid"] = {"origin": list(out.origin), "spacing": list(out.spacing), "shape": list(out.shape)}
+    em = cz.open_readonly(src.em_zarr)
+    if src.em_group not in em:
+        raise cz.CellMapFormatError(f"{src.em_zarr}/{src.em_group}: EM group not found")
+    em_group = em[src.em_group]
+    levels = cz.read_levels(em_group, f"{src.em_zarr}/{src.em_group}")
+    choice = choose_em_level(em_group, levels, out, settings.target_spacing, settings.scale, settings.max_em_upsample)
+    rec["em_coverage"] = dict(choice.coverage)
+    if choice.level is None:
+        return _skip(rec, choice.reason, choice.detail)
+    rec["warnings"].extend(choice.warnings)
+    rec.update(em_level=choice.level.path, em_voxel_size=list(choice.level.scale), em_upsample=choice.upsample)
+
+    label_src, how = _label_source(gt, src.gt_group, statuses)
+    if label_src is None:
+        return _skip(rec, "nothing_annotated", "annotated classes have no readable array")
+    if how != "all":
+        rec["warnings"].append(f"labels composed from {how} (no 'all' array with data)")
+    lut = cellmap_lookup(settings.class_table)
+    em_arr = em_group[choice.level.path]
+    tiles = split_into_tiles(out.shape, settings.max_voxels)
+    n_pad = 0
+    counts = np.zeros(len(settings.class_table) + 1, dtype=np.int64)
+    lo_hi = [np.inf, -np.inf]
+    for i, (start, stop) in enumerate(tiles):
+        tile = out.sub_grid(start, stop)
+        image, padded = _convert_image_tile(em_arr, choice.level, tile)
+        n_pad += padded
+        lo_hi = [min(lo_hi[0], image.min()), max(lo_hi[1], image.max())]
+        label = np.empty(tile.shape, dtype=lut.dtype)
+        lcoords = source_coordinates(tile, gt_grid.origin, gt_grid.spacing)
+        resample_into(label_src, lcoords, label, "nearest", pad_value=0, post=lambda b: _lookup(lut, b))
+        counts += np.bincount(label.ravel(), minlength=counts.size)[: counts.size]
+        name = _tile_name(src.name, i, len(tiles))
+        item = {"image": f"images/{name}.nii.gz", "label": f"labels/{name}.nii.gz",
+                "tile_start": list(start), "tile_stop": list(stop),
+                "origin": list(tile.origin), "shape": list(tile.shape)}
+        desc = f"{src.name} nm x,y,z"
+        _write_nifti(out_dir / item["image"], image, tile, desc)
+        _write_nifti(out_dir / item["label"], label, tile, desc)
+        rec["items"].append(item)
+        del image, label
+    if lo_hi[0] == lo_hi[1]:
+        _cleanup_items(out_dir, rec)
+        return _skip(rec, "constant_image",
+                     f"the EM in this crop's region is constant ({lo_hi[0]}): no image content to learn from")
+    rec["padded_fraction"] = round(n_pad / out.n_voxels, 4)
+    if rec["padded_fraction"] > 0:
+        rec["warnings"].append(f"{rec['padded_fraction']:.1%} of the crop lies outside the EM volume (padded with 0)")
+    names = ["background"] + [r["name"] for r in settings.class_table]
+    rec["class_voxels"] = {n: int(c) for n, c in zip(names, counts) if c}
+    rec["tiled"] = len(tiles) > 1
+    rec["verdict"] = "converted"
+
+
+def convert_test_crop(src: cz.TestCrop, settings: ConvertSettings, output_dir: str | os.PathLike) -> dict:
+    """Convert a test crop's EM (no labels) on the union of its labels' boxes."""
+    rec = _record_base(src, "test")
+    rec["test_labels"] = [dict(lbl, voxel_size=list(lbl["voxel_size"]), translation=list(lbl["translation"]),
+                               shape=list(lbl["shape"])) for lbl in src.labels]
+    t0 = time.perf_counter()
+    out_dir = Path(output_dir)
+    try:
+        lows, highs = [], []
+        for lbl in src.labels:
+            g = Grid(lbl["translation"], lbl["voxel_size"], lbl["shape"])
+            lows.append(g.lower_edge)
+            highs.append(g.upper_edge)
+        out = grid_from_extent(np.min(lows, axis=0), np.max(highs, axis=0), settings.target_spacing)
+        rec["output_grid"] = {"origin": list(out.origin), "spacing": list(out.spacing), "shape": list(out.shape)}
+        em_group = cz.open_readonly(src.em_zarr)[src.em_group]
+        levels = cz.read_levels(em_group, f"{src.em_zarr}/{src.em_group}")
+        choice = choose_em_level(em_group, levels, out, settings.target_spacing, settings.scale, settings.max_em_upsample)
+        rec["em_coverage"] = dict(choice.coverage)
+        if choice.level is None:
+            _skip(rec, choice.reason, choice.detail)
+        else:
+            rec["warnings"].extend(choice.warnings)
+            rec.update(em_level=choice.level.path, em_voxel_size=list(choice.level.scale), em_upsample=choice.upsample)
+            image, padded = _convert_image_tile(em_group[choice.level.path], choice.level, out)
+            if image.min() == image.max():
+                _skip(rec, "constant_image", f"the EM in this crop's region is constant ({image.min()})")
+            else:
+                item = {"image": f"images/{src.name}.nii.gz", "origin": list(out.origin), "shape": list(out.shape)}
+                _write_nifti(out_dir / item["image"], image, out, f"{src.name} nm x,y,z")
+                rec["items"].append(item)
+                rec["padded_fraction"] = round(padded / out.n_voxels, 4)
+                rec["verdict"] = "converted"
+    except Exception as exc:
+        rec.update(verdict="failed", reason="error", detail=f"{type(exc).__name__}: {exc}",
+                   traceback=traceback.format_exc(limit=4))
+        _cleanup_items(out_dir, rec)
+    rec["seconds"] = round(time.perf_counter() - t0, 3)
+    return rec
+
+
+# --------------------------------------------------------------------------- orchestration
+def _worker(job: tuple) -> dict:
+    kind, src, settings, output_dir = job
+    fn = convert_crop if kind == "train" else convert_test_crop
+    rec = fn(src, settings, output_dir)
+    rec["settings_fingerprint"] = settings.fingerprint()
+    if rec["verdict"] != "failed":
+        _atomic_write_json(Path(output_dir) / "records" / f"{rec['name']}.json", rec)
+    return rec
+
+
+def _finished_record(output_dir: Path, name: str, fingerprint: str) -> dict | None:
+    path = output_dir / "records" / f"{name}.json"
+    if not path.exists():
+        return None
+    try:
+        rec = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+    if rec.get("settings_fingerprint") != fingerprint or rec.get("verdict") == "failed":
+        return None
+    for item in rec.get("items", []):
+        if not all((output_dir / item[k]).exists() for k in ("image", "label") if k in item):
+            return None
+    return rec
+
+
+def _inspect_all(crops: Sequence[cz.CropSource]) -> tuple[dict[str, dict], dict[str, str]]:
+    statuses, errors = {}, {}
+    for src in crops:
+        try:
+            _, st, _ = cz.crop_annotation(cz.open_readonly(src.gt_zarr), src.gt_group)
+            statuses[src.name] = st
+        except Exception as exc:
+            errors[src.name] = f"{type(exc).__name__}: {exc}"
+    return statuses, errors
+
+
+def _resolve_classes(requested: Sequence[str] | None, crops: Sequence[cz.CropSource], statuses: dict) -> list[str]:
+    from auto3dseg.classes import class_by_name
+
+    if requested:
+        for n in requested:
+            class_by_name(n)  # clear error on a typo
+        return list(dict.fromkeys(requested))
+    from_split = [c for src in crops for c in src.requested_classes]
+    found = default_classes(statuses.values())
+    if from_split:
+        wanted = set(from_split)
+        return [c for c in found if c in wanted] or found
+    return found
+
+
+def _progress(total: int, desc: str):
+    try:
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=desc, unit="crop", file=sys.stderr, dynamic_ncols=True)
+    except ImportError:  # pragma: no cover
+        return None
+
+
+def _check_settings(output_dir: Path, settings: ConvertSettings, force: bool) -> None:
+    path = output_dir / "conversion_settings.json"
+    if not path.exists() or force:
+        return
+    old = json.loads(path.read_text())
+    new = asdict(settings)
+    diffs = [k for k in new if json.dumps(old.get(k), sort_keys=True) != json.dumps(new[k], sort_keys=True)]
+    if diffs:
+        detail = "; ".join(f"{k}: {old.get(k) if k != 'class_table' else [r['name'] for r in old.get(k, [])]} -> "
+                           f"{new[k] if k != 'class_table' else [r['name'] for r in new[k]]}" for k in diffs)
+        raise SettingsMismatch(
+            f"{output_dir} holds a conversion made with other settings ({detail}). "
+            "Use a new --output_dir, or --force to reconvert everything there.")
+
+
+def convert(
+    output_dir: str | os.PathLike,
+    crops: Sequence[cz.CropSource],
+    test_crops: Sequence[cz.TestCrop] = (),
+    *,
+    target_spacing: Sequence[float] = (8.0, 8.0, 8.0),
+    classes: Sequence[str] | None = None,
+    num_folds: int = 5,
+    scale: str = "auto",
+    max_voxels: int | None = None,
+    max_em_upsample: float = 2.0,
+    workers: int = 1,
+    force: bool = False,
+    dry_run: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Convert crops and write the datalist and report; return the report dict.
+
+    Parameters
+    ----------
+    output_dir : path
+        Where ``images/``, ``labels/``, ``datalist.json`` and the report go.
+    crops, test_crops : sequences
+        Training crops (:func:`converters.cellmap_zarr.discover_crops` or
+        :func:`~converters.cellmap_zarr.read_datasplit`) and test crops
+        (:func:`~converters.cellmap_zarr.read_test_manifest`).
+    target_spacing : (z, y, x) nm
+    classes : list of str, optional
+        Class names to keep; default every most-specific class annotated in some crop.
+    num_folds : int
+    scale : str
+        EM level, ``"auto"`` or ``"sN"``.
+    max_voxels : int, optional
+        Crops with more output voxels are written as several tiles.
+    max_em_upsample : float
+        Largest factor by which EM may be upsampled (when only coarser EM has data).
+    workers : int
+        Crops converted in parallel (processes).
+    force : bool
+        Reconvert finished crops and accept different settings in ``output_dir``.
+    dry_run : bool
+        Inspect and plan only; write nothing.
+
+    Returns
+    -------
+    dict
+        The report (also written as ``conversion_report.json``).
+    """
+    out_dir = Path(output_dir)
+    statuses, inspect_errors = _inspect_all(crops)
+    names = _resolve_classes(classes, crops, statuses)
+    if not names and not dry_run:
+        raise ValueError("no class is annotated in any crop: nothing to train on (see --dry_run for details)")
+    settings = ConvertSettings(tuple(float(v) for v in target_spacing), scale, max_voxels, max_em_upsample,
+                               build_class_table(names))
+    if dry_run:
+        return _dry_run_report(crops, test_crops, statuses, inspect_errors, settings)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _check_settings(out_dir, settings, force)
+    for sub in ("images", "labels", "records"):
+        (out_dir / sub).mkdir(exist_ok=True)
+    _atomic_write_json(out_dir / "conversion_settings.json", asdict(settings))
+
+    fingerprint = settings.fingerprint()
+    records: dict[str, dict] = {}
+    jobs = []
+    for kind, items in (("train", crops), ("test", test_crops)):
+        for src in items:
+            done = None if force else _finished_record(out_dir, src.name, fingerprint)
+            if done is not None:
+                done["resumed"] = True
+                records[src.name] = done
+            else:
+                jobs.append((kind, src, settings, str(out_dir)))
+    bar = _progress(len(jobs), "Converting crops") if progress and jobs else None
+    if workers > 1 and len(jobs) > 1:
+        ctx = mp.get_context("spawn")
+        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            futures = {pool.submit(_worker, job): job for job in jobs}
+            for fut in cf.as_completed(futures):
+                kind, src = futures[fut][:2]
+                try:
+                    rec = fut.result()
+                except Exception as exc:  # a worker died (out of memory, say)
+                    rec = _record_base(src, kind)
+                    rec.update(verdict="failed", reason="worker_died", detail=f"{type(exc).__name__}: {exc}")
+                records[src.name] = rec
+                if bar:
+                    bar.update(1)
+                    bar.set_postfix_str(f"{src.name}: {rec['verdict']}")
+    else:
+        for job in jobs:
+            rec = _worker(job)
+            records[job[1].name] = rec
+            if bar:
+                bar.update(1)
+                bar.set_postfix_str(f"{job[1].name}: {rec['verdict']}")
+    if bar:
+        bar.close()
+
+    ordered = [records[s.name] for s in crops] + [records[s.name] for s in test_crops]
+    datalist, items_meta, fold_info = _build_datalist(ordered, settings, num_folds)
+    _atomic_write_json(out_dir / "datalist_items.json", items_meta)
+    _atomic_write_json(out_dir / "datalist.json", datalist)
+    validation = _validate(out_dir / "datalist.json")
+    report = _report(ordered, settings, statuses, fold_info, validation, out_dir)
+    _atomic_write_json(out_dir / "conversion_report.json", report)
+    _atomic_write_text(out_dir / "conversion_report.md", render_report_markdown(report))
+    return report
+
+
+def _build_datalist(records: Sequence[dict], settings: ConvertSettings, num_folds: int) -> tuple[dict, dict, dict]:
+    train = [r for r in records if r["kind"] == "train" and r["verdict"] == "converted"]
+    names = {r["id"]: r["name"] for r in settings.class_table}
+    name_to_id = {v: k for k, v in names.items()}
+    fold_items = [
+        FoldItem(r["name"], r["dataset"],
+                 frozenset(name_to_id[n] for n, c in r.get("class_voxels", {}).items() if n in name_to_id and c),
+                 int(np.prod(r["output_grid"]["shape"])))
+        for r in train
+    ]
+    folds, k, grouping = assign_folds(fold_items, num_folds)
+    training, testing, meta = [], [], {}
+    for r in records:
+        if r["verdict"] != "converted":
+            continue
+        for item in r["items"]:
+            common = {"dataset": r["dataset"], "crop": f"crop{r['crop_id']}", "crop_id": r["crop_id"],
+                      "origin_nm": item["origin"], "spacing_nm": r["output_grid"]["spacing"], "shape_zyx": item["shape"],
+                      "em_level": r.get("em_level"), "usage": r.get("usage")}
+            if r["kind"] == "train":
+                training.append({"image": item["image"], "label": item["label"], "fold": folds[r["name"]],
+                                 "annotated": r["annotated_ids"]})
+                meta[item["image"]] = dict(common, tile_start=item.get("tile_start"), tile_stop=item.get("tile_stop"))
+            else:
+                testing.append({"image": item["image"]})
+                meta[item["image"]] = dict(common, test_labels=r["test_labels"])
+    datalist = {
+        "format": DATALIST_FORMAT,
+        "name": "cellmap",
+        "modality": "em",
+        "spacing": list(settings.target_spacing),
+        "axis_order": "NIfTI arrays are x,y,z with world units nm; 'spacing' is z,y,x nm",
+        "num_folds": k,
+        "labels": {"0": "background", **{str(r["id"]): r["name"] for r in settings.class_table}},
+        "class_table": settings.class_table,
+        "items_file": "datalist_items.json",
+        "training": training,
+        "testing": testing,
+    }
+    fold_info = {"requested": num_folds, "used": k, "grouping": grouping,
+                 "crops_per_fold": {f: sorted(n for n, ff in folds.items() if ff == f) for f in range(k)}}
+    return datalist, meta, fold_info
+
+
+def _validate(datalist_path: Path) -> dict:
+    try:
+        from datalists.validate import DatalistError, validate_datalist
+    except ImportError:  # pragma: no cover
+        return {"ok": None, "problems": ["datalists.validate not available"]}
+    try:
+        summary = validate_datalist(datalist_path, check_files=True, check_shapes=True)
+        return {"ok": True, "summary": summary}
+    except DatalistError as exc:
+        return {"ok": False, "problems": list(exc.problems)}
+
+
+def _report(records: Sequence[dict], settings: ConvertSettings, statuses: dict, fold_info: dict,
+            validation: dict, out_dir: Path) -> dict:
+    from collections import Counter
+
+    counts = Counter(r["verdict"] for r in records)
+    annotated_anywhere = {n for r in records for n in r.get("annotated", [])}
+    named_anywhere = {n for st in statuses.values() for n in st}
+    return {
+        "output_dir": str(out_dir.resolve()),
+        "settings": asdict(settings),
+        "summary": {
+            "crops": len(records),
+            "converted": counts.get("converted", 0),
+            "skipped": counts.get("skipped", 0),
+            "failed": counts.get("failed", 0),
+            "resumed": sum(1 for r in records if r.get("resumed")),
+            "tiled": sum(1 for r in records if r.get("tiled")),
+            "training_items": sum(len(r["items"]) for r in records if r["kind"] == "train"),
+            "testing_items": sum(len(r["items"]) for r in records if r["kind"] == "test"),
+        },
+        "classes": [r["name"] for r in settings.class_table],
+        "classes_never_annotated": sorted(named_anywhere - annotated_anywhere),
+        "folds": fold_info,
+        "datalist_validation": validation,
+        "crops": [{k: v for k, v in r.items() if k != "traceback"} | ({"traceback": r["traceback"]} if "traceback" in r else {})
+                  for r in records],
+    }
+
+
+def render_report_markdown(report: dict) -> str:
+    """A short readable summary of a conversion report."""
+    s = report["summary"]
+    lines = [
+        "# CellMap → NIfTI conversion report", "",
+        f"Output: `{report['output_dir']}`  ",
+        f"Target spacing (z, y, x nm): {report['settings']['target_spacing']}  ",
+        f"Classes ({len(report['classes'])}): {', '.join(report['classes'])}  ",
+        f"Crops: {s['crops']} — converted {s['converted']}, skipped {s['skipped']}, failed {s['failed']}"
+        f" (resumed {s['resumed']}, tiled {s['tiled']}); training items {s['training_items']}, "
+        f"testing items {s['testing_items']}  ",
+        f"Folds: {report['folds']['used']} (requested {report['folds']['requested']}, grouped by "
+        f"{report['folds']['grouping']})", "",
+    ]
+    if report["classes_never_annotated"]:
+        lines += [f"Named in crops but never annotated: {', '.join(report['classes_never_annotated'])}", ""]
+    val = report["datalist_validation"]
+    lines += ["Datalist validation: " + ("passed" if val.get("ok") else "FAILED: " + "; ".join(val.get("problems", []))), ""]
+    lines += ["| crop | kind | verdict | reason | EM level | padded | not annotated | notes |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in report["crops"]:
+        na = ", ".join(r.get("not_annotated", {}))
+        notes = "; ".join(r.get("warnings", []) + ([r["detail"]] if r.get("detail") else []))
+        pad = f"{r['padded_fraction']:.1%}" if "padded_fraction" in r else ""
+        lines.append(f"| {r['name']} | {r['kind']} | {r['verdict']} | {r.get('reason', '')} | {r.get('em_level', '')} "
+                     f"| {pad} | {na} | {notes.replace('|', '/')} |")
+    return "\n".join(lines) + "\n"
+
+
+def _dry_run_report(crops, test_crops, statuses, inspect_errors, settings) -> dict:
+    rows = []
+    for src in crops:
+        st = statuses.get(src.name, {})
+        rows.append({"name": src.name, "kind": "train", "error": inspect_errors.get(src.name),
+                     "annotated": sorted(n for n, s in st.items() if s.annotated),
+                     "not_annotated": {n: s.reason for n, s in st.items() if not s.annotated}})
+    rows += [{"name": t.name, "kind": "test", "labels": [lbl["label"] for lbl in t.labels]} for t in test_crops]
+    return {"dry_run": True, "settings": asdict(settings), "classes": [r["name"] for r in settings.class_table],
+            "crops": rows}
+
+
+# --------------------------------------------------------------------------- CLI
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m converters.convert_zarr_to_nifti",
+        description="Convert CellMap Zarr crops (EM + ground truth) to NIfTI images/labels and a MONAI "
+                    "datalist.json with folds, a class table and which classes each crop annotates.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    src = p.add_argument_group("input (one of --datasplit / --data_root)")
+    src.add_argument("--datasplit", help="the toolbox's header-less datasplit.csv listing training crops")
+    src.add_argument("--data_root", help="folder holding <dataset>/<dataset>.zarr stores; every "
+                     "*/*.zarr/recon-1/labels/groundtruth/crop* is converted")
+    src.add_argument("--test_manifest", help="test_crop_manifest.csv: convert those crops' EM (no labels) as "
+                     "'testing' entries")
+    p.add_argument("--output_dir", required=True, help="where images/, labels/, datalist.json and the report go")
+    p.add_argument("--target_spacing", nargs=3, type=float, default=[8.0, 8.0, 8.0], metavar=("Z", "Y", "X"),
+                   help="output voxel size in nm, z y x")
+    p.add_argument("--scale", default="auto", help="EM pyramid level to read: 'auto' picks the coarsest level "
+                   "no coarser than the target that has data in the crop's region; 'sN' forces one")
+    p.add_argument("--classes", nargs="+", help="class names to keep (CellMap names, e.g. mito er nuc); "
+                   "default: every most-specific class annotated in some crop, plus annotated groups of them")
+    p.add_argument("--num_folds", type=int, default=5, help="cross-validation folds; crops of one dataset stay "
+                   "together when there are at least this many datasets")
+    p.add_argument("--workers", type=int, default=1, help="crops converted in parallel (processes)")
+    p.add_argument("--max_crops", type=int, help="convert only the first N crops (a quick try)")
+    p.add_argument("--max_voxels", type=int, help="write crops with more output voxels than this as several tiles")
+    p.add_argument("--max_em_upsample", type=float, default=2.0, help="largest factor EM may be upsampled by "
+                   "when only coarser EM has data in a crop's region; beyond it the crop is skipped")
+    p.add_argument("--force", action="store_true", help="reconvert finished crops, and accept an output_dir "
+                   "converted with other settings (overwrites its files)")
+    p.add_argument("--dry_run", action="store_true", help="inspect crops and print the plan; write nothing")
+    p.add_argument("--no_progress", action="store_true", help="no progress bar")
+    return p
+
+
+def _em_zarr_by_dataset(crops: Iterable[cz.CropSource], data_root: str | None) -> dict[str, str]:
+    found = {c.dataset: c.em_zarr for c in crops}
+    if data_root:
+        for z in sorted(Path(data_root).glob("*/*.zarr")):
+            found.setdefault(z.name.removesuffix(".zarr"), str(z))
+    return found
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not args.datasplit and not args.data_root:
+        print("error: give --datasplit CSV or --data_root DIR", file=sys.stderr)
+        return 2
+    try:
+        crops = cz.read_datasplit(args.datasplit) if args.datasplit else cz.discover_crops(args.data_root)
+        if not crops:
+            where = args.datasplit or f"{args.data_root}/{cz.GT_GLOB}"
+            print(f"error: no crop found in {where}", file=sys.stderr)
+            return 2
+        if args.max_crops:
+            crops = crops[: args.max_crops]
+        tests = []
+        if args.test_manifest:
+            tests = cz.read_test_manifest(args.test_manifest, _em_zarr_by_dataset(crops, args.data_root))
+        report = convert(args.output_dir, crops, tests, target_spacing=args.target_spacing, classes=args.classes,
+                         num_folds=args.num_folds, scale=args.scale, max_voxels=args.max_voxels,
+                         max_em_upsample=args.max_em_upsample, workers=args.workers, force=args.force,
+                         dry_run=args.dry_run, progress=not args.no_progress)
+    except (SettingsMismatch, cz.CellMapFormatError, FileNotFoundError, KeyError, ValueError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        print(json.dumps(report, indent=2))
+        return 0
+    s = report["summary"]
+    out = Path(args.output_dir)
+    print(f"Converted {s['converted']} of {s['crops']} crops ({s['skipped']} skipped, {s['failed']} failed, "
+          f"{s['resumed']} resumed); {s['training_items']} training and {s['testing_items']} testing items.")
+    for r in report["crops"]:
+        if r["verdict"] != "converted":
+            print(f"  {r['name']}: {r['verdict']} ({r['reason']}) {r['detail']}")
+    print(f"Datalist: {out / 'datalist.json'}")
+    print(f"Report:   {out / 'conversion_report.md'} (and .json)")
+    if not report["datalist_validation"].get("ok", True):
+        print("The datalist did not validate: " + "; ".join(report["datalist_validation"]["problems"]), file=sys.stderr)
+        return 1
+    return 1 if s["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
