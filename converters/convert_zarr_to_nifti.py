@@ -32,11 +32,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+import fastremap
 import nibabel as nib
 import numpy as np
 import zarr
 
 from converters import cellmap_zarr as cz
+from datalists.annotated import ANNOTATED_KEY, encode_annotated
 from converters.class_mapping import annotated_ids, build_class_table, cellmap_lookup, default_classes
 from converters.folds import FoldItem, assign_folds
 from converters.geometry import Grid, grid_from_extent, nifti_affine, output_grid, source_coordinates, split_into_tiles
@@ -332,11 +334,14 @@ def _convert_crop(src: cz.CropSource, settings: ConvertSettings, out_dir: Path, 
         tile = out.sub_grid(start, stop)
         image, padded = _convert_image_tile(em_arr, choice.level, tile)
         n_pad += padded
-        lo_hi = [min(lo_hi[0], image.min()), max(lo_hi[1], image.max())]
+        lo, hi = fastremap.minmax(image)
+        lo_hi = [min(lo_hi[0], lo), max(lo_hi[1], hi)]
         label = np.empty(tile.shape, dtype=lut.dtype)
         lcoords = source_coordinates(tile, gt_grid.origin, gt_grid.spacing)
         resample_into(label_src, lcoords, label, "nearest", pad_value=0, post=lambda b: _lookup(lut, b))
-        counts += np.bincount(label.ravel(), minlength=counts.size)[: counts.size]
+        values, n = fastremap.unique(label, return_counts=True)
+        keep = values < counts.size
+        np.add.at(counts, values[keep].astype(np.int64), n[keep])
         name = _tile_name(src.name, i, len(tiles))
         item = {"image": f"images/{name}.nii.gz", "label": f"labels/{name}.nii.gz",
                 "tile_start": list(start), "tile_stop": list(stop),
@@ -609,8 +614,10 @@ def _build_datalist(records: Sequence[dict], settings: ConvertSettings, num_fold
                       "em_level": r.get("em_level"), "usage": r.get("usage")}
             if r["kind"] == "train":
                 training.append({"image": item["image"], "label": item["label"], "fold": folds[r["name"]],
-                                 "annotated": r["annotated_ids"]})
-                meta[item["image"]] = dict(common, tile_start=item.get("tile_start"), tile_stop=item.get("tile_stop"))
+                                 ANNOTATED_KEY: encode_annotated(r["annotated_ids"])})
+                meta[item["image"]] = dict(common, annotated=r["annotated_ids"],
+                                           annotated_names=[names[i] for i in r["annotated_ids"]],
+                                           tile_start=item.get("tile_start"), tile_stop=item.get("tile_stop"))
             else:
                 testing.append({"image": item["image"]})
                 meta[item["image"]] = dict(common, test_labels=r["test_labels"])

@@ -116,12 +116,57 @@ def _apply_axis(block: np.ndarray, plan: AxisPlan, axis: int, offset: int, sel: 
             sl[axis] = slice(int(index[0]), int(index[-1]) + 1)
             return block[tuple(sl)]
         return np.take(block, index, axis=axis)
-    a = np.take(block, index, axis=axis).astype(np.float32, copy=False)
-    b = np.take(block, index + 1, axis=axis).astype(np.float32, copy=False)
+    if index.size and np.all(np.diff(index) == 1):
+        # a pure shift (same voxel size): views, no gather
+        sl_a = [slice(None)] * block.ndim
+        sl_b = [slice(None)] * block.ndim
+        sl_a[axis] = slice(int(index[0]), int(index[-1]) + 1)
+        sl_b[axis] = slice(int(index[0]) + 1, int(index[-1]) + 2)
+        a, b = block[tuple(sl_a)], block[tuple(sl_b)]
+    else:
+        a, b = np.take(block, index, axis=axis), np.take(block, index + 1, axis=axis)
     shape = [1] * block.ndim
     shape[axis] = -1
     w = weight.astype(np.float32).reshape(shape)
-    return a + (b - a) * w
+    out = b.astype(np.float32)  # always a fresh array
+    out -= a
+    out *= w
+    out += a
+    return out
+
+
+def _slabs(index: np.ndarray, chunks: Sequence[int] | None, slab: int, linear: bool) -> list[slice]:
+    """Split output z-planes into runs whose fresh source planes fall in whole source chunks.
+
+    A linear slab also needs the plane after its last index; runs are cut so that this
+    extra plane is the *first* plane of the next run's chunk-aligned read, which
+    :class:`_SlabReader` keeps instead of decompressing that chunk twice.
+    """
+    step = int(chunks[0]) * max(1, round(slab / int(chunks[0]))) if chunks else max(1, slab)
+    key = (index + 1) // step if linear else index // step
+    breaks = np.flatnonzero(np.diff(key)) + 1
+    edges = [0, *breaks.tolist(), index.size]
+    return [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]
+
+
+class _SlabReader:
+    """Reads z-ranges of a source, reusing planes already read by the previous slab."""
+
+    def __init__(self, source: Any, ys: slice, xs: slice):
+        self.source, self.ys, self.xs = source, ys, xs
+        self.start, self.block = 0, None
+
+    def read(self, z0: int, z1: int) -> np.ndarray:
+        z1 = min(z1, self.source.shape[0])
+        b = self.block
+        if b is not None and self.start <= z0 < self.start + b.shape[0] < z1:
+            keep = b[z0 - self.start :]
+            fresh = np.asarray(self.source[self.start + b.shape[0] : z1, self.ys, self.xs])
+            block = np.concatenate([keep, fresh], axis=0)
+        else:
+            block = np.asarray(self.source[z0:z1, self.ys, self.xs])
+        self.start, self.block = z0, block
+        return block
 
 
 def resample_into(
@@ -149,7 +194,9 @@ def resample_into(
     pad_value : number
         Written where the output lies outside the source.
     slab : int
-        Output z-planes computed per read, which bounds the memory used.
+        About how many source z-planes are read at once, which bounds the memory used.
+        Slabs follow the source's z-chunks (when it has ``chunks``), so no chunk is
+        decompressed twice.
     post : callable, optional
         Applied to each resampled slab before it is stored (a label lookup table, say).
 
@@ -182,17 +229,18 @@ def resample_into(
     y0, y1, x0, x1 = py.src_start, py.src_stop, px.src_start, px.src_stop
     is_int = np.issubdtype(out.dtype, np.integer)
     info = np.iinfo(out.dtype) if is_int else None
-    for s0 in range(0, pz.hi - pz.lo, slab):
-        sel = slice(s0, min(s0 + slab, pz.hi - pz.lo))
+    reader = _SlabReader(source, slice(y0, y1), slice(x0, x1))
+    for sel in _slabs(pz.index, getattr(source, "chunks", None), slab, pz.weight is not None):
         zi = pz.index[sel]
         z0 = int(zi.min())
         z1 = int(zi.max()) + (2 if pz.weight is not None else 1)
-        block = np.asarray(source[z0:z1, y0:y1, x0:x1])
+        block = reader.read(z0, z1)
         block = _apply_axis(block, pz, 0, z0, sel)
         block = _apply_axis(block, py, 1, y0, slice(None))
         block = _apply_axis(block, px, 2, x0, slice(None))
         if block.dtype != out.dtype and is_int and block.dtype.kind == "f":
-            block = np.clip(np.rint(block), info.min, info.max)
+            np.rint(block, out=block)
+            np.clip(block, info.min, info.max, out=block)
         if post is not None:
             block = post(block)
         out[pz.lo + sel.start : pz.lo + sel.stop, inside[1], inside[2]] = block

@@ -1,0 +1,316 @@
+"""The CellMap Zarr → NIfTI converter on the built-in synthetic data (every hard case)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import zarr
+from scipy import ndimage
+
+from converters import cellmap_zarr as cz
+from converters.class_mapping import cellmap_lookup
+from converters.convert_zarr_to_nifti import SettingsMismatch, convert, convert_test_crop, main, ConvertSettings
+from converters.geometry import grid_from_nifti_affine, source_coordinates
+from converters.synthetic import generate_synthetic_cellmap
+from datalists.annotated import decode_annotated
+from datalists.validate import validate_datalist
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("syn") / "data"
+    generate_synthetic_cellmap(out, seed=0)
+    return out
+
+
+@pytest.fixture(scope="module")
+def converted(synthetic, tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("conv") / "nifti"
+    crops = cz.read_datasplit(synthetic / "datasplit.csv")
+    tests = cz.read_test_manifest(synthetic / "test_crop_manifest.csv", {c.dataset: c.em_zarr for c in crops})
+    report = convert(out, crops, tests, num_folds=2, progress=False)
+    return out, report
+
+
+def _crop(report: dict, name: str) -> dict:
+    return next(r for r in report["crops"] if r["name"] == name)
+
+
+def _load_zyx(path: Path) -> tuple[np.ndarray, nib.Nifti1Image]:
+    img = nib.load(path)
+    return np.asarray(img.dataobj).T, img
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    # the datasplit holds absolute paths: point it at the copy
+    split = (dst / "datasplit.csv").read_text().replace(str(src), str(dst))
+    (dst / "datasplit.csv").write_text(split)
+    return dst
+
+
+def test_every_hard_case_gets_its_verdict(synthetic, converted):
+    out, report = converted
+    cases = json.loads((synthetic / "cases.json").read_text())
+    for crop, case in cases.items():
+        rec = _crop(report, f"{case['dataset']}_{crop}")
+        assert rec["verdict"] == case["expected_verdict"], (crop, case["case"], rec)
+        if rec["verdict"] == "skipped":
+            assert rec["reason"] == case["reason"]
+    assert _crop(report, "synth-2_crop4")["em_level"] == "s1"
+    assert _crop(report, "synth-1_crop3")["padded_fraction"] == pytest.approx(
+        cases["crop3"]["expected_padded_fraction"], abs=0.02)
+    assert report["summary"]["failed"] == 0
+    assert report["datalist_validation"]["ok"] is True
+
+
+def test_no_blank_image_is_written(converted):
+    out, report = converted
+    for rec in report["crops"]:
+        for item in rec["items"]:
+            img, _ = _load_zyx(out / item["image"])
+            assert img.std() > 5, item["image"]
+            inside = img if not rec.get("padded_fraction") else img[img > 0]
+            # no big blank slab: every z-plane that lies inside the EM has contrast
+            for plane in img:
+                if plane.any():
+                    assert plane.std() > 1, item["image"]
+            assert inside.size
+
+
+def test_coarse_gt_image_comes_from_s1_not_blank_s0(synthetic, converted):
+    out, report = converted
+    rec = _crop(report, "synth-2_crop4")
+    assert rec["em_upsample"] == pytest.approx(2.0)
+    assert any("s0 has no data" in w for w in rec["warnings"])
+    img, nii = _load_zyx(out / rec["items"][0]["image"])
+    grid = grid_from_nifti_affine(nii.affine, nii.shape)
+    s1 = zarr.open_group(str(synthetic / "synth-2/synth-2.zarr"), mode="r")["recon-1/em/fibsem-uint8/s1"][:]
+    coords = np.meshgrid(*source_coordinates(grid, (4.0, 4.0, 4.0), (16.0, 16.0, 16.0)), indexing="ij")
+    expected = ndimage.map_coordinates(s1.astype(np.float64), coords, order=1, mode="nearest")
+    assert np.abs(img.astype(np.float64) - expected).max() <= 1.0
+
+
+def test_em_too_coarse_is_skipped_when_upsampling_is_not_allowed(synthetic, tmp_path):
+    crops = [c for c in cz.read_datasplit(synthetic / "datasplit.csv") if c.crop_id in (1, 4)]
+    report = convert(tmp_path / "o", crops, num_folds=2, max_em_upsample=1.0, progress=False)
+    rec = _crop(report, "synth-2_crop4")
+    assert (rec["verdict"], rec["reason"]) == ("skipped", "em_too_coarse")
+    assert "s1" in rec["detail"] and "--target_spacing" in rec["detail"]
+    assert not (tmp_path / "o/images/synth-2_crop4.nii.gz").exists()
+
+
+@pytest.mark.parametrize("crop", ["synth-1_crop1", "synth-2_crop6"])
+def test_label_round_trip_through_affine(synthetic, converted, crop):
+    """A label mapped back through its affine lands on the source crop's voxels (crop6: off-grid)."""
+    out, report = converted
+    rec = _crop(report, crop)
+    label, nii = _load_zyx(out / rec["items"][0]["label"])
+    grid = grid_from_nifti_affine(nii.affine, nii.shape)
+    dataset, cropname = crop.split("_")
+    root = zarr.open_group(str(synthetic / dataset / f"{dataset}.zarr"), mode="r")
+    levels = cz.read_levels(root[f"recon-1/labels/groundtruth/{cropname}/all"])
+    assert grid.origin == pytest.approx(levels[0].translation)
+    assert grid.spacing == pytest.approx(levels[0].scale)
+    source_all = root[f"recon-1/labels/groundtruth/{cropname}/all/s0"][:]
+    datalist = json.loads((out / "datalist.json").read_text())
+    lut = cellmap_lookup(datalist["class_table"])
+    assert np.array_equal(label, lut[source_all])
+
+
+def test_offgrid_image_is_linear_interpolation_of_em(synthetic, converted):
+    out, report = converted
+    rec = _crop(report, "synth-2_crop6")
+    assert any(t % 8 for t in rec["gt_translation"])
+    img, nii = _load_zyx(out / rec["items"][0]["image"])
+    grid = grid_from_nifti_affine(nii.affine, nii.shape)
+    s0 = zarr.open_group(str(synthetic / "synth-2/synth-2.zarr"), mode="r")["recon-1/em/fibsem-uint8/s0"][:]
+    coords = np.meshgrid(*source_coordinates(grid, (0.0, 0.0, 0.0), (8.0, 8.0, 8.0)), indexing="ij")
+    expected = ndimage.map_coordinates(s0.astype(np.float64), coords, order=1, mode="nearest")
+    assert np.abs(img.astype(np.float64) - expected).max() <= 1.0
+
+
+def test_partial_annotation_recorded_per_item(converted):
+    out, report = converted
+    datalist = json.loads((out / "datalist.json").read_text())
+    items = json.loads((out / "datalist_items.json").read_text())
+    ids = {r["name"]: r["id"] for r in datalist["class_table"]}
+    entry = next(t for t in datalist["training"] if "crop2" in t["image"])
+    annotated = decode_annotated(entry["annotated_mask"])
+    assert annotated == sorted(ids[n] for n in ("mito_mem", "mito_lum", "mito"))
+    assert items[entry["image"]]["annotated"] == annotated
+    rec = _crop(report, "synth-1_crop2")
+    assert set(rec["not_annotated"]) == {"er", "er_mem", "er_lum"}
+    assert rec["not_annotated"]["er_mem"] in ("all unknown", "no chunk on disk")
+
+
+def test_hierarchical_classes_in_table_and_labels(converted):
+    out, report = converted
+    datalist = json.loads((out / "datalist.json").read_text())
+    table = {r["name"]: r for r in datalist["class_table"]}
+    assert table["mito"]["instance"] and not table["mito_mem"]["instance"]
+    assert table["mito"]["parts"] == sorted([table["mito_mem"]["id"], table["mito_lum"]["id"]])
+    assert table["mito"]["cellmap_id"] == 50
+    # crop1 annotates mito's parts: its label holds the parts; crop6 annotates only the group
+    lab1, _ = _load_zyx(out / "labels/synth-1_crop1.nii.gz")
+    lab6, _ = _load_zyx(out / "labels/synth-2_crop6.nii.gz")
+    assert (lab1 == table["mito_mem"]["id"]).any() and not (lab1 == table["mito"]["id"]).any()
+    assert (lab6 == table["mito"]["id"]).any() and not (lab6 == table["mito_mem"]["id"]).any()
+
+
+def test_folds_keep_datasets_together_and_datalist_fits_monai(converted):
+    from monai.auto3dseg.utils import datafold_read
+
+    out, report = converted
+    datalist = json.loads((out / "datalist.json").read_text())
+    folds = {}
+    for t in datalist["training"]:
+        folds.setdefault(t["image"].split("_crop")[0].split("/")[-1], set()).add(t["fold"])
+    assert all(len(f) == 1 for f in folds.values()) and len(set.union(*folds.values())) == 2
+    train, val = datafold_read(str(out / "datalist.json"), str(out), fold=0)
+    assert len(train) + len(val) == len(datalist["training"]) and val
+    assert all(os.path.exists(d["image"]) and os.path.exists(d["label"]) for d in train + val)
+    summary = validate_datalist(out / "datalist.json", check_label_values=True)
+    assert summary["n_testing"] == 2
+
+
+def test_test_crops_cover_union_of_label_rois(converted, synthetic):
+    out, report = converted
+    rec = _crop(report, "synth-2_crop102")
+    items = json.loads((out / "datalist_items.json").read_text())
+    meta = items[rec["items"][0]["image"]]
+    assert {lbl["label"] for lbl in meta["test_labels"]} == {"mito", "cyto", "er"}
+    _, nii = _load_zyx(out / rec["items"][0]["image"])
+    grid = grid_from_nifti_affine(nii.affine, nii.shape)
+    for lbl in meta["test_labels"]:
+        lo = np.asarray(lbl["translation"]) - np.asarray(lbl["voxel_size"]) / 2
+        hi = lo + np.asarray(lbl["shape"]) * np.asarray(lbl["voxel_size"])
+        assert np.all(grid.lower_edge <= lo + 1e-6) and np.all(grid.upper_edge >= hi - 1e-6)
+
+
+def test_crop_outside_em_is_skipped(synthetic, tmp_path):
+    em = str(synthetic / "synth-1/synth-1.zarr")
+    far = cz.TestCrop("synth-1", 999, em, "recon-1/em/fibsem-uint8",
+                      ({"label": "mito", "voxel_size": (8.0,) * 3, "translation": (1e6, 1e6, 1e6), "shape": (8, 8, 8)},))
+    rec = convert_test_crop(far, ConvertSettings(), tmp_path)
+    assert (rec["verdict"], rec["reason"]) == ("skipped", "outside_em")
+
+
+def test_constant_image_is_skipped(synthetic, tmp_path):
+    data = _copy(synthetic, tmp_path / "data")
+    em = zarr.open_group(str(data / "synth-1/synth-1.zarr"), mode="r+")["recon-1/em/fibsem-uint8/s0"]
+    em[:, :, :] = 117  # a constant volume with every chunk present
+    crops = [c for c in cz.read_datasplit(data / "datasplit.csv") if c.crop_id in (1, 6)]
+    report = convert(tmp_path / "o", crops, num_folds=2, progress=False)
+    rec = _crop(report, "synth-1_crop1")
+    assert (rec["verdict"], rec["reason"]) == ("skipped", "constant_image")
+    assert not list((tmp_path / "o/images").glob("synth-1_crop1*"))
+
+
+def test_tiling_reassembles_to_untiled_output(synthetic, converted, tmp_path):
+    out, _ = converted
+    crops = [c for c in cz.read_datasplit(synthetic / "datasplit.csv") if c.crop_id == 1]
+    report = convert(tmp_path / "o", crops, num_folds=1, max_voxels=40_000, progress=False)
+    rec = report["crops"][0]
+    assert rec["tiled"] and len(rec["items"]) > 1
+    whole_img, _ = _load_zyx(out / "images/synth-1_crop1.nii.gz")
+    whole_lab, whole_nii = _load_zyx(out / "labels/synth-1_crop1.nii.gz")
+    whole_grid = grid_from_nifti_affine(whole_nii.affine, whole_nii.shape)
+    for item in rec["items"]:
+        img, nii = _load_zyx(tmp_path / "o" / item["image"])
+        lab, _ = _load_zyx(tmp_path / "o" / item["label"])
+        assert img.size <= 40_000
+        sl = tuple(slice(a, b) for a, b in zip(item["tile_start"], item["tile_stop"]))
+        assert np.array_equal(img, whole_img[sl]) and np.array_equal(lab, whole_lab[sl])
+        assert grid_from_nifti_affine(nii.affine, nii.shape) == whole_grid.sub_grid(item["tile_start"], item["tile_stop"])
+    datalist = json.loads((tmp_path / "o/datalist.json").read_text())
+    assert len({t["fold"] for t in datalist["training"]}) == 1  # tiles of a crop share a fold
+
+
+def test_resume_skips_finished_crops_and_redoes_missing_ones(synthetic, tmp_path):
+    crops = [c for c in cz.read_datasplit(synthetic / "datasplit.csv") if c.crop_id in (1, 2, 6)]
+    out = tmp_path / "o"
+    convert(out, crops, num_folds=2, progress=False)
+    first = {p.name: p.stat().st_mtime_ns for p in (out / "images").iterdir()}
+    (out / "images/synth-1_crop2.nii.gz").unlink()
+    report = convert(out, crops, num_folds=2, progress=False)
+    assert report["summary"]["resumed"] == 2
+    assert not _crop(report, "synth-1_crop2").get("resumed")
+    now = {p.name: p.stat().st_mtime_ns for p in (out / "images").iterdir()}
+    assert now["synth-1_crop1.nii.gz"] == first["synth-1_crop1.nii.gz"]
+    assert (out / "images/synth-1_crop2.nii.gz").exists()
+
+
+def test_other_settings_refused_unless_forced(synthetic, tmp_path):
+    crops = [c for c in cz.read_datasplit(synthetic / "datasplit.csv") if c.crop_id in (1, 6)]
+    out = tmp_path / "o"
+    convert(out, crops, num_folds=2, progress=False)
+    with pytest.raises(SettingsMismatch, match="target_spacing"):
+        convert(out, crops, num_folds=2, target_spacing=(16, 16, 16), progress=False)
+    report = convert(out, crops, num_folds=2, target_spacing=(16, 16, 16), force=True, progress=False)
+    assert report["summary"]["converted"] == 2 and report["summary"]["resumed"] == 0
+    _, nii = _load_zyx(out / "images/synth-1_crop1.nii.gz")
+    assert np.allclose(nii.header.get_zooms(), 16)
+
+
+def test_bad_crop_is_reported_and_batch_continues(synthetic, tmp_path, capsys):
+    data = _copy(synthetic, tmp_path / "data")
+    (data / "synth-1/synth-1.zarr/recon-1/labels/groundtruth/crop1/all/.zattrs").write_text("{not json")
+    rc = main(["--datasplit", str(data / "datasplit.csv"), "--output_dir", str(tmp_path / "o"),
+               "--num_folds", "2", "--no_progress"])
+    assert rc == 1  # something failed
+    report = json.loads((tmp_path / "o/conversion_report.json").read_text())
+    rec = _crop(report, "synth-1_crop1")
+    assert rec["verdict"] == "failed" and rec["detail"]
+    assert _crop(report, "synth-2_crop6")["verdict"] == "converted"
+    assert "synth-1_crop1: failed" in capsys.readouterr().out
+
+
+def test_inputs_are_never_written(synthetic, tmp_path):
+    data = _copy(synthetic, tmp_path / "data")
+
+    def snapshot():
+        return {str(p): (p.stat().st_mtime_ns, p.stat().st_size) for p in data.rglob("*")}
+
+    before = snapshot()
+    assert main(["--datasplit", str(data / "datasplit.csv"), "--test_manifest", str(data / "test_crop_manifest.csv"),
+                 "--output_dir", str(tmp_path / "o"), "--num_folds", "2", "--no_progress"]) == 0
+    assert snapshot() == before
+
+
+def test_parallel_workers_give_identical_outputs(synthetic, converted, tmp_path):
+    out, _ = converted
+    crops = [c for c in cz.read_datasplit(synthetic / "datasplit.csv") if c.crop_id in (1, 6)]
+    convert(tmp_path / "o", crops, num_folds=2, workers=2, progress=False)
+    for name in ("synth-1_crop1", "synth-2_crop6"):
+        a, _ = _load_zyx(tmp_path / "o/images" / f"{name}.nii.gz")
+        b, _ = _load_zyx(out / "images" / f"{name}.nii.gz")
+        assert np.array_equal(a, b)
+
+
+def test_cli_dry_run_writes_nothing_and_errors_are_clear(synthetic, tmp_path, capsys):
+    assert main(["--datasplit", str(synthetic / "datasplit.csv"), "--output_dir", str(tmp_path / "o"),
+                 "--dry_run"]) == 0
+    assert not (tmp_path / "o").exists()
+    plan = json.loads(capsys.readouterr().out)
+    assert "mito" in plan["classes"]
+    assert main(["--output_dir", str(tmp_path / "o")]) == 2
+    assert "--datasplit" in capsys.readouterr().err
+    assert main(["--data_root", str(synthetic), "--output_dir", str(tmp_path / "o"), "--classes", "mitoo"]) == 2
+    assert "did you mean mito" in capsys.readouterr().err.lower()
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    assert "--target_spacing" in capsys.readouterr().out
+
+
+def test_data_root_discovery_matches_datasplit(synthetic):
+    found = {(c.dataset, c.crop_id) for c in cz.discover_crops(synthetic)}
+    listed = {(c.dataset, c.crop_id) for c in cz.read_datasplit(synthetic / "datasplit.csv")}
+    assert found == listed
