@@ -30,16 +30,23 @@ venv: $(VENV)/.installed
 test: venv
 	$(PY) -m pytest -q
 
-demo: venv
-	$(PY) -m converters.synthetic --out $(DEMO_DIR)/synthetic_cellmap
+$(DEMO_DIR)/synthetic_cellmap/cases.json: | venv
+	$(PY) -m converters.synthetic --out $(DEMO_DIR)/synthetic_cellmap --force
+
+demo: venv $(DEMO_DIR)/synthetic_cellmap/cases.json
 	$(PY) -m converters.convert_zarr_to_nifti \
 	    --datasplit $(DEMO_DIR)/synthetic_cellmap/datasplit.csv \
 	    --test_manifest $(DEMO_DIR)/synthetic_cellmap/test_crop_manifest.csv \
 	    --output_dir $(DEMO_DIR)/nifti --num_folds 2 --workers $(WORKERS)
+	$(PY) run_auto3dseg.py --mode analyze --datalist $(DEMO_DIR)/nifti/datalist.json \
+	    --work_dir $(DEMO_DIR)/work_dir --workers 0
 	@echo
-	@echo "Demo finished. Built-in data: $(DEMO_DIR)/synthetic_cellmap"
-	@echo "Datalist:  $(DEMO_DIR)/nifti/datalist.json"
-	@echo "Report:    $(DEMO_DIR)/nifti/conversion_report.md"
+	@echo "Demo finished."
+	@echo "  built-in CellMap-like data:  $(DEMO_DIR)/synthetic_cellmap (cases: cases.json)"
+	@echo "  NIfTI images/labels:         $(DEMO_DIR)/nifti/images, $(DEMO_DIR)/nifti/labels"
+	@echo "  datalist:                    $(DEMO_DIR)/nifti/datalist.json"
+	@echo "  conversion report:           $(DEMO_DIR)/nifti/conversion_report.md (and .json)"
+	@echo "  data statistics:             $(DEMO_DIR)/work_dir/datastats.yaml"
 
 bench: venv
 	$(PY) bench/bench_convert.py

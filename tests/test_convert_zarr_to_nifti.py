@@ -17,25 +17,8 @@ from converters import cellmap_zarr as cz
 from converters.class_mapping import cellmap_lookup
 from converters.convert_zarr_to_nifti import SettingsMismatch, convert, convert_test_crop, main, ConvertSettings
 from converters.geometry import grid_from_nifti_affine, source_coordinates
-from converters.synthetic import generate_synthetic_cellmap
 from datalists.annotated import decode_annotated
 from datalists.validate import validate_datalist
-
-
-@pytest.fixture(scope="module")
-def synthetic(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("syn") / "data"
-    generate_synthetic_cellmap(out, seed=0)
-    return out
-
-
-@pytest.fixture(scope="module")
-def converted(synthetic, tmp_path_factory) -> tuple[Path, dict]:
-    out = tmp_path_factory.mktemp("conv") / "nifti"
-    crops = cz.read_datasplit(synthetic / "datasplit.csv")
-    tests = cz.read_test_manifest(synthetic / "test_crop_manifest.csv", {c.dataset: c.em_zarr for c in crops})
-    report = convert(out, crops, tests, num_folds=2, progress=False)
-    return out, report
 
 
 def _crop(report: dict, name: str) -> dict:
