@@ -38,16 +38,28 @@ import numpy as np
 import zarr
 
 from converters import cellmap_zarr as cz
-from datalists.annotated import ANNOTATED_KEY, encode_annotated
-from converters.class_mapping import annotated_ids, build_class_table, cellmap_lookup, default_classes
-from converters.folds import FoldItem, assign_folds
-from converters.geometry import Grid, grid_from_extent, nifti_affine, output_grid, source_coordinates, split_into_tiles
+from converters.class_mapping import (
+    annotated_ids,
+    build_class_table,
+    cellmap_lookup,
+    default_classes,
+)
+from converters.datalist_writer import build_datalist
+from converters.em_level import choose_em_level
+from converters.geometry import (
+    Grid,
+    grid_from_extent,
+    nifti_affine,
+    output_grid,
+    source_coordinates,
+    split_into_tiles,
+)
+from converters.labels import label_source, lookup
+from converters.report import build_report, dry_run_report, render_report_markdown
 from converters.resample import resample_into
 
 __all__ = ["ConvertSettings", "convert", "convert_crop", "choose_em_level", "main"]
 
-DATALIST_FORMAT = "cellmap-auto3dseg-datalist/1"
-_TOL = 1e-3
 
 
 class SettingsMismatch(RuntimeError):
@@ -92,157 +104,11 @@ def _write_nifti(path: Path, array_zyx: np.ndarray, grid: Grid, description: str
     os.replace(tmp, path)
 
 
-# --------------------------------------------------------------------------- EM level choice
-@dataclass(frozen=True)
-class EMChoice:
-    """The EM level a crop is read from, or why none fits."""
-
-    level: cz.Level | None
-    upsample: float = 1.0
-    reason: str = ""  # skip reason code when level is None
-    detail: str = ""
-    warnings: tuple[str, ...] = ()
-    coverage: tuple[tuple[str, float], ...] = ()
-
-
-def _index_range(out: Grid, level: cz.Level, shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    coords = source_coordinates(out, level.translation, level.scale)
-    lo = np.array([np.floor(c.min() + 0.5) for c in coords], dtype=np.int64)
-    hi = np.array([np.floor(c.max() + 0.5) + 1 for c in coords], dtype=np.int64)
-    return np.maximum(lo, 0), np.minimum(hi, np.asarray(shape))
-
-
-def choose_em_level(
-    em: zarr.hierarchy.Group,
-    levels: Sequence[cz.Level],
-    out: Grid,
-    target_spacing: Sequence[float],
-    scale: str = "auto",
-    max_em_upsample: float = 2.0,
-) -> EMChoice:
-    """Pick the EM level to resample a crop from.
-
-    A level is usable when every chunk overlapping the crop's region exists (a missing
-    chunk reads as blank). Among usable levels the coarsest one no coarser than the
-    target is taken; if all are coarser, the finest, when within ``max_em_upsample``.
-    ``scale="sN"`` forces a level.
-    """
-    target = np.asarray(target_spacing, dtype=np.float64)
-    coverage: list[tuple[str, float]] = []
-    usable: list[cz.Level] = []
-    overlaps = False
-    for lv in levels:
-        if lv.path not in em:
-            coverage.append((lv.path, 0.0))
-            continue
-        arr = em[lv.path]
-        lo, hi = _index_range(out, lv, arr.shape)
-        if np.any(hi <= lo):
-            coverage.append((lv.path, 0.0))
-            continue
-        overlaps = True
-        frac = cz.chunk_coverage(arr, lo, hi)
-        coverage.append((lv.path, round(frac, 4)))
-        if frac >= 1.0:
-            usable.append(lv)
-    cov = tuple(coverage)
-    cov_txt = ", ".join(f"{p}: {f:.0%}" for p, f in coverage)
-    if not overlaps:
-        return EMChoice(None, reason="outside_em", detail="the crop does not overlap the EM volume at any level", coverage=cov)
-    if scale != "auto":
-        forced = [lv for lv in usable if lv.path == scale]
-        if not forced:
-            return EMChoice(None, reason="no_em_data",
-                            detail=f"--scale {scale}: that level has no complete data in this crop's region ({cov_txt})",
-                            coverage=cov)
-        usable = forced
-    if not usable:
-        return EMChoice(None, reason="no_em_data",
-                        detail=f"no EM level has all its chunks in this crop's region (chunks present: {cov_txt})",
-                        coverage=cov)
-    warnings = []
-    finest_present = next(lv for lv in levels if lv.path in em)
-    fine_enough = [lv for lv in usable if np.all(np.asarray(lv.scale) <= target * (1 + _TOL))]
-    if fine_enough:
-        chosen, up = fine_enough[-1], 1.0
-    else:
-        chosen = usable[0]
-        up = float(np.max(np.asarray(chosen.scale) / target))
-        if up > max_em_upsample * (1 + _TOL):
-            return EMChoice(
-                None, reason="em_too_coarse",
-                detail=(f"the finest EM with data here is {chosen.path} at {list(chosen.scale)} nm, {up:g}x coarser "
-                        f"than the target {list(target)} nm (limit --max_em_upsample {max_em_upsample:g}); "
-                        "fetch finer EM for this crop or convert with a coarser --target_spacing"),
-                coverage=cov)
-        warnings.append(f"EM upsampled {up:g}x from {chosen.path} ({list(chosen.scale)} nm)")
-    if chosen.path != finest_present.path and finest_present not in usable and scale == "auto":
-        warnings.append(
-            f"EM level {finest_present.path} has no data in this crop's region (the CellMap fetch tool downloads "
-            f"EM only near each crop's ground-truth resolution); used {chosen.path}")
-    return EMChoice(chosen, up, warnings=tuple(warnings), coverage=cov)
-
-
-# --------------------------------------------------------------------------- labels
-class ComposedLabels:
-    """A lazily read CellMap-id volume built from per-class arrays (when ``all`` is absent).
-
-    Groups are painted first and atomic classes last, so the most specific id wins.
-    """
-
-    def __init__(self, arrays: Sequence[tuple[int, zarr.Array, bool]]):
-        order = sorted(arrays, key=lambda a: -len(_parts(a[0])))
-        self._arrays = order
-        self.shape = order[0][1].shape
-
-    def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
-        out = None
-        for cid, arr, instance in self._arrays:
-            block = np.asarray(arr[key])
-            if out is None:
-                out = np.zeros(block.shape, dtype=np.uint8)
-            present = block > 0 if instance else block == 1
-            out[present] = cid
-        return out
-
-
-def _parts(cellmap_id: int) -> tuple[int, ...]:
-    from auto3dseg.classes import CELLMAP_BY_ID
-
-    return CELLMAP_BY_ID[cellmap_id].parts
-
-
-def _label_source(gt: zarr.hierarchy.Group, gt_group: str, statuses: dict[str, cz.ClassStatus]):
-    crop = gt[gt_group]
-    if "all" in crop:
-        levels = cz.read_levels(crop["all"], f"{gt_group}/all")
-        arr = crop["all"][levels[0].path]
-        if arr.nchunks_initialized > 0:
-            return arr, "all"
-    from auto3dseg.classes import CELLMAP_CLASSES
-
-    arrays = []
-    for name, st in statuses.items():
-        if st.annotated and name in CELLMAP_CLASSES and name in crop:
-            levels = cz.read_levels(crop[name], f"{gt_group}/{name}")
-            arrays.append((CELLMAP_CLASSES[name].cellmap_id, crop[name][levels[0].path], st.instance))
-    if not arrays:
-        return None, "none"
-    return ComposedLabels(arrays), "per-class arrays"
-
-
 # --------------------------------------------------------------------------- one crop
 def _record_base(src: cz.CropSource | cz.TestCrop, kind: str) -> dict:
     return {"name": src.name, "dataset": src.dataset, "crop_id": src.crop_id, "kind": kind,
             "usage": getattr(src, "usage", "test"), "verdict": None, "reason": "", "detail": "",
             "warnings": [], "items": []}
-
-
-def _lookup(lut: np.ndarray, block: np.ndarray) -> np.ndarray:
-    """Map CellMap ids to ours; ids past the table (not CellMap classes) become background."""
-    if block.dtype.itemsize > 1 or block.dtype.kind != "u":
-        block = np.where((block >= 0) & (block < lut.size), block, 0)
-    return lut[block]
 
 
 def _tile_name(name: str, i: int, n: int) -> str:
@@ -319,7 +185,7 @@ def _convert_crop(src: cz.CropSource, settings: ConvertSettings, out_dir: Path, 
     rec["warnings"].extend(choice.warnings)
     rec.update(em_level=choice.level.path, em_voxel_size=list(choice.level.scale), em_upsample=choice.upsample)
 
-    label_src, how = _label_source(gt, src.gt_group, statuses)
+    label_src, how = label_source(gt, src.gt_group, statuses)
     if label_src is None:
         return _skip(rec, "nothing_annotated", "annotated classes have no readable array")
     if how != "all":
@@ -338,7 +204,7 @@ def _convert_crop(src: cz.CropSource, settings: ConvertSettings, out_dir: Path, 
         lo_hi = [min(lo_hi[0], lo), max(lo_hi[1], hi)]
         label = np.empty(tile.shape, dtype=lut.dtype)
         lcoords = source_coordinates(tile, gt_grid.origin, gt_grid.spacing)
-        resample_into(label_src, lcoords, label, "nearest", pad_value=0, post=lambda b: _lookup(lut, b))
+        resample_into(label_src, lcoords, label, "nearest", pad_value=0, post=lambda b: lookup(lut, b))
         values, n = fastremap.unique(label, return_counts=True)
         keep = values < counts.size
         np.add.at(counts, values[keep].astype(np.int64), n[keep])
@@ -538,7 +404,7 @@ def convert(
     settings = ConvertSettings(tuple(float(v) for v in target_spacing), scale, max_voxels, max_em_upsample,
                                build_class_table(names))
     if dry_run:
-        return _dry_run_report(crops, test_crops, statuses, inspect_errors, settings)
+        return dry_run_report(crops, test_crops, statuses, inspect_errors, settings)
     out_dir.mkdir(parents=True, exist_ok=True)
     _check_settings(out_dir, settings, force)
     for sub in ("images", "labels", "records"):
@@ -583,60 +449,14 @@ def convert(
         bar.close()
 
     ordered = [records[s.name] for s in crops] + [records[s.name] for s in test_crops]
-    datalist, items_meta, fold_info = _build_datalist(ordered, settings, num_folds)
+    datalist, items_meta, fold_info = build_datalist(ordered, settings.class_table, settings.target_spacing, num_folds)
     _atomic_write_json(out_dir / "datalist_items.json", items_meta)
     _atomic_write_json(out_dir / "datalist.json", datalist)
     validation = _validate(out_dir / "datalist.json")
-    report = _report(ordered, settings, statuses, fold_info, validation, out_dir)
+    report = build_report(ordered, settings, statuses, fold_info, validation, out_dir)
     _atomic_write_json(out_dir / "conversion_report.json", report)
     _atomic_write_text(out_dir / "conversion_report.md", render_report_markdown(report))
     return report
-
-
-def _build_datalist(records: Sequence[dict], settings: ConvertSettings, num_folds: int) -> tuple[dict, dict, dict]:
-    train = [r for r in records if r["kind"] == "train" and r["verdict"] == "converted"]
-    names = {r["id"]: r["name"] for r in settings.class_table}
-    name_to_id = {v: k for k, v in names.items()}
-    fold_items = [
-        FoldItem(r["name"], r["dataset"],
-                 frozenset(name_to_id[n] for n, c in r.get("class_voxels", {}).items() if n in name_to_id and c),
-                 int(np.prod(r["output_grid"]["shape"])))
-        for r in train
-    ]
-    folds, k, grouping = assign_folds(fold_items, num_folds)
-    training, testing, meta = [], [], {}
-    for r in records:
-        if r["verdict"] != "converted":
-            continue
-        for item in r["items"]:
-            common = {"dataset": r["dataset"], "crop": f"crop{r['crop_id']}", "crop_id": r["crop_id"],
-                      "origin_nm": item["origin"], "spacing_nm": r["output_grid"]["spacing"], "shape_zyx": item["shape"],
-                      "em_level": r.get("em_level"), "usage": r.get("usage")}
-            if r["kind"] == "train":
-                training.append({"image": item["image"], "label": item["label"], "fold": folds[r["name"]],
-                                 ANNOTATED_KEY: encode_annotated(r["annotated_ids"])})
-                meta[item["image"]] = dict(common, annotated=r["annotated_ids"],
-                                           annotated_names=[names[i] for i in r["annotated_ids"]],
-                                           tile_start=item.get("tile_start"), tile_stop=item.get("tile_stop"))
-            else:
-                testing.append({"image": item["image"]})
-                meta[item["image"]] = dict(common, test_labels=r["test_labels"])
-    datalist = {
-        "format": DATALIST_FORMAT,
-        "name": "cellmap",
-        "modality": "em",
-        "spacing": list(settings.target_spacing),
-        "axis_order": "NIfTI arrays are x,y,z with world units nm; 'spacing' is z,y,x nm",
-        "num_folds": k,
-        "labels": {"0": "background", **{str(r["id"]): r["name"] for r in settings.class_table}},
-        "class_table": settings.class_table,
-        "items_file": "datalist_items.json",
-        "training": training,
-        "testing": testing,
-    }
-    fold_info = {"requested": num_folds, "used": k, "grouping": grouping,
-                 "crops_per_fold": {f: sorted(n for n, ff in folds.items() if ff == f) for f in range(k)}}
-    return datalist, meta, fold_info
 
 
 def _validate(datalist_path: Path) -> dict:
@@ -649,76 +469,6 @@ def _validate(datalist_path: Path) -> dict:
         return {"ok": True, "summary": summary}
     except DatalistError as exc:
         return {"ok": False, "problems": list(exc.problems)}
-
-
-def _report(records: Sequence[dict], settings: ConvertSettings, statuses: dict, fold_info: dict,
-            validation: dict, out_dir: Path) -> dict:
-    from collections import Counter
-
-    counts = Counter(r["verdict"] for r in records)
-    annotated_anywhere = {n for r in records for n in r.get("annotated", [])}
-    named_anywhere = {n for st in statuses.values() for n in st}
-    return {
-        "output_dir": str(out_dir.resolve()),
-        "settings": asdict(settings),
-        "summary": {
-            "crops": len(records),
-            "converted": counts.get("converted", 0),
-            "skipped": counts.get("skipped", 0),
-            "failed": counts.get("failed", 0),
-            "resumed": sum(1 for r in records if r.get("resumed")),
-            "tiled": sum(1 for r in records if r.get("tiled")),
-            "training_items": sum(len(r["items"]) for r in records if r["kind"] == "train"),
-            "testing_items": sum(len(r["items"]) for r in records if r["kind"] == "test"),
-        },
-        "classes": [r["name"] for r in settings.class_table],
-        "classes_never_annotated": sorted(named_anywhere - annotated_anywhere),
-        "folds": fold_info,
-        "datalist_validation": validation,
-        "crops": [{k: v for k, v in r.items() if k != "traceback"} | ({"traceback": r["traceback"]} if "traceback" in r else {})
-                  for r in records],
-    }
-
-
-def render_report_markdown(report: dict) -> str:
-    """A short readable summary of a conversion report."""
-    s = report["summary"]
-    lines = [
-        "# CellMap → NIfTI conversion report", "",
-        f"Output: `{report['output_dir']}`  ",
-        f"Target spacing (z, y, x nm): {report['settings']['target_spacing']}  ",
-        f"Classes ({len(report['classes'])}): {', '.join(report['classes'])}  ",
-        f"Crops: {s['crops']} — converted {s['converted']}, skipped {s['skipped']}, failed {s['failed']}"
-        f" (resumed {s['resumed']}, tiled {s['tiled']}); training items {s['training_items']}, "
-        f"testing items {s['testing_items']}  ",
-        f"Folds: {report['folds']['used']} (requested {report['folds']['requested']}, grouped by "
-        f"{report['folds']['grouping']})", "",
-    ]
-    if report["classes_never_annotated"]:
-        lines += [f"Named in crops but never annotated: {', '.join(report['classes_never_annotated'])}", ""]
-    val = report["datalist_validation"]
-    lines += ["Datalist validation: " + ("passed" if val.get("ok") else "FAILED: " + "; ".join(val.get("problems", []))), ""]
-    lines += ["| crop | kind | verdict | reason | EM level | padded | not annotated | notes |",
-              "|---|---|---|---|---|---|---|---|"]
-    for r in report["crops"]:
-        na = ", ".join(r.get("not_annotated", {}))
-        notes = "; ".join(r.get("warnings", []) + ([r["detail"]] if r.get("detail") else []))
-        pad = f"{r['padded_fraction']:.1%}" if "padded_fraction" in r else ""
-        lines.append(f"| {r['name']} | {r['kind']} | {r['verdict']} | {r.get('reason', '')} | {r.get('em_level', '')} "
-                     f"| {pad} | {na} | {notes.replace('|', '/')} |")
-    return "\n".join(lines) + "\n"
-
-
-def _dry_run_report(crops, test_crops, statuses, inspect_errors, settings) -> dict:
-    rows = []
-    for src in crops:
-        st = statuses.get(src.name, {})
-        rows.append({"name": src.name, "kind": "train", "error": inspect_errors.get(src.name),
-                     "annotated": sorted(n for n, s in st.items() if s.annotated),
-                     "not_annotated": {n: s.reason for n, s in st.items() if not s.annotated}})
-    rows += [{"name": t.name, "kind": "test", "labels": [lbl["label"] for lbl in t.labels]} for t in test_crops]
-    return {"dry_run": True, "settings": asdict(settings), "classes": [r["name"] for r in settings.class_table],
-            "crops": rows}
 
 
 # --------------------------------------------------------------------------- CLI

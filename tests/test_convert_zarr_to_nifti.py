@@ -15,7 +15,13 @@ from scipy import ndimage
 
 from converters import cellmap_zarr as cz
 from converters.class_mapping import cellmap_lookup
-from converters.convert_zarr_to_nifti import SettingsMismatch, convert, convert_test_crop, main, ConvertSettings
+from converters.convert_zarr_to_nifti import (
+    ConvertSettings,
+    SettingsMismatch,
+    convert,
+    convert_test_crop,
+    main,
+)
 from converters.geometry import grid_from_nifti_affine, source_coordinates
 from datalists.annotated import decode_annotated
 from datalists.validate import validate_datalist

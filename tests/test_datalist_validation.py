@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from datalists.validate import (
-    DatalistError,
     SCHEMA_PATH,
+    DatalistError,
     load_datalist,
     main,
     validate_datalist,
