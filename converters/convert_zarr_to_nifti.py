@@ -547,6 +547,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for r in report["crops"]:
         if r["verdict"] != "converted":
             print(f"  {r['name']}: {r['verdict']} ({r['reason']}) {r['detail']}")
+    folds = report["folds"]
+    if folds["used"] < folds["requested"]:
+        print(f"  note: {folds['used']} fold(s) instead of {folds['requested']}: fewer crops than folds")
+    for warning in report["datalist_validation"].get("summary", {}).get("warnings", []):
+        print(f"  note: {warning}")
     print(f"Datalist: {out / 'datalist.json'}")
     print(f"Report:   {out / 'conversion_report.md'} (and .json)")
     if not report["datalist_validation"].get("ok", True):

@@ -56,6 +56,7 @@ def render_report_markdown(report: dict) -> str:
         lines += [f"Named in crops but never annotated: {', '.join(report['classes_never_annotated'])}", ""]
     val = report["datalist_validation"]
     lines += ["Datalist validation: " + ("passed" if val.get("ok") else "FAILED: " + "; ".join(val.get("problems", []))), ""]
+    lines += [f"Note: {w}  " for w in val.get("summary", {}).get("warnings", [])]
     lines += ["| crop | kind | verdict | reason | EM level | padded | not annotated | notes |",
               "|---|---|---|---|---|---|---|---|"]
     for r in report["crops"]:
