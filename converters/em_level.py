@@ -35,9 +35,10 @@ class EMChoice:
 
 
 def _index_range(out: Grid, level: cz.Level, shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    # conservative: linear interpolation reads floor(c) and floor(c) + 1
     coords = source_coordinates(out, level.translation, level.scale)
-    lo = np.array([np.floor(c.min() + 0.5) for c in coords], dtype=np.int64)
-    hi = np.array([np.floor(c.max() + 0.5) + 1 for c in coords], dtype=np.int64)
+    lo = np.array([np.floor(c.min()) for c in coords], dtype=np.int64)
+    hi = np.array([np.floor(c.max()) + 2 for c in coords], dtype=np.int64)
     return np.maximum(lo, 0), np.minimum(hi, np.asarray(shape))
 
 

@@ -36,6 +36,16 @@ def _load_zyx(path: Path) -> tuple[np.ndarray, nib.Nifti1Image]:
     return np.asarray(img.dataobj).T, img
 
 
+def _assert_linear_sample_of(image_path: Path, em_zarr: Path, level: str, origin, spacing) -> None:
+    """The image equals SciPy's trilinear sample of the EM level at the image's voxel centres."""
+    img, nii = _load_zyx(image_path)
+    grid = grid_from_nifti_affine(nii.affine, nii.shape)
+    em = zarr.open_group(str(em_zarr), mode="r")[f"recon-1/em/fibsem-uint8/{level}"][:]
+    coords = np.meshgrid(*source_coordinates(grid, origin, spacing), indexing="ij")
+    expected = ndimage.map_coordinates(em.astype(np.float64), coords, order=1, mode="nearest")
+    assert np.abs(img.astype(np.float64) - expected).max() <= 1.0
+
+
 def _copy(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     # the datasplit holds absolute paths: point it at the copy
@@ -78,12 +88,8 @@ def test_coarse_gt_image_comes_from_s1_not_blank_s0(synthetic, converted):
     rec = _crop(report, "synth-2_crop4")
     assert rec["em_upsample"] == pytest.approx(2.0)
     assert any("s0 has no data" in w for w in rec["warnings"])
-    img, nii = _load_zyx(out / rec["items"][0]["image"])
-    grid = grid_from_nifti_affine(nii.affine, nii.shape)
-    s1 = zarr.open_group(str(synthetic / "synth-2/synth-2.zarr"), mode="r")["recon-1/em/fibsem-uint8/s1"][:]
-    coords = np.meshgrid(*source_coordinates(grid, (4.0, 4.0, 4.0), (16.0, 16.0, 16.0)), indexing="ij")
-    expected = ndimage.map_coordinates(s1.astype(np.float64), coords, order=1, mode="nearest")
-    assert np.abs(img.astype(np.float64) - expected).max() <= 1.0
+    _assert_linear_sample_of(out / rec["items"][0]["image"], synthetic / "synth-2/synth-2.zarr", "s1",
+                             origin=(4.0, 4.0, 4.0), spacing=(16.0, 16.0, 16.0))
 
 
 def test_em_too_coarse_is_skipped_when_upsampling_is_not_allowed(synthetic, tmp_path):
@@ -117,12 +123,8 @@ def test_offgrid_image_is_linear_interpolation_of_em(synthetic, converted):
     out, report = converted
     rec = _crop(report, "synth-2_crop6")
     assert any(t % 8 for t in rec["gt_translation"])
-    img, nii = _load_zyx(out / rec["items"][0]["image"])
-    grid = grid_from_nifti_affine(nii.affine, nii.shape)
-    s0 = zarr.open_group(str(synthetic / "synth-2/synth-2.zarr"), mode="r")["recon-1/em/fibsem-uint8/s0"][:]
-    coords = np.meshgrid(*source_coordinates(grid, (0.0, 0.0, 0.0), (8.0, 8.0, 8.0)), indexing="ij")
-    expected = ndimage.map_coordinates(s0.astype(np.float64), coords, order=1, mode="nearest")
-    assert np.abs(img.astype(np.float64) - expected).max() <= 1.0
+    _assert_linear_sample_of(out / rec["items"][0]["image"], synthetic / "synth-2/synth-2.zarr", "s0",
+                             origin=(0.0, 0.0, 0.0), spacing=(8.0, 8.0, 8.0))
 
 
 def test_partial_annotation_recorded_per_item(converted):
@@ -303,3 +305,18 @@ def test_data_root_discovery_matches_datasplit(synthetic):
     found = {(c.dataset, c.crop_id) for c in cz.discover_crops(synthetic)}
     listed = {(c.dataset, c.crop_id) for c in cz.read_datasplit(synthetic / "datasplit.csv")}
     assert found == listed
+
+
+def test_labels_composed_from_class_arrays_when_all_is_missing(synthetic, converted, tmp_path):
+    out, _ = converted
+    data = _copy(synthetic, tmp_path / "data")
+    shutil.rmtree(data / "synth-1/synth-1.zarr/recon-1/labels/groundtruth/crop1/all")
+    crops = [c for c in cz.read_datasplit(data / "datasplit.csv") if c.crop_id == 1]
+    classes = [r["name"] for r in json.loads((out / "datalist.json").read_text())["class_table"]]
+    report = convert(tmp_path / "o", crops, num_folds=1, classes=classes, progress=False)
+    rec = report["crops"][0]
+    assert rec["verdict"] == "converted"
+    assert any("composed from per-class arrays" in w for w in rec["warnings"])
+    composed, _ = _load_zyx(tmp_path / "o/labels/synth-1_crop1.nii.gz")
+    from_all, _ = _load_zyx(out / "labels/synth-1_crop1.nii.gz")
+    assert np.array_equal(composed, from_all)
