@@ -47,6 +47,7 @@ demo: venv $(DEMO_DIR)/synthetic_cellmap/cases.json
 	@echo "  datalist:                    $(DEMO_DIR)/nifti/datalist.json"
 	@echo "  conversion report:           $(DEMO_DIR)/nifti/conversion_report.md (and .json)"
 	@echo "  data statistics:             $(DEMO_DIR)/work_dir/datastats.yaml"
+	@echo "  data review (read this):     $(DEMO_DIR)/work_dir/datastats_review.md"
 
 bench: venv
 	$(PY) bench/bench_convert.py

@@ -4,7 +4,8 @@
 Modes available now:
 
 * ``validate``: check a datalist (folds, class table, files, shapes) and print a summary;
-* ``analyze``: validate, then MONAI's DataAnalyzer → ``<work_dir>/datastats.yaml``.
+* ``analyze``: validate, then MONAI's DataAnalyzer → ``<work_dir>/datastats.yaml``, and a
+  review a person reads: ``datastats_review.md`` with plots in ``review/``.
 
 Bundle generation, training, ensembling and prediction are not built yet (see README).
 """
@@ -26,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--mode", choices=MODES, required=True,
-                   help="validate: check the datalist only; analyze: validate, then write datastats.yaml")
+                   help="validate: check the datalist only; analyze: validate, then write datastats.yaml "
+                   "and datastats_review.md (+ plots)")
     p.add_argument("--datalist", required=True, help="datalist JSON (from converters.convert_zarr_to_nifti)")
     p.add_argument("--dataroot", help="folder the datalist's paths are relative to (default: the datalist's folder)")
     p.add_argument("--work_dir", default="work_dir", help="where every mode reads and writes its outputs")
@@ -55,6 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     stats = analyze(args.datalist, args.work_dir, dataroot, device=args.device, workers=args.workers, force=args.force)
     print(f"Data statistics: {stats}")
+    print(f"Review:          {stats.parent / 'datastats_review.md'} (plots in {stats.parent / 'review'})")
     return 0
 
 

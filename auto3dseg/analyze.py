@@ -1,8 +1,9 @@
-"""Data analysis: MONAI's DataAnalyzer on a validated datalist → ``datastats.yaml``.
+"""Data analysis: MONAI's DataAnalyzer on a validated datalist → ``datastats.yaml`` + review.
 
 The datalist is validated first (clear errors before minutes of analysis), then MONAI's
 ``DataAnalyzer`` writes ``datastats.yaml`` and ``datastats_by_case.yaml`` into the work
-folder. Outputs are written under temporary names and renamed, so an interrupted run
+folder, then :func:`auto3dseg.review.write_review` writes ``datastats_review.md`` with
+plots and per-class figures computed by label value. Outputs are written under temporary names and renamed, so an interrupted run
 never leaves a half-written ``datastats.yaml`` that a later step would trust.
 """
 
@@ -52,6 +53,7 @@ def analyze(
     work.mkdir(parents=True, exist_ok=True)
     final = work / DATASTATS
     if final.exists() and not force:
+        _review(work, datalist, dataroot, force)
         return final
 
     from monai.apps.auto3dseg import DataAnalyzer
@@ -64,4 +66,12 @@ def analyze(
     if tmp_by_case.exists():
         os.replace(tmp_by_case, work / DATASTATS_BY_CASE)
     os.replace(tmp, final)
+    _review(work, datalist, dataroot, force=True)
     return final
+
+
+def _review(work: Path, datalist: Path, dataroot: Path, force: bool) -> None:
+    from auto3dseg.review import REVIEW_MD, write_review
+
+    if force or not (work / REVIEW_MD).exists():
+        write_review(work, datalist, dataroot)

@@ -39,3 +39,8 @@ def test_analyze_writes_datastats_with_our_spacing_and_labels(converted, tmp_pat
     assert set(summary["label_stats"]["labels"]) - {0} <= ids
     assert (wd / "datastats_by_case.yaml").exists()
     assert not list(wd.glob(".tmp-*"))
+    review = (wd / "datastats_review.md").read_text()
+    for png in ("intensity_histogram", "class_fraction", "class_coverage", "shapes_spacing"):
+        assert f"review/{png}.png" in review and (wd / "review" / f"{png}.png").stat().st_size > 1000
+    # MONAI's position-based label summary is wrong on this data (crops miss labels): flagged
+    assert "[monai-positional-summary]" in review
