@@ -55,7 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     from auto3dseg.analyze import analyze
 
-    stats = analyze(args.datalist, args.work_dir, dataroot, device=args.device, workers=args.workers, force=args.force)
+    stats = analyze(args.datalist, args.work_dir, dataroot, device=args.device, workers=args.workers,
+                    force=args.force, validate=False)  # validated just above
     print(f"Data statistics: {stats}")
     print(f"Review:          {stats.parent / 'datastats_review.md'} (plots in {stats.parent / 'review'})")
     return 0

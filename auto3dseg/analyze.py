@@ -26,6 +26,7 @@ def analyze(
     device: str = "cpu",
     workers: int = 2,
     force: bool = False,
+    validate: bool = True,
 ) -> Path:
     """Run MONAI's DataAnalyzer on ``datalist``; return the path of ``datastats.yaml``.
 
@@ -43,12 +44,15 @@ def analyze(
         DataLoader workers reading the images.
     force : bool
         Re-run even when ``datastats.yaml`` exists.
+    validate : bool
+        Validate the datalist first; pass False when the caller just did.
     """
     from datalists.validate import validate_datalist
 
     datalist = Path(datalist)
     dataroot = Path(dataroot) if dataroot is not None else datalist.parent
-    validate_datalist(datalist, dataroot, check_files=True, check_shapes=True)
+    if validate:
+        validate_datalist(datalist, dataroot, check_files=True, check_shapes=True)
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     final = work / DATASTATS

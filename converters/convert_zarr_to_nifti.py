@@ -122,15 +122,18 @@ def _convert_image_tile(em_arr: zarr.Array, level: cz.Level, tile: Grid) -> tupl
     return image, padded
 
 
-def convert_crop(src: cz.CropSource, settings: ConvertSettings, output_dir: str | os.PathLike) -> dict:
+def convert_crop(src: cz.CropSource, settings: ConvertSettings, output_dir: str | os.PathLike,
+                 inspected: tuple | None = None) -> dict:
     """Convert one training crop; return its record (verdict, items, statistics).
 
+    ``inspected`` is the crop's :func:`~converters.cellmap_zarr.crop_annotation` result
+    when the caller already has it (it lists every class array's chunks: not worth twice).
     Never raises for a bad crop: the record's verdict is ``"failed"`` with the reason.
     """
     rec = _record_base(src, "train")
     t0 = time.perf_counter()
     try:
-        _convert_crop(src, settings, Path(output_dir), rec)
+        _convert_crop(src, settings, Path(output_dir), rec, inspected)
     except Exception as exc:  # one bad crop must not abort the batch
         rec.update(verdict="failed", reason="error", detail=f"{type(exc).__name__}: {exc}",
                    traceback=traceback.format_exc(limit=4))
@@ -152,11 +155,12 @@ def _skip(rec: dict, reason: str, detail: str) -> dict:
     return rec
 
 
-def _convert_crop(src: cz.CropSource, settings: ConvertSettings, out_dir: Path, rec: dict) -> None:
+def _convert_crop(src: cz.CropSource, settings: ConvertSettings, out_dir: Path, rec: dict,
+                  inspected: tuple | None) -> None:
     gt = cz.open_readonly(src.gt_zarr)
     if src.gt_group not in gt:
         raise cz.CellMapFormatError(f"{src.gt_zarr}/{src.gt_group}: crop group not found")
-    gt_grid, statuses, notes = cz.crop_annotation(gt, src.gt_group)
+    gt_grid, statuses, notes = inspected if inspected is not None else cz.crop_annotation(gt, src.gt_group)
     rec["warnings"].extend(notes)
     rec["annotated"] = sorted(n for n, s in statuses.items() if s.annotated)
     rec["not_annotated"] = {n: s.reason for n, s in sorted(statuses.items()) if not s.annotated}
@@ -273,9 +277,11 @@ def convert_test_crop(src: cz.TestCrop, settings: ConvertSettings, output_dir: s
 
 # --------------------------------------------------------------------------- orchestration
 def _worker(job: tuple) -> dict:
-    kind, src, settings, output_dir = job
-    fn = convert_crop if kind == "train" else convert_test_crop
-    rec = fn(src, settings, output_dir)
+    kind, src, settings, output_dir, inspected = job
+    if kind == "train":
+        rec = convert_crop(src, settings, output_dir, inspected)
+    else:
+        rec = convert_test_crop(src, settings, output_dir)
     rec["settings_fingerprint"] = settings.fingerprint()
     if rec["verdict"] != "failed":
         _atomic_write_json(Path(output_dir) / "records" / f"{rec['name']}.json", rec)
@@ -298,15 +304,15 @@ def _finished_record(output_dir: Path, name: str, fingerprint: str) -> dict | No
     return rec
 
 
-def _inspect_all(crops: Sequence[cz.CropSource]) -> tuple[dict[str, dict], dict[str, str]]:
-    statuses, errors = {}, {}
+def _inspect_all(crops: Sequence[cz.CropSource]) -> tuple[dict[str, tuple], dict[str, str]]:
+    """Each crop's ``(grid, statuses, notes)``, and the crops that could not be read."""
+    inspected, errors = {}, {}
     for src in crops:
         try:
-            _, st, _ = cz.crop_annotation(cz.open_readonly(src.gt_zarr), src.gt_group)
-            statuses[src.name] = st
-        except Exception as exc:
+            inspected[src.name] = cz.crop_annotation(cz.open_readonly(src.gt_zarr), src.gt_group)
+        except Exception as exc:  # reported again, as a failure, when the crop is converted
             errors[src.name] = f"{type(exc).__name__}: {exc}"
-    return statuses, errors
+    return inspected, errors
 
 
 def _resolve_classes(requested: Sequence[str] | None, crops: Sequence[cz.CropSource], statuses: dict) -> list[str]:
@@ -397,7 +403,8 @@ def convert(
         The report (also written as ``conversion_report.json``).
     """
     out_dir = Path(output_dir)
-    statuses, inspect_errors = _inspect_all(crops)
+    inspected, inspect_errors = _inspect_all(crops)
+    statuses = {name: found[1] for name, found in inspected.items()}
     names = _resolve_classes(classes, crops, statuses)
     if not names and not dry_run:
         raise ValueError("no class is annotated in any crop: nothing to train on (see --dry_run for details)")
@@ -421,7 +428,7 @@ def convert(
                 done["resumed"] = True
                 records[src.name] = done
             else:
-                jobs.append((kind, src, settings, str(out_dir)))
+                jobs.append((kind, src, settings, str(out_dir), inspected.get(src.name)))
     bar = _progress(len(jobs), "Converting crops") if progress and jobs else None
     if workers > 1 and len(jobs) > 1:
         ctx = mp.get_context("spawn")

@@ -33,8 +33,7 @@ def build_report(records: Sequence[dict], settings: Any, statuses: dict, fold_in
         "classes_never_annotated": sorted(named_anywhere - annotated_anywhere),
         "folds": fold_info,
         "datalist_validation": validation,
-        "crops": [{k: v for k, v in r.items() if k != "traceback"} | ({"traceback": r["traceback"]} if "traceback" in r else {})
-                  for r in records],
+        "crops": list(records),
     }
 
 
