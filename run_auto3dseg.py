@@ -1,13 +1,17 @@
 #!/usr/bin/env python
 """Auto3DSeg for CellMap EM and 2D cell data: one work folder, one mode at a time.
 
-Modes available now:
+Modes (each reads and writes --work_dir; every step keeps what an earlier run finished):
 
-* ``validate``: check a datalist (folds, class table, files, shapes) and print a summary;
-* ``analyze``: validate, then MONAI's DataAnalyzer → ``<work_dir>/datastats.yaml``, and a
-  review a person reads: ``datastats_review.md`` with plots in ``review/``.
-
-Bundle generation, training, ensembling and prediction are not built yet (see README).
+* validate  check a datalist (folds, class table, files, shapes) and print a summary;
+* analyze   MONAI's DataAnalyzer → datastats.yaml, and datastats_review.md with plots;
+* generate  one bundle per network and fold (<work_dir>/<algo>_<fold>); existing bundles
+            are kept, --force moves them to <work_dir>/replaced/;
+* train     train the bundles (all, or --algo/--fold for one SLURM array task); finished
+            ones are skipped, interrupted ones resume from their last epoch;
+* ensemble  probability maps of the datalist's testing items from the best bundles;
+* predict   the same for --images, written to --output_dir;
+* full      analyze → generate → train → ensemble, resuming whatever is done.
 """
 
 from __future__ import annotations
@@ -17,48 +21,165 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-MODES = ("validate", "analyze")
+MODES = ("validate", "analyze", "generate", "train", "ensemble", "predict", "full")
+
+_EPILOG = """\
+training overrides: --override KEY=VALUE (repeatable) is passed to every bundle's training
+as --KEY=VALUE, --override ALGO:KEY=VALUE to that network's bundles only: e.g.
+--override num_workers=8 --override swinunetr:network#feature_size=24
+--override patch_size=[96,96,96]. Keys are those of <bundle>/configs/hyper_parameters.yaml.
+--force applies to the single-step modes only; --mode full never redoes finished work.
+
+examples:
+  run_auto3dseg.py --mode full --datalist nifti/datalist.json --work_dir work_dir
+  run_auto3dseg.py --mode train --work_dir work_dir --algo segresnet --fold 2 --gpus 0,1
+  run_auto3dseg.py --mode predict --work_dir work_dir --images new/*.nii.gz --output_dir preds
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="run_auto3dseg.py",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument("--mode", choices=MODES, required=True,
-                   help="validate: check the datalist only; analyze: validate, then write datastats.yaml "
-                   "and datastats_review.md (+ plots)")
-    p.add_argument("--datalist", required=True, help="datalist JSON (from converters.convert_zarr_to_nifti)")
+    p = argparse.ArgumentParser(prog="run_auto3dseg.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_EPILOG)
+    p.add_argument("--mode", choices=MODES, required=True, help="which step to run (see above)")
+    p.add_argument("--work_dir", default="work_dir", help="where every mode reads and writes (default: work_dir)")
+    p.add_argument("--datalist", help="datalist JSON from the converter; needed by validate/analyze/generate/full, "
+                   "later modes read it from <work_dir>/input.yaml")
     p.add_argument("--dataroot", help="folder the datalist's paths are relative to (default: the datalist's folder)")
-    p.add_argument("--work_dir", default="work_dir", help="where every mode reads and writes its outputs")
-    p.add_argument("--device", default="cpu", help="device for analysis: cpu or cuda")
-    p.add_argument("--workers", type=int, default=2, help="data-loading worker processes")
-    p.add_argument("--force", action="store_true", help="redo a step whose output already exists")
+    g = p.add_argument_group("analysis")
+    g.add_argument("--device", default="cpu", help="device for the data analysis: cpu or cuda (default: cpu)")
+    g.add_argument("--workers", type=int, default=2, help="data-loading worker processes of the analysis (default: 2)")
+    g = p.add_argument_group("bundles")
+    g.add_argument("--algos", nargs="+", default=["segresnet", "dints", "swinunetr"], metavar="ALGO",
+                   help="networks to generate/train/ensemble (default: segresnet dints swinunetr)")
+    g.add_argument("--num_fold", type=int, help="folds to generate (default: the datalist's num_folds)")
+    g.add_argument("--num_epochs", type=int, help="epochs per bundle (default: derived from the data, ~40k iterations)")
+    g.add_argument("--patch_size", type=int, help="largest patch side (default per network: segresnet 128, dints 96, "
+                   "swinunetr 96; rounded to what each network takes and capped at the median image size)")
+    g.add_argument("--templates", help="algorithm templates: a folder or a URL (MONAI's official release); "
+                   "default: the project's own in auto3dseg/algorithm_templates (offline)")
+    g = p.add_argument_group("training")
+    g.add_argument("--algo", help="train only this network (with --fold: one bundle, e.g. for a SLURM array task)")
+    g.add_argument("--fold", type=int, help="train only this fold")
+    g.add_argument("--gpus", help="GPUs for training: a count (4), a list (0,1) or cpu; default: every visible GPU "
+                   "(torchrun with one process per GPU when more than one)")
+    g.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                   help="training override passed to each bundle (repeatable; see below)")
+    g = p.add_argument_group("ensemble and prediction")
+    g.add_argument("--ensemble_method", choices=["best_by_fold", "best_n"], default="best_by_fold",
+                   help="MONAI ensemble: best network of each fold, or the N best bundles (default: best_by_fold)")
+    g.add_argument("--n_best", type=int, default=5, help="N of best_n (default: 5)")
+    g.add_argument("--images", nargs="+", help="images for --mode predict (NIfTI)")
+    g.add_argument("--output_dir", help="where --mode predict writes (default: <work_dir>/predictions)")
+    p.add_argument("--force", action="store_true",
+                   help="redo a finished step: analyze again, regenerate bundles (old ones moved to "
+                   "<work_dir>/replaced/), retrain (old model/ moved aside), recompute ensemble maps")
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def parse_overrides(items: Sequence[str]) -> dict[str, str]:
+    """``["a=1", "b#c=x"]`` → ``{"a": "1", "b#c": "x"}``; values are parsed as YAML by the bundle."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--override {item!r}: expected KEY=VALUE")
+        out[key.strip().lstrip("-")] = value.strip()
+    return out
+
+
+def _validate(datalist: str, dataroot: str) -> int:
     from datalists.validate import DatalistError, format_summary, validate_datalist
 
-    dataroot = args.dataroot or str(Path(args.datalist).parent)
     try:
-        summary = validate_datalist(args.datalist, dataroot)
+        summary = validate_datalist(datalist, dataroot)
     except DatalistError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(format_summary(summary))
     for w in summary.get("warnings", []):
         print(f"warning: {w}", file=sys.stderr)
-    if args.mode == "validate":
-        return 0
-    from auto3dseg.analyze import analyze
+    return 0
 
-    stats = analyze(args.datalist, args.work_dir, dataroot, device=args.device, workers=args.workers,
-                    force=args.force, validate=False)  # validated just above
-    print(f"Data statistics: {stats}")
-    print(f"Review:          {stats.parent / 'datastats_review.md'} (plots in {stats.parent / 'review'})")
+
+def _datalist_and_root(args: argparse.Namespace) -> tuple[str, str]:
+    if args.datalist:
+        return args.datalist, args.dataroot or str(Path(args.datalist).parent)
+    from auto3dseg.workdir import read_input
+
+    src = read_input(args.work_dir)
+    return src["datalist"], args.dataroot or src["dataroot"]
+
+
+def _step(title: str) -> None:
+    print(f"\n=== {title}", flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        overrides = parse_overrides(args.override)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.mode in ("validate", "analyze", "full") and not args.datalist:
+        parser.error(f"--mode {args.mode} needs --datalist")
+    if args.mode == "predict" and not args.images:
+        parser.error("--mode predict needs --images")
+    try:
+        datalist, dataroot = _datalist_and_root(args)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.mode in ("validate", "analyze", "generate", "full"):
+        rc = _validate(datalist, dataroot)
+        if rc or args.mode == "validate":
+            return rc
+    try:
+        return _run(args, datalist, dataroot, overrides)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace, datalist: str, dataroot: str, overrides: dict) -> int:
+    mode, work = args.mode, Path(args.work_dir)
+    if mode in ("analyze", "full"):
+        from auto3dseg.analyze import analyze
+
+        _step("analyze")
+        stats = analyze(datalist, work, dataroot, device=args.device, workers=args.workers,
+                        force=args.force and mode == "analyze", validate=False)  # validated in main()
+        print(f"Data statistics: {stats}")
+        print(f"Review:          {stats.parent / 'datastats_review.md'} (plots in {stats.parent / 'review'})")
+    if mode in ("generate", "full"):
+        from auto3dseg.generate import generate
+
+        _step("generate")
+        res = generate(work, datalist, dataroot, algos=args.algos, num_fold=args.num_fold, templates=args.templates,
+                       num_epochs=args.num_epochs, patch_size=args.patch_size, force=args.force and mode == "generate")
+        print("\n".join(res.lines()))
+    if mode in ("train", "full"):
+        from auto3dseg.train_bundles import train_bundles
+
+        _step("train")
+        algos = [args.algo] if args.algo else args.algos
+        folds = None if args.fold is None else [args.fold]
+        report = train_bundles(work, algos=algos, folds=folds, overrides=overrides, gpus=args.gpus,
+                               force=args.force and mode == "train")
+        print("\n".join(report.lines()))
+        if not report.ok:
+            print(f"error: {len(report.failed)} bundle(s) failed; fix and re-run: finished bundles are kept",
+                  file=sys.stderr)
+            return 1
+    if mode in ("ensemble", "predict", "full"):
+        from auto3dseg.ensemble import run_ensemble
+
+        _step("ensemble" if mode != "predict" else "predict")
+        out = args.output_dir or (str(work / "predictions") if mode == "predict" else None)
+        manifest = run_ensemble(work, method=args.ensemble_method, n_best=args.n_best, algos=args.algos,
+                                images=args.images if mode == "predict" else None, output_dir=out,
+                                force=args.force and mode in ("ensemble", "predict"))
+        print(f"Probability maps: {manifest.parent} (channels and files in {manifest})")
     return 0
 
 

@@ -1,0 +1,1 @@
+"""The dints algorithm template of cellmap-auto3dseg."""

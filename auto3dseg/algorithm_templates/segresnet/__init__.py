@@ -1,0 +1,1 @@
+"""The segresnet algorithm template of cellmap-auto3dseg."""

@@ -1,0 +1,1 @@
+"""The swinunetr algorithm template of cellmap-auto3dseg."""

@@ -1,0 +1,226 @@
+"""A bundle's ``hyper_parameters.yaml``: derived from the data, read back with overrides.
+
+:func:`derive_hyper_parameters` is what each template's ``fill_template_config`` calls:
+spacing, patch size, intensity normalisation, channels, classes, output activation and
+epochs come from ``datastats.yaml`` and the datalist; the rest are per-network defaults
+a person can edit in the written YAML or override at train time (``--key=value``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+from auto3dseg.networks import min_patch_side, patch_multiple
+from auto3dseg.transforms import channel_members
+
+__all__ = [
+    "NETWORK_DEFAULTS",
+    "output_activation",
+    "derive_patch_size",
+    "derive_intensity",
+    "derive_num_epochs",
+    "derive_hyper_parameters",
+    "load_bundle_config",
+    "apply_overrides",
+    "write_yaml_atomic",
+]
+
+#: per-network defaults; every value is written into the bundle's YAML
+NETWORK_DEFAULTS: dict[str, dict[str, Any]] = {
+    "segresnet": {
+        "patch_size": 128, "learning_rate": 2e-4, "batch_size": 1, "num_patches_per_image": 2,
+        "network": {"init_filters": 32, "blocks_down": [1, 2, 2, 4], "dsdepth": 4, "norm": "instance"},
+    },
+    "dints": {
+        "patch_size": 96, "learning_rate": 2e-4, "batch_size": 1, "num_patches_per_image": 2,
+        "network": {"num_blocks": 6, "num_depths": 3, "channel_mul": 0.5, "cell_op": 1},
+    },
+    "swinunetr": {
+        "patch_size": 96, "learning_rate": 1e-4, "batch_size": 1, "num_patches_per_image": 2,
+        "network": {"feature_size": 48, "use_v2": True, "use_checkpoint": False},
+        "pretrained_ckpt": None,
+    },
+}
+
+#: training iterations a run aims at; epochs = this / iterations per epoch, clipped
+TARGET_ITERATIONS = 40_000
+
+
+def output_activation(datalist: Mapping[str, Any]) -> str:
+    """``softmax`` only when every training item annotates every class and no class is a
+    group of others (softmax needs mutually exclusive, fully annotated classes); otherwise
+    ``sigmoid`` (multi-label, loss masked per item).
+
+    >>> table = [{"id": 1, "parts": []}, {"id": 2, "parts": []}]
+    >>> output_activation({"class_table": table, "training": [{"annotated_mask": 3}]})
+    'softmax'
+    >>> output_activation({"class_table": table, "training": [{"annotated_mask": 1}]})
+    'sigmoid'
+    """
+    table = datalist["class_table"]
+    if any(r.get("parts") for r in table):
+        return "sigmoid"
+    every = sum(1 << (int(r["id"]) - 1) for r in table)
+    items = datalist.get("training", [])
+    if items and all("annotated_mask" not in it or (int(it["annotated_mask"]) & every) == every for it in items):
+        return "softmax"
+    return "sigmoid"
+
+
+def _round_up(x: float, m: int) -> int:
+    return int(math.ceil(x / m) * m)
+
+
+def derive_patch_size(algo: str, median_shape: Sequence[float], network: Mapping[str, Any] | None = None,
+                      max_side: int | None = None) -> list[int]:
+    """Patch size per axis: the network's default side, but no larger than the median
+    image (rounded up to what the network can take) and no smaller than it needs.
+
+    >>> derive_patch_size("segresnet", [64, 64, 30])
+    [64, 64, 32]
+    >>> derive_patch_size("swinunetr", [500, 500, 40])
+    [96, 96, 64]
+    """
+    side = int(max_side or NETWORK_DEFAULTS[algo]["patch_size"])
+    mult, low = patch_multiple(algo, network), min_patch_side(algo, network)
+    return [max(low, min(_round_up(side, mult), _round_up(s, mult))) for s in median_shape]
+
+
+def derive_intensity(modality: str, datastats: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Intensity normalisation for a modality (see :func:`auto3dseg.transforms.intensity_transform`).
+
+    EM and MRI: per-image z-score (contrast differs between EM datasets and sessions);
+    light microscopy: per-image percentile scaling; CT: the dataset's foreground 0.5-99.5
+    percentile range.
+    """
+    modality = (modality or "em").lower()
+    if modality.startswith("ct") and datastats:
+        fg = datastats["stats_summary"]["image_foreground_stats"]["intensity"]
+        return {"mode": "range", "a_min": float(fg["percentile_00_5"]), "a_max": float(fg["percentile_99_5"])}
+    if modality in ("lm", "light", "microscopy", "cellseg", "fluorescence", "brightfield"):
+        return {"mode": "percentile", "lower": 1.0, "upper": 99.0}
+    return {"mode": "zscore"}
+
+
+def derive_num_epochs(n_train: int, batch_size: int, target_iterations: int = TARGET_ITERATIONS) -> int:
+    """Epochs (passes over the training crops) to reach about ``target_iterations``.
+
+    >>> derive_num_epochs(200, 1)
+    200
+    """
+    per_epoch = max(1, math.ceil(n_train / max(1, batch_size)))
+    return int(min(1000, max(20, round(target_iterations / per_epoch))))
+
+
+def derive_hyper_parameters(algo: str, datastats: Mapping[str, Any], datalist: Mapping[str, Any], *,
+                            datalist_path: str | os.PathLike, dataroot: str | os.PathLike, fold: int,
+                            bundle_root: str | os.PathLike, num_epochs: int | None = None,
+                            patch_size: int | None = None) -> dict[str, Any]:
+    """Every value a bundle needs, derived from the data (see module docstring)."""
+    if algo not in NETWORK_DEFAULTS:
+        raise ValueError(f"unknown algorithm {algo!r}; expected one of {sorted(NETWORK_DEFAULTS)}")
+    d = NETWORK_DEFAULTS[algo]
+    summary = datastats["stats_summary"]["image_stats"]
+    median_shape = summary["shape"]["median"]
+    spacing = [float(s) for s in summary["spacing"]["median"]]
+    channels = int(round(float(summary["channels"]["max"])))
+    table = datalist["class_table"]
+    activation = output_activation(datalist)
+    n_train = sum(1 for it in datalist.get("training", []) if int(it.get("fold", -1)) != fold)
+    batch = int(d["batch_size"])
+    cfg: dict[str, Any] = {
+        "algo": algo,
+        "bundle_root": str(Path(bundle_root).resolve()),
+        "ckpt_path": str(Path(bundle_root).resolve() / "model"),
+        "data_list_file_path": str(Path(datalist_path).resolve()),
+        "dataroot": str(Path(dataroot).resolve()),
+        "fold": int(fold),
+        "modality": str(datalist.get("modality", "em")),
+        "spatial_dims": len(median_shape),
+        "spacing": spacing,
+        "input_channels": channels,
+        "output_activation": activation,
+        "class_names": [str(r["name"]) for r in table],
+        "class_ids": [int(r["id"]) for r in table],
+        "class_members": channel_members(table),
+        "intensity": derive_intensity(str(datalist.get("modality", "em")), datastats),
+        "patch_size": derive_patch_size(algo, median_shape, d["network"], patch_size),
+        "num_epochs": int(num_epochs) if num_epochs else derive_num_epochs(n_train, batch),
+        "num_epochs_per_validation": 1,
+        "batch_size": batch,
+        "num_patches_per_image": int(d["num_patches_per_image"]),
+        "learning_rate": float(d["learning_rate"]),
+        "weight_decay": 1e-5,
+        "amp": True,
+        "deep_supervision": algo == "segresnet",
+        "early_stop_patience": 30,
+        "num_workers": 4,
+        "cache_rate": 0.0,
+        "sw_batch_size": 2,
+        "sw_overlap": 0.25,
+        "resume": True,
+        "seed": 0,
+        "network": dict(d["network"]),
+    }
+    if "pretrained_ckpt" in d:
+        cfg["pretrained_ckpt"] = d["pretrained_ckpt"]
+    return cfg
+
+
+def _parse_value(v: Any) -> Any:
+    if isinstance(v, str):
+        try:
+            return yaml.safe_load(v)
+        except yaml.YAMLError:
+            return v
+    return v
+
+
+def apply_overrides(cfg: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Set ``key`` or nested ``a#b`` keys; string values are read as YAML (``"[64,64,32]"``).
+
+    >>> apply_overrides({"network": {"dsdepth": 4}, "num_epochs": 9}, {"network#dsdepth": "2", "num_epochs": 3})
+    {'network': {'dsdepth': 2}, 'num_epochs': 3}
+    """
+    out = dict(cfg)
+    for key, value in overrides.items():
+        parts = str(key).split("#")
+        node = out
+        for p in parts[:-1]:
+            node[p] = dict(node.get(p) or {})
+            node = node[p]
+        node[parts[-1]] = _parse_value(value)
+    return out
+
+
+def load_bundle_config(config_file: str | Sequence[str], overrides: Mapping[str, Any] | None = None) -> dict:
+    """Read a bundle's YAML file(s) (comma-separated string or list, later files win)
+    and apply ``overrides``. Comma-separated lists are what MONAI's launcher passes."""
+    files = config_file.split(",") if isinstance(config_file, str) else list(config_file)
+    cfg: dict[str, Any] = {}
+    for f in files:
+        f = f.strip().strip("'\"")
+        if not f:
+            continue
+        with open(f) as fh:
+            cfg.update(yaml.safe_load(fh) or {})
+    if "patch_size" in (overrides or {}) and isinstance(_parse_value(overrides["patch_size"]), int):
+        overrides = dict(overrides)
+        overrides["patch_size"] = [int(overrides["patch_size"])] * int(cfg.get("spatial_dims", 3))
+    return apply_overrides(cfg, overrides or {})
+
+
+def write_yaml_atomic(path: str | os.PathLike, data: Any, header: str = "") -> None:
+    """Write YAML to a temporary name in the same folder, then rename over ``path``."""
+    path = Path(path)
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    with open(tmp, "w") as fh:
+        if header:
+            fh.write(header)
+        yaml.safe_dump(data, fh, sort_keys=False, default_flow_style=None)
+    os.replace(tmp, path)

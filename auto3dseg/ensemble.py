@@ -1,0 +1,202 @@
+"""``--mode ensemble`` / ``--mode predict``: average the chosen bundles' probabilities.
+
+MONAI's ensemble builder picks the bundles (``AlgoEnsembleBestByFold``: the best network
+of each fold; ``AlgoEnsembleBestN``: the N best scores) from the trained ones. MONAI's
+ensemble call would then reduce the mean to classes (argmax, or ``> 0.5`` only if told
+``sigmoid``) and rebuild each bundle's inferer for every image; we keep its selection and
+do the averaging here, loading each bundle once, and write what post-processing needs:
+one 4-D NIfTI of per-class probabilities per image (``x, y, z, class``, uint8 with a
+1/255 scale factor, so readers see floats in [0, 1]) plus ``ensemble.json`` naming the
+channels and the bundles used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from auto3dseg.workdir import ENSEMBLE_DIR, list_bundles, read_input
+
+__all__ = ["trained_history", "select_ensemble", "ensemble_probabilities", "write_probability_nifti",
+           "read_probability_nifti", "run_ensemble", "ENSEMBLE_METHODS"]
+
+ENSEMBLE_METHODS = ("best_by_fold", "best_n")
+
+
+def trained_history(work_dir: str | os.PathLike, algos: Sequence[str] | None = None) -> list[dict]:
+    """MONAI algo history of the bundles whose training finished (``training_done.json``)."""
+    from monai.auto3dseg.utils import algo_from_json
+    from monai.utils.enums import AlgoKeys
+
+    history = []
+    for b in list_bundles(work_dir):
+        done = b.done
+        if not done or (algos and b.algo not in algos):
+            continue
+        algo, meta = algo_from_json(str(b.path / "algo_object.json"))
+        score = done.get("best_avg_dice_score")
+        if score is None:
+            score = algo.get_score()
+        history.append({AlgoKeys.ID: b.name, AlgoKeys.ALGO: algo, AlgoKeys.SCORE: score, AlgoKeys.IS_TRAINED: True})
+    return history
+
+
+def select_ensemble(history: list[dict], data_src_cfg: str | os.PathLike, method: str = "best_by_fold",
+                    n_best: int = 5) -> tuple[list[dict], list[dict], str]:
+    """Bundles chosen by MONAI's ensemble builder, the infer files of the datalist's
+    ``testing`` list, and the method actually used.
+
+    ``best_by_fold`` needs a trained bundle in every fold (MONAI's would crash on a gap);
+    with a gap it falls back to ``best_n`` over what is trained, and says so.
+    """
+    from monai.apps.auto3dseg import AlgoEnsembleBestByFold, AlgoEnsembleBestN, AlgoEnsembleBuilder
+    from monai.utils.enums import AlgoKeys
+
+    if method not in ENSEMBLE_METHODS:
+        raise ValueError(f"unknown ensemble method {method!r}; expected one of {ENSEMBLE_METHODS}")
+    if not history:
+        raise RuntimeError("no trained bundle to ensemble: run --mode train first")
+    folds = sorted({int(h[AlgoKeys.ID].split("_")[1]) for h in history})
+    used = method
+    if method == "best_by_fold" and folds != list(range(len(folds))) or (method == "best_by_fold" and not folds):
+        print(f"note: trained bundles cover folds {folds} only; using best_n instead of best_by_fold")
+        used = "best_n"
+    builder = AlgoEnsembleBuilder(history, str(data_src_cfg))
+    ens = AlgoEnsembleBestByFold(len(folds)) if used == "best_by_fold" else AlgoEnsembleBestN(n_best=n_best)
+    builder.set_ensemble_method(ens)
+    chosen = builder.get_ensemble()
+    return list(chosen.get_algo_ensemble()), list(chosen.infer_files), used
+
+
+def _case_name(path: str) -> str:
+    name = Path(path).name
+    for ext in (".nii.gz", ".nii", ".tiff", ".tif", ".png"):
+        if name.endswith(ext):
+            return name[: -len(ext)]
+    return Path(name).stem
+
+
+def write_probability_nifti(prob: np.ndarray, affine: np.ndarray, path: str | os.PathLike) -> None:
+    """Write ``[C, *S]`` probabilities as a 4-D uint8 NIfTI (``*S, C``) with slope 1/255,
+    to a temporary name and then renamed."""
+    import nibabel as nib
+
+    path = Path(path)
+    q = np.clip(np.rint(np.asarray(prob, dtype=np.float32) * 255.0), 0, 255).astype(np.uint8)
+    data = np.moveaxis(q, 0, -1)
+    img = nib.Nifti1Image(data, np.asarray(affine, dtype=np.float64))
+    img.header.set_slope_inter(1.0 / 255.0, 0.0)
+    img.header.set_xyzt_units("mm")  # unit label only; our affines are in nm (see README)
+    img.header.set_intent("vector", (), name="class prob")
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    nib.save(img, str(tmp))
+    os.replace(tmp, path)
+
+
+def read_probability_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """``([C, *S] float32 in [0, 1], affine)`` from :func:`write_probability_nifti`'s file."""
+    import nibabel as nib
+
+    img = nib.load(str(path))
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    return np.moveaxis(data, -1, 0), img.affine
+
+
+def ensemble_probabilities(inferers: Sequence[Any], image_file: str) -> tuple[np.ndarray, np.ndarray]:
+    """Mean of each inferer's ``infer(image_file)``; returns ``(prob [C, *S], affine)``."""
+    total: np.ndarray | None = None
+    affine = np.eye(4)
+    for inf in inferers:
+        pred = inf.infer(image_file)
+        if hasattr(pred, "affine"):
+            affine = np.asarray(pred.affine)
+        arr = pred.detach().cpu().numpy() if hasattr(pred, "detach") else np.asarray(pred)
+        arr = arr.astype(np.float32, copy=False)
+        if total is None:
+            total = arr.copy()
+        elif total.shape != arr.shape:
+            raise ValueError(f"{image_file}: bundles disagree on the output shape ({total.shape} vs {arr.shape})")
+        else:
+            total += arr
+    assert total is not None
+    return total / len(inferers), affine
+
+
+def _signature(chosen: list[dict]) -> str:
+    from monai.utils.enums import AlgoKeys
+
+    text = json.dumps(sorted((a[AlgoKeys.ID], float(a[AlgoKeys.SCORE] or 0)) for a in chosen))
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def run_ensemble(work_dir: str | os.PathLike, *, method: str = "best_by_fold", n_best: int = 5,
+                 algos: Sequence[str] | None = None, images: Sequence[str] | None = None,
+                 output_dir: str | os.PathLike | None = None, force: bool = False, log=print) -> Path:
+    """Probability maps for the datalist's ``testing`` items (or ``images``); returns the
+    path of ``ensemble.json``. Maps already written by the same choice of bundles are kept."""
+    from monai.utils.enums import AlgoKeys
+    from tqdm import tqdm
+
+    work = Path(work_dir).resolve()
+    src = read_input(work)
+    chosen, infer_files, used = select_ensemble(trained_history(work, algos), work / "input.yaml", method, n_best)
+    files = [str(Path(f).resolve()) for f in images] if images else [
+        f["image"] if isinstance(f, dict) else f for f in infer_files]
+    if not files:
+        raise RuntimeError(f"nothing to predict: {src['datalist']} has no 'testing' items and no --images given")
+    out_dir = Path(output_dir) if output_dir else work / ENSEMBLE_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest_path = out_dir / "ensemble.json"
+    sig = _signature(chosen)
+    previous = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    reuse = previous.get("signature") == sig and not force
+    done = {it["image"]: it for it in previous.get("items", [])} if reuse else {}
+    log(f"ensemble ({used}) of {len(chosen)} bundles: "
+        + ", ".join(f"{a[AlgoKeys.ID]} ({a[AlgoKeys.SCORE]:.4f})" for a in chosen))
+
+    inferers: list[Any] = []
+    channels: list[str] | None = previous.get("channels") if reuse else None
+    items = []
+    for f in tqdm(files, desc="Ensembling", unit="image"):
+        out = out_dir / f"{_case_name(f)}_prob.nii.gz"
+        if f in done and out.is_file():
+            items.append(done[f])
+            continue
+        if not inferers:  # load each bundle once, only when something is left to do
+            inferers = [a[AlgoKeys.ALGO].get_inferer() for a in chosen]
+            names = [getattr(i, "channel_names", None) for i in inferers]
+            if any(n != names[0] for n in names):
+                raise ValueError(f"bundles disagree on output channels: {dict(zip([a[AlgoKeys.ID] for a in chosen], names))}")
+        prob, affine = ensemble_probabilities(inferers, f)
+        if channels is None:
+            channels = getattr(inferers[0], "channel_names", None) or [f"channel_{i}" for i in range(prob.shape[0])]
+        write_probability_nifti(prob, affine, out)
+        items.append({"image": f, "probabilities": str(out), "shape": list(prob.shape[1:])})
+        _write_manifest(manifest_path, sig, used, chosen, channels, src, items)
+    _write_manifest(manifest_path, sig, used, chosen, channels, src, items)
+    return manifest_path
+
+
+def _write_manifest(path: Path, sig: str, method: str, chosen: list[dict], channels: list[str] | None,
+                    src: dict, items: list[dict]) -> None:
+    from monai.utils.enums import AlgoKeys
+
+    activation = "softmax" if channels and channels[0] == "background" else "sigmoid"
+    data = {
+        "signature": sig,
+        "method": method,
+        "bundles": [{"name": a[AlgoKeys.ID], "best_avg_dice_score": a[AlgoKeys.SCORE]} for a in chosen],
+        "activation": activation,
+        "channels": channels,
+        "format": "4-D NIfTI x,y,z,channel; uint8 with scale 1/255 (readers get probabilities in [0, 1])",
+        "datalist": src.get("datalist"),
+        "items": items,
+    }
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)

@@ -1,0 +1,216 @@
+"""``--mode train``: train the generated bundles, resuming what is unfinished.
+
+Each bundle is trained the way MONAI's ``BundleAlgo.train`` does it,
+``python <bundle>/scripts/train.py run --config_file=<configs/*.yaml> --key=value ...``
+(under ``torch.distributed.run`` when several GPUs are given), so any template that
+follows MONAI's contract trains here. Differences from ``BundleAlgo.train``: the Python
+of this environment is used (not whatever ``python`` is on PATH), the output is also
+written to ``<bundle>/training.log``, a bundle counts as trained only when its training
+exited cleanly (``training_done.json``; an interrupted run that already wrote a best
+score in ``progress.yaml`` is *not* done), and one failing bundle does not stop the others.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+from auto3dseg.workdir import DONE_MARKER, Bundle, list_bundles, move_aside
+
+__all__ = ["TrainReport", "select_bundles", "overrides_for", "training_command", "parse_gpus", "train_bundle",
+           "train_bundles"]
+
+_PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class TrainReport:
+    trained: dict[str, float | None] = field(default_factory=dict)  # name -> score
+    already: dict[str, float | None] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)  # name -> reason
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def lines(self) -> list[str]:
+        fmt = lambda s: "n/a" if s is None else f"{s:.4f}"  # noqa: E731
+        out = [f"trained {n}: best mean Dice {fmt(s)}" for n, s in self.trained.items()]
+        out += [f"already trained {n}: best mean Dice {fmt(s)}" for n, s in self.already.items()]
+        out += [f"FAILED {n}: {why}" for n, why in self.failed.items()]
+        return out
+
+
+def select_bundles(work_dir: str | os.PathLike, algos: Sequence[str] | None = None,
+                   folds: Sequence[int] | None = None) -> list[Bundle]:
+    """Bundles of ``work_dir`` restricted to ``algos`` and ``folds`` (None: all)."""
+    bundles = [b for b in list_bundles(work_dir)
+               if (not algos or b.algo in algos) and (folds is None or b.fold in folds)]
+    return bundles
+
+
+def parse_gpus(gpus: str | int | None) -> tuple[str | None, int]:
+    """``--gpus`` → (CUDA_VISIBLE_DEVICES or None, number of processes).
+
+    ``None``: every visible GPU (CPU if none); an int ``n``: GPUs ``0..n-1``; a list
+    ``"0,2"``: those GPUs; ``0`` or ``"cpu"``: CPU.
+
+    >>> parse_gpus("0,2")
+    ('0,2', 2)
+    >>> parse_gpus("cpu")
+    ('', 1)
+    """
+    if gpus is None:
+        import torch
+
+        n = torch.cuda.device_count()
+        return None, max(1, n)
+    text = str(gpus).strip()
+    if text.lower() in ("cpu", "0", "none", ""):
+        return "", 1
+    if "," in text:
+        ids = [i.strip() for i in text.split(",") if i.strip()]
+        return ",".join(ids), len(ids)
+    n = int(text)
+    return ",".join(str(i) for i in range(n)), n
+
+
+def overrides_for(algo: str, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Overrides that apply to ``algo``: plain keys, and ``algo:key`` ones (prefix removed).
+
+    >>> overrides_for("dints", {"num_workers": 2, "swinunetr:network#feature_size": 12, "dints:num_epochs": 5})
+    {'num_workers': 2, 'num_epochs': 5}
+    """
+    out = {}
+    for k, v in (overrides or {}).items():
+        prefix, sep, key = str(k).rpartition(":")
+        if not sep:
+            out[k] = v
+        elif prefix == algo:
+            out[key] = v
+    return out
+
+
+def _config_files(bundle: Path) -> list[str]:
+    cdir = bundle / "configs"
+    return [str(cdir / f) for f in sorted(os.listdir(cdir)) if f.endswith(("yaml", "json"))]
+
+
+def _fire_value(v: Any) -> str:
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(str(x) for x in v) + "]"
+    return str(v)
+
+
+def training_command(bundle: Path, overrides: Mapping[str, Any] | None = None, nproc: int = 1) -> list[str]:
+    """The command that trains ``bundle`` (MONAI's calling convention)."""
+    script = [str(bundle / "scripts" / "train.py"), "run", "--config_file=" + ",".join(_config_files(bundle))]
+    script += [f"--{k}={_fire_value(v)}" for k, v in (overrides or {}).items()]
+    if nproc > 1:
+        return [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", f"--nproc_per_node={nproc}",
+                "--standalone", *script]
+    return [sys.executable, *script]
+
+
+def _score(bundle: Path) -> float | None:
+    """best_avg_dice_score from progress.yaml (what MONAI's get_score reads)."""
+    try:
+        cfg = yaml.safe_load((bundle / "configs" / "hyper_parameters.yaml").read_text()) or {}
+        ckpt = Path(cfg.get("ckpt_path") or bundle)
+        progress = yaml.safe_load((ckpt / "progress.yaml").read_text())
+        return float(progress[-1]["best_avg_dice_score"])
+    except (OSError, KeyError, IndexError, TypeError, ValueError, yaml.YAMLError):
+        return None
+
+
+def _record_score(bundle: Path, score: float | None) -> None:
+    """Store the score in algo_object.json as MONAI's AutoRunner does (best_metric)."""
+    from monai.auto3dseg.utils import algo_from_json, algo_to_json
+
+    algo, _ = algo_from_json(str(bundle / "algo_object.json"))
+    algo.best_metric = score
+    algo_to_json(algo, template_path=algo.template_path, best_metric=score)
+
+
+def train_bundle(bundle: Bundle, *, overrides: Mapping[str, Any] | None = None, gpus: str | int | None = None,
+                 force: bool = False, log=print) -> tuple[str, float | None, str]:
+    """Train one bundle; returns (status, score, detail) with status trained/already/failed."""
+    done = bundle.done
+    if done and not force:
+        return "already", done.get("best_avg_dice_score"), ""
+    if force and bundle.started:
+        for sub in ("model",):
+            p = bundle.path / sub
+            if p.exists():
+                log(f"[{bundle.name}] --force: previous {sub}/ moved to {move_aside(p, bundle.path.parent)}")
+        (bundle.path / DONE_MARKER).unlink(missing_ok=True)
+    visible, nproc = parse_gpus(gpus)
+    cmd = training_command(bundle.path, overrides_for(bundle.algo, overrides), nproc)
+    env = os.environ.copy()
+    if visible is not None:
+        env["CUDA_VISIBLE_DEVICES"] = visible
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_PROJECT_ROOT), env.get("PYTHONPATH", "")]))
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    log_path = bundle.path / "training.log"
+    t0 = time.time()
+    with open(log_path, "a") as logf:
+        logf.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n")
+        logf.flush()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                                cwd=str(bundle.path), bufsize=1)
+        assert proc.stdout is not None
+        tail: list[str] = []
+        for line in proc.stdout:
+            logf.write(line)
+            logf.flush()
+            if line.startswith("[") or "Error" in line or "error:" in line:
+                log(line.rstrip())
+            tail = (tail + [line.rstrip()])[-15:]
+        rc = proc.wait()
+    if rc != 0:
+        detail = "\n      ".join(tail[-6:])
+        return "failed", None, f"exit code {rc}; see {log_path}. Last lines:\n      {detail}"
+    score = _score(bundle.path)
+    record = {"best_avg_dice_score": score, "seconds": round(time.time() - t0, 1),
+              "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "command": cmd}
+    tmp = bundle.path / f".tmp-{os.getpid()}-{DONE_MARKER}"
+    tmp.write_text(json.dumps(record, indent=1))
+    os.replace(tmp, bundle.path / DONE_MARKER)
+    try:
+        _record_score(bundle.path, score)
+    except Exception as exc:  # the done marker is what counts; the algo object is a convenience
+        log(f"[{bundle.name}] note: could not record the score in algo_object.json ({exc})")
+    return "trained", score, ""
+
+
+def train_bundles(work_dir: str | os.PathLike, *, algos: Sequence[str] | None = None,
+                  folds: Sequence[int] | None = None, overrides: Mapping[str, Any] | None = None,
+                  gpus: str | int | None = None, force: bool = False, log=print) -> TrainReport:
+    """Train every selected bundle one after another (see module docstring)."""
+    bundles = select_bundles(work_dir, algos, folds)
+    if not bundles:
+        raise FileNotFoundError(f"no generated bundles in {work_dir}"
+                                + (f" for algos {list(algos)}" if algos else "")
+                                + (f" and folds {list(folds)}" if folds is not None else "")
+                                + ": run --mode generate first")
+    report = TrainReport()
+    todo = [b for b in bundles if force or not b.done]
+    log(f"{len(bundles)} bundles: {len(bundles) - len(todo)} already trained, {len(todo)} to train")
+    for i, b in enumerate(bundles, 1):
+        if b in todo:
+            log(f"--- [{i}/{len(bundles)}] training {b.name}" + (" (resuming)" if b.started else ""))
+        status, score, detail = train_bundle(b, overrides=overrides, gpus=gpus, force=force, log=log)
+        if status == "failed":
+            report.failed[b.name] = detail
+            log(f"[{b.name}] FAILED: {detail}")
+        else:
+            getattr(report, status)[b.name] = score
+    return report
