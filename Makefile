@@ -9,11 +9,15 @@ PIP    := $(VENV)/bin/pip
 TORCH_SPEC ?= torch==2.13.0
 DEMO_DIR   ?= demo_output
 WORKERS    ?= 2
+# CPU-sized networks for the demo (train-time overrides; the bundles' YAML keeps the defaults)
+DEMO_TRAIN ?= --override num_workers=0 --override segresnet:network\#init_filters=16 \
+              --override dints:network\#num_blocks=3 --override swinunetr:network\#feature_size=12
 
 .PHONY: venv test demo clean bench help
 
 help:
 	@echo "make demo   set up .venv, generate the built-in synthetic CellMap data and run the pipeline"
+	@echo "            (convert, analyze, generate, train 3 networks x 2 folds, ensemble; a few CPU minutes)"
 	@echo "make test   set up .venv and run the test suite"
 	@echo "make bench  run the benchmarks in bench/ (slow)"
 	@echo "make clean  remove demo output and caches (keeps .venv)"
@@ -38,8 +42,8 @@ demo: venv $(DEMO_DIR)/synthetic_cellmap/cases.json
 	    --datasplit $(DEMO_DIR)/synthetic_cellmap/datasplit.csv \
 	    --test_manifest $(DEMO_DIR)/synthetic_cellmap/test_crop_manifest.csv \
 	    --output_dir $(DEMO_DIR)/nifti --num_folds 2 --workers $(WORKERS)
-	$(PY) run_auto3dseg.py --mode analyze --datalist $(DEMO_DIR)/nifti/datalist.json \
-	    --work_dir $(DEMO_DIR)/work_dir --workers 0
+	$(PY) run_auto3dseg.py --mode full --datalist $(DEMO_DIR)/nifti/datalist.json \
+	    --work_dir $(DEMO_DIR)/work_dir --workers 0 --num_epochs 2 --patch_size 32 $(DEMO_TRAIN)
 	@echo
 	@echo "Demo finished."
 	@echo "  built-in CellMap-like data:  $(DEMO_DIR)/synthetic_cellmap (cases: cases.json)"
@@ -48,9 +52,12 @@ demo: venv $(DEMO_DIR)/synthetic_cellmap/cases.json
 	@echo "  conversion report:           $(DEMO_DIR)/nifti/conversion_report.md (and .json)"
 	@echo "  data statistics:             $(DEMO_DIR)/work_dir/datastats.yaml"
 	@echo "  data review (read this):     $(DEMO_DIR)/work_dir/datastats_review.md"
+	@echo "  bundles (one per net, fold): $(DEMO_DIR)/work_dir/<algo>_<fold>/ (curves: model/progress.png)"
+	@echo "  ensemble probability maps:   $(DEMO_DIR)/work_dir/ensemble_output/ (ensemble.json lists them)"
 
 bench: venv
 	$(PY) bench/bench_convert.py
+	$(PY) bench/bench_training.py
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache

@@ -162,6 +162,7 @@ def run_ensemble(work_dir: str | os.PathLike, *, method: str = "best_by_fold", n
     inferers: list[Any] = []
     channels: list[str] | None = previous.get("channels") if reuse else None
     items = []
+    computed = 0
     for f in tqdm(files, desc="Ensembling", unit="image"):
         out = out_dir / f"{_case_name(f)}_prob.nii.gz"
         if f in done and out.is_file():
@@ -177,8 +178,11 @@ def run_ensemble(work_dir: str | os.PathLike, *, method: str = "best_by_fold", n
             channels = getattr(inferers[0], "channel_names", None) or [f"channel_{i}" for i in range(prob.shape[0])]
         write_probability_nifti(prob, affine, out)
         items.append({"image": f, "probabilities": str(out), "shape": list(prob.shape[1:])})
+        computed += 1
         _write_manifest(manifest_path, sig, used, chosen, channels, src, items)
-    _write_manifest(manifest_path, sig, used, chosen, channels, src, items)
+    if computed or not reuse or len(items) != len(previous.get("items", [])):
+        _write_manifest(manifest_path, sig, used, chosen, channels, src, items)
+    log(f"{computed} probability maps written, {len(items) - computed} already there")
     return manifest_path
 
 

@@ -49,9 +49,9 @@ CHECKPOINT_KEYS = ("algo", "network", "class_ids", "input_channels", "output_act
 INFERENCE_KEYS = CHECKPOINT_KEYS + ("class_names", "class_members", "patch_size", "intensity", "spacing")
 
 
-def run(config_file: str | Sequence[str], **override: Any) -> dict:
+def run(config_file: str | Sequence[str], **override: Any) -> None:
     """Fire entry point: ``python scripts/train.py run --config_file=<yaml>[,<yaml>] --key=value``."""
-    return train(load_bundle_config(config_file, override))
+    train(load_bundle_config(config_file, override))
 
 
 # ----------------------------------------------------------------------------- data

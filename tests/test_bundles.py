@@ -1,0 +1,278 @@
+"""Generation, training, ensembling through MONAI's Auto3DSeg contract, end to end on the
+converted built-in data (tiny networks, one epoch, small patches)."""
+
+from __future__ import annotations
+
+import json
+import os
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import run_auto3dseg
+from auto3dseg.ensemble import read_probability_nifti, run_ensemble, trained_history
+from auto3dseg.generate import generate
+from auto3dseg.train_bundles import train_bundles
+from auto3dseg.workdir import DONE_MARKER, list_bundles
+
+TINY = ["--override", "num_workers=0", "--override", "segresnet:network#init_filters=8",
+        "--override", "segresnet:network#dsdepth=2", "--override", "sw_batch_size=4"]
+
+
+def _full_args(converted, work: Path) -> list[str]:
+    out, _ = converted
+    return ["--mode", "full", "--datalist", str(out / "datalist.json"), "--work_dir", str(work), "--workers", "0",
+            "--algos", "segresnet", "--num_epochs", "1", "--patch_size", "16", *TINY]
+
+
+@pytest.fixture(scope="module")
+def full_run(converted, tmp_path_factory):
+    """``--mode full`` once: analyze, generate segresnet_0/1, train both, ensemble."""
+    work = tmp_path_factory.mktemp("full") / "work"
+    assert run_auto3dseg.main(_full_args(converted, work)) == 0
+    return work
+
+
+def _snapshot(work: Path) -> dict[str, float]:
+    return {str(p): p.stat().st_mtime_ns for p in work.rglob("*") if p.is_file() and "algorithm_templates" not in p.parts
+            and p.name != "input.yaml"}
+
+
+def test_full_leaves_every_output(full_run, converted):
+    work = full_run
+    assert (work / "datastats.yaml").is_file() and (work / "datastats_review.md").is_file()
+    assert sorted(b.name for b in list_bundles(work)) == ["segresnet_0", "segresnet_1"]
+    for b in list_bundles(work):
+        assert b.done and b.done["best_avg_dice_score"] is not None
+        assert (b.path / "model" / "model.pt").is_file() and (b.path / "model" / "progress.png").is_file()
+        assert any((b.path / "model" / "tensorboard").iterdir())
+    manifest = json.loads((work / "ensemble_output" / "ensemble.json").read_text())
+    out, _ = converted
+    testing = json.loads((out / "datalist.json").read_text())["testing"]
+    assert len(manifest["items"]) == len(testing) == 2
+    for it in manifest["items"]:
+        assert Path(it["probabilities"]).is_file()
+
+
+def test_template_contract_with_monai(full_run):
+    """MONAI's own loader, get_score, ensemble builder and ensemble call work on our bundles."""
+    from monai.apps.auto3dseg import AlgoEnsembleBestN, AlgoEnsembleBuilder
+    from monai.apps.auto3dseg.utils import import_bundle_algo_history
+
+    work = full_run
+    history = import_bundle_algo_history(str(work), only_trained=True)
+    assert sorted(h["identifier"] for h in history) == ["segresnet_0", "segresnet_1"]
+    for h in history:
+        progress = yaml.safe_load((Path(h["algo_instance"].output_path) / "model" / "progress.yaml").read_text())
+        assert h["algo_instance"].get_score() == pytest.approx(progress[-1]["best_avg_dice_score"])
+    builder = AlgoEnsembleBuilder(history, str(work / "input.yaml"))
+    builder.set_ensemble_method(AlgoEnsembleBestN(n_best=2))
+    ens = builder.get_ensemble()
+    assert len(ens.get_algo_ensemble()) == 2
+    preds = ens(pred_param={"files_slices": slice(0, 1), "sigmoid": True})
+    n_classes = len(yaml.safe_load((work / "segresnet_0" / "configs" / "hyper_parameters.yaml").read_text())["class_ids"])
+    assert preds[0].shape[0] == n_classes and set(torch.unique(preds[0]).tolist()) <= {0.0, 1.0}
+
+
+def test_second_full_run_does_no_work_and_loses_nothing(full_run, converted, capsys):
+    before = _snapshot(full_run)
+    assert run_auto3dseg.main(_full_args(converted, full_run)) == 0
+    text = capsys.readouterr().out
+    assert "2 already trained, 0 to train" in text and "kept segresnet_0" in text
+    after = _snapshot(full_run)
+    changed = [p for p in before if after.get(p) != before[p]]
+    assert not changed, changed
+
+
+def test_generate_refuses_to_wipe_a_trained_bundle(full_run, converted):
+    out, _ = converted
+    work = full_run
+    weights = (work / "segresnet_0" / "model" / "model.pt").read_bytes()
+    res = generate(work, out / "datalist.json", out, algos=["segresnet"], num_epochs=1, patch_size=16)
+    assert res.kept == ["segresnet_0", "segresnet_1"] and not res.generated
+    assert (work / "segresnet_0" / "model" / "model.pt").read_bytes() == weights
+
+
+def test_generate_force_moves_the_old_bundle_aside(full_run, converted, tmp_path):
+    import shutil
+
+    out, _ = converted
+    work = tmp_path / "work"
+    shutil.copytree(full_run, work, ignore=shutil.ignore_patterns("ensemble_output", "segresnet_1"))
+    weights = (work / "segresnet_0" / "model" / "model.pt").read_bytes()
+    res = generate(work, out / "datalist.json", out, algos=["segresnet"], num_fold=1, force=True)
+    moved = Path(res.replaced["segresnet_0"])
+    assert moved.parent == work / "replaced" and (moved / "model" / "model.pt").read_bytes() == weights
+    assert (work / "segresnet_0" / "configs" / "hyper_parameters.yaml").is_file()
+    assert not (work / "segresnet_0" / "model").exists()
+
+
+def test_interrupted_bundle_is_not_counted_as_trained(full_run, tmp_path):
+    """progress.yaml alone (an interrupted run) does not make a bundle trained."""
+    import shutil
+
+    work = tmp_path / "work"
+    shutil.copytree(full_run, work, ignore=shutil.ignore_patterns("ensemble_output"))
+    (work / "segresnet_1" / DONE_MARKER).unlink()
+    assert (work / "segresnet_1" / "model" / "progress.yaml").is_file()
+    assert [h["identifier"] for h in trained_history(work)] == ["segresnet_0"]
+
+
+def test_predict_shape_and_channel_order(full_run, converted, tmp_path):
+    """Channel i of the output is class_names[i], on the image's own grid."""
+    import nibabel as nib
+
+    from auto3dseg.inference import InferClass
+
+    out, _ = converted
+    bundle = full_run / "segresnet_0"
+    inferer = InferClass([str(bundle / "configs" / "hyper_parameters.yaml")])
+    n = len(inferer.channel_names)
+    targets = torch.linspace(0.1, 0.9, n)
+
+    class Known(torch.nn.Module):  # channel c → probability targets[c] everywhere
+        def forward(self, x):
+            logit = torch.log(targets / (1 - targets)).view(1, n, *[1] * (x.ndim - 2))
+            return logit.expand(x.shape[0], n, *x.shape[2:]).clone()
+
+    inferer.model = Known()
+    image = out / json.loads((out / "datalist.json").read_text())["testing"][0]["image"]
+    prob = inferer.infer(str(image))
+    nii = nib.load(str(image))
+    assert tuple(prob.shape) == (n, *nii.shape)
+    assert np.allclose(prob.affine, nii.affine)
+    for c in range(n):
+        assert torch.allclose(prob[c], torch.full_like(prob[c], float(targets[c])), atol=1e-5)
+    names = yaml.safe_load((bundle / "configs" / "hyper_parameters.yaml").read_text())["class_names"]
+    assert inferer.channel_names == names
+
+
+def test_predict_mode_writes_probabilities_in_class_order(full_run, converted, tmp_path):
+    out, _ = converted
+    image = out / json.loads((out / "datalist.json").read_text())["testing"][1]["image"]
+    dest = tmp_path / "preds"
+    rc = run_auto3dseg.main(["--mode", "predict", "--work_dir", str(full_run), "--algos", "segresnet",
+                             "--images", str(image), "--output_dir", str(dest)])
+    assert rc == 0
+    manifest = json.loads((dest / "ensemble.json").read_text())
+    names = [r["name"] for r in json.loads((out / "datalist.json").read_text())["class_table"]]
+    assert manifest["channels"] == names and manifest["activation"] == "sigmoid"
+    prob, affine = read_probability_nifti(manifest["items"][0]["probabilities"])
+    import nibabel as nib
+
+    assert prob.shape == (len(names), *nib.load(str(image)).shape)
+    assert 0.0 <= prob.min() and prob.max() <= 1.0 and np.allclose(affine, nib.load(str(image)).affine)
+
+
+# ----------------------------------------------------------------------------- foreign templates
+FOREIGN_ALGO = '''
+import os, yaml
+from monai.apps.auto3dseg import BundleAlgo
+
+class MynetAlgo(BundleAlgo):
+    def fill_template_config(self, data_stats_filename, output_path, **kwargs):
+        src = yaml.safe_load(open(self.data_list_file))
+        cfg = {"ckpt_path": os.path.join(output_path, "model"), "fold": kwargs.get("fold", 0),
+               "modality": src["modality"]}
+        with open(os.path.join(output_path, "configs", "hyper_parameters.yaml"), "w") as f:
+            yaml.safe_dump(cfg, f)
+        return {"hyper_parameters.yaml": cfg}
+'''
+FOREIGN_TRAIN = '''
+import os, yaml, fire
+
+def run(config_file, **override):
+    cfg = yaml.safe_load(open(str(config_file).split(",")[0]))
+    os.makedirs(cfg["ckpt_path"], exist_ok=True)
+    with open(os.path.join(cfg["ckpt_path"], "progress.yaml"), "w") as f:
+        yaml.safe_dump([{"best_avg_dice_score": 0.5 + 0.1 * cfg["fold"]}], f)
+
+if __name__ == "__main__":
+    fire.Fire()
+'''
+FOREIGN_INFER = '''
+import nibabel as nib, torch
+
+class InferClass:
+    def __init__(self, config_file=None, **override):
+        pass
+
+    def infer(self, image_file):
+        img = nib.load(image_file)
+        return torch.full((2, *img.shape), 0.25)
+'''
+
+
+def test_foreign_templates_generate_train_and_ensemble(converted, full_run, tmp_path, capsys):
+    """A template folder in MONAI's layout that knows nothing of this project still works."""
+    import shutil
+
+    templates = tmp_path / "templates" / "mynet"
+    (templates / "scripts").mkdir(parents=True)
+    (templates / "configs").mkdir()
+    (templates / "__init__.py").write_text("")
+    (templates / "scripts" / "__init__.py").write_text("")
+    (templates / "scripts" / "algo.py").write_text(textwrap.dedent(FOREIGN_ALGO))
+    (templates / "scripts" / "train.py").write_text(textwrap.dedent(FOREIGN_TRAIN))
+    (templates / "scripts" / "infer.py").write_text(textwrap.dedent(FOREIGN_INFER))
+    (templates / "configs" / "hyper_parameters.yaml").write_text("ckpt_path: null\n")
+
+    out, _ = converted
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copy(full_run / "datastats.yaml", work / "datastats.yaml")
+    res = generate(work, out / "datalist.json", out, algos=["mynet"], templates=str(templates.parent))
+    assert res.generated == ["mynet_0", "mynet_1"]
+    assert yaml.safe_load((work / "input.yaml").read_text())["modality"] == "mri"  # official templates: ct/mri only
+    report = train_bundles(work, algos=["mynet"], log=lambda *a: None)
+    assert report.ok and report.trained == {"mynet_0": 0.5, "mynet_1": pytest.approx(0.6)}
+    manifest = json.loads(run_ensemble(work, algos=["mynet"], log=lambda *a: None).read_text())
+    assert manifest["channels"] == ["channel_0", "channel_1"]
+    prob, _ = read_probability_nifti(manifest["items"][0]["probabilities"])
+    assert np.allclose(prob, 0.25, atol=1 / 255)
+
+
+# ----------------------------------------------------------------------------- CLI errors
+def test_generate_without_analysis_says_what_to_do(converted, tmp_path, capsys):
+    out, _ = converted
+    rc = run_auto3dseg.main(["--mode", "generate", "--datalist", str(out / "datalist.json"),
+                             "--work_dir", str(tmp_path / "w")])
+    assert rc == 2 and "run --mode analyze first" in capsys.readouterr().err
+
+
+def test_train_without_bundles_says_what_to_do(tmp_path, capsys):
+    (tmp_path / "input.yaml").write_text(yaml.safe_dump({"datalist": "x.json", "dataroot": "."}))
+    rc = run_auto3dseg.main(["--mode", "train", "--work_dir", str(tmp_path)])
+    assert rc == 2 and "run --mode generate first" in capsys.readouterr().err
+
+
+def test_failing_bundle_is_reported_and_others_still_train(full_run, tmp_path):
+    import shutil
+
+    work = tmp_path / "work"
+    shutil.copytree(full_run, work, ignore=shutil.ignore_patterns("ensemble_output"))
+    for b in ("segresnet_0", "segresnet_1"):
+        (work / b / DONE_MARKER).unlink()
+    # break fold 0's config: training must fail with a clear report while fold 1 finishes
+    hp = work / "segresnet_0" / "configs" / "hyper_parameters.yaml"
+    cfg = yaml.safe_load(hp.read_text())
+    cfg["patch_size"] = [12, 12, 12]
+    hp.write_text(yaml.safe_dump(cfg))
+    report = train_bundles(work, overrides={"num_workers": 0}, log=lambda *a: None)
+    assert list(report.failed) == ["segresnet_0"] and "multiple of" in report.failed["segresnet_0"]
+    assert "segresnet_1" in report.trained or "segresnet_1" in report.already
+    assert not (work / "segresnet_0" / DONE_MARKER).exists() and (work / "segresnet_1" / DONE_MARKER).exists()
+
+
+def test_help_lists_every_mode_and_flag(capsys):
+    with pytest.raises(SystemExit):
+        run_auto3dseg.main(["--help"])
+    text = capsys.readouterr().out
+    for word in ("analyze", "generate", "train", "ensemble", "predict", "full", "--algos", "--num_fold",
+                 "--num_epochs", "--algo", "--fold", "--templates", "--gpus", "--override"):
+        assert word in text
+    assert os.environ.get("CUDA_VISIBLE_DEVICES") is None or True
