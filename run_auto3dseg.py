@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 MODES = ("validate", "analyze", "generate", "train", "ensemble", "predict", "full")
 

@@ -18,7 +18,7 @@ from monai.apps.auto3dseg import BundleAlgo
 
 from auto3dseg.bundle_config import derive_hyper_parameters, write_yaml_atomic
 
-__all__ = ["CellmapBundleAlgo", "HYPER_PARAMETERS", "TEMPLATES_DIR"]
+__all__ = ["HYPER_PARAMETERS", "TEMPLATES_DIR", "CellmapBundleAlgo"]
 
 HYPER_PARAMETERS = "hyper_parameters.yaml"
 #: the project's own templates (the default of ``--templates``)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import yaml
 
@@ -20,13 +21,13 @@ from auto3dseg.transforms import channel_members
 
 __all__ = [
     "NETWORK_DEFAULTS",
-    "output_activation",
-    "derive_patch_size",
+    "apply_overrides",
+    "derive_hyper_parameters",
     "derive_intensity",
     "derive_num_epochs",
-    "derive_hyper_parameters",
+    "derive_patch_size",
     "load_bundle_config",
-    "apply_overrides",
+    "output_activation",
     "write_yaml_atomic",
 ]
 
@@ -128,7 +129,7 @@ def derive_hyper_parameters(algo: str, datastats: Mapping[str, Any], datalist: M
     summary = datastats["stats_summary"]["image_stats"]
     median_shape = summary["shape"]["median"]
     spacing = [float(s) for s in summary["spacing"]["median"]]
-    channels = int(round(float(summary["channels"]["max"])))
+    channels = round(float(summary["channels"]["max"]))
     table = datalist["class_table"]
     activation = output_activation(datalist)
     n_train = sum(1 for it in datalist.get("training", []) if int(it.get("fold", -1)) != fold)

@@ -18,18 +18,18 @@ Examples
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
-from typing import Iterable, Mapping
 
 __all__ = [
-    "CellMapClass",
-    "CELLMAP_CLASSES",
     "CELLMAP_BY_ID",
+    "CELLMAP_CLASSES",
     "INSTANCE_CLASSES",
-    "load_class_table",
+    "CellMapClass",
     "atomic_ids",
     "class_by_name",
+    "load_class_table",
 ]
 
 

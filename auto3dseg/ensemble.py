@@ -15,15 +15,23 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from auto3dseg.workdir import ENSEMBLE_DIR, list_bundles, read_input
 
-__all__ = ["trained_history", "select_ensemble", "ensemble_probabilities", "write_probability_nifti",
-           "read_probability_nifti", "run_ensemble", "ENSEMBLE_METHODS"]
+__all__ = [
+    "ENSEMBLE_METHODS",
+    "ensemble_probabilities",
+    "read_probability_nifti",
+    "run_ensemble",
+    "select_ensemble",
+    "trained_history",
+    "write_probability_nifti",
+]
 
 ENSEMBLE_METHODS = ("best_by_fold", "best_n")
 
@@ -38,7 +46,7 @@ def trained_history(work_dir: str | os.PathLike, algos: Sequence[str] | None = N
         done = b.done
         if not done or (algos and b.algo not in algos):
             continue
-        algo, meta = algo_from_json(str(b.path / "algo_object.json"))
+        algo, _ = algo_from_json(str(b.path / "algo_object.json"))
         score = done.get("best_avg_dice_score")
         if score is None:
             score = algo.get_score()
@@ -54,7 +62,11 @@ def select_ensemble(history: list[dict], data_src_cfg: str | os.PathLike, method
     ``best_by_fold`` needs a trained bundle in every fold (MONAI's would crash on a gap);
     with a gap it falls back to ``best_n`` over what is trained, and says so.
     """
-    from monai.apps.auto3dseg import AlgoEnsembleBestByFold, AlgoEnsembleBestN, AlgoEnsembleBuilder
+    from monai.apps.auto3dseg import (
+        AlgoEnsembleBestByFold,
+        AlgoEnsembleBestN,
+        AlgoEnsembleBuilder,
+    )
     from monai.utils.enums import AlgoKeys
 
     if method not in ENSEMBLE_METHODS:

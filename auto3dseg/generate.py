@@ -12,10 +12,10 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Sequence
 from copy import deepcopy
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 from auto3dseg.bundle_algo import TEMPLATES_DIR
 from auto3dseg.workdir import DATASTATS, move_aside, write_input

@@ -9,8 +9,9 @@ the CPU (the default when the volume is large), GPU memory is bounded by the win
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,7 +20,7 @@ from auto3dseg.bundle_config import load_bundle_config
 from auto3dseg.networks import as_list
 from auto3dseg.training import make_model
 
-__all__ = ["InferClass", "load_trained_model", "predict_array", "LARGE_VOLUME_VOXELS"]
+__all__ = ["LARGE_VOLUME_VOXELS", "InferClass", "load_trained_model", "predict_array"]
 
 #: above this many voxels the stitched output is kept on the CPU
 LARGE_VOLUME_VOXELS = 256**3

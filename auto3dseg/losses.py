@@ -12,13 +12,13 @@ beyond the crop): classes and voxels outside both contribute no loss and no grad
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["MaskedDiceBCELoss", "MaskedDiceCELoss", "DeepSupervisionLoss", "resize_target"]
+__all__ = ["DeepSupervisionLoss", "MaskedDiceBCELoss", "MaskedDiceCELoss", "resize_target"]
 
 
 def _soft_dice(prob: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,

@@ -10,14 +10,15 @@ names a local checkpoint.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["NETWORKS", "build_network", "patch_multiple", "min_patch_side", "as_list", "load_pretrained"]
+__all__ = ["NETWORKS", "as_list", "build_network", "load_pretrained", "min_patch_side", "patch_multiple"]
 
 NETWORKS = ("segresnet", "dints", "swinunetr")
 

@@ -17,16 +17,24 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import yaml
 
 from auto3dseg.workdir import DONE_MARKER, Bundle, list_bundles, move_aside
 
-__all__ = ["TrainReport", "select_bundles", "overrides_for", "training_command", "parse_gpus", "train_bundle",
-           "train_bundles"]
+__all__ = [
+    "TrainReport",
+    "overrides_for",
+    "parse_gpus",
+    "select_bundles",
+    "train_bundle",
+    "train_bundles",
+    "training_command",
+]
 
 _PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,7 +50,7 @@ class TrainReport:
         return not self.failed
 
     def lines(self) -> list[str]:
-        fmt = lambda s: "n/a" if s is None else f"{s:.4f}"  # noqa: E731
+        fmt = lambda s: "n/a" if s is None else f"{s:.4f}"
         out = [f"trained {n}: best mean Dice {fmt(s)}" for n, s in self.trained.items()]
         out += [f"already trained {n}: best mean Dice {fmt(s)}" for n, s in self.already.items()]
         out += [f"FAILED {n}: {why}" for n, why in self.failed.items()]
@@ -186,7 +194,7 @@ def train_bundle(bundle: Bundle, *, overrides: Mapping[str, Any] | None = None, 
     os.replace(tmp, bundle.path / DONE_MARKER)
     try:
         _record_score(bundle.path, score)
-    except Exception as exc:  # the done marker is what counts; the algo object is a convenience
+    except Exception as exc:  # noqa: BLE001 - the done marker is what counts; the algo object is a convenience
         log(f"[{bundle.name}] note: could not record the score in algo_object.json ({exc})")
     return "trained", score, ""
 

@@ -17,9 +17,10 @@ import math
 import os
 import random
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,17 +31,17 @@ from auto3dseg.losses import DeepSupervisionLoss, MaskedDiceBCELoss, MaskedDiceC
 from auto3dseg.networks import as_list, build_network, load_pretrained, patch_multiple
 
 __all__ = [
-    "run",
-    "train",
-    "fold_items",
-    "make_model",
-    "make_loss",
-    "train_step",
-    "validate",
-    "dice_per_class",
-    "TrainState",
     "CHECKPOINT_KEYS",
     "INFERENCE_KEYS",
+    "TrainState",
+    "dice_per_class",
+    "fold_items",
+    "make_loss",
+    "make_model",
+    "run",
+    "train",
+    "train_step",
+    "validate",
 ]
 
 #: config values a checkpoint must agree on to be resumed

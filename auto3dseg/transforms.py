@@ -11,7 +11,8 @@ the loss through the ``valid`` mask.
 
 from __future__ import annotations
 
-from typing import Any, Hashable, Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,14 +39,14 @@ from datalists.annotated import decode_annotated
 
 __all__ = [
     "IGNORE_VALUE",
+    "AnnotatedToClassMaskd",
+    "LabelToChannelsd",
     "channel_members",
     "class_mask_from_annotated",
-    "LabelToChannelsd",
-    "AnnotatedToClassMaskd",
+    "inference_transforms",
     "intensity_transform",
     "training_transforms",
     "validation_transforms",
-    "inference_transforms",
 ]
 
 #: label value of voxels that are not part of the crop (padding): no loss there

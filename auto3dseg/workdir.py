@@ -28,8 +28,16 @@ from typing import Any
 import yaml
 
 __all__ = [
-    "INPUT_YAML", "DATASTATS", "DONE_MARKER", "ENSEMBLE_DIR", "REPLACED_DIR", "Bundle",
-    "list_bundles", "read_input", "write_input", "move_aside",
+    "DATASTATS",
+    "DONE_MARKER",
+    "ENSEMBLE_DIR",
+    "INPUT_YAML",
+    "REPLACED_DIR",
+    "Bundle",
+    "list_bundles",
+    "move_aside",
+    "read_input",
+    "write_input",
 ]
 
 INPUT_YAML = "input.yaml"

@@ -12,7 +12,11 @@ import torch
 import yaml
 
 from auto3dseg import training
-from auto3dseg.bundle_config import derive_hyper_parameters, load_bundle_config, output_activation
+from auto3dseg.bundle_config import (
+    derive_hyper_parameters,
+    load_bundle_config,
+    output_activation,
+)
 from auto3dseg.losses import DeepSupervisionLoss, MaskedDiceBCELoss, MaskedDiceCELoss
 from auto3dseg.networks import NETWORKS
 from auto3dseg.transforms import (
