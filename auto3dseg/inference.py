@@ -104,6 +104,17 @@ class InferClass:
         self.channel_names = (["background"] if self.cfg.get("output_activation") == "softmax" else []) + list(
             self.cfg["class_names"])
 
+    def _check_spacing(self, path: str, image: Any) -> None:
+        """Warn when an image's voxel size differs from the training data's (no resampling here)."""
+        want = self.cfg.get("spacing")
+        affine = getattr(image, "affine", None)
+        if not want or affine is None:
+            return
+        got = np.sqrt((np.asarray(affine)[:-1, :-1] ** 2).sum(0))
+        if len(got) == len(want) and not np.allclose(got, want, rtol=0.05):
+            print(f"warning: {path} has voxel size {np.round(got, 3).tolist()}, the model was trained at {want}; "
+                  "convert it at the training spacing (converters --target_spacing) for meaningful predictions")
+
     @torch.no_grad()
     def infer(self, image_file: str | dict, save_mask: bool = False) -> torch.Tensor:
         """Channel-first probabilities on the image's grid, as a MetaTensor carrying its affine."""
@@ -112,6 +123,7 @@ class InferClass:
         path = image_file["image"] if isinstance(image_file, dict) else image_file
         data = self.transforms({"image": path})
         image = data["image"]
+        self._check_spacing(path, image)
         prob = predict_array(self.model, image.as_tensor() if hasattr(image, "as_tensor") else image, self.cfg,
                              self.device)
         meta = dict(image.meta) if hasattr(image, "meta") else {}

@@ -10,11 +10,15 @@
    ``valid`` is added to the keys of the crop, flip and rotate transforms (otherwise the
    baseline's ``valid`` would stay whole-crop sized). With the same random state both
    variants must yield bit-identical patches, which is checked.
-   Each variant runs in a fresh process on a synthetic NIfTI crop (uint8 EM-like image,
-   uint8 label map with values 0..14, every class present): one untimed warm-up item,
-   then ``--items`` timed items. Reported: peak RSS (``VmHWM``), the same over the RSS of
-   a process that only imports torch, MONAI, nibabel and the transforms (the "floor",
-   measured in its own process), and seconds per item.
+   Each variant runs in ``--repeats`` fresh processes on a synthetic NIfTI crop (uint8
+   EM-like image, uint8 label map with values 0..14, every class present): one untimed
+   warm-up item, then ``--items`` timed items. Reported: median peak RSS (``VmHWM``), the
+   same over the RSS of a process that only imports torch, MONAI, nibabel and the
+   transforms (the "floor", measured in its own process), and seconds per item. Both with
+   glibc's default malloc (what a training run gets; freed heap memory is often kept, so
+   the peak varies from process to process) and with ``MALLOC_MMAP_THRESHOLD_=1048576``
+   (large arrays are returned to the OS when freed: the peak of the live data).
+   ``--steps`` adds the RSS peak of each transform.
 
 2. **Seconds per training iteration** of segresnet, dints and swinunetr
    (``auto3dseg.training.make_model`` / ``make_loss`` / ``train_step``) on a synthetic
@@ -35,8 +39,8 @@ fork/exec.
 
 Usage::
 
-    .venv/bin/python bench/bench_training.py            # full run (about 5-10 min on 2 cores)
-    .venv/bin/python bench/bench_training.py --quick    # small run (about 2 min)
+    .venv/bin/python bench/bench_training.py            # full run (about 7 min on 2 cores)
+    .venv/bin/python bench/bench_training.py --quick    # small run (about 2-3 min)
 
 Figures go to stdout as Markdown tables (and to ``<out>/bench_training.json``); paste
 them into bench/RESULTS.md with the machine description printed above them.
@@ -53,6 +57,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -72,6 +78,24 @@ def peak_rss_mib() -> float:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def current_rss_mib() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's VmHWM to its current RSS (Linux >= 4.0); False where not allowed."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def machine_description() -> str:
@@ -112,7 +136,6 @@ def pipeline_cfg(patch: int) -> dict:
 def make_crop(folder: Path, size: int, seed: int = 0) -> dict:
     """Synthetic EM-like crop: uint8 image and uint8 label map (0..14, every class present)."""
     import nibabel as nib
-    import numpy as np
 
     img_path, lab_path = folder / f"img_{size}.nii.gz", folder / f"lab_{size}.nii.gz"
     if not (img_path.is_file() and lab_path.is_file()):
@@ -171,7 +194,6 @@ def build_pipeline(variant: str, cfg: dict):
 def worker_pipeline(spec: dict) -> dict:
     import hashlib
 
-    import numpy as np
     import torch
 
     base = peak_rss_mib()
@@ -195,6 +217,25 @@ def worker_pipeline(spec: dict) -> dict:
     return {"peak_rss_mib": peak_rss_mib(), "import_rss_mib": base, "s_per_item": float(np.mean(times)),
             "s_per_item_min": float(np.min(times)), "digest": digest.hexdigest(), "patch_shapes": shapes,
             "patches_per_item": len(out)}
+
+
+def worker_steps(spec: dict) -> dict:
+    """Peak and resident RSS after each transform of one variant (second item; VmHWM reset
+    before each transform), to see where the pipeline's memory goes."""
+    from monai.transforms import apply_transform
+
+    pipe = build_pipeline(spec["variant"], pipeline_cfg(spec["patch"]))
+    pipe.set_random_state(seed=spec["seed"])
+    pipe(dict(spec["item"]))  # warm-up item
+    data = dict(spec["item"])
+    rows = []
+    for t in pipe.transforms:
+        before = current_rss_mib()
+        reset_peak_rss()
+        data = apply_transform(t, data, map_items=True)
+        rows.append({"transform": type(t).__name__, "keys": list(getattr(t, "keys", ())), "before_mib": before,
+                     "peak_mib": peak_rss_mib(), "after_mib": current_rss_mib()})
+    return {"steps": rows}
 
 
 class MonaiDiceCE:
@@ -229,21 +270,10 @@ def synthetic_batch(batch: int, patch: int, seed: int) -> dict:
     return {"image": image, "label": label, "valid": valid, "class_mask": class_mask}
 
 
-def reset_peak_rss() -> bool:
-    """Reset this process's VmHWM to its current RSS (Linux >= 4.0); False where not allowed."""
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def worker_train(spec: dict) -> dict:
     """One network, both losses in the same process, steps interleaved (M O O M M O ...) so
     that both see the same machine load; the peak RSS of each step is taken by resetting
     VmHWM before it."""
-    import numpy as np
     import torch
 
     from auto3dseg.bundle_config import NETWORK_DEFAULTS
@@ -301,13 +331,20 @@ def worker_train(spec: dict) -> dict:
     }
 
 
-WORKERS = {"floor": worker_floor, "pipeline": worker_pipeline, "train": worker_train}
+WORKERS = {"floor": worker_floor, "pipeline": worker_pipeline, "train": worker_train, "steps": worker_steps}
 
 
-def spawn(spec: dict) -> dict:
-    """Run one worker in a fresh interpreter; returns its JSON result."""
+#: glibc malloc settings of the pipeline runs: the default (dynamic mmap threshold, what a
+#: training run gets) and a fixed 1 MiB mmap threshold (every large array is its own
+#: mapping, returned to the OS when freed: the live-memory peak without heap retention)
+MALLOC_MODES = {"default": {}, "mmap>=1MiB": {"MALLOC_MMAP_THRESHOLD_": str(1 << 20)}}
+
+
+def spawn(spec: dict, env: dict | None = None) -> dict:
+    """Run one worker in a fresh interpreter (with ``env`` added); returns its JSON result."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
-    res = subprocess.run(cmd, capture_output=True, text=True)
+    full_env = {k: v for k, v in os.environ.items() if k not in ("MALLOC_MMAP_THRESHOLD_",)}
+    res = subprocess.run(cmd, capture_output=True, text=True, env={**full_env, **(env or {})})
     if res.returncode != 0:
         raise RuntimeError(f"worker {spec.get('kind')} failed ({res.returncode}):\n{res.stderr[-4000:]}")
     return json.loads(res.stdout.strip().splitlines()[-1])
@@ -323,6 +360,9 @@ def main() -> int:
                    help="edge of the synthetic crop for the pipeline benchmark, in voxels (default 256, 128 with --quick)")
     p.add_argument("--items", type=int, default=None,
                    help="timed pipeline items per variant, after one untimed warm-up item (default 3, 2 with --quick)")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="fresh processes per pipeline variant and malloc setting; the median peak is reported "
+                        "(default 3, 1 with --quick)")
     p.add_argument("--pipeline-patch", type=int, default=96,
                    help="patch edge of the pipeline benchmark (RandCropByLabelClassesd, 2 patches per item)")
     p.add_argument("--algos", default=",".join(ALGOS), help="comma-separated networks for the training benchmark")
@@ -335,6 +375,8 @@ def main() -> int:
                    help="timed training iterations per loss (default 3, 1 with --quick)")
     p.add_argument("--threads", type=int, default=0, help="torch threads in the training workers (0: torch's default)")
     p.add_argument("--seed", type=int, default=0, help="seed of the transforms, weights and synthetic data")
+    p.add_argument("--steps", action="store_true",
+                   help="also print the RSS peak of each transform of both pipeline variants (one item each)")
     p.add_argument("--skip-pipeline", action="store_true", help="skip the data pipeline benchmark")
     p.add_argument("--skip-training", action="store_true", help="skip the training-iteration benchmark")
     p.add_argument("--out", default=str(ROOT / "bench" / "out" / "training"),
@@ -351,6 +393,7 @@ def main() -> int:
     size = args.size or (128 if args.quick else 256)
     items = args.items or (2 if args.quick else 3)
     iters = args.iters or (1 if args.quick else 3)
+    repeats = args.repeats or (1 if args.quick else 3)
     batch = args.batch or (1 if args.quick else 2)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -362,30 +405,55 @@ def main() -> int:
         item = make_crop(out, size, args.seed)
         print(f"<!-- synthetic crop {size}^3 ready in {time.perf_counter() - t:.0f} s -->")
         load0 = os.getloadavg()[0]
-        floor = spawn({"kind": "floor"})
-        rows = {v: spawn({"kind": "pipeline", "variant": v, "item": item, "items": items, "seed": args.seed,
-                          "patch": args.pipeline_patch}) for v in ("baseline", "ours")}
-        same = rows["baseline"]["digest"] == rows["ours"]["digest"]
+        variants = (("baseline", "baseline: one-hot before crop"), ("ours", "ours: one-hot after crop"))
+        runs: dict = {}
+        for mode, env in MALLOC_MODES.items():
+            runs[mode] = {"floor": spawn({"kind": "floor"}, env)["peak_rss_mib"]}
+            for v, _ in variants:
+                runs[mode][v] = [spawn({"kind": "pipeline", "variant": v, "item": item, "items": items,
+                                        "seed": args.seed, "patch": args.pipeline_patch}, env)
+                                 for _ in range(repeats)]
         load1 = os.getloadavg()[0]
-        results["pipeline"] = {"size": size, "items": items, "floor": floor, **rows, "identical_patches": same,
-                               "load": [load0, load1]}
-        f = floor["peak_rss_mib"]
-        print(f"### Data pipeline, {N_CLASSES} classes, {size}^3 crop, {rows['ours']['patches_per_item']} patches of "
-              f"{args.pipeline_patch}^3 per item, {items} timed items\n")
-        print(f"floor (import torch, monai, nibabel, auto3dseg.transforms): {f:.0f} MiB; "
-              f"patches identical between variants: {'yes' if same else 'NO'}; "
-              f"patch shapes {rows['ours']['patch_shapes']}\n")
-        print("| variant | peak RSS MiB | over floor MiB | s/item (mean) | s/item (min) |")
+        digests = {r["digest"] for m in runs.values() for v, _ in variants for r in m[v]}
+        same = len(digests) == 1
+        results["pipeline"] = {"size": size, "items": items, "repeats": repeats, "runs": runs,
+                               "identical_patches": same, "load": [load0, load1]}
+        first = runs["default"]["ours"][0]
+        print(f"### Data pipeline, {N_CLASSES} classes, {size}^3 crop, {first['patches_per_item']} patches of "
+              f"{args.pipeline_patch}^3 per item, 1 warm-up + {items} timed items per process, "
+              f"{repeats} process(es) per variant\n")
+        print(f"floor (a process that imports torch, monai, nibabel, auto3dseg.transforms): "
+              f"{runs['default']['floor']:.0f} MiB; patches identical across variants and runs: "
+              f"{'yes' if same else 'NO'}; patch shapes {first['patch_shapes']}\n")
+        print("| glibc malloc | variant | peak RSS MiB, median (min-max) | over floor MiB, median | s/item, median |")
         print("|---|---|---|---|---|")
-        for v, name in (("baseline", "baseline: one-hot before crop"), ("ours", "ours: one-hot after crop")):
-            r = rows[v]
-            print(f"| {name} | {r['peak_rss_mib']:.0f} | {r['peak_rss_mib'] - f:.0f} | {r['s_per_item']:.2f} "
-                  f"| {r['s_per_item_min']:.2f} |")
-        b, o = rows["baseline"], rows["ours"]
-        print(f"| **ratio ours/baseline** | **{o['peak_rss_mib'] / b['peak_rss_mib']:.2f}** "
-              f"| **{(o['peak_rss_mib'] - f) / max(1e-9, b['peak_rss_mib'] - f):.2f}** "
-              f"| **{o['s_per_item'] / b['s_per_item']:.2f}** | **{o['s_per_item_min'] / b['s_per_item_min']:.2f}** |\n")
-        print(f"1-min load average before/after: {load0:.2f} / {load1:.2f} (on {os.cpu_count()} cores)\n")
+        med = lambda xs: float(np.median(xs))  # noqa: E731
+        for mode, m in runs.items():
+            f = m["floor"]
+            for v, name in variants:
+                peaks = [r["peak_rss_mib"] for r in m[v]]
+                print(f"| {mode} | {name} | {med(peaks):.0f} ({min(peaks):.0f}-{max(peaks):.0f}) "
+                      f"| {med(peaks) - f:.0f} | {med([r['s_per_item'] for r in m[v]]):.2f} |")
+            pb, po = med([r["peak_rss_mib"] for r in m["baseline"]]), med([r["peak_rss_mib"] for r in m["ours"]])
+            tb, to = med([r["s_per_item"] for r in m["baseline"]]), med([r["s_per_item"] for r in m["ours"]])
+            print(f"| {mode} | **ratio ours/baseline** | **{po / pb:.2f}** | **{(po - f) / max(1e-9, pb - f):.2f}** "
+                  f"| **{to / tb:.2f}** |")
+        print(f"\n1-min load average before/after: {load0:.2f} / {load1:.2f} (on {os.cpu_count()} cores)\n")
+        if args.steps:
+            env = MALLOC_MODES["mmap>=1MiB"]
+            f = runs["mmap>=1MiB"]["floor"]
+            steps = {v: spawn({"kind": "steps", "variant": v, "item": item, "seed": args.seed,
+                               "patch": args.pipeline_patch}, env)["steps"] for v, _ in variants}
+            results["pipeline"]["steps"] = steps
+            print("Per transform (second item, glibc mmap threshold 1 MiB, VmHWM reset before each transform; "
+                  "MiB over the floor):\n")
+            print("| variant | transform | keys | RSS before | peak during | RSS after |")
+            print("|---|---|---|---|---|---|")
+            for v, rows_ in steps.items():
+                for r in rows_:
+                    print(f"| {v} | {r['transform']} | {','.join(map(str, r['keys']))} | {r['before_mib'] - f:.0f} "
+                          f"| {r['peak_mib'] - f:.0f} | {r['after_mib'] - f:.0f} |")
+            print()
         sys.stdout.flush()
 
     if not args.skip_training:
