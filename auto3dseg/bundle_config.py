@@ -155,6 +155,7 @@ def derive_hyper_parameters(algo: str, datastats: Mapping[str, Any], datalist: M
         "num_epochs_per_validation": 1,
         "batch_size": batch,
         "num_patches_per_image": int(d["num_patches_per_image"]),
+        "max_samples_per_class": 100_000,
         "learning_rate": float(d["learning_rate"]),
         "weight_decay": 1e-5,
         "amp": True,

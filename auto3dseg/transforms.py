@@ -188,7 +188,10 @@ def training_transforms(cfg: Mapping[str, Any]) -> Compose:
         intensity_transform("image", cfg.get("intensity", {})),
         SpatialPadd(keys="image", spatial_size=patch, mode="constant", value=0),
         SpatialPadd(keys="label", spatial_size=patch, mode="constant", value=IGNORE_VALUE),
-        ClassesToIndicesd(keys="label", num_classes=n_classes, indices_postfix="_cls_indices"),
+        # a sample of each class's voxels is enough to centre patches; all of them would be
+        # an int64 per voxel (8x the label map)
+        ClassesToIndicesd(keys="label", num_classes=n_classes, indices_postfix="_cls_indices",
+                          max_samples_per_class=int(cfg.get("max_samples_per_class", 100_000))),
         AnnotatedToClassMaskd(cfg["class_ids"]),
         RandCropByLabelClassesd(keys=["image", "label"], label_key="label", spatial_size=patch,
                                 num_classes=n_classes, num_samples=int(cfg.get("num_patches_per_image", 1)),

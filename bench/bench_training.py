@@ -40,7 +40,7 @@ fork/exec.
 Usage::
 
     .venv/bin/python bench/bench_training.py            # full run (about 7 min on 2 cores)
-    .venv/bin/python bench/bench_training.py --quick    # small run (about 2-3 min)
+    .venv/bin/python bench/bench_training.py --quick    # small run (about 2 min)
 
 Figures go to stdout as Markdown tables (and to ``<out>/bench_training.json``); paste
 them into bench/RESULTS.md with the machine description printed above them.
@@ -116,7 +116,7 @@ def machine_description() -> str:
     except (OSError, ValueError, IndexError):
         pass
     code = "import torch, monai; print(torch.__version__, monai.__version__, torch.get_num_threads())"
-    versions = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.split()
+    versions = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True).stdout.split()
     tv, mv, threads = (versions + ["?", "?", "?"])[:3]
     return (f"{cpu} ({platform.machine()}), {os.cpu_count()} cores{ram}, Python {platform.python_version()}, "
             f"torch {tv} ({threads} threads), MONAI {mv}, {platform.platform()}")
@@ -168,8 +168,14 @@ def worker_floor(_: dict) -> dict:
 
 def build_pipeline(variant: str, cfg: dict):
     """``ours``: training_transforms(cfg) as is. ``baseline``: one-hot before the crop."""
-    from monai.transforms import (ClassesToIndicesd, Compose, RandCropByLabelClassesd, RandFlipd, RandRotate90d,
-                                  SpatialPadd)
+    from monai.transforms import (
+        ClassesToIndicesd,
+        Compose,
+        RandCropByLabelClassesd,
+        RandFlipd,
+        RandRotate90d,
+        SpatialPadd,
+    )
 
     from auto3dseg.transforms import LabelToChannelsd, training_transforms
 
@@ -195,28 +201,52 @@ def worker_pipeline(spec: dict) -> dict:
     import hashlib
 
     import torch
+    from monai.data import list_data_collate
 
     base = peak_rss_mib()
     pipe = build_pipeline(spec["variant"], pipeline_cfg(spec["patch"]))
     pipe.set_random_state(seed=spec["seed"])
     item = spec["item"]
+    # like a DataLoader worker with batch_size 1 (the bundles' setting): transform one item,
+    # collate its patches (list_data_collate copies them into one batch), hand it over
+    # (here: hash it), and drop both before the next item
     out = pipe(dict(item))  # warm-up item, not timed
+    views = _count_views(out)
+    del out
     digest = hashlib.sha256()
     times = []
     for _ in range(spec["items"]):
         t0 = time.perf_counter()
         out = pipe(dict(item))
+        batch = list_data_collate([out])
         times.append(time.perf_counter() - t0)
-        for patch in out:
-            for key in ("image", "label", "valid", "class_mask"):
-                v = patch[key]
-                v = v.as_tensor() if hasattr(v, "as_tensor") else torch.as_tensor(v)
-                digest.update(key.encode() + str(tuple(v.shape)).encode() + str(v.dtype).encode())
-                digest.update(np.ascontiguousarray(v.numpy()).tobytes())
-    shapes = {k: list(out[0][k].shape) for k in ("image", "label", "valid")}
+        views += _count_views(out)
+        n_patches = len(out)
+        del out
+        for key in ("image", "label", "valid", "class_mask"):
+            v = batch[key]
+            v = v.as_tensor() if hasattr(v, "as_tensor") else torch.as_tensor(v)
+            digest.update(key.encode() + str(tuple(v.shape)).encode() + str(v.dtype).encode())
+            digest.update(np.ascontiguousarray(v.numpy()).tobytes())
+        shapes = {k: list(batch[k].shape) for k in ("image", "label", "valid")}
+        del batch
     return {"peak_rss_mib": peak_rss_mib(), "import_rss_mib": base, "s_per_item": float(np.mean(times)),
-            "s_per_item_min": float(np.min(times)), "digest": digest.hexdigest(), "patch_shapes": shapes,
-            "patches_per_item": len(out)}
+            "s_per_item_min": float(np.min(times)), "digest": digest.hexdigest(), "batch_shapes": shapes,
+            "patches_per_item": n_patches, "patches_viewing_whole_crop": views}
+
+
+def _count_views(patches) -> int:
+    """Patch tensors that are views into a larger (whole-crop) storage: no flip or rotation
+    copied them, so they keep the whole crop's tensor alive until collated."""
+    import torch
+
+    n = 0
+    for patch in patches:
+        for key in ("image", "label", "valid"):
+            v = patch[key]
+            v = v.as_tensor() if hasattr(v, "as_tensor") else torch.as_tensor(v)
+            n += v.untyped_storage().nbytes() > v.numel() * v.element_size()
+    return n
 
 
 def worker_steps(spec: dict) -> dict:
@@ -340,11 +370,15 @@ WORKERS = {"floor": worker_floor, "pipeline": worker_pipeline, "train": worker_t
 MALLOC_MODES = {"default": {}, "mmap>=1MiB": {"MALLOC_MMAP_THRESHOLD_": str(1 << 20)}}
 
 
+def _median(xs) -> float:
+    return float(np.median(xs))
+
+
 def spawn(spec: dict, env: dict | None = None) -> dict:
     """Run one worker in a fresh interpreter (with ``env`` added); returns its JSON result."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
     full_env = {k: v for k, v in os.environ.items() if k not in ("MALLOC_MMAP_THRESHOLD_",)}
-    res = subprocess.run(cmd, capture_output=True, text=True, env={**full_env, **(env or {})})
+    res = subprocess.run(cmd, check=False, capture_output=True, text=True, env={**full_env, **(env or {})})
     if res.returncode != 0:
         raise RuntimeError(f"worker {spec.get('kind')} failed ({res.returncode}):\n{res.stderr[-4000:]}")
     return json.loads(res.stdout.strip().splitlines()[-1])
@@ -353,7 +387,8 @@ def spawn(spec: dict, env: dict | None = None) -> dict:
 # ----------------------------------------------------------------------------- main
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                epilog="Full run: .venv/bin/python bench/bench_training.py (about 7 min on 2 cores); "
+                                       "figures go to stdout as Markdown and to <out>/bench_training.json.")
     p.add_argument("--quick", action="store_true",
                    help="small run: 128^3 crop, 2 timed items, batch 1 and 1 timed iteration per loss and network")
     p.add_argument("--size", type=int, default=None,
@@ -364,23 +399,23 @@ def main() -> int:
                    help="fresh processes per pipeline variant and malloc setting; the median peak is reported "
                         "(default 3, 1 with --quick)")
     p.add_argument("--pipeline-patch", type=int, default=96,
-                   help="patch edge of the pipeline benchmark (RandCropByLabelClassesd, 2 patches per item)")
-    p.add_argument("--algos", default=",".join(ALGOS), help="comma-separated networks for the training benchmark")
+                   help="patch edge of the pipeline benchmark (RandCropByLabelClassesd, 2 patches per item; default 96)")
+    p.add_argument("--algos", default=",".join(ALGOS), help="comma-separated networks for the training benchmark (default: segresnet,dints,swinunetr)")
     p.add_argument("--patch", type=int, default=64,
-                   help="patch edge of the training benchmark (64 is swinunetr's minimum)")
+                   help="patch edge of the training benchmark (default 64, swinunetr's minimum)")
     p.add_argument("--batch", type=int, default=None, help="patches per training batch (default 2, 1 with --quick)")
     p.add_argument("--warmup", type=int, default=1,
-                   help="untimed training steps before timing (alternating MONAI's loss and ours)")
+                   help="untimed training steps before timing, alternating MONAI's loss and ours (default 1)")
     p.add_argument("--iters", type=int, default=None,
                    help="timed training iterations per loss (default 3, 1 with --quick)")
-    p.add_argument("--threads", type=int, default=0, help="torch threads in the training workers (0: torch's default)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the transforms, weights and synthetic data")
+    p.add_argument("--threads", type=int, default=0, help="torch threads in the training workers (default 0: torch's default, one per core)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the transforms, weights and synthetic data (default 0)")
     p.add_argument("--steps", action="store_true",
                    help="also print the RSS peak of each transform of both pipeline variants (one item each)")
     p.add_argument("--skip-pipeline", action="store_true", help="skip the data pipeline benchmark")
     p.add_argument("--skip-training", action="store_true", help="skip the training-iteration benchmark")
     p.add_argument("--out", default=str(ROOT / "bench" / "out" / "training"),
-                   help="scratch folder for the synthetic crop and bench_training.json")
+                   help="scratch folder for the synthetic crop and bench_training.json (default bench/out/training)")
     p.add_argument("--worker", default=None, metavar="JSON",
                    help="internal: run one measurement described by JSON in this process and print its result")
     args = p.parse_args()
@@ -424,18 +459,20 @@ def main() -> int:
               f"{repeats} process(es) per variant\n")
         print(f"floor (a process that imports torch, monai, nibabel, auto3dseg.transforms): "
               f"{runs['default']['floor']:.0f} MiB; patches identical across variants and runs: "
-              f"{'yes' if same else 'NO'}; patch shapes {first['patch_shapes']}\n")
+              f"{'yes' if same else 'NO'}; collated batch shapes {first['batch_shapes']}\n")
+        nviews = {v: sum(r["patches_viewing_whole_crop"] for m in runs.values() for r in m[v]) for v, _ in variants}
+        print(f"patch tensors still viewing the whole crop before collation (no flip/rotation copied them), over all "
+              f"items and runs: baseline {nviews['baseline']}, ours {nviews['ours']}\n")
         print("| glibc malloc | variant | peak RSS MiB, median (min-max) | over floor MiB, median | s/item, median |")
         print("|---|---|---|---|---|")
-        med = lambda xs: float(np.median(xs))  # noqa: E731
         for mode, m in runs.items():
             f = m["floor"]
             for v, name in variants:
                 peaks = [r["peak_rss_mib"] for r in m[v]]
-                print(f"| {mode} | {name} | {med(peaks):.0f} ({min(peaks):.0f}-{max(peaks):.0f}) "
-                      f"| {med(peaks) - f:.0f} | {med([r['s_per_item'] for r in m[v]]):.2f} |")
-            pb, po = med([r["peak_rss_mib"] for r in m["baseline"]]), med([r["peak_rss_mib"] for r in m["ours"]])
-            tb, to = med([r["s_per_item"] for r in m["baseline"]]), med([r["s_per_item"] for r in m["ours"]])
+                print(f"| {mode} | {name} | {_median(peaks):.0f} ({min(peaks):.0f}-{max(peaks):.0f}) "
+                      f"| {_median(peaks) - f:.0f} | {_median([r['s_per_item'] for r in m[v]]):.2f} |")
+            pb, po = _median([r["peak_rss_mib"] for r in m["baseline"]]), _median([r["peak_rss_mib"] for r in m["ours"]])
+            tb, to = _median([r["s_per_item"] for r in m["baseline"]]), _median([r["s_per_item"] for r in m["ours"]])
             print(f"| {mode} | **ratio ours/baseline** | **{po / pb:.2f}** | **{(po - f) / max(1e-9, pb - f):.2f}** "
                   f"| **{to / tb:.2f}** |")
         print(f"\n1-min load average before/after: {load0:.2f} / {load1:.2f} (on {os.cpu_count()} cores)\n")
