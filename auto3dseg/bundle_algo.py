@@ -16,7 +16,11 @@ from typing import Any
 import yaml
 from monai.apps.auto3dseg import BundleAlgo
 
-from auto3dseg.bundle_config import derive_hyper_parameters, write_yaml_atomic
+from auto3dseg.bundle_config import (
+    derive_hyper_parameters,
+    load_bundle_config,
+    write_yaml_atomic,
+)
 
 __all__ = ["HYPER_PARAMETERS", "TEMPLATES_DIR", "CellmapBundleAlgo"]
 
@@ -59,3 +63,10 @@ class CellmapBundleAlgo(BundleAlgo):
                                 datalist=src["datalist"])
         write_yaml_atomic(config_dir / HYPER_PARAMETERS, cfg, header=header)
         return {HYPER_PARAMETERS: cfg}
+
+    def get_score(self, *args: Any, **kwargs: Any) -> float:
+        """``best_avg_dice_score`` of ``<ckpt_path>/progress.yaml``, like MONAI's, but with the
+        paths of a moved or copied work_dir resolved to where the bundle is now."""
+        cfg = load_bundle_config([str(Path(self.output_path) / "configs" / HYPER_PARAMETERS)])
+        with open(Path(cfg.get("ckpt_path") or self.output_path) / "progress.yaml") as fh:
+            return float(yaml.safe_load(fh)[-1]["best_avg_dice_score"])

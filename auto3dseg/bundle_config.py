@@ -211,10 +211,36 @@ def load_bundle_config(config_file: str | Sequence[str], overrides: Mapping[str,
             continue
         with open(f) as fh:
             cfg.update(yaml.safe_load(fh) or {})
+    first = Path(files[0].strip().strip("'\"")).resolve() if files else None
+    if first is not None and first.parent.name == "configs" and (first.parent.parent / "scripts").is_dir():
+        cfg = relocate(cfg, first.parent.parent)
     if "patch_size" in (overrides or {}) and isinstance(_parse_value(overrides["patch_size"]), int):
         overrides = dict(overrides)
         overrides["patch_size"] = [int(overrides["patch_size"])] * int(cfg.get("spatial_dims", 3))
     return apply_overrides(cfg, overrides or {})
+
+
+def relocate(cfg: dict[str, Any], bundle_dir: Path) -> dict[str, Any]:
+    """Point ``bundle_root`` and a ``ckpt_path`` under it at ``bundle_dir`` when the bundle was
+    moved or copied (a work_dir on another file system): a copy must never write into, or
+    read from, the original's checkpoints.
+
+    >>> relocate({"bundle_root": "/old/segresnet_0", "ckpt_path": "/old/segresnet_0/model"},
+    ...          Path("/new/segresnet_0"))["ckpt_path"]
+    '/new/segresnet_0/model'
+    """
+    old = cfg.get("bundle_root")
+    old_root, new_root = Path(old or ""), Path(bundle_dir)
+    if not old or old_root == new_root:
+        return cfg
+    out = dict(cfg, bundle_root=str(new_root))
+    ckpt = cfg.get("ckpt_path")
+    if ckpt:
+        try:
+            out["ckpt_path"] = str(new_root / Path(ckpt).relative_to(old_root))
+        except ValueError:
+            pass  # a checkpoint folder outside the bundle stays where it is
+    return out
 
 
 def write_yaml_atomic(path: str | os.PathLike, data: Any, header: str = "") -> None:

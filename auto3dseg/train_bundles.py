@@ -130,8 +130,10 @@ def training_command(bundle: Path, overrides: Mapping[str, Any] | None = None, n
 
 def _score(bundle: Path) -> float | None:
     """best_avg_dice_score from progress.yaml (what MONAI's get_score reads)."""
+    from auto3dseg.bundle_config import load_bundle_config
+
     try:
-        cfg = yaml.safe_load((bundle / "configs" / "hyper_parameters.yaml").read_text()) or {}
+        cfg = load_bundle_config(_config_files(bundle))
         ckpt = Path(cfg.get("ckpt_path") or bundle)
         progress = yaml.safe_load((ckpt / "progress.yaml").read_text())
         return float(progress[-1]["best_avg_dice_score"])

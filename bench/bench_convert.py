@@ -63,7 +63,7 @@ def make_store(path: Path, size: int, offset_nm: float) -> dict:
     t = 16 * 8.0 + offset_nm
     crop = root.create_group("recon-1/labels/groundtruth/crop1")
     crop.attrs["cellmap"] = {"annotation": {"class_names": ["mito_mem", "mito_lum", "mito"], "version": "0.1.1"}}
-    ms = lambda name: [{"version": "0.4", "name": name, "axes": [  # noqa: E731
+    ms = lambda name: [{"version": "0.4", "name": name, "axes": [
         {"name": a, "type": "space", "unit": "nanometer"} for a in "zyx"],
         "datasets": [{"path": "s0", "coordinateTransformations": [
             {"type": "scale", "scale": [8.0] * 3}, {"type": "translation", "translation": [t] * 3}]}]}]

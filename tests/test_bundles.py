@@ -262,10 +262,31 @@ def test_failing_bundle_is_reported_and_others_still_train(full_run, tmp_path):
     cfg = yaml.safe_load(hp.read_text())
     cfg["patch_size"] = [12, 12, 12]
     hp.write_text(yaml.safe_dump(cfg))
-    report = train_bundles(work, overrides={"num_workers": 0}, log=lambda *a: None)
+    original = _snapshot(full_run)
+    report = train_bundles(work, overrides=run_auto3dseg.parse_overrides(TINY[1::2]), log=lambda *a: None)
     assert list(report.failed) == ["segresnet_0"] and "multiple of" in report.failed["segresnet_0"]
     assert "segresnet_1" in report.trained or "segresnet_1" in report.already
     assert not (work / "segresnet_0" / DONE_MARKER).exists() and (work / "segresnet_1" / DONE_MARKER).exists()
+    # the copy read its own checkpoint (already complete) and left the original alone
+    assert "already trained" in (work / "segresnet_1" / "training.log").read_text()
+    assert _snapshot(full_run) == original
+
+
+def test_copied_work_dir_uses_its_own_checkpoints(full_run, tmp_path):
+    import shutil
+
+    from monai.auto3dseg.utils import algo_from_json
+
+    from auto3dseg.bundle_config import load_bundle_config
+
+    work = tmp_path / "moved"
+    shutil.copytree(full_run, work)
+    cfg = load_bundle_config([str(work / "segresnet_0" / "configs" / "hyper_parameters.yaml")])
+    assert cfg["ckpt_path"] == str(work / "segresnet_0" / "model")
+    progress = work / "segresnet_0" / "model" / "progress.yaml"
+    progress.write_text(yaml.safe_dump([{"best_avg_dice_score": 0.123}]))
+    algo, _ = algo_from_json(str(work / "segresnet_0" / "algo_object.json"))
+    assert algo.get_score() == pytest.approx(0.123)
 
 
 def test_help_lists_every_mode_and_flag(capsys):
