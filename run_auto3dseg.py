@@ -11,7 +11,10 @@ Modes (each reads and writes --work_dir; every step keeps what an earlier run fi
             ones are skipped, interrupted ones resume from their last epoch;
 * ensemble  probability maps of the datalist's testing items from the best bundles;
 * predict   the same for --images, written to --output_dir;
-* full      analyze → generate → train → ensemble, resuming whatever is done.
+* submit    post-process the ensemble's maps into labels and instances and write the CellMap
+            submission (<work_dir>/submission/submission.zarr + .zip); with --truth, score it;
+* full      analyze → generate → train → ensemble (→ submit when the datalist has test
+            crops with labels to predict), resuming whatever is done.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-MODES = ("validate", "analyze", "generate", "train", "ensemble", "predict", "full")
+MODES = ("validate", "analyze", "generate", "train", "ensemble", "predict", "submit", "full")
 
 _EPILOG = """\
 training overrides: --override KEY=VALUE (repeatable) is passed to every bundle's training
@@ -70,6 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--n_best", type=int, default=5, help="N of best_n (default: 5)")
     g.add_argument("--images", nargs="+", help="images for --mode predict (NIfTI)")
     g.add_argument("--output_dir", help="where --mode predict writes (default: <work_dir>/predictions)")
+    g = p.add_argument_group("submission")
+    g.add_argument("--postprocess_params", help="YAML of per-class post-processing parameters (thresholds, minimum "
+                   "sizes, watershed); default: auto3dseg/resources/postprocess.yaml")
+    g.add_argument("--test_manifest", help="the challenge's test_crop_manifest.csv: write every (crop, label) it lists "
+                   "(default: the test labels the converter recorded for each test image)")
+    g.add_argument("--truth", help="ground truth to score the submission against (a CellMap store, or the built-in "
+                   "data's test_truth.zarr); writes <work_dir>/submission/scores.json and .md")
     p.add_argument("--force", action="store_true",
                    help="redo a finished step: analyze again, regenerate bundles (old ones moved to "
                    "<work_dir>/replaced/), retrain (old model/ moved aside), recompute ensemble maps")
@@ -180,6 +190,44 @@ def _run(args: argparse.Namespace, datalist: str, dataroot: str, overrides: dict
                                 images=args.images if mode == "predict" else None, output_dir=out,
                                 force=args.force and mode in ("ensemble", "predict"))
         print(f"Probability maps: {manifest.parent} (channels and files in {manifest})")
+    if mode == "submit" or (mode == "full" and _has_test_labels(datalist, args.test_manifest)):
+        return _submit(args, work, datalist)
+    return 0
+
+
+def _has_test_labels(datalist: str, test_manifest: str | None) -> bool:
+    import json
+
+    if test_manifest:
+        return True
+    dl = json.loads(Path(datalist).read_text())
+    items_file = Path(datalist).parent / dl.get("items_file", "datalist_items.json")
+    if not items_file.is_file():
+        return False
+    return any(v.get("test_labels") for v in json.loads(items_file.read_text()).values())
+
+
+def _submit(args: argparse.Namespace, work: Path, datalist: str) -> int:
+    from auto3dseg.ensemble import ENSEMBLE_DIR
+    from auto3dseg.postprocess import load_postprocess_params
+    from auto3dseg.submission import write_submission
+
+    _step("submit")
+    manifest = work / ENSEMBLE_DIR / "ensemble.json"
+    if not manifest.is_file():
+        raise FileNotFoundError(f"{manifest} not found: run --mode ensemble first")
+    params = load_postprocess_params(args.postprocess_params)
+    zip_path, report = write_submission(manifest, datalist, work / "submission", params=params,
+                                        test_manifest=args.test_manifest)
+    print(f"Submission: {zip_path} ({len(report.rows)} labels, {len(report.empty)} empty; "
+          f"report {zip_path.parent / 'submission_report.md'})")
+    if args.truth:
+        from auto3dseg.evaluation.score import format_scores_markdown, score_submission, write_scores
+
+        scores = score_submission(zip_path, args.truth)
+        out = write_scores(scores, zip_path.parent / "scores.json")
+        print(format_scores_markdown(scores))
+        print(f"Scores: {out} (and {out.with_suffix('.md')})")
     return 0
 
 

@@ -42,7 +42,7 @@ def trained_history(work_dir: str | os.PathLike, algos: Sequence[str] | None = N
     from monai.utils.enums import AlgoKeys
 
     history = []
-    for b in list_bundles(work_dir):
+    for b in list_bundles(Path(work_dir).resolve()):
         done = b.done
         if not done or (algos and b.algo not in algos):
             continue

@@ -60,7 +60,7 @@ class TrainReport:
 def select_bundles(work_dir: str | os.PathLike, algos: Sequence[str] | None = None,
                    folds: Sequence[int] | None = None) -> list[Bundle]:
     """Bundles of ``work_dir`` restricted to ``algos`` and ``folds`` (None: all)."""
-    bundles = [b for b in list_bundles(work_dir)
+    bundles = [b for b in list_bundles(Path(work_dir).resolve())
                if (not algos or b.algo in algos) and (folds is None or b.fold in folds)]
     return bundles
 

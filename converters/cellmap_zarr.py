@@ -27,6 +27,7 @@ __all__ = [
     "CellMapFormatError",
     "open_readonly",
     "read_levels",
+    "read_test_manifest_rows",
     "discover_crops",
     "read_datasplit",
     "read_test_manifest",
@@ -204,12 +205,9 @@ def _parse_vector(text: str) -> tuple[float, ...]:
     return tuple(float(v) for v in text.strip().strip("[]").split(";"))
 
 
-def read_test_manifest(path: str | os.PathLike, em_zarr_by_dataset: dict[str, str]) -> list[TestCrop]:
-    """Read a ``test_crop_manifest.csv`` into one :class:`TestCrop` per crop.
-
-    ``em_zarr_by_dataset`` maps a dataset name to its ``.zarr`` path (from the datasplit
-    or the data root). A dataset that is not there raises, naming the crop.
-    """
+def read_test_manifest_rows(path: str | os.PathLike) -> dict[tuple[str, int], list[dict]]:
+    """The labels to predict per ``(dataset, crop id)`` of a ``test_crop_manifest.csv``:
+    dicts with ``label``, ``voxel_size``, ``translation`` (z, y, x, nm) and ``shape``."""
     rows: dict[tuple[str, int], list[dict]] = {}
     with open(path, newline="") as fh:
         reader = csv.DictReader(fh)
@@ -226,6 +224,16 @@ def read_test_manifest(path: str | os.PathLike, em_zarr_by_dataset: dict[str, st
                     "shape": tuple(int(v) for v in _parse_vector(row["shape"])),
                 }
             )
+    return rows
+
+
+def read_test_manifest(path: str | os.PathLike, em_zarr_by_dataset: dict[str, str]) -> list[TestCrop]:
+    """Read a ``test_crop_manifest.csv`` into one :class:`TestCrop` per crop.
+
+    ``em_zarr_by_dataset`` maps a dataset name to its ``.zarr`` path (from the datasplit
+    or the data root). A dataset that is not there raises, naming the crop.
+    """
+    rows = read_test_manifest_rows(path)
     crops = []
     for (dataset, crop_id), labels in sorted(rows.items()):
         em_zarr = em_zarr_by_dataset.get(dataset)

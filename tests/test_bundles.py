@@ -250,7 +250,7 @@ def test_train_without_bundles_says_what_to_do(tmp_path, capsys):
     assert rc == 2 and "run --mode generate first" in capsys.readouterr().err
 
 
-def test_failing_bundle_is_reported_and_others_still_train(full_run, tmp_path):
+def test_failing_bundle_is_reported_and_others_still_train(full_run, tmp_path, monkeypatch):
     import shutil
 
     work = tmp_path / "work"
@@ -263,7 +263,8 @@ def test_failing_bundle_is_reported_and_others_still_train(full_run, tmp_path):
     cfg["patch_size"] = [12, 12, 12]
     hp.write_text(yaml.safe_dump(cfg))
     original = _snapshot(full_run)
-    report = train_bundles(work, overrides=run_auto3dseg.parse_overrides(TINY[1::2]), log=lambda *a: None)
+    monkeypatch.chdir(tmp_path)  # a relative work_dir, as make demo passes it
+    report = train_bundles("work", overrides=run_auto3dseg.parse_overrides(TINY[1::2]), log=lambda *a: None)
     assert list(report.failed) == ["segresnet_0"] and "multiple of" in report.failed["segresnet_0"]
     assert "segresnet_1" in report.trained or "segresnet_1" in report.already
     assert not (work / "segresnet_0" / DONE_MARKER).exists() and (work / "segresnet_1" / DONE_MARKER).exists()
