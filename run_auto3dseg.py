@@ -218,14 +218,22 @@ def _submit(args: argparse.Namespace, work: Path, datalist: str) -> int:
         raise FileNotFoundError(f"{manifest} not found: run --mode ensemble first")
     params = load_postprocess_params(args.postprocess_params)
     zip_path, report = write_submission(manifest, datalist, work / "submission", params=params,
-                                        test_manifest=args.test_manifest)
+                                        test_manifest=args.test_manifest, force=args.force and args.mode == "submit")
     print(f"Submission: {zip_path} ({len(report.rows)} labels, {len(report.empty)} empty; "
           f"report {zip_path.parent / 'submission_report.md'})")
     if args.truth:
         from auto3dseg.evaluation.score import format_scores_markdown, score_submission, write_scores
 
-        scores = score_submission(zip_path, args.truth)
-        out = write_scores(scores, zip_path.parent / "scores.json")
+        import json
+
+        out = zip_path.parent / "scores.json"
+        cached = json.loads(out.read_text()) if out.is_file() else None
+        if (cached and cached.get("truth") == str(args.truth) and not args.force
+                and out.stat().st_mtime >= zip_path.stat().st_mtime):
+            scores = cached  # this submission was scored against this truth already
+        else:
+            scores = score_submission(zip_path, args.truth)
+            write_scores(scores, out)
         print(format_scores_markdown(scores))
         print(f"Scores: {out} (and {out.with_suffix('.md')})")
     return 0

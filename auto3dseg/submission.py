@@ -102,9 +102,17 @@ def _write_label(group: Any, name: str, data: np.ndarray, target: dict) -> None:
                       "shape": [int(v) for v in target["shape"]]})
 
 
+def _signature(ens: dict, params: dict, wanted: dict) -> str:
+    import hashlib
+
+    text = json.dumps([ens.get("signature"), [it["probabilities"] for it in ens.get("items", [])], params,
+                       {str(k): v for k, v in sorted(wanted.items())}], sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
 def write_submission(ensemble_manifest: str | os.PathLike, datalist: str | os.PathLike, out_dir: str | os.PathLike,
                      *, params: dict[str, Any] | None = None, test_manifest: str | os.PathLike | None = None,
-                     log=print) -> tuple[Path, SubmissionReport]:
+                     force: bool = False, log=print) -> tuple[Path, SubmissionReport]:
     """Build ``<out_dir>/submission.zarr`` and ``submission.zip``; returns (zip path, report).
 
     Parameters
@@ -145,6 +153,12 @@ def write_submission(ensemble_manifest: str | os.PathLike, datalist: str | os.Pa
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    sig = _signature(ens, params, wanted)
+    sig_file = out / "submission_signature.txt"
+    if (not force and sig_file.is_file() and sig_file.read_text().strip() == sig
+            and (out / "submission.zip").is_file() and (out / "submission_report.json").is_file()):
+        log(f"submission in {out} is up to date (same maps, parameters and labels); kept")
+        return out / "submission.zip", SubmissionReport(json.loads((out / "submission_report.json").read_text()))
     tmp_store = out / f".tmp-{os.getpid()}-{SUBMISSION_STORE}"
     shutil.rmtree(tmp_store, ignore_errors=True)
     root_group = zarr.open_group(str(tmp_store), mode="w")
@@ -193,6 +207,7 @@ def write_submission(ensemble_manifest: str | os.PathLike, datalist: str | os.Pa
     zip_path = zip_store(final_store, out / "submission.zip")
     (out / "submission_report.md").write_text(report.markdown())
     (out / "submission_report.json").write_text(json.dumps(report.rows, indent=1))
+    sig_file.write_text(sig + "\n")
     for r in report.empty:
         log(f"note: {r['crop']}/{r['label']} written empty: {r['status']}")
     return zip_path, report

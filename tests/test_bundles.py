@@ -23,17 +23,18 @@ TINY = ["--override", "num_workers=0", "--override", "segresnet:network#init_fil
         "--override", "segresnet:network#dsdepth=2", "--override", "sw_batch_size=4"]
 
 
-def _full_args(converted, work: Path) -> list[str]:
+def _full_args(converted, work: Path, synthetic: Path) -> list[str]:
     out, _ = converted
     return ["--mode", "full", "--datalist", str(out / "datalist.json"), "--work_dir", str(work), "--workers", "0",
-            "--algos", "segresnet", "--num_epochs", "1", "--patch_size", "16", *TINY]
+            "--algos", "segresnet", "--num_epochs", "1", "--patch_size", "16", *TINY,
+            "--truth", str(synthetic / "test_truth.zarr")]
 
 
 @pytest.fixture(scope="module")
-def full_run(converted, tmp_path_factory):
-    """``--mode full`` once: analyze, generate segresnet_0/1, train both, ensemble."""
+def full_run(converted, synthetic, tmp_path_factory):
+    """``--mode full`` once: analyze, generate segresnet_0/1, train both, ensemble, submit, score."""
     work = tmp_path_factory.mktemp("full") / "work"
-    assert run_auto3dseg.main(_full_args(converted, work)) == 0
+    assert run_auto3dseg.main(_full_args(converted, work, synthetic)) == 0
     return work
 
 
@@ -58,6 +59,34 @@ def test_full_leaves_every_output(full_run, converted):
         assert Path(it["probabilities"]).is_file()
 
 
+def test_full_writes_a_scored_cellmap_submission(full_run, synthetic):
+    import zipfile
+
+    import zarr
+
+    from auto3dseg.classes import INSTANCE_CLASSES
+    from converters.cellmap_zarr import read_test_manifest_rows
+
+    sub = full_run / "submission"
+    with zipfile.ZipFile(sub / "submission.zip") as zf:
+        names = zf.namelist()
+    assert all(n.startswith("submission.zarr/") for n in names) and "submission.zarr/.zgroup" in names
+    store = zarr.open_group(str(sub / "submission.zarr"), mode="r")
+    for (_, crop_id), labels in read_test_manifest_rows(synthetic / "test_crop_manifest.csv").items():
+        for lab in labels:
+            arr = store[f"crop{crop_id}/{lab['label']}"]
+            assert arr.shape == tuple(lab["shape"])
+            assert arr.attrs["voxel_size"] == list(lab["voxel_size"])  # z, y, x
+            assert arr.attrs["translation"] == list(lab["translation"])
+            if lab["label"] in INSTANCE_CLASSES:
+                assert arr.dtype in (np.uint16, np.uint32)
+            else:
+                assert arr.dtype == np.uint8 and set(np.unique(arr[:])) <= {0, 1}
+    scores = json.loads((sub / "scores.json").read_text())
+    assert 0.0 <= scores["overall"]["score"] <= 1.0 and not scores["missing"]
+    assert (sub / "scores.md").is_file() and (sub / "submission_report.md").is_file()
+
+
 def test_template_contract_with_monai(full_run):
     """MONAI's own loader, get_score, ensemble builder and ensemble call work on our bundles."""
     from monai.apps.auto3dseg import AlgoEnsembleBestN, AlgoEnsembleBuilder
@@ -78,9 +107,9 @@ def test_template_contract_with_monai(full_run):
     assert preds[0].shape[0] == n_classes and set(torch.unique(preds[0]).tolist()) <= {0.0, 1.0}
 
 
-def test_second_full_run_does_no_work_and_loses_nothing(full_run, converted, capsys):
+def test_second_full_run_does_no_work_and_loses_nothing(full_run, converted, synthetic, capsys):
     before = _snapshot(full_run)
-    assert run_auto3dseg.main(_full_args(converted, full_run)) == 0
+    assert run_auto3dseg.main(_full_args(converted, full_run, synthetic)) == 0
     text = capsys.readouterr().out
     assert "2 already trained, 0 to train" in text and "kept segresnet_0" in text
     after = _snapshot(full_run)

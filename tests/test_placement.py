@@ -1,0 +1,68 @@
+"""Placing labels from a prediction grid onto a test crop's grid (voxel size, translation)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from auto3dseg.placement import grids_align, place_on_grid
+from converters.geometry import Grid
+
+
+def _centres(grid: Grid) -> list[np.ndarray]:
+    return [grid.origin[a] + np.arange(grid.shape[a]) * grid.spacing[a] for a in range(3)]
+
+
+def test_instance_voxels_land_in_the_prediction_voxel_that_contains_them():
+    """Non-integer translation, other voxel size: each truth voxel takes the id of the
+    prediction voxel its centre lies in."""
+    src = Grid((200.0, 96.0, 464.0), (8.0, 8.0, 8.0), (12, 10, 9))
+    ids = np.arange(1, src.n_voxels + 1, dtype=np.uint32).reshape(src.shape)
+    dst = Grid((203.5, 99.25, 467.0), (3.0, 5.0, 4.0), (20, 11, 13))
+    placed = place_on_grid(ids, src, dst, "instance")
+    assert placed.dtype == np.uint32 and placed.shape == dst.shape
+    src_index = np.stack(np.unravel_index(placed.astype(np.int64) - 1, src.shape), axis=0)
+    for a, centres in enumerate(_centres(dst)):
+        src_centre = src.origin[a] + src_index[a] * src.spacing[a]
+        shape = [1, 1, 1]
+        shape[a] = -1
+        dist = np.abs(centres.reshape(shape) - src_centre)
+        assert (dist <= src.spacing[a] / 2 + 1e-6).all(), a
+
+
+def test_outside_the_prediction_is_zero():
+    src = Grid((0.0, 0.0, 0.0), (8.0, 8.0, 8.0), (4, 4, 4))
+    dst = Grid((-16.0, 0.0, 0.0), (8.0, 8.0, 8.0), (8, 4, 4))
+    placed = place_on_grid(np.ones(src.shape, np.uint16), src, dst, "instance")
+    assert placed[:2].max() == 0 and placed[2:6].min() == 1 and placed[6:].max() == 0
+
+
+def test_semantic_boundary_lands_at_its_physical_position():
+    """A mask whose edge is at x = 100 nm stays at 100 nm on a finer, shifted grid."""
+    src = Grid((4.0, 4.0, 4.0), (8.0, 8.0, 8.0), (4, 4, 30))
+    x_src = _centres(src)[2]
+    mask = np.broadcast_to(x_src >= 100.0, src.shape).astype(np.uint8)
+    dst = Grid((4.0, 4.0, 1.3), (8.0, 8.0, 2.0), (4, 4, 110))
+    placed = place_on_grid(mask, src, dst, "semantic")
+    assert placed.dtype == np.uint8 and set(np.unique(placed)) <= {0, 1}
+    x_dst = _centres(dst)[2]
+    on = x_dst[placed[0, 0] == 1]
+    assert abs(on.min() - 100.0) <= 4.0 + 1e-6  # within half a source voxel of the edge
+    assert (placed[0, 0][x_dst > 110.0] == 1).all() and (placed[0, 0][x_dst < 90.0] == 0).all()
+
+
+def test_aligned_grids_are_a_plain_crop():
+    src = Grid((0.0, 0.0, 0.0), (8.0, 8.0, 8.0), (6, 6, 6))
+    dst = Grid((16.0, 8.0, 0.0), (8.0, 8.0, 8.0), (2, 3, 4))
+    assert grids_align(src, dst) and not grids_align(src, Grid((4.0, 8.0, 0.0), (8.0, 8.0, 8.0), (2, 3, 4)))
+    rng = np.random.default_rng(0)
+    mask = (rng.random(src.shape) > 0.5).astype(np.uint8)
+    assert np.array_equal(place_on_grid(mask, src, dst, "semantic"), mask[2:4, 1:4, 0:4])
+
+
+def test_wrong_shape_or_kind_is_refused():
+    src = Grid((0.0, 0.0, 0.0), (8.0, 8.0, 8.0), (2, 2, 2))
+    with pytest.raises(ValueError, match="does not match"):
+        place_on_grid(np.zeros((3, 2, 2), np.uint8), src, src, "semantic")
+    with pytest.raises(ValueError, match="kind"):
+        place_on_grid(np.zeros((2, 2, 2), np.uint8), src, src, "binary")
