@@ -17,7 +17,8 @@ DEMO_TRAIN ?= --override num_workers=0 --override segresnet:network\#init_filter
 
 help:
 	@echo "make demo   set up .venv, generate the built-in synthetic CellMap data and run the pipeline"
-	@echo "            (convert, analyze, generate, train 3 networks x 2 folds, ensemble; a few CPU minutes)"
+	@echo "            (convert, analyze, generate, train 3 networks x 2 folds, ensemble, submission, local"
+	@echo "            score; a few CPU minutes)"
 	@echo "make test   set up .venv and run the test suite"
 	@echo "make bench  run the benchmarks in bench/ (slow)"
 	@echo "make clean  remove demo output and caches (keeps .venv)"
@@ -43,7 +44,8 @@ demo: venv $(DEMO_DIR)/synthetic_cellmap/cases.json
 	    --test_manifest $(DEMO_DIR)/synthetic_cellmap/test_crop_manifest.csv \
 	    --output_dir $(DEMO_DIR)/nifti --num_folds 2 --workers $(WORKERS)
 	$(PY) run_auto3dseg.py --mode full --datalist $(DEMO_DIR)/nifti/datalist.json \
-	    --work_dir $(DEMO_DIR)/work_dir --workers 0 --num_epochs 2 --patch_size 32 $(DEMO_TRAIN)
+	    --work_dir $(DEMO_DIR)/work_dir --workers 0 --num_epochs 2 --patch_size 32 $(DEMO_TRAIN) \
+	    --truth $(DEMO_DIR)/synthetic_cellmap/test_truth.zarr
 	@echo
 	@echo "Demo finished."
 	@echo "  built-in CellMap-like data:  $(DEMO_DIR)/synthetic_cellmap (cases: cases.json)"
@@ -54,6 +56,8 @@ demo: venv $(DEMO_DIR)/synthetic_cellmap/cases.json
 	@echo "  data review (read this):     $(DEMO_DIR)/work_dir/datastats_review.md"
 	@echo "  bundles (one per net, fold): $(DEMO_DIR)/work_dir/<algo>_<fold>/ (curves: model/progress.png)"
 	@echo "  ensemble probability maps:   $(DEMO_DIR)/work_dir/ensemble_output/ (ensemble.json lists them)"
+	@echo "  CellMap submission (zipped): $(DEMO_DIR)/work_dir/submission/submission.zip (report: submission_report.md)"
+	@echo "  local score vs test truth:   $(DEMO_DIR)/work_dir/submission/scores.md (and scores.json)"
 
 bench: venv
 	$(PY) bench/bench_convert.py
