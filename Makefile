@@ -62,6 +62,7 @@ demo: venv $(DEMO_DIR)/synthetic_cellmap/cases.json
 bench: venv
 	$(PY) bench/bench_convert.py
 	$(PY) bench/bench_training.py
+	$(PY) bench/bench_postprocess.py
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache

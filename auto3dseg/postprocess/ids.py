@@ -1,0 +1,72 @@
+"""Instance ids: a dtype that never wraps, physical sizes in voxels, the size filter."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import fastremap
+import numpy as np
+
+__all__ = ["remove_small_objects", "smallest_id_dtype", "voxels_for_volume"]
+
+
+def smallest_id_dtype(n_max: int) -> np.dtype:
+    """Smallest unsigned dtype for instance ids up to ``n_max``; never uint8.
+
+    The CellMap scorer relabels instance arrays, so ids must not wrap: uint8 is never
+    used (it would on the 256th object), uint16 up to 65,535 ids, uint32 up to
+    2**32 - 1, else uint64.
+
+    Examples
+    --------
+    >>> [smallest_id_dtype(n).name for n in (0, 255, 65_535, 65_536, 2**32)]
+    ['uint16', 'uint16', 'uint16', 'uint32', 'uint64']
+    """
+    if n_max < 0:
+        raise ValueError(f"n_max must be >= 0, got {n_max}")
+    for dtype in (np.uint16, np.uint32):
+        if n_max <= np.iinfo(dtype).max:
+            return np.dtype(dtype)
+    return np.dtype(np.uint64)
+
+
+def voxels_for_volume(size_nm3: float, spacing: Sequence[float]) -> int:
+    """Fewest voxels of ``spacing`` (nm per axis) whose volume reaches ``size_nm3``.
+
+    Examples
+    --------
+    >>> voxels_for_volume(5000, (10, 10, 10)), voxels_for_volume(5001, (10, 10, 10)), voxels_for_volume(0, (8, 8, 8))
+    (5, 6, 0)
+    """
+    # the tolerance keeps 3 * 512 nm³ at 3 voxels despite floating-point rounding
+    return max(0, math.ceil(size_nm3 / math.prod(float(s) for s in spacing) - 1e-9))
+
+
+def remove_small_objects(labels: np.ndarray, min_voxels: int, *, in_place: bool = False) -> np.ndarray:
+    """Set to 0 every id of ``labels`` with fewer than ``min_voxels`` voxels.
+
+    One count over the array (``fastremap.unique``) and one masking pass
+    (``fastremap.mask``), whatever the number of ids. Ids are counted as a whole,
+    connected or not; the others keep their values (not renumbered).
+
+    Parameters
+    ----------
+    labels : ndarray of int
+        Instance ids, 0 background.
+    min_voxels : int
+        Objects with fewer voxels than this are removed.
+    in_place : bool
+        Modify ``labels`` instead of a copy.
+
+    Examples
+    --------
+    >>> labels = np.array([1, 1, 1, 0, 2, 0, 3, 3], dtype=np.uint16)
+    >>> remove_small_objects(labels, 2)
+    array([1, 1, 1, 0, 0, 0, 3, 3], dtype=uint16)
+    """
+    ids, counts = fastremap.unique(labels, return_counts=True)
+    small = ids[(counts < min_voxels) & (ids != 0)]
+    if small.size == 0:
+        return labels if in_place else labels.copy()
+    return fastremap.mask(labels, small, in_place=in_place)

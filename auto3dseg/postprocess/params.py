@@ -1,0 +1,134 @@
+"""Per-class post-processing parameters: packaged YAML ← user YAML ← overrides.
+
+The packaged ``resources/postprocess.yaml`` explains every key. A user file has the
+same layout and holds only what it changes.
+
+Examples
+--------
+>>> params = load_postprocess_params(overrides={"mito": {"threshold": 0.4}})
+>>> params_for(params, "mito")["threshold"], params_for(params, "er")["threshold"]
+(0.4, 0.5)
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from importlib import resources
+from typing import Any
+
+import yaml
+
+from auto3dseg.classes import class_by_name
+
+__all__ = ["PARAM_TYPES", "load_postprocess_params", "params_for"]
+
+#: every key a class entry may hold, with the type its value must have
+PARAM_TYPES: dict[str, tuple[type, ...]] = {
+    "threshold": (int, float),
+    "min_size_nm3": (int, float),
+    "connectivity": (int,),
+    "watershed": (bool,),
+    "min_distance_nm": (int, float),
+    "h_nm": (int, float),
+}
+_CONNECTIVITIES = (4, 6, 8, 18, 26)
+
+
+def _check(entries: Any, source: str) -> dict[str, dict[str, Any]]:
+    """Validate ``{class: {key: value}}`` read from ``source``; errors name both."""
+    if entries is None:
+        return {}
+    if not isinstance(entries, Mapping):
+        raise TypeError(f"{source}: expected a mapping of class name to parameters, got {type(entries).__name__}")
+    checked: dict[str, dict[str, Any]] = {}
+    for name, entry in entries.items():
+        if name != "default":
+            try:
+                class_by_name(str(name))
+            except KeyError as err:
+                raise ValueError(f"{source}: {err.args[0]}") from None
+        if not isinstance(entry, Mapping):
+            raise TypeError(f"{source}: entry {name!r} must be a mapping of parameters")
+        for key, value in entry.items():
+            if key not in PARAM_TYPES:
+                raise ValueError(f"{source}: unknown key {key!r} in {name!r}; known keys: {', '.join(PARAM_TYPES)}")
+            # bool is an int in Python: reject it where a number is meant, and vice versa
+            if not isinstance(value, PARAM_TYPES[key]) or (isinstance(value, bool) and bool not in PARAM_TYPES[key]):
+                raise TypeError(f"{source}: {name}.{key} = {value!r} has the wrong type")
+            if key == "connectivity" and value not in _CONNECTIVITIES:
+                raise ValueError(f"{source}: {name}.connectivity = {value} is not one of {_CONNECTIVITIES}")
+            if key == "threshold" and not 0.0 <= value <= 1.0:
+                raise ValueError(f"{source}: {name}.threshold = {value} is not in [0, 1]")
+            if key in ("min_size_nm3", "min_distance_nm", "h_nm") and value < 0:
+                raise ValueError(f"{source}: {name}.{key} = {value} is negative")
+        checked[str(name)] = dict(entry)
+    return checked
+
+
+def _merge(base: dict[str, dict[str, Any]], new: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    merged = copy.deepcopy(base)
+    for name, entry in new.items():
+        merged.setdefault(name, {}).update(entry)
+    return merged
+
+
+def load_postprocess_params(path: str | None = None, overrides: Mapping[str, Mapping[str, Any]] | None = None
+                            ) -> dict[str, dict[str, Any]]:
+    """Post-processing parameters per class name: packaged defaults ← ``path`` ← ``overrides``.
+
+    Parameters
+    ----------
+    path : str, optional
+        A YAML file with the layout of ``auto3dseg/resources/postprocess.yaml``
+        (``default:`` and one entry per class), holding only the keys it changes.
+    overrides : mapping, optional
+        ``{class name: {key: value}}`` applied last (e.g. from a command line).
+
+    Returns
+    -------
+    dict
+        ``{"default": {...}, class name: {key: value, ...}}``; class entries hold only the
+        keys set for that class: read them with :func:`params_for`.
+
+    Raises
+    ------
+    ValueError
+        On an unknown key or class name, or a value out of range; the message names the
+        file (or ``overrides``) and the key.
+    TypeError
+        On a value of the wrong type (or an entry that is not a mapping), named likewise.
+
+    Examples
+    --------
+    >>> load_postprocess_params()["default"]["connectivity"]
+    26
+    >>> load_postprocess_params(overrides={"mito": {"treshold": 0.4}})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: overrides: unknown key 'treshold' in 'mito'; known keys: threshold, ...
+    """
+    packaged_path = "auto3dseg/resources/postprocess.yaml"
+    text = resources.files("auto3dseg").joinpath("resources/postprocess.yaml").read_text()
+    params = _check(yaml.safe_load(text), packaged_path)
+    if path is not None:
+        with open(path) as fh:
+            params = _merge(params, _check(yaml.safe_load(fh), str(path)))
+    if overrides:
+        params = _merge(params, _check(overrides, "overrides"))
+    missing = set(PARAM_TYPES) - set(params.get("default", {}))
+    if missing:
+        raise ValueError(f"{packaged_path}: 'default' lacks {sorted(missing)}")
+    return params
+
+
+def params_for(params: Mapping[str, Mapping[str, Any]], class_name: str) -> dict[str, Any]:
+    """The complete parameters of one class: its own entry over ``default``.
+
+    Examples
+    --------
+    >>> p = {"default": {"threshold": 0.5, "watershed": False}, "ves": {"watershed": True}}
+    >>> params_for(p, "ves"), params_for(p, "er")
+    ({'threshold': 0.5, 'watershed': True}, {'threshold': 0.5, 'watershed': False})
+    """
+    return {**params["default"], **params.get(class_name, {})}

@@ -1,0 +1,71 @@
+"""Probabilities of every class → the arrays a CellMap submission holds."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from auto3dseg.postprocess.instances import label_instances
+from auto3dseg.postprocess.params import load_postprocess_params, params_for
+from auto3dseg.postprocess.semantic import class_masks
+
+__all__ = ["postprocess_probabilities"]
+
+_INSTANCE_KEYS = ("connectivity", "min_size_nm3", "watershed", "min_distance_nm", "h_nm")
+
+
+def postprocess_probabilities(prob: np.ndarray, channels: Sequence[str], class_table: Sequence[Mapping[str, Any]],
+                              spacing: Sequence[float], params: Mapping[str, Mapping[str, Any]] | None = None
+                              ) -> dict[str, np.ndarray]:
+    """One array per class: uint8 0/1 for semantic classes, instance ids for instance classes.
+
+    Masks come from :func:`class_masks` with each class's ``threshold`` (groups are the
+    union of their parts); a class whose ``class_table`` row has ``instance: true`` goes
+    through :func:`label_instances` with its parameters (:func:`params_for`).
+
+    Parameters
+    ----------
+    prob : ndarray, shape (C, *S), float
+        Per-channel probabilities in [0, 1] (what the ensemble writes).
+    channels : sequence of str
+        Channel names; ``channels[0] == "background"`` marks a softmax output.
+    class_table : sequence of dict
+        Datalist rows ``{"id", "name", "cellmap_id", "instance", "parts"}``.
+    spacing : sequence of float
+        Voxel size per spatial axis in nm, in the axis order of ``prob[0]``.
+    params : mapping, optional
+        From :func:`load_postprocess_params`; the packaged defaults when None.
+
+    Returns
+    -------
+    dict of str to ndarray, shape S
+        Every class of ``class_table`` that has a channel or parts.
+
+    Examples
+    --------
+    >>> table = [{"id": 1, "name": "mito_mem", "cellmap_id": 3, "instance": False, "parts": []},
+    ...          {"id": 2, "name": "mito", "cellmap_id": 50, "instance": True, "parts": [1]}]
+    >>> prob = np.zeros((2, 1, 1, 7), dtype=np.float32)
+    >>> prob[0, 0, 0, [1, 2, 4, 5]] = 0.9
+    >>> out = postprocess_probabilities(prob, ["mito_mem", "mito"], table, (8, 8, 8), {"default": {
+    ...     "threshold": 0.5, "connectivity": 26, "min_size_nm3": 0, "watershed": False,
+    ...     "min_distance_nm": 40, "h_nm": 0}})
+    >>> out["mito_mem"][0, 0], out["mito"][0, 0]
+    (array([0, 1, 1, 0, 1, 1, 0], dtype=uint8), array([0, 1, 1, 0, 2, 2, 0], dtype=uint16))
+    """
+    params = load_postprocess_params() if params is None else params
+    thresholds = {row["name"]: float(params_for(params, row["name"])["threshold"]) for row in class_table}
+    masks = class_masks(prob, channels, class_table, thresholds)
+    out: dict[str, np.ndarray] = {}
+    for row in class_table:
+        name = row["name"]
+        if name not in masks:
+            continue
+        if row.get("instance"):
+            p = params_for(params, name)
+            out[name] = label_instances(masks[name], spacing, **{k: p[k] for k in _INSTANCE_KEYS})
+        else:
+            out[name] = masks[name].view(np.uint8)
+    return out
