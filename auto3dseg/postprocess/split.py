@@ -9,9 +9,9 @@ of the distance map: each voxel climbs to its local maximum, and basins are join
 across their highest saddles to the seeds' regions. On a graph this is the partition
 a flood from the seeds gives (Cousty et al., IEEE PAMI 2009), at basin resolution.
 ``skimage.segmentation.watershed`` from the same seeds gives the same split up to voxels
-on the cuts (tested), but on a 512³ volume with 3 % foreground it spent 8.5 s of 9.6 s
-in full-volume copies (float64 image, padding, cropping; cProfile) — the whole method
-then takes 3× longer, see ``bench/bench_postprocess.py``.
+on the cuts (tested), but on a 512³ volume with 3 % foreground one call took 12.5 s, 7.7 s
+of it in full-volume copies (float64 image, padding, cropping): with it the method is 4×
+slower (``bench/bench_postprocess.py``).
 """
 
 from __future__ import annotations
