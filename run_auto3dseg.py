@@ -222,9 +222,13 @@ def _submit(args: argparse.Namespace, work: Path, datalist: str) -> int:
     print(f"Submission: {zip_path} ({len(report.rows)} labels, {len(report.empty)} empty; "
           f"report {zip_path.parent / 'submission_report.md'})")
     if args.truth:
-        from auto3dseg.evaluation.score import format_scores_markdown, score_submission, write_scores
-
         import json
+
+        from auto3dseg.evaluation.score import (
+            format_scores_markdown,
+            score_submission,
+            write_scores,
+        )
 
         out = zip_path.parent / "scores.json"
         cached = json.loads(out.read_text()) if out.is_file() else None

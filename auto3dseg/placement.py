@@ -8,14 +8,14 @@ semantic masks linearly and then ``> 0.5``, zero outside the source.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from converters.geometry import Grid, source_coordinates
 from converters.resample import resample_into
 
-__all__ = ["place_on_grid", "grids_align", "grid_of"]
+__all__ = ["grid_of", "grids_align", "place_on_grid"]
 
 
 def grids_align(src: Grid, dst: Grid, tol: float = 1e-3) -> bool:

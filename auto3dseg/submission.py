@@ -16,16 +16,17 @@ import json
 import os
 import shutil
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from auto3dseg.placement import grid_of, place_on_grid
 from converters.geometry import Grid, grid_from_nifti_affine
 
-__all__ = ["SubmissionReport", "test_labels_by_crop", "prediction_labels", "write_submission", "zip_store"]
+__all__ = ["SubmissionReport", "prediction_labels", "test_labels_by_crop", "write_submission", "zip_store"]
 
 SUBMISSION_STORE = "submission.zarr"
 
@@ -39,8 +40,8 @@ class SubmissionReport:
         return [r for r in self.rows if r["status"] != "predicted"]
 
     def markdown(self) -> str:
-        lines = ["# CellMap submission", "", f"{len(self.rows)} labels in {len({r['crop'] for r in self.rows})} crops; "
-                 f"{len(self.empty)} written empty.", "",
+        crops = len({r["crop"] for r in self.rows})
+        lines = ["# CellMap submission", "", f"{len(self.rows)} labels in {crops} crops; {len(self.empty)} written empty.", "",
                  "| crop | label | status | kind | voxel size (nm) | shape | foreground % | objects |",
                  "|---|---|---|---|---|---|---|---|"]
         for r in self.rows:

@@ -62,11 +62,11 @@ __all__ = [
     "find_truth_labels",
     "format_scores_markdown",
     "main",
-    "write_scores",
     "open_submission",
     "read_submission_label",
     "score_label",
     "score_submission",
+    "write_scores",
 ]
 
 _CROP_RE = re.compile(r"^crop(\d+)$")
