@@ -69,16 +69,17 @@ def test_labels_by_crop(items: dict[str, dict], manifest: str | os.PathLike | No
 
 
 def prediction_labels(prob_path: str | os.PathLike, channels: Sequence[str], class_table: list[dict],
-                      params: dict[str, Any]) -> tuple[dict[str, np.ndarray], Grid]:
-    """Labels (z, y, x arrays, one per class) from one probability map, and their grid."""
+                      params: dict[str, Any], labels: Sequence[str] | None = None
+                      ) -> tuple[dict[str, np.ndarray], Grid]:
+    """Labels (z, y, x arrays, one per class, or only ``labels``) from one probability map,
+    and their grid."""
     from auto3dseg.ensemble import read_probability_nifti
     from auto3dseg.postprocess import postprocess_probabilities
 
     prob_xyz, affine = read_probability_nifti(prob_path)
     grid = grid_from_nifti_affine(affine, prob_xyz.shape[1:])
     prob = np.ascontiguousarray(np.transpose(prob_xyz, (0, 3, 2, 1)))  # [C, z, y, x]
-    labels = postprocess_probabilities(prob, list(channels), class_table, grid.spacing, params)
-    return labels, grid
+    return postprocess_probabilities(prob, list(channels), class_table, grid.spacing, params, labels), grid
 
 
 def zip_store(store: Path, zip_path: Path) -> Path:
@@ -167,7 +168,8 @@ def write_submission(ensemble_manifest: str | os.PathLike, datalist: str | os.Pa
     for crop_id in tqdm(sorted(wanted), desc="Writing submission", unit="crop"):
         crop_group = root_group.require_group(f"crop{crop_id}")
         predicted: list[tuple[dict[str, np.ndarray], Grid]] = [
-            prediction_labels(p, ens["channels"], dl["class_table"], params) for p in prob_by_crop.get(crop_id, [])]
+            prediction_labels(p, ens["channels"], dl["class_table"], params, [t["label"] for t in wanted[crop_id]])
+            for p in prob_by_crop.get(crop_id, [])]
         for target in wanted[crop_id]:
             label = target["label"]
             kind = "instance" if label in INSTANCE_CLASSES else "semantic"

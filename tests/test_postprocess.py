@@ -288,3 +288,14 @@ def test_docstring_examples():
     for module in (pp, ids, instances, params, pipeline, semantic, split):
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0, module.__name__
+
+
+def test_only_the_requested_labels_are_produced():
+    from auto3dseg.postprocess import postprocess_probabilities
+
+    table = [{"id": 1, "name": "mito_mem", "cellmap_id": 3, "instance": False, "parts": []},
+             {"id": 2, "name": "mito", "cellmap_id": 50, "instance": True, "parts": [1]}]
+    prob = np.zeros((2, 2, 2, 6), dtype=np.float32)
+    prob[0, :, :, 1:3] = 0.9
+    out = postprocess_probabilities(prob, ["mito_mem", "mito"], table, (8.0, 8.0, 8.0), labels=["mito"])
+    assert list(out) == ["mito"] and out["mito"].max() == 1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -17,8 +17,8 @@ _INSTANCE_KEYS = ("connectivity", "min_size_nm3", "watershed", "min_distance_nm"
 
 
 def postprocess_probabilities(prob: np.ndarray, channels: Sequence[str], class_table: Sequence[Mapping[str, Any]],
-                              spacing: Sequence[float], params: Mapping[str, Mapping[str, Any]] | None = None
-                              ) -> dict[str, np.ndarray]:
+                              spacing: Sequence[float], params: Mapping[str, Mapping[str, Any]] | None = None,
+                              labels: Collection[str] | None = None) -> dict[str, np.ndarray]:
     """One array per class: uint8 0/1 for semantic classes, instance ids for instance classes.
 
     Masks come from :func:`class_masks` with each class's ``threshold`` (groups are the
@@ -37,6 +37,9 @@ def postprocess_probabilities(prob: np.ndarray, channels: Sequence[str], class_t
         Voxel size per spatial axis in nm, in the axis order of ``prob[0]``.
     params : mapping, optional
         From :func:`load_postprocess_params`; the packaged defaults when None.
+    labels : collection of str, optional
+        Only these classes (e.g. what a test crop asks for): instance splitting, the costly
+        part, is skipped for the others. Default: every class.
 
     Returns
     -------
@@ -61,7 +64,7 @@ def postprocess_probabilities(prob: np.ndarray, channels: Sequence[str], class_t
     out: dict[str, np.ndarray] = {}
     for row in class_table:
         name = row["name"]
-        if name not in masks:
+        if name not in masks or (labels is not None and name not in labels):
             continue
         if row.get("instance"):
             p = params_for(params, name)
