@@ -297,5 +297,6 @@ def test_only_the_requested_labels_are_produced():
              {"id": 2, "name": "mito", "cellmap_id": 50, "instance": True, "parts": [1]}]
     prob = np.zeros((2, 2, 2, 6), dtype=np.float32)
     prob[0, :, :, 1:3] = 0.9
-    out = postprocess_probabilities(prob, ["mito_mem", "mito"], table, (8.0, 8.0, 8.0), labels=["mito"])
+    params = pp.load_postprocess_params(overrides={"mito": {"min_size_nm3": 0, "watershed": False}})
+    out = postprocess_probabilities(prob, ["mito_mem", "mito"], table, (8.0, 8.0, 8.0), params, labels=["mito"])
     assert list(out) == ["mito"] and out["mito"].max() == 1
