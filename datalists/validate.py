@@ -297,6 +297,8 @@ def _shapes_match(image: tuple[int, ...], label: tuple[int, ...], channel_first_
             return True
         if channel_first_ok and a[1:] == b:
             return True
+    if len(image) >= 2 and _squeeze_trailing(image[:-1]) == b:  # x, y, 1, channel: a 2-D image
+        return True
     return False
 
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import fastremap
 import numpy as np
 
-__all__ = ["remove_small_objects", "smallest_id_dtype", "voxels_for_volume"]
+__all__ = ["remove_small_objects", "renumber_by_size", "smallest_id_dtype", "voxels_for_volume"]
 
 
 def smallest_id_dtype(n_max: int) -> np.dtype:
@@ -70,3 +70,33 @@ def remove_small_objects(labels: np.ndarray, min_voxels: int, *, in_place: bool 
     if small.size == 0:
         return labels if in_place else labels.copy()
     return fastremap.mask(labels, small, in_place=in_place)
+
+
+def renumber_by_size(labels: np.ndarray, min_voxels: int = 1, mask: np.ndarray | None = None) -> np.ndarray:
+    """Ids ``1..N`` in order of first id, objects under ``min_voxels`` removed, in
+    :func:`smallest_id_dtype` ``(N)``; one lookup over the foreground voxels only.
+
+    Parameters
+    ----------
+    labels : ndarray of int
+        Ids, 0 background (any order, gaps allowed).
+    min_voxels : int
+        Objects with fewer voxels are set to 0.
+    mask : ndarray of bool, optional
+        ``labels != 0`` when the caller already has it.
+
+    Examples
+    --------
+    >>> renumber_by_size(np.array([0, 7, 7, 3, 9, 9, 9], dtype=np.int64), min_voxels=2)
+    array([0, 1, 1, 0, 2, 2, 2], dtype=uint16)
+    """
+    fg = np.flatnonzero(labels if mask is None else mask)
+    ids = labels.ravel()[fg]
+    keep = np.bincount(ids, minlength=1) >= max(int(min_voxels), 1)
+    keep[0] = False
+    n = int(keep.sum())
+    new_ids = np.zeros(keep.size, dtype=smallest_id_dtype(n))
+    new_ids[keep] = np.arange(1, n + 1)
+    out = np.zeros(labels.shape, dtype=new_ids.dtype)
+    out.ravel()[fg] = new_ids[ids]
+    return out

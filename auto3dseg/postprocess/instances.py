@@ -9,6 +9,7 @@ import numpy as np
 
 from auto3dseg.postprocess.ids import (
     remove_small_objects,
+    renumber_by_size,
     smallest_id_dtype,
     voxels_for_volume,
 )
@@ -67,13 +68,4 @@ def label_instances(mask: np.ndarray, spacing: Sequence[float], *, connectivity:
     else:
         labels = cc3d.connected_components(mask, connectivity=connectivity)
     # both give ids 1..N: size filter and renumbering in one lookup table over the foreground
-    fg = np.flatnonzero(mask)
-    ids = labels.ravel()[fg]
-    keep = np.bincount(ids, minlength=1) >= max(voxels_for_volume(min_size_nm3, spacing), 1)
-    keep[0] = False
-    n = int(keep.sum())
-    new_ids = np.zeros(keep.size, dtype=smallest_id_dtype(n))
-    new_ids[keep] = np.arange(1, n + 1)
-    out = np.zeros(mask.shape, dtype=new_ids.dtype)
-    out.ravel()[fg] = new_ids[ids]
-    return out
+    return renumber_by_size(labels, voxels_for_volume(min_size_nm3, spacing), mask=mask)

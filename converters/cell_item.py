@@ -1,0 +1,232 @@
+"""Convert one 2-D cell image (and its instance mask) to NIfTI: the converter's worker.
+
+An image becomes ``images/<stem>.nii.gz``: uint8, three channels normalised between the
+1st and 99th percentile of each channel's non-zero pixels (:mod:`converters.cell_images`),
+stored as NIfTI ``x, y, 1, channel`` — the layout MONAI's ``LoadImage`` reads as a
+channel-first ``[3, x, y, 1]`` array, which 2-D bundles squeeze to ``[3, x, y]``. Its
+target goes to ``labels/<stem>.nii.gz`` (``x, y, 1``, values of
+:mod:`datalists.cell_classes`) and the instance mask as it was read to
+``instances/<stem>_label.tiff`` (for scoring). Row ``r``, column ``c`` of the image is
+voxel ``(c, r, 0)``: NIfTI's x is the column. The affine carries the pixel size (1 unless
+the TIFF states one, then µm) and, for a tile, its offset.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["nifti_2d_affine", "tile_grid", "tile_starts", "tiff_pixel_size", "convert_cell_image"]
+
+
+def tile_starts(n: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of tiles of ``tile`` pixels covering ``n`` with at least ``overlap``.
+
+    >>> tile_starts(100, 100, 10), tile_starts(250, 100, 20)
+    ([0], [0, 80, 150])
+    """
+    if n <= tile:
+        return [0]
+    step = max(1, tile - overlap)
+    starts = list(range(0, n - tile, step))
+    return starts + [n - tile]
+
+
+def tile_grid(shape: tuple[int, int], max_pixels: int | None, overlap: int) -> list[tuple[int, int, int, int]]:
+    """Tiles ``(y0, y1, x0, x1)`` of at most ``max_pixels`` pixels covering ``shape``.
+
+    Square-ish tiles of side ``√max_pixels`` (a thin image gets long tiles), neighbours
+    overlapping by ``overlap`` pixels; one tile when the image is small enough.
+
+    >>> tile_grid((300, 200), 10_000, 20)[:2]
+    [(0, 100, 0, 100), (0, 100, 80, 180)]
+    >>> len(tile_grid((300, 200), None, 20))
+    1
+    """
+    h, w = shape
+    if not max_pixels or h * w <= max_pixels:
+        return [(0, h, 0, w)]
+    th = min(h, max(1, math.isqrt(int(max_pixels))))
+    tw = min(w, max(1, int(max_pixels) // th))
+    if tw == w:
+        th = min(h, max(1, int(max_pixels) // w))
+    return [(y, y + th, x, x + tw) for y in tile_starts(h, th, overlap) for x in tile_starts(w, tw, overlap)]
+
+
+def tiff_pixel_size(path: str | os.PathLike) -> tuple[float, float] | None:
+    """Pixel size (y, x) in µm when a TIFF states it in inches or centimetres, else None."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(str(path)) as tif:
+            tags = tif.pages[0].tags
+            unit = tags.get("ResolutionUnit")
+            xres, yres = tags.get("XResolution"), tags.get("YResolution")
+            if unit is None or xres is None or yres is None:
+                return None
+            per_unit = {2: 25_400.0, 3: 10_000.0}.get(int(unit.value))  # µm per inch / per cm
+            if per_unit is None:
+                return None
+            (xn, xd), (yn, yd) = xres.value, yres.value
+            if not (xn and xd and yn and yd):
+                return None
+            return per_unit * yd / yn, per_unit * xd / xn
+    except (tifffile.TiffFileError, OSError, ValueError, TypeError, KeyError):
+        return None
+
+
+def nifti_2d_affine(pixel_size: tuple[float, float], offset_yx: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """The 4x4 affine of an ``x, y, 1`` slice: x = column, y = row, origin at ``offset``.
+
+    >>> nifti_2d_affine((0.5, 0.25), (10, 4))[:2]
+    array([[0.25, 0.  , 0.  , 1.  ],
+           [0.  , 0.5 , 0.  , 5.  ]])
+    """
+    sy, sx = (float(v) for v in pixel_size)
+    a = np.diag([sx, sy, 1.0, 1.0])
+    a[0, 3], a[1, 3] = offset_yx[1] * sx, offset_yx[0] * sy
+    return a
+
+
+def _write_nifti(path: Path, data_yx: np.ndarray, affine: np.ndarray) -> None:
+    """Write ``(H, W[, C])`` as NIfTI ``(W, H, 1[, C])``, via a temporary name."""
+    import nibabel as nib
+
+    arr = np.swapaxes(data_yx, 0, 1)
+    arr = arr[:, :, None] if arr.ndim == 2 else arr[:, :, None, :]
+    img = nib.Nifti1Image(arr, affine)
+    img.header.set_xyzt_units(xyz="micron")
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    try:
+        nib.save(img, str(tmp))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _skip(rec: dict, reason: str, detail: str) -> dict:
+    rec.update(verdict="skipped", reason=reason, detail=detail)
+    return rec
+
+
+def convert_cell_image(src: dict, output_dir: str | os.PathLike, max_pixels: int | None = None,
+                       overlap: int = 64) -> dict:
+    """Convert one image; return its record. Never raises for a bad image.
+
+    Parameters
+    ----------
+    src : dict
+        ``{"stem", "image", "label" (path or None)}``.
+    output_dir : path
+        The converter's output folder (``images/``, ``labels/``, ``instances/`` exist).
+    max_pixels : int, optional
+        Training images with more pixels are cut into overlapping tiles.
+    overlap : int
+        Overlap of neighbouring tiles in pixels.
+
+    Returns
+    -------
+    dict
+        ``verdict`` (converted, skipped, failed), ``reason``, ``detail``, the image's
+        original shape and dtype, what was done to its channels, and its ``items``.
+    """
+    rec: dict[str, Any] = {"stem": src["stem"], "image": str(src["image"]), "label": src.get("label"),
+                           "kind": "train" if src.get("label") else "test", "verdict": None, "reason": "",
+                           "detail": "", "notes": [], "items": []}
+    t0 = time.perf_counter()
+    out = Path(output_dir)
+    try:
+        _convert(src, out, rec, max_pixels, overlap)
+    except Exception as exc:  # one bad image must not abort the batch
+        rec.update(verdict="failed", reason="error", detail=f"{type(exc).__name__}: {exc}",
+                   traceback=traceback.format_exc(limit=4))
+        for item in rec["items"]:
+            for key in ("image", "label"):
+                if item.get(key):
+                    (out / item[key]).unlink(missing_ok=True)
+        rec["items"] = []
+    rec["seconds"] = round(time.perf_counter() - t0, 3)
+    return rec
+
+
+def _convert(src: dict, out: Path, rec: dict, max_pixels: int | None, overlap: int) -> None:
+    from converters.cell_images import CellImageError, normalise_image, read_cell_image, read_cell_label
+    from converters.cell_targets import cell_targets
+
+    stem = src["stem"]
+    try:
+        image, info = read_cell_image(src["image"])
+    except CellImageError as exc:
+        return _skip(rec, "unreadable", str(exc))
+    h, w = int(image.shape[0]), int(image.shape[1])
+    rec.update(original_shape=list(info.get("original_shape", image.shape)), shape=[h, w],
+               dtype=str(info.get("dtype", image.dtype)), layout=info.get("layout"),
+               channels_in=info.get("channels_in"), channels_used=info.get("channels_used"))
+    rec["notes"] += list(info.get("notes", []))
+    flat = image.reshape(-1, image.shape[-1]) if image.ndim == 3 else image.reshape(-1, 1)
+    if bool(np.all(flat.min(axis=0) == flat.max(axis=0))):
+        return _skip(rec, "constant_image", f"every channel of {src['image']} is constant: nothing to learn or segment")
+
+    labels = None
+    if src.get("label"):
+        try:
+            labels = read_cell_label(src["label"])
+        except CellImageError as exc:
+            reason = "multi_channel_label" if "multi-channel" in str(exc) else "unreadable_label"
+            return _skip(rec, reason, str(exc))
+        if tuple(labels.shape) != (h, w):
+            return _skip(rec, "label_shape_mismatch", f"{src['label']} is {tuple(labels.shape)}, the image is "
+                         f"{(h, w)}: pair each image with its own <stem>_label.tiff")
+        if not labels.any():
+            return _skip(rec, "empty_label", f"{src['label']} has no cell (all 0); remove it to use the image "
+                         "for testing, or label its cells")
+
+    norm, ninfo = normalise_image(image)
+    del image
+    rec["notes"] += list(ninfo.get("notes", []))
+    rec["channel_percentiles"] = [c.get("percentiles") for c in ninfo.get("channels", [])] or None
+    pixel = tiff_pixel_size(src["image"]) if str(src["image"]).lower().endswith((".tif", ".tiff")) else None
+    rec["pixel_size"] = list(pixel) if pixel else [1.0, 1.0]
+    if pixel:
+        rec["notes"].append(f"pixel size {pixel[0]:.4g} x {pixel[1]:.4g} µm (from the TIFF)")
+
+    if labels is None:  # a testing image: whole, never tiled (sliding windows cover any size)
+        item = {"image": f"images/{stem}.nii.gz", "tile_start": [0, 0], "tile_stop": [h, w]}
+        _write_nifti(out / item["image"], norm, nifti_2d_affine(rec["pixel_size"]))
+        rec["items"].append(item)
+        rec["verdict"] = "converted"
+        return None
+
+    import tifffile
+
+    target = cell_targets(labels)
+    ids = np.unique(labels)
+    rec["cells"] = int(np.count_nonzero(ids))
+    counts = np.bincount(target.ravel(), minlength=3)
+    rec["class_pixels"] = {"background": int(counts[0]), "cell_interior": int(counts[1]),
+                           "cell_contact": int(counts[2])}
+    inst = out / "instances" / f"{stem}_label.tiff"
+    tmp = inst.with_name(f".tmp-{os.getpid()}-{inst.name}")
+    tifffile.imwrite(tmp, labels, compression="zlib")
+    os.replace(tmp, inst)
+    rec["instances"] = f"instances/{stem}_label.tiff"
+    tiles = tile_grid((h, w), max_pixels, overlap)
+    for i, (y0, y1, x0, x1) in enumerate(tiles):
+        name = stem if len(tiles) == 1 else f"{stem}_t{i:03d}"
+        item = {"image": f"images/{name}.nii.gz", "label": f"labels/{name}.nii.gz",
+                "tile_start": [y0, x0], "tile_stop": [y1, x1]}
+        affine = nifti_2d_affine(rec["pixel_size"], (y0, x0))
+        _write_nifti(out / item["image"], norm[y0:y1, x0:x1], affine)
+        _write_nifti(out / item["label"], target[y0:y1, x0:x1], affine)
+        rec["items"].append(item)
+    rec["tiled"] = len(tiles) > 1
+    if rec["tiled"]:
+        rec["notes"].append(f"cut into {len(tiles)} tiles of at most {max_pixels} pixels, overlap {overlap} px")
+    rec["verdict"] = "converted"
+    return None

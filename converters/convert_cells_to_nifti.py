@@ -1,0 +1,320 @@
+"""Convert 2-D cell images (NeurIPS 2022 CellSeg layout) to NIfTI with a MONAI datalist.
+
+Run ``python -m converters.convert_cells_to_nifti --help`` for the options. The steps:
+
+1. **Find images** (``.tif .tiff .png .jpg .jpeg .bmp``) in ``--images`` and pair each
+   with ``<stem>_label.tiff`` in ``--labels``; images without a label become ``testing``.
+2. **Convert** each image in parallel (:func:`converters.cell_item.convert_cell_image`):
+   read any layout and dtype, normalise to 3 uint8 channels, write NIfTI ``x, y, 1, c``;
+   for labelled images the target map (:mod:`datalists.cell_classes`) and a copy of the
+   instance mask for scoring; training images over ``--max_pixels`` cut into overlapping
+   tiles. A finished image is not redone on a re-run; a bad one is reported, the others go on.
+3. **Folds, datalist, report**: ``conversion_report.{json,md}``, ``datalist_items.json``
+   and last ``datalist.json`` (validated); the datalist is the completion marker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from converters.cell_datalist import build_cell_datalist, build_cell_report, render_cell_report_markdown
+from converters.cell_item import convert_cell_image, tile_grid
+
+__all__ = ["IMAGE_EXTENSIONS", "convert_cells", "find_cell_images", "main"]
+
+IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
+#: bump when the content of converted files changes
+_FORMAT_VERSION = 1
+
+
+class SettingsMismatch(RuntimeError):
+    """The output folder holds a conversion made with other settings."""
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _atomic_write_json(path: Path, obj: Any) -> None:
+    _atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def find_cell_images(images_dir: str | os.PathLike, labels_dir: str | os.PathLike | None = None
+                     ) -> tuple[list[dict], list[dict]]:
+    """Images of ``images_dir`` paired with their labels, and the problems found.
+
+    Returns
+    -------
+    sources : list of dict
+        ``{"stem", "image", "label"}`` sorted by stem; ``label`` is None for testing images.
+    problems : list of dict
+        Records (verdict ``skipped``) for images sharing a stem with another image.
+    """
+    from converters.cell_images import find_label, image_stem
+
+    root = Path(images_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"--images {root}: no such folder")
+    files = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                   and not p.name.startswith("."))
+    by_stem: dict[str, list[Path]] = {}
+    for f in files:
+        by_stem.setdefault(image_stem(f), []).append(f)
+    sources, problems = [], []
+    for stem, paths in sorted(by_stem.items()):
+        if len(paths) > 1:
+            for p in paths:
+                problems.append({"stem": stem, "image": str(p), "label": None, "kind": "train", "verdict": "skipped",
+                                 "reason": "duplicate_stem", "items": [], "notes": [],
+                                 "detail": f"{', '.join(x.name for x in paths)} share the stem {stem!r}; their "
+                                           "predictions would both be <stem>_label.tiff: rename one"})
+            continue
+        label = find_label(labels_dir, stem) if labels_dir else None
+        sources.append({"stem": stem, "image": str(paths[0]), "label": str(label) if label else None})
+    return sources, problems
+
+
+def _settings(max_pixels: int | None, overlap: int) -> dict:
+    return {"format_version": _FORMAT_VERSION, "max_pixels": max_pixels, "tile_overlap": overlap,
+            "percentiles": [1.0, 99.0], "channels": 3}
+
+
+def _fingerprint(settings: dict) -> str:
+    return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _check_settings(out: Path, settings: dict, force: bool) -> None:
+    path = out / "conversion_settings.json"
+    if force or not path.is_file():
+        return
+    old = json.loads(path.read_text())
+    diffs = [f"{k}: {old.get(k)} -> {v}" for k, v in settings.items() if old.get(k) != v]
+    if diffs:
+        raise SettingsMismatch(f"{out} holds a conversion made with other settings ({'; '.join(diffs)}). Use a new "
+                               "--output_dir, or --force to reconvert everything there.")
+
+
+def _finished(out: Path, src: dict, fingerprint: str) -> dict | None:
+    path = out / "records" / f"{src['stem']}.json"
+    if not path.is_file():
+        return None
+    try:
+        rec = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+    if (rec.get("settings_fingerprint") != fingerprint or rec.get("image") != src["image"]
+            or rec.get("label") != src["label"]):
+        return None
+    for item in rec.get("items", []):
+        if not all((out / item[k]).is_file() for k in ("image", "label") if item.get(k)):
+            return None
+    return rec
+
+
+def _worker(job: tuple) -> dict:
+    src, out, max_pixels, overlap, fingerprint = job
+    rec = convert_cell_image(src, out, max_pixels, overlap)
+    rec["settings_fingerprint"] = fingerprint
+    if rec["verdict"] != "failed":
+        _atomic_write_json(Path(out) / "records" / f"{src['stem']}.json", rec)
+    return rec
+
+
+def _peek_shape(path: str) -> list[int] | None:
+    try:
+        if path.lower().endswith((".tif", ".tiff")):
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                return list(tif.series[0].shape)
+        from PIL import Image
+
+        with Image.open(path) as im:
+            return [im.height, im.width]
+    except Exception:  # a dry run reports what it cannot read, it does not stop
+        return None
+
+
+def _dry_run(sources: list[dict], problems: list[dict], settings: dict, num_folds: int) -> dict:
+    from converters.folds import FoldItem, assign_folds
+
+    train = [s for s in sources if s["label"]]
+    folds, k, _ = assign_folds([FoldItem(s["stem"], s["stem"], frozenset({3})) for s in train], num_folds)
+    rows = []
+    for s in sources:
+        shape = _peek_shape(s["image"])
+        hw = shape[:2] if shape and len(shape) == 2 else (shape[-3:-1] if shape and shape[-1] <= 4 else
+                                                          (shape[-2:] if shape else None))
+        tiles = len(tile_grid(tuple(hw), settings["max_pixels"], settings["tile_overlap"])) if hw and s["label"] else 1
+        rows.append({"stem": s["stem"], "image": s["image"], "label": s["label"],
+                     "kind": "train" if s["label"] else "test", "file_shape": shape, "tiles": tiles,
+                     "fold": folds.get(s["stem"])})
+    return {"dry_run": True, "settings": settings, "folds": k, "images": rows,
+            "problems": [{"image": p["image"], "reason": p["reason"], "detail": p["detail"]} for p in problems]}
+
+
+def _validate(datalist: dict, root: Path) -> dict:
+    from datalists.validate import DatalistError, validate_datalist
+
+    try:
+        return {"ok": True, "summary": validate_datalist(datalist, root, check_files=True, check_shapes=True)}
+    except DatalistError as exc:
+        return {"ok": False, "problems": list(exc.problems)}
+
+
+def convert_cells(output_dir: str | os.PathLike, images_dir: str | os.PathLike,
+                  labels_dir: str | os.PathLike | None = None, *, num_folds: int = 5, max_pixels: int | None = None,
+                  tile_overlap: int = 64, workers: int = 1, force: bool = False, dry_run: bool = False,
+                  progress: bool = True) -> dict:
+    """Convert a folder of cell images; write the datalist and report; return the report.
+
+    Parameters
+    ----------
+    output_dir : path
+        Where ``images/``, ``labels/``, ``instances/``, ``datalist.json`` and the report go.
+    images_dir, labels_dir : path
+        The CellSeg layout: images, and ``<stem>_label.tiff`` instance masks.
+    num_folds : int
+        Cross-validation folds (fewer when there are fewer training images).
+    max_pixels : int, optional
+        Training images with more pixels become overlapping tiles.
+    tile_overlap : int
+        Overlap of neighbouring tiles, pixels.
+    workers : int
+        Images converted in parallel (processes).
+    force : bool
+        Reconvert finished images and accept other settings in ``output_dir``.
+    dry_run : bool
+        Find and pair images, show tiles and folds; write nothing.
+    """
+    sources, problems = find_cell_images(images_dir, labels_dir)
+    if not sources and not problems:
+        raise FileNotFoundError(f"--images {images_dir}: no {'/'.join(IMAGE_EXTENSIONS)} file")
+    settings = _settings(max_pixels, tile_overlap)
+    if dry_run:
+        return _dry_run(sources, problems, settings, num_folds)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_settings(out, settings, force)
+    for sub in ("images", "labels", "instances", "records"):
+        (out / sub).mkdir(exist_ok=True)
+    (out / "datalist.json").unlink(missing_ok=True)  # the completion marker goes first, comes back last
+    _atomic_write_json(out / "conversion_settings.json", settings)
+    fingerprint = _fingerprint(settings)
+    records: dict[str, dict] = {}
+    jobs = []
+    for src in sources:
+        done = None if force else _finished(out, src, fingerprint)
+        if done is not None:
+            records[src["stem"]] = dict(done, resumed=True)
+        else:
+            jobs.append((src, str(out), max_pixels, tile_overlap, fingerprint))
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(jobs), desc="Converting images", unit="image", file=sys.stderr,
+               disable=not (progress and jobs))
+    if workers > 1 and len(jobs) > 1:
+        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+            futures = {pool.submit(_worker, job): job[0] for job in jobs}
+            for fut in cf.as_completed(futures):
+                src = futures[fut]
+                try:
+                    rec = fut.result()
+                except Exception as exc:  # a worker died (out of memory, say)
+                    rec = {**src, "kind": "train" if src["label"] else "test", "verdict": "failed",
+                           "reason": "worker_died", "detail": f"{type(exc).__name__}: {exc}", "items": [], "notes": []}
+                records[src["stem"]] = rec
+                bar.update(1)
+                bar.set_postfix_str(f"{src['stem']}: {rec['verdict']}")
+    else:
+        for job in jobs:
+            rec = _worker(job)
+            records[job[0]["stem"]] = rec
+            bar.update(1)
+            bar.set_postfix_str(f"{job[0]['stem']}: {rec['verdict']}")
+    bar.close()
+
+    ordered = [records[s["stem"]] for s in sources] + problems
+    datalist, items_meta, fold_info = build_cell_datalist(ordered, num_folds)
+    _atomic_write_json(out / "datalist_items.json", items_meta)
+    validation = _validate(datalist, out)
+    report = build_cell_report(ordered, settings, fold_info, validation, str(out.resolve()))
+    _atomic_write_json(out / "conversion_report.json", report)
+    _atomic_write_text(out / "conversion_report.md", render_cell_report_markdown(report))
+    _atomic_write_json(out / "datalist.json", datalist)
+    return report
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m converters.convert_cells_to_nifti",
+        description="Convert 2-D cell images in the NeurIPS 2022 CellSeg layout (images/ and labels/<stem>_label.tiff) "
+                    "to NIfTI images and training targets with a MONAI datalist.json (folds, class table). Images "
+                    "without a label become 'testing' entries.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--images", required=True, help="folder of images (.tif .tiff .png .jpg .jpeg .bmp)")
+    p.add_argument("--labels", help="folder of instance masks <stem>_label.tiff; images without one are testing images")
+    p.add_argument("--output_dir", required=True, help="where images/, labels/, instances/, datalist.json and the "
+                   "report go")
+    p.add_argument("--num_folds", type=int, default=5, help="cross-validation folds (each image, with its tiles, "
+                   "in one fold)")
+    p.add_argument("--workers", type=int, default=1, help="images converted in parallel (processes)")
+    p.add_argument("--max_pixels", type=int, help="cut training images with more pixels into overlapping tiles "
+                   "(e.g. 4194304 for 2048x2048); testing images are never cut")
+    p.add_argument("--tile_overlap", type=int, default=64, help="overlap of neighbouring tiles, pixels")
+    p.add_argument("--force", action="store_true", help="reconvert finished images, and accept an output_dir "
+                   "converted with other settings (overwrites its files)")
+    p.add_argument("--dry_run", action="store_true", help="pair images and labels, show tiles and folds; write nothing")
+    p.add_argument("--no_progress", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.labels and not Path(args.labels).is_dir():
+        print(f"error: --labels {args.labels}: no such folder", file=sys.stderr)
+        return 2
+    try:
+        report = convert_cells(args.output_dir, args.images, args.labels, num_folds=args.num_folds,
+                               max_pixels=args.max_pixels, tile_overlap=args.tile_overlap, workers=args.workers,
+                               force=args.force, dry_run=args.dry_run, progress=not args.no_progress)
+    except (SettingsMismatch, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        print(json.dumps(report, indent=2))
+        return 0
+    s = report["summary"]
+    out = Path(args.output_dir)
+    print(f"Converted {s['converted']} of {s['images']} images ({s['skipped']} skipped, {s['failed']} failed, "
+          f"{s['resumed']} resumed, {s['tiled']} tiled); {s['training_items']} training and {s['testing_items']} "
+          f"testing items, {s['cells']} labelled cells.")
+    for r in report["images"]:
+        if r["verdict"] != "converted":
+            print(f"  {r['stem']}: {r['verdict']} ({r['reason']}) {r.get('detail', '')}")
+    folds = report["folds"]
+    if folds["used"] < folds["requested"]:
+        print(f"  note: {folds['used']} fold(s) instead of {folds['requested']}: fewer training images than folds")
+    for warning in report["datalist_validation"].get("summary", {}).get("warnings", []):
+        print(f"  note: {warning}")
+    print(f"Datalist: {out / 'datalist.json'}")
+    print(f"Report:   {out / 'conversion_report.md'} (and .json)")
+    if not report["datalist_validation"].get("ok", True):
+        print("The datalist did not validate: " + "; ".join(report["datalist_validation"]["problems"]), file=sys.stderr)
+        return 1
+    return 1 if s["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
