@@ -11,10 +11,11 @@ Modes (each reads and writes --work_dir; every step keeps what an earlier run fi
             ones are skipped, interrupted ones resume from their last epoch;
 * ensemble  probability maps of the datalist's testing items from the best bundles;
 * predict   the same for --images, written to --output_dir;
-* submit    post-process the ensemble's maps into labels and instances and write the CellMap
-            submission (<work_dir>/submission/submission.zarr + .zip); with --truth, score it;
+* submit    post-process the ensemble's maps into labels and instances: for CellMap the Zarr
+            submission (<work_dir>/submission/submission.zarr + .zip), for 2-D cells one
+            <stem>_label.tiff per testing image (<work_dir>/submission/labels/); with --truth, score it;
 * full      analyze → generate → train → ensemble (→ submit when the datalist has test
-            crops with labels to predict), resuming whatever is done.
+            crops with labels to predict, or testing cell images), resuming whatever is done.
 """
 
 from __future__ import annotations
@@ -74,12 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--images", nargs="+", help="images for --mode predict (NIfTI)")
     g.add_argument("--output_dir", help="where --mode predict writes (default: <work_dir>/predictions)")
     g = p.add_argument_group("submission")
-    g.add_argument("--postprocess_params", help="YAML of per-class post-processing parameters (thresholds, minimum "
-                   "sizes, watershed); default: auto3dseg/resources/postprocess.yaml")
+    g.add_argument("--postprocess_params", help="YAML of post-processing parameters: per class for CellMap "
+                   "(thresholds, minimum sizes, watershed; default auto3dseg/resources/postprocess.yaml), or for "
+                   "cells (auto3dseg/resources/postprocess_cells.yaml)")
     g.add_argument("--test_manifest", help="the challenge's test_crop_manifest.csv: write every (crop, label) it lists "
                    "(default: the test labels the converter recorded for each test image)")
-    g.add_argument("--truth", help="ground truth to score the submission against (a CellMap store, or the built-in "
-                   "data's test_truth.zarr); writes <work_dir>/submission/scores.json and .md")
+    g.add_argument("--truth", help="ground truth to score the submission against: a CellMap store, or the built-in "
+                   "data's test_truth.zarr; for cells a folder of <stem>_label.tiff (official CellSeg F1); writes "
+                   "<work_dir>/submission/scores.json and .md")
     p.add_argument("--force", action="store_true",
                    help="redo a finished step: analyze again, regenerate bundles (old ones moved to "
                    "<work_dir>/replaced/), retrain (old model/ moved aside), recompute ensemble maps")
@@ -181,6 +184,10 @@ def _run(args: argparse.Namespace, datalist: str, dataroot: str, overrides: dict
             print(f"error: {len(report.failed)} bundle(s) failed; fix and re-run: finished bundles are kept",
                   file=sys.stderr)
             return 1
+    if mode == "full" and not _has_testing(datalist):
+        print(f"\nnote: {datalist} has no testing items: nothing to ensemble or submit. Predict new images with "
+              "--mode predict --images ...")
+        return 0
     if mode in ("ensemble", "predict", "full"):
         from auto3dseg.ensemble import run_ensemble
 
@@ -195,12 +202,26 @@ def _run(args: argparse.Namespace, datalist: str, dataroot: str, overrides: dict
     return 0
 
 
+def _read_json(path: str | Path) -> dict:
+    import json
+
+    return json.loads(Path(path).read_text())
+
+
+def _has_testing(datalist: str) -> bool:
+    return bool(_read_json(datalist).get("testing"))
+
+
 def _has_test_labels(datalist: str, test_manifest: str | None) -> bool:
     import json
+
+    from datalists.cell_classes import is_cell_datalist
 
     if test_manifest:
         return True
     dl = json.loads(Path(datalist).read_text())
+    if is_cell_datalist(dl):
+        return bool(dl.get("testing"))
     items_file = Path(datalist).parent / dl.get("items_file", "datalist_items.json")
     if not items_file.is_file():
         return False
@@ -216,6 +237,10 @@ def _submit(args: argparse.Namespace, work: Path, datalist: str) -> int:
     manifest = work / ENSEMBLE_DIR / "ensemble.json"
     if not manifest.is_file():
         raise FileNotFoundError(f"{manifest} not found: run --mode ensemble first")
+    from datalists.cell_classes import is_cell_datalist
+
+    if is_cell_datalist(_read_json(datalist)):
+        return _submit_cells(args, work, datalist, manifest)
     params = load_postprocess_params(args.postprocess_params)
     zip_path, report = write_submission(manifest, datalist, work / "submission", params=params,
                                         test_manifest=args.test_manifest, force=args.force and args.mode == "submit")
@@ -241,6 +266,27 @@ def _submit(args: argparse.Namespace, work: Path, datalist: str) -> int:
         print(format_scores_markdown(scores))
         print(f"Scores: {out} (and {out.with_suffix('.md')})")
     return 0
+
+
+def _submit_cells(args: argparse.Namespace, work: Path, datalist: str, manifest: Path) -> int:
+    from auto3dseg.cell_submission import write_cell_submission
+    from auto3dseg.postprocess.cells import load_cell_params
+
+    params = load_cell_params(args.postprocess_params)
+    folder, rows = write_cell_submission(manifest, datalist, work / "submission", params=params,
+                                         force=args.force and args.mode == "submit")
+    failed = [r for r in rows if r["status"] != "written"]
+    print(f"Submission: {folder} ({len(rows) - len(failed)} <stem>_label.tiff files, {len(failed)} failed; "
+          f"report {folder.parent / 'submission_report.md'})")
+    if args.truth:
+        from auto3dseg.evaluation.cellseg import format_cellseg_markdown, score_folders, write_cellseg_scores
+
+        out = folder.parent / "scores.json"
+        result = score_folders(args.truth, folder, progress=False)
+        write_cellseg_scores(result, out)
+        print(format_cellseg_markdown(result))
+        print(f"Scores: {out} (and {out.with_suffix('.md')}, {out.with_suffix('.csv')})")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

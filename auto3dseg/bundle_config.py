@@ -27,6 +27,7 @@ __all__ = [
     "derive_num_epochs",
     "derive_patch_size",
     "load_bundle_config",
+    "spatial_dims_of",
     "output_activation",
     "write_yaml_atomic",
 ]
@@ -47,6 +48,10 @@ NETWORK_DEFAULTS: dict[str, dict[str, Any]] = {
         "pretrained_ckpt": None,
     },
 }
+
+#: what changes for 2-D images (cells): larger patches, more of them per step
+NETWORK_DEFAULTS_2D: dict[str, Any] = {"patch_size": 256, "batch_size": 4, "num_patches_per_image": 2,
+                                       "sw_batch_size": 8}
 
 #: training iterations a run aims at; epochs = this / iterations per epoch, clipped
 TARGET_ITERATIONS = 40_000
@@ -103,7 +108,7 @@ def derive_intensity(modality: str, datastats: Mapping[str, Any] | None = None) 
     if modality.startswith("ct") and datastats:
         fg = datastats["stats_summary"]["image_foreground_stats"]["intensity"]
         return {"mode": "range", "a_min": float(fg["percentile_00_5"]), "a_max": float(fg["percentile_99_5"])}
-    if modality in ("lm", "light", "microscopy", "cellseg", "fluorescence", "brightfield"):
+    if modality in ("lm", "light", "light_microscopy", "microscopy", "cellseg", "fluorescence", "brightfield"):
         return {"mode": "percentile", "lower": 1.0, "upper": 99.0}
     return {"mode": "zscore"}
 
@@ -118,6 +123,18 @@ def derive_num_epochs(n_train: int, batch_size: int, target_iterations: int = TA
     return int(min(1000, max(20, round(target_iterations / per_epoch))))
 
 
+def spatial_dims_of(datalist: Mapping[str, Any], median_shape: Sequence[float]) -> int:
+    """2 for a datalist of 2-D images (``spatial_dims: 2``, or every image one slice thick),
+    else the number of axes of the analysed shape.
+
+    >>> spatial_dims_of({"spatial_dims": 2}, [512, 512, 1]), spatial_dims_of({}, [64, 64, 30])
+    (2, 3)
+    """
+    if datalist.get("spatial_dims"):
+        return int(datalist["spatial_dims"])
+    return 2 if len(median_shape) == 3 and float(median_shape[2]) == 1.0 else len(median_shape)
+
+
 def derive_hyper_parameters(algo: str, datastats: Mapping[str, Any], datalist: Mapping[str, Any], *,
                             datalist_path: str | os.PathLike, dataroot: str | os.PathLike, fold: int,
                             bundle_root: str | os.PathLike, num_epochs: int | None = None,
@@ -125,15 +142,22 @@ def derive_hyper_parameters(algo: str, datastats: Mapping[str, Any], datalist: M
     """Every value a bundle needs, derived from the data (see module docstring)."""
     if algo not in NETWORK_DEFAULTS:
         raise ValueError(f"unknown algorithm {algo!r}; expected one of {sorted(NETWORK_DEFAULTS)}")
-    d = NETWORK_DEFAULTS[algo]
     summary = datastats["stats_summary"]["image_stats"]
-    median_shape = summary["shape"]["median"]
+    median_shape = list(summary["shape"]["median"])
     spacing = [float(s) for s in summary["spacing"]["median"]]
+    dims = spatial_dims_of(datalist, median_shape)
+    d = dict(NETWORK_DEFAULTS[algo], **(NETWORK_DEFAULTS_2D if dims == 2 else {}))
+    median_shape, spacing = median_shape[:dims], spacing[:dims]  # 2-D images are stored x, y, 1
     channels = round(float(summary["channels"]["max"]))
     table = datalist["class_table"]
     activation = output_activation(datalist)
     n_train = sum(1 for it in datalist.get("training", []) if int(it.get("fold", -1)) != fold)
     batch = int(d["batch_size"])
+    modality = str(datalist.get("modality", "em"))
+    intensity = derive_intensity(modality, datastats)
+    if datalist.get("intensity_range"):  # the converter normalised every image to this range already
+        lo, hi = (float(v) for v in datalist["intensity_range"])
+        intensity = {"mode": "range", "a_min": lo, "a_max": hi}
     cfg: dict[str, Any] = {
         "algo": algo,
         "bundle_root": str(Path(bundle_root).resolve()),
@@ -141,16 +165,17 @@ def derive_hyper_parameters(algo: str, datastats: Mapping[str, Any], datalist: M
         "data_list_file_path": str(Path(datalist_path).resolve()),
         "dataroot": str(Path(dataroot).resolve()),
         "fold": int(fold),
-        "modality": str(datalist.get("modality", "em")),
-        "spatial_dims": len(median_shape),
+        "modality": modality,
+        "spatial_dims": dims,
         "spacing": spacing,
         "input_channels": channels,
         "output_activation": activation,
         "class_names": [str(r["name"]) for r in table],
         "class_ids": [int(r["id"]) for r in table],
         "class_members": channel_members(table),
-        "intensity": derive_intensity(str(datalist.get("modality", "em")), datastats),
-        "patch_size": derive_patch_size(algo, median_shape, d["network"], patch_size),
+        "intensity": intensity,
+        "patch_size": derive_patch_size(algo, median_shape, d["network"], patch_size or (
+            d["patch_size"] if dims == 2 else None)),
         "num_epochs": int(num_epochs) if num_epochs else derive_num_epochs(n_train, batch),
         "num_epochs_per_validation": 1,
         "batch_size": batch,
@@ -163,10 +188,12 @@ def derive_hyper_parameters(algo: str, datastats: Mapping[str, Any], datalist: M
         "early_stop_patience": 30,
         "num_workers": 4,
         "cache_rate": 0.0,
-        "sw_batch_size": 2,
+        "sw_batch_size": int(d.get("sw_batch_size", 2)),
         "sw_overlap": 0.25,
         "resume": True,
         "seed": 0,
+        # 2-D cell images are not resampled: one model sees every pixel size
+        "check_spacing": dims != 2,
         "network": dict(d["network"]),
     }
     if "pretrained_ckpt" in d:

@@ -95,13 +95,23 @@ def _case_name(path: str) -> str:
 
 def write_probability_nifti(prob: np.ndarray, affine: np.ndarray, path: str | os.PathLike) -> None:
     """Write ``[C, *S]`` probabilities as a 4-D uint8 NIfTI (``*S, C``) with slope 1/255,
-    to a temporary name and then renamed."""
+    to a temporary name and then renamed. 2-D maps ``[C, X, Y]`` are written ``X, Y, 1, C``
+    (a 3x3 affine becomes the 4x4 one of that slice)."""
     import nibabel as nib
 
     path = Path(path)
-    q = np.clip(np.rint(np.asarray(prob, dtype=np.float32) * 255.0), 0, 255).astype(np.uint8)
+    prob = np.asarray(prob)
+    affine = np.asarray(affine, dtype=np.float64)
+    if prob.ndim == 3:  # a 2-D image: stored x, y, 1, class like its input
+        prob = prob[..., None]
+    if affine.shape == (3, 3):
+        affine = np.block([[affine[:2, :2], np.zeros((2, 1)), affine[:2, 2:]], [np.zeros((1, 2)), np.ones((1, 1)),
+                           np.zeros((1, 1))], [np.zeros((1, 3)), np.ones((1, 1))]])
+    q = np.empty(prob.shape, dtype=np.uint8)
+    for c in range(prob.shape[0]):  # one channel at a time: no full-size float temporaries
+        q[c] = np.clip(np.rint(prob[c].astype(np.float32, copy=False) * np.float32(255.0)), 0, 255)
     data = np.moveaxis(q, 0, -1)
-    img = nib.Nifti1Image(data, np.asarray(affine, dtype=np.float64))
+    img = nib.Nifti1Image(data, affine)
     img.header.set_slope_inter(1.0 / 255.0, 0.0)
     img.header.set_xyzt_units("mm")  # unit label only; our affines are in nm (see README)
     img.header.set_intent("vector", (), name="class prob")

@@ -108,7 +108,7 @@ class InferClass:
         """Warn when an image's voxel size differs from the training data's (no resampling here)."""
         want = self.cfg.get("spacing")
         affine = getattr(image, "affine", None)
-        if not want or affine is None:
+        if not want or affine is None or self.cfg.get("check_spacing") is False:
             return
         got = np.sqrt((np.asarray(affine)[:-1, :-1] ** 2).sum(0))
         if len(got) == len(want) and not np.allclose(got, want, rtol=0.05):

@@ -33,6 +33,7 @@ from monai.transforms import (
     ScaleIntensityRanged,
     ScaleIntensityRangePercentilesd,
     SpatialPadd,
+    SqueezeDim,
 )
 
 from datalists.annotated import decode_annotated
@@ -40,6 +41,7 @@ from datalists.annotated import decode_annotated
 __all__ = [
     "IGNORE_VALUE",
     "AnnotatedToClassMaskd",
+    "DropSingletonDepthd",
     "LabelToChannelsd",
     "channel_members",
     "class_mask_from_annotated",
@@ -166,10 +168,36 @@ def intensity_transform(keys: KeysCollection, intensity: Mapping[str, Any]) -> M
     raise ValueError(f"unknown intensity mode {mode!r}; expected zscore, percentile or range")
 
 
-def _load(keys_dtypes: Sequence[tuple[str, Any]]) -> list:
+class DropSingletonDepthd(MapTransform):
+    """``[C, X, Y, 1]`` → ``[C, X, Y]`` for 2-D bundles (the affine loses its z row too).
+
+    2-D images are stored as NIfTI ``x, y, 1[, channel]`` (the layout MONAI reads as a
+    channel-first volume one slice thick); an array already 2-D is left as it is.
+    """
+
+    def __init__(self, keys: KeysCollection, spatial_dims: int = 2, allow_missing_keys: bool = False):
+        super().__init__(keys, allow_missing_keys)
+        self.spatial_dims = int(spatial_dims)
+        self.squeeze = SqueezeDim(dim=-1, update_meta=True)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            x = d[key]
+            if x.ndim == self.spatial_dims + 2 and x.shape[-1] == 1:
+                d[key] = self.squeeze(x)
+            elif x.ndim != self.spatial_dims + 1:
+                raise ValueError(f"{key} of {d.get('image')}: shape {tuple(x.shape)[1:]} is not a "
+                                 f"{self.spatial_dims}-D image (a 2-D bundle takes x, y or x, y, 1 arrays)")
+        return d
+
+
+def _load(keys_dtypes: Sequence[tuple[str, Any]], spatial_dims: int = 3) -> list:
     out: list = []
     for key, dtype in keys_dtypes:
         out += [LoadImaged(keys=key, dtype=dtype, image_only=True), EnsureChannelFirstd(keys=key)]
+    if spatial_dims == 2:
+        out.append(DropSingletonDepthd(keys=[k for k, _ in keys_dtypes]))
     return out
 
 
@@ -184,7 +212,7 @@ def training_transforms(cfg: Mapping[str, Any]) -> Compose:
     softmax = cfg.get("output_activation", "sigmoid") == "softmax"
     spatial_axes = list(range(len(patch)))
     return Compose([
-        *_load([("image", np.float32), ("label", np.uint8)]),
+        *_load([("image", np.float32), ("label", np.uint8)], int(cfg.get("spatial_dims", 3))),
         intensity_transform("image", cfg.get("intensity", {})),
         SpatialPadd(keys="image", spatial_size=patch, mode="constant", value=0),
         SpatialPadd(keys="label", spatial_size=patch, mode="constant", value=IGNORE_VALUE),
@@ -208,7 +236,7 @@ def training_transforms(cfg: Mapping[str, Any]) -> Compose:
 def validation_transforms(cfg: Mapping[str, Any]) -> Compose:
     """Load and normalise a whole crop; the label stays a map (scored class by class)."""
     return Compose([
-        *_load([("image", np.float32), ("label", np.uint8)]),
+        *_load([("image", np.float32), ("label", np.uint8)], int(cfg.get("spatial_dims", 3))),
         intensity_transform("image", cfg.get("intensity", {})),
         AnnotatedToClassMaskd(cfg["class_ids"]),
         EnsureTyped(keys=["image", "label", "class_mask"], track_meta=False),
@@ -217,4 +245,5 @@ def validation_transforms(cfg: Mapping[str, Any]) -> Compose:
 
 def inference_transforms(cfg: Mapping[str, Any]) -> Compose:
     """Load and normalise one image, keeping its metadata (affine) for writing results."""
-    return Compose([*_load([("image", np.float32)]), intensity_transform("image", cfg.get("intensity", {}))])
+    return Compose([*_load([("image", np.float32)], int(cfg.get("spatial_dims", 3))),
+                    intensity_transform("image", cfg.get("intensity", {}))])

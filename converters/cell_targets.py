@@ -3,7 +3,8 @@
 The target is one uint8 map: 0 background, 1 ``cell_interior``, 2 ``cell_contact`` (a
 cell's pixels that have an 8-neighbour in another cell). Computed with four shifted
 comparisons of the label image, so a 4096² mask needs a few boolean temporaries and no
-filter over int64 copies.
+filter over int64 copies. A cell with no interior left (every pixel touches a neighbour)
+keeps its deepest pixel as interior, so that it still has a seed.
 """
 
 from __future__ import annotations
@@ -78,4 +79,26 @@ def cell_targets(labels: np.ndarray) -> np.ndarray:
     lab = np.asarray(labels)
     out = (lab != 0).astype(np.uint8) * np.uint8(CELL_INTERIOR)
     out[contact_pixels(lab)] = CELL_CONTACT
+    _seed_cells_without_interior(lab, out)
     return out
+
+
+def _seed_cells_without_interior(lab: np.ndarray, out: np.ndarray) -> None:
+    """Give a cell made only of contact pixels (a sliver between neighbours) one interior
+    pixel, its deepest, so that post-processing still finds it. The pixel cannot join
+    another cell's interior: every neighbour it has in another cell touches it, so is
+    contact."""
+    import fastremap
+    from scipy import ndimage as ndi
+
+    ids = fastremap.unique(lab)
+    ids = ids[ids != 0]
+    with_interior = fastremap.unique(lab[out == CELL_INTERIOR])
+    missing = np.setdiff1d(ids, with_interior)
+    if missing.size == 0:
+        return
+    import edt
+
+    depth = edt.edt(np.ascontiguousarray(lab), black_border=True)
+    for y, x in ndi.maximum_position(depth, lab, index=missing):
+        out[int(y), int(x)] = CELL_INTERIOR

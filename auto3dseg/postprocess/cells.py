@@ -243,7 +243,7 @@ def postprocess_cells(inputs: Sequence[str | os.PathLike], output_dir: str | os.
             write_label_tiff(labels, row["output"])
             row.update(cells=int(labels.max(initial=0)), dtype=labels.dtype.name, status="written",
                        shape=list(labels.shape))
-        except (OSError, ValueError, KeyError, MemoryError) as exc:
+        except Exception as exc:  # one bad map must not stop the batch (nibabel raises its own error types)
             row["error"] = f"{type(exc).__name__}: {exc}"
         row["seconds"] = round(time.perf_counter() - t0, 3)
         report.rows.append(row)
