@@ -282,8 +282,14 @@ def _submit_cells(args: argparse.Namespace, work: Path, datalist: str, manifest:
         from auto3dseg.evaluation.cellseg import format_cellseg_markdown, score_folders, write_cellseg_scores
 
         out = folder.parent / "scores.json"
-        result = score_folders(args.truth, folder, progress=False)
-        write_cellseg_scores(result, out)
+        cached = _read_json(out) if out.is_file() else None
+        signature = folder.parent / "submission_signature.txt"
+        if (cached and cached.get("truth") == str(args.truth) and not args.force and signature.is_file()
+                and out.stat().st_mtime >= signature.stat().st_mtime):
+            result = cached  # these labels were scored against this truth already
+        else:
+            result = dict(score_folders(args.truth, folder, progress=False), truth=str(args.truth))
+            write_cellseg_scores(result, out)
         print(format_cellseg_markdown(result))
         print(f"Scores: {out} (and {out.with_suffix('.md')}, {out.with_suffix('.csv')})")
     return 1 if failed else 0

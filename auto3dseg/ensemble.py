@@ -139,8 +139,8 @@ def ensemble_probabilities(inferers: Sequence[Any], image_file: str) -> tuple[np
             affine = np.asarray(pred.affine)
         arr = pred.detach().cpu().numpy() if hasattr(pred, "detach") else np.asarray(pred)
         arr = arr.astype(np.float32, copy=False)
-        if total is None:
-            total = arr.copy()
+        if total is None:  # a fresh tensor from the inferer is ours: no copy of a whole-slide map
+            total = arr if hasattr(pred, "detach") and arr.flags.writeable else arr.copy()
         elif total.shape != arr.shape:
             raise ValueError(f"{image_file}: bundles disagree on the output shape ({total.shape} vs {arr.shape})")
         else:

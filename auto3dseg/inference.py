@@ -71,7 +71,7 @@ def predict_array(model: torch.nn.Module, image: torch.Tensor, cfg: dict, device
     logits = logits[(slice(None), *[slice(b, b + s) for b, s in zip(starts, spatial)])]
     if cfg.get("output_activation") == "softmax":
         return torch.softmax(logits, 0)
-    return torch.sigmoid(logits)
+    return logits.sigmoid_()  # in place: a whole-slide image's logits are gigabytes
 
 
 class InferClass:

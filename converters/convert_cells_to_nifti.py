@@ -248,7 +248,13 @@ def convert_cells(output_dir: str | os.PathLike, images_dir: str | os.PathLike,
     ordered = [records[s["stem"]] for s in sources] + problems
     datalist, items_meta, fold_info = build_cell_datalist(ordered, num_folds)
     _atomic_write_json(out / "datalist_items.json", items_meta)
-    validation = _validate(datalist, out)
+    if datalist["training"]:
+        validation = _validate(datalist, out)
+    else:  # only unlabelled images: a datalist to predict with a trained work_dir, not to train on
+        datalist.pop("num_folds")
+        validation = {"ok": True, "prediction_only": True,
+                      "summary": {"warnings": ["no labelled image: this datalist can only be predicted (run_auto3dseg.py "
+                                               "--mode predict --work_dir <trained work_dir> --images ...)"]}}
     report = build_cell_report(ordered, settings, fold_info, validation, str(out.resolve()))
     _atomic_write_json(out / "conversion_report.json", report)
     _atomic_write_text(out / "conversion_report.md", render_cell_report_markdown(report))
@@ -304,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if r["verdict"] != "converted":
             print(f"  {r['stem']}: {r['verdict']} ({r['reason']}) {r.get('detail', '')}")
     folds = report["folds"]
-    if folds["used"] < folds["requested"]:
+    if folds["used"] < folds["requested"] and s["training_items"]:
         print(f"  note: {folds['used']} fold(s) instead of {folds['requested']}: fewer training images than folds")
     for warning in report["datalist_validation"].get("summary", {}).get("warnings", []):
         print(f"  note: {warning}")

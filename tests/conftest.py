@@ -27,3 +27,24 @@ def converted(synthetic, tmp_path_factory) -> tuple[Path, dict]:
     tests = cz.read_test_manifest(synthetic / "test_crop_manifest.csv", {c.dataset: c.em_zarr for c in crops})
     report = convert(out, crops, tests, num_folds=2, progress=False)
     return out, report
+
+
+@pytest.fixture(scope="session")
+def synthetic_cells(tmp_path_factory) -> Path:
+    """The built-in synthetic 2-D cell data (seed 0)."""
+    from converters.synthetic_cells import generate_synthetic_cells
+
+    out = tmp_path_factory.mktemp("cells") / "data"
+    generate_synthetic_cells(out, seed=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def converted_cells(synthetic_cells, tmp_path_factory) -> tuple[Path, dict]:
+    """The synthetic cells converted with 2 folds, the large image tiled: (output folder, report)."""
+    from converters.convert_cells_to_nifti import convert_cells
+
+    out = tmp_path_factory.mktemp("cells_conv") / "nifti"
+    report = convert_cells(out, synthetic_cells / "images", synthetic_cells / "labels", num_folds=2,
+                           max_pixels=300_000, progress=False)
+    return out, report

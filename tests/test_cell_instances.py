@@ -193,3 +193,37 @@ def test_real_pairs_round_trip_with_default_parameters(stem):
     gt = tifffile.imread(REAL / "labels" / f"{stem}_label.tiff")
     pred = cells_from_target(cell_targets(gt))
     assert score_image(gt, pred)["f1"] >= 0.98
+
+
+def test_binary_labelling_is_right_in_2d_with_8_connectivity():
+    """connected-components-3d 4.1.1 mislabels boolean 2-D masks with connectivity 8."""
+    from scipy import ndimage as ndi
+
+    from auto3dseg.postprocess.ids import label_components
+
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        mask = rng.random(tuple(rng.integers(5, 40, 2))) < 0.4
+        ours = label_components(mask, 8)
+        ref, _ = ndi.label(mask, np.ones((3, 3), bool))
+        assert same_partition(ours, ref)
+
+
+def test_growth_falls_back_to_a_watershed_past_max_steps():
+    from auto3dseg.postprocess.cell_instances import grow_seeds
+
+    mask = np.ones((3, 40), bool)
+    markers = np.zeros((3, 40), np.uint32)
+    markers[1, 0], markers[1, 39] = 1, 2
+    fast = grow_seeds(markers, mask)
+    slow = grow_seeds(markers, mask, max_steps=3)  # the watershed finishes the job
+    assert (fast[:, :19] == 1).all() and (fast[:, 21:] == 2).all()
+    assert (slow > 0).all() and (slow[:, :15] == 1).all() and (slow[:, 25:] == 2).all()
+
+
+def test_a_nook_at_the_image_border_is_not_filled():
+    m = np.ones((6, 6), bool)
+    m[0, 2] = False  # background nook open to the border
+    m[3, 3] = False  # a real hole
+    out = fill_small_holes(m, 4)
+    assert not out[0, 2] and out[3, 3]

@@ -6,10 +6,10 @@ cell). :func:`seeded_cells` is the whole step; the other functions are its parts
 
 Examples
 --------
->>> cell = np.zeros((5, 9), dtype=bool); cell[1:4, 1:8] = True      # two touching cells
->>> seeds = cell.copy(); seeds[:, 4] = False                        # the contact band
+>>> cell = np.zeros((5, 10), dtype=bool); cell[1:4, 1:9] = True     # two touching cells
+>>> seeds = cell.copy(); seeds[:, 4:6] = False                      # their contact band
 >>> seeded_cells(cell, seeds, min_seed_px=1, min_cell_px=1)[2]
-array([0, 1, 1, 1, 1, 2, 2, 2, 0], dtype=uint16)
+array([0, 1, 1, 1, 1, 2, 2, 2, 2, 0], dtype=uint16)
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 import cc3d
 import numpy as np
 
-from auto3dseg.postprocess.ids import renumber_by_size
+from auto3dseg.postprocess.ids import label_components, renumber_by_size
 from auto3dseg.postprocess.semantic import class_masks
 from datalists.cell_classes import (
     CELL_CONTACT,
@@ -29,7 +29,8 @@ from datalists.cell_classes import (
     CELL_SEED_CLASS,
 )
 
-__all__ = ["cells_from_probabilities", "cells_from_target", "fill_small_holes", "seeded_cells", "small_components"]
+__all__ = ["cells_from_probabilities", "cells_from_target", "fill_small_holes", "grow_seeds", "seeded_cells",
+           "small_components"]
 
 
 def small_components(mask: np.ndarray, max_px: int, connectivity: int = 8) -> np.ndarray:
@@ -39,34 +40,102 @@ def small_components(mask: np.ndarray, max_px: int, connectivity: int = 8) -> np
     >>> small_components(m, 2).astype(np.uint8)
     array([[1, 0, 0, 0, 0]], dtype=uint8)
     """
-    if max_px <= 0 or not mask.any():
-        return np.zeros(mask.shape, dtype=bool)
-    comp = cc3d.connected_components(np.ascontiguousarray(mask), connectivity=connectivity)
-    counts = np.bincount(comp.ravel())
-    small = counts <= max_px
-    small[0] = False
-    return small[comp]
+    m = np.ascontiguousarray(mask, dtype=bool)
+    if max_px <= 0 or not m.any():
+        return np.zeros(m.shape, dtype=bool)
+    # uint8, not bool: see auto3dseg.postprocess.ids.label_components
+    kept = cc3d.dust(m.view(np.uint8), threshold=int(max_px) + 1, connectivity=connectivity, binary_image=True)
+    return m & (kept == 0)
 
 
 def fill_small_holes(mask: np.ndarray, max_hole_px: int) -> np.ndarray:
-    """``mask`` with background holes of at most ``max_hole_px`` pixels filled.
+    """``mask`` with holes of at most ``max_hole_px`` pixels filled.
 
-    A hole is a 4-connected background component that does not touch the image border.
+    A hole is a 4-connected background component that does not touch the image border
+    (filling a nook at the border would make a cell touch it, and the official scorer
+    drops cells that touch the border).
 
     >>> m = np.ones((5, 5), dtype=bool); m[2, 2] = False; m[0, 0] = False
     >>> fill_small_holes(m, 1).astype(np.uint8)[[0, 2], [0, 2]]
     array([0, 1], dtype=uint8)
     """
+    mask = np.asarray(mask, dtype=bool)
     if max_hole_px <= 0:
         return mask
-    background = np.ascontiguousarray(~mask)
-    comp = cc3d.connected_components(background, connectivity=4)
-    counts = np.bincount(comp.ravel())
-    fill = counts <= max_hole_px
-    fill[0] = False
-    edge = np.unique(np.concatenate([comp[0], comp[-1], comp[:, 0], comp[:, -1]]))
-    fill[edge] = False
-    return mask | fill[comp]
+    pockets = small_components(~mask, max_hole_px, connectivity=4)
+    at = np.flatnonzero(pockets)
+    if at.size == 0:
+        return mask
+    comp = label_components(pockets, 4, out_dtype=np.uint32)
+    edge = np.concatenate([comp[0], comp[-1], comp[:, 0], comp[:, -1]])
+    touches = np.zeros(int(comp.max()) + 1, dtype=bool)
+    touches[edge] = True
+    touches[0] = True
+    out = mask.copy()
+    fill = at[~touches[comp.ravel()[at]]]
+    out.ravel()[fill] = True
+    return out
+
+
+#: neighbour offsets, faces first: a tie between a face and a corner neighbour goes to the face
+_OFFSETS_8 = ((0, 1), (0, -1), (1, 0), (-1, 0), (1, 1), (1, -1), (-1, 1), (-1, -1))
+
+
+def grow_seeds(markers: np.ndarray, mask: np.ndarray, max_steps: int = 1024) -> np.ndarray:
+    """Grow ``markers`` breadth-first (8-neighbour steps) through ``mask``.
+
+    Each step gives every unlabelled mask pixel next to a pixel labelled in the step
+    before that label (face neighbours first), so a pixel joins the seed nearest along
+    the mask. Only the growing front is visited: the cost follows the pixels labelled,
+    not the distance they are grown. Pixels no seed reaches stay 0. Past ``max_steps``
+    the rest goes to ``skimage.segmentation.watershed`` (a flat one: the same growth).
+
+    >>> markers = np.array([[1, 0, 0, 0, 2]], dtype=np.uint32)
+    >>> grow_seeds(markers, np.array([[1, 1, 1, 0, 1]], dtype=bool))
+    array([[1, 1, 1, 0, 2]], dtype=uint32)
+    """
+    h, w = markers.shape
+    labels = np.ascontiguousarray(markers, dtype=np.uint32).copy()
+    flat = labels.ravel()
+    free = np.ascontiguousarray(mask, dtype=bool).ravel() & (flat == 0)  # still to label
+    # first step from the free side (usually far fewer pixels than the seeds), then from the front
+    todo = np.flatnonzero(free)
+    ys, xs = np.divmod(todo, w)
+    new = np.zeros(todo.size, dtype=np.uint32)
+    for dy, dx in _OFFSETS_8:
+        need = new == 0
+        if dy:
+            need &= (ys + dy >= 0) & (ys + dy < h)
+        if dx:
+            need &= (xs + dx >= 0) & (xs + dx < w)
+        idx = np.flatnonzero(need)
+        new[idx] = flat[todo[idx] + (dy * w + dx)]
+    front = todo[new != 0]
+    flat[front] = new[new != 0]
+    free[front] = False
+    del todo, ys, xs, new
+    for _ in range(max_steps - 1):
+        if front.size == 0:
+            return labels
+        ys, xs = np.divmod(front, w)
+        grown = []
+        for dy, dx in _OFFSETS_8:
+            ok = np.ones(front.size, dtype=bool)
+            if dy:
+                ok &= (ys + dy >= 0) & (ys + dy < h)
+            if dx:
+                ok &= (xs + dx >= 0) & (xs + dx < w)
+            src = front[ok]
+            dst = src + (dy * w + dx)
+            take = free[dst]
+            src, dst = src[take], dst[take]
+            flat[dst] = flat[src]  # a pixel taken by an earlier offset is no longer free
+            free[dst] = False
+            grown.append(dst)
+        front = np.unique(np.concatenate(grown))
+    from skimage.segmentation import watershed
+
+    return watershed(np.zeros(labels.shape, np.uint8), labels, mask=mask, connectivity=2).astype(np.uint32)
 
 
 def seeded_cells(cell_mask: np.ndarray, seed_mask: np.ndarray, *, min_seed_px: int = 3, max_hole_px: int = 16,
@@ -84,7 +153,7 @@ def seeded_cells(cell_mask: np.ndarray, seed_mask: np.ndarray, *, min_seed_px: i
         Seed components smaller than this are ignored (their pixels stay in the mask and
         go to a neighbouring seed, or become a cell of their own if none reaches them).
     max_hole_px : int
-        Holes in the cell mask up to this size are filled first.
+        Background pockets in the cell mask up to this size are filled first.
     min_cell_px : int
         Cells with fewer pixels are removed.
 
@@ -95,32 +164,24 @@ def seeded_cells(cell_mask: np.ndarray, seed_mask: np.ndarray, *, min_seed_px: i
 
     Notes
     -----
-    Seeds are 8-connected components; they grow breadth-first (a watershed of a flat
-    landscape, 8-connected) through the cell mask, so a pixel joins the seed nearest
-    along the mask in 8-neighbour steps: every contact pixel next to its own cell's
-    interior is claimed by it first. (Growing by Euclidean distance to the seeds instead
-    put 3.4 % of the pixels of a packed Voronoi layout on the wrong cell, against 1.8 %.)
-    Mask components with no seed (missed interiors) are kept as cells.
+    Seeds are 8-connected components; they grow breadth-first through the cell mask
+    (:func:`grow_seeds`), so every contact pixel next to its own cell's interior is claimed
+    by it first: another cell's interior is never its neighbour. (Growing by a watershed
+    of the Euclidean distance to the seeds instead put 3.4 % of the pixels of a packed
+    Voronoi layout on the wrong cell, against 1.8 %.) Mask components that no seed
+    reaches are kept as cells.
     """
-    from skimage.segmentation import watershed
-
     cell = fill_small_holes(np.asarray(cell_mask, dtype=bool), max_hole_px)
     seeds = np.asarray(seed_mask, dtype=bool) & cell
     if min_seed_px > 1:
         seeds &= ~small_components(seeds, min_seed_px - 1)
-    markers = cc3d.connected_components(np.ascontiguousarray(seeds), connectivity=8, out_dtype=np.uint32)
+    markers = label_components(seeds, 8, out_dtype=np.uint32)
     n_seeds = int(markers.max(initial=0))
-    if n_seeds:
-        # a flat landscape: seeds grow breadth-first, 8-connected, so a contact pixel joins
-        # the cell whose interior it touches (another cell's interior is never its neighbour)
-        flat = np.zeros(cell.shape, dtype=np.uint8)
-        labels = watershed(flat, markers, mask=cell, connectivity=2).astype(np.uint32, copy=False)
-    else:
-        labels = np.zeros(cell.shape, dtype=np.uint32)
+    labels = grow_seeds(markers, cell) if n_seeds else markers
     rest = cell & (labels == 0)
     if rest.any():
-        extra = cc3d.connected_components(np.ascontiguousarray(rest), connectivity=8, out_dtype=np.uint32)
-        labels = np.where(extra > 0, extra + np.uint32(n_seeds), labels)
+        extra = label_components(rest, 8, out_dtype=np.uint32)
+        labels[rest] = extra[rest] + np.uint32(n_seeds)
     return renumber_by_size(labels, min_cell_px, mask=cell)
 
 
@@ -169,7 +230,7 @@ def cells_from_probabilities(prob: np.ndarray, channels: Sequence[str], class_ta
         raise ValueError(f"probability channels {names} lack {CELL_SEED_CLASS!r} and {CELL_INSTANCE_CLASS!r} "
                          "(or its parts); these maps do not come from a cell model")
     thresholds = {"default": float(p.get("threshold", 0.5)) * scale,
-                  CELL_SEED_CLASS: float(p.get("seed_threshold", 0.5)) * scale}
+                  CELL_SEED_CLASS: float(p.get("seed_threshold", 0.7)) * scale}
     masks = class_masks(prob, names, class_table, thresholds)  # a softmax output is arg-maxed instead
     return seeded_cells(masks[CELL_INSTANCE_CLASS], masks[CELL_SEED_CLASS], min_seed_px=int(p.get("min_seed_px", 3)),
                         max_hole_px=int(p.get("max_hole_px", 16)), min_cell_px=int(p.get("min_cell_px", 10)))

@@ -194,10 +194,8 @@ def _expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path]:
             files += found
         elif p.name == "ensemble.json" and p.is_file():
             files += [Path(it["probabilities"]) for it in json.loads(p.read_text()).get("items", [])]
-        elif p.is_file():
+        else:  # a missing file is reported with the others, it does not stop the batch
             files.append(p)
-        else:
-            raise FileNotFoundError(f"{p}: no such file or folder")
     return files
 
 
@@ -233,6 +231,8 @@ def postprocess_cells(inputs: Sequence[str | os.PathLike], output_dir: str | os.
                                "cells": None, "dtype": None, "seconds": 0.0, "status": "failed", "error": ""}
         t0 = time.perf_counter()
         try:
+            if not f.is_file():
+                raise FileNotFoundError(f"{f}: no such file (was the ensemble interrupted? re-run --mode ensemble)")
             kind, data, names_f, scale = read_cell_map(f, channels)
             row["kind"] = kind
             if kind == "target":

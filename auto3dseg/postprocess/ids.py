@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import cc3d
 import fastremap
 import numpy as np
 
-__all__ = ["remove_small_objects", "renumber_by_size", "smallest_id_dtype", "voxels_for_volume"]
+__all__ = ["label_components", "remove_small_objects", "renumber_by_size", "smallest_id_dtype", "voxels_for_volume"]
 
 
 def smallest_id_dtype(n_max: int) -> np.dtype:
@@ -100,3 +101,23 @@ def renumber_by_size(labels: np.ndarray, min_voxels: int = 1, mask: np.ndarray |
     out = np.zeros(labels.shape, dtype=new_ids.dtype)
     out.ravel()[fg] = new_ids[ids]
     return out
+
+
+def label_components(mask: np.ndarray, connectivity: int, *, out_dtype: type | None = None,
+                     return_N: bool = False) -> np.ndarray | tuple[np.ndarray, int]:
+    """``cc3d.connected_components`` of a binary mask, safe in 2-D.
+
+    connected-components-3d 4.1.1 labels boolean 2-D arrays wrongly with connectivity 8
+    (some background pixels get ids; found here on random masks against
+    ``scipy.ndimage.label``); the same mask viewed as uint8 is labelled right, and costs
+    no copy. Every binary labelling in the project goes through this function.
+
+    Examples
+    --------
+    >>> label_components(np.array([[1, 1, 0, 0, 1, 0, 1]], dtype=bool), 8, out_dtype=np.uint32)
+    array([[1, 1, 0, 0, 2, 0, 3]], dtype=uint32)
+    """
+    m = np.ascontiguousarray(mask)
+    if m.dtype == bool:
+        m = m.view(np.uint8)
+    return cc3d.connected_components(m, connectivity=connectivity, out_dtype=out_dtype, return_N=return_N)

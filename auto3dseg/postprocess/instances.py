@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import cc3d
 import numpy as np
 
 from auto3dseg.postprocess.ids import (
+    label_components,
     remove_small_objects,
     renumber_by_size,
     smallest_id_dtype,
@@ -66,6 +66,6 @@ def label_instances(mask: np.ndarray, spacing: Sequence[float], *, connectivity:
         labels = split_touching(mask, spacing, min_distance_nm, h_nm=h_nm, connectivity=connectivity,
                                 parallel=parallel)
     else:
-        labels = cc3d.connected_components(mask, connectivity=connectivity)
+        labels = label_components(mask, connectivity)
     # both give ids 1..N: size filter and renumbering in one lookup table over the foreground
     return renumber_by_size(labels, voxels_for_volume(min_size_nm3, spacing), mask=mask)

@@ -25,7 +25,7 @@ import edt
 import numpy as np
 from scipy.spatial import cKDTree
 
-from auto3dseg.postprocess.ids import smallest_id_dtype
+from auto3dseg.postprocess.ids import label_components, smallest_id_dtype
 
 __all__ = ["distance_maxima", "split_touching"]
 
@@ -268,7 +268,7 @@ def split_touching(mask: np.ndarray, spacing: Sequence[float], min_distance_nm: 
     if len(spacing) != mask.ndim:
         raise ValueError(f"spacing {tuple(spacing)} does not match a {mask.ndim}-D mask")
     spacing = tuple(float(s) for s in spacing)
-    labels, n = cc3d.connected_components(mask, connectivity=connectivity, return_N=True)
+    labels, n = label_components(mask, connectivity, return_N=True)
     if n == 0 or mask.all():  # no background: no distance to split on (edt gives inf)
         return labels
     # edt reads the uint8 view of a bool mask about twice as fast as the bool array

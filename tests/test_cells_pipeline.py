@@ -1,0 +1,117 @@
+"""2-D cells through the one engine: analyze, generate, train, ensemble, submit, score."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import tifffile
+import yaml
+
+import run_auto3dseg
+from auto3dseg import training
+from auto3dseg.bundle_config import apply_overrides, derive_hyper_parameters
+from auto3dseg.networks import NETWORKS
+
+TINY = ["--override", "num_workers=0", "--override", "segresnet:network#init_filters=8",
+        "--override", "segresnet:network#dsdepth=2", "--override", "sw_batch_size=4"]
+TINY_NET = {"segresnet": {"init_filters": 8, "dsdepth": 2}, "dints": {"num_blocks": 2, "num_depths": 2},
+            "swinunetr": {"feature_size": 12}}
+
+
+@pytest.fixture(scope="module")
+def cell_run(converted_cells, synthetic_cells, tmp_path_factory):
+    """``--mode full`` on the converted synthetic cells: segresnet, 2 folds, one epoch."""
+    out, _ = converted_cells
+    work = tmp_path_factory.mktemp("cells_full") / "work"
+    args = ["--mode", "full", "--datalist", str(out / "datalist.json"), "--work_dir", str(work), "--workers", "0",
+            "--algos", "segresnet", "--num_epochs", "1", "--patch_size", "32", *TINY,
+            "--truth", str(synthetic_cells / "test_truth")]
+    assert run_auto3dseg.main(args) == 0
+    return work, args
+
+
+def test_bundles_are_2d(cell_run):
+    work, _ = cell_run
+    cfg = yaml.safe_load((work / "segresnet_0" / "configs" / "hyper_parameters.yaml").read_text())
+    assert cfg["spatial_dims"] == 2 and cfg["patch_size"] == [32, 32] and cfg["input_channels"] == 3
+    assert cfg["intensity"] == {"mode": "range", "a_min": 0.0, "a_max": 255.0}
+    assert cfg["output_activation"] == "sigmoid" and cfg["class_names"] == ["cell_interior", "cell_contact", "cell"]
+    for fold in (0, 1):
+        assert (work / f"segresnet_{fold}" / "model" / "model.pt").is_file()
+
+
+def test_probability_maps_are_x_y_1_class(cell_run, converted_cells):
+    work, _ = cell_run
+    out, _ = converted_cells
+    ens = json.loads((work / "ensemble_output" / "ensemble.json").read_text())
+    assert ens["channels"] == ["cell_interior", "cell_contact", "cell"] and len(ens["items"]) == 3
+    for it in ens["items"]:
+        img = nib.load(str(out / "images" / Path(it["image"]).name))
+        prob = nib.load(it["probabilities"])
+        assert prob.shape == (*img.shape[:2], 1, 3)
+        assert np.allclose(prob.affine, img.affine)
+
+
+def test_submit_writes_one_label_tiff_per_test_image_and_scores_it(cell_run, synthetic_cells):
+    work, _ = cell_run
+    cases = json.loads((synthetic_cells / "cases.json").read_text())["cases"]
+    tests = {s: c for s, c in cases.items() if not c["labelled"]}
+    labels = work / "submission" / "labels"
+    assert sorted(p.name for p in labels.glob("*_label.tiff")) == sorted(f"{s}_label.tiff" for s in tests)
+    for stem, case in tests.items():
+        pred = tifffile.imread(labels / f"{stem}_label.tiff")
+        assert pred.shape == (case["height"], case["width"]) and pred.dtype in (np.uint16, np.uint32)
+    scores = json.loads((work / "submission" / "scores.json").read_text())
+    assert scores["n_images"] == 3 and scores["missing"] == [] and 0.0 <= scores["mean_f1"] <= 1.0
+    assert (work / "submission" / "scores.md").is_file() and (work / "submission" / "scores.csv").is_file()
+
+
+def test_second_run_redoes_nothing(cell_run, capsys):
+    work, args = cell_run
+    files = [p for p in work.rglob("*") if p.is_file() and p.name != "input.yaml" and "algorithm_templates" not in p.parts]
+    before = {p: p.stat().st_mtime_ns for p in files}
+    assert run_auto3dseg.main(args) == 0
+    assert "up to date" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in files} == before
+
+
+def test_submit_refuses_nothing_silently_when_a_map_is_missing(cell_run, tmp_path, capsys):
+    import shutil
+
+    work, _ = cell_run
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy)
+    ens = json.loads((copy / "ensemble_output" / "ensemble.json").read_text())
+    for it in ens["items"]:
+        it["probabilities"] = it["probabilities"].replace(str(work), str(copy))
+    Path(ens["items"][0]["probabilities"]).unlink()
+    (copy / "ensemble_output" / "ensemble.json").write_text(json.dumps(ens))
+    rc = run_auto3dseg.main(["--mode", "submit", "--work_dir", str(copy), "--force"])
+    assert rc == 1 and "FileNotFoundError" in capsys.readouterr().out + json.dumps(
+        json.loads((copy / "submission" / "submission_report.json").read_text()))
+
+
+@pytest.mark.parametrize("algo", NETWORKS)
+def test_one_2d_epoch_of_each_network(algo, cell_run, converted_cells, tmp_path):
+    work, _ = cell_run
+    out, _ = converted_cells
+    dl = json.loads((out / "datalist.json").read_text())
+    small = dict(dl, training=[it for it in dl["training"] if "large" not in it["image"]][:3])
+    for i, it in enumerate(small["training"]):
+        it["fold"] = int(i == 0)
+    path = tmp_path / "datalist.json"
+    path.write_text(json.dumps(small))
+    stats = yaml.safe_load((work / "datastats.yaml").read_text())
+    cfg = derive_hyper_parameters(algo, stats, small, datalist_path=path, dataroot=out, fold=0,
+                                  bundle_root=tmp_path / algo, num_epochs=1, patch_size=64)
+    cfg = apply_overrides(cfg, {"num_workers": 0, "sw_batch_size": 4, **{f"network#{k}": v for k, v in
+                                                                          TINY_NET[algo].items()}})
+    assert cfg["spatial_dims"] == 2 and len(cfg["patch_size"]) == 2
+    summary = training.train(cfg)
+    assert summary["epochs"] == 1 and summary["finished"] == "completed"
+    progress = yaml.safe_load((tmp_path / algo / "model" / "progress.yaml").read_text())
+    assert 0.0 <= progress[-1]["best_avg_dice_score"] <= 1.0
