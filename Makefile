@@ -13,12 +13,17 @@ WORKERS    ?= 2
 DEMO_TRAIN ?= --override num_workers=0 --override segresnet:network\#init_filters=16 \
               --override dints:network\#num_blocks=3 --override swinunetr:network\#feature_size=12
 
-.PHONY: venv test demo clean bench help
+# 2-D cells: one small segresnet per fold, long enough to separate some touching cells on a CPU
+DEMO_CELLS ?= --algos segresnet --num_epochs 50 --patch_size 96 --override num_workers=0 \
+              --override segresnet:network\#init_filters=16 --override num_patches_per_image=8 \
+              --override num_epochs_per_validation=25 --override learning_rate=0.002
+
+.PHONY: venv test demo demo-cellmap demo-cells clean bench help
 
 help:
-	@echo "make demo   set up .venv, generate the built-in synthetic CellMap data and run the pipeline"
-	@echo "            (convert, analyze, generate, train 3 networks x 2 folds, ensemble, submission, local"
-	@echo "            score; a few CPU minutes)"
+	@echo "make demo   set up .venv, generate the built-in synthetic CellMap data and 2-D cells, and run the"
+	@echo "            pipeline on both (convert, analyze, generate, train, ensemble, submission, local score;"
+	@echo "            a few CPU minutes). make demo-cellmap / make demo-cells run one of them."
 	@echo "make test   set up .venv and run the test suite"
 	@echo "make bench  run the benchmarks in bench/ (slow)"
 	@echo "make clean  remove demo output and caches (keeps .venv)"
@@ -38,7 +43,14 @@ test: venv
 $(DEMO_DIR)/synthetic_cellmap/cases.json: | venv
 	$(PY) -m converters.synthetic --out $(DEMO_DIR)/synthetic_cellmap --force
 
-demo: venv $(DEMO_DIR)/synthetic_cellmap/cases.json
+$(DEMO_DIR)/synthetic_cells/cases.json: | venv
+	$(PY) -m converters.synthetic_cells --out $(DEMO_DIR)/synthetic_cells
+
+demo: demo-cellmap demo-cells
+	@echo
+	@echo "Demo finished: CellMap above, 2-D cells last."
+
+demo-cellmap: venv $(DEMO_DIR)/synthetic_cellmap/cases.json
 	$(PY) -m converters.convert_zarr_to_nifti \
 	    --datasplit $(DEMO_DIR)/synthetic_cellmap/datasplit.csv \
 	    --test_manifest $(DEMO_DIR)/synthetic_cellmap/test_crop_manifest.csv \
@@ -47,7 +59,7 @@ demo: venv $(DEMO_DIR)/synthetic_cellmap/cases.json
 	    --work_dir $(DEMO_DIR)/work_dir --workers 0 --num_epochs 2 --patch_size 32 $(DEMO_TRAIN) \
 	    --truth $(DEMO_DIR)/synthetic_cellmap/test_truth.zarr
 	@echo
-	@echo "Demo finished."
+	@echo "CellMap demo finished."
 	@echo "  built-in CellMap-like data:  $(DEMO_DIR)/synthetic_cellmap (cases: cases.json)"
 	@echo "  NIfTI images/labels:         $(DEMO_DIR)/nifti/images, $(DEMO_DIR)/nifti/labels"
 	@echo "  datalist:                    $(DEMO_DIR)/nifti/datalist.json"
@@ -59,10 +71,28 @@ demo: venv $(DEMO_DIR)/synthetic_cellmap/cases.json
 	@echo "  CellMap submission (zipped): $(DEMO_DIR)/work_dir/submission/submission.zip (report: submission_report.md)"
 	@echo "  local score vs test truth:   $(DEMO_DIR)/work_dir/submission/scores.md (and scores.json)"
 
+demo-cells: venv $(DEMO_DIR)/synthetic_cells/cases.json
+	$(PY) -m converters.convert_cells_to_nifti --images $(DEMO_DIR)/synthetic_cells/images \
+	    --labels $(DEMO_DIR)/synthetic_cells/labels --output_dir $(DEMO_DIR)/cells_nifti --num_folds 2 \
+	    --workers $(WORKERS) --no_progress
+	$(PY) run_auto3dseg.py --mode full --datalist $(DEMO_DIR)/cells_nifti/datalist.json \
+	    --work_dir $(DEMO_DIR)/cells_work_dir --workers 0 $(DEMO_CELLS) \
+	    --truth $(DEMO_DIR)/synthetic_cells/test_truth
+	@echo
+	@echo "Cell demo finished."
+	@echo "  built-in 2-D cells:          $(DEMO_DIR)/synthetic_cells (cases: cases.json; truth of test images: test_truth/)"
+	@echo "  NIfTI images/targets:        $(DEMO_DIR)/cells_nifti (report: conversion_report.md)"
+	@echo "  data review (read this):     $(DEMO_DIR)/cells_work_dir/datastats_review.md"
+	@echo "  bundles:                     $(DEMO_DIR)/cells_work_dir/segresnet_<fold>/"
+	@echo "  <stem>_label.tiff:           $(DEMO_DIR)/cells_work_dir/submission/labels/ (report: submission_report.md)"
+	@echo "  F1 (official rules):         $(DEMO_DIR)/cells_work_dir/submission/scores.md (and .json, .csv)"
+
 bench: venv
 	$(PY) bench/bench_convert.py
 	$(PY) bench/bench_training.py
 	$(PY) bench/bench_postprocess.py
+	$(PY) bench/bench_cells_postprocess.py
+	$(PY) bench/bench_cells_wsi.py
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache
