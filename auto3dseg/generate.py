@@ -83,6 +83,10 @@ def generate(work_dir: str | os.PathLike, datalist: str | os.PathLike, dataroot:
     modality = str(dl.get("modality", "em"))
     src = {"name": dl.get("name", "cellmap"), "modality": modality, "datalist": str(datalist),
            "dataroot": str(Path(dataroot).resolve())}
+    if not own and int(dl.get("spatial_dims") or 3) == 2:
+        print(f"note: {datalist} holds 2-D images (x, y, 1, channel); MONAI's official templates train 3-D "
+              "volumes and have not been tried on them here. The project's own templates (no --templates) build "
+              "2-D networks.", file=sys.stderr)
     if not own and modality.lower() not in ("ct", "mri"):
         # MONAI's official templates accept only ct or mri; mri means per-image z-score
         print(f"note: templates {templates} accept modality ct/mri only; writing modality 'mri' (z-score "

@@ -512,12 +512,16 @@ def size_outliers(shapes: Sequence[Sequence[int] | None], *, factor: float = 4.0
         return {}
     ndim = min(len(s) for s in valid)
     med = np.median(np.stack([s[:ndim] for s in valid]), axis=0)
+    # an axis one voxel thick in every image is the slice axis of 2-D data (x, y, 1), not an outlier
+    flat_axes = {ax for ax in range(ndim) if all(int(s[ax]) == 1 for s in valid)}
     out: dict[int, str] = {}
     for k, s in enumerate(shapes):
         if not s:
             continue
         reasons = []
         for ax in range(min(ndim, len(s))):
+            if ax in flat_axes:
+                continue
             n = int(s[ax])
             if n < min_voxels:
                 reasons.append(f"axis {ax} has {n} voxels (< {min_voxels})")

@@ -5,8 +5,9 @@ The challenge's test set has ~10,000 × 10,000 RGB images and its machine 28 GB 
 
 1. **data**: a ``--side``² RGB uint8 brightfield image (uncompressed TIFF, read
    memory-mapped), tiled from the built-in synthetic cells, with its truth;
-2. **model**: a tiny segresnet (init_filters 8, patch ``--patch``², ``--epochs`` epochs,
-   one fold) trained on the built-in synthetic cells — its accuracy is not the point;
+2. **model**: a tiny segresnet (init_filters 8, 3 levels of one block, patch ``--patch``²,
+   ``--epochs`` epochs, one fold) trained on the built-in synthetic cells — its accuracy is
+   not the point, the memory of stitching and post-processing a whole slide is;
 3. **convert**: ``python -m converters.convert_cells_to_nifti`` (normalisation, NIfTI);
 4. **predict**: ``run_auto3dseg.py --mode predict`` (sliding windows, output stitched on
    the CPU, written as a uint8 probability map);
@@ -128,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         ("", [PY, "run_auto3dseg.py", "--mode", "full", "--datalist", str(work / "train_nifti" / "datalist.json"),
               "--work_dir", str(model_dir), "--workers", "0", "--algos", "segresnet", "--num_fold", "1",
               "--num_epochs", str(args.epochs), "--patch_size", str(args.patch), "--override", "num_workers=0",
-              "--override", "segresnet:network#init_filters=8"]),
+              "--override", "segresnet:network#init_filters=8", "--override", "segresnet:network#blocks_down=[1,1,1]",
+              "--override", "segresnet:network#dsdepth=1"]),
         ("convert", [PY, "-m", "converters.convert_cells_to_nifti", "--images", str(slide.parent), "--output_dir",
                      str(work / "slide_nifti"), "--no_progress"]),
         ("predict", [PY, "run_auto3dseg.py", "--mode", "predict", "--work_dir", str(model_dir), "--algos", "segresnet",
@@ -149,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     peak = max(r["peak_rss_gib"] for r in pipeline)
     scores = json.loads((work / "slide_scores.json").read_text())
     lines = [f"Slide {args.side} x {args.side} RGB uint8 ({args.side ** 2 * 3 / 2**20:.0f} MiB), tiny segresnet "
-             f"(init_filters 8, patch {args.patch}², {args.epochs} epochs); set-up {setup_data:.0f} s.", "",
+             f"(init_filters 8, blocks_down [1,1,1], patch {args.patch}², {args.epochs} epochs); data set-up "
+             f"{setup_data:.0f} s.", "",
              "| step | seconds | peak RSS GiB |", "|---|---|---|"]
     lines += [f"| {r['step']} | {r['seconds']:.1f} | {r['peak_rss_gib']:.2f} |" for r in rows]
     lines += [f"| **file → _label.tiff** | **{total_s:.1f}** | **{peak:.2f}** |", "",

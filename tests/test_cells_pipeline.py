@@ -79,7 +79,7 @@ def test_second_run_redoes_nothing(cell_run, capsys):
     assert {p: p.stat().st_mtime_ns for p in files} == before
 
 
-def test_submit_refuses_nothing_silently_when_a_map_is_missing(cell_run, tmp_path, capsys):
+def test_submit_reports_a_missing_map_and_exits_nonzero(cell_run, tmp_path, capsys):
     import shutil
 
     work, _ = cell_run

@@ -247,3 +247,10 @@ def test_header_counts(reviewed):
     assert h["spacing_median"] == [8.0, 8.0, 8.0]
     assert h["shape_min"] == [16, 16, 3] and h["shape_max"] == [16, 16, 16]
     assert "**Cases analysed**: 5 of 5" in md.read_text()
+
+
+def test_2d_images_are_not_flagged_for_their_single_slice():
+    from auto3dseg.review import size_outliers
+
+    assert size_outliers([[192, 192, 1], [224, 160, 1], [200, 200, 1]]) == {}
+    assert "axis 2 has 1 voxels" in size_outliers([[64, 64, 30], [64, 64, 30], [64, 64, 1]])[2]
