@@ -93,7 +93,8 @@ def write_cell_submission(ensemble_manifest: str | os.PathLike, datalist: str | 
     for row in rows:
         want = shapes.get(row["input"])
         if row["status"] == "written" and want and row.get("shape") != want:
-            row.update(status="failed", error=f"output {row.get('shape')} differs from the image's original size {want}")
+            row.update(status="failed",
+                       error=f"output {row.get('shape')} differs from the image's original size {want}")
             Path(row["output"]).unlink(missing_ok=True)
         row["output"] = str(final / Path(row["output"]).name)
     (tmp / "postprocess_report.json").unlink(missing_ok=True)

@@ -157,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     big_ours, t_big_ours = _timed(cells_from_probabilities, u8, CHANNELS, CELL_CLASS_TABLE, None, 255.0)
     big_recipe, t_big_recipe = _timed(baseline_recipe, u8[0].astype(np.float32) / 255)
 
-    lines = ["| image | pixels | cells | F1 ours | F1 recipe on our maps | F1 recipe on baseline maps | s ours | s recipe |",
+    lines = ["| image | pixels | cells | F1 ours | F1 recipe on our maps | F1 recipe on baseline maps | s ours "
+             "| s recipe |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['image']} | {r['pixels']} | {r['cells']} | {r['ours_f1']:.4f} | "

@@ -253,8 +253,9 @@ def convert_cells(output_dir: str | os.PathLike, images_dir: str | os.PathLike,
     else:  # only unlabelled images: a datalist to predict with a trained work_dir, not to train on
         datalist.pop("num_folds")
         validation = {"ok": True, "prediction_only": True,
-                      "summary": {"warnings": ["no labelled image: this datalist can only be predicted (run_auto3dseg.py "
-                                               "--mode predict --work_dir <trained work_dir> --images ...)"]}}
+                      "summary": {"warnings": ["no labelled image: this datalist can only be predicted "
+                                               "(run_auto3dseg.py --mode predict --work_dir <trained work_dir> "
+                                               "--images ...)"]}}
     report = build_cell_report(ordered, settings, fold_info, validation, str(out.resolve()))
     _atomic_write_json(out / "conversion_report.json", report)
     _atomic_write_text(out / "conversion_report.md", render_cell_report_markdown(report))

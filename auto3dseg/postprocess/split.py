@@ -20,7 +20,7 @@ import itertools
 import math
 from collections.abc import Sequence
 
-import cc3d
+import cc3d  # noqa: F401 (the docstring example uses it)
 import edt
 import numpy as np
 from scipy.spatial import cKDTree
