@@ -15,17 +15,20 @@ Modes (each reads and writes --work_dir; every step keeps what an earlier run fi
             submission (<work_dir>/submission/submission.zarr + .zip), for 2-D cells one
             <stem>_label.tiff per testing image (<work_dir>/submission/labels/); with --truth, score it;
 * full      analyze → generate → train → ensemble (→ submit when the datalist has test
-            crops with labels to predict, or testing cell images), resuming whatever is done.
+            crops with labels to predict, or testing cell images), resuming whatever is done;
+* slurm     the same as a chain of SLURM jobs (prep, one array task per network and fold,
+            final), submitted from one command; run it again to submit only what is unfinished.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-MODES = ("validate", "analyze", "generate", "train", "ensemble", "predict", "submit", "full")
+MODES = ("validate", "analyze", "generate", "train", "ensemble", "predict", "submit", "full", "slurm")
 
 _EPILOG = """\
 training overrides: --override KEY=VALUE (repeatable) is passed to every bundle's training
@@ -38,6 +41,8 @@ examples:
   run_auto3dseg.py --mode full --datalist nifti/datalist.json --work_dir work_dir
   run_auto3dseg.py --mode train --work_dir work_dir --algo segresnet --fold 2 --gpus 0,1
   run_auto3dseg.py --mode predict --work_dir work_dir --images new/*.nii.gz --output_dir preds
+  run_auto3dseg.py --mode slurm --datalist nifti/datalist.json --work_dir /scratch/work_dir \
+      --slurm_partition gpu --slurm_gpus 1 --slurm_time 2-00:00:00 --test_manifest test_crop_manifest.csv
 """
 
 
@@ -68,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "(torchrun with one process per GPU when more than one)")
     g.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                    help="training override passed to each bundle (repeatable; see below)")
+    g.add_argument("--task_index", type=int, metavar="I",
+                   help="train only the I-th bundle of the work dir among --algos (names sorted), e.g. "
+                   "$SLURM_ARRAY_TASK_ID; --mode slurm passes it to its array tasks")
+    g.add_argument("--require_trained", action="store_true",
+                   help="ensemble/submit: stop with an error naming every bundle of --algos that is not trained "
+                   "instead of ensembling the others")
     g = p.add_argument_group("ensemble and prediction")
     g.add_argument("--ensemble_method", choices=["best_by_fold", "best_n"], default="best_by_fold",
                    help="MONAI ensemble: best network of each fold, or the N best bundles (default: best_by_fold)")
@@ -83,6 +94,22 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--truth", help="ground truth to score the submission against: a CellMap store, or the built-in "
                    "data's test_truth.zarr; for cells a folder of <stem>_label.tiff (official CellSeg F1); writes "
                    "<work_dir>/submission/scores.json and .md")
+    g = p.add_argument_group("SLURM (--mode slurm; each also read from AUTO3DSEG_SLURM_<NAME>, e.g. "
+                             "AUTO3DSEG_SLURM_PARTITION)")
+    g.add_argument("--slurm_partition", help="partition (default: the cluster's default)")
+    g.add_argument("--slurm_account", help="account to charge")
+    g.add_argument("--slurm_qos", help="quality of service")
+    g.add_argument("--slurm_gpus", type=int, help="GPUs per training task (default: 1 if the partition's nodes "
+                   "have GPUs, else 0 = train on CPUs); more than 1 trains with torchrun, one process per GPU")
+    g.add_argument("--slurm_cpus", type=int, help="CPUs per task (default: 8, or the largest node's if fewer); "
+                   "threads per process = CPUs / GPUs")
+    g.add_argument("--slurm_mem", help="memory per job, e.g. 64G (default: the partition's)")
+    g.add_argument("--slurm_time", help="time limit per job, e.g. 2-00:00:00 (default: the partition's); a task "
+                   "that runs out resumes from its last epoch when the command is run again")
+    g.add_argument("--slurm_args", help="extra sbatch arguments for every job; give them with =, e.g. "
+                   "--slurm_args=\"--constraint=a100 --exclusive\"")
+    g.add_argument("--dry_run", action="store_true", help="--mode slurm: print the sbatch commands and job "
+                   "scripts, submit nothing")
     p.add_argument("--force", action="store_true",
                    help="redo a finished step: analyze again, regenerate bundles (old ones moved to "
                    "<work_dir>/replaced/), retrain (old model/ moved aside), recompute ensemble maps")
@@ -134,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides = parse_overrides(args.override)
     except ValueError as exc:
         parser.error(str(exc))
-    if args.mode in ("validate", "analyze", "full") and not args.datalist:
+    if args.mode in ("validate", "analyze", "full", "slurm") and not args.datalist:
         parser.error(f"--mode {args.mode} needs --datalist")
     if args.mode == "predict" and not args.images:
         parser.error("--mode predict needs --images")
@@ -143,11 +170,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.mode in ("validate", "analyze", "generate", "full"):
+    if args.mode in ("validate", "analyze", "generate", "full", "slurm"):
         rc = _validate(datalist, dataroot)
         if rc or args.mode == "validate":
             return rc
     try:
+        if args.mode == "slurm":
+            return _slurm(args, datalist)
         return _run(args, datalist, dataroot, overrides)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -177,6 +206,8 @@ def _run(args: argparse.Namespace, datalist: str, dataroot: str, overrides: dict
         _step("train")
         algos = [args.algo] if args.algo else args.algos
         folds = None if args.fold is None else [args.fold]
+        if args.task_index is not None:
+            algos, folds = _task_bundle(work, algos, args.task_index)
         report = train_bundles(work, algos=algos, folds=folds, overrides=overrides, gpus=args.gpus,
                                force=args.force and mode == "train")
         print("\n".join(report.lines()))
@@ -188,6 +219,8 @@ def _run(args: argparse.Namespace, datalist: str, dataroot: str, overrides: dict
         print(f"\nnote: {datalist} has no testing items: nothing to ensemble or submit. Predict new images with "
               "--mode predict --images ...")
         return 0
+    if args.require_trained and mode in ("ensemble", "submit", "full"):
+        _check_trained(work, args.algos)
     if mode in ("ensemble", "predict", "full"):
         from auto3dseg.ensemble import run_ensemble
 
@@ -199,6 +232,82 @@ def _run(args: argparse.Namespace, datalist: str, dataroot: str, overrides: dict
         print(f"Probability maps: {manifest.parent} (channels and files in {manifest})")
     if mode == "submit" or (mode == "full" and _has_test_labels(datalist, args.test_manifest)):
         return _submit(args, work, datalist)
+    return 0
+
+
+def _task_bundle(work: Path, algos: Sequence[str], index: int) -> tuple[list[str], list[int]]:
+    """(algos, folds) selecting the ``index``-th bundle of ``work`` among ``algos``."""
+    from auto3dseg.slurm import bundle_names
+
+    names = bundle_names(work, algos)
+    if not 0 <= index < len(names):
+        raise ValueError(f"--task_index {index}: {work} has {len(names)} bundle(s) of {', '.join(algos)} "
+                         f"({', '.join(names) or 'none: run --mode generate first'}); valid indices are "
+                         f"0..{len(names) - 1}")
+    algo, _, fold = names[index].rpartition("_")
+    print(f"array task {index}: {names[index]}")
+    return [algo], [int(fold)]
+
+
+def _check_trained(work: Path, algos: Sequence[str]) -> None:
+    from auto3dseg.workdir import list_bundles
+
+    bundles = [b for b in list_bundles(work.resolve()) if b.algo in algos]
+    missing = [b.name for b in bundles if not b.done]
+    if not bundles:
+        raise RuntimeError(f"{work} has no bundle of {', '.join(algos)}: run --mode generate and train first")
+    if missing:
+        raise RuntimeError(f"not trained: {', '.join(missing)} (of {len(bundles)} bundles in {work}). Train them "
+                           "(--mode train, or run the same --mode slurm command again: it submits only what is "
+                           "unfinished) before ensembling")
+
+
+def _slurm(args: argparse.Namespace, datalist: str) -> int:
+    from auto3dseg import slurm
+
+    work = Path(args.work_dir).resolve()
+    flags = {"partition": args.slurm_partition, "account": args.slurm_account, "qos": args.slurm_qos,
+             "gpus": args.slurm_gpus, "cpus": args.slurm_cpus, "mem": args.slurm_mem, "time": args.slurm_time,
+             "args": args.slurm_args}
+    try:
+        partition = args.slurm_partition or os.environ.get("AUTO3DSEG_SLURM_PARTITION")
+        cluster = slurm.probe_cluster(partition)
+        res = slurm.resolve_resources(flags, cluster)
+    except slurm.SlurmError as exc:
+        if not args.dry_run:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"note: {exc}; the dry run assumes one GPU and 8 CPUs per task", file=sys.stderr)
+        res = slurm.resolve_resources(flags, slurm.ClusterInfo(8, 0, 1))
+    generate_args = [*(["--num_epochs", str(args.num_epochs)] if args.num_epochs else []),
+                     *(["--patch_size", str(args.patch_size)] if args.patch_size else []),
+                     *(["--templates", str(Path(args.templates).resolve()) if Path(args.templates).exists()
+                        else args.templates] if args.templates else [])]
+    train_args = [a for kv in args.override for a in ("--override", kv)]
+    ensemble_args = ["--ensemble_method", args.ensemble_method, "--n_best", str(args.n_best)]
+    submit_args = [*(["--truth", str(Path(args.truth).resolve())] if args.truth else []),
+                   *(["--test_manifest", str(Path(args.test_manifest).resolve())] if args.test_manifest else []),
+                   *(["--postprocess_params", str(Path(args.postprocess_params).resolve())]
+                     if args.postprocess_params else [])]
+    try:
+        result = slurm.submit_pipeline(work, datalist, res=res, algos=args.algos, num_fold=args.num_fold,
+                                       generate_args=generate_args, train_args=train_args, ensemble_args=ensemble_args,
+                                       submit_args=submit_args, submit=_has_test_labels(datalist, args.test_manifest),
+                                       dry_run=args.dry_run, force=args.force)
+    except slurm.SlurmError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        for (step, text), cmd in zip(result.scripts.items(), result.commands):
+            print(f"# --- {step}: {work / slurm.SLURM_DIR / (step + '.sbatch')}\n{text}")
+            print(" ".join(slurm.shlex.quote(c) for c in cmd) + "\n")
+        return 0
+    print(f"Submitted to SLURM for {work} ({len(result.bundles)} bundles; array tasks {result.array or 'none'}):")
+    for step, job in result.jobs.items():
+        print(f"  {step:6s} job {job}")
+    for note in result.notes:
+        print(f"  note: {note}")
+    print("\n".join(slurm.how_to_watch(result, work)))
     return 0
 
 

@@ -28,9 +28,12 @@ from auto3dseg.workdir import DONE_MARKER, Bundle, list_bundles, move_aside
 
 __all__ = [
     "TrainReport",
+    "available_cpus",
+    "device_note",
     "overrides_for",
     "parse_gpus",
     "select_bundles",
+    "threads_per_process",
     "train_bundle",
     "train_bundles",
     "training_command",
@@ -89,6 +92,47 @@ def parse_gpus(gpus: str | int | None) -> tuple[str | None, int]:
         return ",".join(ids), len(ids)
     n = int(text)
     return ",".join(str(i) for i in range(n)), n
+
+
+def available_cpus(environ: Mapping[str, str] | None = None) -> int:
+    """CPUs this process may use: the SLURM allocation, else the CPU affinity, else the count.
+
+    ``os.cpu_count()`` is the node's count: in a SLURM job of 8 CPUs on a 128-core node,
+    sizing threads and loader workers from it oversubscribes the allocation 16 times.
+    """
+    env = os.environ if environ is None else environ
+    if env.get("SLURM_CPUS_PER_TASK", "").isdigit():
+        return max(1, int(env["SLURM_CPUS_PER_TASK"]))
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1
+
+
+def threads_per_process(nproc: int, environ: Mapping[str, str] | None = None) -> int | None:
+    """OMP threads for each of ``nproc`` training processes inside a SLURM allocation
+    (its CPUs shared between them); None outside SLURM or when ``OMP_NUM_THREADS`` is set.
+
+    >>> threads_per_process(2, {"SLURM_CPUS_PER_TASK": "16"}), threads_per_process(1, {})
+    (8, None)
+    """
+    env = os.environ if environ is None else environ
+    if "OMP_NUM_THREADS" in env or not env.get("SLURM_CPUS_PER_TASK", "").isdigit():
+        return None
+    return max(1, available_cpus(env) // max(1, nproc))
+
+
+def device_note(gpus: str | int | None) -> str | None:
+    """What ``--gpus`` will do when it cannot mean GPUs (no CUDA device), or None."""
+    import torch
+
+    _, nproc = parse_gpus(gpus)
+    if torch.cuda.is_available() or gpus is None or str(gpus).strip().lower() in ("cpu", "0", "none", ""):
+        return None
+    if nproc > 1:
+        return (f"note: no CUDA device here: --gpus {gpus} runs {nproc} CPU processes (DistributedDataParallel with "
+                "gloo), which trains no faster than one; use --gpus cpu for a single CPU process")
+    return f"note: no CUDA device here: --gpus {gpus} trains on the CPU"
 
 
 def overrides_for(algo: str, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -167,6 +211,9 @@ def train_bundle(bundle: Bundle, *, overrides: Mapping[str, Any] | None = None, 
     env = os.environ.copy()
     if visible is not None:
         env["CUDA_VISIBLE_DEVICES"] = visible
+    threads = threads_per_process(nproc, env)
+    if threads:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_PROJECT_ROOT), env.get("PYTHONPATH", "")]))
     env.setdefault("PYTHONUNBUFFERED", "1")
     log_path = bundle.path / "training.log"
@@ -213,6 +260,9 @@ def train_bundles(work_dir: str | os.PathLike, *, algos: Sequence[str] | None = 
                                 + ": run --mode generate first")
     report = TrainReport()
     todo = [b for b in bundles if force or not b.done]
+    note = device_note(gpus) if todo else None
+    if note:
+        log(note)
     log(f"{len(bundles)} bundles: {len(bundles) - len(todo)} already trained, {len(todo)} to train")
     for i, b in enumerate(bundles, 1):
         if b in todo:

@@ -48,3 +48,27 @@ def converted_cells(synthetic_cells, tmp_path_factory) -> tuple[Path, dict]:
     report = convert_cells(out, synthetic_cells / "images", synthetic_cells / "labels", num_folds=2,
                            max_pixels=300_000, progress=False)
     return out, report
+
+
+@pytest.fixture(scope="session")
+def slurm(tmp_path_factory):
+    """A real single-node Slurm (tests/slurm_cluster.py), started once, stopped at the end;
+    ``SLURM_CONF`` is set for the session so that sbatch, squeue, ... talk to it."""
+    import os
+
+    from slurm_cluster import LocalSlurm, unavailable
+
+    why = unavailable()
+    if why:
+        pytest.skip(why)
+    cluster = LocalSlurm(tmp_path_factory.mktemp("slurm")).start()
+    old = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = str(cluster.conf)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        if old is None:
+            os.environ.pop("SLURM_CONF", None)
+        else:
+            os.environ["SLURM_CONF"] = old

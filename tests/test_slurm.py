@@ -1,0 +1,150 @@
+"""``--mode slurm`` on a real Slurm (tests/slurm_cluster.py), and the pieces it relies on."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import run_auto3dseg
+from auto3dseg import slurm as slurm_mod
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--algos", "segresnet", "--patch_size", "16", "--override", "num_workers=0",
+        "--override", "segresnet:network#init_filters=8", "--override", "segresnet:network#dsdepth=2"]
+
+
+def _submit(datalist: Path, work: Path, cwd: Path, *extra: str) -> subprocess.CompletedProcess:
+    """The submitter as a user runs it: another directory, this project's Python."""
+    cmd = [sys.executable, str(ROOT / "run_auto3dseg.py"), "--mode", "slurm", "--datalist", str(datalist),
+           "--work_dir", str(work), "--slurm_cpus", "1", *TINY, *extra]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=os.environ.copy())
+
+
+def _jobs(work: Path) -> dict[str, str]:
+    return json.loads((work / "slurm" / "jobs.json").read_text())["jobs"]
+
+
+def _time(text: str) -> float:
+    return time.mktime(time.strptime(text, "%Y-%m-%dT%H:%M:%S"))
+
+
+def test_slurm_chain_runs_prep_array_then_final_and_submits(slurm, converted, synthetic, tmp_path):
+    out, _ = converted
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    res = _submit(out / "datalist.json", work, elsewhere, "--num_epochs", "1",
+                  "--truth", str(synthetic / "test_truth.zarr"))
+    assert res.returncode == 0, res.stderr
+    jobs = _jobs(work)
+    assert set(jobs) == {"prep", "train", "final"} and "squeue -j" in res.stdout
+    again = _submit(out / "datalist.json", work, elsewhere, "--num_epochs", "1")
+    assert again.returncode == 2 and "still active" in again.stderr  # no second chain beside a running one
+    records = slurm.wait(list(jobs.values()))
+    states = {step: [r["JobState"] for r in records[j]] for step, j in jobs.items()}
+    assert states == {"prep": ["COMPLETED"], "train": ["COMPLETED", "COMPLETED"], "final": ["COMPLETED"]}, states
+    array_end = max(_time(r["EndTime"]) for r in records[jobs["train"]])
+    assert _time(records[jobs["final"]][0]["StartTime"]) >= array_end
+    assert (work / "submission" / "submission.zip").is_file() and (work / "submission" / "scores.json").is_file()
+    logs = sorted(p.name for p in (work / "logs").iterdir())
+    assert any(n.startswith("a3d-train-work-") for n in logs) and len(logs) == 4
+    assert not list(elsewhere.glob("*.out")) and not list(ROOT.glob("slurm-*.out"))
+    for b in ("segresnet_0", "segresnet_1"):
+        assert (work / b / "training_done.json").is_file()
+
+
+def test_slurm_cancelled_task_is_resubmitted_and_the_chain_finishes(slurm, converted, tmp_path):
+    out, _ = converted
+    work = tmp_path / "work"
+    res = _submit(out / "datalist.json", work, tmp_path, "--num_epochs", "12")
+    assert res.returncode == 0, res.stderr
+    jobs = _jobs(work)
+    last = work / "segresnet_0" / "model" / "last.pt"
+    deadline = time.time() + 300
+    while not last.is_file() and time.time() < deadline:
+        time.sleep(0.2)
+    assert last.is_file(), "task 0 never finished an epoch"
+    slurm.run("scancel", f"{jobs['train']}_0")
+    records = slurm.wait(list(jobs.values()))
+    task0 = [r for r in records[jobs["train"]] if r.get("ArrayTaskId") == "0"][0]
+    assert task0["JobState"] == "CANCELLED"
+    assert records[jobs["final"]][0]["JobState"] == "FAILED"  # it ran (afterany) and refused a partial ensemble
+    final_log = next((work / "logs").glob(f"a3d-final-work-{jobs['final']}.out")).read_text()
+    assert "not trained: segresnet_0" in final_log
+    assert not (work / "segresnet_0" / "training_done.json").is_file()
+
+    res = _submit(out / "datalist.json", work, tmp_path, "--num_epochs", "12")
+    assert res.returncode == 0, res.stderr
+    second = json.loads((work / "slurm" / "jobs.json").read_text())
+    assert set(second["jobs"]) == {"train", "final"} and second["array"] == "0"  # only what was unfinished
+    records = slurm.wait(list(second["jobs"].values()))
+    assert all(r["JobState"] == "COMPLETED" for recs in records.values() for r in recs), records
+    assert "resuming from epoch" in (work / "segresnet_0" / "training.log").read_text()
+    state = json.loads((work / "segresnet_0" / "training_done.json").read_text())
+    assert state["best_avg_dice_score"] is not None
+    assert (work / "ensemble_output" / "ensemble.json").is_file()
+
+
+def test_slurm_refuses_what_no_node_can_give(slurm, converted, tmp_path, capsys):
+    out, _ = converted
+    rc = run_auto3dseg.main(["--mode", "slurm", "--datalist", str(out / "datalist.json"), "--work_dir",
+                             str(tmp_path / "w"), "--slurm_cpus", "999"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "999 CPUs" in err and "largest node" in err
+    rc = run_auto3dseg.main(["--mode", "slurm", "--datalist", str(out / "datalist.json"), "--work_dir",
+                             str(tmp_path / "w"), "--slurm_gpus", "1"])
+    assert rc == 2 and "--slurm_gpus 0" in capsys.readouterr().err
+    assert not (tmp_path / "w" / "slurm").exists()
+
+
+# ----------------------------------------------------------------------------- no cluster needed
+def test_dry_run_prints_the_chain_and_writes_nothing(converted, tmp_path, capsys, monkeypatch):
+    out, _ = converted
+    monkeypatch.setattr(slurm_mod, "probe_cluster", lambda p=None: slurm_mod.ClusterInfo(16, 64000, 4, ["gpu"]))
+    rc = run_auto3dseg.main(["--mode", "slurm", "--datalist", str(out / "datalist.json"), "--work_dir",
+                             str(tmp_path / "w"), "--dry_run", "--slurm_partition", "gpu", "--slurm_time", "1-00:00:00",
+                             "--slurm_args=--constraint=a100", *TINY])
+    text = capsys.readouterr().out
+    assert rc == 0 and not (tmp_path / "w").exists()
+    sbatch = [line for line in text.splitlines() if line.startswith("sbatch ")]
+    assert len(sbatch) == 3
+    assert all("--partition=gpu" in s and "--time=1-00:00:00" in s and "--constraint=a100" in s for s in sbatch)
+    assert "--gres=gpu:1" in sbatch[1] and "--array=0,1" in sbatch[1] and "afterok:" in sbatch[1]
+    assert "afterany:" in sbatch[2] and "--kill-on-invalid-dep=yes" in sbatch[2]
+    assert "--gres" not in sbatch[0]  # analysis and generation need no GPU
+    assert f"{sys.executable} {ROOT / 'run_auto3dseg.py'}" in text  # absolute paths, any directory
+
+
+def test_resources_come_from_flags_then_environment_then_the_cluster():
+    cluster = slurm_mod.ClusterInfo(max_cpus=4, max_mem_mb=16000, max_gpus=0)
+    res = slurm_mod.resolve_resources({}, cluster, environ={})
+    assert (res.cpus_per_task, res.gpus_per_task, res.mem, res.time) == (4, 0, None, None)
+    env = {"AUTO3DSEG_SLURM_CPUS": "2", "AUTO3DSEG_SLURM_PARTITION": "short", "AUTO3DSEG_SLURM_MEM": "8G"}
+    res = slurm_mod.resolve_resources({"cpus": 3}, cluster, environ=env)
+    assert (res.cpus_per_task, res.partition, res.mem) == (3, "short", "8G")
+    with pytest.raises(slurm_mod.SlurmError, match="32G"):
+        slurm_mod.resolve_resources({"mem": "32G"}, cluster, environ={})
+
+
+def test_sbatch_scripts_hold_no_site_specific_resources():
+    for f in (ROOT / "sbatch").iterdir():
+        text = f.read_text()
+        assert not re.search(r"#SBATCH\s+--(gres|mem|time|cpus-per-task|partition|account|qos)", text), f.name
+        assert not re.search(r"gpu:\d", text), f.name
+
+
+def test_task_index_picks_the_work_dir_bundle_or_says_which_exist(tmp_path, capsys):
+    for name in ("segresnet_0", "segresnet_1", "dints_0"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "algo_object.json").write_text("{}")
+    assert run_auto3dseg._task_bundle(tmp_path, ["segresnet", "dints"], 2) == (["segresnet"], [1])
+    with pytest.raises(ValueError, match=r"3 bundle\(s\).*valid indices are 0..2"):
+        run_auto3dseg._task_bundle(tmp_path, ["segresnet", "dints"], 3)
+    with pytest.raises(RuntimeError, match="not trained: dints_0, segresnet_0, segresnet_1"):
+        run_auto3dseg._check_trained(tmp_path, ["segresnet", "dints"])
