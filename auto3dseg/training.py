@@ -77,7 +77,30 @@ def fold_items(datalist_path: str | os.PathLike, dataroot: str | os.PathLike, fo
     return train_items, val_items
 
 
-def _loader(items: list, transforms, cfg: Mapping[str, Any], rank: int, world: int, shuffle: bool):
+class _EpochItems(torch.utils.data.Dataset):
+    """Item ``epoch * n + index`` is item ``index`` with its random transforms seeded from (seed,
+    epoch, rank, index): the same patches whichever worker draws it and whatever came before."""
+
+    def __init__(self, ds, seed: int, rank: int):
+        self.ds, self.seed, self.rank = ds, seed, rank
+
+    def __getitem__(self, code: int):
+        epoch, index = divmod(int(code), len(self.ds))
+        entropy = [int(v) % 2**32 for v in (self.seed, epoch, self.rank, index)]
+        self.ds.transform.set_random_state(seed=int(np.random.SeedSequence(entropy).generate_state(1)[0]))
+        return self.ds[index]
+
+
+class _EpochSampler(torch.utils.data.distributed.DistributedSampler):
+    """``DistributedSampler`` (also for one process: order from (seed, epoch)) yielding ``epoch * n + index``."""
+
+    def __iter__(self):
+        return iter([self.epoch * len(self.dataset) + i for i in super().__iter__()])
+
+
+def _loader(items: list, transforms, cfg: Mapping[str, Any], rank: int, world: int, shuffle: bool,
+            seed: int | None = None):
+    """With ``seed`` (training), each item's augmentation depends on (seed, ``sampler.set_epoch``, rank, index)."""
     from monai.data import CacheDataset, DataLoader, Dataset, list_data_collate
 
     cache_rate = float(cfg.get("cache_rate", 0.0))
@@ -86,12 +109,18 @@ def _loader(items: list, transforms, cfg: Mapping[str, Any], rank: int, world: i
     else:
         ds = Dataset(items, transforms)
     sampler = None
-    if world > 1:
+    if seed is not None:
+        sampler = _EpochSampler(ds, num_replicas=world, rank=rank, shuffle=shuffle, seed=seed)
+        ds = _EpochItems(ds, seed, rank)
+    elif world > 1:
         sampler = torch.utils.data.distributed.DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=shuffle)
-    workers = max(0, min(int(cfg.get("num_workers", 4)), (os.cpu_count() or 1) // max(1, world)))
+    from auto3dseg.train_bundles import available_cpus  # the SLURM allocation, not the node's core count
+
+    workers = max(0, min(int(cfg.get("num_workers", 4)), available_cpus() // max(1, world)))
     return DataLoader(ds, batch_size=int(cfg.get("batch_size", 1)), shuffle=shuffle and sampler is None,
                       sampler=sampler, num_workers=workers, collate_fn=list_data_collate,
-                      persistent_workers=workers > 0, pin_memory=torch.cuda.is_available()), sampler
+                      persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(),
+                      generator=torch.Generator().manual_seed(seed or 0)), sampler
 
 
 # ----------------------------------------------------------------------------- model and loss
@@ -116,7 +145,8 @@ def _check_patch(cfg: Mapping[str, Any]) -> None:
     bad = [p for p in cfg["patch_size"] if int(p) % m]
     if bad:
         raise ValueError(f"patch_size {cfg['patch_size']}: every side must be a multiple of {m} for {cfg['algo']}; "
-                         f"edit {cfg.get('bundle_root', '')}/configs/hyper_parameters.yaml or pass --patch_size")
+                         f"edit {cfg.get('bundle_root', '')}/configs/hyper_parameters.yaml, or train with "
+                         f"--override patch_size=[...] (--patch_size applies when bundles are generated)")
 
 
 def train_step(model: nn.Module, batch: Mapping[str, torch.Tensor], loss_fn: nn.Module,
@@ -227,6 +257,20 @@ def _config_fingerprint(cfg: Mapping[str, Any]) -> dict:
     return {k: cfg.get(k) for k in CHECKPOINT_KEYS}
 
 
+def _rng_state() -> dict:
+    """This process's global random states: python, numpy, torch CPU and every CUDA device."""
+    cuda = {"cuda": torch.cuda.get_rng_state_all()} if torch.cuda.is_available() else {}
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(), **cuda}
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if torch.cuda.is_available() and len(state.get("cuda") or []) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
 def _dist_setup(cfg: Mapping[str, Any]) -> tuple[int, int, torch.device]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -320,7 +364,7 @@ def train(cfg: Mapping[str, Any]) -> dict:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(num_epochs))
     scaler = torch.amp.GradScaler("cuda") if (device.type == "cuda" and cfg.get("amp", True)) else None
     state = TrainState()
-
+    ckpt = None
     if cfg.get("resume", True) and last_path.is_file():
         ckpt = torch.load(last_path, map_location="cpu", weights_only=False)
         if ckpt.get("config") != _config_fingerprint(cfg):
@@ -356,7 +400,8 @@ def train(cfg: Mapping[str, Any]) -> dict:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     train_items, val_items = fold_items(cfg["data_list_file_path"], cfg["dataroot"], int(cfg["fold"]))
-    train_loader, sampler = _loader(train_items, training_transforms(cfg), cfg, rank, world, shuffle=True)
+    train_loader, sampler = _loader(train_items, training_transforms(cfg), cfg, rank, world, shuffle=True,
+                                   seed=int(cfg.get("seed", 0)))
     val_shard = val_items[rank::world]
     val_loader, _ = _loader(val_shard, validation_transforms(cfg), {**cfg, "batch_size": 1, "cache_rate": 0}, 0, 1,
                             shuffle=False)
@@ -371,11 +416,18 @@ def train(cfg: Mapping[str, Any]) -> dict:
               f"{cfg['output_activation']} output, {len(cfg['class_ids'])} classes, device {device}"
               + (f" x{world}" if world > 1 else ""))
 
+    if ckpt is not None:  # random streams last, so that building the rest does not consume them
+        rngs = ckpt.get("rng") or []
+        if len(rngs) == world:
+            _set_rng_state(rngs[rank])
+            sampler.set_epoch(int(ckpt.get("sampler_epoch", state.epoch - 1)))
+        elif rank == 0:
+            why = f"random states of {len(rngs)} processes, not {world}" if rngs else "no random state (older version)"
+            print(f"[{name}] note: {last_path.name} holds {why}; this resume is not exact")
     t_start = time.time()
     for epoch in range(state.epoch, num_epochs):
         t0 = time.time()
-        if sampler is not None:
-            sampler.set_epoch(epoch)
+        sampler.set_epoch(epoch)
         losses = []
         for batch in train_loader:
             losses.append(train_step(net, batch, loss_fn, optimizer, device, bool(cfg.get("amp", True)), scaler,
@@ -417,6 +469,9 @@ def train(cfg: Mapping[str, Any]) -> dict:
         elif state.epoch >= num_epochs:
             state.finished = "completed"
 
+        rngs = [_rng_state()] * world  # every process's, for its own resume
+        if world > 1:
+            torch.distributed.all_gather_object(rngs, rngs[0])
         if rank == 0:
             fp = _config_fingerprint(cfg)
             if improved:
@@ -429,7 +484,8 @@ def train(cfg: Mapping[str, Any]) -> dict:
                 write_yaml_atomic(ckpt_dir / "progress.yaml", progress)
             _atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
-                                "state": state.__dict__, "config": fp}, last_path)
+                                "state": state.__dict__, "config": fp,
+                                "rng": rngs, "sampler_epoch": sampler.epoch}, last_path)
             write_yaml_atomic(ckpt_dir / "training_state.yaml", {
                 "bundle": name, "epochs_done": state.epoch, "num_epochs": num_epochs, "finished": state.finished or None,
                 "best_avg_dice_score": state.best_metric, "best_epoch": state.best_epoch})
