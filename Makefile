@@ -10,14 +10,16 @@ TORCH_SPEC ?= torch==2.13.0
 DEMO_DIR   ?= demo_output
 WORKERS    ?= 2
 # CPU-sized networks for the demo (train-time overrides; the bundles' YAML keeps the defaults)
-DEMO_TRAIN ?= --override num_workers=0 --override segresnet:network\#init_filters=16 \
+DEMO_TRAIN ?= --override num_workers=0 --override num_iterations_per_epoch=3 \
+              --override segresnet:network\#init_filters=16 \
               --override dints:network\#num_blocks=3 --override swinunetr:network\#feature_size=12
 
 # 2-D cells: one small segresnet on the first of 2 folds, trained long enough on a CPU to separate
 # touching cells (with 2 folds x 50 epochs in the same time, F1 stayed near 0.14)
 DEMO_CELLS ?= --algos segresnet --num_fold 1 --num_epochs 100 --patch_size 96 --override num_workers=0 \
               --override segresnet:network\#init_filters=16 --override num_patches_per_image=8 \
-              --override num_epochs_per_validation=50 --override learning_rate=0.002
+              --override num_epochs_per_validation=50 --override learning_rate=0.002 \
+              --override num_iterations_per_epoch=2
 
 .PHONY: venv test demo demo-cellmap demo-cells clean bench help
 

@@ -61,7 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--algos", nargs="+", default=["segresnet", "dints", "swinunetr"], metavar="ALGO",
                    help="networks to generate/train/ensemble (default: segresnet dints swinunetr)")
     g.add_argument("--num_fold", type=int, help="folds to generate (default: the datalist's num_folds)")
-    g.add_argument("--num_epochs", type=int, help="epochs per bundle (default: derived from the data, ~40k iterations)")
+    g.add_argument("--num_epochs", type=int, help="epochs per bundle, 250 iterations each (default: 160, i.e. ~40k "
+                   "iterations, a GPU-sized budget)")
+    g.add_argument("--budget", help="training budget per bundle instead of --num_epochs: iterations (5000) or a time "
+                   "(30min, 2h, 1d), the epochs then fitted to it after the first one. A CPU user wants this. Applies "
+                   "at generation and, as an override, at training")
     g.add_argument("--patch_size", type=int, help="largest patch side (default per network: segresnet 128, dints 96, "
                    "swinunetr 96; rounded to what each network takes and capped at the median image size)")
     g.add_argument("--templates", help="algorithm templates: a folder or a URL (MONAI's official release); "
@@ -159,6 +163,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         overrides = parse_overrides(args.override)
+        if args.budget:
+            from auto3dseg.budget import parse_budget
+
+            parse_budget(args.budget)
+            overrides.setdefault("budget", args.budget)
     except ValueError as exc:
         parser.error(str(exc))
     if args.mode in ("validate", "analyze", "full", "slurm") and not args.datalist:

@@ -45,7 +45,7 @@ class CellmapBundleAlgo(BundleAlgo):
         """Write ``configs/hyper_parameters.yaml`` for fold ``kwargs['fold']``.
 
         The data source config (``input.yaml``) gives the datalist and data root, and may
-        carry ``num_epochs`` and ``patch_size`` (generation options of run_auto3dseg.py).
+        carry ``num_epochs``, ``patch_size`` and ``budget`` (generation options of run_auto3dseg.py).
         """
         fold = int(kwargs.get("fold", 0))
         with open(self.data_list_file) as fh:
@@ -56,7 +56,8 @@ class CellmapBundleAlgo(BundleAlgo):
             datalist = json.load(fh)
         cfg = derive_hyper_parameters(
             self.network or self.name, datastats, datalist, datalist_path=src["datalist"], dataroot=src["dataroot"],
-            fold=fold, bundle_root=output_path, num_epochs=src.get("num_epochs"), patch_size=src.get("patch_size"))
+            fold=fold, bundle_root=output_path, num_epochs=src.get("num_epochs"), patch_size=src.get("patch_size"),
+            budget=src.get("budget"))
         config_dir = Path(output_path) / "configs"
         config_dir.mkdir(parents=True, exist_ok=True)
         header = _HEADER.format(name=os.path.basename(output_path), datastats=data_stats_filename,

@@ -2,7 +2,8 @@
 
 :func:`derive_hyper_parameters` is what each template's ``fill_template_config`` calls:
 spacing, patch size, intensity normalisation, channels, classes, output activation and
-epochs come from ``datastats.yaml`` and the datalist; the rest are per-network defaults
+epochs (a budget of ~40k iterations in epochs of 250, unless told) come from ``datastats.yaml``
+and the datalist; the rest are per-network defaults
 a person can edit in the written YAML or override at train time (``--key=value``).
 """
 
@@ -16,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from auto3dseg.budget import DEFAULT_ITERATIONS, DEFAULT_ITERATIONS_PER_EPOCH, parse_budget
 from auto3dseg.networks import min_patch_side, patch_multiple
 from auto3dseg.transforms import channel_members
 
@@ -53,8 +55,8 @@ NETWORK_DEFAULTS: dict[str, dict[str, Any]] = {
 NETWORK_DEFAULTS_2D: dict[str, Any] = {"patch_size": 256, "batch_size": 4, "num_patches_per_image": 2,
                                        "sw_batch_size": 8}
 
-#: training iterations a run aims at; epochs = this / iterations per epoch, clipped
-TARGET_ITERATIONS = 40_000
+#: training iterations a run aims at when no budget is given (a GPU-sized figure)
+TARGET_ITERATIONS = DEFAULT_ITERATIONS
 
 
 def output_activation(datalist: Mapping[str, Any]) -> str:
@@ -113,14 +115,14 @@ def derive_intensity(modality: str, datastats: Mapping[str, Any] | None = None) 
     return {"mode": "zscore"}
 
 
-def derive_num_epochs(n_train: int, batch_size: int, target_iterations: int = TARGET_ITERATIONS) -> int:
-    """Epochs (passes over the training crops) to reach about ``target_iterations``.
+def derive_num_epochs(target_iterations: int = TARGET_ITERATIONS,
+                      iterations_per_epoch: int = DEFAULT_ITERATIONS_PER_EPOCH) -> int:
+    """Epochs of ``iterations_per_epoch`` batches that reach ``target_iterations``.
 
-    >>> derive_num_epochs(200, 1)
-    200
+    >>> derive_num_epochs(), derive_num_epochs(5000, 250)
+    (160, 20)
     """
-    per_epoch = max(1, math.ceil(n_train / max(1, batch_size)))
-    return int(min(1000, max(20, round(target_iterations / per_epoch))))
+    return max(1, math.ceil(int(target_iterations) / max(1, int(iterations_per_epoch))))
 
 
 def spatial_dims_of(datalist: Mapping[str, Any], median_shape: Sequence[float]) -> int:
@@ -138,8 +140,11 @@ def spatial_dims_of(datalist: Mapping[str, Any], median_shape: Sequence[float]) 
 def derive_hyper_parameters(algo: str, datastats: Mapping[str, Any], datalist: Mapping[str, Any], *,
                             datalist_path: str | os.PathLike, dataroot: str | os.PathLike, fold: int,
                             bundle_root: str | os.PathLike, num_epochs: int | None = None,
-                            patch_size: int | None = None) -> dict[str, Any]:
-    """Every value a bundle needs, derived from the data (see module docstring)."""
+                            patch_size: int | None = None, budget: str | int | None = None) -> dict[str, Any]:
+    """Every value a bundle needs, derived from the data (see module docstring).
+
+    ``budget`` (iterations such as ``40000``, or a time per bundle such as ``2h``) sets the
+    epochs instead of ``num_epochs``; see :mod:`auto3dseg.budget`."""
     if algo not in NETWORK_DEFAULTS:
         raise ValueError(f"unknown algorithm {algo!r}; expected one of {sorted(NETWORK_DEFAULTS)}")
     summary = datastats["stats_summary"]["image_stats"]
@@ -151,8 +156,11 @@ def derive_hyper_parameters(algo: str, datastats: Mapping[str, Any], datalist: M
     channels = round(float(summary["channels"]["max"]))
     table = datalist["class_table"]
     activation = output_activation(datalist)
-    n_train = sum(1 for it in datalist.get("training", []) if int(it.get("fold", -1)) != fold)
     batch = int(d["batch_size"])
+    parsed = parse_budget(budget)  # checked here, so that a typo fails at generation, not at training
+    ipe = DEFAULT_ITERATIONS_PER_EPOCH
+    epochs = int(num_epochs) if num_epochs else derive_num_epochs(
+        int(parsed["iterations"]) if parsed and "iterations" in parsed else TARGET_ITERATIONS, ipe)
     modality = str(datalist.get("modality", "em"))
     intensity = derive_intensity(modality, datastats)
     if datalist.get("intensity_range"):  # the converter normalised every image to this range already
@@ -176,7 +184,9 @@ def derive_hyper_parameters(algo: str, datastats: Mapping[str, Any], datalist: M
         "intensity": intensity,
         "patch_size": derive_patch_size(algo, median_shape, d["network"], patch_size or (
             d["patch_size"] if dims == 2 else None)),
-        "num_epochs": int(num_epochs) if num_epochs else derive_num_epochs(n_train, batch),
+        "num_epochs": epochs,
+        "num_iterations_per_epoch": ipe,
+        "budget": None if budget is None else str(budget),
         "num_epochs_per_validation": 1,
         "batch_size": batch,
         "num_patches_per_image": int(d["num_patches_per_image"]),

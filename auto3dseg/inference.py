@@ -20,7 +20,7 @@ from auto3dseg.bundle_config import load_bundle_config
 from auto3dseg.networks import as_list
 from auto3dseg.training import make_model
 
-__all__ = ["LARGE_VOLUME_VOXELS", "InferClass", "load_trained_model", "predict_array"]
+__all__ = ["LARGE_VOLUME_VOXELS", "InferClass", "load_trained_model", "mirror_pad", "predict_array"]
 
 #: above this many voxels the stitched output is kept on the CPU
 LARGE_VOLUME_VOXELS = 256**3
@@ -46,18 +46,34 @@ def load_trained_model(cfg: dict, device: torch.device, checkpoint: str | Path |
     return model.to(device).eval(), run_cfg
 
 
+def mirror_pad(image: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Pad ``[C, *S]`` to at least ``size`` per spatial axis, centred, by mirroring the image
+    (edge voxels repeated: numpy's ``symmetric``), so any pad width works, even wider than
+    the image. Axes already large enough are left alone (no copy when none needs padding).
+
+    >>> mirror_pad(torch.tensor([[1.0, 2.0, 3.0]]), [7])
+    tensor([[2., 1., 1., 2., 3., 3., 2.]])
+    """
+    spatial = image.shape[1:]
+    widths = [(0, 0)] + [((max(p, s) - s) // 2, max(p, s) - s - (max(p, s) - s) // 2) for p, s in zip(size, spatial)]
+    if not any(a or b for a, b in widths):
+        return image
+    arr = np.pad(image.detach().cpu().numpy(), widths, mode="symmetric")
+    return torch.from_numpy(arr).to(image.device)
+
+
 @torch.no_grad()
 def predict_array(model: torch.nn.Module, image: torch.Tensor, cfg: dict, device: torch.device,
                   output_device: torch.device | None = None) -> torch.Tensor:
     """Probabilities ``[C, *S]`` for a normalised image ``[in_ch, *S]`` (any size)."""
     from monai.inferers import sliding_window_inference
-    from monai.transforms import SpatialPad
 
     spatial = image.shape[1:]
     patch = [int(p) for p in cfg["patch_size"]]
-    # pad to at least one patch so the network sees the size it was trained on
-    padder = SpatialPad(spatial_size=[max(p, s) for p, s in zip(patch, spatial)], mode="constant", value=0)
-    x = padder(image).unsqueeze(0)
+    # pad to at least one patch so the network sees the size it was trained on, with the image's
+    # own mirror image: zeros would be a dark band no training patch showed (edge slices of a
+    # 10-slice SBEM volume scored Dice 0.04 and 0.00 against 0.45-0.54 inside with zeros)
+    x = mirror_pad(image, patch).unsqueeze(0)
     if output_device is None:
         output_device = device if int(np.prod(spatial)) <= LARGE_VOLUME_VOXELS else torch.device("cpu")
     use_amp = bool(cfg.get("amp", True)) and device.type == "cuda"
@@ -66,7 +82,7 @@ def predict_array(model: torch.nn.Module, image: torch.Tensor, cfg: dict, device
             x.to(output_device), patch, int(cfg.get("sw_batch_size", 2)), lambda t: as_list(model(t))[0].float(),
             overlap=float(cfg.get("sw_overlap", 0.25)), mode="gaussian", sw_device=device, device=output_device)
     logits = logits[0].float()
-    # undo the symmetric padding
+    # undo the centred padding
     starts = [(max(p, s) - s) // 2 for p, s in zip(patch, spatial)]
     logits = logits[(slice(None), *[slice(b, b + s) for b, s in zip(starts, spatial)])]
     if cfg.get("output_activation") == "softmax":

@@ -1,7 +1,9 @@
 """The one training engine behind every bundle (``scripts/train.py run`` calls :func:`run`).
 
-One epoch is one pass over the fold's training crops, ``num_patches_per_image`` class-
-balanced patches from each. After every epoch the full state goes to ``<ckpt_path>/last.pt``
+One epoch is ``num_iterations_per_epoch`` batches of class-balanced patches drawn from the
+fold's training crops (:mod:`auto3dseg.training_data`); how many epochs comes from
+``num_epochs`` or a ``budget`` of iterations or time (:mod:`auto3dseg.budget`), printed with
+its reason when training starts. After every epoch the full state goes to ``<ckpt_path>/last.pt``
 (written to a temporary name, then renamed), so a killed run resumes where it stopped.
 Validation runs sliding windows over whole validation crops and scores each class only on
 crops that annotate it; each new best goes to ``model.pt`` and ``progress.yaml``
@@ -12,7 +14,6 @@ Launched by ``torchrun`` (``WORLD_SIZE`` > 1), it trains with DistributedDataPar
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
@@ -26,9 +27,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from auto3dseg.budget import epochs_for_time, initial_plan, parse_budget
 from auto3dseg.bundle_config import load_bundle_config, write_yaml_atomic
 from auto3dseg.losses import DeepSupervisionLoss, MaskedDiceBCELoss, MaskedDiceCELoss
 from auto3dseg.networks import as_list, build_network, load_pretrained, patch_multiple
+from auto3dseg.training_data import fold_items, make_loader
+from auto3dseg.training_report import format_eta, plot_progress, tensorboard_writer
 
 __all__ = [
     "CHECKPOINT_KEYS",
@@ -53,74 +57,6 @@ INFERENCE_KEYS = CHECKPOINT_KEYS + ("class_names", "class_members", "patch_size"
 def run(config_file: str | Sequence[str], **override: Any) -> None:
     """Fire entry point: ``python scripts/train.py run --config_file=<yaml>[,<yaml>] --key=value``."""
     train(load_bundle_config(config_file, override))
-
-
-# ----------------------------------------------------------------------------- data
-def fold_items(datalist_path: str | os.PathLike, dataroot: str | os.PathLike, fold: int) -> tuple[list, list]:
-    """Training and validation items of ``fold`` with absolute paths (validation = items of
-    that fold; training = the rest). Numeric keys such as ``annotated_mask`` are kept."""
-    with open(datalist_path) as fh:
-        datalist = json.load(fh)
-    root = Path(dataroot)
-    train_items, val_items = [], []
-    for item in datalist.get("training", []):
-        it = dict(item)
-        for key in ("image", "label"):
-            if key in it and isinstance(it[key], str):
-                it[key] = str(root / it[key])
-        (val_items if int(it.get("fold", -1)) == int(fold) else train_items).append(it)
-    if not train_items:
-        raise ValueError(f"{datalist_path}: fold {fold} leaves no training items")
-    if not val_items:
-        raise ValueError(f"{datalist_path}: fold {fold} has no validation items; give every training item a "
-                         "'fold' (the converter does) or choose an existing fold")
-    return train_items, val_items
-
-
-class _EpochItems(torch.utils.data.Dataset):
-    """Item ``epoch * n + index`` is item ``index`` with its random transforms seeded from (seed,
-    epoch, rank, index): the same patches whichever worker draws it and whatever came before."""
-
-    def __init__(self, ds, seed: int, rank: int):
-        self.ds, self.seed, self.rank = ds, seed, rank
-
-    def __getitem__(self, code: int):
-        epoch, index = divmod(int(code), len(self.ds))
-        entropy = [int(v) % 2**32 for v in (self.seed, epoch, self.rank, index)]
-        self.ds.transform.set_random_state(seed=int(np.random.SeedSequence(entropy).generate_state(1)[0]))
-        return self.ds[index]
-
-
-class _EpochSampler(torch.utils.data.distributed.DistributedSampler):
-    """``DistributedSampler`` (also for one process: order from (seed, epoch)) yielding ``epoch * n + index``."""
-
-    def __iter__(self):
-        return iter([self.epoch * len(self.dataset) + i for i in super().__iter__()])
-
-
-def _loader(items: list, transforms, cfg: Mapping[str, Any], rank: int, world: int, shuffle: bool,
-            seed: int | None = None):
-    """With ``seed`` (training), each item's augmentation depends on (seed, ``sampler.set_epoch``, rank, index)."""
-    from monai.data import CacheDataset, DataLoader, Dataset, list_data_collate
-
-    cache_rate = float(cfg.get("cache_rate", 0.0))
-    if cache_rate > 0:
-        ds = CacheDataset(items, transforms, cache_rate=cache_rate, num_workers=0, progress=False)
-    else:
-        ds = Dataset(items, transforms)
-    sampler = None
-    if seed is not None:
-        sampler = _EpochSampler(ds, num_replicas=world, rank=rank, shuffle=shuffle, seed=seed)
-        ds = _EpochItems(ds, seed, rank)
-    elif world > 1:
-        sampler = torch.utils.data.distributed.DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=shuffle)
-    from auto3dseg.train_bundles import available_cpus  # the SLURM allocation, not the node's core count
-
-    workers = max(0, min(int(cfg.get("num_workers", 4)), available_cpus() // max(1, world)))
-    return DataLoader(ds, batch_size=int(cfg.get("batch_size", 1)), shuffle=shuffle and sampler is None,
-                      sampler=sampler, num_workers=workers, collate_fn=list_data_collate,
-                      persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(),
-                      generator=torch.Generator().manual_seed(seed or 0)), sampler
 
 
 # ----------------------------------------------------------------------------- model and loss
@@ -221,7 +157,7 @@ def validate(model: nn.Module, loader, cfg: Mapping[str, Any], device: torch.dev
         with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
             logits = sliding_window_inference(image, cfg["patch_size"], int(cfg.get("sw_batch_size", 2)),
                                               lambda x: as_list(model(x))[0], overlap=float(cfg.get("sw_overlap", 0.25)),
-                                              mode="gaussian")
+                                              mode="gaussian", padding_mode="replicate")  # never zeros
         logits = logits.float()
         prob = torch.softmax(logits, 1) if softmax else torch.sigmoid(logits)
         for b in range(prob.shape[0]):
@@ -240,6 +176,7 @@ class TrainState:
     """What ``last.pt`` holds besides the weights: enough to resume exactly."""
 
     epoch: int = 0  # epochs completed
+    planned_epochs: int = 0  # epochs this run will train (0: not decided yet, a time budget waits for epoch 1)
     best_metric: float = -1.0
     best_epoch: int = -1
     stale_validations: int = 0
@@ -296,45 +233,6 @@ def _lr_lambda(num_epochs: int, warmup: int = 3):
     return f
 
 
-def _plot_progress(history: list[dict], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [h["epoch"] for h in history]
-    fig, ax1 = plt.subplots(figsize=(7, 4))
-    ax1.plot(epochs, [h["loss"] for h in history], color="tab:blue", label="training loss")
-    ax1.set_xlabel("epoch")
-    ax1.set_ylabel("training loss", color="tab:blue")
-    val = [(h["epoch"], h["val_dice"]) for h in history if h.get("val_dice") is not None]
-    if val:
-        ax2 = ax1.twinx()
-        ax2.plot(*zip(*val), color="tab:orange", marker="o", ms=3, label="validation Dice")
-        ax2.set_ylabel("mean validation Dice", color="tab:orange")
-        ax2.set_ylim(0, 1)
-    ax1.set_title(title)
-    fig.tight_layout()
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
-    os.replace(tmp, path)
-
-
-def _tensorboard(log_dir: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard not installed: curves still go to progress.png
-        return None
-    return SummaryWriter(log_dir=str(log_dir))
-
-
-def _format_eta(seconds: float) -> str:
-    seconds = int(max(0, seconds))
-    h, rem = divmod(seconds, 3600)
-    return f"{h}h{rem // 60:02d}m" if h else f"{rem // 60}m{rem % 60:02d}s"
-
-
 # ----------------------------------------------------------------------------- the loop
 def train(cfg: Mapping[str, Any]) -> dict:
     """Train one bundle (one network on one fold); returns a summary dict.
@@ -360,7 +258,8 @@ def train(cfg: Mapping[str, Any]) -> dict:
     model = make_model(cfg).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=float(cfg["learning_rate"]),
                                   weight_decay=float(cfg.get("weight_decay", 1e-5)))
-    num_epochs = int(cfg["num_epochs"])
+    num_epochs, plan_reason = initial_plan(cfg)
+    time_budget = (parse_budget(cfg.get("budget")) or {}).get("minutes")
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(num_epochs))
     scaler = torch.amp.GradScaler("cuda") if (device.type == "cuda" and cfg.get("amp", True)) else None
     state = TrainState()
@@ -378,6 +277,9 @@ def train(cfg: Mapping[str, Any]) -> dict:
         if scaler is not None and ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
         state = TrainState(**ckpt["state"])
+        if state.planned_epochs and time_budget:  # the plan made after this run's first epoch holds
+            num_epochs, plan_reason = state.planned_epochs, f"time budget {time_budget:g} min, planned at epoch 1"
+            scheduler.lr_lambdas = [_lr_lambda(num_epochs)]
         if state.finished == "completed" and state.epoch < num_epochs:
             state.finished = ""  # num_epochs was raised since: go on
         if state.finished:
@@ -400,13 +302,13 @@ def train(cfg: Mapping[str, Any]) -> dict:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     train_items, val_items = fold_items(cfg["data_list_file_path"], cfg["dataroot"], int(cfg["fold"]))
-    train_loader, sampler = _loader(train_items, training_transforms(cfg), cfg, rank, world, shuffle=True,
-                                   seed=int(cfg.get("seed", 0)))
+    train_loader, sampler = make_loader(train_items, training_transforms(cfg), cfg, rank, world, shuffle=True,
+                                        seed=int(cfg.get("seed", 0)))
     val_shard = val_items[rank::world]
-    val_loader, _ = _loader(val_shard, validation_transforms(cfg), {**cfg, "batch_size": 1, "cache_rate": 0}, 0, 1,
-                            shuffle=False)
+    val_loader, _ = make_loader(val_shard, validation_transforms(cfg), {**cfg, "batch_size": 1, "cache_rate": 0},
+                                0, 1, shuffle=False)
     loss_fn = make_loss(cfg)
-    writer = _tensorboard(ckpt_dir / "tensorboard") if rank == 0 else None
+    writer = tensorboard_writer(ckpt_dir / "tensorboard") if rank == 0 else None
     patience = int(cfg.get("early_stop_patience", 0) or 0)
     val_every = max(1, int(cfg.get("num_epochs_per_validation", 1)))
     if rank == 0:
@@ -415,6 +317,9 @@ def train(cfg: Mapping[str, Any]) -> dict:
         print(f"[{name}] {len(train_items)} training / {len(val_items)} validation crops, patch {cfg['patch_size']}, "
               f"{cfg['output_activation']} output, {len(cfg['class_ids'])} classes, device {device}"
               + (f" x{world}" if world > 1 else ""))
+        print(f"[{name}] {num_epochs} epochs x {len(train_loader)} iterations of {cfg.get('batch_size', 1)} x "
+              f"{cfg.get('num_patches_per_image', 1)} patches ({plan_reason}; set --budget ITERATIONS or a time "
+              "such as 2h, or --override num_epochs=N num_iterations_per_epoch=N)")
 
     if ckpt is not None:  # random streams last, so that building the rest does not consume them
         rngs = ckpt.get("rng") or []
@@ -464,6 +369,13 @@ def train(cfg: Mapping[str, Any]) -> dict:
         entry["seconds"] = round(time.time() - t0, 3)
         state.history.append(entry)
         state.epoch = epoch + 1
+        if time_budget and not state.planned_epochs:  # the first epoch says how many fit in the time given
+            num_epochs = epochs_for_time(time_budget, entry["seconds"], num_epochs)
+            scheduler.lr_lambdas = [_lr_lambda(num_epochs)]
+            if rank == 0:
+                print(f"[{name}] time budget {time_budget:g} min, first epoch {entry['seconds']:.1f} s: "
+                      f"{num_epochs} epochs planned")
+        state.planned_epochs = num_epochs
         if patience and state.stale_validations >= patience:
             state.finished = "early_stopped"
         elif state.epoch >= num_epochs:
@@ -489,7 +401,7 @@ def train(cfg: Mapping[str, Any]) -> dict:
             write_yaml_atomic(ckpt_dir / "training_state.yaml", {
                 "bundle": name, "epochs_done": state.epoch, "num_epochs": num_epochs, "finished": state.finished or None,
                 "best_avg_dice_score": state.best_metric, "best_epoch": state.best_epoch})
-            _plot_progress(state.history, ckpt_dir / "progress.png", f"{name}: loss and validation Dice")
+            plot_progress(state.history, ckpt_dir / "progress.png", f"{name}: loss and validation Dice")
             if writer is not None:
                 writer.add_scalar("train/loss", mean_loss, state.epoch)
                 writer.add_scalar("train/lr", entry["lr"], state.epoch)
@@ -504,7 +416,7 @@ def train(cfg: Mapping[str, Any]) -> dict:
             val_txt = "" if entry["val_dice"] is None else f"  val Dice {entry['val_dice']:.4f}"
             print(f"[{name}] epoch {state.epoch}/{num_epochs}  loss {mean_loss:.4f}{val_txt}  "
                   f"best {state.best_metric:.4f} @{state.best_epoch}  lr {entry['lr']:.2e}  "
-                  f"{entry['seconds']:.1f}s  ETA {_format_eta(eta)}", flush=True)
+                  f"{entry['seconds']:.1f}s  ETA {format_eta(eta)}", flush=True)
         if state.finished:
             break
 

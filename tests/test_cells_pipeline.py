@@ -16,7 +16,7 @@ from auto3dseg import training
 from auto3dseg.bundle_config import apply_overrides, derive_hyper_parameters
 from auto3dseg.networks import NETWORKS
 
-TINY = ["--override", "num_workers=0", "--override", "segresnet:network#init_filters=8",
+TINY = ["--override", "num_workers=0", "--override", "num_iterations_per_epoch=2", "--override", "segresnet:network#init_filters=8",
         "--override", "segresnet:network#dsdepth=2", "--override", "sw_batch_size=4"]
 TINY_NET = {"segresnet": {"init_filters": 8, "dsdepth": 2}, "dints": {"num_blocks": 2, "num_depths": 2},
             "swinunetr": {"feature_size": 12}}
@@ -109,7 +109,7 @@ def test_one_2d_epoch_of_each_network(algo, cell_run, converted_cells, tmp_path)
     stats = yaml.safe_load((work / "datastats.yaml").read_text())
     cfg = derive_hyper_parameters(algo, stats, small, datalist_path=path, dataroot=out, fold=0,
                                   bundle_root=tmp_path / algo, num_epochs=1, patch_size=64)
-    cfg = apply_overrides(cfg, {"num_workers": 0, "sw_batch_size": 4, **{f"network#{k}": v for k, v in
+    cfg = apply_overrides(cfg, {"num_workers": 0, "sw_batch_size": 4, "num_iterations_per_epoch": 2, **{f"network#{k}": v for k, v in
                                                                           TINY_NET[algo].items()}})
     assert cfg["spatial_dims"] == 2 and len(cfg["patch_size"]) == 2
     summary = training.train(cfg)

@@ -31,7 +31,7 @@ def _bundle(converted, tmp_path: Path) -> Bundle:
     cfg = derive_hyper_parameters("segresnet", yaml.safe_load((work / "datastats.yaml").read_text()), dl,
                                   datalist_path=out / "datalist.json", dataroot=out, fold=0, bundle_root=path,
                                   num_epochs=2, patch_size=16)
-    cfg.update(num_workers=0, sw_batch_size=4)
+    cfg.update(num_workers=0, sw_batch_size=4, num_iterations_per_epoch=2)
     cfg["network"].update(init_filters=8, dsdepth=2)
     write_yaml_atomic(path / "configs" / "hyper_parameters.yaml", cfg)
     return Bundle(path, "segresnet", 0)

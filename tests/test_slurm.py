@@ -16,7 +16,7 @@ import run_auto3dseg
 from auto3dseg import slurm as slurm_mod
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--algos", "segresnet", "--patch_size", "16", "--override", "num_workers=0",
+TINY = ["--algos", "segresnet", "--patch_size", "16", "--override", "num_workers=0", "--override", "num_iterations_per_epoch=3",
         "--override", "segresnet:network#init_filters=8", "--override", "segresnet:network#dsdepth=2"]
 
 

@@ -99,7 +99,7 @@ def _bundle_cfg(converted, algo="segresnet", tmp_path=None, fold=0, **extra):
     root = (tmp_path or work) / f"{algo}_{fold}"
     cfg = derive_hyper_parameters(algo, yaml.safe_load(stats.read_text()), dl, datalist_path=out / "datalist.json",
                                   dataroot=out, fold=fold, bundle_root=root, num_epochs=2, patch_size=16)
-    cfg.update(num_workers=0, sw_batch_size=4)
+    cfg.update(num_workers=0, sw_batch_size=4, num_iterations_per_epoch=0)  # one pass per epoch
     cfg["network"].update(TINY_NETWORK[algo])
     cfg.update(extra)
     return cfg

@@ -32,7 +32,7 @@ def _bundle_cfg(converted, root: Path, **extra) -> dict:
     cfg = derive_hyper_parameters("segresnet", yaml.safe_load(stats.read_text()), dl,
                                   datalist_path=out / "datalist.json", dataroot=out, fold=0, bundle_root=root,
                                   num_epochs=3, patch_size=16)
-    cfg.update(num_workers=0, sw_batch_size=4, device="cpu")
+    cfg.update(num_workers=0, sw_batch_size=4, device="cpu", num_iterations_per_epoch=0)
     cfg["network"].update({"init_filters": 8, "dsdepth": 2})
     cfg.update(extra)
     return cfg

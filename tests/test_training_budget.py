@@ -1,0 +1,103 @@
+"""Epochs of a fixed number of iterations, and budgets of iterations or time."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+
+import run_auto3dseg
+from auto3dseg import budget as budget_mod
+from auto3dseg import training
+from auto3dseg.bundle_config import derive_hyper_parameters
+
+
+def _cfg(converted, tmp_path, **extra):
+    from auto3dseg.analyze import analyze
+
+    out, _ = converted
+    work = out.parent / "budget_work"
+    if not (work / "datastats.yaml").is_file():
+        analyze(out / "datalist.json", work, out, workers=0, validate=False)
+    dl = json.loads((out / "datalist.json").read_text())
+    cfg = derive_hyper_parameters("segresnet", yaml.safe_load((work / "datastats.yaml").read_text()), dl,
+                                  datalist_path=out / "datalist.json", dataroot=out, fold=0,
+                                  bundle_root=tmp_path / "segresnet_0", patch_size=16, budget=extra.pop("budget", None))
+    cfg.update(num_workers=0, sw_batch_size=4, device="cpu", num_epochs_per_validation=100)
+    cfg["network"].update(init_filters=8, dsdepth=2)
+    cfg.update(extra)
+    return cfg
+
+
+def _count_steps(monkeypatch) -> dict:
+    calls = {"n": 0}
+    real = training.train_step
+
+    def counting(*a, **k):
+        calls["n"] += 1
+        return real(*a, **k)
+
+    monkeypatch.setattr(training, "train_step", counting)
+    return calls
+
+
+def test_defaults_are_epochs_of_250_iterations_reaching_40k(converted, tmp_path):
+    cfg = _cfg(converted, tmp_path)
+    assert cfg["num_iterations_per_epoch"] == 250 and cfg["num_epochs"] == 160 and cfg["budget"] is None
+
+
+def test_an_epoch_is_a_fixed_number_of_iterations_whatever_the_items(converted, tmp_path, monkeypatch):
+    cfg = _cfg(converted, tmp_path, num_iterations_per_epoch=5, num_epochs=2)
+    n_items = len(training.fold_items(cfg["data_list_file_path"], cfg["dataroot"], 0)[0])
+    assert n_items < 5
+    calls = _count_steps(monkeypatch)
+    training.train(cfg)
+    assert calls["n"] == 10
+
+
+def test_an_iteration_budget_sets_the_epochs(converted, tmp_path, monkeypatch, capsys):
+    cfg = _cfg(converted, tmp_path, num_iterations_per_epoch=2, budget="6")
+    calls = _count_steps(monkeypatch)
+    summary = training.train(cfg)
+    assert summary["epochs"] == 3 and calls["n"] == 6
+    assert "budget 6 iterations / 2 per epoch" in capsys.readouterr().out
+
+
+def test_a_time_budget_plans_the_epochs_after_the_first_and_keeps_the_plan_on_resume(converted, tmp_path, monkeypatch,
+                                                                                      capsys):
+    seen = []
+
+    def plan(minutes, seconds, cap):
+        seen.append((minutes, seconds, cap))
+        return 3
+
+    monkeypatch.setattr(training, "epochs_for_time", plan)
+    cfg = _cfg(converted, tmp_path, num_iterations_per_epoch=1, budget="90min", num_epochs=40)
+    real_step, steps = training.train_step, {"n": 0}
+
+    def dying(*a, **k):
+        steps["n"] += 1
+        if steps["n"] > 2:  # die in epoch 3
+            raise KeyboardInterrupt
+        return real_step(*a, **k)
+
+    monkeypatch.setattr(training, "train_step", dying)
+    with pytest.raises(KeyboardInterrupt):
+        training.train(cfg)
+    assert len(seen) == 1 and seen[0][0] == 90 and seen[0][2] == 40 and seen[0][1] > 0
+    assert "3 epochs planned" in capsys.readouterr().out
+    state = torch.load(tmp_path / "segresnet_0" / "model" / "last.pt", weights_only=False)["state"]
+    assert state["planned_epochs"] == 3 and state["epoch"] == 2
+    monkeypatch.setattr(training, "train_step", real_step)
+    summary = training.train(cfg)
+    assert summary["epochs"] == 3 and summary["finished"] == "completed" and len(seen) == 1
+
+
+def test_budget_text_is_checked_when_given():
+    assert budget_mod.parse_budget("2h") == {"minutes": 120.0}
+    with pytest.raises(ValueError, match="30min, 2h"):
+        budget_mod.parse_budget("two hours")
+    with pytest.raises(SystemExit):
+        run_auto3dseg.main(["--mode", "train", "--work_dir", "nowhere", "--budget", "soon"])
