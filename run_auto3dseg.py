@@ -95,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "cells (auto3dseg/resources/postprocess_cells.yaml)")
     g.add_argument("--test_manifest", help="the challenge's test_crop_manifest.csv: write every (crop, label) it lists "
                    "(default: the test labels the converter recorded for each test image)")
+    g.add_argument("--score_rules", choices=["official", "strict"], default="official",
+                   help="CellMap scoring rules: the challenge's official scorer's figures (default), or stricter ones "
+                   "(per-crop means, too many objects = 0, no guessing of missing attributes); see the README table")
     g.add_argument("--truth", help="ground truth to score the submission against: a CellMap store, or the built-in "
                    "data's test_truth.zarr; for cells a folder of <stem>_label.tiff (official CellSeg F1); writes "
                    "<work_dir>/submission/scores.json and .md")
@@ -295,6 +298,7 @@ def _slurm(args: argparse.Namespace, datalist: str) -> int:
     train_args = [a for kv in args.override for a in ("--override", kv)]
     ensemble_args = ["--ensemble_method", args.ensemble_method, "--n_best", str(args.n_best)]
     submit_args = [*(["--truth", str(Path(args.truth).resolve())] if args.truth else []),
+                   *(["--score_rules", args.score_rules] if args.score_rules != "official" else []),
                    *(["--test_manifest", str(Path(args.test_manifest).resolve())] if args.test_manifest else []),
                    *(["--postprocess_params", str(Path(args.postprocess_params).resolve())]
                      if args.postprocess_params else [])]
@@ -375,11 +379,16 @@ def _submit(args: argparse.Namespace, work: Path, datalist: str) -> int:
 
         out = zip_path.parent / "scores.json"
         cached = json.loads(out.read_text()) if out.is_file() else None
-        if (cached and cached.get("truth") == str(args.truth) and not args.force
+        manifest = str(args.test_manifest) if args.test_manifest else None
+        if (cached and cached.get("truth") == str(args.truth) and cached.get("rules") == args.score_rules
+                and cached.get("test_manifest") == manifest and not args.force
                 and out.stat().st_mtime >= zip_path.stat().st_mtime):
-            scores = cached  # this submission was scored against this truth already
+            scores = cached  # this submission was scored against this truth, with these rules, already
+            for w in scores.get("warnings", []):
+                print(f"warning: {w.get('crop')}/{w.get('label')} [{w.get('kind')}]: {w.get('message')}",
+                      file=sys.stderr)
         else:
-            scores = score_submission(zip_path, args.truth)
+            scores = score_submission(zip_path, args.truth, rules=args.score_rules, test_manifest=args.test_manifest)
             write_scores(scores, out)
         print(format_scores_markdown(scores))
         print(f"Scores: {out} (and {out.with_suffix('.md')})")

@@ -48,6 +48,7 @@ __all__ = [
     "instance_score",
     "iou",
     "match_instances",
+    "max_weight_matching",
     "normalized_hausdorff",
     "overlap_table",
     "pair_hausdorff_distances",
@@ -190,12 +191,15 @@ def overlap_table(pred_ids: np.ndarray, truth_ids: np.ndarray) -> dict[str, np.n
     }
 
 
-def _assign(rows: np.ndarray, cols: np.ndarray, weight: np.ndarray, n_rows: int) -> np.ndarray:
+def max_weight_matching(rows: np.ndarray, cols: np.ndarray, weight: np.ndarray, n_rows: int) -> np.ndarray:
     """Indices of the edges of a maximum-weight one-to-one matching of a sparse bipartite graph.
 
-    The graph splits into connected components that are matched independently: a
-    component with one edge is matched as is, the others by Hungarian on their own small
-    dense table.
+    Edge ``i`` joins row ``rows[i]`` and column ``cols[i]`` with ``weight[i] > 0``. The
+    graph splits into connected components that are matched independently: a component
+    with one edge is matched as is, the others by Hungarian on their own small dense table.
+
+    >>> max_weight_matching(np.array([0, 0, 1]), np.array([0, 1, 0]), np.array([3.0, 2.0, 2.0]), 2).tolist()
+    [1, 2]
     """
     n_cols = int(cols.max()) + 1
     graph = coo_matrix((np.ones(rows.size, np.int8), (rows, n_rows + cols)),
@@ -254,7 +258,7 @@ def match_instances(pred_ids: np.ndarray, truth_ids: np.ndarray
     n_pred, n_truth = int(tab["pred"].size), int(tab["truth"].size)
     if tab["rows"].size == 0:
         return np.zeros((0, 2), np.int64), np.zeros(0, np.float64), n_pred, n_truth
-    edges = _assign(tab["rows"], tab["cols"], tab["iou"] + _MATCH_BONUS, n_truth)
+    edges = max_weight_matching(tab["rows"], tab["cols"], tab["iou"] + _MATCH_BONUS, n_truth)
     pairs = np.stack([tab["pred"][tab["cols"][edges]], tab["truth"][tab["rows"][edges]]], axis=1)
     return pairs.astype(np.int64), tab["iou"][edges], n_pred, n_truth
 

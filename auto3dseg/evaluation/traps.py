@@ -1,0 +1,225 @@
+"""Warnings for submissions that score badly, or too well, for a reason no model earned.
+
+Every check returns a list of warnings, each ``{"crop", "label", "kind", "message"}``
+(see :func:`make_warning`); :mod:`auto3dseg.evaluation.score` collects them under both
+rule sets into the JSON ``warnings`` list, the Markdown report and stderr.
+
+=====================  ==============================================================
+kind                   raised when
+=====================  ==============================================================
+``axis_order``         the array lies outside the crop as written, or its foreground
+                       shares under half of the smaller of it and the truth's foreground
+                       as written but at least half (and twice as much) with its
+                       ``translation`` and/or ``voxel_size`` read the other way round
+``outside_crop``       the array does not reach the crop at all, either way round
+``label_is_group``     the label is a group (e.g. multiscale ``s0``): scored missing
+``bare_crop_dir``      a folder ``<N>/`` instead of ``crop<N>/``
+``uint8_wrapped``      an instance array in (u)int8 whose largest id is 255 and that has
+                       more connected components than ids: ids probably wrapped
+``missing_label``      a (crop, label) of the truth that the submission lacks
+``too_many_instances`` a crop with far too many predicted objects (skipped or failed)
+``skipped_everywhere`` an instance class whose every crop was skipped for too many
+                       objects: the official rules give it 1.0
+``float_semantic``     a semantic array with values strictly between 0 and 1
+``no_translation``     / ``no_voxel_size``: the attribute is absent
+``truth_unknown``      a semantic truth with value 255 (official: foreground)
+``not_in_manifest``    / ``no_truth`` / ``grid_mismatch``: truth and manifest disagree
+=====================  ==============================================================
+
+>>> make_warning(101, "ves", "missing_label", "not in the submission")["kind"]
+'missing_label'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import cc3d
+import numpy as np
+
+from converters.geometry import Grid
+
+__all__ = [
+    "axis_order_warnings",
+    "format_warning",
+    "make_warning",
+    "skipped_class_warnings",
+    "uint8_wrap_warnings",
+    "value_warnings",
+]
+
+# Share of the smaller foreground (prediction or truth) that marks a placement as right.
+MIN_SWAP_OVERLAP = 0.5
+Placer = Callable[[Sequence[float] | None, Sequence[float] | None], np.ndarray]
+
+
+def make_warning(crop: int | str, label: str, kind: str, message: str) -> dict[str, Any]:
+    """One warning record; ``crop`` is the crop number (or a folder name when it has none)."""
+    return {"crop": crop, "label": label, "kind": kind, "message": message}
+
+
+def format_warning(w: dict[str, Any]) -> str:
+    """The one-line form used on stderr and in the Markdown report.
+
+    >>> format_warning(make_warning(3, "er", "no_translation", "assumed 0"))
+    'crop3/er [no_translation]: assumed 0'
+    """
+    crop = f"crop{w['crop']}" if isinstance(w["crop"], int) else str(w["crop"])
+    return f"{crop}/{w['label']} [{w['kind']}]: {w['message']}"
+
+
+def _box(origin: Sequence[float], spacing: Sequence[float], shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    o, s, n = (np.asarray(v, float) for v in (origin, spacing, shape))
+    return o - s / 2, o + (n - 0.5) * s
+
+
+def _overlaps(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> bool:
+    return bool(np.all(a[0] < b[1]) and np.all(b[0] < a[1]))
+
+
+def axis_order_warnings(crop: int, label: str, shape: Sequence[int], voxel_size: Sequence[float] | None,
+                        translation: Sequence[float] | None, target: Grid, placed: np.ndarray,
+                        truth: np.ndarray, place: Placer) -> list[dict[str, Any]]:
+    """Does the array's ``translation`` or ``voxel_size`` look written x, y, z?
+
+    Parameters
+    ----------
+    shape, voxel_size, translation
+        The submitted array's shape and attributes (None when absent).
+    target : Grid
+        The crop's grid.
+    placed : ndarray
+        The array as the active rules put it on ``target``.
+    truth : ndarray
+        The truth on ``target`` (foreground ``> 0``).
+    place : callable
+        ``place(voxel_size, translation)`` → the array on ``target`` with other attributes,
+        by the active rules (called only when the placement as written shares under half).
+
+    Examples
+    --------
+    >>> g = Grid((4.0, 4.0, 4.0), (8.0, 8.0, 8.0), (2, 2, 2))
+    >>> w = axis_order_warnings(1, "er", (2, 2, 2), (8, 8, 8), (4.0, 4.0, 9004.0), g,
+    ...                         np.zeros((2, 2, 2)), np.ones((2, 2, 2)), lambda v, t: np.ones((2, 2, 2)))
+    >>> [x["kind"] for x in w]
+    ['outside_crop']
+    """
+    if translation is None:
+        return []
+    vs = tuple(voxel_size) if voxel_size is not None else tuple(target.spacing)
+    tr = tuple(translation)
+    crop_box = _box(target.origin, target.spacing, target.shape)
+    variants = [(name, v, t) for name, v, t in (
+        ("translation", vs, tr[::-1]), ("voxel_size", vs[::-1], tr), ("translation and voxel_size", vs[::-1], tr[::-1]))
+        if (v, t) != (vs, tr)]
+    if voxel_size is None:
+        variants = [x for x in variants if x[0] == "translation"]
+    written = f"translation {list(tr)}" + (f", voxel_size {list(vs)}" if voxel_size is not None else "")
+    if not _overlaps(_box(tr, vs, shape), crop_box):
+        for name, v, t in variants:
+            if _overlaps(_box(t, v, shape), crop_box):
+                return [make_warning(crop, label, "axis_order",
+                                     f"the array lies outside the crop as written ({written}), but inside it "
+                                     f"with its {name} read the other way round: {name} written x, y, z? "
+                                     "CellMap attributes are z, y, x")]
+        return [make_warning(crop, label, "outside_crop",
+                             f"the array ({written}, shape {list(shape)}) does not reach the crop "
+                             f"(translation {list(target.origin)}, shape {list(target.shape)}): it scores as empty")]
+    truth_fg = np.asarray(truth) > 0
+    n_truth = int(np.count_nonzero(truth_fg))
+
+    def shared(fg: np.ndarray) -> float:
+        n = min(int(np.count_nonzero(fg)), n_truth)
+        return int(np.count_nonzero(fg & truth_fg)) / n if n else 0.0
+
+    as_written = shared(np.asarray(placed) > 0)
+    if not variants or not n_truth or as_written >= MIN_SWAP_OVERLAP:
+        return []
+    for name, v, t in variants:
+        if not _overlaps(_box(t, v, shape), crop_box):
+            continue
+        try:
+            swapped = shared(np.asarray(place(v, t)) > 0)
+        except ValueError:
+            continue
+        if swapped >= MIN_SWAP_OVERLAP and swapped >= 2 * as_written:
+            return [make_warning(crop, label, "axis_order",
+                                 f"its foreground shares {as_written:.0%} of the smaller of it and the truth's as "
+                                 f"written ({written}) but {swapped:.0%} with its {name} read the other way round: "
+                                 f"{name} written x, y, z? CellMap attributes are z, y, x")]
+    return []
+
+
+def uint8_wrap_warnings(crop: int, label: str, src: np.ndarray) -> list[dict[str, Any]]:
+    """An 8-bit instance array whose ids look wrapped (largest id 255, more components than ids).
+
+    >>> a = np.zeros((1, 1, 6), np.uint8); a[0, 0, 0] = 255; a[0, 0, 2] = 255; a[0, 0, 4] = 1
+    >>> [w["kind"] for w in uint8_wrap_warnings(1, "ves", a)]
+    ['uint8_wrapped']
+    """
+    if src.dtype not in (np.uint8, np.int8) or src.size == 0 or int(src.max()) < 127:
+        return []
+    if int(src.max()) != (255 if src.dtype == np.uint8 else 127):
+        return []
+    n_ids = int(np.count_nonzero(np.unique(src)))
+    n_cc = int(cc3d.connected_components(np.ascontiguousarray(src), return_N=True)[1])
+    if n_cc <= n_ids:
+        return []
+    return [make_warning(crop, label, "uint8_wrapped",
+                         f"instance ids in {src.dtype} reach {int(src.max())} and {n_cc} connected pieces share "
+                         f"{n_ids} ids: ids probably wrapped, so distinct objects share an id "
+                         "(write instances as uint16/uint32)")]
+
+
+def value_warnings(crop: int, label: str, kind: str, src: np.ndarray, rules: str) -> list[dict[str, Any]]:
+    """A semantic array with values strictly between 0 and 1 (how each rule set reads it).
+
+    >>> [w["kind"] for w in value_warnings(1, "er", "semantic", np.array([0.0, 0.3, 1.0]), "official")]
+    ['float_semantic']
+    """
+    if kind != "semantic" or src.dtype.kind != "f":
+        return []
+    n = int(np.count_nonzero((src > 0) & (src < 1)))
+    if not n:
+        return []
+    how = ("the official rules count every value above 0 as foreground at the crop's voxel size "
+           "(above 0.5 only after resampling)" if rules == "official"
+           else "the strict rules count values above 0 on the crop's own lattice, above 0.5 after interpolation")
+    return [make_warning(crop, label, "float_semantic",
+                         f"{n} voxels hold values strictly between 0 and 1 ({src.dtype}); {how}: write 0/1")]
+
+
+def skipped_class_warnings(records: Sequence[dict[str, Any]], labels: dict[str, dict[str, Any]],
+                           rules: str) -> list[dict[str, Any]]:
+    """Crops skipped for too many objects, and classes skipped in every crop.
+
+    >>> recs = [{"crop": 1, "label": "ves", "kind": "instance", "status": "skipped_too_many_instances",
+    ...          "n_pred": 900, "n_truth_max_id": 2}]
+    >>> [w["kind"] for w in skipped_class_warnings(recs, {"ves": {"score": 1.0}}, "official")]
+    ['too_many_instances', 'skipped_everywhere']
+    """
+    out = []
+    bad = ("skipped_too_many_instances", "too_many_instances")
+    for r in records:
+        if r.get("kind") == "instance" and r["status"] in bad:
+            if rules == "official":
+                what = (f"{r.get('n_pred')} predicted objects against a truth whose largest id is "
+                        f"{r.get('n_truth_max_id')} ({r.get('reason', 'too many predicted objects')}); skipped: "
+                        "the crop adds nothing to the class")
+            else:
+                what = (f"{r.get('n_pred')} predicted objects for {r.get('n_truth')} true ones; scored 0 "
+                        "(the official rules skip such a crop instead)")
+            out.append(make_warning(r["crop"], r["label"], "too_many_instances", what))
+    for name, entry in labels.items():
+        rows = [r for r in records if r["label"] == name]
+        if rows and rows[0].get("kind") == "instance" and all(r["status"] in bad for r in rows):
+            if rules == "official":
+                msg = (f"every crop ({len(rows)}) was skipped for too many predicted objects, so the class "
+                       f"scores {entry['score']} by the official rules: a figure the leaderboard gives "
+                       "but no prediction earned")
+            else:
+                msg = (f"every crop ({len(rows)}) failed for too many predicted objects (0 here); the official "
+                       "rules skip such crops and would give the class 1.0")
+            out.append(make_warning(rows[0]["crop"] if len(rows) == 1 else "*", name, "skipped_everywhere", msg))
+    return out
