@@ -134,11 +134,11 @@ def parse_overrides(items: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def _validate(datalist: str, dataroot: str) -> int:
+def _validate(datalist: str, dataroot: str, analysis_only: bool = False) -> int:
     from datalists.validate import DatalistError, format_summary, validate_datalist
 
-    try:
-        summary = validate_datalist(datalist, dataroot)
+    try:  # analysis needs no folds; everything that trains does
+        summary = validate_datalist(datalist, dataroot, allow_single_fold=analysis_only)
     except DatalistError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -183,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.mode in ("validate", "analyze", "generate", "full", "slurm"):
-        rc = _validate(datalist, dataroot)
+        rc = _validate(datalist, dataroot, analysis_only=args.mode == "analyze")
         if rc or args.mode == "validate":
             return rc
     try:

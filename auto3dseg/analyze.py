@@ -52,7 +52,7 @@ def analyze(
     datalist = Path(datalist)
     dataroot = Path(dataroot) if dataroot is not None else datalist.parent
     if validate:
-        validate_datalist(datalist, dataroot, check_files=True, check_shapes=True)
+        validate_datalist(datalist, dataroot, check_files=True, check_shapes=True, allow_single_fold=True)
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     final = work / DATASTATS

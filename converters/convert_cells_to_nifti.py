@@ -164,11 +164,12 @@ def _dry_run(sources: list[dict], problems: list[dict], settings: dict, num_fold
             "problems": [{"image": p["image"], "reason": p["reason"], "detail": p["detail"]} for p in problems]}
 
 
-def _validate(datalist: dict, root: Path) -> dict:
+def _validate(datalist: dict, root: Path, allow_single_fold: bool = False) -> dict:
     from datalists.validate import DatalistError, validate_datalist
 
     try:
-        return {"ok": True, "summary": validate_datalist(datalist, root, check_files=True, check_shapes=True)}
+        return {"ok": True, "summary": validate_datalist(datalist, root, check_files=True, check_shapes=True,
+                                                         allow_single_fold=allow_single_fold)}
     except DatalistError as exc:
         return {"ok": False, "problems": list(exc.problems)}
 
@@ -249,7 +250,7 @@ def convert_cells(output_dir: str | os.PathLike, images_dir: str | os.PathLike,
     datalist, items_meta, fold_info = build_cell_datalist(ordered, num_folds)
     _atomic_write_json(out / "datalist_items.json", items_meta)
     if datalist["training"]:
-        validation = _validate(datalist, out)
+        validation = _validate(datalist, out, allow_single_fold=num_folds < 2)
     else:  # only unlabelled images: a datalist to predict with a trained work_dir, not to train on
         datalist.pop("num_folds")
         validation = {"ok": True, "prediction_only": True,

@@ -11,7 +11,10 @@ Run ``python -m converters.convert_zarr_to_nifti --help`` for the options. The s
    neighbour, to ``--target_spacing`` on the crop's physical box; written atomically;
    finished crops are skipped on a re-run.
 5. **Folds, datalist, report**: ``datalist.json`` (validated), ``datalist_items.json``
-   (per-item strings MONAI must not see), ``conversion_report.{json,md}``.
+   (per-item strings MONAI must not see), ``conversion_report.{json,md}``. With fewer
+   crops than folds, crops are cut into spatial folds before step 4
+   (:func:`converters.folds.plan_spatial_folds`): slabs along the longest axis, one fold
+   each, ``--fold_gap`` voxels apart.
 
 Output axis order: NIfTI arrays are x, y, z with a diagonal affine in nm carrying the
 voxel size and the crop's physical origin (see :mod:`converters.geometry`).
@@ -44,22 +47,22 @@ from converters.class_mapping import (
     cellmap_lookup,
     default_classes,
 )
-from converters.datalist_writer import build_datalist
+from converters.datalist_writer import build_datalist, tile_name
 from converters.em_level import choose_em_level
+from converters.folds import DEFAULT_FOLD_GAP, CropExtent, SpatialSplit, SplitPlan, plan_spatial_folds
 from converters.geometry import (
     Grid,
     grid_from_extent,
     nifti_affine,
     output_grid,
     source_coordinates,
-    split_into_tiles,
+    split_into_fold_tiles,
 )
 from converters.labels import label_source, lookup
-from converters.report import build_report, dry_run_report, render_report_markdown
+from converters.report import build_report, dry_run_report, render_dry_run_text, render_report_markdown
 from converters.resample import resample_into
 
 __all__ = ["ConvertSettings", "convert", "convert_crop", "choose_em_level", "main"]
-
 
 
 class SettingsMismatch(RuntimeError):
@@ -111,10 +114,6 @@ def _record_base(src: cz.CropSource | cz.TestCrop, kind: str) -> dict:
             "warnings": [], "items": []}
 
 
-def _tile_name(name: str, i: int, n: int) -> str:
-    return name if n == 1 else f"{name}_t{i:03d}"
-
-
 def _convert_image_tile(em_arr: zarr.Array, level: cz.Level, tile: Grid) -> tuple[np.ndarray, int]:
     image = np.empty(tile.shape, dtype=em_arr.dtype)
     coords = source_coordinates(tile, level.translation, level.scale)
@@ -123,17 +122,20 @@ def _convert_image_tile(em_arr: zarr.Array, level: cz.Level, tile: Grid) -> tupl
 
 
 def convert_crop(src: cz.CropSource, settings: ConvertSettings, output_dir: str | os.PathLike,
-                 inspected: tuple | None = None) -> dict:
+                 inspected: tuple | None = None, split: SpatialSplit | None = None) -> dict:
     """Convert one training crop; return its record (verdict, items, statistics).
 
     ``inspected`` is the crop's :func:`~converters.cellmap_zarr.crop_annotation` result
     when the caller already has it (it lists every class array's chunks: not worth twice).
-    Never raises for a bad crop: the record's verdict is ``"failed"`` with the reason.
+    ``split`` cuts the crop into spatial folds (slabs ``split.gap`` voxels apart); each
+    item then records its ``part``. Never raises for a bad crop: the record's verdict is
+    ``"failed"`` with the reason.
     """
     rec = _record_base(src, "train")
+    rec["split"] = split.to_dict() if split else None
     t0 = time.perf_counter()
     try:
-        _convert_crop(src, settings, Path(output_dir), rec, inspected)
+        _convert_crop(src, settings, Path(output_dir), rec, inspected, split)
     except Exception as exc:  # one bad crop must not abort the batch
         rec.update(verdict="failed", reason="error", detail=f"{type(exc).__name__}: {exc}",
                    traceback=traceback.format_exc(limit=4))
@@ -156,7 +158,7 @@ def _skip(rec: dict, reason: str, detail: str) -> dict:
 
 
 def _convert_crop(src: cz.CropSource, settings: ConvertSettings, out_dir: Path, rec: dict,
-                  inspected: tuple | None) -> None:
+                  inspected: tuple | None, split: SpatialSplit | None) -> None:
     gt = cz.open_readonly(src.gt_zarr)
     if src.gt_group not in gt:
         raise cz.CellMapFormatError(f"{src.gt_zarr}/{src.gt_group}: crop group not found")
@@ -166,9 +168,11 @@ def _convert_crop(src: cz.CropSource, settings: ConvertSettings, out_dir: Path, 
     rec["not_annotated"] = {n: s.reason for n, s in sorted(statuses.items()) if not s.annotated}
     if gt_grid is None:
         return _skip(rec, "no_ground_truth", "the crop has no readable class array (no multiscales with an s0 level)")
-    rec["gt_voxel_size"], rec["gt_translation"], rec["gt_shape"] = list(gt_grid.spacing), list(gt_grid.origin), list(gt_grid.shape)
+    rec["gt_voxel_size"], rec["gt_translation"] = list(gt_grid.spacing), list(gt_grid.origin)
+    rec["gt_shape"] = list(gt_grid.shape)
     if not rec["annotated"]:
-        return _skip(rec, "nothing_annotated", "no class is annotated in this crop (every class is all unknown or has no data)")
+        return _skip(rec, "nothing_annotated",
+                     "no class is annotated in this crop (every class is all unknown or has no data)")
     ids = annotated_ids(statuses, settings.class_table)
     rec["annotated_ids"] = ids
     if not ids:
@@ -196,14 +200,16 @@ def _convert_crop(src: cz.CropSource, settings: ConvertSettings, out_dir: Path, 
         rec["warnings"].append(f"labels composed from {how} (no 'all' array with data)")
     lut = cellmap_lookup(settings.class_table)
     em_arr = em_group[choice.level.path]
-    tiles = split_into_tiles(out.shape, settings.max_voxels)
-    n_pad = 0
+    tiles = (split_into_fold_tiles(out.shape, settings.max_voxels, split.parts, split.gap, split.axis) if split
+             else split_into_fold_tiles(out.shape, settings.max_voxels))
+    n_pad = n_written = 0
     counts = np.zeros(len(settings.class_table) + 1, dtype=np.int64)
     lo_hi = [np.inf, -np.inf]
-    for i, (start, stop) in enumerate(tiles):
+    for i, (start, stop, part) in enumerate(tiles):
         tile = out.sub_grid(start, stop)
         image, padded = _convert_image_tile(em_arr, choice.level, tile)
         n_pad += padded
+        n_written += tile.n_voxels
         lo, hi = fastremap.minmax(image)
         lo_hi = [min(lo_hi[0], lo), max(lo_hi[1], hi)]
         label = np.empty(tile.shape, dtype=lut.dtype)
@@ -212,9 +218,9 @@ def _convert_crop(src: cz.CropSource, settings: ConvertSettings, out_dir: Path, 
         values, n = fastremap.unique(label, return_counts=True)
         keep = values < counts.size
         np.add.at(counts, values[keep].astype(np.int64), n[keep])
-        name = _tile_name(src.name, i, len(tiles))
+        name = tile_name(src.name, i, len(tiles))
         item = {"image": f"images/{name}.nii.gz", "label": f"labels/{name}.nii.gz",
-                "tile_start": list(start), "tile_stop": list(stop),
+                "tile_start": list(start), "tile_stop": list(stop), "part": part,
                 "origin": list(tile.origin), "shape": list(tile.shape)}
         desc = f"{src.name} nm x,y,z"
         _write_nifti(out_dir / item["image"], image, tile, desc)
@@ -225,7 +231,7 @@ def _convert_crop(src: cz.CropSource, settings: ConvertSettings, out_dir: Path, 
         _cleanup_items(out_dir, rec)
         return _skip(rec, "constant_image",
                      f"the EM in this crop's region is constant ({lo_hi[0]}): no image content to learn from")
-    rec["padded_fraction"] = round(n_pad / out.n_voxels, 4)
+    rec["padded_fraction"] = round(n_pad / max(1, n_written), 4)
     if rec["padded_fraction"] > 0:
         rec["warnings"].append(f"{rec['padded_fraction']:.1%} of the crop lies outside the EM volume (padded with 0)")
     names = ["background"] + [r["name"] for r in settings.class_table]
@@ -251,7 +257,8 @@ def convert_test_crop(src: cz.TestCrop, settings: ConvertSettings, output_dir: s
         rec["output_grid"] = {"origin": list(out.origin), "spacing": list(out.spacing), "shape": list(out.shape)}
         em_group = cz.open_readonly(src.em_zarr)[src.em_group]
         levels = cz.read_levels(em_group, f"{src.em_zarr}/{src.em_group}")
-        choice = choose_em_level(em_group, levels, out, settings.target_spacing, settings.scale, settings.max_em_upsample)
+        choice = choose_em_level(em_group, levels, out, settings.target_spacing, settings.scale,
+                                 settings.max_em_upsample)
         rec["em_coverage"] = dict(choice.coverage)
         if choice.level is None:
             _skip(rec, choice.reason, choice.detail)
@@ -277,9 +284,9 @@ def convert_test_crop(src: cz.TestCrop, settings: ConvertSettings, output_dir: s
 
 # --------------------------------------------------------------------------- orchestration
 def _worker(job: tuple) -> dict:
-    kind, src, settings, output_dir, inspected = job
+    kind, src, settings, output_dir, inspected, split = job
     if kind == "train":
-        rec = convert_crop(src, settings, output_dir, inspected)
+        rec = convert_crop(src, settings, output_dir, inspected, split)
     else:
         rec = convert_test_crop(src, settings, output_dir)
     rec["settings_fingerprint"] = settings.fingerprint()
@@ -369,6 +376,7 @@ def convert(
     force: bool = False,
     dry_run: bool = False,
     progress: bool = True,
+    fold_gap: int = DEFAULT_FOLD_GAP,
 ) -> dict:
     """Convert crops and write the datalist and report; return the report dict.
 
@@ -384,6 +392,8 @@ def convert(
     classes : list of str, optional
         Class names to keep; default every most-specific class annotated in some crop.
     num_folds : int
+        Folds to make. With fewer crops than folds, crops are cut into slabs along their
+        longest axis, one fold each (see :func:`converters.folds.plan_spatial_folds`).
     scale : str
         EM level, ``"auto"`` or ``"sN"``.
     max_voxels : int, optional
@@ -395,13 +405,19 @@ def convert(
     force : bool
         Reconvert finished crops and accept different settings in ``output_dir``.
     dry_run : bool
-        Inspect and plan only; write nothing.
+        Inspect and plan only (tiles, their boxes and folds); write nothing.
+    progress : bool
+        Show a progress bar.
+    fold_gap : int
+        Output voxels left out between two spatial folds of one crop.
 
     Returns
     -------
     dict
         The report (also written as ``conversion_report.json``).
     """
+    if num_folds < 1 or fold_gap < 0:
+        raise ValueError(f"--num_folds must be >= 1 and --fold_gap >= 0, got {num_folds} and {fold_gap}")
     out_dir = Path(output_dir)
     inspected, inspect_errors = _inspect_all(crops)
     statuses = {name: found[1] for name, found in inspected.items()}
@@ -410,8 +426,10 @@ def convert(
         raise ValueError("no class is annotated in any crop: nothing to train on (see --dry_run for details)")
     settings = ConvertSettings(tuple(float(v) for v in target_spacing), scale, max_voxels, max_em_upsample,
                                build_class_table(names))
+    extents = _extents(crops, inspected, settings)
     if dry_run:
-        return dry_run_report(crops, test_crops, statuses, inspect_errors, settings)
+        plan = plan_spatial_folds(extents, num_folds, fold_gap)
+        return dry_run_report(crops, test_crops, statuses, inspect_errors, settings, extents, plan, num_folds)
     out_dir.mkdir(parents=True, exist_ok=True)
     _check_settings(out_dir, settings, force)
     for sub in ("images", "labels", "records"):
@@ -419,16 +437,65 @@ def convert(
     _atomic_write_json(out_dir / "conversion_settings.json", asdict(settings))
 
     fingerprint = settings.fingerprint()
+    done = {} if force else {s.name: _finished_record(out_dir, s.name, fingerprint) for s in [*crops, *test_crops]}
+    # crops a previous run skipped give no fold group: plan without them, as that run ended up doing
+    plan = plan_spatial_folds([e for e in extents if (done.get(e.name) or {}).get("verdict") != "skipped"],
+                              num_folds, fold_gap)
     records: dict[str, dict] = {}
     jobs = []
     for kind, items in (("train", crops), ("test", test_crops)):
         for src in items:
-            done = None if force else _finished_record(out_dir, src.name, fingerprint)
-            if done is not None:
-                done["resumed"] = True
-                records[src.name] = done
-            else:
-                jobs.append((kind, src, settings, str(out_dir), inspected.get(src.name)))
+            rec = done.get(src.name)
+            if rec is not None and (kind == "test" or rec["verdict"] != "converted"
+                                    or rec.get("split") == _split_dict(plan, src.name)):
+                rec["resumed"] = True
+                records[src.name] = rec
+                continue
+            if rec is not None:  # converted with other spatial folds: its files go
+                _cleanup_items(out_dir, rec)
+            jobs.append((kind, src, settings, str(out_dir), inspected.get(src.name), plan.split_of(src.name)))
+    records.update(_run_jobs(jobs, workers, progress))
+    # a crop skipped now leaves fewer fold groups than planned: cut the others again if that changes
+    converted = [r for r in (records[s.name] for s in crops) if r["verdict"] == "converted"]
+    replan = plan_spatial_folds([CropExtent(r["name"], r["dataset"], tuple(r["output_grid"]["shape"]))
+                                 for r in converted], num_folds, fold_gap)
+    redo = [s for s in crops if records[s.name]["verdict"] == "converted"
+            and records[s.name].get("split") != _split_dict(replan, s.name)]
+    for src in redo:
+        _cleanup_items(out_dir, records[src.name])
+    records.update(_run_jobs([("train", s, settings, str(out_dir), inspected.get(s.name), replan.split_of(s.name))
+                              for s in redo], workers, progress))
+
+    ordered = [records[s.name] for s in crops] + [records[s.name] for s in test_crops]
+    datalist, items_meta, fold_info = build_datalist(ordered, settings.class_table, settings.target_spacing,
+                                                     num_folds, replan.notes)
+    _atomic_write_json(out_dir / "datalist_items.json", items_meta)
+    _atomic_write_json(out_dir / "datalist.json", datalist)
+    validation = _validate(out_dir / "datalist.json", allow_single_fold=num_folds < 2)
+    report = build_report(ordered, settings, statuses, fold_info, validation, out_dir)
+    _atomic_write_json(out_dir / "conversion_report.json", report)
+    _atomic_write_text(out_dir / "conversion_report.md", render_report_markdown(report))
+    return report
+
+
+def _extents(crops: Sequence[cz.CropSource], inspected: dict, settings: ConvertSettings) -> list[CropExtent]:
+    """Output shapes of the crops that inspection says will convert (they make the fold groups)."""
+    out = []
+    for src in crops:
+        grid, statuses, _ = inspected.get(src.name, (None, {}, []))
+        if grid is not None and annotated_ids(statuses, settings.class_table):
+            out.append(CropExtent(src.name, src.dataset, output_grid(grid, settings.target_spacing).shape))
+    return out
+
+
+def _split_dict(plan: SplitPlan, name: str) -> dict | None:
+    split = plan.split_of(name)
+    return split.to_dict() if split else None
+
+
+def _run_jobs(jobs: Sequence[tuple], workers: int, progress: bool) -> dict[str, dict]:
+    """Run conversion jobs (in ``workers`` processes when more than one); their records by name."""
+    records: dict[str, dict] = {}
     bar = _progress(len(jobs), "Converting crops") if progress and jobs else None
     if workers > 1 and len(jobs) > 1:
         ctx = mp.get_context("spawn")
@@ -454,25 +521,17 @@ def convert(
                 bar.set_postfix_str(f"{job[1].name}: {rec['verdict']}")
     if bar:
         bar.close()
-
-    ordered = [records[s.name] for s in crops] + [records[s.name] for s in test_crops]
-    datalist, items_meta, fold_info = build_datalist(ordered, settings.class_table, settings.target_spacing, num_folds)
-    _atomic_write_json(out_dir / "datalist_items.json", items_meta)
-    _atomic_write_json(out_dir / "datalist.json", datalist)
-    validation = _validate(out_dir / "datalist.json")
-    report = build_report(ordered, settings, statuses, fold_info, validation, out_dir)
-    _atomic_write_json(out_dir / "conversion_report.json", report)
-    _atomic_write_text(out_dir / "conversion_report.md", render_report_markdown(report))
-    return report
+    return records
 
 
-def _validate(datalist_path: Path) -> dict:
+def _validate(datalist_path: Path, allow_single_fold: bool = False) -> dict:
     try:
         from datalists.validate import DatalistError, validate_datalist
     except ImportError:  # pragma: no cover
         return {"ok": None, "problems": ["datalists.validate not available"]}
     try:
-        summary = validate_datalist(datalist_path, check_files=True, check_shapes=True)
+        summary = validate_datalist(datalist_path, check_files=True, check_shapes=True,
+                                    allow_single_fold=allow_single_fold)
         return {"ok": True, "summary": summary}
     except DatalistError as exc:
         return {"ok": False, "problems": list(exc.problems)}
@@ -499,15 +558,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", nargs="+", help="class names to keep (CellMap names, e.g. mito er nuc); "
                    "default: every most-specific class annotated in some crop, plus annotated groups of them")
     p.add_argument("--num_folds", type=int, default=5, help="cross-validation folds; crops of one dataset stay "
-                   "together when there are at least this many datasets")
+                   "together when there are at least this many datasets, else crops do; with fewer crops than folds, "
+                   "crops are cut into slabs along their longest axis, one fold each (spatial folds)")
+    p.add_argument("--fold_gap", type=int, default=DEFAULT_FOLD_GAP, help="output voxels left out between two "
+                   "spatial folds of one crop (a slab boundary), so that objects cut there are not on both sides")
     p.add_argument("--workers", type=int, default=1, help="crops converted in parallel (processes)")
     p.add_argument("--max_crops", type=int, help="convert only the first N crops (a quick try)")
-    p.add_argument("--max_voxels", type=int, help="write crops with more output voxels than this as several tiles")
+    p.add_argument("--max_voxels", type=int, help="write crops (or their spatial folds) with more output voxels "
+                   "than this as several tiles")
     p.add_argument("--max_em_upsample", type=float, default=2.0, help="largest factor EM may be upsampled by "
                    "when only coarser EM has data in a crop's region; beyond it the crop is skipped")
     p.add_argument("--force", action="store_true", help="reconvert finished crops, and accept an output_dir "
                    "converted with other settings (overwrites its files)")
-    p.add_argument("--dry_run", action="store_true", help="inspect crops and print the plan; write nothing")
+    p.add_argument("--dry_run", action="store_true", help="inspect crops and print the plan (JSON on stdout: "
+                   "classes, tiles with their boxes and folds; a summary on stderr); write nothing")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
     return p
 
@@ -539,13 +603,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = convert(args.output_dir, crops, tests, target_spacing=args.target_spacing, classes=args.classes,
                          num_folds=args.num_folds, scale=args.scale, max_voxels=args.max_voxels,
                          max_em_upsample=args.max_em_upsample, workers=args.workers, force=args.force,
-                         dry_run=args.dry_run, progress=not args.no_progress)
+                         dry_run=args.dry_run, progress=not args.no_progress, fold_gap=args.fold_gap)
     except (SettingsMismatch, cz.CellMapFormatError, FileNotFoundError, KeyError, ValueError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"error: {msg}", file=sys.stderr)
         return 2
     if args.dry_run:
         print(json.dumps(report, indent=2))
+        print(render_dry_run_text(report), file=sys.stderr, end="")
         return 0
     s = report["summary"]
     out = Path(args.output_dir)
@@ -555,8 +620,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if r["verdict"] != "converted":
             print(f"  {r['name']}: {r['verdict']} ({r['reason']}) {r['detail']}")
     folds = report["folds"]
-    if folds["used"] < folds["requested"]:
-        print(f"  note: {folds['used']} fold(s) instead of {folds['requested']}: fewer crops than folds")
+    print(f"Folds: {folds['used']} (requested {folds['requested']})")
+    for line in folds.get("how", []) + [f"note: {n}" for n in folds.get("notes", [])]:
+        print(f"  {line}")
     for warning in report["datalist_validation"].get("summary", {}).get("warnings", []):
         print(f"  note: {warning}")
     print(f"Datalist: {out / 'datalist.json'}")

@@ -26,6 +26,10 @@ __all__ = [
     "grid_from_nifti_affine",
     "source_coordinates",
     "split_into_tiles",
+    "longest_axis",
+    "max_slabs",
+    "split_into_slabs",
+    "split_into_fold_tiles",
 ]
 
 # Relative tolerance when comparing voxel sizes (float noise in OME metadata).
@@ -171,3 +175,64 @@ def split_into_tiles(shape: Sequence[int], max_voxels: int | None) -> list[tuple
                 stop = (int(bounds[0][i + 1]), int(bounds[1][j + 1]), int(bounds[2][k + 1]))
                 tiles.append((start, stop))
     return tiles
+
+
+def longest_axis(shape: Sequence[int]) -> int:
+    """The axis with the most voxels (the first of equals): where a crop is cut into slabs.
+
+    >>> longest_axis((16, 768, 704))
+    1
+    """
+    return int(np.argmax(np.asarray(shape)))
+
+
+def max_slabs(length: int, gap: int, min_thickness: int) -> int:
+    """How many slabs of at least ``min_thickness`` voxels, ``gap`` voxels apart, fit in ``length``.
+
+    >>> max_slabs(64, 16, 16), max_slabs(47, 16, 16), max_slabs(768, 16, 16)
+    (2, 1, 24)
+    """
+    return max(1, (int(length) + int(gap)) // (max(1, int(min_thickness)) + int(gap)))
+
+
+def split_into_slabs(length: int, parts: int, gap: int) -> list[tuple[int, int]]:
+    """Cut ``0..length`` into ``parts`` near-equal runs with ``gap`` voxels left out between runs.
+
+    Returns ``(start, stop)`` pairs in order; the voxels between one run's stop and the
+    next run's start belong to no run.
+
+    >>> split_into_slabs(64, 2, 16)
+    [(0, 24), (40, 64)]
+    >>> split_into_slabs(10, 1, 16)
+    [(0, 10)]
+    """
+    if parts < 1 or gap < 0:
+        raise ValueError(f"need parts >= 1 and gap >= 0, got parts={parts}, gap={gap}")
+    usable = int(length) - (parts - 1) * int(gap)
+    if usable < parts:
+        raise ValueError(f"{length} voxels cannot hold {parts} slabs {gap} voxels apart")
+    edges = np.linspace(0, usable, parts + 1).round().astype(np.int64)
+    return [(int(edges[p]) + p * gap, int(edges[p + 1]) + p * gap) for p in range(parts)]
+
+
+def split_into_fold_tiles(shape: Sequence[int], max_voxels: int | None, parts: int = 1, gap: int = 0,
+                          axis: int | None = None) -> list[tuple[tuple[int, ...], tuple[int, ...], int]]:
+    """Tiles of a z, y, x shape cut first into ``parts`` slabs (one per fold) along ``axis``.
+
+    Slabs are ``gap`` voxels apart (:func:`split_into_slabs`; default axis: the longest);
+    each slab is then tiled with :func:`split_into_tiles`. Returns ``(start, stop, part)``
+    triples. With ``parts=1`` the tiles are exactly :func:`split_into_tiles`'s.
+
+    >>> [(t[0][1], t[1][1], t[2]) for t in split_into_fold_tiles((4, 64, 8), None, parts=2, gap=16)]
+    [(0, 24, 0), (40, 64, 1)]
+    """
+    ax = longest_axis(shape) if axis is None else int(axis)
+    slabs = split_into_slabs(int(shape[ax]), parts, gap) if parts > 1 else [(0, int(shape[ax]))]
+    out = []
+    for part, (lo, hi) in enumerate(slabs):
+        slab_shape = list(shape)
+        slab_shape[ax] = hi - lo
+        for start, stop in split_into_tiles(slab_shape, max_voxels):
+            shift = [lo if a == ax else 0 for a in range(3)]
+            out.append((tuple(s + d for s, d in zip(start, shift)), tuple(s + d for s, d in zip(stop, shift)), part))
+    return out

@@ -7,7 +7,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
 
-__all__ = ["build_report", "render_report_markdown", "dry_run_report"]
+import numpy as np
+
+from converters.class_mapping import annotated_ids
+from converters.datalist_writer import layout_folds, tile_name
+from converters.folds import CropExtent, FoldItem, SplitPlan
+from converters.geometry import split_into_fold_tiles
+
+__all__ = ["build_report", "render_report_markdown", "dry_run_report", "render_dry_run_text", "render_folds"]
 
 
 def build_report(records: Sequence[dict], settings: Any, statuses: dict, fold_info: dict,
@@ -47,15 +54,15 @@ def render_report_markdown(report: dict) -> str:
         f"Classes ({len(report['classes'])}): {', '.join(report['classes'])}  ",
         f"Crops: {s['crops']} — converted {s['converted']}, skipped {s['skipped']}, failed {s['failed']}"
         f" (resumed {s['resumed']}, tiled {s['tiled']}); training items {s['training_items']}, "
-        f"testing items {s['testing_items']}  ",
-        f"Folds: {report['folds']['used']} (requested {report['folds']['requested']}, grouped by "
-        f"{report['folds']['grouping']})", "",
+        f"testing items {s['testing_items']}  ", "",
     ]
     if report["classes_never_annotated"]:
         lines += [f"Named in crops but never annotated: {', '.join(report['classes_never_annotated'])}", ""]
     val = report["datalist_validation"]
-    lines += ["Datalist validation: " + ("passed" if val.get("ok") else "FAILED: " + "; ".join(val.get("problems", []))), ""]
+    verdict = "passed" if val.get("ok") else "FAILED: " + "; ".join(val.get("problems", []))
+    lines += [f"Datalist validation: {verdict}", ""]
     lines += [f"Note: {w}  " for w in val.get("summary", {}).get("warnings", [])]
+    lines += render_folds(report["folds"]) + [""]
     lines += ["| crop | kind | verdict | reason | EM level | padded | not annotated | notes |",
               "|---|---|---|---|---|---|---|---|"]
     for r in report["crops"]:
@@ -67,13 +74,82 @@ def render_report_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def dry_run_report(crops, test_crops, statuses, inspect_errors, settings) -> dict:
+def _box(start: Sequence[int] | None, stop: Sequence[int] | None) -> str:
+    if start is None or stop is None:
+        return ""
+    return " ".join(f"{ax} {a}:{b}" for ax, a, b in zip("zyx", start, stop))
+
+
+def _grouping(folds: dict) -> str:
+    return "crops cut into spatial folds" if folds["grouping"] == "spatial" else f"grouped by {folds['grouping']}"
+
+
+def render_folds(folds: dict) -> list[str]:
+    """Markdown lines saying how folds were made and where every tile went.
+
+    >>> render_folds({"used": 1, "requested": 1, "grouping": "crop", "how": ["grouped by crop"], "notes": []})
+    ['## Folds', '', 'Folds: 1 (requested 1, grouped by crop)  ', '- grouped by crop']
+    """
+    lines = ["## Folds", "", f"Folds: {folds['used']} (requested {folds['requested']}, {_grouping(folds)})  "]
+    lines += [f"- {h}" for h in folds.get("how", [])] + [f"- note: {n}" for n in folds.get("notes", [])]
+    tiles = folds.get("tiles", [])
+    tiled = {crop for crop, n in Counter(t["crop"] for t in tiles).items() if n > 1}
+    if tiled:
+        lines += ["", "| tile | crop | box (output voxels, z y x) | fold |", "|---|---|---|---|"]
+        lines += [f"| {Path(t['image']).name.removesuffix('.nii.gz')} | {t['crop']} | {_box(t['start'], t['stop'])} "
+                  f"| {t['fold']} |" for t in tiles if t["crop"] in tiled]
+    return lines
+
+
+def dry_run_report(crops, test_crops, statuses, inspect_errors, settings, extents: Sequence[CropExtent] = (),
+                   plan: SplitPlan | None = None, num_folds: int = 5) -> dict:
+    """The plan ``--dry_run`` prints: every crop, and for those that would convert, its tiles and folds.
+
+    ``extents`` are the crops inspection says will convert, ``plan`` their spatial folds
+    (:func:`converters.folds.plan_spatial_folds`). Nothing is written.
+    """
+    plan = plan or SplitPlan()
+    by_name = {e.name: e for e in extents}
+    layout = [(FoldItem(e.name, e.dataset, frozenset(annotated_ids(statuses.get(e.name, {}), settings.class_table)),
+                        int(np.prod(e.shape))), e.shape, plan.split_of(e.name)) for e in extents]
+    folds, fold_info = layout_folds(layout, num_folds, plan.notes) if layout else ({}, {
+        "requested": num_folds, "used": 0, "grouping": "crop", "how": [], "notes": ["no crop would convert"]})
     rows = []
     for src in crops:
         st = statuses.get(src.name, {})
-        rows.append({"name": src.name, "kind": "train", "error": inspect_errors.get(src.name),
-                     "annotated": sorted(n for n, s in st.items() if s.annotated),
-                     "not_annotated": {n: s.reason for n, s in st.items() if not s.annotated}})
+        row = {"name": src.name, "kind": "train", "error": inspect_errors.get(src.name),
+               "annotated": sorted(n for n, s in st.items() if s.annotated),
+               "not_annotated": {n: s.reason for n, s in st.items() if not s.annotated}, "tiles": []}
+        if src.name in by_name:
+            e, split = by_name[src.name], plan.split_of(src.name)
+            boxes = split_into_fold_tiles(e.shape, settings.max_voxels, split.parts, split.gap, split.axis) if split \
+                else split_into_fold_tiles(e.shape, settings.max_voxels)
+            row["output_shape"] = list(e.shape)
+            row["spatial_folds"] = split.to_dict() if split else None
+            for i, (start, stop, part) in enumerate(boxes):
+                tile = {"image": f"images/{tile_name(src.name, i, len(boxes))}.nii.gz", "crop": src.name,
+                        "start": list(start), "stop": list(stop), "fold": folds[(src.name, part)]}
+                row["tiles"].append(tile)
+        rows.append(row)
     rows += [{"name": t.name, "kind": "test", "labels": [lbl["label"] for lbl in t.labels]} for t in test_crops]
     return {"dry_run": True, "settings": asdict(settings), "classes": [r["name"] for r in settings.class_table],
-            "crops": rows}
+            "folds": fold_info, "crops": rows}
+
+
+def render_dry_run_text(plan: dict) -> str:
+    """A readable summary of a :func:`dry_run_report` (``--dry_run`` prints it on stderr)."""
+    f = plan["folds"]
+    lines = [f"Plan (nothing written): {len(plan['classes'])} classes; {f['used']} fold(s) "
+             f"(requested {f['requested']}, {_grouping(f)})"]
+    lines += [f"  {h}" for h in f.get("how", [])] + [f"  note: {n}" for n in f.get("notes", [])]
+    for row in plan["crops"]:
+        if row["kind"] == "test":
+            lines.append(f"  {row['name']}: test crop ({', '.join(row['labels'])})")
+        elif not row.get("tiles"):
+            why = row.get("error") or "nothing selected is annotated"
+            lines.append(f"  {row['name']}: would not convert ({why})")
+        else:
+            lines.append(f"  {row['name']}: {len(row['tiles'])} tile(s) of {' x '.join(map(str, row['output_shape']))}")
+            lines += [f"    {Path(t['image']).name.removesuffix('.nii.gz')}: {_box(t['start'], t['stop'])} -> "
+                      f"fold {t['fold']}" for t in row["tiles"]]
+    return "\n".join(lines) + "\n"

@@ -320,6 +320,7 @@ class _Checker:
         check_label_values: bool,
         num_folds: int | None,
         allow_number_lists: bool,
+        allow_single_fold: bool = False,
     ) -> None:
         self.data = data
         self.src = source
@@ -330,6 +331,7 @@ class _Checker:
         self.check_label_values = check_label_values and self.check_files
         self.num_folds_arg = num_folds
         self.allow_number_lists = allow_number_lists
+        self.allow_single_fold = allow_single_fold
         self.problems: list[str] = []
         self.warnings: list[str] = []
         self.class_names: dict[int, str] = {}
@@ -622,12 +624,7 @@ class _Checker:
 
         counts = Counter(f for _, f in folds)
         self.fold_counts = dict(sorted(counts.items()))
-        if nf < 2:
-            # Usable for analysis; training checks for at least 2 folds itself.
-            self.warnings.append(
-                f"{self.src}: num_folds is {nf} ({origin}): fold 0 would validate on every item and "
-                "train on none; cross-validation needs at least 2 folds (more crops, or --num_folds 5)"
-            )
+        used = sorted(f for f in counts if f < nf)
         for i, f in folds:
             if f >= nf:
                 self.problem(
@@ -635,12 +632,35 @@ class _Checker:
                     f"fold {f} is outside 0..{nf - 1} (num_folds {nf} from {origin}); "
                     f"set it to a fold in that range or set num_folds to at least {f + 1}",
                 )
+        if len(used) == 1:
+            self._single_fold(used[0], nf, origin)
+            return
         for f in range(nf):
             if counts.get(f, 0) == 0:
                 self.problems.append(
-                    f"{self.src}: fold {f} has no training item (num_folds {nf} from {origin}); "
-                    f"re-assign folds so that each of 0..{nf - 1} has items, or lower num_folds"
+                    f"{self.src}: fold {f} has no training item (num_folds {nf} from {origin}); move items into "
+                    f"fold {f}, or number the {len(used)} folds that have items 0..{len(used) - 1} and set "
+                    f"num_folds to {len(used)}"
                 )
+
+    def _single_fold(self, fold: int, nf: int, origin: str) -> None:
+        """Every training item is in one fold: that fold's training set is empty."""
+        if self.data.get("kind") == "cells2d":
+            fix = ("re-convert with python -m converters.convert_cells_to_nifti --num_folds 2 (or more) from at "
+                   "least 2 labelled images (an image and its tiles stay in one fold)")
+        elif str(self.data.get("format", "")).startswith(FORMAT_PREFIX):
+            fix = ("re-convert with python -m converters.convert_zarr_to_nifti ... --num_folds 2 (or more): with "
+                   "fewer crops than folds it cuts crops into slabs along their longest axis, one fold each, "
+                   "--fold_gap voxels apart (its conversion_report.md says why when a crop is too small to cut)")
+        else:
+            fix = 'give the training items at least 2 different folds ("fold": 0 for some, 1 for the others)'
+        text = (f"{self.src}: cannot be cross-validated: every training item is in fold {fold} (num_folds {nf} "
+                f"from {origin}), so when fold {fold} validates no item is left to train on; {fix}")
+        if self.allow_single_fold:
+            self.warnings.append(f"{text} (accepted for analysis only: allow_single_fold)")
+        else:
+            self.problems.append(f"{text}; to check it for analysis only (no training): python -m datalists.validate "
+                                 "--allow-single-fold, or validate_datalist(..., allow_single_fold=True)")
 
     def check_duplicates(self) -> None:
         first_image: dict[Any, str] = {}
@@ -668,7 +688,8 @@ class _Checker:
                     else:
                         first_label[label] = f"{section}[{i}]"
                     if label in _image_paths(item):
-                        self.problem(self.desc(section, i), "label is the same file as the image; point it at the label file")
+                        self.problem(self.desc(section, i),
+                                     "label is the same file as the image; point it at the label file")
 
     def _check_annotated_ids(self, where: str, ids: list[int], key: str) -> None:
         if not self.class_names:
@@ -758,7 +779,8 @@ class _Checker:
             ann = entry["annotated"]
             where = f"items_file {found.name} entry {key!r}"
             if not isinstance(ann, list) or not all(_is_int(a) for a in ann):
-                self.problem(where, f"annotated must be a list of integer class ids from class_table, e.g. [1, 2]; got {_short(ann)}")
+                self.problem(where, "annotated must be a list of integer class ids from class_table, e.g. [1, 2]; "
+                             f"got {_short(ann)}")
                 continue
             self._check_annotated_ids(where, ann, "annotated")
             if key in masks:
@@ -807,7 +829,8 @@ class _Checker:
                     shape_cache[p] = _read_shape(p)
                 except Exception as exc:  # noqa: BLE001 - any reader error is a problem to report
                     shape_cache[p] = None
-                    self.problem(where, f"cannot read the header of {p}: {exc}; the file may be truncated, re-convert it")
+                    self.problem(where, f"cannot read the header of {p}: {exc}; the file may be truncated, "
+                                 "re-convert it")
             return shape_cache[p]
 
         for section in _SECTIONS:
@@ -933,6 +956,7 @@ def validate_datalist(
     check_label_values: bool = False,
     num_folds: int | None = None,
     allow_number_lists: bool = False,
+    allow_single_fold: bool = False,
 ) -> dict[str, Any]:
     """Check a datalist and report every problem at once.
 
@@ -959,6 +983,9 @@ def validate_datalist(
         Accept list-of-number item values (e.g. ``"annotated": [1, 2]``). MONAI's
         ``datafold_read`` raises ``TypeError`` on them, so allow them only when those
         keys are stripped before MONAI reads the datalist.
+    allow_single_fold : bool, default False
+        Accept a datalist whose training items are all in one fold (a warning, not a
+        problem): fine for analysis, but no fold can be trained (its training set is empty).
 
     Returns
     -------
@@ -1005,7 +1032,7 @@ def validate_datalist(
     checker = _Checker(
         data, source, datalist_dir, root,
         check_files=check_files, check_shapes=check_shapes, check_label_values=check_label_values,
-        num_folds=num_folds, allow_number_lists=allow_number_lists,
+        num_folds=num_folds, allow_number_lists=allow_number_lists, allow_single_fold=allow_single_fold,
     )
     checker.run()
     if checker.problems:
@@ -1083,13 +1110,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="accept list-of-number item values such as \"annotated\": [1, 2] (MONAI's datafold_read "
              "raises TypeError on them; use only if they are stripped before MONAI reads the datalist)",
     )
+    parser.add_argument(
+        "--allow-single-fold", "--allow_single_fold", action="store_true",
+        help="accept a datalist whose training items are all in one fold, for analysis only (no fold can be "
+             "trained: its training set would be empty)",
+    )
     args = parser.parse_args(argv)
     try:
         summary = validate_datalist(
             args.datalist, args.dataroot,
             check_files=not args.no_files, check_shapes=not args.no_shapes,
             check_label_values=args.label_values, num_folds=args.num_folds,
-            allow_number_lists=args.allow_number_lists,
+            allow_number_lists=args.allow_number_lists, allow_single_fold=args.allow_single_fold,
         )
     except DatalistError as exc:
         print(exc, file=sys.stderr)

@@ -9,8 +9,9 @@ import pytest
 import zarr
 
 from converters.convert_zarr_to_nifti import main
+from datalists.validate import main as validate_main
 
-SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "em_sbem_mito"
+SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "em_sbem_mito"
 pytestmark = pytest.mark.skipif(not (SAMPLE / "sbem_mito.zarr").exists(),
                                 reason="../shared/data/em_sbem_mito is absent (it is not shipped with the project)")
 
@@ -42,3 +43,31 @@ def test_sbem_mito_converts_exactly(tmp_path):
     assert datalist["training"][0]["annotated_mask"] == 0b1
     items = json.loads((out / "datalist_items.json").read_text())
     assert items["images/sbem_mito_crop1.nii.gz"]["annotated_names"] == ["mito"]
+
+
+def test_sbem_crop_tiled_into_two_spatial_folds_that_validate(tmp_path, capsys):
+    """Issue 11: the single crop, tiled, converts into 2 folds that validate and both have training items."""
+    from auto3dseg.training_data import fold_items
+
+    out = tmp_path / "out"
+    rc = main(["--data_root", str(SAMPLE), "--output_dir", str(out), "--target_spacing", "40", "6", "6",
+               "--num_folds", "2", "--max_voxels", "2000000", "--no_progress"])
+    assert rc == 0
+    assert "cut into 2 spatial folds along y (y 0:376 -> fold 0, y 392:768 -> fold 1)" in capsys.readouterr().out
+    assert validate_main([str(out / "datalist.json"), "--label-values"]) == 0
+    datalist = json.loads((out / "datalist.json").read_text())
+    meta = json.loads((out / "datalist_items.json").read_text())
+    assert datalist["num_folds"] == 2 and {t["fold"] for t in datalist["training"]} == {0, 1}
+    for fold in (0, 1):  # what training reads: both folds train on the other's tiles
+        train, val = fold_items(out / "datalist.json", out, fold)
+        assert train and val
+    truth = zarr.open_group(str(SAMPLE / "sbem_mito.zarr"), mode="r")["recon-1/labels/groundtruth/crop1/mito/s0"][:]
+    y_rows = {0: set(), 1: set()}
+    for t in datalist["training"]:
+        m = meta[t["image"]]
+        assert m["fold"] == t["fold"] and np.prod(m["shape_zyx"]) <= 2_000_000
+        box = tuple(slice(a, b) for a, b in zip(m["tile_start"], m["tile_stop"]))
+        label = np.asarray(nib.load(out / t["label"]).dataobj).T
+        assert np.array_equal(label > 0, truth[box] > 0)
+        y_rows[t["fold"]].update(range(m["tile_start"][1], m["tile_stop"][1]))
+    assert max(y_rows[0]) + 16 < min(y_rows[1])  # a 16-voxel gap between the folds' y ranges

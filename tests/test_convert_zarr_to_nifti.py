@@ -188,7 +188,8 @@ def test_test_crops_cover_union_of_label_rois(converted, synthetic):
 def test_crop_outside_em_is_skipped(synthetic, tmp_path):
     em = str(synthetic / "synth-1/synth-1.zarr")
     far = cz.TestCrop("synth-1", 999, em, "recon-1/em/fibsem-uint8",
-                      ({"label": "mito", "voxel_size": (8.0,) * 3, "translation": (1e6, 1e6, 1e6), "shape": (8, 8, 8)},))
+                      ({"label": "mito", "voxel_size": (8.0,) * 3, "translation": (1e6, 1e6, 1e6),
+                        "shape": (8, 8, 8)},))
     rec = convert_test_crop(far, ConvertSettings(), tmp_path)
     assert (rec["verdict"], rec["reason"]) == ("skipped", "outside_em")
 
@@ -219,7 +220,8 @@ def test_tiling_reassembles_to_untiled_output(synthetic, converted, tmp_path):
         assert img.size <= 40_000
         sl = tuple(slice(a, b) for a, b in zip(item["tile_start"], item["tile_stop"]))
         assert np.array_equal(img, whole_img[sl]) and np.array_equal(lab, whole_lab[sl])
-        assert grid_from_nifti_affine(nii.affine, nii.shape) == whole_grid.sub_grid(item["tile_start"], item["tile_stop"])
+        tile_grid = whole_grid.sub_grid(item["tile_start"], item["tile_stop"])
+        assert grid_from_nifti_affine(nii.affine, nii.shape) == tile_grid
     datalist = json.loads((tmp_path / "o/datalist.json").read_text())
     assert len({t["fold"] for t in datalist["training"]}) == 1  # tiles of a crop share a fold
 

@@ -229,13 +229,63 @@ def test_fold_out_of_range_and_empty_fold(dataset):
     assert not [p for p in problems if "outside" in p]
 
 
-def test_one_fold_has_no_training_set(dataset):
+def test_one_fold_cannot_be_cross_validated(dataset):
     root, datalist = dataset
     datalist["num_folds"] = 1
     for it in datalist["training"]:
         it["fold"] = 0
-    summary = validate_datalist(datalist, root)  # usable (for analysis): a warning, not an error
-    assert any("num_folds is 1" in w and "at least 2 folds" in w for w in summary["warnings"])
+    msg = _one(_problems(datalist, root), "cannot be cross-validated", "every training item is in fold 0")
+    # the fix that works for a converted CellMap datalist: re-convert with 2+ folds (crops are cut into folds)
+    assert "python -m converters.convert_zarr_to_nifti" in msg and "--num_folds 2" in msg
+    assert "--allow-single-fold" in msg and "more crops" not in msg
+    # analysis only: accepted with a warning
+    summary = validate_datalist(datalist, root, allow_single_fold=True)
+    assert any("cannot be cross-validated" in w and "analysis only" in w for w in summary["warnings"])
+
+
+def test_all_items_in_one_of_two_folds_is_one_problem(dataset):
+    root, datalist = dataset
+    for it in datalist["training"]:
+        it["fold"] = 1
+    problems = _problems(datalist, root)
+    _one(problems, "cannot be cross-validated", "every training item is in fold 1")
+    assert len(problems) == 1  # no "fold 0 has no training item ... lower num_folds" advice on top
+
+
+def test_single_fold_advice_fits_the_datalist(dataset):
+    root, datalist = dataset
+    for it in datalist["training"]:
+        it["fold"] = 0
+    datalist["num_folds"] = 1
+    plain = {k: v for k, v in datalist.items() if k in ("training", "testing")}
+    msg = _one(_problems(plain, root, check_files=False), "cannot be cross-validated")
+    assert "at least 2 different folds" in msg and "convert_zarr_to_nifti" not in msg
+    cells = dict(datalist, kind="cells2d")
+    msg = _one(_problems(cells, root, check_files=False), "cannot be cross-validated")
+    assert "convert_cells_to_nifti --num_folds 2" in msg and "2 labelled images" in msg
+
+
+def test_empty_middle_fold_advice_renumbers(dataset):
+    root, datalist = dataset
+    for it, f in zip(datalist["training"], (0, 2, 0, 2)):
+        it["fold"] = f
+    datalist["num_folds"] = 3
+    msg = _one(_problems(datalist, root), "fold 1 has no training item")
+    assert "number the 2 folds that have items 0..1 and set num_folds to 2" in msg
+
+
+def test_cli_single_fold_fails_unless_allowed(dataset, capsys):
+    root, datalist = dataset
+    for it in datalist["training"]:
+        it["fold"] = 0
+    datalist["num_folds"] = 1
+    path = _save(root, datalist)
+    assert main([str(path)]) == 1
+    assert "cannot be cross-validated" in capsys.readouterr().err
+    for flag in ("--allow-single-fold", "--allow_single_fold"):
+        assert main([str(path), flag]) == 0
+        out, err = capsys.readouterr()
+        assert out.startswith("OK: ") and "analysis only" in err
 
 
 def test_fold_must_be_integer(dataset):
