@@ -8,6 +8,13 @@ do the averaging here, loading each bundle once, and write what post-processing 
 one 4-D NIfTI of per-class probabilities per image (``x, y, z, class``, uint8 with a
 1/255 scale factor, so readers see floats in [0, 1]) plus ``ensemble.json`` naming the
 channels and the bundles used.
+
+Each inferer gets the datalist item (``{"image": path, ...}``), as MONAI's ensemble passes
+it: MONAI's official templates load it with ``LoadImaged``. Channels are named from the
+class table (``background`` first for softmax) and the activation is the one the bundles'
+configs state (ours: ``output_activation``; official: ``sigmoid``, ``softmax``,
+``training#softmax``), or, when they state none, what the output shows (softmax channels
+sum to 1).
 """
 
 from __future__ import annotations
@@ -15,17 +22,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from auto3dseg.workdir import ENSEMBLE_DIR, list_bundles, read_input
+from auto3dseg.workdir import ENSEMBLE_DIR, in_directory, list_bundles, prefer_templates, read_input
 
 __all__ = [
     "ENSEMBLE_METHODS",
+    "bundle_activation",
     "ensemble_probabilities",
+    "name_channels",
     "read_probability_nifti",
     "run_ensemble",
     "select_ensemble",
@@ -46,6 +55,9 @@ def trained_history(work_dir: str | os.PathLike, algos: Sequence[str] | None = N
         done = b.done
         if not done or (algos and b.algo not in algos):
             continue
+        template_path = json.loads((b.path / "algo_object.json").read_text()).get("template_path")
+        if template_path:  # not a same-named template imported from another folder in this process
+            prefer_templates(template_path, [b.algo])
         algo, _ = algo_from_json(str(b.path / "algo_object.json"))
         score = done.get("best_avg_dice_score")
         if score is None:
@@ -129,12 +141,25 @@ def read_probability_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndar
     return np.moveaxis(data, -1, 0), img.affine
 
 
-def ensemble_probabilities(inferers: Sequence[Any], image_file: str) -> tuple[np.ndarray, np.ndarray]:
-    """Mean of each inferer's ``infer(image_file)``; returns ``(prob [C, *S], affine)``."""
+def ensemble_probabilities(inferers: Sequence[Any], item: str | Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean of each inferer's ``infer(item)``; returns ``(prob [C, *S], affine)``.
+
+    ``item`` is the datalist item (a path is made ``{"image": path}``), as MONAI's ensemble
+    passes it to ``InferClass.infer``.
+
+    Examples
+    --------
+    >>> class Half:
+    ...     def infer(self, item):
+    ...         return np.full((2, 3, 3, 1), 0.5 if item["image"] == "a.nii.gz" else 0.0)
+    >>> ensemble_probabilities([Half(), Half()], "a.nii.gz")[0].shape
+    (2, 3, 3, 1)
+    """
+    item = {"image": os.fspath(item)} if isinstance(item, (str, os.PathLike)) else dict(item)
     total: np.ndarray | None = None
     affine = np.eye(4)
     for inf in inferers:
-        pred = inf.infer(image_file)
+        pred = inf.infer(item)
         if hasattr(pred, "affine"):
             affine = np.asarray(pred.affine)
         arr = pred.detach().cpu().numpy() if hasattr(pred, "detach") else np.asarray(pred)
@@ -142,11 +167,70 @@ def ensemble_probabilities(inferers: Sequence[Any], image_file: str) -> tuple[np
         if total is None:  # a fresh tensor from the inferer is ours: no copy of a whole-slide map
             total = arr if hasattr(pred, "detach") and arr.flags.writeable else arr.copy()
         elif total.shape != arr.shape:
-            raise ValueError(f"{image_file}: bundles disagree on the output shape ({total.shape} vs {arr.shape})")
+            raise ValueError(f"{item['image']}: bundles disagree on the output shape ({total.shape} vs {arr.shape})")
         else:
             total += arr
     assert total is not None
     return total / len(inferers), affine
+
+
+def bundle_activation(bundle: str | os.PathLike) -> str | None:
+    """``"sigmoid"`` or ``"softmax"`` as the bundle's ``configs/*.yaml`` state it, else None.
+
+    Ours say ``output_activation``; MONAI's official segresnet ``sigmoid``, swinunetr
+    ``softmax``, dints ``training#softmax``.
+
+    Examples
+    --------
+    >>> bundle_activation("work_dir/segresnet_0")  # doctest: +SKIP
+    'sigmoid'
+    """
+    from monai.bundle import ConfigParser
+
+    files = sorted(str(f) for f in (Path(bundle) / "configs").glob("*.yaml"))
+    if not files:
+        return None
+    parser = ConfigParser(globals=False)
+    parser.read_config(files)
+    if "output_activation" in parser and parser["output_activation"] in ("sigmoid", "softmax"):
+        return str(parser["output_activation"])
+    for key, when_true in (("sigmoid", "sigmoid"), ("softmax", "softmax"), ("training#softmax", "softmax")):
+        if key in parser and isinstance(parser[key], bool):
+            return when_true if parser[key] else ({"sigmoid", "softmax"} - {when_true}).pop()
+    return None
+
+
+def name_channels(prob: np.ndarray, class_table: Sequence[Mapping[str, Any]], activation: str | None = None
+                  ) -> tuple[list[str], str, str]:
+    """Channel names, activation and where the activation came from, for ``prob [C, *S]``.
+
+    ``activation`` (from the bundles' configs) wins; without one, channels that sum to 1
+    everywhere are a softmax. Sigmoid: one channel per class in class-table order; softmax:
+    ``background`` then the classes by id (value ``v`` in channel ``v``). A channel count
+    that fits neither gives ``channel_<i>``.
+
+    Examples
+    --------
+    >>> table = [{"id": 1, "name": "mito"}, {"id": 2, "name": "er"}]
+    >>> name_channels(np.full((3, 2, 2, 1), 1 / 3), table)
+    (['background', 'mito', 'er'], 'softmax', 'output')
+    >>> name_channels(np.full((2, 2, 2, 1), 0.9), table, "sigmoid")
+    (['mito', 'er'], 'sigmoid', 'config')
+    """
+    n = int(prob.shape[0])
+    source = "config"
+    if activation not in ("sigmoid", "softmax"):
+        flat = prob.reshape(n, -1)
+        sample = flat[:, :: max(1, flat.shape[1] // 100_000)]
+        sums_to_one = n > 1 and bool(np.all(np.abs(sample.sum(0) - 1.0) < 0.02))
+        activation, source = ("softmax" if sums_to_one else "sigmoid"), "output"
+    names = [str(r["name"]) for r in class_table]
+    by_id = [str(r["name"]) for r in sorted(class_table, key=lambda r: int(r["id"]))]
+    if activation == "sigmoid" and n == len(names):
+        return names, activation, source
+    if activation == "softmax" and n == len(names) + 1:
+        return ["background", *by_id], activation, source
+    return [f"channel_{i}" for i in range(n)], activation, source
 
 
 def _signature(chosen: list[dict]) -> str:
@@ -167,9 +251,9 @@ def run_ensemble(work_dir: str | os.PathLike, *, method: str = "best_by_fold", n
     work = Path(work_dir).resolve()
     src = read_input(work)
     chosen, infer_files, used = select_ensemble(trained_history(work, algos), work / "input.yaml", method, n_best)
-    files = [str(Path(f).resolve()) for f in images] if images else [
-        f["image"] if isinstance(f, dict) else f for f in infer_files]
-    if not files:
+    cases = [{"image": str(Path(f).resolve())} for f in images] if images else [
+        dict(f) if isinstance(f, Mapping) else {"image": str(f)} for f in infer_files]
+    if not cases:
         raise RuntimeError(f"nothing to predict: {src['datalist']} has no 'testing' items and no --images given")
     out_dir = Path(output_dir) if output_dir else work / ENSEMBLE_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -183,41 +267,62 @@ def run_ensemble(work_dir: str | os.PathLike, *, method: str = "best_by_fold", n
 
     inferers: list[Any] = []
     channels: list[str] | None = previous.get("channels") if reuse else None
+    activation: dict[str, str] = {k: previous[k] for k in ("activation", "activation_source") if k in previous} \
+        if reuse else {}
+    acts: dict[str, str | None] = {}
     items = []
     computed = 0
-    for f in tqdm(files, desc="Ensembling", unit="image"):
+    for case in tqdm(cases, desc="Ensembling", unit="image"):
+        f = str(case["image"])
         out = out_dir / f"{_case_name(f)}_prob.nii.gz"
         if f in done and out.is_file():
             items.append(done[f])
             continue
         if not inferers:  # load each bundle once, only when something is left to do
-            inferers = [a[AlgoKeys.ALGO].get_inferer() for a in chosen]
+            with in_directory(work):  # official segresnet writes runner.log into the current directory
+                inferers = [a[AlgoKeys.ALGO].get_inferer() for a in chosen]
             names = [getattr(i, "channel_names", None) for i in inferers]
             if any(n != names[0] for n in names):
-                raise ValueError(f"bundles disagree on output channels: {dict(zip([a[AlgoKeys.ID] for a in chosen], names))}")
-        prob, affine = ensemble_probabilities(inferers, f)
+                ids = [a[AlgoKeys.ID] for a in chosen]
+                raise ValueError(f"bundles disagree on output channels: {dict(zip(ids, names))}")
+            acts = {a[AlgoKeys.ID]: bundle_activation(a[AlgoKeys.ALGO].output_path) for a in chosen}
+            if len(set(acts.values())) > 1:
+                raise ValueError(f"bundles disagree on the output activation: {acts}; ensemble them separately "
+                                 "(--algos)")
+        prob, affine = ensemble_probabilities(inferers, case)
         if channels is None:
-            channels = getattr(inferers[0], "channel_names", None) or [f"channel_{i}" for i in range(prob.shape[0])]
+            channels = getattr(inferers[0], "channel_names", None)
+            act = next(iter(acts.values()))
+            if channels:  # our InferClass names its channels; background first means softmax
+                activation = {"activation": act or ("softmax" if channels[0] == "background" else "sigmoid"),
+                              "activation_source": "config" if act else "inferer"}
+            else:
+                table = json.loads(Path(src["datalist"]).read_text()).get("class_table") or []
+                channels, act, how = name_channels(prob, table, act)
+                activation = {"activation": act, "activation_source": how}
+                if channels[0].startswith("channel_"):
+                    log(f"note: {prob.shape[0]} {act} channels fit no naming of the {len(table)} classes of "
+                        f"{src['datalist']}: named channel_0..; post-processing cannot use them")
         write_probability_nifti(prob, affine, out)
         items.append({"image": f, "probabilities": str(out), "shape": list(prob.shape[1:])})
         computed += 1
-        _write_manifest(manifest_path, sig, used, chosen, channels, src, items)
+        _write_manifest(manifest_path, sig, used, chosen, channels, activation, src, items)
     if computed or not reuse or len(items) != len(previous.get("items", [])):
-        _write_manifest(manifest_path, sig, used, chosen, channels, src, items)
+        _write_manifest(manifest_path, sig, used, chosen, channels, activation, src, items)
     log(f"{computed} probability maps written, {len(items) - computed} already there")
     return manifest_path
 
 
 def _write_manifest(path: Path, sig: str, method: str, chosen: list[dict], channels: list[str] | None,
-                    src: dict, items: list[dict]) -> None:
+                    activation: Mapping[str, str], src: dict, items: list[dict]) -> None:
     from monai.utils.enums import AlgoKeys
 
-    activation = "softmax" if channels and channels[0] == "background" else "sigmoid"
     data = {
         "signature": sig,
         "method": method,
         "bundles": [{"name": a[AlgoKeys.ID], "best_avg_dice_score": a[AlgoKeys.SCORE]} for a in chosen],
-        "activation": activation,
+        "activation": activation.get("activation"),
+        "activation_source": activation.get("activation_source"),
         "channels": channels,
         "format": "4-D NIfTI x,y,z,channel; uint8 with scale 1/255 (readers get probabilities in [0, 1])",
         "datalist": src.get("datalist"),

@@ -94,6 +94,15 @@ def _display(path: str, dataroot: str | os.PathLike[str] | None) -> str:
     return path
 
 
+def _find_image(path: str, item: Mapping[str, Any] | None, roots: Sequence[str | os.PathLike[str]]) -> str:
+    """Where an analysed image is now: MONAI recorded it joined with the analysis' data root
+    (relative to that run's working directory if the root was); tried as recorded, as the
+    datalist item under each root, then as recorded under each root. Else as recorded."""
+    rel = _first_path(item.get("image")) if item else ""
+    tries = [path] + [os.path.join(r, rel) for r in roots if rel] + [os.path.join(r, path) for r in roots]
+    return next((t for t in tries if os.path.isfile(t)), path)
+
+
 def _short_list(names: Sequence[str], limit: int = 6) -> str:
     names = list(names)
     if len(names) <= limit:
@@ -574,7 +583,8 @@ def find_flags(
         ``[empty-label]``, ``[extreme-size]``, ``[few-annotated]``,
         ``[never-annotated]``, ``[annotated-absent]``, ``[present-unannotated]``,
         ``[unknown-label]``, ``[not-analysed]``, ``[no-datalist-item]``,
-        ``[monai-positional-summary]``) and naming the image files concerned.
+        ``[monai-positional-summary]``) and naming the image files concerned
+        (:func:`write_review` adds ``[unreadable-image]``).
     """
     names = dict(names or {})
     class_ids = sorted(int(i) for i in class_stats)
@@ -767,6 +777,9 @@ def _plot_intensity(path: Path, counts: np.ndarray, edges: np.ndarray, p_lo: flo
     ax.set_xlabel("intensity")
     ax.set_ylabel("voxels (log)")
     ax.set_title(f"Intensity histogram, {len(counts)} bins, pooled over {n_images} of {n_total} images")
+    if n_images == 0:
+        ax.text(0.5, 0.5, "no image could be read: see [unreadable-image] in the review's flags",
+                ha="center", va="center", transform=ax.transAxes)
     if p_lo is not None or p_hi is not None:
         ax.legend(loc="upper right", fontsize=8)
     _save_figure(fig, path)
@@ -1035,8 +1048,9 @@ def write_review(
     lo = [float(it["min"]) for c in cases for it in _case_intensity(c) if it.get("min") is not None]
     hi = [float(it["max"]) for c in cases for it in _case_intensity(c) if it.get("max") is not None]
     value_range = (min(lo), max(hi)) if lo and hi else None
-    img_paths = [_first_path(c.get("image_filepath")) for c in cases]
-    img_paths = [p if os.path.isabs(p) else str(root / p) for p in img_paths if p]
+    roots = list(dict.fromkeys([str(root), str(datalist_path.parent)]))
+    img_paths = [_find_image(_first_path(c.get("image_filepath")), item, roots) for c, item in zip(cases, items)
+                 if _first_path(c.get("image_filepath"))]
     if max_hist_cases > 0 and len(img_paths) > max_hist_cases:
         pick = np.unique(np.linspace(0, len(img_paths) - 1, max_hist_cases).round().astype(int))
         hist_paths = [img_paths[i] for i in pick]
@@ -1044,6 +1058,10 @@ def write_review(
         hist_paths = img_paths if max_hist_cases > 0 else []
     counts, edges, unreadable = pooled_intensity_histogram(hist_paths, bins=256, value_range=value_range)
     p_lo, p_hi = histogram_percentiles(counts, edges, [0.5, 99.5])
+    if unreadable:
+        flags.append(f"[unreadable-image] {len(unreadable)} of {len(hist_paths)} image(s) could not be read for the "
+                     f"intensity histogram (looked for as recorded in datastats_by_case.yaml and under "
+                     f"{', '.join(roots)}): {_short_list([_display(u, root) for u in unreadable])}")
 
     # figures
     fig_dir = work / REVIEW_DIR

@@ -26,7 +26,8 @@ import numpy as np
 from auto3dseg.placement import grid_of, place_on_grid
 from converters.geometry import Grid, grid_from_nifti_affine
 
-__all__ = ["SubmissionReport", "prediction_labels", "test_labels_by_crop", "write_submission", "zip_store"]
+__all__ = ["SubmissionReport", "predictable_labels", "prediction_labels", "test_labels_by_crop", "write_submission",
+           "zip_store"]
 
 SUBMISSION_STORE = "submission.zarr"
 
@@ -41,7 +42,8 @@ class SubmissionReport:
 
     def markdown(self) -> str:
         crops = len({r["crop"] for r in self.rows})
-        lines = ["# CellMap submission", "", f"{len(self.rows)} labels in {crops} crops; {len(self.empty)} written empty.", "",
+        lines = ["# CellMap submission", "",
+                 f"{len(self.rows)} labels in {crops} crops; {len(self.empty)} written empty.", "",
                  "| crop | label | status | kind | voxel size (nm) | shape | foreground % | objects |",
                  "|---|---|---|---|---|---|---|---|"]
         for r in self.rows:
@@ -66,6 +68,28 @@ def test_labels_by_crop(items: dict[str, dict], manifest: str | os.PathLike | No
             out.setdefault(int(meta["crop_id"]), []).extend(
                 lab for lab in meta["test_labels"] if lab["label"] not in seen)
     return out
+
+
+def predictable_labels(channels: Sequence[str] | None, class_table: Sequence[dict]) -> set[str]:
+    """Classes post-processing can make from channels named ``channels``: a class with its own
+    channel, or a group with a predictable part (:func:`auto3dseg.postprocess.class_masks`).
+
+    Examples
+    --------
+    >>> table = [{"id": 1, "name": "mito_mem", "parts": []}, {"id": 2, "name": "mito", "parts": [1]},
+    ...          {"id": 3, "name": "er", "parts": []}]
+    >>> sorted(predictable_labels(["mito_mem"], table)), sorted(predictable_labels(["channel_0"], table))
+    (['mito', 'mito_mem'], [])
+    """
+    by_id = {int(r["id"]): r for r in class_table}
+    have = set(channels or [])
+
+    def ok(i: int, seen: frozenset[int] = frozenset()) -> bool:
+        row = by_id[i]
+        return row["name"] in have or any(int(p) in by_id and int(p) not in seen and ok(int(p), seen | {i})
+                                          for p in row.get("parts") or [])
+
+    return {r["name"] for r in class_table if ok(int(r["id"]))}
 
 
 def prediction_labels(prob_path: str | os.PathLike, channels: Sequence[str], class_table: list[dict],
@@ -152,6 +176,12 @@ def write_submission(ensemble_manifest: str | os.PathLike, datalist: str | os.Pa
     if not wanted:
         raise RuntimeError(f"no test labels to write: {dl_path.parent / 'datalist_items.json'} has no test crops "
                            "with labels; pass --test_manifest")
+    asked = sorted({t["label"] for labels in wanted.values() for t in labels})
+    if not predictable_labels(ens.get("channels"), dl["class_table"]) & set(asked):
+        raise RuntimeError(f"no requested label maps to a channel of {ensemble_manifest}: labels {', '.join(asked)}; "
+                           f"channels {ens.get('channels')} ({ens.get('activation')}). Every label would be written "
+                           "empty: the ensemble's channels must be named from the class table of "
+                           f"{dl_path} (re-run --mode ensemble --force after regenerating the bundles)")
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -181,7 +211,8 @@ def write_submission(ensemble_manifest: str | os.PathLike, datalist: str | os.Pa
                 if label not in labels:
                     continue
                 status = "predicted"
-                placed = place_on_grid(labels[label], src, dst, kind, out_dtype=np.uint32 if kind == "instance" else None)
+                placed = place_on_grid(labels[label], src, dst, kind,
+                                       out_dtype=np.uint32 if kind == "instance" else None)
                 if kind == "instance":
                     placed[placed > 0] += next_id  # tiles number their objects independently
                     next_id = int(placed.max(initial=next_id))

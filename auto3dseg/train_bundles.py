@@ -173,15 +173,14 @@ def training_command(bundle: Path, overrides: Mapping[str, Any] | None = None, n
 
 
 def _score(bundle: Path) -> float | None:
-    """best_avg_dice_score from progress.yaml (what MONAI's get_score reads)."""
-    from auto3dseg.bundle_config import load_bundle_config
+    """best_avg_dice_score from ``<ckpt_path>/progress.yaml`` (what MONAI's get_score reads),
+    ``ckpt_path`` evaluated as MONAI does (official templates write ``$@bundle_root + '/model'``)."""
+    from auto3dseg.workdir import bundle_ckpt_path
 
     try:
-        cfg = load_bundle_config(_config_files(bundle))
-        ckpt = Path(cfg.get("ckpt_path") or bundle)
-        progress = yaml.safe_load((ckpt / "progress.yaml").read_text())
+        progress = yaml.safe_load((bundle_ckpt_path(bundle) / "progress.yaml").read_text())
         return float(progress[-1]["best_avg_dice_score"])
-    except (OSError, KeyError, IndexError, TypeError, ValueError, yaml.YAMLError):
+    except Exception:  # noqa: BLE001 - no score (or an unreadable config) is recorded as None, never fatal
         return None
 
 

@@ -3,7 +3,8 @@
 ::
 
     <work_dir>/
-      input.yaml                 data source config (modality, datalist, dataroot, generation options)
+      input.yaml                 data source config (modality, datalist, dataroot, generation options;
+                                 class_names and sigmoid for other templates, e.g. MONAI's official ones)
       datastats.yaml, datastats_by_case.yaml, datastats_review.md, review/*.png   (--mode analyze)
       algorithm_templates/       copy of the templates the bundles were generated from
       <algo>_<fold>/             one MONAI bundle per network and fold (--mode generate)
@@ -17,10 +18,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import sys
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,8 +38,11 @@ __all__ = [
     "INPUT_YAML",
     "REPLACED_DIR",
     "Bundle",
+    "bundle_ckpt_path",
+    "in_directory",
     "list_bundles",
     "move_aside",
+    "prefer_templates",
     "read_input",
     "write_input",
 ]
@@ -114,3 +121,75 @@ def move_aside(path: Path, work_dir: str | os.PathLike) -> Path:
         n += 1
     shutil.move(str(path), str(dest))
     return dest
+
+
+def bundle_ckpt_path(bundle: str | os.PathLike) -> Path:
+    """The bundle's ``ckpt_path`` (where ``progress.yaml`` and the weights are), evaluated.
+
+    Our templates write a plain path (re-rooted to where the bundle is now); MONAI's official
+    ones write an expression (``$@bundle_root + '/model'``), which is evaluated as MONAI's
+    ``get_score`` does, with ``bundle_root`` set to the bundle's current folder.
+
+    Examples
+    --------
+    >>> bundle_ckpt_path("work_dir/segresnet_0")  # doctest: +SKIP
+    PosixPath('/abs/work_dir/segresnet_0/model')
+    """
+    from monai.bundle import ConfigParser
+
+    from auto3dseg.bundle_config import load_bundle_config
+
+    root = Path(bundle).resolve()
+    files = sorted(str(f) for f in (root / "configs").glob("*.yaml")) + sorted(
+        str(f) for f in (root / "configs").glob("*.json"))
+    value = load_bundle_config(files).get("ckpt_path") if files else None
+    if isinstance(value, str) and value.startswith(("$", "@")):
+        parser = ConfigParser()
+        parser.read_config(files)
+        if "bundle_root" in parser:
+            parser["bundle_root"] = str(root)
+        value = parser.get_parsed_content("ckpt_path")
+    return Path(value) if value else root
+
+
+@contextlib.contextmanager
+def in_directory(path: str | os.PathLike) -> Iterator[Path]:
+    """Run a block in ``path`` as the current directory (what ``contextlib.chdir`` does from
+    Python 3.11): official segresnet writes ``runner.log`` into the current directory.
+
+    Examples
+    --------
+    >>> with in_directory("/tmp"):  # doctest: +SKIP
+    ...     Path.cwd()
+    PosixPath('/tmp')
+    """
+    old = os.getcwd()
+    os.chdir(path)
+    try:
+        yield Path(path)
+    finally:
+        os.chdir(old)
+
+
+def prefer_templates(template_dir: str | os.PathLike, names: Sequence[str]) -> None:
+    """Make ``import <name>.scripts.algo`` load the templates of ``template_dir``.
+
+    MONAI's BundleGen and ``algo_from_json`` import a template as the package ``<name>``
+    (e.g. ``segresnet``) from folders appended to ``sys.path``; in one process a same-named
+    template imported earlier from another folder (the project's own, then MONAI's official
+    one) would be reused silently. This puts ``template_dir`` first on ``sys.path`` and
+    forgets modules ``<name>`` and ``<name>.*`` loaded from elsewhere.
+
+    Examples
+    --------
+    >>> prefer_templates("work_dir/algorithm_templates", ["segresnet"])  # doctest: +SKIP
+    """
+    folder = os.path.abspath(os.fspath(template_dir))
+    while folder in sys.path:
+        sys.path.remove(folder)
+    sys.path.insert(0, folder)
+    tops = set(names)
+    for mod in [m for m in sys.modules if m.split(".")[0] in tops]:
+        origin = getattr(sys.modules[mod], "__file__", None)
+        if not origin or not os.path.abspath(origin).startswith(folder + os.sep):
+            del sys.modules[mod]

@@ -19,7 +19,7 @@ from auto3dseg.generate import generate
 from auto3dseg.train_bundles import train_bundles
 from auto3dseg.workdir import DONE_MARKER, list_bundles
 
-TINY = ["--override", "num_workers=0", "--override", "segresnet:network#init_filters=8",
+TINY = ["--override", "num_workers=0", "--override", "num_iterations_per_epoch=3", "--override", "segresnet:network#init_filters=8",
         "--override", "segresnet:network#dsdepth=2", "--override", "sw_batch_size=4"]
 
 
@@ -190,6 +190,7 @@ def test_predict_mode_writes_probabilities_in_class_order(full_run, converted, t
     manifest = json.loads((dest / "ensemble.json").read_text())
     names = [r["name"] for r in json.loads((out / "datalist.json").read_text())["class_table"]]
     assert manifest["channels"] == names and manifest["activation"] == "sigmoid"
+    assert manifest["activation_source"] == "config"  # the bundle's output_activation
     prob, affine = read_probability_nifti(manifest["items"][0]["probabilities"])
     import nibabel as nib
 
@@ -230,8 +231,8 @@ class InferClass:
     def __init__(self, config_file=None, **override):
         pass
 
-    def infer(self, image_file):
-        img = nib.load(image_file)
+    def infer(self, item):  # MONAI's ensemble passes the datalist item, as the official templates expect
+        img = nib.load(item["image"])
         return torch.full((2, *img.shape), 0.25)
 '''
 
@@ -256,11 +257,19 @@ def test_foreign_templates_generate_train_and_ensemble(converted, full_run, tmp_
     shutil.copy(full_run / "datastats.yaml", work / "datastats.yaml")
     res = generate(work, out / "datalist.json", out, algos=["mynet"], templates=str(templates.parent))
     assert res.generated == ["mynet_0", "mynet_1"]
-    assert yaml.safe_load((work / "input.yaml").read_text())["modality"] == "mri"  # official templates: ct/mri only
+    src = yaml.safe_load((work / "input.yaml").read_text())
+    assert src["modality"] == "mri"  # official templates: ct/mri only
+    # classes as MONAI's official templates read them: a group is the label values of its members
+    assert src["sigmoid"] is True and {"name": "mito", "index": [3, 4, 11]} in src["class_names"]
+    with pytest.raises(ValueError, match="--num_epochs 3: template mynet"):  # never silently ignored
+        generate(work, out / "datalist.json", out, algos=["mynet"], templates=str(templates.parent), num_epochs=3,
+                 force=True)
     report = train_bundles(work, algos=["mynet"], log=lambda *a: None)
     assert report.ok and report.trained == {"mynet_0": 0.5, "mynet_1": pytest.approx(0.6)}
     manifest = json.loads(run_ensemble(work, algos=["mynet"], log=lambda *a: None).read_text())
+    # 2 channels fit no naming of the 12 classes; they do not sum to 1, so they are not a softmax
     assert manifest["channels"] == ["channel_0", "channel_1"]
+    assert manifest["activation"] == "sigmoid" and manifest["activation_source"] == "output"
     prob, _ = read_probability_nifti(manifest["items"][0]["probabilities"])
     assert np.allclose(prob, 0.25, atol=1 / 255)
 

@@ -254,3 +254,46 @@ def test_2d_images_are_not_flagged_for_their_single_slice():
 
     assert size_outliers([[192, 192, 1], [224, 160, 1], [200, 200, 1]]) == {}
     assert "axis 2 has 1 voxels" in size_outliers([[64, 64, 30], [64, 64, 30], [64, 64, 1]])[2]
+
+
+def test_histogram_reads_images_of_a_relative_data_root(reviewed, tmp_path, monkeypatch):
+    """make demo's case: analysed with a relative data root, MONAI records ``<root>/images/x``
+    relative to the working directory; the review must not join the root twice."""
+    from monai.apps.auto3dseg import DataAnalyzer
+
+    root, _, _, _, images, _ = reviewed
+    monkeypatch.chdir(root.parent)
+    rel = Path(root.name)
+    (rel / "wd_rel").mkdir(exist_ok=True)
+    DataAnalyzer(str(rel / "datalist.json"), str(rel), output_path=str(rel / "wd_rel" / "datastats.yaml"),
+                 device="cpu", worker=0, label_key="label").get_all_case_stats()
+    assert not Path(_cases(rel / "wd_rel")[0]["image_filepath"]).is_absolute()
+    for cwd, args in ((root.parent, (rel / "wd_rel", rel / "datalist.json", rel)),
+                      (tmp_path, (root / "wd_rel", root / "datalist.json", root))):
+        monkeypatch.chdir(cwd)
+        write_review(*args)
+        review = json.loads((root / "wd_rel" / REVIEW_JSON).read_text())
+        assert review["header"]["intensity"]["hist_images"] == len(images), cwd
+        assert not [f for f in review["flags"] if f.startswith("[unreadable-image]")]
+
+
+def test_unreadable_images_are_a_flag_not_an_empty_plot(reviewed, tmp_path):
+    import shutil
+
+    root, _, _, _, images, _ = reviewed
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("wd_rel"))
+    by_case = copy / "wd" / "datastats_by_case.yaml"
+    by_case.write_text(by_case.read_text().replace(str(root), str(copy)))
+    (copy / "images" / "crop1.nii.gz").write_bytes(b"not a NIfTI")
+    write_review(copy / "wd", copy / "datalist.json")
+    review = json.loads((copy / "wd" / REVIEW_JSON).read_text())
+    assert review["header"]["intensity"]["hist_images"] == len(images) - 1
+    flag = [f for f in review["flags"] if f.startswith("[unreadable-image]")]
+    assert len(flag) == 1 and "1 of 5" in flag[0] and "images/crop1.nii.gz" in flag[0]
+    for name, _ in images.items():
+        (copy / "images" / f"{name}.nii.gz").write_bytes(b"")
+    md = write_review(copy / "wd", copy / "datalist.json")
+    review = json.loads((copy / "wd" / REVIEW_JSON).read_text())
+    assert review["header"]["intensity"]["hist_images"] == 0 and review["header"]["intensity"]["pooled_p00_5"] is None
+    assert "[unreadable-image] 5 of 5 image(s)" in md.read_text()
