@@ -91,6 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--n_best", type=int, default=5, help="N of best_n (default: 5)")
     g.add_argument("--images", nargs="+", help="images for --mode predict (NIfTI)")
     g.add_argument("--output_dir", help="where --mode predict writes (default: <work_dir>/predictions)")
+    g.add_argument("--allow_unfinished", action="store_true",
+                   help="predict/ensemble: also use bundles whose training stopped early, from their best model.pt "
+                   "(each is named; the default takes only bundles that finished)")
+    g.add_argument("--postprocess", action="store_true",
+                   help="predict: also write labels next to the probabilities (<output_dir>/labels/), with the same "
+                   "post-processing as --mode submit (--postprocess_params to change it): <stem>_label.tiff for "
+                   "cells, <case>/<class>.nii.gz (instance ids or 0/1) for volumes")
     g = p.add_argument_group("submission")
     g.add_argument("--postprocess_params", help="YAML of post-processing parameters: per class for CellMap "
                    "(thresholds, minimum sizes, watershed; default auto3dseg/resources/postprocess.yaml), or for "
@@ -212,7 +219,8 @@ def _run(args: argparse.Namespace, datalist: str, dataroot: str, overrides: dict
 
         _step("generate")
         res = generate(work, datalist, dataroot, algos=args.algos, num_fold=args.num_fold, templates=args.templates,
-                       num_epochs=args.num_epochs, patch_size=args.patch_size, force=args.force and mode == "generate")
+                       num_epochs=args.num_epochs, patch_size=args.patch_size, budget=args.budget,
+                       force=args.force and mode == "generate")
         print("\n".join(res.lines()))
     if mode in ("train", "full"):
         from auto3dseg.train_bundles import train_bundles
@@ -242,8 +250,20 @@ def _run(args: argparse.Namespace, datalist: str, dataroot: str, overrides: dict
         out = args.output_dir or (str(work / "predictions") if mode == "predict" else None)
         manifest = run_ensemble(work, method=args.ensemble_method, n_best=args.n_best, algos=args.algos,
                                 images=args.images if mode == "predict" else None, output_dir=out,
-                                force=args.force and mode in ("ensemble", "predict"))
+                                force=args.force and mode in ("ensemble", "predict"),
+                                allow_unfinished=args.allow_unfinished)
         print(f"Probability maps: {manifest.parent} (channels and files in {manifest})")
+        if mode == "predict" and args.postprocess:
+            from auto3dseg.predict_labels import postprocess_predictions
+            from datalists.cell_classes import is_cell_datalist
+
+            dl = _read_json(datalist)
+            folder, rows = postprocess_predictions(manifest, dl["class_table"], cells=is_cell_datalist(dl),
+                                                   params_path=args.postprocess_params)
+            failed = [r for r in rows if r["status"] != "written"]
+            print(f"Labels: {folder} ({len(rows) - len(failed)} images, {len(failed)} failed)")
+            if failed:
+                return 1
     if mode == "submit" or (mode == "full" and _has_test_labels(datalist, args.test_manifest)):
         return _submit(args, work, datalist)
     return 0
@@ -294,6 +314,7 @@ def _slurm(args: argparse.Namespace, datalist: str) -> int:
         print(f"note: {exc}; the dry run assumes one GPU and 8 CPUs per task", file=sys.stderr)
         res = slurm.resolve_resources(flags, slurm.ClusterInfo(8, 0, 1))
     generate_args = [*(["--num_epochs", str(args.num_epochs)] if args.num_epochs else []),
+                     *(["--budget", str(args.budget)] if args.budget else []),
                      *(["--patch_size", str(args.patch_size)] if args.patch_size else []),
                      *(["--templates", str(Path(args.templates).resolve()) if Path(args.templates).exists()
                         else args.templates] if args.templates else [])]

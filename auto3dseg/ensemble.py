@@ -45,15 +45,43 @@ __all__ = [
 ENSEMBLE_METHODS = ("best_by_fold", "best_n")
 
 
-def trained_history(work_dir: str | os.PathLike, algos: Sequence[str] | None = None) -> list[dict]:
-    """MONAI algo history of the bundles whose training finished (``training_done.json``)."""
+def _unfinished_record(bundle) -> dict | None:
+    """A done-like record of a bundle whose training did not finish but wrote a best model:
+    ``{"best_avg_dice_score", "unfinished": True}`` from its ``progress.yaml``, else None."""
+    import yaml
+
+    from auto3dseg.workdir import bundle_ckpt_path
+
+    try:
+        ckpt = bundle_ckpt_path(bundle.path)
+        progress = yaml.safe_load((ckpt / "progress.yaml").read_text()) or []
+    except (OSError, ValueError, KeyError, yaml.YAMLError):
+        return None
+    if not progress or not any(ckpt.glob("*.pt")):
+        return None
+    best = progress[-1]
+    return {"best_avg_dice_score": best.get("best_avg_dice_score"), "epoch": best.get("best_avg_dice_score_epoch"),
+            "unfinished": True}
+
+
+def trained_history(work_dir: str | os.PathLike, algos: Sequence[str] | None = None, *,
+                    allow_unfinished: bool = False, log=print) -> list[dict]:
+    """MONAI algo history of the bundles whose training finished (``training_done.json``);
+    with ``allow_unfinished`` also of those stopped early that wrote a best model (saying so)."""
     from monai.auto3dseg.utils import algo_from_json
     from monai.utils.enums import AlgoKeys
 
     history = []
     for b in list_bundles(Path(work_dir).resolve()):
+        if algos and b.algo not in algos:
+            continue
         done = b.done
-        if not done or (algos and b.algo not in algos):
+        if not done and allow_unfinished:
+            done = _unfinished_record(b)
+            if done:
+                log(f"note: {b.name} did not finish training; using its best model so far (validation Dice "
+                    f"{done['best_avg_dice_score']:.4f} at epoch {done['epoch']})")
+        if not done:
             continue
         template_path = json.loads((b.path / "algo_object.json").read_text()).get("template_path")
         if template_path:  # not a same-named template imported from another folder in this process
@@ -242,15 +270,21 @@ def _signature(chosen: list[dict]) -> str:
 
 def run_ensemble(work_dir: str | os.PathLike, *, method: str = "best_by_fold", n_best: int = 5,
                  algos: Sequence[str] | None = None, images: Sequence[str] | None = None,
-                 output_dir: str | os.PathLike | None = None, force: bool = False, log=print) -> Path:
+                 output_dir: str | os.PathLike | None = None, force: bool = False, allow_unfinished: bool = False,
+                 log=print) -> Path:
     """Probability maps for the datalist's ``testing`` items (or ``images``); returns the
-    path of ``ensemble.json``. Maps already written by the same choice of bundles are kept."""
+    path of ``ensemble.json``. Maps already written by the same choice of bundles are kept.
+    ``allow_unfinished`` also uses bundles that stopped early with a best model (named)."""
     from monai.utils.enums import AlgoKeys
     from tqdm import tqdm
 
     work = Path(work_dir).resolve()
     src = read_input(work)
-    chosen, infer_files, used = select_ensemble(trained_history(work, algos), work / "input.yaml", method, n_best)
+    history = trained_history(work, algos, allow_unfinished=allow_unfinished, log=log)
+    if not history and not allow_unfinished and list_bundles(work):
+        raise RuntimeError(f"no bundle of {work} finished training: train them (--mode train), or predict with "
+                           "--allow_unfinished to use the best model.pt of bundles that stopped early")
+    chosen, infer_files, used = select_ensemble(history, work / "input.yaml", method, n_best)
     cases = [{"image": str(Path(f).resolve())} for f in images] if images else [
         dict(f) if isinstance(f, Mapping) else {"image": str(f)} for f in infer_files]
     if not cases:

@@ -284,7 +284,8 @@ def template_problems(name: str, template: str | os.PathLike, *, cuda: bool | No
 # --------------------------------------------------------------------------- generate
 def generate(work_dir: str | os.PathLike, datalist: str | os.PathLike, dataroot: str | os.PathLike, *,
              algos: Sequence[str] = DEFAULT_ALGOS, num_fold: int | None = None, templates: str | None = None,
-             num_epochs: int | None = None, patch_size: int | None = None, force: bool = False) -> GenerateResult:
+             num_epochs: int | None = None, patch_size: int | None = None, budget: str | None = None,
+             force: bool = False) -> GenerateResult:
     """Generate missing bundles in ``work_dir`` (needs ``datastats.yaml`` from analyze).
 
     Parameters
@@ -299,6 +300,9 @@ def generate(work_dir: str | os.PathLike, datalist: str | os.PathLike, dataroot:
     num_epochs, patch_size : int, optional
         Our templates read them from ``input.yaml``; MONAI's official ones get them under their
         own keys (:func:`official_settings`); other templates refuse them (ValueError).
+    budget : str, optional
+        Iterations or a time per bundle (:mod:`auto3dseg.budget`); our templates only (MONAI's
+        official ones take ``num_epochs``).
     force : bool
         Regenerate existing bundles, moving the old ones to ``<work_dir>/replaced/``.
 
@@ -341,8 +345,16 @@ def generate(work_dir: str | os.PathLike, datalist: str | os.PathLike, dataroot:
                          "scripts/algo.py; check --algos") from exc
     foreign = [a for a in gen.algos if not isinstance(a, CellmapBundleAlgo)]
     result = GenerateResult()
+    if budget and foreign:
+        raise ValueError(f"--budget applies to the project's own templates; {', '.join(a.name for a in foreign)} from "
+                         f"{template_src} take --num_epochs instead")
     if len(foreign) < len(gen.algos):  # our templates read these from input.yaml
         src.update({k: int(v) for k, v in (("num_epochs", num_epochs), ("patch_size", patch_size)) if v})
+        if budget:
+            from auto3dseg.budget import parse_budget
+
+            parse_budget(budget)
+            src["budget"] = str(budget)
     settings: dict[str, dict[str, Any]] = {}
     if foreign:
         if int(dl.get("spatial_dims") or 3) == 2:

@@ -198,6 +198,48 @@ def test_predict_mode_writes_probabilities_in_class_order(full_run, converted, t
     assert 0.0 <= prob.min() and prob.max() <= 1.0 and np.allclose(affine, nib.load(str(image)).affine)
 
 
+def test_predict_postprocess_writes_labels_as_submit_does(full_run, converted, tmp_path):
+    import nibabel as nib
+
+    from auto3dseg.postprocess import load_postprocess_params
+    from auto3dseg.submission import prediction_labels
+
+    out, _ = converted
+    dl = json.loads((out / "datalist.json").read_text())
+    image = out / dl["testing"][0]["image"]
+    dest = tmp_path / "preds"
+    rc = run_auto3dseg.main(["--mode", "predict", "--work_dir", str(full_run), "--algos", "segresnet", "--images",
+                             str(image), "--output_dir", str(dest), "--postprocess"])
+    assert rc == 0
+    case = dest / "labels" / Path(str(image)).name.replace(".nii.gz", "")
+    manifest = json.loads((dest / "ensemble.json").read_text())
+    expected, _ = prediction_labels(manifest["items"][0]["probabilities"], manifest["channels"], dl["class_table"],
+                                    load_postprocess_params())
+    for row in dl["class_table"]:
+        written = nib.load(str(case / f"{row['name']}.nii.gz"))
+        assert written.shape == nib.load(str(image)).shape and np.allclose(written.affine, nib.load(str(image)).affine)
+        assert np.array_equal(np.asarray(written.dataobj).T, expected[row["name"]])  # z, y, x as submit's
+
+
+def test_predict_uses_unfinished_bundles_only_when_allowed(full_run, converted, tmp_path, capsys):
+    import shutil
+
+    out, _ = converted
+    work = tmp_path / "work"
+    shutil.copytree(full_run, work)
+    for marker in work.glob("segresnet_*/training_done.json"):
+        marker.unlink()  # as if both trainings had been stopped after writing a best model
+    image = out / json.loads((out / "datalist.json").read_text())["testing"][0]["image"]
+    args = ["--mode", "predict", "--work_dir", str(work), "--algos", "segresnet", "--images", str(image),
+            "--output_dir", str(tmp_path / "p")]
+    assert run_auto3dseg.main(args) == 2
+    assert "--allow_unfinished" in capsys.readouterr().err
+    assert run_auto3dseg.main([*args, "--allow_unfinished"]) == 0
+    printed = capsys.readouterr().out
+    assert "segresnet_0 did not finish training" in printed and "segresnet_1 did not finish training" in printed
+    assert (tmp_path / "p" / "ensemble.json").is_file()
+
+
 # ----------------------------------------------------------------------------- foreign templates
 FOREIGN_ALGO = '''
 import os, yaml

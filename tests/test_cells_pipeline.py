@@ -96,6 +96,18 @@ def test_submit_reports_a_missing_map_and_exits_nonzero(cell_run, tmp_path, caps
         json.loads((copy / "submission" / "submission_report.json").read_text()))
 
 
+def test_predict_postprocess_writes_label_tiffs(cell_run, converted_cells, synthetic_cells, tmp_path):
+    work, _ = cell_run
+    out, _ = converted_cells
+    cases = json.loads((synthetic_cells / "cases.json").read_text())["cases"]
+    rc = run_auto3dseg.main(["--mode", "predict", "--work_dir", str(work), "--images",
+                             str(out / "images" / "cell_11_test_he.nii.gz"), "--output_dir", str(tmp_path / "p"),
+                             "--postprocess"])
+    assert rc == 0
+    label = tifffile.imread(tmp_path / "p" / "labels" / "cell_11_test_he_label.tiff")
+    assert label.shape == (cases["cell_11_test_he"]["height"], cases["cell_11_test_he"]["width"])
+
+
 @pytest.mark.parametrize("algo", NETWORKS)
 def test_one_2d_epoch_of_each_network(algo, cell_run, converted_cells, tmp_path):
     work, _ = cell_run
