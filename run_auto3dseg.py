@@ -126,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "--slurm_args=\"--constraint=a100 --exclusive\"")
     g.add_argument("--dry_run", action="store_true", help="--mode slurm: print the sbatch commands and job "
                    "scripts, submit nothing")
+    p.add_argument("--debug", action="store_true", help="show the Python traceback of an error instead of the one-line "
+                   "message (for reporting a bug)")
     p.add_argument("--force", action="store_true",
                    help="redo a finished step: analyze again, regenerate bundles (old ones moved to "
                    "<work_dir>/replaced/), retrain (old model/ moved aside), recompute ensemble maps")
@@ -199,9 +201,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.mode == "slurm":
             return _slurm(args, datalist)
         return _run(args, datalist, dataroot, overrides)
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (FileNotFoundError, ValueError, RuntimeError, KeyError) as exc:
+        if args.debug:
+            raise
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"error: {msg}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a full disk, a read-only folder, a permission: say where and what to do
+        if args.debug:
+            raise
+        print(f"error: {os_error_message(exc)}", file=sys.stderr)
+        return 2
+
+
+def os_error_message(exc: OSError) -> str:
+    """An OSError as a user reads it: what failed, on which file, and what to do.
+
+    >>> os_error_message(OSError(28, "No space left on device", "/w/x.nii.gz"))
+    '/w/x.nii.gz: No space left on device. Free some space there (or choose another --work_dir / --output_dir) and run the same command again: finished work is kept'
+    """
+    import errno
+
+    where = exc.filename or "(unknown file)"
+    what = exc.strerror or str(exc)
+    todo = {errno.ENOSPC: "Free some space there (or choose another --work_dir / --output_dir) and run the same "
+                          "command again: finished work is kept",
+            errno.EROFS: "The folder is read-only: choose a writable --work_dir / --output_dir",
+            errno.EACCES: "Check the permissions of that folder, or choose another --work_dir / --output_dir",
+            errno.EDQUOT: "Your disk quota is exhausted: free some space and run the same command again"}
+    return f"{where}: {what}. {todo.get(exc.errno, 'Fix that file or folder and run the same command again')}"
 
 
 def _run(args: argparse.Namespace, datalist: str, dataroot: str, overrides: dict) -> int:

@@ -44,3 +44,24 @@ def test_analyze_writes_datastats_with_our_spacing_and_labels(converted, tmp_pat
         assert f"review/{png}.png" in review and (wd / "review" / f"{png}.png").stat().st_size > 1000
     # MONAI's position-based label summary is wrong on this data (crops miss labels): flagged
     assert "[monai-positional-summary]" in review
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_what_to_do(monkeypatch, tmp_path, capsys):
+    import errno
+
+    import pytest
+
+    import run_auto3dseg
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "work" / "model" / "last.pt"))
+
+    monkeypatch.setattr(run_auto3dseg, "_run", full)
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "input.yaml").write_text(f"datalist: {tmp_path / 'd.json'}\ndataroot: {tmp_path}\n")
+    rc = run_auto3dseg.main(["--mode", "train", "--work_dir", str(tmp_path / "work")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "last.pt: No space left on device" in err and "Free some space" in err
+    assert "Traceback" not in err
+    with pytest.raises(OSError):
+        run_auto3dseg.main(["--mode", "train", "--work_dir", str(tmp_path / "work"), "--debug"])
