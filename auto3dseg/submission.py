@@ -157,7 +157,7 @@ def write_submission(ensemble_manifest: str | os.PathLike, datalist: str | os.Pa
     import zarr
     from tqdm import tqdm
 
-    from auto3dseg.classes import INSTANCE_CLASSES
+    from datalists.cellmap_classes import INSTANCE_CLASSES
     from auto3dseg.postprocess import load_postprocess_params
 
     params = params if params is not None else load_postprocess_params()

@@ -15,7 +15,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from auto3dseg.classes import CELLMAP_BY_ID, CELLMAP_CLASSES, class_by_name
+from datalists.cellmap_classes import CELLMAP_BY_ID, CELLMAP_CLASSES, class_by_name
 from converters.cellmap_zarr import ClassStatus
 
 __all__ = ["leaf_classes", "default_classes", "build_class_table", "cellmap_lookup", "annotated_ids"]

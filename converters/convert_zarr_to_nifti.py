@@ -323,7 +323,7 @@ def _inspect_all(crops: Sequence[cz.CropSource]) -> tuple[dict[str, tuple], dict
 
 
 def _resolve_classes(requested: Sequence[str] | None, crops: Sequence[cz.CropSource], statuses: dict) -> list[str]:
-    from auto3dseg.classes import class_by_name
+    from datalists.cellmap_classes import class_by_name
 
     if requested:
         for n in requested:

@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 import zarr
 
-from auto3dseg.classes import CELLMAP_BY_ID, CELLMAP_CLASSES
+from datalists.cellmap_classes import CELLMAP_BY_ID, CELLMAP_CLASSES
 from converters import cellmap_zarr as cz
 
 __all__ = ["ComposedLabels", "label_source", "lookup"]

@@ -57,7 +57,7 @@ import zarr
 from numcodecs import Blosc
 from scipy import ndimage
 
-from auto3dseg.classes import CELLMAP_CLASSES
+from datalists.cellmap_classes import CELLMAP_CLASSES
 
 __all__ = [
     "Ellipsoid",
@@ -139,7 +139,7 @@ _IDENTITY: tuple[Vec3, Vec3, Vec3] = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.
 
 
 def _cid(name: str) -> int:
-    """CellMap id of a class (the one table: :mod:`auto3dseg.classes`)."""
+    """CellMap id of a class (the one table: :mod:`datalists.cellmap_classes`)."""
     return CELLMAP_CLASSES[name].cellmap_id
 
 

@@ -1,6 +1,6 @@
 """Class table facts, the label lookup, per-crop annotated ids, and fold assignment."""
 
-from auto3dseg.classes import CELLMAP_CLASSES, INSTANCE_CLASSES, atomic_ids
+from datalists.cellmap_classes import CELLMAP_CLASSES, INSTANCE_CLASSES, atomic_ids
 from converters.cellmap_zarr import ClassStatus
 from converters.class_mapping import (
     annotated_ids,

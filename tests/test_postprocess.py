@@ -12,7 +12,7 @@ import yaml
 from skimage.segmentation import watershed
 
 import auto3dseg.postprocess as pp
-from auto3dseg.classes import INSTANCE_CLASSES
+from datalists.cellmap_classes import INSTANCE_CLASSES
 from auto3dseg.postprocess import (
     class_masks,
     distance_maxima,

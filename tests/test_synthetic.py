@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import zarr
 
-from auto3dseg.classes import CELLMAP_CLASSES
+from datalists.cellmap_classes import CELLMAP_CLASSES
 from converters import synthetic as S
 
 GT = S.GT_PATH

@@ -48,7 +48,7 @@ import fastremap
 import numpy as np
 import scipy.ndimage as ndi
 
-from auto3dseg.classes import INSTANCE_CLASSES
+from datalists.cellmap_classes import INSTANCE_CLASSES
 from auto3dseg.evaluation.metrics import (
     hausdorff_cap,
     hausdorff_distance,

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from auto3dseg.classes import INSTANCE_CLASSES
+from datalists.cellmap_classes import INSTANCE_CLASSES
 from auto3dseg.evaluation.metrics import dice, instance_score, iou, semantic_counts
 from auto3dseg.evaluation.stores import TruthLabel
 

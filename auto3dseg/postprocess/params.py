@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from auto3dseg.classes import class_by_name
+from datalists.cellmap_classes import class_by_name
 
 __all__ = ["PARAM_TYPES", "load_postprocess_params", "params_for"]
 
