@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from auto3dseg.review import (
+from auto3dseg.analysis.review import (
     FIGURES,
     REVIEW_DIR,
     REVIEW_JSON,
@@ -250,7 +250,7 @@ def test_header_counts(reviewed):
 
 
 def test_2d_images_are_not_flagged_for_their_single_slice():
-    from auto3dseg.review import size_outliers
+    from auto3dseg.analysis.review import size_outliers
 
     assert size_outliers([[192, 192, 1], [224, 160, 1], [200, 200, 1]]) == {}
     assert "axis 2 has 1 voxels" in size_outliers([[64, 64, 30], [64, 64, 30], [64, 64, 1]])[2]
