@@ -64,7 +64,7 @@ def test_full_writes_a_scored_cellmap_submission(full_run, synthetic):
 
     import zarr
 
-    from auto3dseg.classes import INSTANCE_CLASSES
+    from datalists.cellmap_classes import INSTANCE_CLASSES
     from converters.cellmap_zarr import read_test_manifest_rows
 
     sub = full_run / "submission"
