@@ -1,0 +1,199 @@
+"""Checks against the files a datalist names: the side items file, images and labels on disk,
+their shapes, and label values."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .schema import (
+    _LABELLED_SECTIONS,
+    _NIFTI_SUFFIXES,
+    _SECTIONS,
+    _image_paths,
+    _is_int,
+    _read_array,
+    _read_shape,
+    _shapes_match,
+    _short,
+    _valid_image,
+)
+
+
+class FileChecks:
+    """Checks against the files a datalist names: the side items file, images and labels on disk,
+    their shapes, and label values.
+
+    Mixed into the validator's checker, which provides ``data``, ``src``, ``problem``, ``items``
+    and ``desc``.
+    """
+
+    # ----------------------------------------------------------------- side file
+
+    def check_items_file(self) -> None:
+        name = self.data.get("items_file")
+        if not isinstance(name, str) or not name or not self.check_files:
+            return
+        bases = [b for b in (self.datalist_dir, self.root) if b is not None]
+        candidates = list(dict.fromkeys(b / name for b in bases))
+        found = next((c for c in candidates if c.is_file()), None)
+        if found is None:
+            self.problem(
+                "'items_file'",
+                f"{name!r} not found (looked at {', '.join(str(c) for c in candidates)}); "
+                "write it next to the datalist or drop the key",
+            )
+            return
+        try:
+            side = json.loads(found.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            self.problem("'items_file'", f"cannot read {found}: {exc}")
+            return
+        except json.JSONDecodeError as exc:
+            self.problem(
+                "'items_file'",
+                f"{found} is not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}; fix or re-write it",
+            )
+            return
+        masks = {
+            item["image"]: (f"{section}[{i}]", item["annotated_mask"])
+            for section in _SECTIONS for i, item in self.items(section)
+            if isinstance(item.get("image"), str) and _is_int(item.get("annotated_mask"))
+        }
+        for key, entry in self._side_entries(side):
+            if not isinstance(entry, dict) or "annotated" not in entry:
+                continue
+            ann = entry["annotated"]
+            where = f"items_file {found.name} entry {key!r}"
+            if not isinstance(ann, list) or not all(_is_int(a) for a in ann):
+                self.problem(where, "annotated must be a list of integer class ids from class_table, e.g. [1, 2]; "
+                             f"got {_short(ann)}")
+                continue
+            self._check_annotated_ids(where, ann, "annotated")
+            if key in masks:
+                item_where, mask = masks[key]
+                mask_ids = [b + 1 for b in range(mask.bit_length()) if mask >> b & 1]
+                if sorted(set(ann)) != mask_ids:
+                    self.problem(
+                        where,
+                        f"annotated {sorted(set(ann))} disagrees with annotated_mask {mask} (ids {mask_ids}) "
+                        f"of {item_where}; re-convert so that both come from the same crop",
+                    )
+
+    @staticmethod
+    def _side_entries(side: Any) -> list[tuple[str, Any]]:
+        """(key, entry) pairs from a side file: {image: {...}}, [{"image": ...}], or {"items"/section: [...]}."""
+        lists: list[Any] = []
+        if isinstance(side, list):
+            lists.append(side)
+        elif isinstance(side, dict):
+            sub = [side[k] for k in ("items",) + _SECTIONS if isinstance(side.get(k), list)]
+            if sub:
+                lists.extend(sub)
+            else:
+                return [(str(k), v) for k, v in side.items() if isinstance(v, dict)]
+        out = []
+        for seq in lists:
+            for j, entry in enumerate(seq):
+                if isinstance(entry, dict):
+                    out.append((str(entry.get("image", f"[{j}]")), entry))
+        return out
+
+    # ----------------------------------------------------------------- files
+
+    def check_files_on_disk(self) -> None:
+        if not self.check_files:
+            return
+        assert self.root is not None
+        root = self.root
+        n_checked = n_missing = 0
+        shape_cache: dict[Path, tuple[int, ...] | None] = {}
+        label_value_skipped = False
+
+        def shape_of(p: Path, where: str) -> tuple[int, ...] | None:
+            if p not in shape_cache:
+                try:
+                    shape_cache[p] = _read_shape(p)
+                except Exception as exc:  # noqa: BLE001 - any reader error is a problem to report
+                    shape_cache[p] = None
+                    self.problem(where, f"cannot read the header of {p}: {exc}; the file may be truncated, "
+                                 "re-convert it")
+            return shape_cache[p]
+
+        for section in _SECTIONS:
+            for i, item in self.items(section):
+                where = self.desc(section, i)
+                images = _image_paths(item) if _valid_image(item.get("image")) else []
+                label = item.get("label") if isinstance(item.get("label"), str) and item.get("label") else None
+                present: dict[str, Path] = {}
+                for key, rel in [("image", p) for p in images] + ([("label", label)] if label else []):
+                    full = root / rel
+                    n_checked += 1
+                    if full.is_file():
+                        present[rel] = full
+                    else:
+                        n_missing += 1
+                        self.problem(
+                            where,
+                            f"{key} file not found: {full}; fix the path (relative to the data root {root}) "
+                            "or re-run the converter",
+                        )
+                if self.check_shapes and label and label in present and images and all(p in present for p in images):
+                    lshape = shape_of(present[label], where)
+                    for rel in images:
+                        ishape = shape_of(present[rel], where)
+                        if lshape is None or ishape is None:
+                            continue
+                        channel_first_ok = not rel.lower().endswith(_NIFTI_SUFFIXES)
+                        if not _shapes_match(ishape, lshape, channel_first_ok):
+                            self.problem(
+                                where,
+                                f"label shape {lshape} differs from image shape {ishape} ({rel}); "
+                                "image and label must cover the same voxel grid: re-convert this crop",
+                            )
+                if self.check_label_values and label and label in present and section in _LABELLED_SECTIONS:
+                    if not self.class_info_known:
+                        label_value_skipped = True
+                        continue
+                    self._check_label_values(where, present[label])
+        if label_value_skipped:
+            self.warnings.append(
+                f"{self.src}: label values were not checked: the datalist has no class_table or labels"
+            )
+        if n_missing and n_missing == n_checked and n_checked > 1:
+            self.problems.append(
+                f"{self.src}: none of the {n_checked} files exist under the data root {root}: is the data "
+                "root right? (--dataroot; by default it is the datalist's folder)"
+            )
+
+    def _check_label_values(self, where: str, path: Path) -> None:
+        try:
+            arr = _read_array(path)
+        except Exception as exc:  # noqa: BLE001
+            self.problem(where, f"cannot read the label data of {path}: {exc}; re-convert it")
+            return
+        if arr is None:
+            return
+        values = np.unique(np.asarray(arr))
+        allowed = {0, *self.class_names}
+        k = max(self.class_names) if self.class_names else 0
+        if values.dtype.kind == "f":
+            non_integer = values[values != np.round(values)]
+            if non_integer.size:
+                self.problem(
+                    where,
+                    f"label {path} has non-integer values {non_integer[:10].tolist()}; labels must hold "
+                    "class ids 0..K: re-convert it (nearest-neighbour resampling)",
+                )
+            values = values[values == np.round(values)]
+        bad = [v for v in values.tolist() if int(v) not in allowed]
+        if bad:
+            shown = [int(v) for v in bad[:10]] + (["..."] if len(bad) > 10 else [])
+            self.problem(
+                where,
+                f"label {path} has values {shown} that are not class ids (allowed: 0..{k}); re-convert "
+                "the label or fix class_table",
+            )

@@ -1,0 +1,273 @@
+"""The datalist contract's plumbing: the JSON Schema shipped beside it, ``DatalistError``, loading a
+datalist file with messages that name the line, and the small readers the checks share."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: The JSON Schema shipped next to this module.
+SCHEMA_PATH: Path = Path(__file__).with_name("datalist.schema.json")
+#: ``format`` values look like ``"cellmap-auto3dseg-datalist/1"``.
+FORMAT_PREFIX = "cellmap-auto3dseg-datalist/"
+#: The newest format version this validator understands.
+FORMAT_VERSION = 1
+
+_SECTIONS = ("training", "validation", "testing")
+_LABELLED_SECTIONS = ("training", "validation")
+_PATH_KEYS = ("image", "label")
+_KNOWN_ITEM_KEYS = ("image", "label", "fold", "annotated", "annotated_mask")
+_ITEM_EXAMPLE = '{"image": "images/x.nii.gz"}'
+_TRAIN_EXAMPLE = '{"image": "images/x.nii.gz", "label": "labels/x.nii.gz", "fold": 0}'
+_NIFTI_SUFFIXES = (".nii", ".nii.gz")
+_TIFF_SUFFIXES = (".tif", ".tiff")
+
+# What to do when a known key has the wrong type; appended to schema messages.
+_KEY_FIXES = {
+    "image": "give a path relative to the data root, or a list of such paths (one per channel)",
+    "label": "give the label file's path relative to the data root",
+    "fold": "use a whole number in 0..num_folds-1",
+    "annotated": "annotated must be a list of integer class ids from class_table, e.g. [1, 2]",
+    "annotated_mask": "use an integer whose bit (id-1) is set for each annotated class id",
+    "spacing": "give 3 positive numbers (2 for 2D images), e.g. [8.0, 8.0, 8.0]",
+    "num_folds": "use a whole number >= 1 (5 is usual)",
+    "class_table": 'each row looks like {"id": 1, "name": "mito_mem", "parts": []}',
+    "labels": 'map str(class id) to its name, e.g. {"0": "background", "1": "mito_mem"}',
+    "format": 'use "cellmap-auto3dseg-datalist/1"',
+    "items_file": "give the side file's path relative to the datalist's folder",
+}
+_REQUIRED_FIXES = {
+    "training": f"add a 'training' list of items like {_TRAIN_EXAMPLE}",
+    "image": "every item needs an 'image' path relative to the data root",
+    "label": "training and validation items need a 'label' path relative to the data root",
+    "id": "every class_table row needs an integer 'id' (1..K)",
+    "name": "every class_table row needs a 'name'",
+}
+
+
+class DatalistError(ValueError):
+    """A datalist has one or more problems.
+
+    Parameters
+    ----------
+    problems : sequence of str
+        One plain-language message per problem; each names the file and the item.
+    source : str, optional
+        The datalist file (or ``"<datalist>"`` for an in-memory dict).
+
+    Attributes
+    ----------
+    problems : list of str
+        Every problem found, in the order found.
+    source : str or None
+        As given.
+    """
+
+    def __init__(self, problems: Sequence[str], source: str | None = None) -> None:
+        self.problems: list[str] = list(problems)
+        self.source = source
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        n = len(self.problems)
+        where = f" in {self.source}" if self.source else ""
+        head = f"{n} datalist problem{'s' if n != 1 else ''}{where}:"
+        return "\n".join([head] + [f"  {i}. {p}" for i, p in enumerate(self.problems, 1)])
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_datalist(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a datalist JSON file.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The datalist file.
+
+    Returns
+    -------
+    dict
+        The parsed top-level object.
+
+    Raises
+    ------
+    DatalistError
+        If the file is missing or unreadable, is not valid JSON (the message gives
+        the line and column), or its top level is not a JSON object.
+    """
+    p = Path(path)
+    if not p.is_file():
+        what = "is a folder, not a file" if p.is_dir() else "not found"
+        raise DatalistError(
+            [f"{p}: datalist file {what} (absolute path {p.absolute()}); check the path, "
+             "or write the datalist with python -m converters.convert_zarr_to_nifti"],
+            source=str(p),
+        )
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatalistError([f"{p}: cannot read the datalist: {exc}"], source=str(p)) from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DatalistError(
+            [f"{p}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}; "
+             f"fix the file there (python -m json.tool {p} points at the same spot)"],
+            source=str(p),
+        ) from exc
+    if not isinstance(data, dict):
+        raise DatalistError(
+            [f"{p}: the top level must be a JSON object with a 'training' list, "
+             f"got {_json_type(data)}; wrap it as {{\"training\": [...]}}"],
+            source=str(p),
+        )
+    return data
+
+
+@lru_cache(maxsize=1)
+def load_schema() -> dict[str, Any]:
+    """Return the datalist JSON Schema (``datalists/datalist.schema.json``).
+
+    Returns
+    -------
+    dict
+        The schema, parsed; cached, do not modify.
+    """
+    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+_TYPE_WORDS = {
+    "string": "a string", "integer": "an integer", "number": "a number", "boolean": "a boolean",
+    "array": "a list", "object": "an object", "null": "null",
+}
+
+
+def _type_words(types: Any) -> str:
+    if isinstance(types, str):
+        types = [types]
+    words = [_TYPE_WORDS.get(t, t) for t in types]
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _json_path(path: Sequence[Any]) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _valid_image(value: Any) -> bool:
+    if isinstance(value, str):
+        return bool(value)
+    return isinstance(value, list) and bool(value) and all(isinstance(v, str) and v for v in value)
+
+
+def _image_paths(item: Mapping[str, Any]) -> list[str]:
+    image = item.get("image")
+    if isinstance(image, str):
+        return [image]
+    return list(image) if isinstance(image, list) else []
+
+
+def _read_shape(path: Path) -> tuple[int, ...] | None:
+    """Header-only shape of an image file, or None when it cannot be had cheaply."""
+    name = path.name.lower()
+    if name.endswith(_NIFTI_SUFFIXES):
+        import nibabel as nib
+
+        return tuple(int(s) for s in nib.load(str(path)).shape)
+    if name.endswith(_TIFF_SUFFIXES):
+        try:
+            import tifffile
+        except ImportError:
+            return None
+        with tifffile.TiffFile(str(path)) as tif:
+            return tuple(int(s) for s in tif.series[0].shape)
+    if name.endswith(".npy"):
+        return tuple(int(s) for s in np.load(str(path), mmap_mode="r").shape)
+    return None
+
+
+def _read_array(path: Path) -> np.ndarray | None:
+    """The voxel data of a label file, or None for a format this module does not read."""
+    name = path.name.lower()
+    if name.endswith(_NIFTI_SUFFIXES):
+        import nibabel as nib
+
+        return np.asanyarray(nib.load(str(path)).dataobj)
+    if name.endswith(_TIFF_SUFFIXES):
+        try:
+            import tifffile
+        except ImportError:
+            return None
+        return tifffile.imread(str(path))
+    if name.endswith(".npy"):
+        return np.load(str(path), mmap_mode="r")
+    return None
+
+
+def _squeeze_trailing(shape: tuple[int, ...]) -> tuple[int, ...]:
+    out = list(shape)
+    while len(out) > 1 and out[-1] == 1:
+        out.pop()
+    return tuple(out)
+
+
+def _shapes_match(image: tuple[int, ...], label: tuple[int, ...], channel_first_ok: bool) -> bool:
+    a, b = _squeeze_trailing(image), _squeeze_trailing(label)
+    if a == b:
+        return True
+    if len(a) == len(b) + 1:  # one channel axis on the image
+        if a[: len(b)] == b:  # channel last (NIfTI 4D, RGB TIFF)
+            return True
+        if channel_first_ok and a[1:] == b:
+            return True
+    if len(image) >= 2 and _squeeze_trailing(image[:-1]) == b:  # x, y, 1, channel: a 2-D image
+        return True
+    return False
+
+
+# --------------------------------------------------------------------------- the checker
+
+
