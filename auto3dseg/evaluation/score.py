@@ -61,13 +61,14 @@ from auto3dseg.evaluation.stores import (
     open_submission,
     read_manifest_grids,
 )
-from auto3dseg.evaluation.strict import UNKNOWN, aggregate_scores, score_label, strict_kind
+from auto3dseg.evaluation.strict import aggregate_scores, score_label, strict_kind
 from auto3dseg.evaluation.traps import (
     axis_order_warnings,
     format_warning,
     make_warning,
     skipped_class_warnings,
     uint8_wrap_warnings,
+    unknown_truth_warnings,
     value_warnings,
 )
 from auto3dseg.placement import grid_of, place_on_grid
@@ -250,16 +251,6 @@ def _score_present(t: TruthLabel, truth_arr: np.ndarray, target: Grid, arr: Any,
     return record, warns, notes
 
 
-def _truth_warnings(t: TruthLabel, truth_arr: np.ndarray, kind: str, rules: str) -> list[Warn]:
-    if kind != "semantic" or truth_arr.dtype != np.uint8:
-        return []
-    n = int(np.count_nonzero(truth_arr == UNKNOWN))
-    if not n:
-        return []
-    how = "count as foreground (official rules)" if rules == "official" else "are left out (strict rules)"
-    return [make_warning(t.crop, t.label, "truth_unknown", f"{n} truth voxels are 255 ('unknown'); they {how}")]
-
-
 # --------------------------------------------------------------------------------------
 # The submission
 # --------------------------------------------------------------------------------------
@@ -337,7 +328,7 @@ def score_submission(submission: str | os.PathLike[str], truth: str | os.PathLik
             target = _target(t, grids, rules)
             truth_arr = np.asarray(t.array[...])
             kind = official_kind(t.label) if rules == "official" else strict_kind(t.label)
-            warns += _truth_warnings(t, truth_arr, kind, rules)
+            warns += unknown_truth_warnings(t.crop, t.label, truth_arr, kind, rules)
             crop_dir = dirs.get(t.crop)
             node = sub.node_kind(crop_dir, t.label) if crop_dir else None
             if node != "array":

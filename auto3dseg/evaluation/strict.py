@@ -5,7 +5,9 @@ Per crop (prediction already placed on the truth's grid by
 
 * semantic: TP/FP/FN with truth value 255 ("unknown") left out of every count;
 * instance: :func:`auto3dseg.evaluation.metrics.instance_score` — the too-many test counts
-  the truth's *distinct* ids and a crop that fails it scores 0;
+  the truth's *distinct* ids and a crop that fails it scores 0; in an 8-bit truth, 255
+  ("unknown") is no object: truth and prediction are masked there
+  (:func:`mask_unknown_instances`; the official scorer counts it as one more object);
 * a missing label: semantic, every known voxel of the crop is a false negative; instance,
   every true object is a false negative and the crop scores 0.
 
@@ -31,7 +33,8 @@ from datalists.cellmap_classes import INSTANCE_CLASSES
 from auto3dseg.evaluation.metrics import dice, instance_score, iou, semantic_counts
 from auto3dseg.evaluation.stores import TruthLabel
 
-__all__ = ["UNKNOWN", "aggregate_scores", "score_label", "strict_kind"]
+__all__ = ["UNKNOWN", "aggregate_scores", "mask_unknown_instances", "score_label", "strict_kind",
+           "unknown_instance_voxels"]
 
 # Truth voxels with this value are "unknown" in CellMap annotations: not scored (strict rules).
 UNKNOWN = 255
@@ -44,6 +47,38 @@ def strict_kind(label: str) -> str:
     ('instance', 'semantic')
     """
     return "instance" if label in INSTANCE_CLASSES else "semantic"
+
+
+def unknown_instance_voxels(truth_ids: np.ndarray) -> np.ndarray | None:
+    """Where an instance truth says "unknown": value 255 of an 8-bit array (None: nowhere).
+
+    A wider array may use 255 as an object id, so only uint8 truths carry it as unknown.
+
+    >>> unknown_instance_voxels(np.array([0, 1, 255], np.uint8)).tolist()
+    [False, False, True]
+    >>> unknown_instance_voxels(np.array([0, 1, 255], np.uint16)) is None
+    True
+    """
+    if truth_ids.dtype != np.uint8:
+        return None
+    unknown = truth_ids == UNKNOWN
+    return unknown if unknown.any() else None
+
+
+def mask_unknown_instances(pred: np.ndarray | None, truth_ids: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+    """Prediction and truth with the truth's unknown voxels set to 0 (strict rules).
+
+    >>> p, t = mask_unknown_instances(np.array([1, 2, 2]), np.array([1, 0, 255], np.uint8))
+    >>> p.tolist(), t.tolist()
+    ([1, 2, 0], [1, 0, 0])
+    """
+    unknown = unknown_instance_voxels(truth_ids)
+    if unknown is None:
+        return pred, truth_ids
+    truth_ids = np.where(unknown, 0, truth_ids).astype(truth_ids.dtype)
+    if pred is not None:
+        pred = np.where(unknown, 0, pred).astype(pred.dtype)
+    return pred, truth_ids
 
 
 def score_label(truth: TruthLabel, pred: np.ndarray | None) -> dict[str, Any]:
@@ -65,6 +100,7 @@ def score_label(truth: TruthLabel, pred: np.ndarray | None) -> dict[str, Any]:
         value = iou(counts)
         return {**record, "status": "missing" if pred is None else "scored", **counts,
                 "iou": value, "dice": dice(counts), "score": value}
+    pred, truth_arr = mask_unknown_instances(pred, truth_arr)
     if pred is None:
         n_truth = int(np.unique(truth_arr[truth_arr != 0]).size)
         return {**record, "status": "missing", "n_pred": 0, "n_truth": n_truth, "tp": 0, "fp": 0,

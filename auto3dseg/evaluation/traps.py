@@ -22,7 +22,8 @@ kind                   raised when
                        objects: the official rules give it 1.0
 ``float_semantic``     a semantic array with values strictly between 0 and 1
 ``no_translation``     / ``no_voxel_size``: the attribute is absent
-``truth_unknown``      a semantic truth with value 255 (official: foreground)
+``truth_unknown``      an 8-bit truth with value 255 (official: semantic foreground, or one
+                       more instance object; strict: left out)
 ``not_in_manifest``    / ``no_truth`` / ``grid_mismatch``: truth and manifest disagree
 =====================  ==============================================================
 
@@ -46,6 +47,7 @@ __all__ = [
     "make_warning",
     "skipped_class_warnings",
     "uint8_wrap_warnings",
+    "unknown_truth_warnings",
     "value_warnings",
 ]
 
@@ -223,3 +225,28 @@ def skipped_class_warnings(records: Sequence[dict[str, Any]], labels: dict[str, 
                        "rules skip such crops and would give the class 1.0")
             out.append(make_warning(rows[0]["crop"] if len(rows) == 1 else "*", name, "skipped_everywhere", msg))
     return out
+
+
+def unknown_truth_warnings(crop: int, label: str, truth: np.ndarray, kind: str, rules: str) -> list[dict[str, Any]]:
+    """An 8-bit truth holding 255 ("unknown"), and what the rules make of it.
+
+    The official scorer takes it as foreground (semantic) or as one more true object
+    (instance: a miss unless a prediction covers it); the strict rules leave it out.
+
+    >>> t = np.array([0, 1, 255], np.uint8)
+    >>> unknown_truth_warnings(1, "mito", t, "instance", "official")[0]["message"][:41]
+    "1 truth voxels are 255 ('unknown'); they "
+    """
+    if truth.dtype != np.uint8:
+        return []
+    n = int(np.count_nonzero(truth == 255))
+    if not n:
+        return []
+    if kind == "semantic":
+        how = "count as foreground (official rules)" if rules == "official" else "are left out (strict rules)"
+    elif rules == "official":
+        how = ("count as one more true object, a miss unless predicted, as the official scorer does; "
+               "--rules strict leaves them out")
+    else:
+        how = "are left out: truth and prediction are masked there (strict rules)"
+    return [make_warning(crop, label, "truth_unknown", f"{n} truth voxels are 255 ('unknown'); they {how}")]
