@@ -25,6 +25,8 @@ __all__ = [
     "Level",
     "ClassStatus",
     "CellMapFormatError",
+    "CheckedArray",
+    "ChunkReadError",
     "open_readonly",
     "read_levels",
     "read_test_manifest_rows",
@@ -43,6 +45,10 @@ GT_GLOB = GT_GLOBS[0]
 
 class CellMapFormatError(ValueError):
     """A store does not follow the CellMap layout; the message names the path."""
+
+
+class ChunkReadError(CellMapFormatError):
+    """A chunk of an input array cannot be read or decoded; the message names it."""
 
 
 @dataclass(frozen=True)
@@ -113,21 +119,51 @@ def read_levels(group: zarr.hierarchy.Group, where: str = "") -> list[Level]:
     CellMapFormatError
         If the group has no ``multiscales`` attribute or a level lacks scale/translation.
     """
+    attrs_file = zattrs_path(group, where)
+    if not _has_zattrs(group):
+        raise CellMapFormatError(f"{attrs_file} is missing: the group has no OME-NGFF 'multiscales' attributes; "
+                                 "download it again (or the whole crop/dataset)")
     ms = group.attrs.get("multiscales")
     if not ms:
-        raise CellMapFormatError(f"{where or group.name}: no 'multiscales' attribute (expected OME-NGFF 0.4)")
-    levels = []
-    for ds in ms[0]["datasets"]:
-        scale = translation = None
-        for tr in ds.get("coordinateTransformations", []):
-            if tr.get("type") == "scale":
-                scale = tuple(float(v) for v in tr["scale"])
-            elif tr.get("type") == "translation":
-                translation = tuple(float(v) for v in tr["translation"])
-        if scale is None:
-            raise CellMapFormatError(f"{where or group.name}/{ds['path']}: no scale transformation")
-        levels.append(Level(ds["path"], scale, translation or (0.0, 0.0, 0.0)))
+        raise CellMapFormatError(f"{attrs_file}: no 'multiscales' attribute (expected OME-NGFF 0.4)")
+    try:
+        levels = [_level(ds, group) for ds in ms[0]["datasets"]]
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise CellMapFormatError(f"{attrs_file}: unreadable 'multiscales' ({type(exc).__name__}: {exc}); expected "
+                                 "OME-NGFF 0.4 with 3 axes (z, y, x) and a scale and translation of 3 values "
+                                 "per dataset: fix or download that file again") from exc
     return sorted(levels, key=lambda lv: float(np.prod(lv.scale)))
+
+
+def zattrs_path(group: zarr.hierarchy.Group, where: str = "") -> str:
+    """The ``.zattrs`` file of a group, for messages (the store path when it has one)."""
+    root = getattr(group.store, "path", None)
+    if root:
+        return str(Path(root) / group.path / ".zattrs") if group.path else str(Path(root) / ".zattrs")
+    return f"{where or group.name}/.zattrs"
+
+
+def _has_zattrs(group: zarr.hierarchy.Group) -> bool:
+    key = f"{group.path}/.zattrs" if group.path else ".zattrs"
+    return key in group.store
+
+
+def _level(ds: dict, group: zarr.hierarchy.Group) -> Level:
+    """One ``datasets`` entry as a :class:`Level`; a wrong number of axes raises ValueError."""
+    scale = translation = None
+    for tr in ds.get("coordinateTransformations", []):
+        if tr.get("type") == "scale":
+            scale = tuple(float(v) for v in tr["scale"])
+        elif tr.get("type") == "translation":
+            translation = tuple(float(v) for v in tr["translation"])
+    if scale is None:
+        raise ValueError(f"dataset {ds['path']!r} has no scale transformation")
+    translation = translation or (0.0,) * len(scale)
+    ndim = group[ds["path"]].ndim if ds["path"] in group else 3
+    if len(scale) != 3 or len(translation) != 3 or ndim != 3:
+        raise ValueError(f"dataset {ds['path']!r}: scale has {len(scale)} values, translation {len(translation)}, "
+                         f"the array {ndim} dimensions; all must be 3 (z, y, x)")
+    return Level(ds["path"], scale, translation)
 
 
 def _dataset_name(zarr_path: str) -> str:
@@ -147,9 +183,14 @@ def find_em_group(zarr_path: str) -> str:
     if (root / DEFAULT_EM_GROUP / ".zattrs").exists():
         return DEFAULT_EM_GROUP
     candidates = sorted(p.parent.relative_to(root).as_posix() for p in root.glob("recon-*/em/*/.zattrs"))
-    if not candidates:
-        raise CellMapFormatError(f"{zarr_path}: no EM group found under recon-*/em/ (expected {DEFAULT_EM_GROUP})")
-    return candidates[0]
+    if candidates:
+        return candidates[0]
+    groups = sorted(p.parent for p in root.glob("recon-*/em/*/.zgroup"))
+    if groups:
+        raise CellMapFormatError(f"{groups[0] / '.zattrs'} is missing: the EM group has no OME-NGFF 'multiscales' "
+                                 "attributes, so its levels cannot be located; download that file again (or the "
+                                 "dataset's EM)")
+    raise CellMapFormatError(f"{zarr_path}: no EM group found under recon-*/em/ (expected {DEFAULT_EM_GROUP})")
 
 
 def discover_crops(data_root: str | os.PathLike) -> list[CropSource]:
@@ -181,24 +222,38 @@ def read_datasplit(path: str | os.PathLike) -> list[CropSource]:
     """
     crops = []
     with open(path, newline="") as fh:
-        for lineno, row in enumerate(csv.reader(fh), start=1):
-            if not row or not "".join(row).strip():
-                continue
-            if len(row) != 5:
-                raise CellMapFormatError(
-                    f"{path}:{lineno}: expected 5 columns (usage, raw zarr, raw dataset, gt zarr, gt dataset), got {len(row)}"
-                )
-            usage, raw_zarr, raw_ds, gt_zarr, gt_ds = (v.strip() for v in row)
-            classes: tuple[str, ...] = ()
-            m = re.match(r"^(.*?)/?\[(.*)\]$", gt_ds)
-            if m:
-                gt_ds = m.group(1)
-                classes = tuple(c.strip() for c in m.group(2).split(",") if c.strip())
-            crops.append(
-                CropSource(_dataset_name(raw_zarr), _crop_id(gt_ds), raw_zarr, raw_ds.rstrip("/"), gt_zarr,
-                           gt_ds.rstrip("/"), classes, usage)
-            )
+        reader = csv.reader(fh, strict=True)
+        lineno = 0
+        try:
+            for row in reader:
+                lineno = reader.line_num
+                if row and "".join(row).strip():
+                    crops.append(_datasplit_row(row, f"{path}:{lineno}"))
+        except csv.Error as exc:
+            raise CellMapFormatError(f"{path}:{reader.line_num}: not a CSV line ({exc}); {_DATASPLIT_COLUMNS}") from exc
     return sorted(crops, key=lambda c: (c.dataset, c.crop_id))
+
+
+_DATASPLIT_COLUMNS = ("expected 5 columns, no header row: usage (train/validate), raw zarr, raw dataset, "
+                      "gt zarr, gt dataset/[class,class,...] (the toolbox's datasplit.csv)")
+
+
+def _datasplit_row(row: list[str], where: str) -> CropSource:
+    """One ``datasplit.csv`` row; ``where`` is ``file:line`` for messages."""
+    if len(row) != 5:
+        raise CellMapFormatError(f"{where}: {len(row)} column(s); {_DATASPLIT_COLUMNS}")
+    usage, raw_zarr, raw_ds, gt_zarr, gt_ds = (v.strip() for v in row)
+    classes: tuple[str, ...] = ()
+    m = re.match(r"^(.*?)/?\[(.*)\]$", gt_ds)
+    if m:
+        gt_ds = m.group(1)
+        classes = tuple(c.strip() for c in m.group(2).split(",") if c.strip())
+    if not re.search(r"crop(\d+)", gt_ds):
+        what = "a header row" if usage.lower() == "usage" or not raw_zarr.endswith(".zarr") else "a row"
+        raise CellMapFormatError(f"{where}: {what} whose gt dataset {gt_ds!r} names no crop (expected "
+                                 f"'.../crop<N>'); {_DATASPLIT_COLUMNS}")
+    return CropSource(_dataset_name(raw_zarr), _crop_id(gt_ds), raw_zarr, raw_ds.rstrip("/"), gt_zarr,
+                      gt_ds.rstrip("/"), classes, usage)
 
 
 def _parse_vector(text: str) -> tuple[float, ...]:
@@ -291,7 +346,8 @@ def crop_annotation(gt_root: zarr.hierarchy.Group, gt_group: str) -> tuple[Grid 
         group = crop[name]
         try:
             levels = read_levels(group, f"{gt_group}/{name}")
-        except CellMapFormatError:
+        except CellMapFormatError as exc:
+            notes.append(f"{name}: {exc}")
             if name != "all":
                 statuses[name] = ClassStatus(name, False, "no multiscales")
             continue
@@ -329,3 +385,49 @@ def chunk_coverage(arr: zarr.Array, start: Iterable[int], stop: Iterable[int]) -
                 total += 1
                 present += f"{prefix}{i}{sep}{j}{sep}{k}" in store
     return present / total
+
+
+class CheckedArray:
+    """A read-only zarr array whose read errors name the array and the damaged chunk.
+
+    zarr reports a truncated or corrupt chunk as ``error during blosc decompression: -1``
+    with no array and no chunk. On any read error this finds the first chunk of the
+    requested region that cannot be decoded and raises :class:`ChunkReadError` naming the
+    array, the chunk key and its file, and what to do.
+    """
+
+    def __init__(self, arr: zarr.Array, where: str):
+        self.arr, self.where = arr, where
+        self.shape, self.chunks, self.dtype, self.ndim = arr.shape, arr.chunks, arr.dtype, arr.ndim
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        try:
+            return self.arr[key]
+        except Exception as exc:  # noqa: BLE001 - zarr/numcodecs raise many types for a bad chunk
+            raise self._explain(key, exc) from exc
+
+    def _block_ranges(self, key: Any) -> list[range]:
+        key = key if isinstance(key, tuple) else (key,)
+        key = key + (slice(None),) * (self.ndim - len(key))
+        out = []
+        for k, n, c in zip(key, self.shape, self.chunks):
+            start, stop, _ = k.indices(n) if isinstance(k, slice) else (int(k), int(k) + 1, 1)
+            out.append(range(start // c, max(start, stop - 1) // c + 1))
+        return out
+
+    def _explain(self, key: Any, exc: Exception) -> ChunkReadError:
+        import itertools
+
+        for idx in itertools.product(*self._block_ranges(key)):
+            try:
+                self.arr.get_block_selection(idx)
+            except Exception as chunk_exc:  # noqa: BLE001
+                ckey = self.arr._chunk_key(idx).removeprefix(f"{self.arr.path}/")
+                root = getattr(self.arr.store, "path", None)
+                file = Path(root, self.arr.path, ckey) if root else f"{self.where}/{ckey}"
+                return ChunkReadError(
+                    f"{self.where}: chunk {ckey} (block index {tuple(int(i) for i in idx)}) cannot be read "
+                    f"({type(chunk_exc).__name__}: {chunk_exc}); its file {file} is damaged or truncated: delete it "
+                    "and download it again (or the whole crop), then run the same command again")
+        return ChunkReadError(f"{self.where}: reading {key} failed ({type(exc).__name__}: {exc}); check that the "
+                              "array is complete (download it again) and run the same command again")

@@ -18,7 +18,11 @@ import numpy as np
 from datalists.cellmap_classes import CELLMAP_BY_ID, CELLMAP_CLASSES, class_by_name
 from converters.cellmap_zarr import ClassStatus
 
-__all__ = ["leaf_classes", "default_classes", "build_class_table", "cellmap_lookup", "annotated_ids"]
+__all__ = ["UNANNOTATED", "leaf_classes", "default_classes", "build_class_table", "cellmap_lookup", "annotated_ids"]
+
+#: label value of voxels nobody annotated (CellMap's ``unknown``, values that are no CellMap
+#: class): the bundles' ``IGNORE_VALUE`` (``auto3dseg.transforms``), so no loss is computed there
+UNANNOTATED = 255
 
 
 def _annotated(statuses: Mapping[str, ClassStatus]) -> set[str]:
@@ -84,18 +88,23 @@ def cellmap_lookup(class_table: Sequence[Mapping]) -> np.ndarray:
     """Lookup table from CellMap ids (0..255) to our ids.
 
     A CellMap id maps to its own class when selected, else to the smallest selected
-    group that contains it, else to 0 (background).
+    group that contains it, else to 0 (background: annotated as another class). A value
+    that is no CellMap class (255 ``unknown``, say) maps to :data:`UNANNOTATED`.
 
     >>> lut = cellmap_lookup(build_class_table(["mito", "er_mem"]))
-    >>> lut[[0, 3, 4, 50, 16, 17]].tolist()
-    [0, 1, 1, 1, 2, 0]
+    >>> lut[[0, 3, 4, 50, 16, 17, 255, 200]].tolist()
+    [0, 1, 1, 1, 2, 0, 255, 255]
     """
-    dtype = np.uint8 if len(class_table) < 256 else np.uint16
-    lut = np.zeros(256, dtype=dtype)
+    if len(class_table) >= UNANNOTATED:
+        raise ValueError(f"{len(class_table)} classes: at most {UNANNOTATED - 1} fit beside the "
+                         f"not-annotated value {UNANNOTATED}; select fewer with --classes")
+    lut = np.full(256, UNANNOTATED, dtype=np.uint8)
+    lut[0] = 0
     selected = {int(r["cellmap_id"]): int(r["id"]) for r in class_table}
     for cid in CELLMAP_BY_ID:
         if cid >= lut.size:
             continue
+        lut[cid] = 0
         if cid in selected:
             lut[cid] = selected[cid]
             continue

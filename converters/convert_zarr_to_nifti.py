@@ -23,44 +23,31 @@ voxel size and the crop's physical origin (see :mod:`converters.geometry`).
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as cf
-import hashlib
 import json
-import multiprocessing as mp
 import os
 import sys
-import time
-import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Iterable, Sequence
-
-import fastremap
-import nibabel as nib
-import numpy as np
-import zarr
+from typing import Iterable, Sequence
 
 from converters import cellmap_zarr as cz
-from converters.class_mapping import (
-    annotated_ids,
-    build_class_table,
-    cellmap_lookup,
-    default_classes,
-)
-from converters.datalist_writer import build_datalist, tile_name
+from converters.class_mapping import annotated_ids, build_class_table, default_classes
+from converters.crop_convert import ConvertSettings, cleanup_items, convert_crop, convert_test_crop, record_base, \
+    worker
+from converters.datalist_writer import build_datalist
 from converters.em_level import choose_em_level
-from converters.folds import DEFAULT_FOLD_GAP, CropExtent, SpatialSplit, SplitPlan, plan_spatial_folds
-from converters.geometry import (
-    Grid,
-    grid_from_extent,
-    nifti_affine,
-    output_grid,
-    source_coordinates,
-    split_into_fold_tiles,
+from converters.folds import DEFAULT_FOLD_GAP, CropExtent, SplitPlan, plan_spatial_folds
+from converters.geometry import output_grid
+from converters.outputs import OutputError, atomic_write_json, atomic_write_text, clean_stale_temporaries, \
+    os_error_message
+from converters.pool import imap_pool
+from converters.report import (
+    build_report,
+    dry_run_report,
+    render_dry_run_text,
+    render_report_markdown,
+    unknown_and_level_warnings,
 )
-from converters.labels import label_source, lookup
-from converters.report import build_report, dry_run_report, render_dry_run_text, render_report_markdown
-from converters.resample import resample_into
 
 __all__ = ["ConvertSettings", "convert", "convert_crop", "choose_em_level", "main"]
 
@@ -69,232 +56,7 @@ class SettingsMismatch(RuntimeError):
     """The output folder holds a conversion made with other settings."""
 
 
-@dataclass
-class ConvertSettings:
-    """What determines the content of every output file (kept with the outputs)."""
-
-    target_spacing: tuple[float, float, float] = (8.0, 8.0, 8.0)
-    scale: str = "auto"
-    max_voxels: int | None = None
-    max_em_upsample: float = 2.0
-    class_table: list[dict] = field(default_factory=list)
-
-    def fingerprint(self) -> str:
-        blob = json.dumps(asdict(self), sort_keys=True).encode()
-        return hashlib.sha1(blob).hexdigest()[:12]
-
-
-# --------------------------------------------------------------------------- atomic I/O
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _atomic_write_json(path: Path, obj: Any) -> None:
-    _atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
-
-
-def _write_nifti(path: Path, array_zyx: np.ndarray, grid: Grid, description: str) -> None:
-    """Write a z, y, x array as an x, y, z NIfTI (no copy) under a temporary name, then rename."""
-    img = nib.Nifti1Image(array_zyx.T, nifti_affine(grid))
-    img.header["descrip"] = description[:79].encode()
-    img.header.set_xyzt_units(xyz="unknown")
-    img.set_qform(nifti_affine(grid), code=1)
-    img.set_sform(nifti_affine(grid), code=1)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    nib.save(img, str(tmp))
-    os.replace(tmp, path)
-
-
-# --------------------------------------------------------------------------- one crop
-def _record_base(src: cz.CropSource | cz.TestCrop, kind: str) -> dict:
-    return {"name": src.name, "dataset": src.dataset, "crop_id": src.crop_id, "kind": kind,
-            "usage": getattr(src, "usage", "test"), "verdict": None, "reason": "", "detail": "",
-            "warnings": [], "items": []}
-
-
-def _convert_image_tile(em_arr: zarr.Array, level: cz.Level, tile: Grid) -> tuple[np.ndarray, int]:
-    image = np.empty(tile.shape, dtype=em_arr.dtype)
-    coords = source_coordinates(tile, level.translation, level.scale)
-    padded = resample_into(em_arr, coords, image, "linear", pad_value=0)
-    return image, padded
-
-
-def convert_crop(src: cz.CropSource, settings: ConvertSettings, output_dir: str | os.PathLike,
-                 inspected: tuple | None = None, split: SpatialSplit | None = None) -> dict:
-    """Convert one training crop; return its record (verdict, items, statistics).
-
-    ``inspected`` is the crop's :func:`~converters.cellmap_zarr.crop_annotation` result
-    when the caller already has it (it lists every class array's chunks: not worth twice).
-    ``split`` cuts the crop into spatial folds (slabs ``split.gap`` voxels apart); each
-    item then records its ``part``. Never raises for a bad crop: the record's verdict is
-    ``"failed"`` with the reason.
-    """
-    rec = _record_base(src, "train")
-    rec["split"] = split.to_dict() if split else None
-    t0 = time.perf_counter()
-    try:
-        _convert_crop(src, settings, Path(output_dir), rec, inspected, split)
-    except Exception as exc:  # one bad crop must not abort the batch
-        rec.update(verdict="failed", reason="error", detail=f"{type(exc).__name__}: {exc}",
-                   traceback=traceback.format_exc(limit=4))
-        _cleanup_items(Path(output_dir), rec)
-    rec["seconds"] = round(time.perf_counter() - t0, 3)
-    return rec
-
-
-def _cleanup_items(out_dir: Path, rec: dict) -> None:
-    for item in rec.get("items", []):
-        for key in ("image", "label"):
-            if key in item:
-                (out_dir / item[key]).unlink(missing_ok=True)
-    rec["items"] = []
-
-
-def _skip(rec: dict, reason: str, detail: str) -> dict:
-    rec.update(verdict="skipped", reason=reason, detail=detail)
-    return rec
-
-
-def _convert_crop(src: cz.CropSource, settings: ConvertSettings, out_dir: Path, rec: dict,
-                  inspected: tuple | None, split: SpatialSplit | None) -> None:
-    gt = cz.open_readonly(src.gt_zarr)
-    if src.gt_group not in gt:
-        raise cz.CellMapFormatError(f"{src.gt_zarr}/{src.gt_group}: crop group not found")
-    gt_grid, statuses, notes = inspected if inspected is not None else cz.crop_annotation(gt, src.gt_group)
-    rec["warnings"].extend(notes)
-    rec["annotated"] = sorted(n for n, s in statuses.items() if s.annotated)
-    rec["not_annotated"] = {n: s.reason for n, s in sorted(statuses.items()) if not s.annotated}
-    if gt_grid is None:
-        return _skip(rec, "no_ground_truth", "the crop has no readable class array (no multiscales with an s0 level)")
-    rec["gt_voxel_size"], rec["gt_translation"] = list(gt_grid.spacing), list(gt_grid.origin)
-    rec["gt_shape"] = list(gt_grid.shape)
-    if not rec["annotated"]:
-        return _skip(rec, "nothing_annotated",
-                     "no class is annotated in this crop (every class is all unknown or has no data)")
-    ids = annotated_ids(statuses, settings.class_table)
-    rec["annotated_ids"] = ids
-    if not ids:
-        return _skip(rec, "no_selected_class",
-                     f"the crop annotates {rec['annotated']}, none of which is among the selected classes")
-
-    out = output_grid(gt_grid, settings.target_spacing)
-    rec["output_grid"] = {"origin": list(out.origin), "spacing": list(out.spacing), "shape": list(out.shape)}
-    em = cz.open_readonly(src.em_zarr)
-    if src.em_group not in em:
-        raise cz.CellMapFormatError(f"{src.em_zarr}/{src.em_group}: EM group not found")
-    em_group = em[src.em_group]
-    levels = cz.read_levels(em_group, f"{src.em_zarr}/{src.em_group}")
-    choice = choose_em_level(em_group, levels, out, settings.target_spacing, settings.scale, settings.max_em_upsample)
-    rec["em_coverage"] = dict(choice.coverage)
-    if choice.level is None:
-        return _skip(rec, choice.reason, choice.detail)
-    rec["warnings"].extend(choice.warnings)
-    rec.update(em_level=choice.level.path, em_voxel_size=list(choice.level.scale), em_upsample=choice.upsample)
-
-    label_src, how = label_source(gt, src.gt_group, statuses)
-    if label_src is None:
-        return _skip(rec, "nothing_annotated", "annotated classes have no readable array")
-    if how != "all":
-        rec["warnings"].append(f"labels composed from {how} (no 'all' array with data)")
-    lut = cellmap_lookup(settings.class_table)
-    em_arr = em_group[choice.level.path]
-    tiles = (split_into_fold_tiles(out.shape, settings.max_voxels, split.parts, split.gap, split.axis) if split
-             else split_into_fold_tiles(out.shape, settings.max_voxels))
-    n_pad = n_written = 0
-    counts = np.zeros(len(settings.class_table) + 1, dtype=np.int64)
-    lo_hi = [np.inf, -np.inf]
-    for i, (start, stop, part) in enumerate(tiles):
-        tile = out.sub_grid(start, stop)
-        image, padded = _convert_image_tile(em_arr, choice.level, tile)
-        n_pad += padded
-        n_written += tile.n_voxels
-        lo, hi = fastremap.minmax(image)
-        lo_hi = [min(lo_hi[0], lo), max(lo_hi[1], hi)]
-        label = np.empty(tile.shape, dtype=lut.dtype)
-        lcoords = source_coordinates(tile, gt_grid.origin, gt_grid.spacing)
-        resample_into(label_src, lcoords, label, "nearest", pad_value=0, post=lambda b: lookup(lut, b))
-        values, n = fastremap.unique(label, return_counts=True)
-        keep = values < counts.size
-        np.add.at(counts, values[keep].astype(np.int64), n[keep])
-        name = tile_name(src.name, i, len(tiles))
-        item = {"image": f"images/{name}.nii.gz", "label": f"labels/{name}.nii.gz",
-                "tile_start": list(start), "tile_stop": list(stop), "part": part,
-                "origin": list(tile.origin), "shape": list(tile.shape)}
-        desc = f"{src.name} nm x,y,z"
-        _write_nifti(out_dir / item["image"], image, tile, desc)
-        _write_nifti(out_dir / item["label"], label, tile, desc)
-        rec["items"].append(item)
-        del image, label
-    if lo_hi[0] == lo_hi[1]:
-        _cleanup_items(out_dir, rec)
-        return _skip(rec, "constant_image",
-                     f"the EM in this crop's region is constant ({lo_hi[0]}): no image content to learn from")
-    rec["padded_fraction"] = round(n_pad / max(1, n_written), 4)
-    if rec["padded_fraction"] > 0:
-        rec["warnings"].append(f"{rec['padded_fraction']:.1%} of the crop lies outside the EM volume (padded with 0)")
-    names = ["background"] + [r["name"] for r in settings.class_table]
-    rec["class_voxels"] = {n: int(c) for n, c in zip(names, counts) if c}
-    rec["tiled"] = len(tiles) > 1
-    rec["verdict"] = "converted"
-
-
-def convert_test_crop(src: cz.TestCrop, settings: ConvertSettings, output_dir: str | os.PathLike) -> dict:
-    """Convert a test crop's EM (no labels) on the union of its labels' boxes."""
-    rec = _record_base(src, "test")
-    rec["test_labels"] = [dict(lbl, voxel_size=list(lbl["voxel_size"]), translation=list(lbl["translation"]),
-                               shape=list(lbl["shape"])) for lbl in src.labels]
-    t0 = time.perf_counter()
-    out_dir = Path(output_dir)
-    try:
-        lows, highs = [], []
-        for lbl in src.labels:
-            g = Grid(lbl["translation"], lbl["voxel_size"], lbl["shape"])
-            lows.append(g.lower_edge)
-            highs.append(g.upper_edge)
-        out = grid_from_extent(np.min(lows, axis=0), np.max(highs, axis=0), settings.target_spacing)
-        rec["output_grid"] = {"origin": list(out.origin), "spacing": list(out.spacing), "shape": list(out.shape)}
-        em_group = cz.open_readonly(src.em_zarr)[src.em_group]
-        levels = cz.read_levels(em_group, f"{src.em_zarr}/{src.em_group}")
-        choice = choose_em_level(em_group, levels, out, settings.target_spacing, settings.scale,
-                                 settings.max_em_upsample)
-        rec["em_coverage"] = dict(choice.coverage)
-        if choice.level is None:
-            _skip(rec, choice.reason, choice.detail)
-        else:
-            rec["warnings"].extend(choice.warnings)
-            rec.update(em_level=choice.level.path, em_voxel_size=list(choice.level.scale), em_upsample=choice.upsample)
-            image, padded = _convert_image_tile(em_group[choice.level.path], choice.level, out)
-            if image.min() == image.max():
-                _skip(rec, "constant_image", f"the EM in this crop's region is constant ({image.min()})")
-            else:
-                item = {"image": f"images/{src.name}.nii.gz", "origin": list(out.origin), "shape": list(out.shape)}
-                _write_nifti(out_dir / item["image"], image, out, f"{src.name} nm x,y,z")
-                rec["items"].append(item)
-                rec["padded_fraction"] = round(padded / out.n_voxels, 4)
-                rec["verdict"] = "converted"
-    except Exception as exc:
-        rec.update(verdict="failed", reason="error", detail=f"{type(exc).__name__}: {exc}",
-                   traceback=traceback.format_exc(limit=4))
-        _cleanup_items(out_dir, rec)
-    rec["seconds"] = round(time.perf_counter() - t0, 3)
-    return rec
-
-
 # --------------------------------------------------------------------------- orchestration
-def _worker(job: tuple) -> dict:
-    kind, src, settings, output_dir, inspected, split = job
-    if kind == "train":
-        rec = convert_crop(src, settings, output_dir, inspected, split)
-    else:
-        rec = convert_test_crop(src, settings, output_dir)
-    rec["settings_fingerprint"] = settings.fingerprint()
-    if rec["verdict"] != "failed":
-        _atomic_write_json(Path(output_dir) / "records" / f"{rec['name']}.json", rec)
-    return rec
-
-
 def _finished_record(output_dir: Path, name: str, fingerprint: str) -> dict | None:
     path = output_dir / "records" / f"{name}.json"
     if not path.exists():
@@ -430,11 +192,13 @@ def convert(
     if dry_run:
         plan = plan_spatial_folds(extents, num_folds, fold_gap)
         return dry_run_report(crops, test_crops, statuses, inspect_errors, settings, extents, plan, num_folds)
+    _refuse_inside_inputs(out_dir, [*crops, *test_crops])
     out_dir.mkdir(parents=True, exist_ok=True)
     _check_settings(out_dir, settings, force)
     for sub in ("images", "labels", "records"):
         (out_dir / sub).mkdir(exist_ok=True)
-    _atomic_write_json(out_dir / "conversion_settings.json", asdict(settings))
+    _start_writing(out_dir, ("images", "labels", "records"))
+    atomic_write_json(out_dir / "conversion_settings.json", asdict(settings))
 
     fingerprint = settings.fingerprint()
     done = {} if force else {s.name: _finished_record(out_dir, s.name, fingerprint) for s in [*crops, *test_crops]}
@@ -452,7 +216,7 @@ def convert(
                 records[src.name] = rec
                 continue
             if rec is not None:  # converted with other spatial folds: its files go
-                _cleanup_items(out_dir, rec)
+                cleanup_items(out_dir, rec)
             jobs.append((kind, src, settings, str(out_dir), inspected.get(src.name), plan.split_of(src.name)))
     records.update(_run_jobs(jobs, workers, progress))
     # a crop skipped now leaves fewer fold groups than planned: cut the others again if that changes
@@ -462,20 +226,39 @@ def convert(
     redo = [s for s in crops if records[s.name]["verdict"] == "converted"
             and records[s.name].get("split") != _split_dict(replan, s.name)]
     for src in redo:
-        _cleanup_items(out_dir, records[src.name])
+        cleanup_items(out_dir, records[src.name])
     records.update(_run_jobs([("train", s, settings, str(out_dir), inspected.get(s.name), replan.split_of(s.name))
                               for s in redo], workers, progress))
 
     ordered = [records[s.name] for s in crops] + [records[s.name] for s in test_crops]
     datalist, items_meta, fold_info = build_datalist(ordered, settings.class_table, settings.target_spacing,
                                                      num_folds, replan.notes)
-    _atomic_write_json(out_dir / "datalist_items.json", items_meta)
-    _atomic_write_json(out_dir / "datalist.json", datalist)
-    validation = _validate(out_dir / "datalist.json", allow_single_fold=num_folds < 2)
+    atomic_write_json(out_dir / "datalist_items.json", items_meta)
+    validation = _validate(datalist, out_dir, allow_single_fold=num_folds < 2)
     report = build_report(ordered, settings, statuses, fold_info, validation, out_dir)
-    _atomic_write_json(out_dir / "conversion_report.json", report)
-    _atomic_write_text(out_dir / "conversion_report.md", render_report_markdown(report))
+    atomic_write_json(out_dir / "conversion_report.json", report)
+    atomic_write_text(out_dir / "conversion_report.md", render_report_markdown(report))
+    atomic_write_json(out_dir / "datalist.json", datalist)  # the completion marker: last
     return report
+
+
+def _start_writing(out_dir: Path, subfolders: Sequence[str]) -> None:
+    """Remove the completion marker (it comes back last) and a killed run's temporaries."""
+    try:
+        (out_dir / "datalist.json").unlink(missing_ok=True)
+    except OSError as exc:
+        raise OutputError(exc.errno, exc.strerror or str(exc), str(out_dir / "datalist.json")) from exc
+    clean_stale_temporaries([out_dir, *(out_dir / s for s in subfolders)])
+
+
+def _refuse_inside_inputs(out_dir: Path, sources: Sequence) -> None:
+    """Never write into an input store: refuse an output folder inside one."""
+    out = out_dir.resolve()
+    stores = {Path(p).resolve() for src in sources for p in (src.em_zarr, getattr(src, "gt_zarr", src.em_zarr))}
+    for store in sorted(stores):
+        if out == store or store in out.parents:
+            raise ValueError(f"--output_dir {out_dir} is inside the input store {store}: inputs are never written; "
+                             "choose a folder outside it")
 
 
 def _extents(crops: Sequence[cz.CropSource], inspected: dict, settings: ConvertSettings) -> list[CropExtent]:
@@ -494,43 +277,35 @@ def _split_dict(plan: SplitPlan, name: str) -> dict | None:
 
 
 def _run_jobs(jobs: Sequence[tuple], workers: int, progress: bool) -> dict[str, dict]:
-    """Run conversion jobs (in ``workers`` processes when more than one); their records by name."""
+    """Run conversion jobs (in ``workers`` processes when more than one); their records by name.
+
+    A failing output write (:class:`~converters.outputs.OutputError`) stops the batch.
+    """
     records: dict[str, dict] = {}
     bar = _progress(len(jobs), "Converting crops") if progress and jobs else None
     if workers > 1 and len(jobs) > 1:
-        ctx = mp.get_context("spawn")
-        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            futures = {pool.submit(_worker, job): job for job in jobs}
-            for fut in cf.as_completed(futures):
-                kind, src = futures[fut][:2]
-                try:
-                    rec = fut.result()
-                except Exception as exc:  # a worker died (out of memory, say)
-                    rec = _record_base(src, kind)
-                    rec.update(verdict="failed", reason="worker_died", detail=f"{type(exc).__name__}: {exc}")
-                records[src.name] = rec
-                if bar:
-                    bar.update(1)
-                    bar.set_postfix_str(f"{src.name}: {rec['verdict']}")
+        results = imap_pool(worker, jobs, workers, fatal=(OutputError,))
     else:
-        for job in jobs:
-            rec = _worker(job)
-            records[job[1].name] = rec
-            if bar:
-                bar.update(1)
-                bar.set_postfix_str(f"{job[1].name}: {rec['verdict']}")
+        results = ((job, worker(job), None) for job in jobs)
+    for job, rec, exc in results:
+        kind, src = job[:2]
+        if exc is not None:  # a worker died (out of memory, say)
+            rec = record_base(src, kind)
+            rec.update(verdict="failed", reason="worker_died", detail=f"{type(exc).__name__}: {exc}")
+        records[src.name] = rec
+        if bar:
+            bar.update(1)
+            bar.set_postfix_str(f"{src.name}: {rec['verdict']}")
     if bar:
         bar.close()
     return records
 
 
-def _validate(datalist_path: Path, allow_single_fold: bool = False) -> dict:
+def _validate(datalist: dict, root: Path, allow_single_fold: bool = False) -> dict:
+    from datalists.validate import DatalistError, validate_datalist
+
     try:
-        from datalists.validate import DatalistError, validate_datalist
-    except ImportError:  # pragma: no cover
-        return {"ok": None, "problems": ["datalists.validate not available"]}
-    try:
-        summary = validate_datalist(datalist_path, check_files=True, check_shapes=True,
+        summary = validate_datalist(datalist, root, check_files=True, check_shapes=True,
                                     allow_single_fold=allow_single_fold)
         return {"ok": True, "summary": summary}
     except DatalistError as exc:
@@ -608,6 +383,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"error: {msg}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a full disk, a read-only folder, a permission: where, and what to do
+        print(f"error: {os_error_message(exc)}", file=sys.stderr)
+        return 2
     if args.dry_run:
         print(json.dumps(report, indent=2))
         print(render_dry_run_text(report), file=sys.stderr, end="")
@@ -619,6 +397,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for r in report["crops"]:
         if r["verdict"] != "converted":
             print(f"  {r['name']}: {r['verdict']} ({r['reason']}) {r['detail']}")
+    for name, warning in unknown_and_level_warnings(report):
+        print(f"  warning: {name}: {warning}", file=sys.stderr)
     folds = report["folds"]
     print(f"Folds: {folds['used']} (requested {folds['requested']})")
     for line in folds.get("how", []) + [f"note: {n}" for n in folds.get("notes", [])]:

@@ -9,6 +9,7 @@ blank exactly where a coarse crop lies.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -17,9 +18,11 @@ import zarr
 from converters import cellmap_zarr as cz
 from converters.geometry import Grid, source_coordinates
 
-__all__ = ["EMChoice", "choose_em_level"]
+__all__ = ["UNREADABLE", "EMChoice", "choose_em_level", "level_problem"]
 
 _TOL = 1e-3
+#: skip reason of a crop whose needed EM level is listed but cannot be read (a failure)
+UNREADABLE = "em_level_unreadable"
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,7 @@ class EMChoice:
     detail: str = ""
     warnings: tuple[str, ...] = ()
     coverage: tuple[tuple[str, float], ...] = ()
+    unreadable: tuple[tuple[str, str], ...] = ()  # (level, why) listed in multiscales but not readable
 
 
 def _index_range(out: Grid, level: cz.Level, shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -42,6 +46,52 @@ def _index_range(out: Grid, level: cz.Level, shape: Sequence[int]) -> tuple[np.n
     return np.maximum(lo, 0), np.minimum(hi, np.asarray(shape))
 
 
+def level_problem(em: zarr.hierarchy.Group, path: str, where: str) -> str | None:
+    """Why a level listed in ``multiscales`` cannot be read (None: it can).
+
+    >>> g = zarr.group(); _ = g.zeros("s0", shape=(2, 2, 2))
+    >>> level_problem(g, "s0", "em") is None, level_problem(g, "s1", "em")[:24]
+    (True, 'em/s1 is missing (listed')
+    """
+    root = getattr(em.store, "path", None)
+    base = Path(root, em.path) if root else None
+    if path not in em:
+        if base is not None and (base / path).is_dir():
+            return (f"{base / path / '.zarray'} is missing: the level's folder is there but not its array metadata "
+                    "(an interrupted download?)")
+        shown = base / path if base is not None else f"{where}/{path}"
+        return f"{shown} is missing (listed in multiscales, no array there)"
+    try:
+        em[path].shape
+    except Exception as exc:  # noqa: BLE001 - a corrupt .zarray raises several types
+        return f"{where}/{path}/.zarray cannot be read ({type(exc).__name__}: {exc})"
+    return None
+
+
+def _is_fine_enough(lv: cz.Level, target: np.ndarray) -> bool:
+    return bool(np.all(np.asarray(lv.scale) <= target * (1 + _TOL)))
+
+
+def _unreadable_refusal(broken: dict[str, str], chosen: cz.Level | None, levels: Sequence[cz.Level],
+                        target: np.ndarray, scale: str, cov: tuple) -> EMChoice | None:
+    """Refuse when an unreadable level was asked for, or was the one that avoided upsampling."""
+    if scale in broken:
+        return EMChoice(None, reason=UNREADABLE, coverage=cov,
+                        detail=f"--scale {scale}: {broken[scale]}; download that level again, or choose another "
+                               "--scale")
+    if chosen is None or _is_fine_enough(chosen, target):
+        return None
+    needed = [lv for lv in levels if lv.path in broken and _is_fine_enough(lv, target)]
+    if not needed:
+        return None
+    lv = needed[-1]
+    up = float(np.max(np.asarray(chosen.scale) / target))
+    return EMChoice(None, reason=UNREADABLE, coverage=cov,
+                    detail=(f"the target spacing {list(target)} nm needs EM level {lv.path}, which cannot be read: "
+                            f"{broken[lv.path]}. Download that level again; or accept {chosen.path} upsampled "
+                            f"{up:g}x with --scale {chosen.path}, or convert at a coarser --target_spacing"))
+
+
 def choose_em_level(
     em: zarr.hierarchy.Group,
     levels: Sequence[cz.Level],
@@ -49,20 +99,29 @@ def choose_em_level(
     target_spacing: Sequence[float],
     scale: str = "auto",
     max_em_upsample: float = 2.0,
+    where: str = "",
 ) -> EMChoice:
     """Pick the EM level to resample a crop from.
 
     A level is usable when every chunk overlapping the crop's region exists (a missing
     chunk reads as blank). Among usable levels the coarsest one no coarser than the
     target is taken; if all are coarser, the finest, when within ``max_em_upsample``.
-    ``scale="sN"`` forces a level.
+    ``scale="sN"`` forces a level. A level listed in ``multiscales`` whose array cannot
+    be read (no ``.zarray``: a damaged download) is named in a warning; when it is the
+    level the target needed (the others would be upsampled) or the one ``scale`` forces,
+    the crop is refused (reason ``em_level_unreadable``) rather than silently upsampled.
+    ``where`` names the EM group in messages.
     """
+    where = where or em.name
     target = np.asarray(target_spacing, dtype=np.float64)
     coverage: list[tuple[str, float]] = []
     usable: list[cz.Level] = []
+    broken: dict[str, str] = {}
     overlaps = False
     for lv in levels:
-        if lv.path not in em:
+        problem = level_problem(em, lv.path, where)
+        if problem:
+            broken[lv.path] = problem
             coverage.append((lv.path, 0.0))
             continue
         arr = em[lv.path]
@@ -77,6 +136,17 @@ def choose_em_level(
             usable.append(lv)
     cov = tuple(coverage)
     cov_txt = ", ".join(f"{p}: {f:.0%}" for p, f in coverage)
+    choice = _choose(em, levels, usable, overlaps, target, scale, max_em_upsample, cov, cov_txt)
+    refusal = _unreadable_refusal(broken, choice.level, levels, target, scale, cov)
+    if refusal is not None:
+        return refusal
+    notes = tuple(f"EM level {p} not used: {why}" for p, why in broken.items())
+    return EMChoice(choice.level, choice.upsample, choice.reason, choice.detail, notes + choice.warnings, cov,
+                    tuple(broken.items()))
+
+
+def _choose(em: zarr.hierarchy.Group, levels: Sequence[cz.Level], usable: list[cz.Level], overlaps: bool,
+            target: np.ndarray, scale: str, max_em_upsample: float, cov: tuple, cov_txt: str) -> EMChoice:
     if not overlaps:
         return EMChoice(None, reason="outside_em", detail="the crop does not overlap the EM volume at any level", coverage=cov)
     if scale != "auto":
@@ -92,7 +162,7 @@ def choose_em_level(
                         coverage=cov)
     warnings = []
     finest_present = next(lv for lv in levels if lv.path in em)
-    fine_enough = [lv for lv in usable if np.all(np.asarray(lv.scale) <= target * (1 + _TOL))]
+    fine_enough = [lv for lv in usable if _is_fine_enough(lv, target)]
     if fine_enough:
         chosen, up = fine_enough[-1], 1.0
     else:

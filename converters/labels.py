@@ -1,37 +1,75 @@
-"""Where a crop's label voxels come from, and their mapping to our class ids."""
+"""Where a crop's label voxels come from, and their mapping to our class ids.
+
+A voxel nobody annotated — CellMap's ``unknown`` (255 in ``all``, or the value an array's
+``encoding`` declares unknown), or a value that is no CellMap class — is written as
+:data:`~converters.class_mapping.UNANNOTATED`, the value the bundles leave out of the loss:
+never background, never a class. :class:`LabelMapper` counts those voxels per source value
+so that the report says how many there were.
+"""
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
+import fastremap
 import numpy as np
 import zarr
 
 from datalists.cellmap_classes import CELLMAP_BY_ID, CELLMAP_CLASSES
 from converters import cellmap_zarr as cz
+from converters.class_mapping import UNANNOTATED
 
-__all__ = ["ComposedLabels", "label_source", "lookup"]
+__all__ = ["ComposedLabels", "LabelMapper", "UNANNOTATED", "label_source", "lookup"]
+
+#: CellMap's value for "not annotated" in ``all`` and in semantic class arrays
+CELLMAP_UNKNOWN = 255
+
+
+def _encoding(arr: zarr.Array, group: zarr.hierarchy.Group | None) -> dict[str, int]:
+    for attrs in ([group.attrs] if group is not None else []) + [arr.attrs]:
+        enc = attrs.get("cellmap", {}).get("annotation", {}).get("annotation_type", {}).get("encoding")
+        if enc:
+            return {str(k): int(v) for k, v in enc.items()}
+    return {}
 
 
 class ComposedLabels:
     """A lazily read CellMap-id volume built from per-class arrays (when ``all`` is absent).
 
-    Groups are painted first and atomic classes last, so the most specific id wins.
+    Groups are painted first and atomic classes last, so the most specific id wins. A voxel
+    no array marks present but some array marks unknown (its declared ``unknown`` value;
+    for a semantic array also any value but absent and present) becomes 255 (unknown).
+
+    Parameters
+    ----------
+    arrays : sequence of (cellmap id, array, instance, encoding)
+        ``encoding`` is the array's ``cellmap`` annotation encoding (``{"absent": 0,
+        "present": 1, "unknown": 255}``); missing keys take CellMap's defaults for
+        semantic arrays; an instance array without ``unknown`` has none.
     """
 
-    def __init__(self, arrays: Sequence[tuple[int, zarr.Array, bool]]):
-        order = sorted(arrays, key=lambda a: -len(_parts(a[0])))
-        self._arrays = order
-        self.shape = order[0][1].shape
+    def __init__(self, arrays: Sequence[tuple[int, Any, bool, dict[str, int]]]):
+        self._arrays = sorted(arrays, key=lambda a: -len(_parts(a[0])))
+        self.shape = self._arrays[0][1].shape
+        self.chunks = getattr(self._arrays[0][1], "chunks", None)
 
     def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
-        out = None
-        for cid, arr, instance in self._arrays:
+        out = unknown = None
+        for cid, arr, instance, enc in self._arrays:
             block = np.asarray(arr[key])
             if out is None:
                 out = np.zeros(block.shape, dtype=np.uint8)
-            present = block > 0 if instance else block == 1
+                unknown = np.zeros(block.shape, dtype=bool)
+            absent = enc.get("absent", 0)
+            if instance:
+                unk = block == enc["unknown"] if "unknown" in enc else np.zeros(block.shape, dtype=bool)
+                present = (block != absent) & ~unk
+            else:
+                present = block == enc.get("present", 1)
+                unk = ~present & (block != absent)
+            unknown |= unk
             out[present] = cid
+        out[unknown & (out == 0)] = CELLMAP_UNKNOWN
         return out
 
 
@@ -39,30 +77,65 @@ def _parts(cellmap_id: int) -> tuple[int, ...]:
     return CELLMAP_BY_ID[cellmap_id].parts
 
 
+def _store_path(group: zarr.hierarchy.Group) -> str:
+    return str(getattr(group.store, "path", "") or "")
+
+
 def label_source(gt: zarr.hierarchy.Group, gt_group: str, statuses: dict[str, cz.ClassStatus]):
     """The CellMap-id volume of a crop: its ``all`` array, or one composed from class arrays.
 
     Returns ``(source, how)``; ``source`` is None when no annotated class has an array.
+    Arrays are wrapped in :class:`~converters.cellmap_zarr.CheckedArray`, so a damaged
+    chunk is reported with its array and chunk key.
     """
     crop = gt[gt_group]
+    where = f"{_store_path(gt)}/{gt_group}"
     if "all" in crop:
-        levels = cz.read_levels(crop["all"], f"{gt_group}/all")
+        levels = cz.read_levels(crop["all"], f"{where}/all")
         arr = crop["all"][levels[0].path]
         if arr.nchunks_initialized > 0:
-            return arr, "all"
+            return cz.CheckedArray(arr, f"{where}/all/{levels[0].path}"), f"all array {where}/all/{levels[0].path}"
     arrays = []
     for name, st in statuses.items():
         if st.annotated and name in CELLMAP_CLASSES and name in crop:
-            levels = cz.read_levels(crop[name], f"{gt_group}/{name}")
-            arrays.append((CELLMAP_CLASSES[name].cellmap_id, crop[name][levels[0].path], st.instance))
+            levels = cz.read_levels(crop[name], f"{where}/{name}")
+            arr = crop[name][levels[0].path]
+            arrays.append((CELLMAP_CLASSES[name].cellmap_id, cz.CheckedArray(arr, f"{where}/{name}/{levels[0].path}"),
+                           st.instance, _encoding(arr, crop[name])))
     if not arrays:
         return None, "none"
-    return ComposedLabels(arrays), "per-class arrays"
-
+    return ComposedLabels(arrays), f"per-class arrays of {where}"
 
 
 def lookup(lut: np.ndarray, block: np.ndarray) -> np.ndarray:
-    """Map CellMap ids to ours; ids past the table (not CellMap classes) become background."""
+    """Map CellMap ids to ours; values past the table are not annotated.
+
+    >>> lookup(np.array([0, 7, 255], np.uint8), np.array([0, 1, 300, -1]))
+    array([  0,   7, 255, 255], dtype=uint8)
+    """
     if block.dtype.itemsize > 1 or block.dtype.kind != "u":
-        block = np.where((block >= 0) & (block < lut.size), block, 0)
+        block = np.where((block >= 0) & (block < lut.size), block, lut.size - 1)
     return lut[block]
+
+
+class LabelMapper:
+    """``post`` of the label resampling: CellMap ids to ours, counting unknown source values.
+
+    ``counts`` maps each source value that is no CellMap class (255 unknown, say) to the
+    number of output voxels it gave; they are all written as :data:`UNANNOTATED`.
+
+    >>> m = LabelMapper(np.r_[np.zeros(255, np.uint8), [255]].astype(np.uint8))
+    >>> m(np.array([0, 255, 255, 3000])).tolist(), m.counts
+    ([0, 255, 255, 255], {255: 2, 3000: 1})
+    """
+
+    def __init__(self, lut: np.ndarray):
+        self.lut = lut
+        self.counts: dict[int, int] = {}
+
+    def __call__(self, block: np.ndarray) -> np.ndarray:
+        values, n = fastremap.unique(block, return_counts=True)
+        for v, c in zip(values.tolist(), n.tolist()):
+            if v not in CELLMAP_BY_ID and v != 0:
+                self.counts[int(v)] = self.counts.get(int(v), 0) + int(c)
+        return lookup(self.lut, block)

@@ -14,7 +14,7 @@ from converters.datalist_writer import layout_folds, tile_name
 from converters.folds import CropExtent, FoldItem, SplitPlan
 from converters.geometry import split_into_fold_tiles
 
-__all__ = ["build_report", "render_report_markdown", "dry_run_report", "render_dry_run_text", "render_folds"]
+__all__ = ["build_report", "unknown_and_level_warnings", "render_report_markdown", "dry_run_report", "render_dry_run_text", "render_folds"]
 
 
 def build_report(records: Sequence[dict], settings: Any, statuses: dict, fold_info: dict,
@@ -35,6 +35,9 @@ def build_report(records: Sequence[dict], settings: Any, statuses: dict, fold_in
             "tiled": sum(1 for r in records if r.get("tiled")),
             "training_items": sum(len(r["items"]) for r in records if r["kind"] == "train"),
             "testing_items": sum(len(r["items"]) for r in records if r["kind"] == "test"),
+            "crops_with_unknown_labels": sum(1 for r in records if r.get("unknown_label_values")),
+            "unannotated_voxels": sum(int(r.get("unannotated_voxels", 0)) for r in records),
+            "crops_with_unreadable_em_levels": sum(1 for r in records if r.get("em_levels_unreadable")),
         },
         "classes": [r["name"] for r in settings.class_table],
         "classes_never_annotated": sorted(named_anywhere - annotated_anywhere),
@@ -56,6 +59,12 @@ def render_report_markdown(report: dict) -> str:
         f" (resumed {s['resumed']}, tiled {s['tiled']}); training items {s['training_items']}, "
         f"testing items {s['testing_items']}  ", "",
     ]
+    if s.get("crops_with_unknown_labels"):
+        lines += [f"Unknown label values (written as not annotated, 255): {s['unannotated_voxels']} voxels in "
+                  f"{s['crops_with_unknown_labels']} crop(s); see the notes below", ""]
+    if s.get("crops_with_unreadable_em_levels"):
+        lines += [f"EM levels listed but unreadable: {s['crops_with_unreadable_em_levels']} crop(s); see the notes "
+                  "below", ""]
     if report["classes_never_annotated"]:
         lines += [f"Named in crops but never annotated: {', '.join(report['classes_never_annotated'])}", ""]
     val = report["datalist_validation"]
@@ -72,6 +81,26 @@ def render_report_markdown(report: dict) -> str:
         lines.append(f"| {r['name']} | {r['kind']} | {r['verdict']} | {r.get('reason', '')} | {r.get('em_level', '')} "
                      f"| {pad} | {na} | {notes.replace('|', '/')} |")
     return "\n".join(lines) + "\n"
+
+
+def unknown_and_level_warnings(report: dict) -> list[tuple[str, str]]:
+    """``(crop, message)`` for each crop's unknown label values and unreadable EM levels.
+
+    >>> unknown_and_level_warnings({"crops": [{"name": "c1", "unknown_label_values": {"255": 8},
+    ...                                         "em_levels_unreadable": {"s0": "/d/s0/.zarray is missing"}}]})
+    [('c1', '8 voxels with label values that are no CellMap class (255: 8) written as not annotated (255)'), \
+('c1', 'EM level s0 not used: /d/s0/.zarray is missing')]
+    """
+    out = []
+    for r in report["crops"]:
+        unknown = r.get("unknown_label_values") or {}
+        if unknown:
+            values = ", ".join(f"{v}: {n}" for v, n in unknown.items())
+            out.append((r["name"], f"{sum(unknown.values())} voxels with label values that are no CellMap class "
+                                   f"({values}) written as not annotated (255)"))
+        for level, why in (r.get("em_levels_unreadable") or {}).items():
+            out.append((r["name"], f"EM level {level} not used: {why}"))
+    return out
 
 
 def _box(start: Sequence[int] | None, stop: Sequence[int] | None) -> str:

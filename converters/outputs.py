@@ -1,0 +1,122 @@
+"""Writing a converter's outputs safely: temporary names, the completion marker, clear errors.
+
+Every output file is written under a temporary name in its own folder
+(``.tmp-<pid>-<name>``) and renamed into place, so a killed run never leaves a
+half-written file under a real name. ``datalist.json`` is the completion marker: a
+(re-)conversion removes it before writing anything and writes it last, after every image,
+label and the report. A failing write (full disk, file too large, read-only folder, no
+permission) raises :class:`OutputError`, which names the file; the CLIs print it as one
+line with what to do (:func:`os_error_message`).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+__all__ = ["OutputError", "atomic_write", "atomic_write_json", "atomic_write_text", "clean_stale_temporaries",
+           "os_error_message", "temporary_path"]
+
+#: our temporaries: ``.tmp-<pid>-<name>`` (and ``.<name>.tmp-<pid>`` from earlier versions)
+_TMP_RE = re.compile(r"^(?:\.tmp-(?P<pid>\d+)-.+|\..+\.tmp-(?P<old>\d+))$")
+
+
+class OutputError(OSError):
+    """Writing an output file failed; ``filename`` is that file (not its temporary name)."""
+
+
+def temporary_path(path: Path) -> Path:
+    """The temporary name ``path`` is written under before the rename.
+
+    >>> temporary_path(Path("out/images/a.nii.gz")).name.startswith(".tmp-")
+    True
+    """
+    return path.with_name(f".tmp-{os.getpid()}-{path.name}")
+
+
+def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
+    """Call ``write(tmp)`` then rename ``tmp`` onto ``path``; the temporary never survives.
+
+    Raises
+    ------
+    OutputError
+        On any OSError while writing or renaming; its ``filename`` is ``path``.
+    """
+    path = Path(path)
+    tmp = temporary_path(path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise OutputError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+    finally:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:  # the folder itself is unwritable: nothing was left there either
+            pass
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary name."""
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON to ``path`` via a temporary name."""
+    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: not ours to judge
+        return True
+    return True
+
+
+def clean_stale_temporaries(folders: Iterable[Path]) -> list[Path]:
+    """Remove temporaries a killed run left in ``folders`` (not recursive); return them.
+
+    Only files named like our temporaries whose process is gone are removed: never a
+    user's file, never the temporary of a run still going.
+    """
+    removed = []
+    for folder in folders:
+        if not Path(folder).is_dir():
+            continue
+        for entry in Path(folder).iterdir():
+            m = _TMP_RE.match(entry.name)
+            if not m or not entry.is_file() or _alive(int(m.group("pid") or m.group("old"))):
+                continue
+            entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
+
+
+def os_error_message(exc: OSError) -> str:
+    """An OSError as a user reads it: what failed, on which file, and what to do.
+
+    The same convention as ``run_auto3dseg.os_error_message``, worded for the converters.
+
+    >>> os_error_message(OSError(28, "No space left on device", "/o/images/a.nii.gz"))
+    '/o/images/a.nii.gz: No space left on device. Free some space there (or choose another --output_dir) and run the same command again: finished work is kept'
+    """
+    where = exc.filename or "(unknown file)"
+    what = exc.strerror or str(exc)
+    again = "and run the same command again: finished work is kept"
+    todo = {errno.ENOSPC: f"Free some space there (or choose another --output_dir) {again}",
+            errno.EFBIG: f"The file is larger than this system or your limits allow (ulimit -f); raise the limit, "
+                         f"use --max_voxels to write smaller tiles, or choose another --output_dir, {again}",
+            errno.EROFS: "The folder is read-only: choose a writable --output_dir",
+            errno.EACCES: "Check the permissions of that folder, or choose another --output_dir",
+            errno.EPERM: "Check the permissions of that folder, or choose another --output_dir",
+            errno.EDQUOT: f"Your disk quota is exhausted: free some space {again}"}
+    return f"{where}: {what}. {todo.get(exc.errno, 'Fix that file or folder and run the same command again')}"
