@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from converters.outputs import OutputError, atomic_write
+
 __all__ = ["nifti_2d_affine", "tile_grid", "tile_starts", "tiff_pixel_size", "convert_cell_image"]
 
 
@@ -102,12 +104,7 @@ def _write_nifti(path: Path, data_yx: np.ndarray, affine: np.ndarray) -> None:
     arr = arr[:, :, None] if arr.ndim == 2 else arr[:, :, None, :]
     img = nib.Nifti1Image(arr, affine)
     img.header.set_xyzt_units(xyz="micron")
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    try:
-        nib.save(img, str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, lambda tmp: nib.save(img, str(tmp)))
 
 
 def _skip(rec: dict, reason: str, detail: str) -> dict:
@@ -143,16 +140,34 @@ def convert_cell_image(src: dict, output_dir: str | os.PathLike, max_pixels: int
     out = Path(output_dir)
     try:
         _convert(src, out, rec, max_pixels, overlap)
+    except OutputError:  # a full disk stops every image alike: the converter stops
+        _remove_items(out, rec)
+        raise
     except Exception as exc:  # one bad image must not abort the batch
         rec.update(verdict="failed", reason="error", detail=f"{type(exc).__name__}: {exc}",
                    traceback=traceback.format_exc(limit=4))
-        for item in rec["items"]:
-            for key in ("image", "label"):
-                if item.get(key):
-                    (out / item[key]).unlink(missing_ok=True)
-        rec["items"] = []
+        _remove_items(out, rec)
     rec["seconds"] = round(time.perf_counter() - t0, 3)
     return rec
+
+
+def _remove_items(out: Path, rec: dict) -> None:
+    for item in rec["items"]:
+        for key in ("image", "label"):
+            if item.get(key):
+                (out / item[key]).unlink(missing_ok=True)
+    rec["items"] = []
+
+
+def _non_finite(image: np.ndarray, path: str) -> str | None:
+    """Why a float image cannot be converted (NaN/inf pixels), else None."""
+    if image.dtype.kind != "f":
+        return None
+    bad = int(image.size - np.count_nonzero(np.isfinite(image)))
+    if not bad:
+        return None
+    return (f"{path} has {bad} non-finite (NaN/inf) pixel value(s): their intensity is unknown. Fix or re-export "
+            "the image (or remove it from --images), then run the same command again")
 
 
 def _convert(src: dict, out: Path, rec: dict, max_pixels: int | None, overlap: int) -> None:
@@ -169,6 +184,10 @@ def _convert(src: dict, out: Path, rec: dict, max_pixels: int | None, overlap: i
                dtype=str(info.get("dtype", image.dtype)), layout=info.get("layout"),
                channels_in=info.get("channels_in"), channels_used=info.get("channels_used"))
     rec["notes"] += list(info.get("notes", []))
+    nonfinite = _non_finite(image, str(src["image"]))
+    if nonfinite:
+        rec.update(verdict="failed", reason="non_finite_pixels", detail=nonfinite)
+        return None
     flat = image.reshape(-1, image.shape[-1]) if image.ndim == 3 else image.reshape(-1, 1)
     if bool(np.all(flat.min(axis=0) == flat.max(axis=0))):
         return _skip(rec, "constant_image", f"every channel of {src['image']} is constant: nothing to learn or segment")
@@ -212,9 +231,7 @@ def _convert(src: dict, out: Path, rec: dict, max_pixels: int | None, overlap: i
     rec["class_pixels"] = {"background": int(counts[0]), "cell_interior": int(counts[1]),
                            "cell_contact": int(counts[2])}
     inst = out / "instances" / f"{stem}_label.tiff"
-    tmp = inst.with_name(f".tmp-{os.getpid()}-{inst.name}")
-    tifffile.imwrite(tmp, labels, compression="zlib")
-    os.replace(tmp, inst)
+    atomic_write(inst, lambda tmp: tifffile.imwrite(tmp, labels, compression="zlib"))
     rec["instances"] = f"instances/{stem}_label.tiff"
     tiles = tile_grid((h, w), max_pixels, overlap)
     for i, (y0, y1, x0, x1) in enumerate(tiles):

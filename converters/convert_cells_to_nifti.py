@@ -16,10 +16,8 @@ Run ``python -m converters.convert_cells_to_nifti --help`` for the options. The 
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as cf
 import hashlib
 import json
-import multiprocessing as mp
 import os
 import sys
 from collections.abc import Sequence
@@ -28,6 +26,9 @@ from typing import Any
 
 from converters.cell_datalist import build_cell_datalist, build_cell_report, render_cell_report_markdown
 from converters.cell_item import convert_cell_image, tile_grid
+from converters.outputs import OutputError, atomic_write_json, atomic_write_text, clean_stale_temporaries, \
+    os_error_message
+from converters.pool import imap_pool
 
 __all__ = ["IMAGE_EXTENSIONS", "convert_cells", "find_cell_images", "main"]
 
@@ -38,16 +39,6 @@ _FORMAT_VERSION = 1
 
 class SettingsMismatch(RuntimeError):
     """The output folder holds a conversion made with other settings."""
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _atomic_write_json(path: Path, obj: Any) -> None:
-    _atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 def find_cell_images(images_dir: str | os.PathLike, labels_dir: str | os.PathLike | None = None
@@ -127,7 +118,7 @@ def _worker(job: tuple) -> dict:
     rec = convert_cell_image(src, out, max_pixels, overlap)
     rec["settings_fingerprint"] = fingerprint
     if rec["verdict"] != "failed":
-        _atomic_write_json(Path(out) / "records" / f"{src['stem']}.json", rec)
+        atomic_write_json(Path(out) / "records" / f"{src['stem']}.json", rec)
     return rec
 
 
@@ -208,10 +199,12 @@ def convert_cells(output_dir: str | os.PathLike, images_dir: str | os.PathLike,
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     _check_settings(out, settings, force)
-    for sub in ("images", "labels", "instances", "records"):
+    subfolders = ("images", "labels", "instances", "records")
+    for sub in subfolders:
         (out / sub).mkdir(exist_ok=True)
     (out / "datalist.json").unlink(missing_ok=True)  # the completion marker goes first, comes back last
-    _atomic_write_json(out / "conversion_settings.json", settings)
+    clean_stale_temporaries([out, *(out / sub for sub in subfolders)])
+    atomic_write_json(out / "conversion_settings.json", settings)
     fingerprint = _fingerprint(settings)
     records: dict[str, dict] = {}
     jobs = []
@@ -225,30 +218,21 @@ def convert_cells(output_dir: str | os.PathLike, images_dir: str | os.PathLike,
 
     bar = tqdm(total=len(jobs), desc="Converting images", unit="image", file=sys.stderr,
                disable=not (progress and jobs))
-    if workers > 1 and len(jobs) > 1:
-        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-            futures = {pool.submit(_worker, job): job[0] for job in jobs}
-            for fut in cf.as_completed(futures):
-                src = futures[fut]
-                try:
-                    rec = fut.result()
-                except Exception as exc:  # a worker died (out of memory, say)
-                    rec = {**src, "kind": "train" if src["label"] else "test", "verdict": "failed",
-                           "reason": "worker_died", "detail": f"{type(exc).__name__}: {exc}", "items": [], "notes": []}
-                records[src["stem"]] = rec
-                bar.update(1)
-                bar.set_postfix_str(f"{src['stem']}: {rec['verdict']}")
-    else:
-        for job in jobs:
-            rec = _worker(job)
-            records[job[0]["stem"]] = rec
-            bar.update(1)
-            bar.set_postfix_str(f"{job[0]['stem']}: {rec['verdict']}")
+    results = (imap_pool(_worker, jobs, workers, fatal=(OutputError,)) if workers > 1 and len(jobs) > 1
+               else ((job, _worker(job), None) for job in jobs))
+    for job, rec, exc in results:
+        src = job[0]
+        if exc is not None:  # a worker died (out of memory, say)
+            rec = {**src, "kind": "train" if src["label"] else "test", "verdict": "failed",
+                   "reason": "worker_died", "detail": f"{type(exc).__name__}: {exc}", "items": [], "notes": []}
+        records[src["stem"]] = rec
+        bar.update(1)
+        bar.set_postfix_str(f"{src['stem']}: {rec['verdict']}")
     bar.close()
 
     ordered = [records[s["stem"]] for s in sources] + problems
     datalist, items_meta, fold_info = build_cell_datalist(ordered, num_folds)
-    _atomic_write_json(out / "datalist_items.json", items_meta)
+    atomic_write_json(out / "datalist_items.json", items_meta)
     if datalist["training"]:
         validation = _validate(datalist, out, allow_single_fold=num_folds < 2)
     else:  # only unlabelled images: a datalist to predict with a trained work_dir, not to train on
@@ -258,9 +242,9 @@ def convert_cells(output_dir: str | os.PathLike, images_dir: str | os.PathLike,
                                                "(run_auto3dseg.py --mode predict --work_dir <trained work_dir> "
                                                "--images ...)"]}}
     report = build_cell_report(ordered, settings, fold_info, validation, str(out.resolve()))
-    _atomic_write_json(out / "conversion_report.json", report)
-    _atomic_write_text(out / "conversion_report.md", render_cell_report_markdown(report))
-    _atomic_write_json(out / "datalist.json", datalist)
+    atomic_write_json(out / "conversion_report.json", report)
+    atomic_write_text(out / "conversion_report.md", render_cell_report_markdown(report))
+    atomic_write_json(out / "datalist.json", datalist)
     return report
 
 
@@ -299,6 +283,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                force=args.force, dry_run=args.dry_run, progress=not args.no_progress)
     except (SettingsMismatch, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full disk, a read-only folder, a permission: where, and what to do
+        print(f"error: {os_error_message(exc)}", file=sys.stderr)
         return 2
     if args.dry_run:
         print(json.dumps(report, indent=2))
