@@ -209,7 +209,10 @@ def discover_crops(data_root: str | os.PathLike) -> list[CropSource]:
         if not (gt_path / ".zgroup").exists():
             continue
         zarr_path = str(gt_path.parents[3])
-        em_group = find_em_group(zarr_path)
+        try:
+            em_group = find_em_group(zarr_path)
+        except CellMapFormatError:  # a damaged EM group fails its crops, named, not the whole batch
+            em_group = DEFAULT_EM_GROUP
         rel = gt_path.relative_to(zarr_path).as_posix()
         crops.append(CropSource(_dataset_name(zarr_path), _crop_id(rel), zarr_path, em_group, zarr_path, rel))
     return sorted(crops, key=lambda c: (c.dataset, c.crop_id))
