@@ -317,7 +317,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m converters.convert_zarr_to_nifti",
         description="Convert CellMap Zarr crops (EM + ground truth) to NIfTI images/labels and a MONAI "
-                    "datalist.json with folds, a class table and which classes each crop annotates.",
+                    "datalist.json with folds, a class table and which classes each crop annotates. Label values nobody "
+                    "annotated (255 unknown, values that are no CellMap class) are written as 255 (not annotated) and "
+                    "counted in the report; a crop whose EM has NaN/inf values, a damaged chunk, or whose target "
+                    "spacing needs an unreadable EM level fails (named; the others convert). datalist.json is "
+                    "written last: without it the conversion is not complete.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     src = p.add_argument_group("input (one of --datasplit / --data_root)")
     src.add_argument("--datasplit", help="the toolbox's header-less datasplit.csv listing training crops")
