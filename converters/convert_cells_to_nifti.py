@@ -253,7 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m converters.convert_cells_to_nifti",
         description="Convert 2-D cell images in the NeurIPS 2022 CellSeg layout (images/ and labels/<stem>_label.tiff) "
                     "to NIfTI images and training targets with a MONAI datalist.json (folds, class table). Images "
-                    "without a label become 'testing' entries.",
+                    "without a label become 'testing' entries. An image with NaN/inf pixels fails (named; the others "
+                    "convert). datalist.json is written last: without it the conversion is not complete.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--images", required=True, help="folder of images (.tif .tiff .png .jpg .jpeg .bmp)")
     p.add_argument("--labels", help="folder of instance masks <stem>_label.tiff; images without one are testing images")
