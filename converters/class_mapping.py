@@ -15,14 +15,12 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from datalists.cellmap_classes import CELLMAP_BY_ID, CELLMAP_CLASSES, class_by_name
 from converters.cellmap_zarr import ClassStatus
+from datalists.annotated import UNANNOTATED  # CellMap's unknown, values that are no class
+from datalists.cellmap_classes import CELLMAP_BY_ID, CELLMAP_CLASSES, class_by_name
 
 __all__ = ["UNANNOTATED", "leaf_classes", "default_classes", "build_class_table", "cellmap_lookup", "annotated_ids"]
 
-#: label value of voxels nobody annotated (CellMap's ``unknown``, values that are no CellMap
-#: class): the bundles' ``IGNORE_VALUE`` (``auto3dseg.transforms``), so no loss is computed there
-UNANNOTATED = 255
 
 
 def _annotated(statuses: Mapping[str, ClassStatus]) -> set[str]:

@@ -5,6 +5,10 @@ list* in a datalist item, so a list of class ids (``[1, 2, 5]``) makes it raise.
 the set as an integer bitmask instead: bit ``id - 1`` is set when class ``id`` is
 annotated. The readable list is kept in the side file (``datalist_items.json``).
 
+Inside a label, :data:`UNANNOTATED` (255) marks voxels nobody annotated (a value the source
+declared unknown, or one that is no class): training leaves them out of the loss, and they are
+neither background nor a class.
+
 >>> encode_annotated([1, 2, 5])
 19
 >>> decode_annotated(19)
@@ -15,9 +19,11 @@ from __future__ import annotations
 
 from typing import Iterable
 
-__all__ = ["encode_annotated", "decode_annotated", "ANNOTATED_KEY"]
+__all__ = ["encode_annotated", "decode_annotated", "ANNOTATED_KEY", "UNANNOTATED"]
 
 ANNOTATED_KEY = "annotated_mask"
+#: label value of voxels nobody annotated (the bundles' ignore value)
+UNANNOTATED = 255
 
 
 def encode_annotated(ids: Iterable[int]) -> int:

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from .annotated import UNANNOTATED
 from .schema import (
     _LABELLED_SECTIONS,
     _NIFTI_SUFFIXES,
@@ -178,7 +179,7 @@ class FileChecks:
         if arr is None:
             return
         values = np.unique(np.asarray(arr))
-        allowed = {0, *self.class_names}
+        allowed = {0, UNANNOTATED, *self.class_names}
         k = max(self.class_names) if self.class_names else 0
         if values.dtype.kind == "f":
             non_integer = values[values != np.round(values)]
@@ -194,6 +195,7 @@ class FileChecks:
             shown = [int(v) for v in bad[:10]] + (["..."] if len(bad) > 10 else [])
             self.problem(
                 where,
-                f"label {path} has values {shown} that are not class ids (allowed: 0..{k}); re-convert "
+                f"label {path} has values {shown} that are not class ids (allowed: 0..{k}, and "
+                f"{UNANNOTATED} for not annotated); re-convert "
                 "the label or fix class_table",
             )

@@ -436,6 +436,20 @@ def test_label_values_out_of_range(dataset):
     validate_datalist(datalist, root)  # not read unless asked
 
 
+def test_label_value_255_is_not_annotated_not_an_error(dataset):
+    root, datalist = dataset
+    _crop(root, "synth-2_crop4", max_value=3)
+    path = root / "labels" / "synth-2_crop4.nii.gz"
+    img = nib.load(str(path))
+    arr = np.asarray(img.dataobj).copy()
+    arr[0, 0, 0] = 255
+    nib.save(nib.Nifti1Image(arr, img.affine), str(path))
+    assert validate_datalist(datalist, root, check_label_values=True)["n_training"] == len(datalist["training"])
+    arr[0, 0, 0] = 254
+    nib.save(nib.Nifti1Image(arr, img.affine), str(path))
+    _one(_problems(datalist, root, check_label_values=True), "training[3]", "values [254]")
+
+
 # --------------------------------------------------------------------------- together, loading, CLI
 
 

@@ -215,6 +215,14 @@ def test_find_flags_direct():
     assert any(f.startswith("[few-annotated] class 1 'a'") and "max(3, num_folds) = 5" in f for f in flags)
     assert any(f.startswith("[annotated-absent] class 2 'b'") for f in flags)
     assert any(f.startswith("[unknown-label] images/a.nii.gz") for f in flags)
+    # 255 is "not annotated" (the datalist contract), reported as such, never as an unknown class
+    case255 = {**case, "label_stats": {"labels": [0, 1, 255], "label": [{"foreground_percentage": 0.5},
+                                                                       {"foreground_percentage": 0.3},
+                                                                       {"foreground_percentage": 0.2}]}}
+    flags = find_flags([case255], [[1, 2]], per_class_stats([case255], [1, 2, 3], [[1, 2]]),
+                       names={1: "a", 2: "b", 3: "c"}, num_folds=1, dataroot="/d")
+    assert not any(f.startswith("[unknown-label]") for f in flags)
+    assert any(f.startswith("[not-annotated-voxels] images/a.nii.gz: 20") for f in flags)
     # a group's fraction counts its parts' values
     grp = per_class_stats([case], [1, 9], [None], parts={9: [1, 7]})
     assert grp[9]["mean_fraction_annotated"] == pytest.approx(0.5)

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from datalists.annotated import UNANNOTATED
+
 from .review_cases import _case_intensity, _case_shape, _display, _first_path, _pct, _short_list, case_label_fractions
 
 
@@ -303,9 +305,13 @@ def find_flags(
         if annotated[k] and set(fr) <= {0}:
             flags.append(f"[empty-label] {img[k]}: label holds only background (0) although the item annotates "
                          f"{len(annotated[k])} class(es): {sorted(annotated[k])}")
-        unknown = sorted(v for v in fr if v != 0 and v not in all_ids)
+        unknown = sorted(v for v in fr if v not in (0, UNANNOTATED) and v not in all_ids)
         if unknown and class_ids:
             flags.append(f"[unknown-label] {img[k]}: label values {unknown} are not in the class table")
+        if fr.get(UNANNOTATED, 0) > 0:
+            flags.append(f"[not-annotated-voxels] {img[k]}: {_pct(fr[UNANNOTATED])} of the label is "
+                         f"{UNANNOTATED} (not annotated: left out of training); the conversion report says "
+                         "which source values they came from")
         stray = sorted(v for v in fr if v != 0 and v in all_ids and v not in annotated[k] and fr[v] > 0)
         if stray:
             flags.append(f"[present-unannotated] {img[k]}: label values {stray} present but not in the item's "
