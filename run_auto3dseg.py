@@ -126,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "--slurm_args=\"--constraint=a100 --exclusive\"")
     g.add_argument("--dry_run", action="store_true", help="--mode slurm: print the sbatch commands and job "
                    "scripts, submit nothing")
+    p.add_argument("--wait_lock", nargs="?", const="inf", metavar="SECONDS",
+                   help="when another run holds this bundle or step (training, analyze, generate, ensemble, submit), "
+                   "wait for it (for ever, or SECONDS) instead of stopping with an error naming it")
     p.add_argument("--debug", action="store_true", help="show the Python traceback of an error instead of the one-line "
                    "message (for reporting a bug)")
     p.add_argument("--force", action="store_true",
@@ -175,6 +178,10 @@ def _step(title: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.wait_lock:  # read by auto3dseg.locks here and in the training processes
+        os.environ["AUTO3DSEG_LOCK_WAIT"] = args.wait_lock
+    if args.debug:
+        os.environ["AUTO3DSEG_DEBUG"] = "1"
     try:
         overrides = parse_overrides(args.override)
         if args.budget:
@@ -409,7 +416,9 @@ def _submit(args: argparse.Namespace, work: Path, datalist: str) -> int:
     _step("submit")
     manifest = work / ENSEMBLE_DIR / "ensemble.json"
     if not manifest.is_file():
-        raise FileNotFoundError(f"{manifest} not found: run --mode ensemble first")
+        partial = " (an interrupted ensemble left only part of the maps)" if manifest.with_name(
+            "ensemble.partial.json").is_file() else ""
+        raise FileNotFoundError(f"{manifest} not found{partial}: run --mode ensemble (again: it resumes) first")
     from datalists.cell_classes import is_cell_datalist
 
     if is_cell_datalist(_read_json(datalist)):

@@ -51,6 +51,23 @@ def write_cell_submission(ensemble_manifest: str | os.PathLike, datalist: str | 
     -------
     (folder of label files, report rows)
     """
+    from auto3dseg.locks import clean_temporaries, step_lock
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with step_lock(out, "submit", log=log):  # one run at a time; temporaries of a killed one removed first
+        clean_temporaries(out)
+        return _write_cell_submission(ensemble_manifest, datalist, out, params=params, force=force, log=log)
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _write_cell_submission(ensemble_manifest: str | os.PathLike, datalist: str | os.PathLike, out: Path, *,
+                           params: Mapping[str, Any] | None, force: bool, log) -> tuple[Path, list[dict]]:
     from auto3dseg.postprocess.cells import load_cell_params, postprocess_cells
 
     params = load_cell_params() if params is None else dict(params)
@@ -59,8 +76,6 @@ def write_cell_submission(ensemble_manifest: str | os.PathLike, datalist: str | 
     dl = json.loads(dl_path.read_text())
     items = json.loads((dl_path.parent / dl.get("items_file", "datalist_items.json")).read_text())
     by_image = {str((dl_path.parent / k).resolve()): v for k, v in items.items()}
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     final = out / CELL_SUBMISSION_DIR
     report_path = out / "submission_report.json"
     sig = _signature(ens, params)
@@ -105,15 +120,15 @@ def write_cell_submission(ensemble_manifest: str | os.PathLike, datalist: str | 
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, final)
-    report_path.write_text(json.dumps(rows, indent=1))
+    _write_text_atomic(report_path, json.dumps(rows, indent=1))
     lines = ["# Cell submission", "", f"{len(rows)} images; {sum(r['status'] == 'written' for r in rows)} written.", "",
              "| image | cells | dtype | status | note |", "|---|---|---|---|---|"]
     lines += [f"| {Path(r['output']).name} | {r.get('cells', '')} | {r.get('dtype', '')} | {r['status']} | "
               f"{r.get('error', '')} |" for r in rows]
-    (out / "submission_report.md").write_text("\n".join(lines) + "\n")
+    _write_text_atomic(out / "submission_report.md", "\n".join(lines) + "\n")
     failed = [r for r in rows if r["status"] != "written"]
     for r in failed:
         log(f"error: {r['input']}: {r['error']}")
     if not failed:  # a run with failures is never "up to date"
-        sig_file.write_text(sig + "\n")
+        _write_text_atomic(sig_file, sig + "\n")
     return final, rows

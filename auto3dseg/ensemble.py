@@ -43,6 +43,8 @@ __all__ = [
 ]
 
 ENSEMBLE_METHODS = ("best_by_fold", "best_n")
+#: the completion marker of an ensemble, and the record of one still being written
+MANIFEST, PARTIAL = "ensemble.json", "ensemble.partial.json"
 
 
 def _unfinished_record(bundle) -> dict | None:
@@ -156,7 +158,13 @@ def write_probability_nifti(prob: np.ndarray, affine: np.ndarray, path: str | os
     img.header.set_xyzt_units("mm")  # unit label only; our affines are in nm (see README)
     img.header.set_intent("vector", (), name="class prob")
     tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    nib.save(img, str(tmp))
+    try:
+        nib.save(img, str(tmp))
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.filename is None:  # gzip's write errors name no file: a full disk must say where
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        raise
     os.replace(tmp, path)
 
 
@@ -274,28 +282,89 @@ def run_ensemble(work_dir: str | os.PathLike, *, method: str = "best_by_fold", n
                  log=print) -> Path:
     """Probability maps for the datalist's ``testing`` items (or ``images``); returns the
     path of ``ensemble.json``. Maps already written by the same choice of bundles are kept.
-    ``allow_unfinished`` also uses bundles that stopped early with a best model (named)."""
+    ``allow_unfinished`` also uses bundles that stopped early with a best model (named).
+
+    ``ensemble.json`` is the completion marker: removed before any map is rewritten, written
+    last, when every map is there; ``ensemble.partial.json`` records the maps done so far, so a
+    killed run resumes, and nothing takes a partial ensemble for a complete one. One run at a
+    time per output folder (:mod:`auto3dseg.locks`)."""
+    from auto3dseg.locks import clean_temporaries, step_lock
+
+    work = Path(work_dir).resolve()
+    out_dir = Path(output_dir) if output_dir else work / ENSEMBLE_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with step_lock(out_dir, "ensemble" if not images else "predict", log=log):
+        clean_temporaries(out_dir)
+        return _run_ensemble(work, out_dir, method=method, n_best=n_best, algos=algos, images=images, force=force,
+                             allow_unfinished=allow_unfinished, log=log)
+
+
+def _check_chosen(work: Path, chosen: list[dict], datalist: str) -> None:
+    """The chosen bundles' class table is the datalist's (ValueError naming both otherwise)."""
+    from monai.utils.enums import AlgoKeys
+
+    from auto3dseg.bundle_checks import check_class_tables
+
+    ids = {a[AlgoKeys.ID] for a in chosen}
+    check_class_tables([b for b in list_bundles(work) if b.name in ids], datalist, work)
+
+
+def _previous_manifest(out_dir: Path) -> dict:
+    """The last manifest: the complete one, else the record of a run that was interrupted."""
+    for name in (MANIFEST, PARTIAL):
+        f = out_dir / name
+        if f.is_file():
+            try:
+                return json.loads(f.read_text())
+            except ValueError:
+                f.unlink()  # written atomically, so only an older version leaves one damaged
+    return {}
+
+
+def _predict(inferers: Sequence[Any], case: Mapping[str, Any], index: int, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`ensemble_probabilities` with a missing or bad image named with its item."""
+    from auto3dseg.input_checks import InputError, user_error
+
+    try:
+        return ensemble_probabilities(inferers, case)
+    except Exception as exc:  # noqa: BLE001 - only user errors are re-worded; the rest propagate
+        found = user_error(exc)
+        if found is None:
+            raise
+        where = f" (item {index} of {source})"
+        if isinstance(found, FileNotFoundError):
+            raise FileNotFoundError(f"{found}{where}: fix the path or remove the item, then run again") from exc
+        raise InputError(f"{found}{where}") from exc
+
+
+def _run_ensemble(work: Path, out_dir: Path, *, method: str, n_best: int, algos: Sequence[str] | None,
+                  images: Sequence[str] | None, force: bool, allow_unfinished: bool, log) -> Path:
     from monai.utils.enums import AlgoKeys
     from tqdm import tqdm
 
-    work = Path(work_dir).resolve()
     src = read_input(work)
     history = trained_history(work, algos, allow_unfinished=allow_unfinished, log=log)
     if not history and not allow_unfinished and list_bundles(work):
         raise RuntimeError(f"no bundle of {work} finished training: train them (--mode train), or predict with "
                            "--allow_unfinished to use the best model.pt of bundles that stopped early")
     chosen, infer_files, used = select_ensemble(history, work / "input.yaml", method, n_best)
+    _check_chosen(work, chosen, src["datalist"])
     cases = [{"image": str(Path(f).resolve())} for f in images] if images else [
         dict(f) if isinstance(f, Mapping) else {"image": str(f)} for f in infer_files]
     if not cases:
         raise RuntimeError(f"nothing to predict: {src['datalist']} has no 'testing' items and no --images given")
-    out_dir = Path(output_dir) if output_dir else work / ENSEMBLE_DIR
-    out_dir.mkdir(parents=True, exist_ok=True)
-    manifest_path = out_dir / "ensemble.json"
+    source = "--images" if images else f"'testing' in {src['datalist']}"
+    manifest_path, partial_path = out_dir / MANIFEST, out_dir / PARTIAL
     sig = _signature(chosen)
-    previous = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    previous = _previous_manifest(out_dir)
     reuse = previous.get("signature") == sig and not force
     done = {it["image"]: it for it in previous.get("items", [])} if reuse else {}
+    complete = [str(c["image"]) for c in cases] == [it["image"] for it in previous.get("items", [])]
+    if reuse and complete and manifest_path.is_file() and all(Path(it["probabilities"]).is_file()
+                                                               for it in previous["items"]):
+        log(f"ensemble in {out_dir} is up to date ({len(cases)} maps of the same bundles); kept")
+        return manifest_path
+    manifest_path.unlink(missing_ok=True)  # removed first: from here on nothing looks complete
     log(f"ensemble ({used}) of {len(chosen)} bundles: "
         + ", ".join(f"{a[AlgoKeys.ID]} ({a[AlgoKeys.SCORE]:.4f})" for a in chosen))
 
@@ -306,7 +375,7 @@ def run_ensemble(work_dir: str | os.PathLike, *, method: str = "best_by_fold", n
     acts: dict[str, str | None] = {}
     items = []
     computed = 0
-    for case in tqdm(cases, desc="Ensembling", unit="image"):
+    for index, case in enumerate(tqdm(cases, desc="Ensembling", unit="image")):
         f = str(case["image"])
         out = out_dir / f"{_case_name(f)}_prob.nii.gz"
         if f in done and out.is_file():
@@ -323,7 +392,7 @@ def run_ensemble(work_dir: str | os.PathLike, *, method: str = "best_by_fold", n
             if len(set(acts.values())) > 1:
                 raise ValueError(f"bundles disagree on the output activation: {acts}; ensemble them separately "
                                  "(--algos)")
-        prob, affine = ensemble_probabilities(inferers, case)
+        prob, affine = _predict(inferers, case, index, source)
         if channels is None:
             channels = getattr(inferers[0], "channel_names", None)
             act = next(iter(acts.values()))
@@ -340,9 +409,9 @@ def run_ensemble(work_dir: str | os.PathLike, *, method: str = "best_by_fold", n
         write_probability_nifti(prob, affine, out)
         items.append({"image": f, "probabilities": str(out), "shape": list(prob.shape[1:])})
         computed += 1
-        _write_manifest(manifest_path, sig, used, chosen, channels, activation, src, items)
-    if computed or not reuse or len(items) != len(previous.get("items", [])):
-        _write_manifest(manifest_path, sig, used, chosen, channels, activation, src, items)
+        _write_manifest(partial_path, sig, used, chosen, channels, activation, src, items)
+    _write_manifest(manifest_path, sig, used, chosen, channels, activation, src, items)  # last: complete
+    partial_path.unlink(missing_ok=True)
     log(f"{computed} probability maps written, {len(items) - computed} already there")
     return manifest_path
 

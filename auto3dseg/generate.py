@@ -311,12 +311,39 @@ def generate(work_dir: str | os.PathLike, datalist: str | os.PathLike, dataroot:
     >>> generate("work", "nifti/datalist.json", "nifti", algos=["segresnet"], num_epochs=2)  # doctest: +SKIP
     GenerateResult(generated=['segresnet_0', 'segresnet_1'], ...)
     """
+    from auto3dseg.locks import step_lock
+
+    work = Path(work_dir).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    with step_lock(work, "generate"):
+        return _generate(work, datalist, dataroot, algos=algos, num_fold=num_fold, templates=templates,
+                         num_epochs=num_epochs, patch_size=patch_size, budget=budget, force=force)
+
+
+def _set_aside(out: Path, work: Path, force: bool) -> str | None:
+    """Make room for generating bundle ``out``: a folder without ``algo_object.json`` (written
+    last: a generation that was killed) is moved aside; with ``force`` a complete one too, once
+    no run trains it. Returns where it went, or None to keep the bundle."""
+    from auto3dseg.locks import bundle_lock
+
+    if not (out / "algo_object.json").is_file():
+        where = move_aside(out, work)
+        print(f"note: {out.name} was generated only in part (an interrupted run); moved to {where}")
+        return None if not force else where
+    if not force:
+        return None
+    with bundle_lock(out):  # never move a bundle away from under its training
+        return str(move_aside(out, work))
+
+
+def _generate(work: Path, datalist: str | os.PathLike, dataroot: str | os.PathLike, *, algos: Sequence[str],
+              num_fold: int | None, templates: str | None, num_epochs: int | None, patch_size: int | None,
+              budget: str | None, force: bool) -> GenerateResult:
     from monai.apps.auto3dseg import BundleGen
     from monai.auto3dseg.utils import algo_to_json
 
     from auto3dseg.bundle_algo import CellmapBundleAlgo
 
-    work = Path(work_dir).resolve()
     stats = work / DATASTATS
     if not stats.is_file():
         raise FileNotFoundError(f"{stats} not found: run --mode analyze first (or --mode full)")
@@ -388,10 +415,12 @@ def generate(work_dir: str | os.PathLike, datalist: str | os.PathLike, dataroot:
             name = f"{algo.name}_{fold}"
             out = work / name
             if out.exists():
-                if not force:
+                where = _set_aside(out, work, force)
+                if out.exists():
                     result.kept.append(name)
                     continue
-                result.replaced[name] = str(move_aside(out, work))
+                if where:
+                    result.replaced[name] = str(where)
             one = deepcopy(algo)
             one.set_data_stats(str(stats))
             one.set_data_source(str(src_cfg))

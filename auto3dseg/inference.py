@@ -39,7 +39,11 @@ def load_trained_model(cfg: dict, device: torch.device, checkpoint: str | Path |
     if not path.is_file():
         raise FileNotFoundError(f"no trained weights in {ckpt_dir} (model.pt / last.pt); train the bundle first "
                                 f"(run_auto3dseg.py --mode train)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    from auto3dseg.checkpoints import load_checkpoint
+
+    bundle = Path(cfg.get("bundle_root") or ckpt_dir.parent)
+    ckpt = load_checkpoint(path, f"Retrain the bundle {bundle}: run_auto3dseg.py --mode train --algo {cfg.get('algo')} "
+                                 f"--fold {cfg.get('fold')} --force (the damaged model/ is moved to replaced/)")
     run_cfg = {**cfg, **(ckpt.get("config") or {}), **(ckpt.get("inference_config") or {})}
     model = make_model({**run_cfg, "pretrained_ckpt": None})
     model.load_state_dict(ckpt.get("state_dict") or ckpt["model"])
@@ -136,8 +140,18 @@ class InferClass:
         """Channel-first probabilities on the image's grid, as a MetaTensor carrying its affine."""
         from monai.data import MetaTensor
 
+        from auto3dseg.input_checks import user_error
+
         path = image_file["image"] if isinstance(image_file, dict) else image_file
-        data = self.transforms({"image": path})
+        if isinstance(path, (str, Path)) and not Path(path).is_file():
+            raise FileNotFoundError(f"image not found: {path}")
+        try:
+            data = self.transforms({"image": path})
+        except Exception as exc:  # noqa: BLE001 - MONAI wraps the user's error in "applying transform <...>"
+            found = user_error(exc)
+            if found is None:
+                raise
+            raise found from exc
         image = data["image"]
         self._check_spacing(path, image)
         prob = predict_array(self.model, image.as_tensor() if hasattr(image, "as_tensor") else image, self.cfg,

@@ -141,6 +141,10 @@ def write_submission(ensemble_manifest: str | os.PathLike, datalist: str | os.Pa
                      force: bool = False, log=print) -> tuple[Path, SubmissionReport]:
     """Build ``<out_dir>/submission.zarr`` and ``submission.zip``; returns (zip path, report).
 
+    One run at a time per ``out_dir`` (:mod:`auto3dseg.locks`); temporaries of a killed run are
+    removed first. ``submission_signature.txt`` (what says "up to date") is removed before
+    anything is rewritten and written last, so a kill never leaves a stale zip that looks current.
+
     Parameters
     ----------
     ensemble_manifest : path
@@ -154,6 +158,25 @@ def write_submission(ensemble_manifest: str | os.PathLike, datalist: str | os.Pa
         ``test_crop_manifest.csv``: write every label it lists, also for crops that were
         not converted (empty, reported).
     """
+    from auto3dseg.locks import clean_temporaries, step_lock
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with step_lock(out, "submit", log=log):
+        clean_temporaries(out)
+        return _write_submission(ensemble_manifest, datalist, out, params=params, test_manifest=test_manifest,
+                                 force=force, log=log)
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _write_submission(ensemble_manifest: str | os.PathLike, datalist: str | os.PathLike, out: Path, *,
+                      params: dict[str, Any] | None, test_manifest: str | os.PathLike | None, force: bool,
+                      log) -> tuple[Path, SubmissionReport]:
     import zarr
     from tqdm import tqdm
 
@@ -183,14 +206,13 @@ def write_submission(ensemble_manifest: str | os.PathLike, datalist: str | os.Pa
                            "empty: the ensemble's channels must be named from the class table of "
                            f"{dl_path} (re-run --mode ensemble --force after regenerating the bundles)")
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     sig = _signature(ens, params, wanted)
     sig_file = out / "submission_signature.txt"
     if (not force and sig_file.is_file() and sig_file.read_text().strip() == sig
             and (out / "submission.zip").is_file() and (out / "submission_report.json").is_file()):
         log(f"submission in {out} is up to date (same maps, parameters and labels); kept")
         return out / "submission.zip", SubmissionReport(json.loads((out / "submission_report.json").read_text()))
+    sig_file.unlink(missing_ok=True)  # removed first, written last: a kill in between is never "up to date"
     tmp_store = out / f".tmp-{os.getpid()}-{SUBMISSION_STORE}"
     shutil.rmtree(tmp_store, ignore_errors=True)
     root_group = zarr.open_group(str(tmp_store), mode="w")
@@ -241,9 +263,9 @@ def write_submission(ensemble_manifest: str | os.PathLike, datalist: str | os.Pa
     else:
         os.replace(tmp_store, final_store)
     zip_path = zip_store(final_store, out / "submission.zip")
-    (out / "submission_report.md").write_text(report.markdown())
-    (out / "submission_report.json").write_text(json.dumps(report.rows, indent=1))
-    sig_file.write_text(sig + "\n")
+    _write_text_atomic(out / "submission_report.md", report.markdown())
+    _write_text_atomic(out / "submission_report.json", json.dumps(report.rows, indent=1))
+    _write_text_atomic(sig_file, sig + "\n")
     for r in report.empty:
         log(f"note: {r['crop']}/{r['label']} written empty: {r['status']}")
     return zip_path, report

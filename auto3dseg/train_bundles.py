@@ -24,7 +24,8 @@ from typing import Any
 
 import yaml
 
-from auto3dseg.workdir import DONE_MARKER, Bundle, list_bundles, move_aside
+from auto3dseg.locks import Lock, LockBusy, bundle_lock, clean_temporaries
+from auto3dseg.workdir import DONE_MARKER, Bundle, list_bundles, move_aside, read_input
 
 __all__ = [
     "TrainReport",
@@ -185,29 +186,45 @@ def _score(bundle: Path) -> float | None:
 
 
 def _record_score(bundle: Path, score: float | None) -> None:
-    """Store the score in algo_object.json as MONAI's AutoRunner does (best_metric)."""
-    from monai.auto3dseg.utils import algo_from_json, algo_to_json
-
-    algo, _ = algo_from_json(str(bundle / "algo_object.json"))
-    algo.best_metric = score
-    algo_to_json(algo, template_path=algo.template_path, best_metric=score)
+    """Store the score in algo_object.json as MONAI's AutoRunner does (``best_metric``), rewritten
+    under a temporary name: the file marks the folder as a bundle, a kill must not truncate it."""
+    path = bundle / "algo_object.json"
+    data = json.loads(path.read_text())
+    data["best_metric"] = score
+    if isinstance(data.get("_state_"), dict) and "best_metric" in data["_state_"]:
+        data["_state_"]["best_metric"] = score
+    _write_json_atomic(path, data)
 
 
 def train_bundle(bundle: Bundle, *, overrides: Mapping[str, Any] | None = None, gpus: str | int | None = None,
                  force: bool = False, log=print) -> tuple[str, float | None, str]:
-    """Train one bundle; returns (status, score, detail) with status trained/already/failed."""
+    """Train one bundle under its lock (:mod:`auto3dseg.locks`); returns (status, score, detail)
+    with status trained/already/failed (a bundle another run is training: failed, naming it)."""
     done = bundle.done
     if done and not force:
         return "already", done.get("best_avg_dice_score"), ""
-    if force and bundle.started:
+    try:
+        with bundle_lock(bundle.path, log=log) as lock:
+            clean_temporaries(bundle.path, (DONE_MARKER,))
+            return _train_locked(bundle, lock, overrides=overrides, gpus=gpus, force=force, log=log)
+    except LockBusy as exc:
+        return "failed", None, str(exc)
+
+
+def _train_locked(bundle: Bundle, lock: Lock, *, overrides: Mapping[str, Any] | None, gpus: str | int | None,
+                  force: bool, log) -> tuple[str, float | None, str]:
+    done = bundle.done  # again: a run that held the lock before us may have finished it
+    if done and not force:
+        return "already", done.get("best_avg_dice_score"), ""
+    if force and (bundle.started or done):
+        (bundle.path / DONE_MARKER).unlink(missing_ok=True)  # the marker goes first, before what it vouches for
         for sub in ("model",):
             p = bundle.path / sub
             if p.exists():
                 log(f"[{bundle.name}] --force: previous {sub}/ moved to {move_aside(p, bundle.path.parent)}")
-        (bundle.path / DONE_MARKER).unlink(missing_ok=True)
     visible, nproc = parse_gpus(gpus)
     cmd = training_command(bundle.path, overrides_for(bundle.algo, overrides), nproc)
-    env = os.environ.copy()
+    env = lock.child_env(os.environ.copy())
     if visible is not None:
         env["CUDA_VISIBLE_DEVICES"] = visible
     threads = threads_per_process(nproc, env)
@@ -220,8 +237,9 @@ def train_bundle(bundle: Bundle, *, overrides: Mapping[str, Any] | None = None, 
     with open(log_path, "a") as logf:
         logf.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n")
         logf.flush()
+        # the child keeps the lock file open: the bundle stays locked while it trains, even if we are killed
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                                cwd=str(bundle.path), bufsize=1)
+                                cwd=str(bundle.path), bufsize=1, pass_fds=(lock.fd,) if lock.fd is not None else ())
         assert proc.stdout is not None
         tail: list[str] = []
         for line in proc.stdout:
@@ -235,16 +253,20 @@ def train_bundle(bundle: Bundle, *, overrides: Mapping[str, Any] | None = None, 
         detail = "\n      ".join(tail[-6:])
         return "failed", None, f"exit code {rc}; see {log_path}. Last lines:\n      {detail}"
     score = _score(bundle.path)
-    record = {"best_avg_dice_score": score, "seconds": round(time.time() - t0, 1),
-              "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "command": cmd}
-    tmp = bundle.path / f".tmp-{os.getpid()}-{DONE_MARKER}"
-    tmp.write_text(json.dumps(record, indent=1))
-    os.replace(tmp, bundle.path / DONE_MARKER)
     try:
         _record_score(bundle.path, score)
     except Exception as exc:  # noqa: BLE001 - the done marker is what counts; the algo object is a convenience
         log(f"[{bundle.name}] note: could not record the score in algo_object.json ({exc})")
+    record = {"best_avg_dice_score": score, "seconds": round(time.time() - t0, 1),
+              "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "command": cmd}
+    _write_json_atomic(bundle.path / DONE_MARKER, record)  # last: the marker that the bundle is trained
     return "trained", score, ""
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
 
 
 def train_bundles(work_dir: str | os.PathLike, *, algos: Sequence[str] | None = None,
@@ -257,8 +279,10 @@ def train_bundles(work_dir: str | os.PathLike, *, algos: Sequence[str] | None = 
                                 + (f" for algos {list(algos)}" if algos else "")
                                 + (f" and folds {list(folds)}" if folds is not None else "")
                                 + ": run --mode generate first")
-    report = TrainReport()
     todo = [b for b in bundles if force or not b.done]
+    if todo:
+        _check_bundles(work_dir, todo, overrides)
+    report = TrainReport()
     note = device_note(gpus) if todo else None
     if note:
         log(note)
@@ -273,3 +297,16 @@ def train_bundles(work_dir: str | os.PathLike, *, algos: Sequence[str] | None = 
         else:
             getattr(report, status)[b.name] = score
     return report
+
+
+def _check_bundles(work_dir: str | os.PathLike, bundles: Sequence[Bundle], overrides: Mapping[str, Any] | None) -> None:
+    """Before any training: overrides name keys of the bundles, and the bundles' class table is
+    the datalist's (:mod:`auto3dseg.bundle_checks`); ValueError naming what to fix."""
+    from auto3dseg.bundle_checks import check_class_tables, check_overrides
+
+    check_overrides(bundles, overrides or {}, {b.algo for b in list_bundles(Path(work_dir).resolve())})
+    try:
+        datalist = read_input(work_dir)["datalist"]
+    except (FileNotFoundError, KeyError):
+        return
+    check_class_tables(bundles, datalist, work_dir)

@@ -29,6 +29,7 @@ from torch import nn
 
 from auto3dseg.budget import epochs_for_time, initial_plan, parse_budget
 from auto3dseg.bundle_config import load_bundle_config, write_yaml_atomic
+from auto3dseg.checkpoints import atomic_torch_save, load_checkpoint, resume_progress, write_progress
 from auto3dseg.losses import DeepSupervisionLoss, MaskedDiceBCELoss, MaskedDiceCELoss
 from auto3dseg.networks import as_list, build_network, load_pretrained, patch_multiple
 from auto3dseg.training_data import fold_items, make_loader
@@ -55,8 +56,22 @@ INFERENCE_KEYS = CHECKPOINT_KEYS + ("class_names", "class_members", "patch_size"
 
 
 def run(config_file: str | Sequence[str], **override: Any) -> None:
-    """Fire entry point: ``python scripts/train.py run --config_file=<yaml>[,<yaml>] --key=value``."""
-    train(load_bundle_config(config_file, override))
+    """Fire entry point: ``python scripts/train.py run --config_file=<yaml>[,<yaml>] --key=value``.
+
+    A user error (bad image, busy bundle, damaged checkpoint) ends it with one ``error:`` line
+    naming the file and exit code 2, instead of MONAI's ``applying transform <...>`` traceback."""
+    import sys
+
+    from auto3dseg.input_checks import user_error
+
+    try:
+        train(load_bundle_config(config_file, override))
+    except Exception as exc:  # noqa: BLE001 - sorted into user errors (one line) and bugs (traceback)
+        found = exc if getattr(exc, "user_message", False) else user_error(exc)
+        if found is None or os.environ.get("AUTO3DSEG_DEBUG"):
+            raise
+        print(f"error: {found}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
 
 
 # ----------------------------------------------------------------------------- model and loss
@@ -184,10 +199,10 @@ class TrainState:
     history: list = field(default_factory=list)  # one dict per epoch
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+class _UserError(RuntimeError):
+    """A training error whose message tells the user what to do (printed as one line)."""
+
+    user_message = True
 
 
 def _config_fingerprint(cfg: Mapping[str, Any]) -> dict:
@@ -239,8 +254,23 @@ def train(cfg: Mapping[str, Any]) -> dict:
 
     Resumes from ``<ckpt_path>/last.pt`` when ``resume`` is true (the default) and the
     checkpoint was made with the same network, classes and channels; a run that already
-    finished returns at once.
+    finished returns at once. Rank 0 holds the bundle's lock (:mod:`auto3dseg.locks`; inherited
+    when ``--mode train`` launched it) and first removes the temporaries a killed run left.
     """
+    import contextlib
+
+    from auto3dseg.locks import bundle_lock, clean_temporaries
+
+    ckpt_dir = Path(cfg["ckpt_path"])
+    root = Path(cfg.get("bundle_root") or ckpt_dir.parent)
+    rank0 = int(os.environ.get("RANK", "0")) == 0  # torchrun's other ranks work under rank 0's lock
+    with bundle_lock(root) if rank0 else contextlib.nullcontext():
+        if rank0:
+            clean_temporaries(ckpt_dir)
+        return _train(cfg)
+
+
+def _train(cfg: Mapping[str, Any]) -> dict:
     from auto3dseg.transforms import training_transforms, validation_transforms
 
     cfg = dict(cfg)
@@ -265,9 +295,10 @@ def train(cfg: Mapping[str, Any]) -> dict:
     state = TrainState()
     ckpt = None
     if cfg.get("resume", True) and last_path.is_file():
-        ckpt = torch.load(last_path, map_location="cpu", weights_only=False)
+        ckpt = load_checkpoint(last_path, f"Delete it to restart {name} from its first epoch (or run --mode train "
+                               f"--algo {cfg['algo']} --fold {cfg['fold']} --force, which moves model/ aside)")
         if ckpt.get("config") != _config_fingerprint(cfg):
-            raise RuntimeError(
+            raise _UserError(
                 f"{last_path} was trained with {ckpt.get('config')}, this config has {_config_fingerprint(cfg)}. "
                 "Resume with the same network and classes, or start over with --resume=false "
                 "(the old checkpoint is then overwritten: move it away first to keep it).")
@@ -277,6 +308,7 @@ def train(cfg: Mapping[str, Any]) -> dict:
         if scaler is not None and ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
         state = TrainState(**ckpt["state"])
+        progress = resume_progress(ckpt, ckpt_dir, state.epoch) if rank == 0 else []
         if state.planned_epochs and time_budget:  # the plan made after this run's first epoch holds
             num_epochs, plan_reason = state.planned_epochs, f"time budget {time_budget:g} min, planned at epoch 1"
             scheduler.lr_lambdas = [_lr_lambda(num_epochs)]
@@ -291,11 +323,8 @@ def train(cfg: Mapping[str, Any]) -> dict:
         if rank == 0:
             print(f"[{name}] resuming from epoch {state.epoch} of {num_epochs} ({last_path})")
     resumed_from = state.epoch
-    progress: list = []
-    if resumed_from and (ckpt_dir / "progress.yaml").is_file():
-        import yaml
-
-        progress = yaml.safe_load((ckpt_dir / "progress.yaml").read_text()) or []
+    if ckpt is None:
+        progress: list = []
 
     net: nn.Module = model
     if world > 1:
@@ -386,18 +415,19 @@ def train(cfg: Mapping[str, Any]) -> dict:
             torch.distributed.all_gather_object(rngs, rngs[0])
         if rank == 0:
             fp = _config_fingerprint(cfg)
-            if improved:
-                _atomic_torch_save({"state_dict": model.state_dict(), "epoch": state.epoch,
-                                    "best_metric": state.best_metric, "config": fp,
-                                    "inference_config": {k: cfg.get(k) for k in INFERENCE_KEYS}}, best_path)
+            if improved:  # order and why: auto3dseg.checkpoints
+                atomic_torch_save({"state_dict": model.state_dict(), "epoch": state.epoch,
+                                   "best_metric": state.best_metric, "config": fp,
+                                   "inference_config": {k: cfg.get(k) for k in INFERENCE_KEYS}}, best_path)
                 progress.append({"best_avg_dice_score": state.best_metric, "best_avg_dice_score_epoch": state.best_epoch,
                                  "best_avg_dice_score_per_class": entry["val_dice_per_class"],
                                  "inverted_best_validation": False, "time": time.strftime("%Y-%m-%d %H:%M:%S")})
-                write_yaml_atomic(ckpt_dir / "progress.yaml", progress)
-            _atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
-                                "state": state.__dict__, "config": fp,
-                                "rng": rngs, "sampler_epoch": sampler.epoch}, last_path)
+            atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                               "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
+                               "state": state.__dict__, "config": fp, "progress": progress,
+                               "rng": rngs, "sampler_epoch": sampler.epoch}, last_path)
+            if improved:
+                write_progress(ckpt_dir, progress)
             write_yaml_atomic(ckpt_dir / "training_state.yaml", {
                 "bundle": name, "epochs_done": state.epoch, "num_epochs": num_epochs, "finished": state.finished or None,
                 "best_avg_dice_score": state.best_metric, "best_epoch": state.best_epoch})

@@ -37,6 +37,7 @@ from monai.transforms import (
 )
 
 from datalists.annotated import decode_annotated
+from auto3dseg.input_checks import CheckFinited
 
 __all__ = [
     "IGNORE_VALUE",
@@ -196,6 +197,8 @@ def _load(keys_dtypes: Sequence[tuple[str, Any]], spatial_dims: int = 3) -> list
     out: list = []
     for key, dtype in keys_dtypes:
         out += [LoadImaged(keys=key, dtype=dtype, image_only=True), EnsureChannelFirstd(keys=key)]
+        if key == "image":  # NaN voxels would turn every probability of the image into 0, silently
+            out.append(CheckFinited(keys=[key]))
     if spatial_dims == 2:
         out.append(DropSingletonDepthd(keys=[k for k, _ in keys_dtypes]))
     return out

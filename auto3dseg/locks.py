@@ -1,0 +1,193 @@
+"""One run at a time per bundle and per work_dir step, and cleaning what a killed run left.
+
+A lock is ``fcntl.flock`` on a small file (``<bundle>/.train.lock``, ``<work_dir>/.analyze.lock``,
+``<ensemble_output>/.ensemble.lock``, ...). The kernel releases it when the holder dies, however
+it dies (``kill -9`` included), so a lock of a dead process is never in the way: the next run
+takes it and says that the previous holder ended without releasing it. The file also records
+the holder (pid, host, start time, command) for the message a second run gets:
+
+    error: <work>/segresnet_0 is being trained by another run: pid 4242 on node7, started
+    2025-01-01 10:00:00: run_auto3dseg.py --mode train ... Wait for it to finish (or stop it), ...
+
+A run refuses at once by default; ``AUTO3DSEG_LOCK_WAIT`` (seconds, ``inf`` for ever;
+``run_auto3dseg.py --wait_lock``) makes it wait instead.
+
+The training subprocess that ``--mode train`` launches (and each torchrun rank) does not take
+the bundle lock again: it inherits the open lock file and the holder's token
+(``AUTO3DSEG_LOCK_TOKENS``), so only one logical run holds a bundle, and the lock outlives a
+killed parent as long as its training process runs. Run directly (MONAI's ``BundleAlgo.train``,
+by hand), rank 0 of the training takes the lock itself.
+
+On a shared file system ``flock`` works across nodes only where the file system supports it
+(NFSv4, Lustre mounted with ``flock``, GPFS); elsewhere it guards one node.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+import shutil
+import socket
+import sys
+import time
+import uuid
+from pathlib import Path
+
+__all__ = ["TOKENS_ENV", "WAIT_ENV", "Lock", "LockBusy", "bundle_lock", "clean_temporaries", "held_by_parent",
+           "step_lock"]
+
+#: seconds a busy lock is waited for (``inf``: for ever); unset or 0: refuse at once
+WAIT_ENV = "AUTO3DSEG_LOCK_WAIT"
+#: tokens of the locks held by this process's parents, separated by ``,``
+TOKENS_ENV = "AUTO3DSEG_LOCK_TOKENS"
+#: prefixes of the pipeline's own temporaries (``.tmp-<pid>-<name>``, ``.old-<pid>-<name>``)
+TEMP_PREFIXES = (".tmp-", ".old-")
+
+
+class LockBusy(RuntimeError):
+    """Another live run holds the lock; the message names it and says what to do."""
+
+    user_message = True
+
+
+def _read_holder(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text() or "{}")
+    except (OSError, ValueError):
+        return {}
+
+
+def _describe(holder: dict) -> str:
+    if not holder:
+        return "a process that recorded nothing (an older version?)"
+    return (f"pid {holder.get('pid')} on {holder.get('host')}, started {holder.get('started')}: "
+            f"{holder.get('command')}")
+
+
+def _wait_seconds(wait: float | None) -> float:
+    if wait is not None:
+        return float(wait)
+    text = os.environ.get(WAIT_ENV, "").strip().lower()
+    if text in ("", "0", "no", "false"):
+        return 0.0
+    return math.inf if text in ("inf", "yes", "true", "forever") else float(text)
+
+
+class Lock:
+    """An exclusive ``flock`` on ``path`` for the run doing ``what``; a context manager.
+
+    Parameters
+    ----------
+    path : path
+        The lock file (created; never deleted, so that every run locks the same inode).
+    what : str
+        What the holder does, for messages (``"training of <bundle>"``).
+    wait : float, optional
+        Seconds to wait for a busy lock (default: ``AUTO3DSEG_LOCK_WAIT``, else 0: refuse).
+
+    Examples
+    --------
+    >>> with Lock("/tmp/x.lock", "an example") as lk:  # doctest: +SKIP
+    ...     lk.token
+    """
+
+    def __init__(self, path: str | os.PathLike, what: str, wait: float | None = None, log=print):
+        self.path, self.what, self.wait, self.log = Path(path), what, wait, log
+        self.fd: int | None = None
+        self.token = uuid.uuid4().hex
+        self.inherited = False
+
+    def acquire(self) -> "Lock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + _wait_seconds(self.wait)
+        told = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = _read_holder(self.path)
+                if holder.get("token") and holder["token"] in held_by_parent():
+                    os.close(fd)  # our parent run holds it for us
+                    self.inherited = True
+                    return self
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise LockBusy(self._busy_message(holder)) from None
+                if not told:
+                    self.log(f"waiting for the {self.what}: held by {_describe(holder)}")
+                    told = True
+                time.sleep(1.0)
+        stale = _read_holder(self.path)
+        if stale:
+            self.log(f"note: a previous {self.what} ({_describe(stale)}) ended without finishing; its lock "
+                     f"({self.path}) was stale and is taken over")
+        record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                  "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "token": self.token}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(record).encode(), 0)
+        self.fd = fd
+        return self
+
+    def _busy_message(self, holder: dict) -> str:
+        return (f"{self.path.parent} is busy: the {self.what} is running in another process ({_describe(holder)}). "
+                f"Wait for it to finish (or stop it) and run this command again, or pass --wait_lock to wait; "
+                f"if that process is gone, its lock ({self.path}) is released with it and a re-run proceeds")
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        try:
+            os.ftruncate(self.fd, 0)  # a clean end leaves no holder behind
+        finally:
+            os.close(self.fd)  # closing releases the flock
+            self.fd = None
+
+    def child_env(self, env: dict[str, str]) -> dict[str, str]:
+        """``env`` plus this lock's token, for a child process that works under it."""
+        tokens = [t for t in env.get(TOKENS_ENV, "").split(",") if t]
+        return {**env, TOKENS_ENV: ",".join([*tokens, self.token])}
+
+    def __enter__(self) -> "Lock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def held_by_parent() -> set[str]:
+    """Tokens of the locks this process's parent runs hold for it."""
+    return {t for t in os.environ.get(TOKENS_ENV, "").split(",") if t}
+
+
+def bundle_lock(bundle: str | os.PathLike, wait: float | None = None, log=print) -> Lock:
+    """The lock of training one bundle (``<bundle>/.train.lock``)."""
+    bundle = Path(bundle)
+    return Lock(bundle / ".train.lock", f"training of {bundle.name}", wait, log)
+
+
+def step_lock(folder: str | os.PathLike, step: str, wait: float | None = None, log=print) -> Lock:
+    """The lock of a work_dir step (analyze, generate, ensemble, submit): ``<folder>/.<step>.lock``."""
+    return Lock(Path(folder) / f".{step}.lock", f"--mode {step} of {folder}", wait, log)
+
+
+def clean_temporaries(folder: str | os.PathLike, names: tuple[str, ...] = ()) -> list[Path]:
+    """Remove the pipeline's own temporaries a killed run left in ``folder`` (not recursive):
+    ``.tmp-<pid>-*`` and ``.old-<pid>-*``, only those ending in one of ``names`` when given.
+    Call it while holding the lock of the step that writes there."""
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for p in folder.iterdir():
+        if not p.name.startswith(TEMP_PREFIXES) or (names and not p.name.endswith(names)):
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed

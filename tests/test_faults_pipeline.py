@@ -1,0 +1,291 @@
+"""Issue 12, the pipeline: kills at chosen points, concurrent runs, failing writes and bad input
+never leave a wrong or lost result, and every error names the file and what to do.
+
+One tiny work_dir (segresnet, one fold, 2 epochs of 1 iteration, 16³ patches) is built once; each
+test copies it before damaging it. Faults come from ``tests/faults.py`` (SIGKILL at a rename, in
+the training subprocess too; writes failing past a size)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import run_auto3dseg
+from faults import ROOT, SITE, run_faulty
+
+TINY = ["--algos", "segresnet", "--override", "num_workers=0", "--override", "num_iterations_per_epoch=1",
+        "--override", "segresnet:network#init_filters=8", "--override", "segresnet:network#dsdepth=2",
+        "--override", "sw_batch_size=4"]
+SCRIPT = str(ROOT / "run_auto3dseg.py")
+
+
+@pytest.fixture(scope="module")
+def base(converted, tmp_path_factory) -> Path:
+    """analyze → generate (1 fold) → train 2 epochs → ensemble → submit, uninterrupted."""
+    out, _ = converted
+    work = tmp_path_factory.mktemp("faults") / "work"
+    rc = run_auto3dseg.main(["--mode", "full", "--datalist", str(out / "datalist.json"), "--work_dir", str(work),
+                             "--workers", "0", "--num_fold", "1", "--num_epochs", "2", "--patch_size", "16", *TINY])
+    assert rc == 0
+    return work
+
+
+def _copy(base: Path, tmp_path: Path) -> Path:
+    work = tmp_path / "work"
+    shutil.copytree(base, work, symlinks=True)
+    return work
+
+
+def _run(work: Path, *args: str, **fault) -> subprocess.CompletedProcess:
+    return run_faulty([SCRIPT, "--work_dir", str(work), *args], **fault)
+
+
+def _progress(work: Path) -> list:
+    entries = yaml.safe_load((work / "segresnet_0" / "model" / "progress.yaml").read_text())
+    return [{k: v for k, v in e.items() if k != "time"} for e in entries]
+
+
+def _weights(path: Path) -> dict:
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    return ckpt.get("state_dict") or ckpt["model"]
+
+
+def _same_weights(a: Path, b: Path) -> bool:
+    wa, wb = _weights(a), _weights(b)
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def _temporaries(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.rglob(".tmp-*"))
+
+
+# --------------------------------------------------------------------------------------- training
+@pytest.mark.parametrize("kill_at,when,nth", [("last.pt", "before", 2), ("last.pt", "after", 1)])
+def test_training_killed_between_checkpoint_and_progress_resumes_to_the_same_result(base, tmp_path, kill_at,
+                                                                                     when, nth):
+    work = _copy(base, tmp_path)
+    proc = _run(work, "--mode", "train", "--force", *TINY, kill_at=kill_at, when=when, nth=nth)
+    assert proc.returncode == 1, proc.stderr  # the training process was killed; the parent reports it
+    assert not (work / "segresnet_0" / "training_done.json").exists()  # removed first, never written
+    proc = _run(work, "--mode", "train", *TINY)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "resuming" in proc.stdout
+    assert _progress(work) == _progress(base)  # no entry twice, none missing
+    model = work / "segresnet_0" / "model"
+    assert _same_weights(model / "model.pt", base / "segresnet_0" / "model" / "model.pt")
+    assert _same_weights(model / "last.pt", base / "segresnet_0" / "model" / "last.pt")
+    assert _temporaries(model) == []  # the killed run's temporary checkpoint is gone
+    done = json.loads((work / "segresnet_0" / "training_done.json").read_text())
+    assert done["best_avg_dice_score"] == _progress(work)[-1]["best_avg_dice_score"]
+
+
+def test_second_train_of_a_bundle_refuses_or_waits_and_the_first_result_stays(base, tmp_path):
+    work = _copy(base, tmp_path)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SITE), str(ROOT)])}
+    first = subprocess.Popen([sys.executable, SCRIPT, "--work_dir", str(work), "--mode", "train", "--force", *TINY,
+                              "--override", "num_epochs=3"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    lock = work / "segresnet_0" / ".train.lock"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (lock.is_file() and lock.read_text()):
+        time.sleep(0.2)
+    holder = json.loads(lock.read_text())
+    assert holder["pid"] == first.pid
+    waiter = subprocess.Popen([sys.executable, SCRIPT, "--work_dir", str(work), "--mode", "train", *TINY,
+                               "--wait_lock"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True)
+    second = _run(work, "--mode", "train", *TINY)
+    first_out, _ = first.communicate(timeout=300)
+    waiter_out, _ = waiter.communicate(timeout=300)
+    assert second.returncode == 1
+    assert f"pid {first.pid}" in second.stdout and "--wait_lock" in second.stdout
+    assert first.returncode == 0, first_out
+    assert waiter.returncode == 0 and "waiting for the training of segresnet_0" in waiter_out
+    assert "already trained segresnet_0" in waiter_out  # it waited, then found the bundle trained
+    done = json.loads((work / "segresnet_0" / "training_done.json").read_text())
+    progress = _progress(work)
+    state = torch.load(work / "segresnet_0" / "model" / "last.pt", map_location="cpu", weights_only=False)["state"]
+    assert state["epoch"] == 3 and done["best_avg_dice_score"] == progress[-1]["best_avg_dice_score"]
+    assert lock.read_text() == ""  # released cleanly: no holder left behind
+
+
+def test_corrupt_checkpoints_name_the_file_and_the_fix(base, tmp_path, converted):
+    work = _copy(base, tmp_path)
+    model = work / "segresnet_0" / "model"
+    (model / "model.pt").write_bytes((model / "model.pt").read_bytes()[:100])
+    image = json.loads((converted[0] / "datalist.json").read_text())["testing"][0]["image"]
+    proc = _run(work, "--mode", "predict", "--images", str(converted[0] / image), "--output_dir", str(tmp_path / "p"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert str(model / "model.pt") in proc.stderr and "--force" in proc.stderr
+    (model / "last.pt").write_bytes(b"not a checkpoint")
+    (work / "segresnet_0" / "training_done.json").unlink()
+    proc = _run(work, "--mode", "train", *TINY)
+    assert proc.returncode == 1
+    assert f"error: {model / 'last.pt'} is damaged" in proc.stdout and "Delete it to restart" in proc.stdout
+
+
+# --------------------------------------------------------------------------------------- ensemble
+def _maps(work: Path) -> dict[str, np.ndarray]:
+    manifest = json.loads((work / "ensemble_output" / "ensemble.json").read_text())
+    return {Path(it["probabilities"]).name: np.asarray(nib.load(it["probabilities"]).dataobj)
+            for it in manifest["items"]}
+
+
+@pytest.mark.parametrize("kill_at,nth", [("*_prob.nii.gz", 2), ("ensemble.json", 1)])
+def test_killed_ensemble_is_never_taken_as_complete(base, tmp_path, kill_at, nth):
+    work = _copy(base, tmp_path)
+    proc = _run(work, "--mode", "ensemble", "--force", *TINY, kill_at=kill_at, nth=nth)
+    assert proc.returncode == -9
+    assert not (work / "ensemble_output" / "ensemble.json").exists()
+    proc = _run(work, "--mode", "submit")
+    assert proc.returncode == 2 and "ensemble.json not found" in proc.stderr
+    assert "crop not converted" not in proc.stdout
+    proc = _run(work, "--mode", "ensemble", *TINY)
+    assert proc.returncode == 0, proc.stderr
+    assert "ended without finishing" in proc.stdout  # the killed run's lock was found stale
+    got, want = _maps(work), _maps(base)
+    assert got.keys() == want.keys() and all(np.array_equal(got[k], want[k]) for k in want)
+    assert _temporaries(work / "ensemble_output") == []
+    assert not (work / "ensemble_output" / "ensemble.partial.json").exists()
+
+
+def test_a_failing_write_is_one_line_and_leaves_no_ensemble(base, tmp_path):
+    work = _copy(base, tmp_path)
+    proc = _run(work, "--mode", "ensemble", "--force", *TINY, max_file_bytes=2000)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and "File too large" in proc.stderr
+    assert str(work / "ensemble_output") in proc.stderr
+    assert not (work / "ensemble_output" / "ensemble.json").exists()
+
+
+# --------------------------------------------------------------------------------------- submission
+def _zip_arrays(zip_path: Path) -> dict[str, np.ndarray]:
+    import zarr
+
+    store = zarr.open_group(zarr.storage.ZipStore(str(zip_path), mode="r"), mode="r")
+    return {path: np.asarray(arr[...]) for path, arr in store["submission.zarr"].arrays()} | {
+        f"{c}/{n}": np.asarray(a[...]) for c, g in store["submission.zarr"].groups() for n, a in g.arrays()}
+
+
+def test_submission_killed_after_the_zip_is_rebuilt_not_kept(base, tmp_path):
+    work = _copy(base, tmp_path)
+    params = tmp_path / "pp.yaml"
+    params.write_text("default:\n  threshold: 0.05\n")
+    proc = _run(work, "--mode", "submit", "--postprocess_params", str(params), kill_at="submission.zip",
+                when="after")
+    assert proc.returncode == -9
+    assert not (work / "submission" / "submission_signature.txt").exists()
+    proc = _run(work, "--mode", "submit")  # the default parameters again: the zip on disk is not theirs
+    assert proc.returncode == 0, proc.stderr
+    assert "up to date" not in proc.stdout
+    got, want = _zip_arrays(work / "submission" / "submission.zip"), _zip_arrays(base / "submission" / "submission.zip")
+    assert got.keys() == want.keys() and all(np.array_equal(got[k], want[k]) for k in want)
+    assert _temporaries(work / "submission") == [] and not list((work / "submission").glob(".old-*"))
+    proc = _run(work, "--mode", "submit")
+    assert "up to date" in proc.stdout
+
+
+# --------------------------------------------------------------------------------------- bad input
+def test_typo_in_an_override_lists_the_nearest_keys(base, tmp_path, capsys):
+    work = _copy(base, tmp_path)
+    before = (work / "segresnet_0" / "model" / "last.pt").stat().st_mtime_ns
+    for bad, hint in (("num_epoch=1", "num_epochs"), ("segresnt:num_epochs=1", "segresnet"),
+                      ("network#init_filter=4", "network#init_filters")):
+        rc = run_auto3dseg.main(["--mode", "train", "--work_dir", str(work), "--force", "--override", bad])
+        err = capsys.readouterr().err
+        assert rc == 2 and hint in err and "did you mean" in err and "Traceback" not in err, err
+    assert (work / "segresnet_0" / "model" / "last.pt").stat().st_mtime_ns == before  # nothing trained
+    assert (work / "segresnet_0" / "training_done.json").is_file()
+
+
+def test_bundles_of_another_class_table_are_refused(base, tmp_path, converted, capsys):
+    work = _copy(base, tmp_path)
+    dl = json.loads((converted[0] / "datalist.json").read_text())
+    names = [r["name"] for r in dl["class_table"]]
+    dl["class_table"][0]["name"], dl["class_table"][1]["name"] = names[1], names[0]  # re-converted, other order
+    other = tmp_path / "datalist.json"
+    other.write_text(json.dumps(dl))
+    src = yaml.safe_load((work / "input.yaml").read_text())
+    (work / "input.yaml").write_text(yaml.safe_dump({**src, "datalist": str(other)}))
+    for mode in ("train", "ensemble"):
+        rc = run_auto3dseg.main(["--mode", mode, "--work_dir", str(work), "--force", "--algos", "segresnet"])
+        err = capsys.readouterr().err
+        assert rc == 2 and str(other) in err and "segresnet_0" in err and "--mode generate" in err, err
+    assert (work / "segresnet_0" / "training_done.json").is_file()
+
+
+def _nan_copy(src: Path, dst: Path) -> Path:
+    img = nib.load(str(src))
+    data = np.asarray(img.dataobj, dtype=np.float32).copy()
+    data[(0,) * data.ndim] = np.nan
+    nib.save(nib.Nifti1Image(data, img.affine), str(dst))
+    return dst
+
+
+def test_nan_or_missing_image_at_prediction_is_named(base, tmp_path, converted, capsys):
+    image = converted[0] / json.loads((converted[0] / "datalist.json").read_text())["testing"][0]["image"]
+    bad = _nan_copy(image, tmp_path / "nan_image.nii.gz")
+    for path, words in ((bad, "not finite"), (tmp_path / "missing.nii.gz", "image not found")):
+        rc = run_auto3dseg.main(["--mode", "predict", "--work_dir", str(base), "--algos", "segresnet",
+                                 "--images", str(path), "--output_dir", str(tmp_path / "out")])
+        err = capsys.readouterr().err
+        assert rc == 2 and words in err and str(path) in err and "item 0 of --images" in err, err
+        assert "applying transform" not in err
+
+
+def test_nan_image_in_training_data_is_named(converted, tmp_path):
+    from auto3dseg.input_checks import NonFiniteImageError, user_error
+    from auto3dseg.transforms import validation_transforms
+
+    dl = json.loads((converted[0] / "datalist.json").read_text())
+    item = dl["training"][0]
+    bad = _nan_copy(converted[0] / item["image"], tmp_path / "nan.nii.gz")
+    cfg = {"intensity": {"mode": "zscore"}, "class_ids": [r["id"] for r in dl["class_table"]]}
+    with pytest.raises(Exception) as info:
+        validation_transforms(cfg)({"image": str(bad), "label": str(converted[0] / item["label"]),
+                                    "annotated_mask": item.get("annotated_mask", 1)})
+    found = user_error(info.value)
+    assert isinstance(found, NonFiniteImageError) and str(bad) in str(found)
+
+
+def _tiny_datalist(root: Path, odd: str) -> Path:
+    items = []
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        img = rng.random((12, 12, 12)).astype(np.float32)
+        if i == 1 and odd == "nan":
+            img[3, 3, 3] = np.nan
+        elif i == 1 and odd == "2d":
+            img = img[:, :, 0]
+        elif i == 1 and odd == "4d":
+            img = np.stack([img, img], -1)
+        nib.save(nib.Nifti1Image(img, np.eye(4)), str(root / f"im{i}.nii.gz"))
+        nib.save(nib.Nifti1Image((rng.random((12, 12, 12)) > 0.5).astype(np.uint8), np.eye(4)),
+                 str(root / f"lb{i}.nii.gz"))
+        items.append({"image": f"im{i}.nii.gz", "label": f"lb{i}.nii.gz", "fold": i})
+    (root / "dl.json").write_text(json.dumps({"training": items, "testing": []}))
+    return root / "dl.json"
+
+
+@pytest.mark.parametrize("odd,words", [("nan", "NaN or infinite"), ("2d", "is 2-D"), ("4d", "is 4-D")])
+def test_analyze_names_the_bad_image(tmp_path, odd, words):
+    from auto3dseg.analyze import analyze
+    from auto3dseg.input_checks import InputError
+
+    dl = _tiny_datalist(tmp_path, odd)
+    with pytest.raises(InputError) as info:
+        analyze(dl, tmp_path / "work", workers=0, validate=False)
+    msg = str(info.value)
+    assert words in msg and "im1.nii.gz" in msg and "training item 1" in msg and "remove" in msg
+    assert not (tmp_path / "work" / "datastats.yaml").exists()
