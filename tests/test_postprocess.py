@@ -282,6 +282,11 @@ def test_params_loader_rejects_unknown_keys_and_classes(tmp_path):
         load_postprocess_params(overrides={"ves": {"watershed": "yes"}})
     with pytest.raises(ValueError, match="connectivity"):
         load_postprocess_params(overrides={"ves": {"connectivity": 10}})
+    path.write_text("mito:\n  threshold: [0.4\n")  # broken YAML: file, line and column, not a parser traceback
+    with pytest.raises(ValueError, match=r"pp\.yaml:3:1: not valid YAML"):
+        load_postprocess_params(str(path))
+    with pytest.raises(FileNotFoundError, match=r"missing\.yaml not found"):
+        load_postprocess_params(str(tmp_path / "missing.yaml"))
 
 
 def test_docstring_examples():

@@ -32,6 +32,7 @@ import numpy as np
 import yaml
 
 from auto3dseg.postprocess.cell_instances import cells_from_probabilities, cells_from_target
+from auto3dseg.postprocess.params import read_user_yaml
 from datalists.cell_classes import CELL_CLASS_TABLE
 
 __all__ = [
@@ -79,8 +80,7 @@ def load_cell_params(path: str | os.PathLike | None = None, overrides: Mapping[s
     text = resources.files("auto3dseg").joinpath("resources/postprocess_cells.yaml").read_text()
     params = _check_params(yaml.safe_load(text), "auto3dseg/resources/postprocess_cells.yaml")
     if path is not None:
-        with open(path) as fh:
-            params.update(_check_params(yaml.safe_load(fh), str(path)))
+        params.update(_check_params(read_user_yaml(path), str(path)))
     params.update(_check_params(overrides, "overrides"))
     return params
 

@@ -13,6 +13,7 @@ Examples
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Mapping
 from importlib import resources
 from typing import Any
@@ -112,14 +113,34 @@ def load_postprocess_params(path: str | None = None, overrides: Mapping[str, Map
     text = resources.files("auto3dseg").joinpath("resources/postprocess.yaml").read_text()
     params = _check(yaml.safe_load(text), packaged_path)
     if path is not None:
-        with open(path) as fh:
-            params = _merge(params, _check(yaml.safe_load(fh), str(path)))
+        params = _merge(params, _check(read_user_yaml(path), str(path)))
     if overrides:
         params = _merge(params, _check(overrides, "overrides"))
     missing = set(PARAM_TYPES) - set(params.get("default", {}))
     if missing:
         raise ValueError(f"{packaged_path}: 'default' lacks {sorted(missing)}")
     return params
+
+
+def read_user_yaml(path: str | os.PathLike[str]) -> Any:
+    """A user's YAML file; a syntax error is a ``ValueError`` naming the file, line and column.
+
+    >>> read_user_yaml("/nonexistent.yaml")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: parameter file /nonexistent.yaml not found; check the path
+    """
+    try:
+        with open(path) as fh:
+            return yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"parameter file {path} not found; check the path") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ValueError(f"{where}: not valid YAML ({problem}); fix the file there "
+                         "(the packaged defaults show the layout)") from None
 
 
 def params_for(params: Mapping[str, Mapping[str, Any]], class_name: str) -> dict[str, Any]:
