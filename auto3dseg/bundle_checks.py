@@ -90,6 +90,11 @@ def _table_of(dl: Mapping[str, Any]) -> tuple[list[str], list[int]]:
     return [str(r["name"]) for r in table], [int(r["id"]) for r in table]
 
 
+def _names(class_names: list) -> list[str]:
+    """Class names of a ``class_names`` list (names, or ``{name, index}`` rows)."""
+    return [str(c.get("name")) if isinstance(c, Mapping) else str(c) for c in class_names]
+
+
 def check_class_tables(bundles: Sequence[Bundle], datalist: str | os.PathLike, work_dir: str | os.PathLike) -> None:
     """Raise ``ValueError`` when a bundle was generated for another class table than
     ``datalist``'s (classes re-ordered, renamed, added or removed since)."""
@@ -110,10 +115,10 @@ def check_class_tables(bundles: Sequence[Bundle], datalist: str | os.PathLike, w
             have = (list(map(str, cfg["class_names"])), [int(i) for i in cfg["class_ids"]])
             if have != (names, ids):
                 bad.append(f"{b.name}: classes {have[0]} (ids {have[1]})")
-        elif cfg.get("class_names"):  # MONAI's official templates: as input.yaml gave them
-            want = official_class_config(dl)[0]["class_names"]
-            if json.dumps(cfg["class_names"], sort_keys=True) != json.dumps(want, sort_keys=True):
-                bad.append(f"{b.name}: class_names {cfg['class_names']}")
+        elif isinstance(cfg.get("class_names"), list):  # MONAI's official templates: names from input.yaml
+            have_names = _names(cfg["class_names"])
+            if have_names != _names(official_class_config(dl)[0]["class_names"]):
+                bad.append(f"{b.name}: class_names {have_names}")
     if bad:
         raise ValueError(
             f"bundles were generated for another class table than {datalist} has now (classes {names}, ids {ids}):\n  "
