@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "size). MONAI's official templates: their roi_size, rounded up to a multiple of 16 (segresnet) or 32 "
                    "(dints, swinunetr); refused for templates whose key is unknown")
     g.add_argument("--templates", help="algorithm templates: a folder or a URL (MONAI's official release); "
-                   "default: the project's own in auto3dseg/algorithm_templates (offline)")
+                   "default: the project's own in auto3dseg/bundles/algorithm_templates (offline)")
     g = p.add_argument_group("training")
     g.add_argument("--algo", help="train only this network (with --fold: one bundle, e.g. for a SLURM array task)")
     g.add_argument("--fold", type=int, help="train only this fold")
@@ -165,7 +165,7 @@ def _validate(datalist: str, dataroot: str, analysis_only: bool = False) -> int:
 def _datalist_and_root(args: argparse.Namespace) -> tuple[str, str]:
     if args.datalist:
         return args.datalist, args.dataroot or str(Path(args.datalist).parent)
-    from auto3dseg.workdir import read_input
+    from auto3dseg.orchestration.workdir import read_input
 
     src = read_input(args.work_dir)
     return src["datalist"], args.dataroot or src["dataroot"]
@@ -178,14 +178,14 @@ def _step(title: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.wait_lock:  # read by auto3dseg.locks here and in the training processes
+    if args.wait_lock:  # read by auto3dseg.orchestration.locks here and in the training processes
         os.environ["AUTO3DSEG_LOCK_WAIT"] = args.wait_lock
     if args.debug:
         os.environ["AUTO3DSEG_DEBUG"] = "1"
     try:
         overrides = parse_overrides(args.override)
         if args.budget:
-            from auto3dseg.budget import parse_budget
+            from auto3dseg.engine.budget import parse_budget
 
             parse_budget(args.budget)
             overrides.setdefault("budget", args.budget)
@@ -242,7 +242,7 @@ def os_error_message(exc: OSError) -> str:
 def _run(args: argparse.Namespace, datalist: str, dataroot: str, overrides: dict) -> int:
     mode, work = args.mode, Path(args.work_dir)
     if mode in ("analyze", "full"):
-        from auto3dseg.analyze import analyze
+        from auto3dseg.analysis.analyze import analyze
 
         _step("analyze")
         stats = analyze(datalist, work, dataroot, device=args.device, workers=args.workers,
@@ -250,7 +250,7 @@ def _run(args: argparse.Namespace, datalist: str, dataroot: str, overrides: dict
         print(f"Data statistics: {stats}")
         print(f"Review:          {stats.parent / 'datastats_review.md'} (plots in {stats.parent / 'review'})")
     if mode in ("generate", "full"):
-        from auto3dseg.generate import generate
+        from auto3dseg.bundles.generate import generate
 
         _step("generate")
         res = generate(work, datalist, dataroot, algos=args.algos, num_fold=args.num_fold, templates=args.templates,
@@ -258,7 +258,7 @@ def _run(args: argparse.Namespace, datalist: str, dataroot: str, overrides: dict
                        force=args.force and mode == "generate")
         print("\n".join(res.lines()))
     if mode in ("train", "full"):
-        from auto3dseg.train_bundles import train_bundles
+        from auto3dseg.orchestration.train_bundles import train_bundles
 
         _step("train")
         algos = [args.algo] if args.algo else args.algos
@@ -279,7 +279,7 @@ def _run(args: argparse.Namespace, datalist: str, dataroot: str, overrides: dict
     if args.require_trained and mode in ("ensemble", "submit", "full"):
         _check_trained(work, args.algos)
     if mode in ("ensemble", "predict", "full"):
-        from auto3dseg.ensemble import run_ensemble
+        from auto3dseg.ensembling.ensemble import run_ensemble
 
         _step("ensemble" if mode != "predict" else "predict")
         out = args.output_dir or (str(work / "predictions") if mode == "predict" else None)
@@ -289,7 +289,7 @@ def _run(args: argparse.Namespace, datalist: str, dataroot: str, overrides: dict
                                 allow_unfinished=args.allow_unfinished)
         print(f"Probability maps: {manifest.parent} (channels and files in {manifest})")
         if mode == "predict" and args.postprocess:
-            from auto3dseg.predict_labels import postprocess_predictions
+            from auto3dseg.ensembling.predict_labels import postprocess_predictions
             from datalists.cell_classes import is_cell_datalist
 
             dl = _read_json(datalist)
@@ -306,7 +306,7 @@ def _run(args: argparse.Namespace, datalist: str, dataroot: str, overrides: dict
 
 def _task_bundle(work: Path, algos: Sequence[str], index: int) -> tuple[list[str], list[int]]:
     """(algos, folds) selecting the ``index``-th bundle of ``work`` among ``algos``."""
-    from auto3dseg.slurm import bundle_names
+    from auto3dseg.orchestration.slurm import bundle_names
 
     names = bundle_names(work, algos)
     if not 0 <= index < len(names):
@@ -319,7 +319,7 @@ def _task_bundle(work: Path, algos: Sequence[str], index: int) -> tuple[list[str
 
 
 def _check_trained(work: Path, algos: Sequence[str]) -> None:
-    from auto3dseg.workdir import list_bundles
+    from auto3dseg.orchestration.workdir import list_bundles
 
     bundles = [b for b in list_bundles(work.resolve()) if b.algo in algos]
     missing = [b.name for b in bundles if not b.done]
@@ -332,7 +332,7 @@ def _check_trained(work: Path, algos: Sequence[str]) -> None:
 
 
 def _slurm(args: argparse.Namespace, datalist: str) -> int:
-    from auto3dseg import slurm
+    from auto3dseg.orchestration import slurm
 
     work = Path(args.work_dir).resolve()
     flags = {"partition": args.slurm_partition, "account": args.slurm_account, "qos": args.slurm_qos,
@@ -409,9 +409,9 @@ def _has_test_labels(datalist: str, test_manifest: str | None) -> bool:
 
 
 def _submit(args: argparse.Namespace, work: Path, datalist: str) -> int:
-    from auto3dseg.ensemble import ENSEMBLE_DIR
+    from auto3dseg.ensembling.ensemble import ENSEMBLE_DIR
     from auto3dseg.postprocess import load_postprocess_params
-    from auto3dseg.submission import write_submission
+    from auto3dseg.submission.cellmap import write_submission
 
     _step("submit")
     manifest = work / ENSEMBLE_DIR / "ensemble.json"
@@ -456,8 +456,8 @@ def _submit(args: argparse.Namespace, work: Path, datalist: str) -> int:
 
 
 def _submit_cells(args: argparse.Namespace, work: Path, datalist: str, manifest: Path) -> int:
-    from auto3dseg.cell_submission import write_cell_submission
     from auto3dseg.postprocess.cells import load_cell_params
+    from auto3dseg.submission.cells import write_cell_submission
 
     params = load_cell_params(args.postprocess_params)
     folder, rows = write_cell_submission(manifest, datalist, work / "submission", params=params,

@@ -1,6 +1,6 @@
 """Training hot paths on CPU, each against a named baseline measured in the same run.
 
-1. **Data pipeline memory** (14 classes). Ours: ``auto3dseg.transforms.training_transforms``,
+1. **Data pipeline memory** (14 classes). Ours: ``auto3dseg.engine.transforms.training_transforms``,
    which keeps the label a one-channel uint8 map up to the patch crop and expands only
    the cropped patches to one channel per class (``LabelToChannelsd`` last). Baseline:
    the same transforms with the expansion moved to right after loading/padding, i.e. the
@@ -21,7 +21,7 @@
    ``--steps`` adds the RSS peak of each transform.
 
 2. **Seconds per training iteration** of segresnet, dints and swinunetr
-   (``auto3dseg.training.make_model`` / ``make_loss`` / ``train_step``) on a synthetic
+   (``auto3dseg.engine.training.make_model`` / ``make_loss`` / ``train_step``) on a synthetic
    collated batch, with our masked Dice+BCE loss against MONAI's plain, unmasked
    ``DiceCELoss(sigmoid=True)`` (wrapped in MONAI's ``DeepSupervisionLoss`` so that it
    also takes segresnet's extra heads, as MONAI's own segresnet template does). Each
@@ -162,7 +162,7 @@ def worker_floor(_: dict) -> dict:
     import nibabel  # noqa: F401
     import torch  # noqa: F401
 
-    import auto3dseg.transforms  # noqa: F401
+    import auto3dseg.engine.transforms  # noqa: F401
     return {"peak_rss_mib": peak_rss_mib()}
 
 
@@ -177,7 +177,7 @@ def build_pipeline(variant: str, cfg: dict):
         SpatialPadd,
     )
 
-    from auto3dseg.transforms import LabelToChannelsd, training_transforms
+    from auto3dseg.engine.transforms import LabelToChannelsd, training_transforms
 
     ours = training_transforms(cfg)
     if variant == "ours":
@@ -306,9 +306,9 @@ def worker_train(spec: dict) -> dict:
     VmHWM before it."""
     import torch
 
-    from auto3dseg.bundle_config import NETWORK_DEFAULTS
-    from auto3dseg.networks import as_list
-    from auto3dseg.training import make_loss, make_model, train_step
+    from auto3dseg.bundles.config import NETWORK_DEFAULTS
+    from auto3dseg.engine.networks import as_list
+    from auto3dseg.engine.training import make_loss, make_model, train_step
 
     if spec.get("threads"):
         torch.set_num_threads(int(spec["threads"]))
@@ -457,7 +457,7 @@ def main() -> int:
         print(f"### Data pipeline, {N_CLASSES} classes, {size}^3 crop, {first['patches_per_item']} patches of "
               f"{args.pipeline_patch}^3 per item, 1 warm-up + {items} timed items per process, "
               f"{repeats} process(es) per variant\n")
-        print(f"floor (a process that imports torch, monai, nibabel, auto3dseg.transforms): "
+        print(f"floor (a process that imports torch, monai, nibabel, auto3dseg.engine.transforms): "
               f"{runs['default']['floor']:.0f} MiB; patches identical across variants and runs: "
               f"{'yes' if same else 'NO'}; collated batch shapes {first['batch_shapes']}\n")
         nviews = {v: sum(r["patches_viewing_whole_crop"] for m in runs.values() for r in m[v]) for v, _ in variants}

@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     if rc != 0:
         print(f"error: the pipeline exited {rc}", file=sys.stderr)
         return 1
-    from auto3dseg.ensemble import read_probability_nifti
+    from auto3dseg.ensembling.ensemble import read_probability_nifti
 
     prob, _ = read_probability_nifti(work / "work_dir" / "ensemble_output" / "heldout_prob.nii.gz")
     mito = prob[-1] if prob.shape[0] == 1 else prob[1]  # softmax: background, mito

@@ -26,8 +26,13 @@ from typing import Any
 
 from converters.cell_datalist import build_cell_datalist, build_cell_report, render_cell_report_markdown
 from converters.cell_item import convert_cell_image, tile_grid
-from converters.outputs import OutputError, atomic_write_json, atomic_write_text, clean_stale_temporaries, \
-    os_error_message
+from converters.outputs import (
+    OutputError,
+    atomic_write_json,
+    atomic_write_text,
+    clean_stale_temporaries,
+    os_error_message,
+)
 from converters.pool import imap_pool
 
 __all__ = ["IMAGE_EXTENSIONS", "convert_cells", "find_cell_images", "main"]

@@ -32,14 +32,18 @@ from typing import Iterable, Sequence
 
 from converters import cellmap_zarr as cz
 from converters.class_mapping import annotated_ids, build_class_table, default_classes
-from converters.crop_convert import ConvertSettings, cleanup_items, convert_crop, convert_test_crop, record_base, \
-    worker
+from converters.crop_convert import ConvertSettings, cleanup_items, convert_crop, convert_test_crop, record_base, worker
 from converters.datalist_writer import build_datalist
 from converters.em_level import choose_em_level
 from converters.folds import DEFAULT_FOLD_GAP, CropExtent, SplitPlan, plan_spatial_folds
 from converters.geometry import output_grid
-from converters.outputs import OutputError, atomic_write_json, atomic_write_text, clean_stale_temporaries, \
-    os_error_message
+from converters.outputs import (
+    OutputError,
+    atomic_write_json,
+    atomic_write_text,
+    clean_stale_temporaries,
+    os_error_message,
+)
 from converters.pool import imap_pool
 from converters.report import (
     build_report,

@@ -28,8 +28,14 @@ from converters.class_mapping import UNANNOTATED, annotated_ids, cellmap_lookup
 from converters.datalist_writer import tile_name
 from converters.em_level import UNREADABLE, EMChoice, choose_em_level
 from converters.folds import SpatialSplit
-from converters.geometry import Grid, grid_from_extent, nifti_affine, output_grid, source_coordinates, \
-    split_into_fold_tiles
+from converters.geometry import (
+    Grid,
+    grid_from_extent,
+    nifti_affine,
+    output_grid,
+    source_coordinates,
+    split_into_fold_tiles,
+)
 from converters.labels import LabelMapper, label_source
 from converters.outputs import OutputError, atomic_write, atomic_write_json
 from converters.resample import resample_into

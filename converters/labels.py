@@ -15,9 +15,9 @@ import fastremap
 import numpy as np
 import zarr
 
-from datalists.cellmap_classes import CELLMAP_BY_ID, CELLMAP_CLASSES
 from converters import cellmap_zarr as cz
 from converters.class_mapping import UNANNOTATED
+from datalists.cellmap_classes import CELLMAP_BY_ID, CELLMAP_CLASSES
 
 __all__ = ["ComposedLabels", "LabelMapper", "UNANNOTATED", "label_source", "lookup"]
 

@@ -14,10 +14,10 @@ import torch
 import yaml
 
 import run_auto3dseg
-from auto3dseg.ensemble import read_probability_nifti, run_ensemble, trained_history
-from auto3dseg.generate import generate
-from auto3dseg.train_bundles import train_bundles
-from auto3dseg.workdir import DONE_MARKER, list_bundles
+from auto3dseg.bundles.generate import generate
+from auto3dseg.ensembling.ensemble import read_probability_nifti, run_ensemble, trained_history
+from auto3dseg.orchestration.train_bundles import train_bundles
+from auto3dseg.orchestration.workdir import DONE_MARKER, list_bundles
 
 TINY = ["--override", "num_workers=0", "--override", "num_iterations_per_epoch=3", "--override", "segresnet:network#init_filters=8",
         "--override", "segresnet:network#dsdepth=2", "--override", "sw_batch_size=4"]
@@ -64,8 +64,8 @@ def test_full_writes_a_scored_cellmap_submission(full_run, synthetic):
 
     import zarr
 
-    from datalists.cellmap_classes import INSTANCE_CLASSES
     from converters.cellmap_zarr import read_test_manifest_rows
+    from datalists.cellmap_classes import INSTANCE_CLASSES
 
     sub = full_run / "submission"
     with zipfile.ZipFile(sub / "submission.zip") as zf:
@@ -155,7 +155,7 @@ def test_predict_shape_and_channel_order(full_run, converted, tmp_path):
     """Channel i of the output is class_names[i], on the image's own grid."""
     import nibabel as nib
 
-    from auto3dseg.inference import InferClass
+    from auto3dseg.engine.inference import InferClass
 
     out, _ = converted
     bundle = full_run / "segresnet_0"
@@ -202,7 +202,7 @@ def test_predict_postprocess_writes_labels_as_submit_does(full_run, converted, t
     import nibabel as nib
 
     from auto3dseg.postprocess import load_postprocess_params
-    from auto3dseg.submission import prediction_labels
+    from auto3dseg.submission.cellmap import prediction_labels
 
     out, _ = converted
     dl = json.loads((out / "datalist.json").read_text())
@@ -358,7 +358,7 @@ def test_copied_work_dir_uses_its_own_checkpoints(full_run, tmp_path):
 
     from monai.auto3dseg.utils import algo_from_json
 
-    from auto3dseg.bundle_config import load_bundle_config
+    from auto3dseg.bundles.config import load_bundle_config
 
     work = tmp_path / "moved"
     shutil.copytree(full_run, work)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from auto3dseg.ensemble import write_probability_nifti
+from auto3dseg.ensembling.ensemble import write_probability_nifti
 from auto3dseg.postprocess import cells as cells_cli
 from auto3dseg.postprocess.cell_instances import (
     cells_from_probabilities,

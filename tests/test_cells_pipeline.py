@@ -12,9 +12,9 @@ import tifffile
 import yaml
 
 import run_auto3dseg
-from auto3dseg import training
-from auto3dseg.bundle_config import apply_overrides, derive_hyper_parameters
-from auto3dseg.networks import NETWORKS
+from auto3dseg.bundles.config import apply_overrides, derive_hyper_parameters
+from auto3dseg.engine import training
+from auto3dseg.engine.networks import NETWORKS
 
 TINY = ["--override", "num_workers=0", "--override", "num_iterations_per_epoch=2", "--override", "segresnet:network#init_filters=8",
         "--override", "segresnet:network#dsdepth=2", "--override", "sw_batch_size=4"]

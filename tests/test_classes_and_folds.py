@@ -1,6 +1,5 @@
 """Class table facts, the label lookup, per-crop annotated ids, and fold assignment."""
 
-from datalists.cellmap_classes import CELLMAP_CLASSES, INSTANCE_CLASSES, atomic_ids
 from converters.cellmap_zarr import ClassStatus
 from converters.class_mapping import (
     annotated_ids,
@@ -10,6 +9,7 @@ from converters.class_mapping import (
     leaf_classes,
 )
 from converters.folds import FoldItem, assign_folds
+from datalists.cellmap_classes import CELLMAP_CLASSES, INSTANCE_CLASSES, atomic_ids
 
 
 def _st(annotated, unknown=()):

@@ -72,7 +72,7 @@ def test_nifti_layout_is_x_y_1_channel_and_matches_the_normalised_image(converte
 
 
 def test_monai_loader_reads_three_channel_2d_images(converted_cells):
-    from auto3dseg.transforms import validation_transforms
+    from auto3dseg.engine.transforms import validation_transforms
 
     out, _ = converted_cells
     cfg = {"spatial_dims": 2, "intensity": {"mode": "range", "a_min": 0, "a_max": 255}, "class_ids": [1, 2, 3]}

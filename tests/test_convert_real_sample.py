@@ -47,7 +47,7 @@ def test_sbem_mito_converts_exactly(tmp_path):
 
 def test_sbem_crop_tiled_into_two_spatial_folds_that_validate(tmp_path, capsys):
     """Issue 11: the single crop, tiled, converts into 2 folds that validate and both have training items."""
-    from auto3dseg.training_data import fold_items
+    from auto3dseg.engine.training_data import fold_items
 
     out = tmp_path / "out"
     rc = main(["--data_root", str(SAMPLE), "--output_dir", str(out), "--target_spacing", "40", "6", "6",

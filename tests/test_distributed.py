@@ -11,15 +11,15 @@ import pytest
 import torch
 import yaml
 
-from auto3dseg.bundle_algo import TEMPLATES_DIR
-from auto3dseg.bundle_config import derive_hyper_parameters, write_yaml_atomic
-from auto3dseg.train_bundles import device_note, threads_per_process, train_bundle
-from auto3dseg.workdir import Bundle
+from auto3dseg.bundles.bundle_algo import TEMPLATES_DIR
+from auto3dseg.bundles.config import derive_hyper_parameters, write_yaml_atomic
+from auto3dseg.orchestration.train_bundles import device_note, threads_per_process, train_bundle
+from auto3dseg.orchestration.workdir import Bundle
 
 
 def _bundle(converted, tmp_path: Path) -> Bundle:
     """A segresnet bundle folder (template scripts + derived tiny config), 2 epochs."""
-    from auto3dseg.analyze import analyze
+    from auto3dseg.analysis.analyze import analyze
 
     out, _ = converted
     work = out.parent / "ddp_work"

@@ -22,11 +22,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 import zarr
+from faults import ROOT, run_faulty
 
 from converters import cellmap_zarr as cz
 from converters.class_mapping import UNANNOTATED, cellmap_lookup
 from converters.convert_zarr_to_nifti import convert, main
-from faults import ROOT, run_faulty
 
 CROP1 = "recon-1/labels/groundtruth/crop1"
 EM = "recon-1/em/fibsem-uint8"
@@ -228,7 +228,7 @@ def test_unknown_values_in_all_become_unannotated_and_are_reported(synthetic, tm
 
 
 def test_ignore_value_is_the_bundles_ignore_value():
-    from auto3dseg.transforms import IGNORE_VALUE
+    from auto3dseg.engine.transforms import IGNORE_VALUE
 
     assert UNANNOTATED == IGNORE_VALUE
 

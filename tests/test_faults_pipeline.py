@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from faults import ROOT, SITE, run_faulty
 
 import run_auto3dseg
-from faults import ROOT, SITE, run_faulty
 
 TINY = ["--algos", "segresnet", "--override", "num_workers=0", "--override", "num_iterations_per_epoch=1",
         "--override", "segresnet:network#init_filters=8", "--override", "segresnet:network#dsdepth=2",
@@ -249,8 +249,8 @@ def test_nan_or_missing_image_at_prediction_is_named(base, tmp_path, converted, 
 
 
 def test_nan_image_in_training_data_is_named(converted, tmp_path):
-    from auto3dseg.input_checks import NonFiniteImageError, user_error
-    from auto3dseg.transforms import validation_transforms
+    from auto3dseg.engine.input_checks import NonFiniteImageError, user_error
+    from auto3dseg.engine.transforms import validation_transforms
 
     dl = json.loads((converted[0] / "datalist.json").read_text())
     item = dl["training"][0]
@@ -284,8 +284,8 @@ def _tiny_datalist(root: Path, odd: str) -> Path:
 
 @pytest.mark.parametrize("odd,words", [("nan", "NaN or infinite"), ("2d", "is 2-D"), ("4d", "is 4-D")])
 def test_analyze_names_the_bad_image(tmp_path, odd, words):
-    from auto3dseg.analyze import analyze
-    from auto3dseg.input_checks import InputError
+    from auto3dseg.analysis.analyze import analyze
+    from auto3dseg.engine.input_checks import InputError
 
     dl = _tiny_datalist(tmp_path, odd)
     with pytest.raises(InputError) as info:

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from auto3dseg.inference import mirror_pad, predict_array
+from auto3dseg.engine.inference import mirror_pad, predict_array
 
 
 class LocalMean(nn.Module):

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 import run_auto3dseg
-from auto3dseg.generate import generate, official_class_config, official_settings, template_problems
+from auto3dseg.bundles.generate import generate, official_class_config, official_settings, template_problems
 
 OFFICIAL = Path(__file__).resolve().parents[2] / "shared" / "monai_official_templates"
 needs_official = pytest.mark.skipif(not (OFFICIAL / "segresnet" / "scripts" / "algo.py").is_file(),
@@ -159,7 +159,7 @@ def test_generate_stops_before_writing_a_bundle_this_machine_cannot_train(conver
 def test_score_evaluates_ckpt_path_expressions(tmp_path):
     """Official templates write ``ckpt_path: $@bundle_root + '/model'``: the score is read
     where it points, also in a moved bundle (bundle_root is where the bundle is now)."""
-    from auto3dseg.train_bundles import _score
+    from auto3dseg.orchestration.train_bundles import _score
 
     bundle = tmp_path / "dints_0"
     (bundle / "configs").mkdir(parents=True)

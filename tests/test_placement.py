@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from auto3dseg.placement import grids_align, place_on_grid
+from auto3dseg.submission.placement import grids_align, place_on_grid
 from converters.geometry import Grid
 
 

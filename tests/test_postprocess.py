@@ -12,7 +12,6 @@ import yaml
 from skimage.segmentation import watershed
 
 import auto3dseg.postprocess as pp
-from datalists.cellmap_classes import INSTANCE_CLASSES
 from auto3dseg.postprocess import (
     class_masks,
     distance_maxima,
@@ -31,6 +30,7 @@ from auto3dseg.postprocess import (
     split_touching,
     voxels_for_volume,
 )
+from datalists.cellmap_classes import INSTANCE_CLASSES
 
 ISO = (8.0, 8.0, 8.0)
 TABLE = [

@@ -1,4 +1,4 @@
-"""auto3dseg.review: per-class figures by label value, MONAI's positional summary, flags, figures.
+"""auto3dseg.analysis.review: per-class figures by label value, MONAI's positional summary, flags, figures.
 
 The fixture writes five tiny NIfTI cases with different label subsets, runs MONAI's own
 DataAnalyzer on them, and reviews the result. Expected numbers are computed here from the

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import run_auto3dseg
-from auto3dseg import slurm as slurm_mod
+from auto3dseg.orchestration import slurm as slurm_mod
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--algos", "segresnet", "--patch_size", "16", "--override", "num_workers=0", "--override", "num_iterations_per_epoch=3",

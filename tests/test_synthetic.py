@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import zarr
 
-from datalists.cellmap_classes import CELLMAP_CLASSES
 from converters import synthetic as S
+from datalists.cellmap_classes import CELLMAP_CLASSES
 
 GT = S.GT_PATH
 EM = S.EM_PATH

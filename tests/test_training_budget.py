@@ -9,13 +9,13 @@ import torch
 import yaml
 
 import run_auto3dseg
-from auto3dseg import budget as budget_mod
-from auto3dseg import training
-from auto3dseg.bundle_config import derive_hyper_parameters
+from auto3dseg.bundles.config import derive_hyper_parameters
+from auto3dseg.engine import budget as budget_mod
+from auto3dseg.engine import training
 
 
 def _cfg(converted, tmp_path, **extra):
-    from auto3dseg.analyze import analyze
+    from auto3dseg.analysis.analyze import analyze
 
     out, _ = converted
     work = out.parent / "budget_work"

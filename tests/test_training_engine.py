@@ -11,15 +11,15 @@ import pytest
 import torch
 import yaml
 
-from auto3dseg import training
-from auto3dseg.bundle_config import (
+from auto3dseg.bundles.config import (
     derive_hyper_parameters,
     load_bundle_config,
     output_activation,
 )
-from auto3dseg.losses import DeepSupervisionLoss, MaskedDiceBCELoss, MaskedDiceCELoss
-from auto3dseg.networks import NETWORKS
-from auto3dseg.transforms import (
+from auto3dseg.engine import training
+from auto3dseg.engine.losses import DeepSupervisionLoss, MaskedDiceBCELoss, MaskedDiceCELoss
+from auto3dseg.engine.networks import NETWORKS
+from auto3dseg.engine.transforms import (
     IGNORE_VALUE,
     LabelToChannelsd,
     RandCropByLabelClassesd,
@@ -88,7 +88,7 @@ def test_group_channel_is_union_of_parts_and_padding_is_invalid():
 
 
 def _bundle_cfg(converted, algo="segresnet", tmp_path=None, fold=0, **extra):
-    from auto3dseg.analyze import analyze
+    from auto3dseg.analysis.analyze import analyze
 
     out, _ = converted
     work = out.parent / "engine_work"

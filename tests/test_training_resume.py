@@ -15,13 +15,13 @@ import pytest
 import torch
 import yaml
 
-from auto3dseg import training
-from auto3dseg.bundle_config import derive_hyper_parameters
+from auto3dseg.bundles.config import derive_hyper_parameters
+from auto3dseg.engine import training
 
 
 def _bundle_cfg(converted, root: Path, **extra) -> dict:
     """A tiny segresnet bundle on fold 0 of the converted synthetic data, trained on the CPU."""
-    from auto3dseg.analyze import analyze
+    from auto3dseg.analysis.analyze import analyze
 
     out, _ = converted
     work = out.parent / "engine_work"

@@ -48,7 +48,6 @@ import fastremap
 import numpy as np
 import scipy.ndimage as ndi
 
-from datalists.cellmap_classes import INSTANCE_CLASSES
 from auto3dseg.evaluation.metrics import (
     hausdorff_cap,
     hausdorff_distance,
@@ -56,6 +55,7 @@ from auto3dseg.evaluation.metrics import (
     max_weight_matching,
     overlap_table,
 )
+from datalists.cellmap_classes import INSTANCE_CLASSES
 
 __all__ = [
     "COST_SCALE",

@@ -1,6 +1,6 @@
 """Put a submitted array on a test crop's grid the way the official CellMap scorer does.
 
-The official rule differs from :func:`auto3dseg.placement.place_on_grid` (which aligns
+The official rule differs from :func:`auto3dseg.submission.placement.place_on_grid` (which aligns
 voxel centres physically, used by the strict rules):
 
 1. **resampling** (when the array's voxel size is not ``numpy.allclose`` to the

@@ -71,7 +71,7 @@ from auto3dseg.evaluation.traps import (
     unknown_truth_warnings,
     value_warnings,
 )
-from auto3dseg.placement import grid_of, place_on_grid
+from auto3dseg.submission.placement import grid_of, place_on_grid
 from converters.geometry import Grid
 
 __all__ = [

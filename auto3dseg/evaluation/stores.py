@@ -29,7 +29,7 @@ from typing import Any
 
 import zarr
 
-from auto3dseg.placement import grid_of
+from auto3dseg.submission.placement import grid_of
 from converters import cellmap_zarr as cz
 from converters.geometry import Grid
 

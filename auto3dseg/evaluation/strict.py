@@ -1,7 +1,7 @@
 """The project's stricter scoring rules (``--rules strict``), per crop and per class.
 
 Per crop (prediction already placed on the truth's grid by
-:func:`auto3dseg.placement.place_on_grid`, voxel centres aligned):
+:func:`auto3dseg.submission.placement.place_on_grid`, voxel centres aligned):
 
 * semantic: TP/FP/FN with truth value 255 ("unknown") left out of every count;
 * instance: :func:`auto3dseg.evaluation.metrics.instance_score` — the too-many test counts
@@ -29,9 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from datalists.cellmap_classes import INSTANCE_CLASSES
 from auto3dseg.evaluation.metrics import dice, instance_score, iou, semantic_counts
 from auto3dseg.evaluation.stores import TruthLabel
+from datalists.cellmap_classes import INSTANCE_CLASSES
 
 __all__ = ["UNKNOWN", "aggregate_scores", "mask_unknown_instances", "score_label", "strict_kind",
            "unknown_instance_voxels"]

@@ -45,11 +45,11 @@ From Python:
 from __future__ import annotations
 
 from .crops import TEST_CROPS, TRAIN_CROPS, CropSpec, TestCropSpec, TestLabelSpec, crop_bounds_nm, s0_chunks_overlapping
-from .stores import multiscale_attrs
 from .generate import generate_synthetic_cellmap, main
 from .layout import DATASETS, EM_PATH, EM_SHAPE, EM_VOXEL_NM, GT_PATH
 from .scenes import build_scene, downsample_mean, em_level_geometry, synthesize_em
 from .shapes import Ellipsoid, HalfSpace, Scene, SceneObject, Tube, label_array, object_mask, rasterize, touching_pair
+from .stores import multiscale_attrs
 
 __all__ = [
     "Ellipsoid",

@@ -1,7 +1,0 @@
-"""MONAI BundleAlgo of the dints template: all logic is shared in auto3dseg.bundle_algo."""
-
-from auto3dseg.bundle_algo import CellmapBundleAlgo
-
-
-class DintsAlgo(CellmapBundleAlgo):
-    network = "dints"

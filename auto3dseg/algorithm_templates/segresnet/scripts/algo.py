@@ -1,7 +1,0 @@
-"""MONAI BundleAlgo of the segresnet template: all logic is shared in auto3dseg.bundle_algo."""
-
-from auto3dseg.bundle_algo import CellmapBundleAlgo
-
-
-class SegresnetAlgo(CellmapBundleAlgo):
-    network = "segresnet"

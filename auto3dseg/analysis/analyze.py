@@ -1,0 +1,130 @@
+"""Data analysis: MONAI's DataAnalyzer on a validated datalist → ``datastats.yaml`` + review.
+
+The datalist is validated first (clear errors before minutes of analysis), then MONAI's
+``DataAnalyzer`` writes ``datastats.yaml`` and ``datastats_by_case.yaml`` into the work
+folder, then :func:`auto3dseg.analysis.review.write_review` writes ``datastats_review.md`` with
+plots and per-class figures computed by label value. Outputs are written under temporary names and renamed, so an interrupted run
+never leaves a half-written ``datastats.yaml`` that a later step would trust.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from auto3dseg.orchestration.locks import clean_temporaries, step_lock
+
+__all__ = ["DATASTATS", "DATASTATS_BY_CASE", "analyze"]
+
+DATASTATS = "datastats.yaml"
+DATASTATS_BY_CASE = "datastats_by_case.yaml"
+
+
+def analyze(
+    datalist: str | os.PathLike,
+    work_dir: str | os.PathLike,
+    dataroot: str | os.PathLike | None = None,
+    *,
+    device: str = "cpu",
+    workers: int = 2,
+    force: bool = False,
+    validate: bool = True,
+) -> Path:
+    """Run MONAI's DataAnalyzer on ``datalist``; return the path of ``datastats.yaml``.
+
+    Parameters
+    ----------
+    datalist : path
+        A datalist JSON (ours or a plain MONAI one); validated first.
+    work_dir : path
+        Where ``datastats.yaml`` and ``datastats_by_case.yaml`` go.
+    dataroot : path, optional
+        Folder the datalist's paths are relative to; default the datalist's folder.
+    device : str
+        ``"cpu"`` or ``"cuda"``.
+    workers : int
+        DataLoader workers reading the images.
+    force : bool
+        Re-run even when ``datastats.yaml`` exists.
+    validate : bool
+        Validate the datalist first; pass False when the caller just did.
+    """
+    from datalists.validate import validate_datalist
+
+    datalist = Path(datalist)
+    dataroot = Path(dataroot) if dataroot is not None else datalist.parent
+    if validate:
+        validate_datalist(datalist, dataroot, check_files=True, check_shapes=True, allow_single_fold=True)
+    work = Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    with step_lock(work, "analyze"):
+        clean_temporaries(work, (DATASTATS, DATASTATS_BY_CASE))
+        final = work / DATASTATS
+        if final.exists() and not force:
+            _review(work, datalist, dataroot, force)
+            return final
+        _run_analyzer(datalist, dataroot, work, device, workers)
+        _review(work, datalist, dataroot, force=True)
+        return final
+
+
+def _run_analyzer(datalist: Path, dataroot: Path, work: Path, device: str, workers: int) -> None:
+    """DataAnalyzer → ``datastats_by_case.yaml``, then ``datastats.yaml`` (the marker later steps
+    trust: removed first, written last); bad images are named before and after it runs."""
+    import json
+
+    from monai.apps.auto3dseg import DataAnalyzer
+
+    from auto3dseg.engine.input_checks import InputError, image_shapes_problems
+
+    dl = json.loads(datalist.read_text())
+    problems = image_shapes_problems(dl, dataroot, str(datalist))
+    if problems:
+        raise InputError("images the analysis cannot take:\n  " + "\n  ".join(problems))
+    final = work / DATASTATS
+    final.unlink(missing_ok=True)
+    tmp = work / f".tmp-{os.getpid()}-{DATASTATS}"
+    analyzer = DataAnalyzer(str(datalist), str(dataroot), output_path=str(tmp), device=device, worker=workers,
+                            label_key="label")
+    try:
+        analyzer.get_all_case_stats()
+    except Exception as exc:  # noqa: BLE001 - MONAI names no file: say which datalist and how to find the image
+        raise InputError(f"MONAI's DataAnalyzer failed on {datalist} ({type(exc).__name__}: {exc}); find the image "
+                         f"with: python -m datalists.validate {datalist} --label-values") from exc
+    tmp_by_case = tmp.with_name(tmp.name.replace(".yaml", "_by_case.yaml"))
+    if tmp_by_case.exists():
+        _check_finite_stats(tmp_by_case, dl, datalist)
+        os.replace(tmp_by_case, work / DATASTATS_BY_CASE)
+    os.replace(tmp, final)
+
+
+def _check_finite_stats(by_case: Path, dl: dict, datalist: Path) -> None:
+    """Images whose intensity statistics are NaN or inf hold non-finite voxels: an error naming
+    each (the statistics, and every model trained on them, would be NaN)."""
+    import math
+
+    import yaml
+
+    from auto3dseg.engine.input_checks import NonFiniteImageError
+
+    cases = (yaml.safe_load(by_case.read_text()) or {}).get("stats_by_cases") or []
+    index = {Path(str(it.get("image"))).name: i for i, it in enumerate(dl.get("training") or [])}
+    bad = []
+    for case in cases:
+        stats = (case.get("image_stats") or {}).get("intensity") or []
+        values = [v for st in stats for k, v in st.items() if k in ("max", "min", "mean")]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            path = str(case.get("image_filepath"))
+            bad.append(f"{path} (training item {index.get(Path(path).name, '?')} of {datalist})")
+    if bad:
+        by_case.unlink(missing_ok=True)
+        raise NonFiniteImageError("images with NaN or infinite voxels: " + "; ".join(bad) + ". Fix them (re-convert, "
+                                  "or replace the values: numpy.nan_to_num) or remove them from the datalist, then "
+                                  "run --mode analyze again")
+
+
+def _review(work: Path, datalist: Path, dataroot: Path, force: bool) -> None:
+    from auto3dseg.analysis.review import REVIEW_MD, write_review
+
+    if force or not (work / REVIEW_MD).exists():
+        write_review(work, datalist, dataroot)

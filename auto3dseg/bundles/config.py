@@ -1,0 +1,291 @@
+"""A bundle's ``hyper_parameters.yaml``: derived from the data, read back with overrides.
+
+:func:`derive_hyper_parameters` is what each template's ``fill_template_config`` calls:
+spacing, patch size, intensity normalisation, channels, classes, output activation and
+epochs (a budget of ~40k iterations in epochs of 250, unless told) come from ``datastats.yaml``
+and the datalist; the rest are per-network defaults
+a person can edit in the written YAML or override at train time (``--key=value``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from auto3dseg.engine.budget import DEFAULT_ITERATIONS, DEFAULT_ITERATIONS_PER_EPOCH, parse_budget
+from auto3dseg.engine.networks import min_patch_side, patch_multiple
+from auto3dseg.engine.transforms import channel_members
+
+__all__ = [
+    "NETWORK_DEFAULTS",
+    "apply_overrides",
+    "derive_hyper_parameters",
+    "derive_intensity",
+    "derive_num_epochs",
+    "derive_patch_size",
+    "load_bundle_config",
+    "spatial_dims_of",
+    "output_activation",
+    "write_yaml_atomic",
+]
+
+#: per-network defaults; every value is written into the bundle's YAML
+NETWORK_DEFAULTS: dict[str, dict[str, Any]] = {
+    "segresnet": {
+        "patch_size": 128, "learning_rate": 2e-4, "batch_size": 1, "num_patches_per_image": 2,
+        "network": {"init_filters": 32, "blocks_down": [1, 2, 2, 4], "dsdepth": 4, "norm": "instance"},
+    },
+    "dints": {
+        "patch_size": 96, "learning_rate": 2e-4, "batch_size": 1, "num_patches_per_image": 2,
+        "network": {"num_blocks": 6, "num_depths": 3, "channel_mul": 0.5, "cell_op": 1},
+    },
+    "swinunetr": {
+        "patch_size": 96, "learning_rate": 1e-4, "batch_size": 1, "num_patches_per_image": 2,
+        "network": {"feature_size": 48, "use_v2": True, "use_checkpoint": False},
+        "pretrained_ckpt": None,
+    },
+}
+
+#: what changes for 2-D images (cells): larger patches, more of them per step
+NETWORK_DEFAULTS_2D: dict[str, Any] = {"patch_size": 256, "batch_size": 4, "num_patches_per_image": 2,
+                                       "sw_batch_size": 8}
+
+#: training iterations a run aims at when no budget is given (a GPU-sized figure)
+TARGET_ITERATIONS = DEFAULT_ITERATIONS
+
+
+def output_activation(datalist: Mapping[str, Any]) -> str:
+    """``softmax`` only when every training item annotates every class and no class is a
+    group of others (softmax needs mutually exclusive, fully annotated classes); otherwise
+    ``sigmoid`` (multi-label, loss masked per item).
+
+    >>> table = [{"id": 1, "parts": []}, {"id": 2, "parts": []}]
+    >>> output_activation({"class_table": table, "training": [{"annotated_mask": 3}]})
+    'softmax'
+    >>> output_activation({"class_table": table, "training": [{"annotated_mask": 1}]})
+    'sigmoid'
+    """
+    table = datalist["class_table"]
+    if any(r.get("parts") for r in table):
+        return "sigmoid"
+    every = sum(1 << (int(r["id"]) - 1) for r in table)
+    items = datalist.get("training", [])
+    if items and all("annotated_mask" not in it or (int(it["annotated_mask"]) & every) == every for it in items):
+        return "softmax"
+    return "sigmoid"
+
+
+def _round_up(x: float, m: int) -> int:
+    return int(math.ceil(x / m) * m)
+
+
+def derive_patch_size(algo: str, median_shape: Sequence[float], network: Mapping[str, Any] | None = None,
+                      max_side: int | None = None) -> list[int]:
+    """Patch size per axis: the network's default side, but no larger than the median
+    image (rounded up to what the network can take) and no smaller than it needs.
+
+    >>> derive_patch_size("segresnet", [64, 64, 30])
+    [64, 64, 32]
+    >>> derive_patch_size("swinunetr", [500, 500, 40])
+    [96, 96, 64]
+    """
+    side = int(max_side or NETWORK_DEFAULTS[algo]["patch_size"])
+    mult, low = patch_multiple(algo, network), min_patch_side(algo, network)
+    return [max(low, min(_round_up(side, mult), _round_up(s, mult))) for s in median_shape]
+
+
+def derive_intensity(modality: str, datastats: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Intensity normalisation for a modality (see :func:`auto3dseg.engine.transforms.intensity_transform`).
+
+    EM and MRI: per-image z-score (contrast differs between EM datasets and sessions);
+    light microscopy: per-image percentile scaling; CT: the dataset's foreground 0.5-99.5
+    percentile range.
+    """
+    modality = (modality or "em").lower()
+    if modality.startswith("ct") and datastats:
+        fg = datastats["stats_summary"]["image_foreground_stats"]["intensity"]
+        return {"mode": "range", "a_min": float(fg["percentile_00_5"]), "a_max": float(fg["percentile_99_5"])}
+    if modality in ("lm", "light", "light_microscopy", "microscopy", "cellseg", "fluorescence", "brightfield"):
+        return {"mode": "percentile", "lower": 1.0, "upper": 99.0}
+    return {"mode": "zscore"}
+
+
+def derive_num_epochs(target_iterations: int = TARGET_ITERATIONS,
+                      iterations_per_epoch: int = DEFAULT_ITERATIONS_PER_EPOCH) -> int:
+    """Epochs of ``iterations_per_epoch`` batches that reach ``target_iterations``.
+
+    >>> derive_num_epochs(), derive_num_epochs(5000, 250)
+    (160, 20)
+    """
+    return max(1, math.ceil(int(target_iterations) / max(1, int(iterations_per_epoch))))
+
+
+def spatial_dims_of(datalist: Mapping[str, Any], median_shape: Sequence[float]) -> int:
+    """2 for a datalist of 2-D images (``spatial_dims: 2``, or every image one slice thick),
+    else the number of axes of the analysed shape.
+
+    >>> spatial_dims_of({"spatial_dims": 2}, [512, 512, 1]), spatial_dims_of({}, [64, 64, 30])
+    (2, 3)
+    """
+    if datalist.get("spatial_dims"):
+        return int(datalist["spatial_dims"])
+    return 2 if len(median_shape) == 3 and float(median_shape[2]) == 1.0 else len(median_shape)
+
+
+def derive_hyper_parameters(algo: str, datastats: Mapping[str, Any], datalist: Mapping[str, Any], *,
+                            datalist_path: str | os.PathLike, dataroot: str | os.PathLike, fold: int,
+                            bundle_root: str | os.PathLike, num_epochs: int | None = None,
+                            patch_size: int | None = None, budget: str | int | None = None) -> dict[str, Any]:
+    """Every value a bundle needs, derived from the data (see module docstring).
+
+    ``budget`` (iterations such as ``40000``, or a time per bundle such as ``2h``) sets the
+    epochs instead of ``num_epochs``; see :mod:`auto3dseg.engine.budget`."""
+    if algo not in NETWORK_DEFAULTS:
+        raise ValueError(f"unknown algorithm {algo!r}; expected one of {sorted(NETWORK_DEFAULTS)}")
+    summary = datastats["stats_summary"]["image_stats"]
+    median_shape = list(summary["shape"]["median"])
+    spacing = [float(s) for s in summary["spacing"]["median"]]
+    dims = spatial_dims_of(datalist, median_shape)
+    d = dict(NETWORK_DEFAULTS[algo], **(NETWORK_DEFAULTS_2D if dims == 2 else {}))
+    median_shape, spacing = median_shape[:dims], spacing[:dims]  # 2-D images are stored x, y, 1
+    channels = round(float(summary["channels"]["max"]))
+    table = datalist["class_table"]
+    activation = output_activation(datalist)
+    batch = int(d["batch_size"])
+    parsed = parse_budget(budget)  # checked here, so that a typo fails at generation, not at training
+    ipe = DEFAULT_ITERATIONS_PER_EPOCH
+    epochs = int(num_epochs) if num_epochs else derive_num_epochs(
+        int(parsed["iterations"]) if parsed and "iterations" in parsed else TARGET_ITERATIONS, ipe)
+    modality = str(datalist.get("modality", "em"))
+    intensity = derive_intensity(modality, datastats)
+    if datalist.get("intensity_range"):  # the converter normalised every image to this range already
+        lo, hi = (float(v) for v in datalist["intensity_range"])
+        intensity = {"mode": "range", "a_min": lo, "a_max": hi}
+    cfg: dict[str, Any] = {
+        "algo": algo,
+        "bundle_root": str(Path(bundle_root).resolve()),
+        "ckpt_path": str(Path(bundle_root).resolve() / "model"),
+        "data_list_file_path": str(Path(datalist_path).resolve()),
+        "dataroot": str(Path(dataroot).resolve()),
+        "fold": int(fold),
+        "modality": modality,
+        "spatial_dims": dims,
+        "spacing": spacing,
+        "input_channels": channels,
+        "output_activation": activation,
+        "class_names": [str(r["name"]) for r in table],
+        "class_ids": [int(r["id"]) for r in table],
+        "class_members": channel_members(table),
+        "intensity": intensity,
+        "patch_size": derive_patch_size(algo, median_shape, d["network"], patch_size or (
+            d["patch_size"] if dims == 2 else None)),
+        "num_epochs": epochs,
+        "num_iterations_per_epoch": ipe,
+        "budget": None if budget is None else str(budget),
+        "num_epochs_per_validation": 1,
+        "batch_size": batch,
+        "num_patches_per_image": int(d["num_patches_per_image"]),
+        "max_samples_per_class": 100_000,
+        "learning_rate": float(d["learning_rate"]),
+        "weight_decay": 1e-5,
+        "amp": True,
+        "deep_supervision": algo == "segresnet",
+        "early_stop_patience": 30,
+        "num_workers": 4,
+        "cache_rate": 0.0,
+        "sw_batch_size": int(d.get("sw_batch_size", 2)),
+        "sw_overlap": 0.25,
+        "resume": True,
+        "seed": 0,
+        # 2-D cell images are not resampled: one model sees every pixel size
+        "check_spacing": dims != 2,
+        "network": dict(d["network"]),
+    }
+    if "pretrained_ckpt" in d:
+        cfg["pretrained_ckpt"] = d["pretrained_ckpt"]
+    return cfg
+
+
+def _parse_value(v: Any) -> Any:
+    if isinstance(v, str):
+        try:
+            return yaml.safe_load(v)
+        except yaml.YAMLError:
+            return v
+    return v
+
+
+def apply_overrides(cfg: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Set ``key`` or nested ``a#b`` keys; string values are read as YAML (``"[64,64,32]"``).
+
+    >>> apply_overrides({"network": {"dsdepth": 4}, "num_epochs": 9}, {"network#dsdepth": "2", "num_epochs": 3})
+    {'network': {'dsdepth': 2}, 'num_epochs': 3}
+    """
+    out = dict(cfg)
+    for key, value in overrides.items():
+        parts = str(key).split("#")
+        node = out
+        for p in parts[:-1]:
+            node[p] = dict(node.get(p) or {})
+            node = node[p]
+        node[parts[-1]] = _parse_value(value)
+    return out
+
+
+def load_bundle_config(config_file: str | Sequence[str], overrides: Mapping[str, Any] | None = None) -> dict:
+    """Read a bundle's YAML file(s) (comma-separated string or list, later files win)
+    and apply ``overrides``. Comma-separated lists are what MONAI's launcher passes."""
+    files = config_file.split(",") if isinstance(config_file, str) else list(config_file)
+    cfg: dict[str, Any] = {}
+    for f in files:
+        f = f.strip().strip("'\"")
+        if not f:
+            continue
+        with open(f) as fh:
+            cfg.update(yaml.safe_load(fh) or {})
+    first = Path(files[0].strip().strip("'\"")).resolve() if files else None
+    if first is not None and first.parent.name == "configs" and (first.parent.parent / "scripts").is_dir():
+        cfg = relocate(cfg, first.parent.parent)
+    if "patch_size" in (overrides or {}) and isinstance(_parse_value(overrides["patch_size"]), int):
+        overrides = dict(overrides)
+        overrides["patch_size"] = [int(overrides["patch_size"])] * int(cfg.get("spatial_dims", 3))
+    return apply_overrides(cfg, overrides or {})
+
+
+def relocate(cfg: dict[str, Any], bundle_dir: Path) -> dict[str, Any]:
+    """Point ``bundle_root`` and a ``ckpt_path`` under it at ``bundle_dir`` when the bundle was
+    moved or copied (a work_dir on another file system): a copy must never write into, or
+    read from, the original's checkpoints.
+
+    >>> relocate({"bundle_root": "/old/segresnet_0", "ckpt_path": "/old/segresnet_0/model"},
+    ...          Path("/new/segresnet_0"))["ckpt_path"]
+    '/new/segresnet_0/model'
+    """
+    old = cfg.get("bundle_root")
+    old_root, new_root = Path(old or ""), Path(bundle_dir)
+    if not old or old_root == new_root:
+        return cfg
+    out = dict(cfg, bundle_root=str(new_root))
+    ckpt = cfg.get("ckpt_path")
+    if ckpt:
+        try:
+            out["ckpt_path"] = str(new_root / Path(ckpt).relative_to(old_root))
+        except ValueError:
+            pass  # a checkpoint folder outside the bundle stays where it is
+    return out
+
+
+def write_yaml_atomic(path: str | os.PathLike, data: Any, header: str = "") -> None:
+    """Write YAML to a temporary name in the same folder, then rename over ``path``."""
+    path = Path(path)
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    with open(tmp, "w") as fh:
+        if header:
+            fh.write(header)
+        yaml.safe_dump(data, fh, sort_keys=False, default_flow_style=None)
+    os.replace(tmp, path)

@@ -1,0 +1,436 @@
+"""``--mode ensemble`` / ``--mode predict``: average the chosen bundles' probabilities.
+
+MONAI's ensemble builder picks the bundles (``AlgoEnsembleBestByFold``: the best network
+of each fold; ``AlgoEnsembleBestN``: the N best scores) from the trained ones. MONAI's
+ensemble call would then reduce the mean to classes (argmax, or ``> 0.5`` only if told
+``sigmoid``) and rebuild each bundle's inferer for every image; we keep its selection and
+do the averaging here, loading each bundle once, and write what post-processing needs:
+one 4-D NIfTI of per-class probabilities per image (``x, y, z, class``, uint8 with a
+1/255 scale factor, so readers see floats in [0, 1]) plus ``ensemble.json`` naming the
+channels and the bundles used.
+
+Each inferer gets the datalist item (``{"image": path, ...}``), as MONAI's ensemble passes
+it: MONAI's official templates load it with ``LoadImaged``. Channels are named from the
+class table (``background`` first for softmax) and the activation is the one the bundles'
+configs state (ours: ``output_activation``; official: ``sigmoid``, ``softmax``,
+``training#softmax``), or, when they state none, what the output shows (softmax channels
+sum to 1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from auto3dseg.orchestration.workdir import ENSEMBLE_DIR, in_directory, list_bundles, prefer_templates, read_input
+
+__all__ = [
+    "ENSEMBLE_METHODS",
+    "bundle_activation",
+    "ensemble_probabilities",
+    "name_channels",
+    "read_probability_nifti",
+    "run_ensemble",
+    "select_ensemble",
+    "trained_history",
+    "write_probability_nifti",
+]
+
+ENSEMBLE_METHODS = ("best_by_fold", "best_n")
+#: the completion marker of an ensemble, and the record of one still being written
+MANIFEST, PARTIAL = "ensemble.json", "ensemble.partial.json"
+
+
+def _unfinished_record(bundle) -> dict | None:
+    """A done-like record of a bundle whose training did not finish but wrote a best model:
+    ``{"best_avg_dice_score", "unfinished": True}`` from its ``progress.yaml``, else None."""
+    import yaml
+
+    from auto3dseg.orchestration.workdir import bundle_ckpt_path
+
+    try:
+        ckpt = bundle_ckpt_path(bundle.path)
+        progress = yaml.safe_load((ckpt / "progress.yaml").read_text()) or []
+    except (OSError, ValueError, KeyError, yaml.YAMLError):
+        return None
+    if not progress or not any(ckpt.glob("*.pt")):
+        return None
+    best = progress[-1]
+    return {"best_avg_dice_score": best.get("best_avg_dice_score"), "epoch": best.get("best_avg_dice_score_epoch"),
+            "unfinished": True}
+
+
+def trained_history(work_dir: str | os.PathLike, algos: Sequence[str] | None = None, *,
+                    allow_unfinished: bool = False, log=print) -> list[dict]:
+    """MONAI algo history of the bundles whose training finished (``training_done.json``);
+    with ``allow_unfinished`` also of those stopped early that wrote a best model (saying so)."""
+    from monai.auto3dseg.utils import algo_from_json
+    from monai.utils.enums import AlgoKeys
+
+    history = []
+    for b in list_bundles(Path(work_dir).resolve()):
+        if algos and b.algo not in algos:
+            continue
+        done = b.done
+        if not done and allow_unfinished:
+            done = _unfinished_record(b)
+            if done:
+                log(f"note: {b.name} did not finish training; using its best model so far (validation Dice "
+                    f"{done['best_avg_dice_score']:.4f} at epoch {done['epoch']})")
+        if not done:
+            continue
+        template_path = json.loads((b.path / "algo_object.json").read_text()).get("template_path")
+        if template_path:  # not a same-named template imported from another folder in this process
+            prefer_templates(template_path, [b.algo])
+        algo, _ = algo_from_json(str(b.path / "algo_object.json"))
+        score = done.get("best_avg_dice_score")
+        if score is None:
+            score = algo.get_score()
+        history.append({AlgoKeys.ID: b.name, AlgoKeys.ALGO: algo, AlgoKeys.SCORE: score, AlgoKeys.IS_TRAINED: True})
+    return history
+
+
+def select_ensemble(history: list[dict], data_src_cfg: str | os.PathLike, method: str = "best_by_fold",
+                    n_best: int = 5) -> tuple[list[dict], list[dict], str]:
+    """Bundles chosen by MONAI's ensemble builder, the infer files of the datalist's
+    ``testing`` list, and the method actually used.
+
+    ``best_by_fold`` needs a trained bundle in every fold (MONAI's would crash on a gap);
+    with a gap it falls back to ``best_n`` over what is trained, and says so.
+    """
+    from monai.apps.auto3dseg import (
+        AlgoEnsembleBestByFold,
+        AlgoEnsembleBestN,
+        AlgoEnsembleBuilder,
+    )
+    from monai.utils.enums import AlgoKeys
+
+    if method not in ENSEMBLE_METHODS:
+        raise ValueError(f"unknown ensemble method {method!r}; expected one of {ENSEMBLE_METHODS}")
+    if not history:
+        raise RuntimeError("no trained bundle to ensemble: run --mode train first")
+    folds = sorted({int(h[AlgoKeys.ID].split("_")[1]) for h in history})
+    used = method
+    if method == "best_by_fold" and folds != list(range(len(folds))) or (method == "best_by_fold" and not folds):
+        print(f"note: trained bundles cover folds {folds} only; using best_n instead of best_by_fold")
+        used = "best_n"
+    builder = AlgoEnsembleBuilder(history, str(data_src_cfg))
+    ens = AlgoEnsembleBestByFold(len(folds)) if used == "best_by_fold" else AlgoEnsembleBestN(n_best=n_best)
+    builder.set_ensemble_method(ens)
+    chosen = builder.get_ensemble()
+    return list(chosen.get_algo_ensemble()), list(chosen.infer_files), used
+
+
+def _case_name(path: str) -> str:
+    name = Path(path).name
+    for ext in (".nii.gz", ".nii", ".tiff", ".tif", ".png"):
+        if name.endswith(ext):
+            return name[: -len(ext)]
+    return Path(name).stem
+
+
+def write_probability_nifti(prob: np.ndarray, affine: np.ndarray, path: str | os.PathLike) -> None:
+    """Write ``[C, *S]`` probabilities as a 4-D uint8 NIfTI (``*S, C``) with slope 1/255,
+    to a temporary name and then renamed. 2-D maps ``[C, X, Y]`` are written ``X, Y, 1, C``
+    (a 3x3 affine becomes the 4x4 one of that slice)."""
+    import nibabel as nib
+
+    path = Path(path)
+    prob = np.asarray(prob)
+    affine = np.asarray(affine, dtype=np.float64)
+    if prob.ndim == 3:  # a 2-D image: stored x, y, 1, class like its input
+        prob = prob[..., None]
+    if affine.shape == (3, 3):
+        affine = np.block([[affine[:2, :2], np.zeros((2, 1)), affine[:2, 2:]], [np.zeros((1, 2)), np.ones((1, 1)),
+                           np.zeros((1, 1))], [np.zeros((1, 3)), np.ones((1, 1))]])
+    q = np.empty(prob.shape, dtype=np.uint8)
+    for c in range(prob.shape[0]):  # one channel at a time: no full-size float temporaries
+        q[c] = np.clip(np.rint(prob[c].astype(np.float32, copy=False) * np.float32(255.0)), 0, 255)
+    data = np.moveaxis(q, 0, -1)
+    img = nib.Nifti1Image(data, affine)
+    img.header.set_slope_inter(1.0 / 255.0, 0.0)
+    img.header.set_xyzt_units("mm")  # unit label only; our affines are in nm (see README)
+    img.header.set_intent("vector", (), name="class prob")
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    try:
+        nib.save(img, str(tmp))
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.filename is None:  # gzip's write errors name no file: a full disk must say where
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        raise
+    os.replace(tmp, path)
+
+
+def read_probability_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """``([C, *S] float32 in [0, 1], affine)`` from :func:`write_probability_nifti`'s file."""
+    import nibabel as nib
+
+    img = nib.load(str(path))
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    return np.moveaxis(data, -1, 0), img.affine
+
+
+def ensemble_probabilities(inferers: Sequence[Any], item: str | Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean of each inferer's ``infer(item)``; returns ``(prob [C, *S], affine)``.
+
+    ``item`` is the datalist item (a path is made ``{"image": path}``), as MONAI's ensemble
+    passes it to ``InferClass.infer``.
+
+    Examples
+    --------
+    >>> class Half:
+    ...     def infer(self, item):
+    ...         return np.full((2, 3, 3, 1), 0.5 if item["image"] == "a.nii.gz" else 0.0)
+    >>> ensemble_probabilities([Half(), Half()], "a.nii.gz")[0].shape
+    (2, 3, 3, 1)
+    """
+    item = {"image": os.fspath(item)} if isinstance(item, (str, os.PathLike)) else dict(item)
+    total: np.ndarray | None = None
+    affine = np.eye(4)
+    for inf in inferers:
+        pred = inf.infer(item)
+        if hasattr(pred, "affine"):
+            affine = np.asarray(pred.affine)
+        arr = pred.detach().cpu().numpy() if hasattr(pred, "detach") else np.asarray(pred)
+        arr = arr.astype(np.float32, copy=False)
+        if total is None:  # a fresh tensor from the inferer is ours: no copy of a whole-slide map
+            total = arr if hasattr(pred, "detach") and arr.flags.writeable else arr.copy()
+        elif total.shape != arr.shape:
+            raise ValueError(f"{item['image']}: bundles disagree on the output shape ({total.shape} vs {arr.shape})")
+        else:
+            total += arr
+    assert total is not None
+    return total / len(inferers), affine
+
+
+def bundle_activation(bundle: str | os.PathLike) -> str | None:
+    """``"sigmoid"`` or ``"softmax"`` as the bundle's ``configs/*.yaml`` state it, else None.
+
+    Ours say ``output_activation``; MONAI's official segresnet ``sigmoid``, swinunetr
+    ``softmax``, dints ``training#softmax``.
+
+    Examples
+    --------
+    >>> bundle_activation("work_dir/segresnet_0")  # doctest: +SKIP
+    'sigmoid'
+    """
+    from monai.bundle import ConfigParser
+
+    files = sorted(str(f) for f in (Path(bundle) / "configs").glob("*.yaml"))
+    if not files:
+        return None
+    parser = ConfigParser(globals=False)
+    parser.read_config(files)
+    if "output_activation" in parser and parser["output_activation"] in ("sigmoid", "softmax"):
+        return str(parser["output_activation"])
+    for key, when_true in (("sigmoid", "sigmoid"), ("softmax", "softmax"), ("training#softmax", "softmax")):
+        if key in parser and isinstance(parser[key], bool):
+            return when_true if parser[key] else ({"sigmoid", "softmax"} - {when_true}).pop()
+    return None
+
+
+def name_channels(prob: np.ndarray, class_table: Sequence[Mapping[str, Any]], activation: str | None = None
+                  ) -> tuple[list[str], str, str]:
+    """Channel names, activation and where the activation came from, for ``prob [C, *S]``.
+
+    ``activation`` (from the bundles' configs) wins; without one, channels that sum to 1
+    everywhere are a softmax. Sigmoid: one channel per class in class-table order; softmax:
+    ``background`` then the classes by id (value ``v`` in channel ``v``). A channel count
+    that fits neither gives ``channel_<i>``.
+
+    Examples
+    --------
+    >>> table = [{"id": 1, "name": "mito"}, {"id": 2, "name": "er"}]
+    >>> name_channels(np.full((3, 2, 2, 1), 1 / 3), table)
+    (['background', 'mito', 'er'], 'softmax', 'output')
+    >>> name_channels(np.full((2, 2, 2, 1), 0.9), table, "sigmoid")
+    (['mito', 'er'], 'sigmoid', 'config')
+    """
+    n = int(prob.shape[0])
+    source = "config"
+    if activation not in ("sigmoid", "softmax"):
+        flat = prob.reshape(n, -1)
+        sample = flat[:, :: max(1, flat.shape[1] // 100_000)]
+        sums_to_one = n > 1 and bool(np.all(np.abs(sample.sum(0) - 1.0) < 0.02))
+        activation, source = ("softmax" if sums_to_one else "sigmoid"), "output"
+    names = [str(r["name"]) for r in class_table]
+    by_id = [str(r["name"]) for r in sorted(class_table, key=lambda r: int(r["id"]))]
+    if activation == "sigmoid" and n == len(names):
+        return names, activation, source
+    if activation == "softmax" and n == len(names) + 1:
+        return ["background", *by_id], activation, source
+    return [f"channel_{i}" for i in range(n)], activation, source
+
+
+def _signature(chosen: list[dict]) -> str:
+    from monai.utils.enums import AlgoKeys
+
+    text = json.dumps(sorted((a[AlgoKeys.ID], float(a[AlgoKeys.SCORE] or 0)) for a in chosen))
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def run_ensemble(work_dir: str | os.PathLike, *, method: str = "best_by_fold", n_best: int = 5,
+                 algos: Sequence[str] | None = None, images: Sequence[str] | None = None,
+                 output_dir: str | os.PathLike | None = None, force: bool = False, allow_unfinished: bool = False,
+                 log=print) -> Path:
+    """Probability maps for the datalist's ``testing`` items (or ``images``); returns the
+    path of ``ensemble.json``. Maps already written by the same choice of bundles are kept.
+    ``allow_unfinished`` also uses bundles that stopped early with a best model (named).
+
+    ``ensemble.json`` is the completion marker: removed before any map is rewritten, written
+    last, when every map is there; ``ensemble.partial.json`` records the maps done so far, so a
+    killed run resumes, and nothing takes a partial ensemble for a complete one. One run at a
+    time per output folder (:mod:`auto3dseg.orchestration.locks`)."""
+    from auto3dseg.orchestration.locks import clean_temporaries, step_lock
+
+    work = Path(work_dir).resolve()
+    out_dir = Path(output_dir) if output_dir else work / ENSEMBLE_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with step_lock(out_dir, "ensemble" if not images else "predict", log=log):
+        clean_temporaries(out_dir)
+        return _run_ensemble(work, out_dir, method=method, n_best=n_best, algos=algos, images=images, force=force,
+                             allow_unfinished=allow_unfinished, log=log)
+
+
+def _check_chosen(work: Path, chosen: list[dict], datalist: str) -> None:
+    """The chosen bundles' class table is the datalist's (ValueError naming both otherwise)."""
+    from monai.utils.enums import AlgoKeys
+
+    from auto3dseg.bundles.checks import check_class_tables
+
+    ids = {a[AlgoKeys.ID] for a in chosen}
+    check_class_tables([b for b in list_bundles(work) if b.name in ids], datalist, work)
+
+
+def _previous_manifest(out_dir: Path) -> dict:
+    """The last manifest: the complete one, else the record of a run that was interrupted."""
+    for name in (MANIFEST, PARTIAL):
+        f = out_dir / name
+        if f.is_file():
+            try:
+                return json.loads(f.read_text())
+            except ValueError:
+                f.unlink()  # written atomically, so only an older version leaves one damaged
+    return {}
+
+
+def _predict(inferers: Sequence[Any], case: Mapping[str, Any], index: int, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`ensemble_probabilities` with a missing or bad image named with its item."""
+    from auto3dseg.engine.input_checks import InputError, user_error
+
+    try:
+        return ensemble_probabilities(inferers, case)
+    except Exception as exc:  # noqa: BLE001 - only user errors are re-worded; the rest propagate
+        found = user_error(exc)
+        if found is None:
+            raise
+        where = f" (item {index} of {source})"
+        if isinstance(found, FileNotFoundError):
+            raise FileNotFoundError(f"{found}{where}: fix the path or remove the item, then run again") from exc
+        raise InputError(f"{found}{where}") from exc
+
+
+def _run_ensemble(work: Path, out_dir: Path, *, method: str, n_best: int, algos: Sequence[str] | None,
+                  images: Sequence[str] | None, force: bool, allow_unfinished: bool, log) -> Path:
+    from monai.utils.enums import AlgoKeys
+    from tqdm import tqdm
+
+    src = read_input(work)
+    history = trained_history(work, algos, allow_unfinished=allow_unfinished, log=log)
+    if not history and not allow_unfinished and list_bundles(work):
+        raise RuntimeError(f"no bundle of {work} finished training: train them (--mode train), or predict with "
+                           "--allow_unfinished to use the best model.pt of bundles that stopped early")
+    chosen, infer_files, used = select_ensemble(history, work / "input.yaml", method, n_best)
+    _check_chosen(work, chosen, src["datalist"])
+    cases = [{"image": str(Path(f).resolve())} for f in images] if images else [
+        dict(f) if isinstance(f, Mapping) else {"image": str(f)} for f in infer_files]
+    if not cases:
+        raise RuntimeError(f"nothing to predict: {src['datalist']} has no 'testing' items and no --images given")
+    source = "--images" if images else f"'testing' in {src['datalist']}"
+    manifest_path, partial_path = out_dir / MANIFEST, out_dir / PARTIAL
+    sig = _signature(chosen)
+    previous = _previous_manifest(out_dir)
+    reuse = previous.get("signature") == sig and not force
+    done = {it["image"]: it for it in previous.get("items", [])} if reuse else {}
+    complete = [str(c["image"]) for c in cases] == [it["image"] for it in previous.get("items", [])]
+    if reuse and complete and manifest_path.is_file() and all(Path(it["probabilities"]).is_file()
+                                                               for it in previous["items"]):
+        log(f"ensemble in {out_dir} is up to date ({len(cases)} maps of the same bundles); kept")
+        return manifest_path
+    manifest_path.unlink(missing_ok=True)  # removed first: from here on nothing looks complete
+    log(f"ensemble ({used}) of {len(chosen)} bundles: "
+        + ", ".join(f"{a[AlgoKeys.ID]} ({a[AlgoKeys.SCORE]:.4f})" for a in chosen))
+
+    inferers: list[Any] = []
+    channels: list[str] | None = previous.get("channels") if reuse else None
+    activation: dict[str, str] = {k: previous[k] for k in ("activation", "activation_source") if k in previous} \
+        if reuse else {}
+    acts: dict[str, str | None] = {}
+    items = []
+    computed = 0
+    for index, case in enumerate(tqdm(cases, desc="Ensembling", unit="image")):
+        f = str(case["image"])
+        out = out_dir / f"{_case_name(f)}_prob.nii.gz"
+        if f in done and out.is_file():
+            items.append(done[f])
+            continue
+        if not inferers:  # load each bundle once, only when something is left to do
+            with in_directory(work):  # official segresnet writes runner.log into the current directory
+                inferers = [a[AlgoKeys.ALGO].get_inferer() for a in chosen]
+            names = [getattr(i, "channel_names", None) for i in inferers]
+            if any(n != names[0] for n in names):
+                ids = [a[AlgoKeys.ID] for a in chosen]
+                raise ValueError(f"bundles disagree on output channels: {dict(zip(ids, names))}")
+            acts = {a[AlgoKeys.ID]: bundle_activation(a[AlgoKeys.ALGO].output_path) for a in chosen}
+            if len(set(acts.values())) > 1:
+                raise ValueError(f"bundles disagree on the output activation: {acts}; ensemble them separately "
+                                 "(--algos)")
+        prob, affine = _predict(inferers, case, index, source)
+        if channels is None:
+            channels = getattr(inferers[0], "channel_names", None)
+            act = next(iter(acts.values()))
+            if channels:  # our InferClass names its channels; background first means softmax
+                activation = {"activation": act or ("softmax" if channels[0] == "background" else "sigmoid"),
+                              "activation_source": "config" if act else "inferer"}
+            else:
+                table = json.loads(Path(src["datalist"]).read_text()).get("class_table") or []
+                channels, act, how = name_channels(prob, table, act)
+                activation = {"activation": act, "activation_source": how}
+                if channels[0].startswith("channel_"):
+                    log(f"note: {prob.shape[0]} {act} channels fit no naming of the {len(table)} classes of "
+                        f"{src['datalist']}: named channel_0..; post-processing cannot use them")
+        write_probability_nifti(prob, affine, out)
+        items.append({"image": f, "probabilities": str(out), "shape": list(prob.shape[1:])})
+        computed += 1
+        _write_manifest(partial_path, sig, used, chosen, channels, activation, src, items)
+    _write_manifest(manifest_path, sig, used, chosen, channels, activation, src, items)  # last: complete
+    partial_path.unlink(missing_ok=True)
+    log(f"{computed} probability maps written, {len(items) - computed} already there")
+    return manifest_path
+
+
+def _write_manifest(path: Path, sig: str, method: str, chosen: list[dict], channels: list[str] | None,
+                    activation: Mapping[str, str], src: dict, items: list[dict]) -> None:
+    from monai.utils.enums import AlgoKeys
+
+    data = {
+        "signature": sig,
+        "method": method,
+        "bundles": [{"name": a[AlgoKeys.ID], "best_avg_dice_score": a[AlgoKeys.SCORE]} for a in chosen],
+        "activation": activation.get("activation"),
+        "activation_source": activation.get("activation_source"),
+        "channels": channels,
+        "format": "4-D NIfTI x,y,z,channel; uint8 with scale 1/255 (readers get probabilities in [0, 1])",
+        "datalist": src.get("datalist"),
+        "items": items,
+    }
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)

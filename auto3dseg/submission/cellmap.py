@@ -1,0 +1,271 @@
+"""``--mode submit``: ensemble probabilities → labels → the CellMap submission.
+
+For every test crop: read the ensemble's per-class probability map, turn it into labels
+(:mod:`auto3dseg.postprocess`: thresholds, groups, instances), move each label from the
+image's grid to the grid the test manifest asks for (voxel size, translation, shape;
+nearest for instance ids, linear then > 0.5 for semantic masks) and write
+``submission.zarr/crop<N>/<label>`` with ``voxel_size``/``translation``/``shape`` attrs in
+z, y, x order. Every (crop, label) of the manifest is written: labels the model does not
+predict, or crops without an image, are written empty and listed in the report. The store
+is built under a temporary name, renamed, then zipped (temporary name, renamed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from auto3dseg.submission.placement import grid_of, place_on_grid
+from converters.geometry import Grid, grid_from_nifti_affine
+
+__all__ = ["SubmissionReport", "predictable_labels", "prediction_labels", "test_labels_by_crop", "write_submission",
+           "zip_store"]
+
+SUBMISSION_STORE = "submission.zarr"
+
+
+@dataclass
+class SubmissionReport:
+    rows: list[dict] = field(default_factory=list)  # one per (crop, label)
+
+    @property
+    def empty(self) -> list[dict]:
+        return [r for r in self.rows if r["status"] != "predicted"]
+
+    def markdown(self) -> str:
+        crops = len({r["crop"] for r in self.rows})
+        lines = ["# CellMap submission", "",
+                 f"{len(self.rows)} labels in {crops} crops; {len(self.empty)} written empty.", "",
+                 "| crop | label | status | kind | voxel size (nm) | shape | foreground % | objects |",
+                 "|---|---|---|---|---|---|---|---|"]
+        for r in self.rows:
+            lines.append(f"| {r['crop']} | {r['label']} | {r['status']} | {r['kind']} | {r['voxel_size']} | "
+                         f"{r['shape']} | {r['foreground_pct']:.2f} | {r.get('objects', '')} |")
+        return "\n".join(lines) + "\n"
+
+
+def test_labels_by_crop(items: dict[str, dict], manifest: str | os.PathLike | None = None) -> dict[int, list[dict]]:
+    """What to write per crop id: the manifest's rows when given (every crop, converted or
+    not), else the ``test_labels`` the converter stored for each test image."""
+    out: dict[int, list[dict]] = {}
+    if manifest:
+        from converters.cellmap_zarr import read_test_manifest_rows
+
+        for (_, crop_id), labels in read_test_manifest_rows(manifest).items():
+            out.setdefault(int(crop_id), []).extend(labels)
+        return out
+    for meta in items.values():
+        if meta.get("usage") == "test" and meta.get("test_labels"):
+            seen = {lab["label"] for lab in out.get(int(meta["crop_id"]), [])}
+            out.setdefault(int(meta["crop_id"]), []).extend(
+                lab for lab in meta["test_labels"] if lab["label"] not in seen)
+    return out
+
+
+def predictable_labels(channels: Sequence[str] | None, class_table: Sequence[dict]) -> set[str]:
+    """Classes post-processing can make from channels named ``channels``: a class with its own
+    channel, or a group with a predictable part (:func:`auto3dseg.postprocess.class_masks`).
+
+    Examples
+    --------
+    >>> table = [{"id": 1, "name": "mito_mem", "parts": []}, {"id": 2, "name": "mito", "parts": [1]},
+    ...          {"id": 3, "name": "er", "parts": []}]
+    >>> sorted(predictable_labels(["mito_mem"], table)), sorted(predictable_labels(["channel_0"], table))
+    (['mito', 'mito_mem'], [])
+    """
+    by_id = {int(r["id"]): r for r in class_table}
+    have = set(channels or [])
+
+    def ok(i: int, seen: frozenset[int] = frozenset()) -> bool:
+        row = by_id[i]
+        return row["name"] in have or any(int(p) in by_id and int(p) not in seen and ok(int(p), seen | {i})
+                                          for p in row.get("parts") or [])
+
+    return {r["name"] for r in class_table if ok(int(r["id"]))}
+
+
+def prediction_labels(prob_path: str | os.PathLike, channels: Sequence[str], class_table: list[dict],
+                      params: dict[str, Any], labels: Sequence[str] | None = None
+                      ) -> tuple[dict[str, np.ndarray], Grid]:
+    """Labels (z, y, x arrays, one per class, or only ``labels``) from one probability map,
+    and their grid."""
+    from auto3dseg.ensembling.ensemble import read_probability_nifti
+    from auto3dseg.postprocess import postprocess_probabilities
+
+    prob_xyz, affine = read_probability_nifti(prob_path)
+    grid = grid_from_nifti_affine(affine, prob_xyz.shape[1:])
+    prob = np.ascontiguousarray(np.transpose(prob_xyz, (0, 3, 2, 1)))  # [C, z, y, x]
+    return postprocess_probabilities(prob, list(channels), class_table, grid.spacing, params, labels), grid
+
+
+def zip_store(store: Path, zip_path: Path) -> Path:
+    """Zip ``store`` (a folder) as ``<zip>/<store name>/...``, via a temporary name."""
+    tmp = zip_path.with_name(f".tmp-{os.getpid()}-{zip_path.name}")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for f in sorted(store.rglob("*")):
+            if f.is_file():
+                zf.write(f, Path(store.name) / f.relative_to(store))
+    os.replace(tmp, zip_path)
+    return zip_path
+
+
+def _write_label(group: Any, name: str, data: np.ndarray, target: dict) -> None:
+    from numcodecs import Blosc
+
+    chunks = tuple(min(64, s) for s in data.shape)
+    arr = group.create_dataset(name, data=data, chunks=chunks, compressor=Blosc("zstd", 3, Blosc.BITSHUFFLE),
+                               overwrite=True)
+    arr.attrs.update({"voxel_size": [float(v) for v in target["voxel_size"]],
+                      "translation": [float(v) for v in target["translation"]],
+                      "shape": [int(v) for v in target["shape"]]})
+
+
+def _signature(ens: dict, params: dict, wanted: dict) -> str:
+    import hashlib
+
+    text = json.dumps([ens.get("signature"), [it["probabilities"] for it in ens.get("items", [])], params,
+                       {str(k): v for k, v in sorted(wanted.items())}], sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def write_submission(ensemble_manifest: str | os.PathLike, datalist: str | os.PathLike, out_dir: str | os.PathLike,
+                     *, params: dict[str, Any] | None = None, test_manifest: str | os.PathLike | None = None,
+                     force: bool = False, log=print) -> tuple[Path, SubmissionReport]:
+    """Build ``<out_dir>/submission.zarr`` and ``submission.zip``; returns (zip path, report).
+
+    One run at a time per ``out_dir`` (:mod:`auto3dseg.orchestration.locks`); temporaries of a killed run are
+    removed first. ``submission_signature.txt`` (what says "up to date") is removed before
+    anything is rewritten and written last, so a kill never leaves a stale zip that looks current.
+
+    Parameters
+    ----------
+    ensemble_manifest : path
+        ``ensemble.json`` from the ensemble (channels and per-image probability maps).
+    datalist : path
+        The converter's datalist (class table; its ``datalist_items.json`` maps images to
+        crops and test labels).
+    params : dict, optional
+        Post-processing parameters (:func:`auto3dseg.postprocess.load_postprocess_params`).
+    test_manifest : path, optional
+        ``test_crop_manifest.csv``: write every label it lists, also for crops that were
+        not converted (empty, reported).
+    """
+    from auto3dseg.orchestration.locks import clean_temporaries, step_lock
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with step_lock(out, "submit", log=log):
+        clean_temporaries(out)
+        return _write_submission(ensemble_manifest, datalist, out, params=params, test_manifest=test_manifest,
+                                 force=force, log=log)
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _write_submission(ensemble_manifest: str | os.PathLike, datalist: str | os.PathLike, out: Path, *,
+                      params: dict[str, Any] | None, test_manifest: str | os.PathLike | None, force: bool,
+                      log) -> tuple[Path, SubmissionReport]:
+    import zarr
+    from tqdm import tqdm
+
+    from auto3dseg.postprocess import load_postprocess_params
+    from datalists.cellmap_classes import INSTANCE_CLASSES
+
+    params = params if params is not None else load_postprocess_params()
+    ens = json.loads(Path(ensemble_manifest).read_text())
+    dl_path = Path(datalist)
+    dl = json.loads(dl_path.read_text())
+    items = json.loads((dl_path.parent / dl.get("items_file", "datalist_items.json")).read_text())
+    root = Path(dl_path.parent)
+    by_image = {str((root / k).resolve()): v for k, v in items.items()}
+    prob_by_crop: dict[int, list[str]] = {}
+    for it in ens["items"]:
+        meta = by_image.get(str(Path(it["image"]).resolve()))
+        if meta is not None and meta.get("usage") == "test":
+            prob_by_crop.setdefault(int(meta["crop_id"]), []).append(it["probabilities"])
+    wanted = test_labels_by_crop(items, test_manifest)
+    if not wanted:
+        raise RuntimeError(f"no test labels to write: {dl_path.parent / 'datalist_items.json'} has no test crops "
+                           "with labels; pass --test_manifest")
+    asked = sorted({t["label"] for labels in wanted.values() for t in labels})
+    if not predictable_labels(ens.get("channels"), dl["class_table"]) & set(asked):
+        raise RuntimeError(f"no requested label maps to a channel of {ensemble_manifest}: labels {', '.join(asked)}; "
+                           f"channels {ens.get('channels')} ({ens.get('activation')}). Every label would be written "
+                           "empty: the ensemble's channels must be named from the class table of "
+                           f"{dl_path} (re-run --mode ensemble --force after regenerating the bundles)")
+
+    sig = _signature(ens, params, wanted)
+    sig_file = out / "submission_signature.txt"
+    if (not force and sig_file.is_file() and sig_file.read_text().strip() == sig
+            and (out / "submission.zip").is_file() and (out / "submission_report.json").is_file()):
+        log(f"submission in {out} is up to date (same maps, parameters and labels); kept")
+        return out / "submission.zip", SubmissionReport(json.loads((out / "submission_report.json").read_text()))
+    sig_file.unlink(missing_ok=True)  # removed first, written last: a kill in between is never "up to date"
+    tmp_store = out / f".tmp-{os.getpid()}-{SUBMISSION_STORE}"
+    shutil.rmtree(tmp_store, ignore_errors=True)
+    root_group = zarr.open_group(str(tmp_store), mode="w")
+    report = SubmissionReport()
+    for crop_id in tqdm(sorted(wanted), desc="Writing submission", unit="crop"):
+        crop_group = root_group.require_group(f"crop{crop_id}")
+        predicted: list[tuple[dict[str, np.ndarray], Grid]] = [
+            prediction_labels(p, ens["channels"], dl["class_table"], params, [t["label"] for t in wanted[crop_id]])
+            for p in prob_by_crop.get(crop_id, [])]
+        for target in wanted[crop_id]:
+            label = target["label"]
+            kind = "instance" if label in INSTANCE_CLASSES else "semantic"
+            dst = grid_of(target["voxel_size"], target["translation"], target["shape"])
+            data = np.zeros(dst.shape, dtype=np.uint32 if kind == "instance" else np.uint8)
+            status = "no image (crop not converted)" if not predicted else "not predicted by the model"
+            next_id = 0
+            for labels, src in predicted:  # one per tile of the crop
+                if label not in labels:
+                    continue
+                status = "predicted"
+                placed = place_on_grid(labels[label], src, dst, kind,
+                                       out_dtype=np.uint32 if kind == "instance" else None)
+                if kind == "instance":
+                    placed[placed > 0] += next_id  # tiles number their objects independently
+                    next_id = int(placed.max(initial=next_id))
+                    np.copyto(data, placed, where=(data == 0) & (placed > 0))
+                else:
+                    np.maximum(data, placed, out=data)
+            if kind == "instance":
+                from auto3dseg.postprocess import smallest_id_dtype
+
+                data = data.astype(smallest_id_dtype(int(data.max(initial=0))), copy=False)
+            _write_label(crop_group, label, data, target)
+            row = {"crop": f"crop{crop_id}", "label": label, "kind": kind, "status": status,
+                   "voxel_size": list(target["voxel_size"]), "shape": list(target["shape"]),
+                   "foreground_pct": 100.0 * float(np.count_nonzero(data)) / max(1, data.size)}
+            if kind == "instance":
+                import fastremap
+
+                row["objects"] = int(np.count_nonzero(fastremap.unique(data)))
+            report.rows.append(row)
+    final_store = out / SUBMISSION_STORE
+    if final_store.exists():
+        old = out / f".old-{os.getpid()}-{SUBMISSION_STORE}"
+        os.replace(final_store, old)
+        os.replace(tmp_store, final_store)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp_store, final_store)
+    zip_path = zip_store(final_store, out / "submission.zip")
+    _write_text_atomic(out / "submission_report.md", report.markdown())
+    _write_text_atomic(out / "submission_report.json", json.dumps(report.rows, indent=1))
+    _write_text_atomic(sig_file, sig + "\n")
+    for r in report.empty:
+        log(f"note: {r['crop']}/{r['label']} written empty: {r['status']}")
+    return zip_path, report

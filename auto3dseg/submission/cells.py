@@ -1,0 +1,134 @@
+"""``--mode submit`` for 2-D cells: one ``<stem>_label.tiff`` per testing image.
+
+The ensemble's probability maps (one per testing image, on the image's own pixel grid)
+go through :mod:`auto3dseg.postprocess.cells`; each output is named after the image the
+converter read (``datalist_items.json``: its stem and original size, which the output
+must match), zlib-compressed, as the challenge expects. The folder is rebuilt under a
+temporary name and renamed; when the maps and the parameters are unchanged since the
+last run it is kept as it is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["CELL_SUBMISSION_DIR", "write_cell_submission"]
+
+#: the folder of ``<stem>_label.tiff`` files inside ``<work_dir>/submission``
+CELL_SUBMISSION_DIR = "labels"
+
+
+def _signature(ens: dict, params: Mapping[str, Any]) -> str:
+    text = json.dumps([ens.get("signature"), [it["probabilities"] for it in ens.get("items", [])], dict(params)],
+                      sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def write_cell_submission(ensemble_manifest: str | os.PathLike, datalist: str | os.PathLike,
+                          out_dir: str | os.PathLike, *, params: Mapping[str, Any] | None = None,
+                          force: bool = False, log=print) -> tuple[Path, list[dict]]:
+    """Write ``<out_dir>/labels/<stem>_label.tiff`` for every testing image of the ensemble.
+
+    Parameters
+    ----------
+    ensemble_manifest : path
+        ``ensemble.json`` (channels and one probability map per image).
+    datalist : path
+        The cell converter's datalist; its ``datalist_items.json`` gives each image's
+        stem and original size.
+    params : mapping, optional
+        :func:`auto3dseg.postprocess.cells.load_cell_params` (the packaged defaults when None).
+    force : bool
+        Rebuild even when nothing changed.
+
+    Returns
+    -------
+    (folder of label files, report rows)
+    """
+    from auto3dseg.orchestration.locks import clean_temporaries, step_lock
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with step_lock(out, "submit", log=log):  # one run at a time; temporaries of a killed one removed first
+        clean_temporaries(out)
+        return _write_cell_submission(ensemble_manifest, datalist, out, params=params, force=force, log=log)
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _write_cell_submission(ensemble_manifest: str | os.PathLike, datalist: str | os.PathLike, out: Path, *,
+                           params: Mapping[str, Any] | None, force: bool, log) -> tuple[Path, list[dict]]:
+    from auto3dseg.postprocess.cells import load_cell_params, postprocess_cells
+
+    params = load_cell_params() if params is None else dict(params)
+    ens = json.loads(Path(ensemble_manifest).read_text())
+    dl_path = Path(datalist)
+    dl = json.loads(dl_path.read_text())
+    items = json.loads((dl_path.parent / dl.get("items_file", "datalist_items.json")).read_text())
+    by_image = {str((dl_path.parent / k).resolve()): v for k, v in items.items()}
+    final = out / CELL_SUBMISSION_DIR
+    report_path = out / "submission_report.json"
+    sig = _signature(ens, params)
+    sig_file = out / "submission_signature.txt"
+    if (not force and final.is_dir() and report_path.is_file() and sig_file.is_file()
+            and sig_file.read_text().strip() == sig):
+        log(f"cell submission in {final} is up to date (same maps and parameters); kept")
+        return final, json.loads(report_path.read_text())
+
+    names: dict[str, str] = {}
+    shapes: dict[str, list[int]] = {}
+    inputs = []
+    for it in ens.get("items", []):
+        meta = by_image.get(str(Path(it["image"]).resolve()))
+        if meta is None:
+            log(f"note: {it['image']} is not in {dl_path.parent / 'datalist_items.json'}; named after its file")
+        else:
+            names[it["probabilities"]] = meta["stem"]
+            shapes[it["probabilities"]] = list(meta["original_shape"])
+        inputs.append(it["probabilities"])
+    if not inputs:
+        raise RuntimeError(f"{ensemble_manifest} lists no probability map: run --mode ensemble on a datalist "
+                           "with testing images")
+    sig_file.unlink(missing_ok=True)  # removed first, written last: a kill in between is never "up to date"
+    tmp = out / f".tmp-{os.getpid()}-{CELL_SUBMISSION_DIR}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    report = postprocess_cells(inputs, tmp, params=params, channels=ens.get("channels"),
+                               class_table=dl.get("class_table"), names=names)
+    rows = report.rows
+    for row in rows:
+        want = shapes.get(row["input"])
+        if row["status"] == "written" and want and row.get("shape") != want:
+            row.update(status="failed",
+                       error=f"output {row.get('shape')} differs from the image's original size {want}")
+            Path(row["output"]).unlink(missing_ok=True)
+        row["output"] = str(final / Path(row["output"]).name)
+    (tmp / "postprocess_report.json").unlink(missing_ok=True)
+    if final.exists():
+        old = out / f".old-{os.getpid()}-{CELL_SUBMISSION_DIR}"
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+    _write_text_atomic(report_path, json.dumps(rows, indent=1))
+    lines = ["# Cell submission", "", f"{len(rows)} images; {sum(r['status'] == 'written' for r in rows)} written.", "",
+             "| image | cells | dtype | status | note |", "|---|---|---|---|---|"]
+    lines += [f"| {Path(r['output']).name} | {r.get('cells', '')} | {r.get('dtype', '')} | {r['status']} | "
+              f"{r.get('error', '')} |" for r in rows]
+    _write_text_atomic(out / "submission_report.md", "\n".join(lines) + "\n")
+    failed = [r for r in rows if r["status"] != "written"]
+    for r in failed:
+        log(f"error: {r['input']}: {r['error']}")
+    if not failed:  # a run with failures is never "up to date"
+        _write_text_atomic(sig_file, sig + "\n")
+    return final, rows
