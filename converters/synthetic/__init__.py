@@ -15,7 +15,8 @@ their expected outcome in ``<out>/cases.json``.
 
 Modules: ``layout`` (fixed paths, grid, encodings), ``shapes`` (analytic shapes and their
 rasterization), ``scenes`` (seeded scenes and the EM rendered from them), ``crops`` (the cases),
-``stores`` (the Zarr layout, manifest, datasplit), ``generate`` (the atomic driver and CLI).
+``stores`` (the Zarr layout, manifest, datasplit), ``generate`` (the atomic driver and CLI);
+``cell_drawing`` draws the 2-D cells of :mod:`converters.synthetic_cells`.
 
 Output tree (``--out DIR``)::
 
