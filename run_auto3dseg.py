@@ -227,16 +227,9 @@ def os_error_message(exc: OSError) -> str:
     >>> os_error_message(OSError(28, "No space left on device", "/w/x.nii.gz"))
     '/w/x.nii.gz: No space left on device. Free some space there (or choose another --work_dir / --output_dir) and run the same command again: finished work is kept'
     """
-    import errno
+    from converters.outputs import os_error_message as message
 
-    where = exc.filename or "(unknown file)"
-    what = exc.strerror or str(exc)
-    todo = {errno.ENOSPC: "Free some space there (or choose another --work_dir / --output_dir) and run the same "
-                          "command again: finished work is kept",
-            errno.EROFS: "The folder is read-only: choose a writable --work_dir / --output_dir",
-            errno.EACCES: "Check the permissions of that folder, or choose another --work_dir / --output_dir",
-            errno.EDQUOT: "Your disk quota is exhausted: free some space and run the same command again"}
-    return f"{where}: {what}. {todo.get(exc.errno, 'Fix that file or folder and run the same command again')}"
+    return message(exc, folder_flag="--work_dir / --output_dir")
 
 
 def _run(args: argparse.Namespace, datalist: str, dataroot: str, overrides: dict) -> int:

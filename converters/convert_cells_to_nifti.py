@@ -291,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # a full disk, a read-only folder, a permission: where, and what to do
-        print(f"error: {os_error_message(exc)}", file=sys.stderr)
+        print(f"error: {os_error_message(exc, too_big_hint='use --max_pixels to write smaller tiles, ')}", file=sys.stderr)
         return 2
     if args.dry_run:
         print(json.dumps(report, indent=2))

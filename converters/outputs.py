@@ -101,10 +101,11 @@ def clean_stale_temporaries(folders: Iterable[Path]) -> list[Path]:
     return removed
 
 
-def os_error_message(exc: OSError) -> str:
+def os_error_message(exc: OSError, folder_flag: str = "--output_dir", too_big_hint: str = "") -> str:
     """An OSError as a user reads it: what failed, on which file, and what to do.
 
-    The same convention as ``run_auto3dseg.os_error_message``, worded for the converters.
+    One convention for the converters and ``run_auto3dseg.py``; ``folder_flag`` names the flag
+    that chooses the output folder, ``too_big_hint`` what else helps when a file is too large.
 
     >>> os_error_message(OSError(28, "No space left on device", "/o/images/a.nii.gz"))
     '/o/images/a.nii.gz: No space left on device. Free some space there (or choose another --output_dir) and run the same command again: finished work is kept'
@@ -112,11 +113,11 @@ def os_error_message(exc: OSError) -> str:
     where = exc.filename or "(unknown file)"
     what = exc.strerror or str(exc)
     again = "and run the same command again: finished work is kept"
-    todo = {errno.ENOSPC: f"Free some space there (or choose another --output_dir) {again}",
+    todo = {errno.ENOSPC: f"Free some space there (or choose another {folder_flag}) {again}",
             errno.EFBIG: f"The file is larger than this system or your limits allow (ulimit -f); raise the limit, "
-                         f"use --max_voxels to write smaller tiles, or choose another --output_dir, {again}",
-            errno.EROFS: "The folder is read-only: choose a writable --output_dir",
-            errno.EACCES: "Check the permissions of that folder, or choose another --output_dir",
-            errno.EPERM: "Check the permissions of that folder, or choose another --output_dir",
+                         f"{too_big_hint}or choose another {folder_flag}, {again}",
+            errno.EROFS: f"The folder is read-only: choose a writable {folder_flag}",
+            errno.EACCES: f"Check the permissions of that folder, or choose another {folder_flag}",
+            errno.EPERM: f"Check the permissions of that folder, or choose another {folder_flag}",
             errno.EDQUOT: f"Your disk quota is exhausted: free some space {again}"}
     return f"{where}: {what}. {todo.get(exc.errno, 'Fix that file or folder and run the same command again')}"
