@@ -60,16 +60,18 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("bundles")
     g.add_argument("--algos", nargs="+", default=["segresnet", "dints", "swinunetr"], metavar="ALGO",
                    help="networks to generate/train/ensemble (default: segresnet dints swinunetr)")
-    g.add_argument("--num_fold", type=int, help="folds to generate (default: the datalist's num_folds)")
-    g.add_argument("--num_epochs", type=int, help="epochs per bundle, 250 iterations each (default: 160, i.e. ~40k "
-                   "iterations, a GPU-sized budget; MONAI's official templates get it under their own key)")
+    g.add_argument("--num_fold", type=_positive_int, help="folds to generate (default: the datalist's num_folds)")
+    g.add_argument("--num_epochs", type=_positive_int,
+                   help="epochs per bundle, 250 iterations each (default: 160, i.e. ~40k iterations, a GPU-sized "
+                   "budget; MONAI's official templates get it under their own key)")
     g.add_argument("--budget", help="training budget per bundle instead of --num_epochs: iterations (5000) or a time "
                    "(30min, 2h, 1d), the epochs then fitted to it after the first one. A CPU user wants this. Applies "
                    "at generation and, as an override, at training")
-    g.add_argument("--patch_size", type=int, help="largest patch side (default per network: segresnet 128, dints 96, "
-                   "swinunetr 96; 256 for 2-D images; rounded to what each network takes and capped at the median image "
-                   "size). MONAI's official templates: their roi_size, rounded up to a multiple of 16 (segresnet) or 32 "
-                   "(dints, swinunetr); refused for templates whose key is unknown")
+    g.add_argument("--patch_size", type=_positive_int,
+                   help="largest patch side (default per network: segresnet 128, dints 96, swinunetr 96; 256 for "
+                   "2-D images; rounded to what each network takes and capped at the median image size). MONAI's "
+                   "official templates: their roi_size, rounded up to a multiple of 16 (segresnet) or 32 (dints, "
+                   "swinunetr); refused for templates whose key is unknown")
     g.add_argument("--templates", help="algorithm templates: a folder or a URL (MONAI's official release); "
                    "default: the project's own in auto3dseg/bundles/algorithm_templates (offline)")
     g = p.add_argument_group("training")
@@ -219,6 +221,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {os_error_message(exc)}", file=sys.stderr)
         return 2
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (0 would silently mean "the default")."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not allowed: give a whole number >= 1, or leave the flag out "
+                                         "for the default")
+    return value
 
 
 def os_error_message(exc: OSError) -> str:

@@ -65,3 +65,29 @@ def test_a_full_disk_is_one_line_naming_the_file_and_what_to_do(monkeypatch, tmp
     assert "Traceback" not in err
     with pytest.raises(OSError):
         run_auto3dseg.main(["--mode", "train", "--work_dir", str(tmp_path / "work"), "--debug"])
+
+
+def test_zero_or_negative_sizes_are_refused_not_taken_as_the_default(converted, tmp_path, capsys):
+    import pytest
+
+    out, _ = converted
+    for flag, value in (("--patch_size", "0"), ("--num_epochs", "-1"), ("--num_fold", "0")):
+        with pytest.raises(SystemExit) as exc:
+            main(["--mode", "generate", "--datalist", str(out / "datalist.json"), "--work_dir", str(tmp_path / "w"),
+                  flag, value])
+        assert exc.value.code == 2
+        assert f"argument {flag}: {int(value)} is not allowed" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()
+
+
+def test_unknown_algos_or_templates_folder_name_what_exists(tmp_path):
+    import pytest
+
+    from auto3dseg.bundles.bundle_algo import TEMPLATES_DIR
+    from auto3dseg.bundles.generate import check_templates
+
+    check_templates(str(TEMPLATES_DIR), ["segresnet", "dints", "swinunetr"])
+    with pytest.raises(ValueError, match=r"--algos segresnt: no such template .*\(it has: dints, segresnet, swinunetr\)"):
+        check_templates(str(TEMPLATES_DIR), ["segresnt"])
+    with pytest.raises(ValueError, match=r"--templates .*nowhere: no such folder"):
+        check_templates(str(tmp_path / "nowhere"), ["segresnet"])

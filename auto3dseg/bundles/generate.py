@@ -32,7 +32,7 @@ from typing import Any
 from auto3dseg.bundles.bundle_algo import TEMPLATES_DIR
 from auto3dseg.orchestration.workdir import DATASTATS, in_directory, move_aside, prefer_templates, write_input
 
-__all__ = ["DEFAULT_ALGOS", "OFFICIAL_KEYS", "GenerateResult", "generate", "is_own_templates",
+__all__ = ["DEFAULT_ALGOS", "OFFICIAL_KEYS", "GenerateResult", "check_templates", "generate", "is_own_templates",
            "official_class_config", "official_settings", "template_problems"]
 
 DEFAULT_ALGOS = ("segresnet", "dints", "swinunetr")
@@ -282,6 +282,24 @@ def template_problems(name: str, template: str | os.PathLike, *, cuda: bool | No
 
 
 # --------------------------------------------------------------------------- generate
+def check_templates(templates: str, algos: Sequence[str]) -> None:
+    """Refuse, naming what exists, a local templates folder that is missing or lacks one of ``algos``.
+
+    URLs are left to MONAI's BundleGen (which downloads them).
+    """
+    if "://" in templates:
+        return
+    folder = Path(templates)
+    if not folder.is_dir():
+        raise ValueError(f"--templates {templates}: no such folder. Give a folder whose subfolders hold "
+                         "scripts/algo.py (MONAI's layout), or leave --templates out for the project's own")
+    available = sorted(p.parent.parent.name for p in folder.glob("*/scripts/algo.py"))
+    unknown = [a for a in algos if a not in available]
+    if unknown:
+        raise ValueError(f"--algos {' '.join(unknown)}: no such template in {templates} (it has: "
+                         f"{', '.join(available) or 'no folder with scripts/algo.py'}); choose among those")
+
+
 def generate(work_dir: str | os.PathLike, datalist: str | os.PathLike, dataroot: str | os.PathLike, *,
              algos: Sequence[str] = DEFAULT_ALGOS, num_fold: int | None = None, templates: str | None = None,
              num_epochs: int | None = None, patch_size: int | None = None, budget: str | None = None,
@@ -362,6 +380,7 @@ def _generate(work: Path, datalist: str | os.PathLike, dataroot: str | os.PathLi
     src_cfg = work / "input.yaml"
 
     template_src = str(TEMPLATES_DIR if templates is None else templates)
+    check_templates(template_src, algos)
     prefer_templates(work / "algorithm_templates", algos)  # not a same-named template imported from elsewhere
     try:
         with in_directory(work):  # official segresnet writes runner.log into the current directory
