@@ -105,6 +105,9 @@ class ClassStatus:
 
 def open_readonly(path: str | os.PathLike) -> zarr.hierarchy.Group:
     """Open a zarr v2 group read-only, with a clear error when it is not one."""
+    if not Path(path).exists():
+        raise CellMapFormatError(f"{path}: no such folder; check the path (the datasplit or --data_root names it) "
+                                 "or download that dataset")
     try:
         return zarr.open_group(str(path), mode="r")
     except Exception as exc:  # zarr raises several types for "not a group"
@@ -273,15 +276,24 @@ def read_test_manifest_rows(path: str | os.PathLike) -> dict[tuple[str, int], li
         if not reader.fieldnames or not need <= set(reader.fieldnames):
             raise CellMapFormatError(f"{path}: expected columns {sorted(need)}, got {reader.fieldnames}")
         for row in reader:
-            key = (row["dataset"], int(str(row["crop_name"]).removeprefix("crop")))
-            rows.setdefault(key, []).append(
-                {
+            try:
+                key = (row["dataset"], int(str(row["crop_name"]).removeprefix("crop")))
+                entry = {
                     "label": row["class_label"],
                     "voxel_size": _parse_vector(row["voxel_size"]),
                     "translation": _parse_vector(row["translation"]),
                     "shape": tuple(int(v) for v in _parse_vector(row["shape"])),
                 }
-            )
+                if any(len(entry[k]) != 3 for k in ("voxel_size", "translation", "shape")):
+                    raise ValueError("voxel_size, translation and shape need 3 values each (z;y;x)")
+                if min(entry["voxel_size"]) <= 0 or min(entry["shape"]) <= 0:
+                    raise ValueError("voxel_size and shape must be positive")
+            except (TypeError, ValueError, AttributeError) as exc:
+                raise CellMapFormatError(
+                    f"{path}:{reader.line_num}: cannot read this row ({exc}); a row looks like "
+                    "crop_name=101, dataset=jrc_x, class_label=mito, voxel_size/translation/shape=[z;y;x] "
+                    "(the columns of the challenge's test_crop_manifest.csv)") from None
+            rows.setdefault(key, []).append(entry)
     return rows
 
 

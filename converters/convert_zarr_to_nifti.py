@@ -189,6 +189,10 @@ def convert(
     statuses = {name: found[1] for name, found in inspected.items()}
     names = _resolve_classes(classes, crops, statuses)
     if not names and not dry_run:
+        if inspect_errors:  # say why: "nothing annotated" would hide that the crops could not be read
+            shown = "; ".join(f"{k}: {v}" for k, v in list(inspect_errors.items())[:5])
+            more = f" (and {len(inspect_errors) - 5} more)" if len(inspect_errors) > 5 else ""
+            raise ValueError(f"no crop could be read, {len(inspect_errors)} failed: {shown}{more}")
         raise ValueError("no class is annotated in any crop: nothing to train on (see --dry_run for details)")
     settings = ConvertSettings(tuple(float(v) for v in target_spacing), scale, max_voxels, max_em_upsample,
                                build_class_table(names))

@@ -344,6 +344,40 @@ def test_bad_datasplit_row_gives_file_line_and_columns(reference, tmp_path, caps
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("row, what", [
+    ("bad", "invalid literal for int()"),
+    ("101,synth-1,mito,[8;8],[0;0;0],[4;4;4]", "need 3 values each"),
+    ("101,synth-1,mito,[0;8;8],[0;0;0],[4;4;4]", "must be positive"),
+])
+def test_bad_test_manifest_row_gives_file_line(reference, synthetic, tmp_path, capsys, row, what):
+    ds, _ = reference
+    manifest = tmp_path / "test_crop_manifest.csv"
+    header = (synthetic / "test_crop_manifest.csv").read_text().splitlines()[0]
+    manifest.write_text(f"{header}\n{row}\n")
+    assert main(["--datasplit", str(ds), "--test_manifest", str(manifest), "--output_dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {manifest}:2: cannot read this row") and what in err
+    assert not (tmp_path / "out" / "datalist.json").exists()
+
+
+def test_missing_store_names_the_folder(synthetic, tmp_path, capsys):
+    # one readable dataset and one whose store is gone: its crops fail, named, and the rest converts
+    ds = make_tree(synthetic, tmp_path)
+    gone = tmp_path / "gone" / "synth-9.zarr"
+    lines = ds.read_text().splitlines()
+    ds.write_text("\n".join(lines + [lines[0].replace(str(store(ds)), str(gone))]) + "\n")
+    main(args(ds, tmp_path / "out")[len(CLI):])
+    report = json.loads((tmp_path / "out" / "conversion_report.json").read_text())
+    failed = [r for r in report["crops"] if r["verdict"] == "failed"]
+    assert len(failed) == 1 and f"{gone}: no such folder" in failed[0]["detail"]
+    assert (tmp_path / "out" / "datalist.json").exists()
+    # every store gone: the error says so, not "nothing annotated"
+    shutil.move(str(store(ds)), str(tmp_path / "moved.zarr"))
+    assert main(args(ds, tmp_path / "out2")[len(CLI):]) == 2
+    err = capsys.readouterr().err
+    assert "no crop could be read" in err and f"{store(ds)}: no such folder" in err
+
+
 def test_non_finite_em_fails_the_crop_naming_it(synthetic, tmp_path):
     ds = make_tree(synthetic, tmp_path)
     group = zarr.open_group(str(store(ds) / EM), mode="r+")
