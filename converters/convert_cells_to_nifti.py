@@ -165,7 +165,8 @@ def _validate(datalist: dict, root: Path, allow_single_fold: bool = False) -> di
 
     try:
         return {"ok": True, "summary": validate_datalist(datalist, root, check_files=True, check_shapes=True,
-                                                         allow_single_fold=allow_single_fold)}
+                                                         allow_single_fold=allow_single_fold,
+                                                         source=str(Path(root) / "datalist.json"))}
     except DatalistError as exc:
         return {"ok": False, "problems": list(exc.problems)}
 

@@ -314,7 +314,7 @@ def _validate(datalist: dict, root: Path, allow_single_fold: bool = False) -> di
 
     try:
         summary = validate_datalist(datalist, root, check_files=True, check_shapes=True,
-                                    allow_single_fold=allow_single_fold)
+                                    allow_single_fold=allow_single_fold, source=str(Path(root) / "datalist.json"))
         return {"ok": True, "summary": summary}
     except DatalistError as exc:
         return {"ok": False, "problems": list(exc.problems)}

@@ -164,6 +164,7 @@ def validate_datalist(
     num_folds: int | None = None,
     allow_number_lists: bool = False,
     allow_single_fold: bool = False,
+    source: str | None = None,
 ) -> dict[str, Any]:
     """Check a datalist and report every problem at once.
 
@@ -194,6 +195,10 @@ def validate_datalist(
         Accept a datalist whose training items are all in one fold (a warning, not a
         problem): fine for analysis, but no fold can be trained (its training set is empty).
 
+    source : str, optional
+        The name messages give an in-memory datalist (the file it is about to be written to);
+        ``"<datalist>"`` when not given. Ignored for a path.
+
     Returns
     -------
     dict
@@ -220,7 +225,7 @@ def validate_datalist(
         datalist_dir = path.parent
     elif isinstance(datalist, Mapping):
         data = dict(datalist)
-        source = "<datalist>"
+        source = source or "<datalist>"
     else:
         raise TypeError(f"datalist must be a dict or a path, got {type(datalist).__name__}")
 
