@@ -237,10 +237,15 @@ def _nan_copy(src: Path, dst: Path) -> Path:
     return dst
 
 
-def test_nan_or_missing_image_at_prediction_is_named(base, tmp_path, converted, capsys):
+def test_nan_missing_unreadable_or_2d_image_at_prediction_is_named(base, tmp_path, converted, capsys):
     image = converted[0] / json.loads((converted[0] / "datalist.json").read_text())["testing"][0]["image"]
     bad = _nan_copy(image, tmp_path / "nan_image.nii.gz")
-    for path, words in ((bad, "not finite"), (tmp_path / "missing.nii.gz", "image not found")):
+    garbage = tmp_path / "garbage.nii.gz"
+    garbage.write_bytes(b"not an image")
+    flat = tmp_path / "flat.nii.gz"  # a 2-D image given to 3-D bundles
+    nib.save(nib.Nifti1Image(np.zeros((40, 40), np.float32), np.eye(4)), str(flat))
+    for path, words in ((bad, "not finite"), (tmp_path / "missing.nii.gz", "image not found"),
+                        (garbage, "cannot read the image"), (flat, "2 spatial dimension(s)")):
         rc = run_auto3dseg.main(["--mode", "predict", "--work_dir", str(base), "--algos", "segresnet",
                                  "--images", str(path), "--output_dir", str(tmp_path / "out")])
         err = capsys.readouterr().err

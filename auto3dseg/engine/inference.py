@@ -94,6 +94,23 @@ def predict_array(model: torch.nn.Module, image: torch.Tensor, cfg: dict, device
     return logits.sigmoid_()  # in place: a whole-slide image's logits are gigabytes
 
 
+def _unreadable(path: Any, exc: BaseException) -> Exception | None:
+    """A file the image loader could not read, as an error naming it; None for any other error."""
+    from auto3dseg.engine.input_checks import InputError
+
+    if not (isinstance(exc, OSError) or "LoadImage" in str(exc)):
+        return None
+    root = exc
+    for _ in range(20):  # the innermost cause says what is wrong with the file
+        nxt = root.__cause__ or root.__context__
+        if nxt is None:
+            break
+        root = nxt
+    reason = (str(root).strip().splitlines() or [type(root).__name__])[0]
+    return InputError(f"{path}: cannot read the image ({reason}); check that it is a complete NIfTI or TIFF file "
+                      "(re-convert or re-copy it)")
+
+
 class InferClass:
     """Load a trained bundle once; :meth:`infer` returns probabilities for an image file.
 
@@ -148,11 +165,18 @@ class InferClass:
         try:
             data = self.transforms({"image": path})
         except Exception as exc:  # noqa: BLE001 - MONAI wraps the user's error in "applying transform <...>"
-            found = user_error(exc)
+            found = user_error(exc) or _unreadable(path, exc)
             if found is None:
                 raise
             raise found from exc
         image = data["image"]
+        want = len(self.cfg["patch_size"])
+        if image.ndim - 1 != want:
+            from auto3dseg.engine.input_checks import InputError
+
+            raise InputError(f"{path}: the image has {image.ndim - 1} spatial dimension(s) after loading (shape "
+                             f"{tuple(image.shape[1:])}), the model was trained on {want}-D images: give images "
+                             "like the training data's (converted the same way)")
         self._check_spacing(path, image)
         prob = predict_array(self.model, image.as_tensor() if hasattr(image, "as_tensor") else image, self.cfg,
                              self.device)
