@@ -129,3 +129,23 @@ def test_one_2d_epoch_of_each_network(algo, cell_run, converted_cells, tmp_path)
     assert summary["epochs"] == 1 and summary["finished"] == "completed"
     progress = yaml.safe_load((tmp_path / algo / "model" / "progress.yaml").read_text())
     assert 0.0 <= progress[-1]["best_avg_dice_score"] <= 1.0
+
+
+def test_submit_with_other_parameters_keeps_the_previous_labels(cell_run, tmp_path):
+    import shutil
+
+    work, _ = cell_run
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy)
+    ens = json.loads((copy / "ensemble_output" / "ensemble.json").read_text())
+    for it in ens["items"]:
+        it["probabilities"] = it["probabilities"].replace(str(work), str(copy))
+    (copy / "ensemble_output" / "ensemble.json").write_text(json.dumps(ens))
+    before = {p.name: p.read_bytes() for p in (copy / "submission" / "labels").glob("*_label.tiff")}
+    params = tmp_path / "pp.yaml"
+    params.write_text("min_cell_px: 400\n")
+    assert run_auto3dseg.main(["--mode", "submit", "--work_dir", str(copy), "--postprocess_params", str(params)]) == 0
+    kept = list((copy / "submission" / "replaced").glob("submission-*"))
+    assert len(kept) == 1 and before
+    assert {p.name: p.read_bytes() for p in (kept[0] / "labels").glob("*_label.tiff")} == before
+    assert (kept[0] / "submission_signature.txt").is_file() and (copy / "submission" / "submission_signature.txt").is_file()

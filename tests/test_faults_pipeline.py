@@ -185,8 +185,9 @@ def test_submission_killed_after_the_zip_is_rebuilt_not_kept(base, tmp_path):
     work = _copy(base, tmp_path)
     params = tmp_path / "pp.yaml"
     params.write_text("default:\n  threshold: 0.05\n")
+    # the 1st rename onto submission.zip moves the previous one aside; the 2nd is the new zip's
     proc = _run(work, "--mode", "submit", "--postprocess_params", str(params), kill_at="submission.zip",
-                when="after")
+                when="after", nth=2)
     assert proc.returncode == -9
     assert not (work / "submission" / "submission_signature.txt").exists()
     proc = _run(work, "--mode", "submit")  # the default parameters again: the zip on disk is not theirs
@@ -196,8 +197,14 @@ def test_submission_killed_after_the_zip_is_rebuilt_not_kept(base, tmp_path):
     want = _zip_arrays(base / "submission" / "submission.zip", tmp_path / "want")
     assert got and got.keys() == want.keys() and all(np.array_equal(got[k], want[k]) for k in want)
     assert _temporaries(work / "submission") == [] and not list((work / "submission").glob(".old-*"))
+    # nothing was overwritten: the base submission, then the killed run's zip, were moved aside in turn
+    kept = sorted((work / "submission" / "replaced").glob("submission-*"), key=lambda p: p.stat().st_mtime_ns)
+    assert len(kept) == 2 and all((k / "submission.zip").is_file() for k in kept)
+    assert (kept[0] / "submission.zip").read_bytes() == (base / "submission" / "submission.zip").read_bytes()
+    assert (kept[0] / "submission_signature.txt").is_file() and not (kept[1] / "submission_signature.txt").exists()
     proc = _run(work, "--mode", "submit")
     assert "up to date" in proc.stdout
+    assert len(list((work / "submission" / "replaced").glob("submission-*"))) == 2  # kept: nothing moved
 
 
 # --------------------------------------------------------------------------------------- bad input

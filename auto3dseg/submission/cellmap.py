@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from auto3dseg.submission.placement import grid_of, place_on_grid
+from auto3dseg.submission.previous import REPORT_FILES, keep_previous
 from converters.geometry import Grid, grid_from_nifti_affine
 
 __all__ = ["SubmissionReport", "predictable_labels", "prediction_labels", "test_labels_by_crop", "write_submission",
@@ -212,7 +213,7 @@ def _write_submission(ensemble_manifest: str | os.PathLike, datalist: str | os.P
             and (out / "submission.zip").is_file() and (out / "submission_report.json").is_file()):
         log(f"submission in {out} is up to date (same maps, parameters and labels); kept")
         return out / "submission.zip", SubmissionReport(json.loads((out / "submission_report.json").read_text()))
-    sig_file.unlink(missing_ok=True)  # removed first, written last: a kill in between is never "up to date"
+    keep_previous(out, ["submission.zip", *REPORT_FILES], log)  # its signature too: removed first, written last
     tmp_store = out / f".tmp-{os.getpid()}-{SUBMISSION_STORE}"
     shutil.rmtree(tmp_store, ignore_errors=True)
     root_group = zarr.open_group(str(tmp_store), mode="w")

@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from auto3dseg.submission.previous import REPORT_FILES, keep_previous
+
 __all__ = ["CELL_SUBMISSION_DIR", "write_cell_submission"]
 
 #: the folder of ``<stem>_label.tiff`` files inside ``<work_dir>/submission``
@@ -99,7 +101,7 @@ def _write_cell_submission(ensemble_manifest: str | os.PathLike, datalist: str |
     if not inputs:
         raise RuntimeError(f"{ensemble_manifest} lists no probability map: run --mode ensemble on a datalist "
                            "with testing images")
-    sig_file.unlink(missing_ok=True)  # removed first, written last: a kill in between is never "up to date"
+    keep_previous(out, [CELL_SUBMISSION_DIR, *REPORT_FILES], log)  # its signature too: removed first, written last
     tmp = out / f".tmp-{os.getpid()}-{CELL_SUBMISSION_DIR}"
     shutil.rmtree(tmp, ignore_errors=True)
     report = postprocess_cells(inputs, tmp, params=params, channels=ens.get("channels"),
