@@ -148,4 +148,5 @@ def test_submit_with_other_parameters_keeps_the_previous_labels(cell_run, tmp_pa
     kept = list((copy / "submission" / "replaced").glob("submission-*"))
     assert len(kept) == 1 and before
     assert {p.name: p.read_bytes() for p in (kept[0] / "labels").glob("*_label.tiff")} == before
-    assert (kept[0] / "submission_signature.txt").is_file() and (copy / "submission" / "submission_signature.txt").is_file()
+    assert (kept[0] / "submission_signature.txt").is_file()
+    assert (copy / "submission" / "submission_signature.txt").is_file()
