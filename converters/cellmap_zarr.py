@@ -12,7 +12,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import zarr
@@ -130,7 +130,8 @@ def read_levels(group: zarr.hierarchy.Group, where: str = "") -> list[Level]:
     if not ms:
         raise CellMapFormatError(f"{attrs_file}: no 'multiscales' attribute (expected OME-NGFF 0.4)")
     try:
-        levels = [_level(ds, group) for ds in ms[0]["datasets"]]
+        to_nm = axes_to_nm(ms[0].get("axes"))
+        levels = [_level(ds, group, to_nm) for ds in ms[0]["datasets"]]
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise CellMapFormatError(f"{attrs_file}: unreadable 'multiscales' ({type(exc).__name__}: {exc}); expected "
                                  "OME-NGFF 0.4 with 3 axes (z, y, x) and a scale and translation of 3 values "
@@ -151,7 +152,40 @@ def _has_zattrs(group: zarr.hierarchy.Group) -> bool:
     return key in group.store
 
 
-def _level(ds: dict, group: zarr.hierarchy.Group) -> Level:
+#: nanometres per unit of the OME-NGFF ``axes`` units a store may use
+_NM_PER_UNIT = {"nanometer": 1.0, "nm": 1.0, "micrometer": 1000.0, "um": 1000.0, "µm": 1000.0,
+                "angstrom": 0.1, "millimeter": 1e6, "mm": 1e6, "picometer": 1e-3}
+
+
+def axes_to_nm(axes: Any) -> tuple[float, float, float]:
+    """Nanometres per unit of each axis of an OME-NGFF ``axes`` list, which must be (z, y, x).
+
+    No ``axes`` (older stores) means (z, y, x) in nanometres. Another axis order, or a unit that
+    is not a length, raises ValueError: reading them as z, y, x in nm would place every voxel wrong.
+
+    >>> axes_to_nm([{"name": n, "unit": "micrometer"} for n in "zyx"])
+    (1000.0, 1000.0, 1000.0)
+    >>> axes_to_nm([{"name": n, "unit": "nanometer"} for n in "xyz"])
+    Traceback (most recent call last):
+    ...
+    ValueError: axes are x, y, z; this reader needs them in the order z, y, x (CellMap's)
+    """
+    if not axes:
+        return (1.0, 1.0, 1.0)
+    names = [str(a.get("name", "?") if isinstance(a, dict) else a).lower() for a in axes]
+    if names != ["z", "y", "x"]:
+        raise ValueError(f"axes are {', '.join(names)}; this reader needs them in the order z, y, x (CellMap's)")
+    factors = []
+    for a in axes:
+        unit = str(a.get("unit", "nanometer") if isinstance(a, dict) else "nanometer").lower()
+        if unit not in _NM_PER_UNIT:
+            raise ValueError(f"axis {a.get('name')!r} has unit {unit!r}; expected a length such as nanometer "
+                             f"({', '.join(sorted(_NM_PER_UNIT))})")
+        factors.append(_NM_PER_UNIT[unit])
+    return tuple(factors)
+
+
+def _level(ds: dict, group: zarr.hierarchy.Group, to_nm: Sequence[float] = (1.0, 1.0, 1.0)) -> Level:
     """One ``datasets`` entry as a :class:`Level`; a wrong number of axes raises ValueError."""
     scale = translation = None
     for tr in ds.get("coordinateTransformations", []):
@@ -166,7 +200,8 @@ def _level(ds: dict, group: zarr.hierarchy.Group) -> Level:
     if len(scale) != 3 or len(translation) != 3 or ndim != 3:
         raise ValueError(f"dataset {ds['path']!r}: scale has {len(scale)} values, translation {len(translation)}, "
                          f"the array {ndim} dimensions; all must be 3 (z, y, x)")
-    return Level(ds["path"], scale, translation)
+    return Level(ds["path"], tuple(v * f for v, f in zip(scale, to_nm)),
+                 tuple(v * f for v, f in zip(translation, to_nm)))
 
 
 def _dataset_name(zarr_path: str) -> str:

@@ -314,6 +314,40 @@ def test_multiscales_with_wrong_axis_count_names_the_zattrs(synthetic, tmp_path)
     assert crop(report, "synth-1_crop2")["verdict"] == "converted"
 
 
+def _rewrite_axes(zattrs: Path, unit: str | None = None, order: str = "zyx", factor: float = 1.0) -> None:
+    attrs = json.loads(zattrs.read_text())
+    ms = attrs["multiscales"][0]
+    ms["axes"] = [{"name": n, "type": "space", "unit": unit or "nanometer"} for n in order]
+    for ds in ms["datasets"]:
+        for tr in ds["coordinateTransformations"]:
+            key = tr["type"]
+            tr[key] = [v / factor for v in tr[key]]
+    zattrs.write_text(json.dumps(attrs))
+
+
+def test_axes_units_are_honoured_and_another_axis_order_refused(synthetic, reference, tmp_path):
+    _, ref_out = reference
+    # the same store written in micrometres converts to the same arrays and affines
+    ds = make_tree(synthetic, tmp_path / "um")
+    for zattrs in store(ds).glob("recon-1/**/.zattrs"):
+        if "multiscales" in json.loads(zattrs.read_text()):
+            _rewrite_axes(zattrs, unit="micrometer", factor=1000.0)
+    report = convert(tmp_path / "um_out", cz.read_datasplit(ds), num_folds=2, progress=False)
+    assert [c["verdict"] for c in report["crops"]] == ["converted", "converted"]
+    for sub in ("images", "labels"):
+        for want in sorted((ref_out / sub).glob("*.nii.gz")):
+            got_arr, got_aff = read(tmp_path / "um_out" / sub / want.name)
+            want_arr, want_aff = read(want)
+            assert np.array_equal(got_arr, want_arr) and np.allclose(got_aff, want_aff)
+    # axes x, y, z are not read as z, y, x: the crop fails naming the file
+    ds = make_tree(synthetic, tmp_path / "xyz")
+    zattrs = store(ds) / CROP1 / "all/.zattrs"
+    _rewrite_axes(zattrs, order="xyz")
+    report = convert(tmp_path / "xyz_out", cz.read_datasplit(ds), num_folds=1, progress=False)
+    rec = crop(report, "synth-1_crop1")
+    assert rec["verdict"] == "failed" and str(zattrs) in rec["detail"] and "order z, y, x" in rec["detail"]
+
+
 def test_missing_em_zattrs_is_named(synthetic, tmp_path, capsys):
     ds = make_tree(synthetic, tmp_path, ("crop1",))
     zattrs = store(ds) / EM / ".zattrs"
