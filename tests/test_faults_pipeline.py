@@ -70,6 +70,24 @@ def _temporaries(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.rglob(".tmp-*"))
 
 
+# --------------------------------------------------------------------------------------- analysis
+def test_killed_reanalysis_leaves_no_statistics_to_generate_from(base, converted, tmp_path):
+    work = _copy(base, tmp_path)
+    datalist = str(converted[0] / "datalist.json")
+    before = yaml.safe_load((work / "datastats.yaml").read_text())
+    proc = _run(work, "--mode", "analyze", "--datalist", datalist, "--workers", "0", "--force",
+                kill_at="datastats.yaml", when="before")
+    assert proc.returncode == -9
+    assert not (work / "datastats.yaml").exists()  # removed first: the old one would look like this run's
+    proc = _run(work, "--mode", "generate", "--datalist", datalist, "--num_fold", "1", "--algos", "segresnet",
+                "--force")
+    assert proc.returncode == 2 and "datastats.yaml not found: run --mode analyze" in proc.stderr
+    proc = _run(work, "--mode", "analyze", "--datalist", datalist, "--workers", "0")
+    assert proc.returncode == 0, proc.stderr
+    after = yaml.safe_load((work / "datastats.yaml").read_text())
+    assert after["stats_summary"] == before["stats_summary"] and _temporaries(work) == []
+
+
 # --------------------------------------------------------------------------------------- training
 @pytest.mark.parametrize("kill_at,when,nth", [("last.pt", "before", 2), ("last.pt", "after", 1)])
 def test_training_killed_between_checkpoint_and_progress_resumes_to_the_same_result(base, tmp_path, kill_at,
