@@ -70,6 +70,26 @@ def _temporaries(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.rglob(".tmp-*"))
 
 
+# --------------------------------------------------------------------------------------- steps
+@pytest.mark.parametrize("step, folder, args", [
+    ("ensemble", "ensemble_output", ["--mode", "ensemble", "--force"]),
+    ("submit", "submission", ["--mode", "submit", "--force"]),
+])
+def test_a_step_held_by_another_run_is_refused_naming_it(base, tmp_path, step, folder, args):
+    from auto3dseg.orchestration.locks import step_lock
+
+    work = _copy(base, tmp_path)
+    before = {p.name: p.stat().st_mtime_ns for p in (work / folder).iterdir() if p.is_file()}
+    with step_lock(work / folder, step, log=lambda *a: None):
+        proc = _run(work, *args)
+    assert proc.returncode != 0 and f"pid {os.getpid()}" in proc.stderr, proc.stderr
+    after = {p.name: p.stat().st_mtime_ns for p in (work / folder).iterdir() if p.is_file()}
+    assert {k: v for k, v in after.items() if not k.endswith(".lock")} == \
+        {k: v for k, v in before.items() if not k.endswith(".lock")}  # nothing of the holder's touched
+    proc = _run(work, *args)  # released: the same command now runs
+    assert proc.returncode == 0, proc.stderr
+
+
 # --------------------------------------------------------------------------------------- analysis
 def test_killed_reanalysis_leaves_no_statistics_to_generate_from(base, converted, tmp_path):
     work = _copy(base, tmp_path)
