@@ -128,6 +128,19 @@ def test_training_killed_between_checkpoint_and_progress_resumes_to_the_same_res
     assert done["best_avg_dice_score"] == _progress(work)[-1]["best_avg_dice_score"]
 
 
+def test_a_checkpoint_that_cannot_be_written_is_named_and_leaves_no_temporary(base, tmp_path):
+    work = _copy(base, tmp_path)
+    size = (work / "segresnet_0" / "model" / "model.pt").stat().st_size
+    proc = _run(work, "--mode", "train", "--algo", "segresnet", "--fold", "0", "--force", "--override",
+                "num_epochs=1", max_file_bytes=size // 2)  # a full disk: the checkpoint's write fails part-way
+    assert proc.returncode != 0
+    log = (work / "segresnet_0" / "training.log").read_text()
+    assert "cannot write the checkpoint" in log and "model.pt" in log and "df -h" in log
+    assert "Traceback" not in log
+    assert _temporaries(work / "segresnet_0") == []
+    assert not (work / "segresnet_0" / "model" / "training_done.json").exists()
+
+
 def test_second_train_of_a_bundle_refuses_or_waits_and_the_first_result_stays(base, tmp_path):
     work = _copy(base, tmp_path)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SITE), str(ROOT)])}

@@ -25,7 +25,7 @@ import torch
 
 from auto3dseg.bundles.config import write_yaml_atomic
 
-__all__ = ["CheckpointError", "atomic_torch_save", "load_checkpoint", "resume_progress", "write_progress"]
+__all__ = ["CheckpointError", "CheckpointWriteError", "atomic_torch_save", "load_checkpoint", "resume_progress", "write_progress"]
 
 
 class CheckpointError(RuntimeError):
@@ -34,10 +34,27 @@ class CheckpointError(RuntimeError):
     user_message = True
 
 
+class CheckpointWriteError(CheckpointError):
+    """A checkpoint could not be written (a full disk, a quota, a file-size limit)."""
+
+
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to ``.tmp-<pid>-<name>``, then rename onto ``path``."""
+    """``torch.save`` to ``.tmp-<pid>-<name>``, then rename onto ``path``.
+
+    A failed write (torch reports a full disk as ``RuntimeError: ... iostream error``, naming no
+    file) is a :class:`CheckpointWriteError` naming ``path``; the temporary is removed and the
+    previous checkpoint stays.
+    """
     tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    torch.save(obj, tmp)
+    try:
+        torch.save(obj, tmp)
+    except (OSError, RuntimeError) as exc:
+        tmp.unlink(missing_ok=True)
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointWriteError(
+            f"{path}: cannot write the checkpoint ({reason}); is the disk full or a quota or file-size limit "
+            f"reached (df -h {path.parent}; ulimit -f)? Free space and run the same command again: training "
+            "resumes from the last checkpoint written") from exc
     os.replace(tmp, path)
 
 
