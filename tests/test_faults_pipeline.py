@@ -138,7 +138,7 @@ def test_a_checkpoint_that_cannot_be_written_is_named_and_leaves_no_temporary(ba
     assert "cannot write the checkpoint" in log and "model.pt" in log and "df -h" in log
     assert "Traceback" not in log
     assert _temporaries(work / "segresnet_0") == []
-    assert not (work / "segresnet_0" / "model" / "training_done.json").exists()
+    assert not (work / "segresnet_0" / "training_done.json").exists()  # --force removed it first
 
 
 def test_second_train_of_a_bundle_refuses_or_waits_and_the_first_result_stays(base, tmp_path):
