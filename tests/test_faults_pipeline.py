@@ -220,6 +220,21 @@ def test_a_failing_write_is_one_line_and_leaves_no_ensemble(base, tmp_path):
     assert not (work / "ensemble_output" / "ensemble.json").exists()
 
 
+@pytest.mark.parametrize("mode, marker, limit", [
+    ("analyze", "datastats.yaml", 3000),           # MONAI's writer; was blamed on an image
+    ("submit", "submission/submission_signature.txt", 20000),  # zarr chunk writes name no file
+])
+def test_a_failing_write_names_a_file_of_the_step(base, converted, tmp_path, mode, marker, limit):
+    work = _copy(base, tmp_path)
+    proc = _run(work, "--mode", mode, "--force", "--datalist", str(converted[0] / "datalist.json"), "--workers", "0",
+                max_file_bytes=limit)
+    assert proc.returncode == 2, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {work}") and "File too large" in last and "ulimit" in last, last
+    assert "datalists.validate" not in last and "(unknown file)" not in last
+    assert not (work / marker).exists()
+
+
 # --------------------------------------------------------------------------------------- submission
 def _zip_arrays(zip_path: Path, tmp: Path) -> dict[str, np.ndarray]:
     import zipfile

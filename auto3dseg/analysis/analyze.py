@@ -3,18 +3,22 @@
 The datalist is validated first (clear errors before minutes of analysis), then MONAI's
 ``DataAnalyzer`` writes ``datastats.yaml`` and ``datastats_by_case.yaml`` into the work
 folder, then :func:`auto3dseg.analysis.review.write_review` writes ``datastats_review.md`` with
-plots and per-class figures computed by label value. Outputs are written under temporary names and renamed, so an interrupted run
-never leaves a half-written ``datastats.yaml`` that a later step would trust.
+plots and per-class figures computed by label value. Outputs are written under temporary names
+and renamed, so an interrupted run never leaves a half-written ``datastats.yaml`` that a later step would trust.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
 from auto3dseg.orchestration.locks import clean_temporaries, step_lock
 
 __all__ = ["DATASTATS", "DATASTATS_BY_CASE", "analyze"]
+
+#: errors of writing (the disk, a quota, a file-size limit, a read-only folder), not of reading an image
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS}
 
 DATASTATS = "datastats.yaml"
 DATASTATS_BY_CASE = "datastats_by_case.yaml"
@@ -88,6 +92,12 @@ def _run_analyzer(datalist: Path, dataroot: Path, work: Path, device: str, worke
                             label_key="label")
     try:
         analyzer.get_all_case_stats()
+    except OSError as exc:
+        if exc.errno in _WRITE_ERRNOS:  # a full disk or a limit while writing the statistics, not a bad image
+            exc.filename = exc.filename or str(tmp)
+            raise
+        raise InputError(f"MONAI's DataAnalyzer failed on {datalist} ({type(exc).__name__}: {exc}); find the image "
+                         f"with: python -m datalists.validate {datalist} --label-values") from exc
     except Exception as exc:  # noqa: BLE001 - MONAI names no file: say which datalist and how to find the image
         raise InputError(f"MONAI's DataAnalyzer failed on {datalist} ({type(exc).__name__}: {exc}); find the image "
                          f"with: python -m datalists.validate {datalist} --label-values") from exc

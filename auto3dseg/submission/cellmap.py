@@ -246,7 +246,11 @@ def _write_submission(ensemble_manifest: str | os.PathLike, datalist: str | os.P
                 from auto3dseg.postprocess import smallest_id_dtype
 
                 data = data.astype(smallest_id_dtype(int(data.max(initial=0))), copy=False)
-            _write_label(crop_group, label, data, target)
+            try:
+                _write_label(crop_group, label, data, target)
+            except OSError as exc:  # zarr's chunk writes name no file
+                exc.filename = exc.filename or str(tmp_store / f"crop{crop_id}" / label)
+                raise
             row = {"crop": f"crop{crop_id}", "label": label, "kind": kind, "status": status,
                    "voxel_size": list(target["voxel_size"]), "shape": list(target["shape"]),
                    "foreground_pct": 100.0 * float(np.count_nonzero(data)) / max(1, data.size)}
@@ -263,7 +267,11 @@ def _write_submission(ensemble_manifest: str | os.PathLike, datalist: str | os.P
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp_store, final_store)
-    zip_path = zip_store(final_store, out / "submission.zip")
+    try:
+        zip_path = zip_store(final_store, out / "submission.zip")
+    except OSError as exc:
+        exc.filename = exc.filename or str(out / "submission.zip")
+        raise
     _write_text_atomic(out / "submission_report.md", report.markdown())
     _write_text_atomic(out / "submission_report.json", json.dumps(report.rows, indent=1))
     _write_text_atomic(sig_file, sig + "\n")
