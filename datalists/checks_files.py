@@ -14,8 +14,10 @@ from .schema import (
     _LABELLED_SECTIONS,
     _NIFTI_SUFFIXES,
     _SECTIONS,
+    _grids_differ,
     _image_paths,
     _is_int,
+    _read_affine,
     _read_array,
     _read_shape,
     _shapes_match,
@@ -155,6 +157,8 @@ class FileChecks:
                                 f"label shape {lshape} differs from image shape {ishape} ({rel}); "
                                 "image and label must cover the same voxel grid: re-convert this crop",
                             )
+                        elif ishape[:3] == lshape[:3]:
+                            self._check_same_grid(where, present[rel], present[label])
                 if self.check_label_values and label and label in present and section in _LABELLED_SECTIONS:
                     if not self.class_info_known:
                         label_value_skipped = True
@@ -169,6 +173,21 @@ class FileChecks:
                 f"{self.src}: none of the {n_checked} files exist under the data root {root}: is the data "
                 "root right? (--dataroot; by default it is the datalist's folder)"
             )
+
+    def _check_same_grid(self, where: str, image: Path, label: Path) -> None:
+        """Same shape is not enough: MONAI pairs image and label voxel by voxel, so a label on
+        another spacing or origin would train shifted or scaled without a word."""
+        try:
+            ia, la = _read_affine(image), _read_affine(label)
+        except Exception:  # noqa: BLE001 - an unreadable header is reported by the shape check
+            return
+        if ia is None or la is None:
+            return
+        how = _grids_differ(ia, la)
+        if how:
+            self.problem(where, f"label {label} is on another grid than image {image} ({how}); MONAI pairs them "
+                         "voxel by voxel, so the label would be misplaced: re-convert this crop (or resample the "
+                         "label onto the image's grid)")
 
     def _check_label_values(self, where: str, path: Path) -> None:
         try:

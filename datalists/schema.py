@@ -229,6 +229,34 @@ def _read_shape(path: Path) -> tuple[int, ...] | None:
     return None
 
 
+def _read_affine(path: Path) -> np.ndarray | None:
+    """Header-only voxel-to-world affine of a NIfTI file, or None for other formats."""
+    if not path.name.lower().endswith(_NIFTI_SUFFIXES):
+        return None
+    import nibabel as nib
+
+    return np.asarray(nib.load(str(path)).affine, dtype=float)
+
+
+def _grids_differ(image: np.ndarray, label: np.ndarray) -> str | None:
+    """How two affines differ (spacing, then origin), or None when they describe the same grid.
+
+    >>> _grids_differ(np.diag([8.0, 8, 8, 1]), np.diag([8.0, 8, 8, 1])) is None
+    True
+    >>> print(_grids_differ(np.diag([8.0, 8, 8, 1]), np.diag([16.0, 16, 16, 1])))
+    spacing [16.0, 16.0, 16.0] vs the image's [8.0, 8.0, 8.0]
+    """
+    si, sl = np.sqrt((image[:3, :3] ** 2).sum(0)), np.sqrt((label[:3, :3] ** 2).sum(0))
+    tol = 1e-3 * float(max(si.max(), 1e-6))
+    if not np.allclose(si, sl, rtol=1e-4, atol=tol):
+        return f"spacing {np.round(sl, 4).tolist()} vs the image's {np.round(si, 4).tolist()}"
+    if not np.allclose(image[:3, :3], label[:3, :3], atol=tol):
+        return "axis directions differ from the image's"
+    if not np.allclose(image[:3, 3], label[:3, 3], atol=max(tol, 0.01 * float(si.min()))):
+        return f"origin {np.round(label[:3, 3], 3).tolist()} vs the image's {np.round(image[:3, 3], 3).tolist()}"
+    return None
+
+
 def _read_array(path: Path) -> np.ndarray | None:
     """The voxel data of a label file, or None for a format this module does not read."""
     name = path.name.lower()

@@ -505,3 +505,18 @@ def test_cli_module_runs(dataset):
     assert proc.returncode == 1, proc.stderr
     assert "testing must be a list of objects" in proc.stderr
     assert "RuntimeWarning" not in proc.stderr
+
+
+@pytest.mark.parametrize("affine, words", [
+    (np.diag([2.0, 2.0, 2.0, 1.0]), "spacing [2.0, 2.0, 2.0] vs the image's [1.0, 1.0, 1.0]"),
+    (np.array([[1.0, 0, 0, 5], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]), "origin [5.0, 0.0, 0.0]"),
+])
+def test_label_on_another_grid_than_its_image_is_a_problem(dataset, affine, words):
+    root, datalist = dataset
+    path = root / "labels" / "synth-1_crop2.nii.gz"
+    arr = np.asarray(nib.load(str(path)).dataobj)
+    nib.save(nib.Nifti1Image(arr, affine), str(path))  # same shape, another grid: MONAI would pair them anyway
+    msg = _one(_problems(datalist, root), "training[1]", words)
+    assert "on another grid than image" in msg and "re-convert this crop" in msg
+    nib.save(nib.Nifti1Image(arr, np.eye(4) + 1e-7), str(path))  # float noise in a header is the same grid
+    validate_datalist(datalist, root)
