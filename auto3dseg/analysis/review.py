@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from converters.outputs import atomic_write_text
+
 from .review_cases import (
     _ANNOTATED_KEY,
     _DATASTATS,
@@ -45,7 +47,6 @@ from .review_cases import (
     REVIEW_DIR,
     REVIEW_JSON,
     REVIEW_MD,
-    _atomic_write_text,
     _case_intensity,
     _case_shape,
     _display,
@@ -382,7 +383,7 @@ def write_review(
         "figures": figures,
     }
     review = _jsonable(review)
-    _atomic_write_text(work / REVIEW_JSON, json.dumps(review, indent=2) + "\n")
+    atomic_write_text(work / REVIEW_JSON, json.dumps(review, indent=2) + "\n")
     md_path = work / REVIEW_MD
-    _atomic_write_text(md_path, render_markdown(review))
+    atomic_write_text(md_path, render_markdown(review))
     return md_path

@@ -96,20 +96,6 @@ def _load_yaml(path: Path) -> Any:
         return yaml.load(fh, Loader=loader)
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    _atomic_write_bytes(path, text.encode("utf-8"))
-
-
 # --------------------------------------------------------------------------- per-case facts
 def case_label_fractions(case: Mapping[str, Any]) -> dict[int, float]:
     """Voxel fraction of every label value present in one by-case entry, keyed by value.

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .review_cases import _atomic_write_bytes
+from converters.outputs import atomic_write
 
 
 # --------------------------------------------------------------------------- intensity histogram
@@ -107,7 +107,7 @@ def _save_figure(fig: Any, path: Path) -> None:
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    _atomic_write_bytes(path, buf.getvalue())
+    atomic_write(path, lambda tmp: tmp.write_bytes(buf.getvalue()))
 
 
 def _figure(width: float, height: float) -> Any:

@@ -44,6 +44,7 @@ import tifffile
 from tqdm import tqdm
 
 from auto3dseg.evaluation.cellseg_metrics import match_instances, remove_border_instances, score_image
+from converters.outputs import atomic_write_text
 
 __all__ = ["format_cellseg_markdown", "main", "match_instances", "remove_border_instances", "score_folders",
            "score_image", "write_cellseg_scores"]
@@ -176,12 +177,6 @@ def format_cellseg_markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def write_cellseg_scores(result: dict, out_json: str | os.PathLike) -> None:
     """Write ``out_json``, a per-image CSV (same stem, ``.csv``) and a Markdown report (``.md``).
 
@@ -208,13 +203,13 @@ def write_cellseg_scores(result: dict, out_json: str | os.PathLike) -> None:
     if out.suffix.lower() in (".csv", ".md"):
         raise ValueError(f"{out}: give the JSON path; the .csv and .md files are written beside it")
     out.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out, json.dumps(result, indent=2) + "\n")
+    atomic_write_text(out, json.dumps(result, indent=2) + "\n")
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=ROW_KEYS, lineterminator="\n")
     writer.writeheader()
     writer.writerows({k: r[k] for k in ROW_KEYS} for r in result["per_image"])
-    _write_atomic(out.with_suffix(".csv"), buf.getvalue())
-    _write_atomic(out.with_suffix(".md"), format_cellseg_markdown(result))
+    atomic_write_text(out.with_suffix(".csv"), buf.getvalue())
+    atomic_write_text(out.with_suffix(".md"), format_cellseg_markdown(result))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

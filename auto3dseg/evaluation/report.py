@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from auto3dseg.evaluation.traps import format_warning
+from converters.outputs import atomic_write_text
 
 __all__ = ["format_scores_markdown", "write_scores"]
 
@@ -72,17 +73,11 @@ def format_scores_markdown(scores: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_scores(scores: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write ``scores`` as JSON to ``path`` and the Markdown report beside it (``.md``),
     each via a temporary name; returns the JSON path."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out, json.dumps(scores, indent=2) + "\n")
-    _write_atomic(out.with_suffix(".md"), format_scores_markdown(scores))
+    atomic_write_text(out, json.dumps(scores, indent=2) + "\n")
+    atomic_write_text(out.with_suffix(".md"), format_scores_markdown(scores))
     return out

@@ -26,6 +26,7 @@ import numpy as np
 from auto3dseg.submission.placement import grid_of, place_on_grid
 from auto3dseg.submission.previous import REPORT_FILES, keep_previous
 from converters.geometry import Grid, grid_from_nifti_affine
+from converters.outputs import atomic_write, atomic_write_text
 
 __all__ = ["SubmissionReport", "predictable_labels", "prediction_labels", "test_labels_by_crop", "write_submission",
            "zip_store"]
@@ -109,12 +110,13 @@ def prediction_labels(prob_path: str | os.PathLike, channels: Sequence[str], cla
 
 def zip_store(store: Path, zip_path: Path) -> Path:
     """Zip ``store`` (a folder) as ``<zip>/<store name>/...``, via a temporary name."""
-    tmp = zip_path.with_name(f".tmp-{os.getpid()}-{zip_path.name}")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-        for f in sorted(store.rglob("*")):
-            if f.is_file():
-                zf.write(f, Path(store.name) / f.relative_to(store))
-    os.replace(tmp, zip_path)
+    def write(tmp: Path) -> None:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+            for f in sorted(store.rglob("*")):
+                if f.is_file():
+                    zf.write(f, Path(store.name) / f.relative_to(store))
+
+    atomic_write(zip_path, write)  # a failed write names zip_path and leaves no temporary
     return zip_path
 
 
@@ -167,12 +169,6 @@ def write_submission(ensemble_manifest: str | os.PathLike, datalist: str | os.Pa
         clean_temporaries(out)
         return _write_submission(ensemble_manifest, datalist, out, params=params, test_manifest=test_manifest,
                                  force=force, log=log)
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _write_submission(ensemble_manifest: str | os.PathLike, datalist: str | os.PathLike, out: Path, *,
@@ -267,14 +263,10 @@ def _write_submission(ensemble_manifest: str | os.PathLike, datalist: str | os.P
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp_store, final_store)
-    try:
-        zip_path = zip_store(final_store, out / "submission.zip")
-    except OSError as exc:
-        exc.filename = exc.filename or str(out / "submission.zip")
-        raise
-    _write_text_atomic(out / "submission_report.md", report.markdown())
-    _write_text_atomic(out / "submission_report.json", json.dumps(report.rows, indent=1))
-    _write_text_atomic(sig_file, sig + "\n")
+    zip_path = zip_store(final_store, out / "submission.zip")
+    atomic_write_text(out / "submission_report.md", report.markdown())
+    atomic_write_text(out / "submission_report.json", json.dumps(report.rows, indent=1))
+    atomic_write_text(sig_file, sig + "\n")
     for r in report.empty:
         log(f"note: {r['crop']}/{r['label']} written empty: {r['status']}")
     return zip_path, report

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from auto3dseg.submission.previous import REPORT_FILES, keep_previous
+from converters.outputs import atomic_write_text
 
 __all__ = ["CELL_SUBMISSION_DIR", "write_cell_submission"]
 
@@ -60,12 +61,6 @@ def write_cell_submission(ensemble_manifest: str | os.PathLike, datalist: str | 
     with step_lock(out, "submit", log=log):  # one run at a time; temporaries of a killed one removed first
         clean_temporaries(out)
         return _write_cell_submission(ensemble_manifest, datalist, out, params=params, force=force, log=log)
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _write_cell_submission(ensemble_manifest: str | os.PathLike, datalist: str | os.PathLike, out: Path, *,
@@ -115,22 +110,16 @@ def _write_cell_submission(ensemble_manifest: str | os.PathLike, datalist: str |
             Path(row["output"]).unlink(missing_ok=True)
         row["output"] = str(final / Path(row["output"]).name)
     (tmp / "postprocess_report.json").unlink(missing_ok=True)
-    if final.exists():
-        old = out / f".old-{os.getpid()}-{CELL_SUBMISSION_DIR}"
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
-    _write_text_atomic(report_path, json.dumps(rows, indent=1))
+    os.replace(tmp, final)  # the previous labels/ went to replaced/ (keep_previous)
+    atomic_write_text(report_path, json.dumps(rows, indent=1))
     lines = ["# Cell submission", "", f"{len(rows)} images; {sum(r['status'] == 'written' for r in rows)} written.", "",
              "| image | cells | dtype | status | note |", "|---|---|---|---|---|"]
     lines += [f"| {Path(r['output']).name} | {r.get('cells', '')} | {r.get('dtype', '')} | {r['status']} | "
               f"{r.get('error', '')} |" for r in rows]
-    _write_text_atomic(out / "submission_report.md", "\n".join(lines) + "\n")
+    atomic_write_text(out / "submission_report.md", "\n".join(lines) + "\n")
     failed = [r for r in rows if r["status"] != "written"]
     for r in failed:
         log(f"error: {r['input']}: {r['error']}")
     if not failed:  # a run with failures is never "up to date"
-        _write_text_atomic(sig_file, sig + "\n")
+        atomic_write_text(sig_file, sig + "\n")
     return final, rows
