@@ -121,8 +121,10 @@ def lookup(lut: np.ndarray, block: np.ndarray) -> np.ndarray:
 class LabelMapper:
     """``post`` of the label resampling: CellMap ids to ours, counting unknown source values.
 
-    ``counts`` maps each source value that is no CellMap class (255 unknown, say) to the
-    number of output voxels it gave; they are all written as :data:`UNANNOTATED`.
+    ``counts`` maps each source value the lookup sends to :data:`UNANNOTATED` (with
+    :func:`~converters.class_mapping.cellmap_lookup`: every value that is no CellMap class,
+    255 unknown say) to the number of output voxels it gave. Only those voxels are counted,
+    so a crop without unknown values costs one comparison, not a ``unique`` of every voxel.
 
     >>> m = LabelMapper(np.r_[np.zeros(255, np.uint8), [255]].astype(np.uint8))
     >>> m(np.array([0, 255, 255, 3000])).tolist(), m.counts
@@ -134,8 +136,10 @@ class LabelMapper:
         self.counts: dict[int, int] = {}
 
     def __call__(self, block: np.ndarray) -> np.ndarray:
-        values, n = fastremap.unique(block, return_counts=True)
-        for v, c in zip(values.tolist(), n.tolist()):
-            if v not in CELLMAP_BY_ID and v != 0:
+        out = lookup(self.lut, block)
+        unknown = out == UNANNOTATED
+        if unknown.any():
+            values, n = fastremap.unique(block[unknown], return_counts=True)
+            for v, c in zip(values.tolist(), n.tolist()):
                 self.counts[int(v)] = self.counts.get(int(v), 0) + int(c)
-        return lookup(self.lut, block)
+        return out
