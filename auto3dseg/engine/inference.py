@@ -3,8 +3,9 @@
 :class:`InferClass` loads the network once and returns, for an image file, channel-first
 probabilities ``[C, *spatial]`` on that image's own grid: sigmoid per class (channel
 ``i`` = ``class_names[i]``) or, for softmax bundles, ``background`` then the classes.
-Large volumes go through sliding windows; with ``sw_device`` on the GPU and the output on
-the CPU (the default when the volume is large), GPU memory is bounded by the window batch.
+Images of any size go through sliding windows block by block
+(:mod:`auto3dseg.engine.blockwise`): the memory is that of one block (``sw_memory_gb``), on the
+GPU as on the CPU, and the image stays in its stored dtype until a block is normalised.
 """
 
 from __future__ import annotations
@@ -17,13 +18,24 @@ import numpy as np
 import torch
 
 from auto3dseg.bundles.config import load_bundle_config
-from auto3dseg.engine.networks import as_list
 from auto3dseg.engine.training import make_model
 
-__all__ = ["LARGE_VOLUME_VOXELS", "InferClass", "load_trained_model", "mirror_pad", "predict_array"]
+__all__ = ["InferClass", "load_trained_model", "mirror_pad", "predict_array", "raw_image_loader"]
 
-#: above this many voxels the stitched output is kept on the CPU
-LARGE_VOLUME_VOXELS = 256**3
+
+def raw_image_loader(spatial_dims: int = 3):
+    """Load an image channel-first in its stored dtype, refusing NaN/inf voxels (named); 2-D
+    images lose their singleton depth. Normalisation is left to the blocks."""
+    from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
+
+    from auto3dseg.engine.input_checks import CheckFinited
+    from auto3dseg.engine.transforms import DropSingletonDepthd
+
+    steps = [LoadImaged(keys="image", dtype=None, image_only=True), EnsureChannelFirstd(keys="image"),
+             CheckFinited(keys=["image"])]
+    if spatial_dims == 2:
+        steps.append(DropSingletonDepthd(keys=["image"]))
+    return Compose(steps)
 
 
 def load_trained_model(cfg: dict, device: torch.device, checkpoint: str | Path | None = None
@@ -68,30 +80,19 @@ def mirror_pad(image: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
 
 @torch.no_grad()
 def predict_array(model: torch.nn.Module, image: torch.Tensor, cfg: dict, device: torch.device,
-                  output_device: torch.device | None = None) -> torch.Tensor:
-    """Probabilities ``[C, *S]`` for a normalised image ``[in_ch, *S]`` (any size)."""
-    from monai.inferers import sliding_window_inference
+                  budget_bytes: float | None = None) -> torch.Tensor:
+    """Probabilities ``[C, *S]`` (CPU) for a normalised image ``[in_ch, *S]`` of any size,
+    assembled from :func:`auto3dseg.engine.blockwise.predict_blocks` (one block when it fits
+    the ``sw_memory_gb`` budget: MONAI's sliding window over the whole image)."""
+    from auto3dseg.engine.blockwise import predict_blocks
 
-    spatial = image.shape[1:]
-    patch = [int(p) for p in cfg["patch_size"]]
-    # pad to at least one patch so the network sees the size it was trained on, with the image's
-    # own mirror image: zeros would be a dark band no training patch showed (edge slices of a
-    # 10-slice SBEM volume scored Dice 0.04 and 0.00 against 0.45-0.54 inside with zeros)
-    x = mirror_pad(image, patch).unsqueeze(0)
-    if output_device is None:
-        output_device = device if int(np.prod(spatial)) <= LARGE_VOLUME_VOXELS else torch.device("cpu")
-    use_amp = bool(cfg.get("amp", True)) and device.type == "cuda"
-    with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
-        logits = sliding_window_inference(
-            x.to(output_device), patch, int(cfg.get("sw_batch_size", 2)), lambda t: as_list(model(t))[0].float(),
-            overlap=float(cfg.get("sw_overlap", 0.25)), mode="gaussian", sw_device=device, device=output_device)
-    logits = logits[0].float()
-    # undo the centred padding
-    starts = [(max(p, s) - s) // 2 for p, s in zip(patch, spatial)]
-    logits = logits[(slice(None), *[slice(b, b + s) for b, s in zip(starts, spatial)])]
-    if cfg.get("output_activation") == "softmax":
-        return torch.softmax(logits, 0)
-    return logits.sigmoid_()  # in place: a whole-slide image's logits are gigabytes
+    out: torch.Tensor | None = None
+    for block, prob in predict_blocks(model, image, cfg, device, budget_bytes=budget_bytes):
+        if out is None:
+            out = torch.empty((prob.shape[0], *image.shape[1:]), dtype=torch.float32)
+        out[(slice(None), *block.core)] = prob
+    assert out is not None
+    return out
 
 
 def _unreadable(path: Any, exc: BaseException) -> Exception | None:
@@ -119,15 +120,19 @@ class InferClass:
     config_file : str or list of str
         The bundle's YAML files (MONAI's ``get_inferer`` passes every file in ``configs/``).
     **override
-        Config values to change (e.g. ``sw_batch_size=4``, ``device="cpu"``,
+        Config values to change (e.g. ``sw_batch_size=4``, ``device="cpu"``, ``sw_memory_gb=8``,
         ``checkpoint=<path>``). Keys MONAI's ensemble passes for other templates are ignored.
+
+    :meth:`infer` keeps MONAI's contract (the whole map at once). For images of any size,
+    :meth:`load` the raw image once and take its probabilities block by block with
+    :meth:`predict_blocks` (what the ensemble does, in bounded memory).
     """
 
     def __init__(self, config_file: str | Sequence[str] | None = None, **override: Any):
         files = [f for f in ([config_file] if isinstance(config_file, str) else list(config_file or []))
                  if str(f).endswith((".yaml", ".yml"))]
         known = {k: v for k, v in override.items() if k in {"sw_batch_size", "sw_overlap", "amp", "device",
-                                                             "checkpoint", "patch_size"}}
+                                                             "checkpoint", "patch_size", "sw_memory_gb"}}
         checkpoint = known.pop("checkpoint", None)
         cfg = load_bundle_config(files)
         want = str(known.get("device", cfg.get("device", "auto")))
@@ -135,9 +140,7 @@ class InferClass:
                                    (want if want not in ("auto", "cuda") else "cpu"))
         self.model, run_cfg = load_trained_model(cfg, self.device, checkpoint)
         self.cfg = {**run_cfg, **known}
-        from auto3dseg.engine.transforms import inference_transforms
-
-        self.transforms = inference_transforms(self.cfg)
+        self.loader = raw_image_loader(int(self.cfg.get("spatial_dims", 3)))
         self.channel_names = (["background"] if self.cfg.get("output_activation") == "softmax" else []) + list(
             self.cfg["class_names"])
 
@@ -152,33 +155,59 @@ class InferClass:
             print(f"warning: {path} has voxel size {np.round(got, 3).tolist()}, the model was trained at {want}; "
                   "convert it at the training spacing (converters --target_spacing) for meaningful predictions")
 
-    @torch.no_grad()
-    def infer(self, image_file: str | dict, save_mask: bool = False) -> torch.Tensor:
-        """Channel-first probabilities on the image's grid, as a MetaTensor carrying its affine."""
-        from monai.data import MetaTensor
-
-        from auto3dseg.engine.input_checks import user_error
+    def load(self, image_file: str | dict) -> tuple[np.ndarray, dict]:
+        """The image ``[in_ch, *S]`` in its stored dtype (uint8 EM stays 1 byte per voxel) and its
+        metadata (``affine``...); missing, unreadable, non-finite and wrong-dimensional images
+        are named with the fix."""
+        from auto3dseg.engine.input_checks import InputError, user_error
 
         path = image_file["image"] if isinstance(image_file, dict) else image_file
         if isinstance(path, (str, Path)) and not Path(path).is_file():
             raise FileNotFoundError(f"image not found: {path}")
         try:
-            data = self.transforms({"image": path})
+            image = self.loader({"image": path})["image"]
         except Exception as exc:  # noqa: BLE001 - MONAI wraps the user's error in "applying transform <...>"
             found = user_error(exc) or _unreadable(path, exc)
             if found is None:
                 raise
             raise found from exc
-        image = data["image"]
         want = len(self.cfg["patch_size"])
         if image.ndim - 1 != want:
-            from auto3dseg.engine.input_checks import InputError
-
             raise InputError(f"{path}: the image has {image.ndim - 1} spatial dimension(s) after loading (shape "
                              f"{tuple(image.shape[1:])}), the model was trained on {want}-D images: give images "
                              "like the training data's (converted the same way)")
         self._check_spacing(path, image)
-        prob = predict_array(self.model, image.as_tensor() if hasattr(image, "as_tensor") else image, self.cfg,
-                             self.device)
         meta = dict(image.meta) if hasattr(image, "meta") else {}
-        return MetaTensor(prob.cpu(), meta=meta)
+        array = image.numpy() if hasattr(image, "numpy") else np.asarray(image)
+        return array, meta
+
+    def intensity_parameters(self, image: np.ndarray) -> dict:
+        """The normalisation of this bundle for ``image`` (from :meth:`load`), whole-image statistics."""
+        from auto3dseg.engine.blockwise import intensity_parameters
+
+        return intensity_parameters(image, self.cfg.get("intensity", {}))
+
+    def predict_blocks(self, image: np.ndarray, params: dict | None = None, core: Sequence[int] | None = None,
+                       budget_bytes: float | None = None):
+        """``(block, prob [C, *core])`` of a raw image from :meth:`load`, block by block; ``core``
+        fixes the block cores (an ensemble gives every bundle the same), else the budget sizes them."""
+        from auto3dseg.engine.blockwise import predict_blocks
+
+        params = params if params is not None else self.intensity_parameters(image)
+        return predict_blocks(self.model, image, self.cfg, self.device, params, budget_bytes=budget_bytes,
+                              channels=len(self.channel_names), core=core)
+
+    @torch.no_grad()
+    def infer(self, image_file: str | dict, save_mask: bool = False) -> torch.Tensor:
+        """Channel-first probabilities on the image's grid, as a MetaTensor carrying its affine
+        (the whole map in memory: MONAI's contract; see :meth:`predict_blocks` for large images)."""
+        from monai.data import MetaTensor
+
+        image, meta = self.load(image_file)
+        out: torch.Tensor | None = None
+        for block, prob in self.predict_blocks(image):
+            if out is None:
+                out = torch.empty((prob.shape[0], *image.shape[1:]), dtype=torch.float32)
+            out[(slice(None), *block.core)] = prob
+        assert out is not None
+        return MetaTensor(out, meta=meta)

@@ -127,6 +127,47 @@ def train_step(model: nn.Module, batch: Mapping[str, torch.Tensor], loss_fn: nn.
 
 
 # ----------------------------------------------------------------------------- validation
+def dice_counts(prob: torch.Tensor, label: torch.Tensor, members: Sequence[Sequence[int]],
+                softmax: bool = False) -> torch.Tensor:
+    """Per class ``(intersection, predicted, true)`` voxel counts of one region, ``[C, 3]`` int64.
+
+    ``prob``: ``[C(+1), *R]`` probabilities; ``label``: ``[*R]`` label map. Summed over the
+    blocks of a crop they give its Dice exactly (:func:`dice_from_counts`).
+
+    >>> p = torch.zeros(2, 4, 4); p[0, :2] = 1
+    >>> lab = torch.zeros(4, 4, dtype=torch.uint8); lab[:2] = 1
+    >>> dice_counts(p, lab, [[1], [2]]).tolist()
+    [[8, 8, 8], [0, 0, 0]]
+    """
+    arg = prob.argmax(0) if softmax else None
+    out = torch.zeros((len(members), 3), dtype=torch.int64)
+    for c, values in enumerate(members):
+        truth = torch.isin(label, torch.as_tensor(values, dtype=label.dtype, device=label.device))
+        if arg is not None:
+            pred = torch.isin(arg, torch.as_tensor(values, device=arg.device))  # channel index == class id
+        else:
+            pred = prob[c] > 0.5
+        out[c, 0], out[c, 1], out[c, 2] = int((truth & pred).sum()), int(pred.sum()), int(truth.sum())
+    return out
+
+
+def dice_from_counts(counts: torch.Tensor, class_mask: torch.Tensor) -> list[float | None]:
+    """Dice per class from :func:`dice_counts` sums, ``None`` for classes the crop does not
+    annotate; a class absent from both truth and prediction scores 1.
+
+    >>> dice_from_counts(torch.tensor([[8, 8, 8], [0, 0, 0], [1, 2, 3]]), torch.tensor([1.0, 1.0, 0.0]))
+    [1.0, 1.0, None]
+    """
+    out: list[float | None] = []
+    for c in range(counts.shape[0]):
+        if float(class_mask[c]) < 0.5:
+            out.append(None)
+            continue
+        denom = int(counts[c, 1]) + int(counts[c, 2])
+        out.append(1.0 if denom == 0 else 2.0 * int(counts[c, 0]) / denom)
+    return out
+
+
 def dice_per_class(prob: torch.Tensor, label: torch.Tensor, members: Sequence[Sequence[int]],
                    class_mask: torch.Tensor, softmax: bool = False) -> list[float | None]:
     """Dice of each class on one crop, ``None`` for classes the crop does not annotate.
@@ -139,46 +180,26 @@ def dice_per_class(prob: torch.Tensor, label: torch.Tensor, members: Sequence[Se
     >>> dice_per_class(p, lab, [[1], [2]], torch.tensor([1.0, 0.0]))
     [1.0, None]
     """
-    lab = label[0]
-    if softmax:
-        arg = prob.argmax(0)
-    out: list[float | None] = []
-    for c, values in enumerate(members):
-        if float(class_mask[c]) < 0.5:
-            out.append(None)
-            continue
-        truth = torch.isin(lab, torch.as_tensor(values, dtype=lab.dtype, device=lab.device))
-        if softmax:
-            pred = torch.isin(arg, torch.as_tensor(values, device=arg.device))  # channel index == class id
-        else:
-            pred = prob[c] > 0.5
-        denom = int(truth.sum()) + int(pred.sum())
-        out.append(1.0 if denom == 0 else 2.0 * int((truth & pred).sum()) / denom)
-    return out
+    return dice_from_counts(dice_counts(prob, label[0], members, softmax), class_mask)
 
 
 @torch.no_grad()
 def validate(model: nn.Module, loader, cfg: Mapping[str, Any], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sums and counts of per-class Dice over the crops of ``loader`` (sliding windows)."""
-    from monai.inferers import sliding_window_inference
+    """Sums and counts of per-class Dice over the crops of ``loader``: sliding windows block by
+    block (:mod:`auto3dseg.engine.blockwise`), so a large crop with many classes fits."""
+    from auto3dseg.engine.blockwise import predict_blocks
 
     model.eval()
     softmax = cfg.get("output_activation") == "softmax"
     n = len(cfg["class_ids"])
     sums, counts = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
-    use_amp = bool(cfg.get("amp", True)) and device.type == "cuda"
     for batch in loader:
-        image = batch["image"].to(device)
-        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
-            logits = sliding_window_inference(image, cfg["patch_size"], int(cfg.get("sw_batch_size", 2)),
-                                              lambda x: as_list(model(x))[0], overlap=float(cfg.get("sw_overlap", 0.25)),
-                                              mode="gaussian", padding_mode="replicate")  # never zeros
-        logits = logits.float()
-        prob = torch.softmax(logits, 1) if softmax else torch.sigmoid(logits)
-        for b in range(prob.shape[0]):
-            scores = dice_per_class(prob[b].cpu(), batch["label"][b].cpu(), cfg["class_members"],
-                                    batch["class_mask"][b], softmax)
-            for c, s in enumerate(scores):
+        for b in range(batch["image"].shape[0]):
+            label = batch["label"][b][0]
+            total = torch.zeros((n, 3), dtype=torch.int64)
+            for block, prob in predict_blocks(model, batch["image"][b], cfg, device):
+                total += dice_counts(prob, label[block.core], cfg["class_members"], softmax)
+            for c, s in enumerate(dice_from_counts(total, batch["class_mask"][b])):
                 if s is not None:
                     sums[c] += s
                     counts[c] += 1
