@@ -128,11 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     if rc != 0:
         print(f"error: the pipeline exited {rc}", file=sys.stderr)
         return 1
-    from auto3dseg.ensembling.ensemble import read_probability_nifti
+    from auto3dseg.ensembling.probability_maps import open_probability_map
 
-    prob, _ = read_probability_nifti(work / "work_dir" / "ensemble_output" / "heldout_prob.nii.gz")
-    mito = prob[-1] if prob.shape[0] == 1 else prob[1]  # softmax: background, mito
-    ours_mask = np.ascontiguousarray(mito.T > 0.5)  # x, y, z -> z, y, x
+    pmap = open_probability_map(work / "work_dir" / "ensemble_output" / "heldout_prob.zarr")
+    ours_mask = pmap.mask(pmap.n_channels - 1 if pmap.n_channels == 1 else 1, 0.5)  # softmax: background, mito
     truth = labels[args.train_slices:]
     from skimage.filters import threshold_otsu
 

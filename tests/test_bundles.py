@@ -15,7 +15,8 @@ import yaml
 
 import run_auto3dseg
 from auto3dseg.bundles.generate import generate
-from auto3dseg.ensembling.ensemble import read_probability_nifti, run_ensemble, trained_history
+from auto3dseg.ensembling.ensemble import run_ensemble, trained_history
+from auto3dseg.ensembling.probability_maps import open_probability_map
 from auto3dseg.orchestration.train_bundles import train_bundles
 from auto3dseg.orchestration.workdir import DONE_MARKER, list_bundles
 
@@ -56,7 +57,7 @@ def test_full_leaves_every_output(full_run, converted):
     testing = json.loads((out / "datalist.json").read_text())["testing"]
     assert len(manifest["items"]) == len(testing) == 2
     for it in manifest["items"]:
-        assert Path(it["probabilities"]).is_file()
+        assert Path(it["probabilities"]).is_dir() and it["probabilities"].endswith("_prob.zarr")
 
 
 def test_full_writes_a_scored_cellmap_submission(full_run, synthetic):
@@ -191,11 +192,12 @@ def test_predict_mode_writes_probabilities_in_class_order(full_run, converted, t
     names = [r["name"] for r in json.loads((out / "datalist.json").read_text())["class_table"]]
     assert manifest["channels"] == names and manifest["activation"] == "sigmoid"
     assert manifest["activation_source"] == "config"  # the bundle's output_activation
-    prob, affine = read_probability_nifti(manifest["items"][0]["probabilities"])
+    pmap = open_probability_map(manifest["items"][0]["probabilities"])
+    prob = pmap.probabilities()
     import nibabel as nib
 
-    assert prob.shape == (len(names), *nib.load(str(image)).shape)
-    assert 0.0 <= prob.min() and prob.max() <= 1.0 and np.allclose(affine, nib.load(str(image)).affine)
+    assert pmap.channels == names and prob.shape == (len(names), *nib.load(str(image)).shape[::-1])  # class, z, y, x
+    assert 0.0 <= prob.min() and prob.max() <= 1.0 and np.allclose(pmap.affine, nib.load(str(image)).affine)
 
 
 def test_predict_postprocess_writes_labels_as_submit_does(full_run, converted, tmp_path):
@@ -312,7 +314,7 @@ def test_foreign_templates_generate_train_and_ensemble(converted, full_run, tmp_
     # 2 channels fit no naming of the 12 classes; they do not sum to 1, so they are not a softmax
     assert manifest["channels"] == ["channel_0", "channel_1"]
     assert manifest["activation"] == "sigmoid" and manifest["activation_source"] == "output"
-    prob, _ = read_probability_nifti(manifest["items"][0]["probabilities"])
+    prob = open_probability_map(manifest["items"][0]["probabilities"]).probabilities()
     assert np.allclose(prob, 0.25, atol=1 / 255)
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from auto3dseg.ensembling.ensemble import write_probability_nifti
+from auto3dseg.ensembling.probability_maps import write_probability_map
 from auto3dseg.postprocess import cells as cells_cli
 from auto3dseg.postprocess.cell_instances import (
     cells_from_probabilities,
@@ -157,7 +157,7 @@ def test_cli_on_targets_and_probabilities_keeps_going_after_a_bad_input(tmp_path
     probs = tmp_path / "ens"
     probs.mkdir()
     onehot = np.stack([(t == 1), (t == 2), (t > 0)]).astype(np.float32)
-    write_probability_nifti(np.transpose(onehot, (0, 2, 1)), np.eye(4), probs / "img_b_prob.nii.gz")
+    write_probability_map(np.transpose(onehot, (0, 2, 1)), np.eye(3), probs / "img_b_prob.zarr")
     (probs / "ensemble.json").write_text(json.dumps({"channels": CHANNELS}))
     out = tmp_path / "out"
     rc = cells_cli.main([str(tmp_path / "targets"), str(probs), "--output_dir", str(out), "--no_progress",

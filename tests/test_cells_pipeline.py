@@ -44,16 +44,17 @@ def test_bundles_are_2d(cell_run):
         assert (work / f"segresnet_{fold}" / "model" / "model.pt").is_file()
 
 
-def test_probability_maps_are_x_y_1_class(cell_run, converted_cells):
+def test_probability_maps_are_class_rows_columns(cell_run, converted_cells):
+    from auto3dseg.ensembling.probability_maps import open_probability_map
+
     work, _ = cell_run
     out, _ = converted_cells
     ens = json.loads((work / "ensemble_output" / "ensemble.json").read_text())
     assert ens["channels"] == ["cell_interior", "cell_contact", "cell"] and len(ens["items"]) == 3
     for it in ens["items"]:
-        img = nib.load(str(out / "images" / Path(it["image"]).name))
-        prob = nib.load(it["probabilities"])
-        assert prob.shape == (*img.shape[:2], 1, 3)
-        assert np.allclose(prob.affine, img.affine)
+        img = nib.load(str(out / "images" / Path(it["image"]).name))  # x, y, 1, channel
+        prob = open_probability_map(it["probabilities"])
+        assert prob.shape == img.shape[:2][::-1] and prob.n_channels == 3 and prob.channels == ens["channels"]
 
 
 def test_submit_writes_one_label_tiff_per_test_image_and_scores_it(cell_run, synthetic_cells):
@@ -90,7 +91,7 @@ def test_submit_reports_a_missing_map_and_exits_nonzero(cell_run, tmp_path, caps
     ens = json.loads((copy / "ensemble_output" / "ensemble.json").read_text())
     for it in ens["items"]:
         it["probabilities"] = it["probabilities"].replace(str(work), str(copy))
-    Path(ens["items"][0]["probabilities"]).unlink()
+    shutil.rmtree(ens["items"][0]["probabilities"])
     (copy / "ensemble_output" / "ensemble.json").write_text(json.dumps(ens))
     rc = run_auto3dseg.main(["--mode", "submit", "--work_dir", str(copy), "--force"])
     assert rc == 1 and "FileNotFoundError" in capsys.readouterr().out + json.dumps(

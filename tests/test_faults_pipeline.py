@@ -23,6 +23,7 @@ import yaml
 from faults import ROOT, SITE, run_faulty
 
 import run_auto3dseg
+from auto3dseg.ensembling.probability_maps import open_probability_map
 
 TINY = ["--algos", "segresnet", "--override", "num_workers=0", "--override", "num_iterations_per_epoch=1",
         "--override", "segresnet:network#init_filters=8", "--override", "segresnet:network#dsdepth=2",
@@ -189,11 +190,11 @@ def test_corrupt_checkpoints_name_the_file_and_the_fix(base, tmp_path, converted
 # --------------------------------------------------------------------------------------- ensemble
 def _maps(work: Path) -> dict[str, np.ndarray]:
     manifest = json.loads((work / "ensemble_output" / "ensemble.json").read_text())
-    return {Path(it["probabilities"]).name: np.asarray(nib.load(it["probabilities"]).dataobj)
+    return {Path(it["probabilities"]).name: open_probability_map(it["probabilities"]).probabilities()
             for it in manifest["items"]}
 
 
-@pytest.mark.parametrize("kill_at,nth", [("*_prob.nii.gz", 2), ("ensemble.json", 1)])
+@pytest.mark.parametrize("kill_at,nth", [("*_prob.zarr", 2), ("ensemble.json", 1)])
 def test_killed_ensemble_is_never_taken_as_complete(base, tmp_path, kill_at, nth):
     work = _copy(base, tmp_path)
     proc = _run(work, "--mode", "ensemble", "--force", *TINY, kill_at=kill_at, nth=nth)

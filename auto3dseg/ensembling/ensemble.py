@@ -5,9 +5,15 @@ of each fold; ``AlgoEnsembleBestN``: the N best scores) from the trained ones. M
 ensemble call would then reduce the mean to classes (argmax, or ``> 0.5`` only if told
 ``sigmoid``) and rebuild each bundle's inferer for every image; we keep its selection and
 do the averaging here, loading each bundle once, and write what post-processing needs:
-one 4-D NIfTI of per-class probabilities per image (``x, y, z, class``, uint8 with a
-1/255 scale factor, so readers see floats in [0, 1]) plus ``ensemble.json`` naming the
+one probability map per image (``<case>_prob.zarr``: ``class, z, y, x`` uint8, probability
+``q / 255``, :mod:`auto3dseg.ensembling.probability_maps`) plus ``ensemble.json`` naming the
 channels and the bundles used.
+
+Our bundles are averaged block by block (:mod:`auto3dseg.engine.blockwise`): the image is
+read once in its stored dtype, every bundle predicts the same block cores, their mean is
+written to the map, and the next block follows. Memory is one block's, whatever the image's
+size (a 1000³ test crop with 48 classes goes through in a few GB). Bundles of other templates
+(MONAI's official ones) give whole maps through their ``infer``; those are averaged whole.
 
 Each inferer gets the datalist item (``{"image": path, ...}``), as MONAI's ensemble passes
 it: MONAI's official templates load it with ``LoadImaged``. Channels are named from the
@@ -28,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from auto3dseg.ensembling.probability_maps import probability_map_name, write_probability_map
 from auto3dseg.orchestration.workdir import ENSEMBLE_DIR, in_directory, list_bundles, prefer_templates, read_input
 
 __all__ = [
@@ -35,12 +42,13 @@ __all__ = [
     "bundle_activation",
     "ensemble_probabilities",
     "name_channels",
-    "read_probability_nifti",
     "run_ensemble",
     "select_ensemble",
     "trained_history",
-    "write_probability_nifti",
 ]
+
+#: what ensemble.json says of the maps' format
+MAP_FORMAT = "Zarr v2 array class, z, y, x (2-D: class, y, x); uint8 q, probability q / 255"
 
 ENSEMBLE_METHODS = ("best_by_fold", "best_n")
 #: the completion marker of an ensemble, and the record of one still being written
@@ -133,48 +141,6 @@ def _case_name(path: str) -> str:
         if name.endswith(ext):
             return name[: -len(ext)]
     return Path(name).stem
-
-
-def write_probability_nifti(prob: np.ndarray, affine: np.ndarray, path: str | os.PathLike) -> None:
-    """Write ``[C, *S]`` probabilities as a 4-D uint8 NIfTI (``*S, C``) with slope 1/255,
-    to a temporary name and then renamed. 2-D maps ``[C, X, Y]`` are written ``X, Y, 1, C``
-    (a 3x3 affine becomes the 4x4 one of that slice)."""
-    import nibabel as nib
-
-    path = Path(path)
-    prob = np.asarray(prob)
-    affine = np.asarray(affine, dtype=np.float64)
-    if prob.ndim == 3:  # a 2-D image: stored x, y, 1, class like its input
-        prob = prob[..., None]
-    if affine.shape == (3, 3):
-        affine = np.block([[affine[:2, :2], np.zeros((2, 1)), affine[:2, 2:]], [np.zeros((1, 2)), np.ones((1, 1)),
-                           np.zeros((1, 1))], [np.zeros((1, 3)), np.ones((1, 1))]])
-    q = np.empty(prob.shape, dtype=np.uint8)
-    for c in range(prob.shape[0]):  # one channel at a time: no full-size float temporaries
-        q[c] = np.clip(np.rint(prob[c].astype(np.float32, copy=False) * np.float32(255.0)), 0, 255)
-    data = np.moveaxis(q, 0, -1)
-    img = nib.Nifti1Image(data, affine)
-    img.header.set_slope_inter(1.0 / 255.0, 0.0)
-    img.header.set_xyzt_units("mm")  # unit label only; our affines are in nm (see README)
-    img.header.set_intent("vector", (), name="class prob")
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    try:
-        nib.save(img, str(tmp))
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        if exc.filename is None:  # gzip's write errors name no file: a full disk must say where
-            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
-        raise
-    os.replace(tmp, path)
-
-
-def read_probability_nifti(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """``([C, *S] float32 in [0, 1], affine)`` from :func:`write_probability_nifti`'s file."""
-    import nibabel as nib
-
-    img = nib.load(str(path))
-    data = np.asarray(img.dataobj, dtype=np.float32)
-    return np.moveaxis(data, -1, 0), img.affine
 
 
 def ensemble_probabilities(inferers: Sequence[Any], item: str | Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
@@ -321,12 +287,49 @@ def _previous_manifest(out_dir: Path) -> dict:
     return {}
 
 
-def _predict(inferers: Sequence[Any], case: Mapping[str, Any], index: int, source: str) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`ensemble_probabilities` with a missing or bad image named with its item."""
+def _blockwise(inferers: Sequence[Any]) -> bool:
+    """True when every inferer predicts block by block (ours; MONAI's official ones do not)."""
+    return all(hasattr(i, "predict_blocks") and hasattr(i, "load") for i in inferers)
+
+
+def _predict_map_blockwise(inferers: Sequence[Any], case: Mapping[str, Any], out: Path, channels: list[str],
+                           activation: str | None) -> list[int]:
+    """Average the bundles' probabilities block by block into the map ``out``; returns its shape."""
+    from tqdm import tqdm
+
+    from auto3dseg.engine.blockwise import block_core, chunk_shape, plan_blocks, sw_memory_bytes
+    from auto3dseg.ensembling.probability_maps import ProbabilityMapWriter
+
+    image, meta = inferers[0].load(case)
+    spatial = tuple(int(s) for s in image.shape[1:])
+    params = [inf.intensity_parameters(image) for inf in inferers]
+    patch = np.max([np.asarray(inf.cfg["patch_size"], dtype=int) for inf in inferers], axis=0).tolist()
+    budget = min(sw_memory_bytes(inf.cfg, inf.device) for inf in inferers)
+    core = block_core(spatial, patch, len(channels), budget, int(image.shape[0]))
+    n_blocks = len(plan_blocks(spatial, core, [0] * len(spatial)))
+    affine = np.asarray(meta.get("affine", np.eye(len(spatial) + 1)), dtype=np.float64)
+    writer = ProbabilityMapWriter(out, len(channels), spatial, affine, chunks=chunk_shape(spatial, core))
+    try:
+        streams = [inf.predict_blocks(image, p, core=core) for inf, p in zip(inferers, params)]
+        for _ in tqdm(range(n_blocks), desc=f"  {out.name}", unit="block", leave=False, disable=n_blocks < 2):
+            total = None
+            for stream in streams:  # one bundle's block at a time: memory is one block, not one per bundle
+                block, prob = next(stream)
+                total = prob if total is None else total.add_(prob)
+            writer.write(block.core, total.div_(len(streams)))
+        writer.commit(channels, activation)
+    except BaseException:
+        writer.abort()
+        raise
+    return list(spatial)
+
+
+def _predict(inferers: Sequence[Any], case: Mapping[str, Any], index: int, source: str, fn) -> Any:
+    """``fn()`` (a prediction of ``case``) with a missing or bad image named with its item."""
     from auto3dseg.engine.input_checks import InputError, user_error
 
     try:
-        return ensemble_probabilities(inferers, case)
+        return fn()
     except Exception as exc:  # noqa: BLE001 - only user errors are re-worded; the rest propagate
         found = user_error(exc)
         if found is None:
@@ -360,7 +363,7 @@ def _run_ensemble(work: Path, out_dir: Path, *, method: str, n_best: int, algos:
     reuse = previous.get("signature") == sig and not force
     done = {it["image"]: it for it in previous.get("items", [])} if reuse else {}
     complete = [str(c["image"]) for c in cases] == [it["image"] for it in previous.get("items", [])]
-    if reuse and complete and manifest_path.is_file() and all(Path(it["probabilities"]).is_file()
+    if reuse and complete and manifest_path.is_file() and all(Path(it["probabilities"]).exists()
                                                                for it in previous["items"]):
         log(f"ensemble in {out_dir} is up to date ({len(cases)} maps of the same bundles); kept")
         return manifest_path
@@ -377,8 +380,8 @@ def _run_ensemble(work: Path, out_dir: Path, *, method: str, n_best: int, algos:
     computed = 0
     for index, case in enumerate(tqdm(cases, desc="Ensembling", unit="image")):
         f = str(case["image"])
-        out = out_dir / f"{_case_name(f)}_prob.nii.gz"
-        if f in done and out.is_file():
+        out = out_dir / probability_map_name(_case_name(f))
+        if f in done and out.exists() and Path(done[f]["probabilities"]) == out:
             items.append(done[f])
             continue
         if not inferers:  # load each bundle once, only when something is left to do
@@ -392,22 +395,33 @@ def _run_ensemble(work: Path, out_dir: Path, *, method: str, n_best: int, algos:
             if len(set(acts.values())) > 1:
                 raise ValueError(f"bundles disagree on the output activation: {acts}; ensemble them separately "
                                  "(--algos)")
-        prob, affine = _predict(inferers, case, index, source)
-        if channels is None:
-            channels = getattr(inferers[0], "channel_names", None)
-            act = next(iter(acts.values()))
-            if channels:  # our InferClass names its channels; background first means softmax
+        if _blockwise(inferers):
+            if channels is None:
+                channels = list(inferers[0].channel_names)
+                act = next(iter(acts.values()))
                 activation = {"activation": act or ("softmax" if channels[0] == "background" else "sigmoid"),
                               "activation_source": "config" if act else "inferer"}
-            else:
-                table = json.loads(Path(src["datalist"]).read_text()).get("class_table") or []
-                channels, act, how = name_channels(prob, table, act)
-                activation = {"activation": act, "activation_source": how}
-                if channels[0].startswith("channel_"):
-                    log(f"note: {prob.shape[0]} {act} channels fit no naming of the {len(table)} classes of "
-                        f"{src['datalist']}: named channel_0..; post-processing cannot use them")
-        write_probability_nifti(prob, affine, out)
-        items.append({"image": f, "probabilities": str(out), "shape": list(prob.shape[1:])})
+            shape = _predict(inferers, case, index, source, lambda: _predict_map_blockwise(
+                inferers, case, out, channels, activation["activation"]))
+        else:
+            prob, affine = _predict(inferers, case, index, source, lambda: ensemble_probabilities(inferers, case))
+            if channels is None:
+                channels = getattr(inferers[0], "channel_names", None)
+                act = next(iter(acts.values()))
+                if channels:  # our InferClass names its channels; background first means softmax
+                    activation = {"activation": act or ("softmax" if channels[0] == "background" else "sigmoid"),
+                                  "activation_source": "config" if act else "inferer"}
+                else:
+                    table = json.loads(Path(src["datalist"]).read_text()).get("class_table") or []
+                    channels, act, how = name_channels(prob, table, act)
+                    activation = {"activation": act, "activation_source": how}
+                    if channels[0].startswith("channel_"):
+                        log(f"note: {prob.shape[0]} {act} channels fit no naming of the {len(table)} classes of "
+                            f"{src['datalist']}: named channel_0..; post-processing cannot use them")
+            write_probability_map(prob, affine, out, channels, activation.get("activation"))
+            shape = list(prob.shape[1:])
+            del prob
+        items.append({"image": f, "probabilities": str(out), "shape": shape})
         computed += 1
         _write_manifest(partial_path, sig, used, chosen, channels, activation, src, items)
     _write_manifest(manifest_path, sig, used, chosen, channels, activation, src, items)  # last: complete
@@ -427,7 +441,7 @@ def _write_manifest(path: Path, sig: str, method: str, chosen: list[dict], chann
         "activation": activation.get("activation"),
         "activation_source": activation.get("activation_source"),
         "channels": channels,
-        "format": "4-D NIfTI x,y,z,channel; uint8 with scale 1/255 (readers get probabilities in [0, 1])",
+        "format": MAP_FORMAT,
         "datalist": src.get("datalist"),
         "items": items,
     }

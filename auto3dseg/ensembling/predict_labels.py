@@ -3,11 +3,11 @@
 * 2-D cells: ``<output_dir>/labels/<stem>_label.tiff`` (:mod:`auto3dseg.postprocess.cells`);
 * volumes: ``<output_dir>/labels/<case>/<class>.nii.gz`` for every class of the class table,
   on the image's own grid and affine: instance ids (uint16/uint32) for instance classes, 0/1
-  for semantic ones (:func:`auto3dseg.submission.cellmap.prediction_labels`, the same thresholds,
+  for semantic ones (:func:`auto3dseg.submission.cellmap.map_labels`, the same thresholds,
   groups, splitting and size filter as the CellMap submission).
 
 Every file is written under a temporary name and renamed; one map that fails is reported and
-the others go on.
+the others go on. Classes are made and written one at a time (a large map never holds more).
 """
 
 from __future__ import annotations
@@ -50,24 +50,27 @@ def postprocess_predictions(ensemble_manifest: str | os.PathLike, class_table: l
         for r in report.failed:
             log(f"error: {r['input']}: {r['error']}")
         return out, report.rows
-    import nibabel as nib
-
     from auto3dseg.ensembling.ensemble import _case_name
     from auto3dseg.postprocess import load_postprocess_params
-    from auto3dseg.submission.cellmap import prediction_labels
+    from auto3dseg.submission.cellmap import map_labels
+    from converters.geometry import nifti_affine
 
     params: dict[str, Any] = load_postprocess_params(params_path)
     rows = []
     for it in ens["items"]:
         row = {"input": it["probabilities"], "status": "failed", "error": "", "outputs": []}
         try:
-            labels, _ = prediction_labels(it["probabilities"], ens["channels"], class_table, params)
-            affine = nib.load(it["probabilities"]).affine
+            make, grid = map_labels(it["probabilities"], ens["channels"], class_table, params)
+            affine = nifti_affine(grid)
             case = out / _case_name(it["image"])
             case.mkdir(parents=True, exist_ok=True)
-            for name, data in labels.items():
+            for name in (r["name"] for r in class_table):  # one class in memory at a time
+                data = make(name)
+                if data is None:
+                    continue
                 _write_nifti(data, affine, case / f"{name}.nii.gz")
                 row["outputs"].append(str(case / f"{name}.nii.gz"))
+                del data
             row["status"] = "written"
         except Exception as exc:  # one bad map must not stop the others
             row["error"] = f"{type(exc).__name__}: {exc}"

@@ -6,11 +6,12 @@ Command line::
     python -m auto3dseg.postprocess.cells nifti/labels/*.nii.gz --output_dir roundtrip   # targets
     python -m auto3dseg.postprocess.cells preds/ --output_dir out --params my_cells.yaml
 
-Inputs are NIfTI files written by this project: the ensemble's probability maps
-(``<stem>_prob.nii.gz``, 4-D ``x, y, 1, class``, channel names from the ``ensemble.json``
-beside them) or the cell converter's target maps (``labels/<stem>.nii.gz``, values 0/1/2).
-A folder stands for its ``*_prob.nii.gz`` files, or for its ``*.nii.gz`` files when it has
-none; an ``ensemble.json`` for its items. Each output is written on the image's own pixel
+Inputs are maps written by this project: the ensemble's probability maps
+(``<stem>_prob.zarr``, ``class, y, x``, channel names in the map or the ``ensemble.json`` beside
+it; older ensembles wrote 4-D NIfTI ``<stem>_prob.nii.gz``, still read) or the cell converter's
+target maps (``labels/<stem>.nii.gz``, values 0/1/2). A folder stands for its ``*_prob.zarr``
+(or ``*_prob.nii.gz``) maps, or for its ``*.nii.gz`` files when it has none; an
+``ensemble.json`` for its items. Each output is written on the image's own pixel
 grid (rows, columns), zlib-compressed, under a temporary name and then renamed. One bad
 input is reported and the others go on (exit status 1).
 """
@@ -86,13 +87,13 @@ def load_cell_params(path: str | os.PathLike | None = None, overrides: Mapping[s
 
 
 def label_stem(path: str | os.PathLike) -> str:
-    """The image stem of a map: ``a/b_prob.nii.gz`` → ``b``; ``labels/b.nii.gz`` → ``b``.
+    """The image stem of a map: ``a/b_prob.zarr`` → ``b``; ``labels/b.nii.gz`` → ``b``.
 
-    >>> label_stem("out/img_01_prob.nii.gz"), label_stem("labels/img_01.nii")
-    ('img_01', 'img_01')
+    >>> label_stem("out/img_01_prob.zarr"), label_stem("labels/img_01.nii"), label_stem("o/img_01_prob.nii.gz")
+    ('img_01', 'img_01', 'img_01')
     """
     name = Path(path).name
-    for ext in (".nii.gz", ".nii"):
+    for ext in (".nii.gz", ".nii", ".zarr"):
         if name.endswith(ext):
             name = name[: -len(ext)]
     return name[: -len("_prob")] if name.endswith("_prob") else name
@@ -123,6 +124,19 @@ def read_cell_map(path: str | os.PathLike, channels: Sequence[str] | None = None
     import nibabel as nib
 
     path = Path(path)
+    if path.name.endswith(".zarr"):
+        from auto3dseg.ensembling.probability_maps import open_probability_map
+
+        pmap = open_probability_map(path)
+        if len(pmap.shape) != 2:
+            raise ValueError(f"{path}: a {len(pmap.shape)}-D probability map; 3-D volumes are post-processed by "
+                             "--mode submit")
+        data = np.stack([pmap.channel(c) for c in range(pmap.n_channels)])
+        names = list(channels) if channels else (pmap.channels or _channels_beside(path))
+        if names is None or len(names) != data.shape[0]:
+            raise ValueError(f"{path}: {data.shape[0]} probability channels, but no matching channel names "
+                             f"({names}); put the ensemble.json that lists them beside it, or pass --channels")
+        return "probabilities", data, names, 255.0
     img = nib.load(str(path))
     shape = img.shape
     if len(shape) == 4 and shape[2] == 1:  # x, y, 1, class
@@ -187,10 +201,11 @@ def _expand_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path]:
     files: list[Path] = []
     for entry in inputs:
         p = Path(entry)
-        if p.is_dir():
-            found = sorted(p.glob("*_prob.nii.gz")) or sorted(p.glob("*.nii.gz")) or sorted(p.glob("*.nii"))
+        if p.is_dir() and not p.name.endswith(".zarr"):  # a folder of maps, not a map
+            found = (sorted(p.glob("*_prob.zarr")) or sorted(p.glob("*_prob.nii.gz")) or sorted(p.glob("*.nii.gz"))
+                     or sorted(p.glob("*.nii")))
             if not found:
-                raise FileNotFoundError(f"{p}: no *_prob.nii.gz or *.nii.gz files in this folder")
+                raise FileNotFoundError(f"{p}: no *_prob.zarr, *_prob.nii.gz or *.nii.gz in this folder")
             files += found
         elif p.name == "ensemble.json" and p.is_file():
             files += [Path(it["probabilities"]) for it in json.loads(p.read_text()).get("items", [])]
@@ -231,7 +246,7 @@ def postprocess_cells(inputs: Sequence[str | os.PathLike], output_dir: str | os.
                                "cells": None, "dtype": None, "seconds": 0.0, "status": "failed", "error": ""}
         t0 = time.perf_counter()
         try:
-            if not f.is_file():
+            if not f.exists():
                 raise FileNotFoundError(f"{f}: no such file (was the ensemble interrupted? re-run --mode ensemble)")
             kind, data, names_f, scale = read_cell_map(f, channels)
             row["kind"] = kind
@@ -256,7 +271,7 @@ def postprocess_cells(inputs: Sequence[str | os.PathLike], output_dir: str | os.
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m auto3dseg.postprocess.cells", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("inputs", nargs="+", help="probability maps (*_prob.nii.gz), converter target maps "
+    p.add_argument("inputs", nargs="+", help="probability maps (*_prob.zarr), converter target maps "
                    "(labels/*.nii.gz), folders of them, or an ensemble.json")
     p.add_argument("--output_dir", required=True, help="where <stem>_label.tiff files and postprocess_report.json go")
     p.add_argument("--params", help="YAML with the keys of auto3dseg/resources/postprocess_cells.yaml to change "

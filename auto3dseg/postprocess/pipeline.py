@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from auto3dseg.postprocess.instances import label_instances
 from auto3dseg.postprocess.params import load_postprocess_params, params_for
-from auto3dseg.postprocess.semantic import class_masks
+from auto3dseg.postprocess.semantic import ArrayChannels, ClassMasks
 
-__all__ = ["postprocess_probabilities"]
+__all__ = ["ClassLabels", "iter_class_labels", "postprocess_probabilities"]
 
 _INSTANCE_KEYS = ("connectivity", "min_size_nm3", "watershed", "min_distance_nm", "h_nm")
 
@@ -58,17 +58,47 @@ def postprocess_probabilities(prob: np.ndarray, channels: Sequence[str], class_t
     >>> out["mito_mem"][0, 0], out["mito"][0, 0]
     (array([0, 1, 1, 0, 1, 1, 0], dtype=uint8), array([0, 1, 1, 0, 2, 2, 0], dtype=uint16))
     """
-    params = load_postprocess_params() if params is None else params
-    thresholds = {row["name"]: float(params_for(params, row["name"])["threshold"]) for row in class_table}
-    masks = class_masks(prob, channels, class_table, thresholds)
-    out: dict[str, np.ndarray] = {}
+    return dict(iter_class_labels(ArrayChannels(prob), channels, class_table, spacing, params, labels))
+
+
+class ClassLabels:
+    """The array of one class at a time from a channel reader (:class:`ArrayChannels` or a
+    :class:`~auto3dseg.ensembling.probability_maps.ProbabilityMap`): uint8 0/1 for semantic
+    classes, instance ids for instance classes, as :func:`postprocess_probabilities` makes them.
+
+    ``cache_bytes`` bounds the bit-packed part masks kept for groups (:class:`ClassMasks`).
+    """
+
+    def __init__(self, source: Any, channels: Sequence[str], class_table: Sequence[Mapping[str, Any]],
+                 spacing: Sequence[float], params: Mapping[str, Mapping[str, Any]] | None = None,
+                 cache_bytes: int = 2**31):
+        self.params = load_postprocess_params() if params is None else params
+        self.rows = {str(row["name"]): row for row in class_table}
+        thresholds = {name: float(params_for(self.params, name)["threshold"]) for name in self.rows}
+        self.masks = ClassMasks(source, list(channels), class_table, thresholds, cache_bytes)
+        self.spacing = tuple(float(s) for s in spacing)
+
+    def __call__(self, name: str) -> np.ndarray | None:
+        """The array of ``name``; None when the map can make no mask of it."""
+        mask = self.masks(name)
+        if mask is None:
+            return None
+        if self.rows[name].get("instance"):
+            p = params_for(self.params, name)
+            return label_instances(mask, self.spacing, **{k: p[k] for k in _INSTANCE_KEYS})
+        return mask.view(np.uint8)
+
+
+def iter_class_labels(source: Any, channels: Sequence[str], class_table: Sequence[Mapping[str, Any]],
+                      spacing: Sequence[float], params: Mapping[str, Mapping[str, Any]] | None = None,
+                      labels: Collection[str] | None = None) -> Iterator[tuple[str, np.ndarray]]:
+    """``(class, array)`` one class at a time, in class-table order (only ``labels`` when
+    given): what :func:`postprocess_probabilities` returns, one class in memory at a time."""
+    make = ClassLabels(source, channels, class_table, spacing, params)
     for row in class_table:
-        name = row["name"]
-        if name not in masks or (labels is not None and name not in labels):
+        name = str(row["name"])
+        if labels is not None and name not in labels:
             continue
-        if row.get("instance"):
-            p = params_for(params, name)
-            out[name] = label_instances(masks[name], spacing, **{k: p[k] for k in _INSTANCE_KEYS})
-        else:
-            out[name] = masks[name].view(np.uint8)
-    return out
+        array = make(name)
+        if array is not None:
+            yield name, array

@@ -28,7 +28,7 @@ from auto3dseg.submission.previous import REPORT_FILES, keep_previous
 from converters.geometry import Grid, grid_from_nifti_affine
 from converters.outputs import atomic_write, atomic_write_text
 
-__all__ = ["SubmissionReport", "predictable_labels", "prediction_labels", "test_labels_by_crop", "write_submission",
+__all__ = ["SubmissionReport", "map_labels", "predictable_labels", "prediction_labels", "test_labels_by_crop", "write_submission",
            "zip_store"]
 
 SUBMISSION_STORE = "submission.zarr"
@@ -94,18 +94,31 @@ def predictable_labels(channels: Sequence[str] | None, class_table: Sequence[dic
     return {r["name"] for r in class_table if ok(int(r["id"]))}
 
 
+def map_labels(prob_path: str | os.PathLike, channels: Sequence[str], class_table: list[dict], params: dict[str, Any],
+               cache_bytes: int = 2**31) -> tuple[Any, Grid]:
+    """A :class:`~auto3dseg.postprocess.pipeline.ClassLabels` of one probability map (``labels(name)``
+    gives one class's z, y, x array at a time) and the map's grid."""
+    from auto3dseg.ensembling.probability_maps import open_probability_map
+    from auto3dseg.postprocess.pipeline import ClassLabels
+
+    pmap = open_probability_map(prob_path)
+    grid = grid_from_nifti_affine(pmap.affine, pmap.shape[::-1])
+    return ClassLabels(pmap, list(channels), class_table, grid.spacing, params, cache_bytes), grid
+
+
 def prediction_labels(prob_path: str | os.PathLike, channels: Sequence[str], class_table: list[dict],
                       params: dict[str, Any], labels: Sequence[str] | None = None
                       ) -> tuple[dict[str, np.ndarray], Grid]:
     """Labels (z, y, x arrays, one per class, or only ``labels``) from one probability map,
-    and their grid."""
-    from auto3dseg.ensembling.ensemble import read_probability_nifti
-    from auto3dseg.postprocess import postprocess_probabilities
-
-    prob_xyz, affine = read_probability_nifti(prob_path)
-    grid = grid_from_nifti_affine(affine, prob_xyz.shape[1:])
-    prob = np.ascontiguousarray(np.transpose(prob_xyz, (0, 3, 2, 1)))  # [C, z, y, x]
-    return postprocess_probabilities(prob, list(channels), class_table, grid.spacing, params, labels), grid
+    and their grid (all at once: :func:`map_labels` gives them one at a time)."""
+    make, grid = map_labels(prob_path, channels, class_table, params)
+    out = {}
+    for row in class_table:
+        if labels is None or row["name"] in labels:
+            array = make(row["name"])
+            if array is not None:
+                out[row["name"]] = array
+    return out, grid
 
 
 def zip_store(store: Path, zip_path: Path) -> Path:
@@ -137,6 +150,41 @@ def _signature(ens: dict, params: dict, wanted: dict) -> str:
     text = json.dumps([ens.get("signature"), [it["probabilities"] for it in ens.get("items", [])], params,
                        {str(k): v for k, v in sorted(wanted.items())}], sort_keys=True, default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def _place_tiles(arrays: list[tuple[np.ndarray, Grid]], target: dict, kind: str) -> np.ndarray | None:
+    """One label of every tile of a crop on the target grid (None when no tile has it): semantic
+    masks united, instance ids of later tiles offset past those already placed."""
+    from auto3dseg.postprocess import smallest_id_dtype
+
+    dst = grid_of(target["voxel_size"], target["translation"], target["shape"])
+    data: np.ndarray | None = None
+    for array, src in arrays:
+        here = place_on_grid(array, src, dst, kind)
+        if data is None:
+            data = here
+        elif kind == "semantic":
+            np.maximum(data, here, out=data)
+        else:  # tiles number their objects independently
+            offset = int(data.max(initial=0))
+            dtype = np.promote_types(np.promote_types(data.dtype, here.dtype),
+                                     smallest_id_dtype(offset + int(here.max(initial=0))))
+            data, here = data.astype(dtype, copy=False), here.astype(dtype, copy=False)
+            here[here > 0] += dtype.type(offset)
+            np.copyto(data, here, where=(data == 0) & (here > 0))
+        del here
+    return data
+
+
+def _report_row(crop_id: int, target: dict, kind: str, status: str, data: np.ndarray) -> dict:
+    row = {"crop": f"crop{crop_id}", "label": target["label"], "kind": kind, "status": status,
+           "voxel_size": list(target["voxel_size"]), "shape": list(target["shape"]),
+           "foreground_pct": 100.0 * float(np.count_nonzero(data)) / max(1, data.size)}
+    if kind == "instance":
+        import fastremap
+
+        row["objects"] = int(np.count_nonzero(fastremap.unique(data)))
+    return row
 
 
 def write_submission(ensemble_manifest: str | os.PathLike, datalist: str | os.PathLike, out_dir: str | os.PathLike,
@@ -216,45 +264,29 @@ def _write_submission(ensemble_manifest: str | os.PathLike, datalist: str | os.P
     report = SubmissionReport()
     for crop_id in tqdm(sorted(wanted), desc="Writing submission", unit="crop"):
         crop_group = root_group.require_group(f"crop{crop_id}")
-        predicted: list[tuple[dict[str, np.ndarray], Grid]] = [
-            prediction_labels(p, ens["channels"], dl["class_table"], params, [t["label"] for t in wanted[crop_id]])
-            for p in prob_by_crop.get(crop_id, [])]
-        for target in wanted[crop_id]:
-            label = target["label"]
+        maps = prob_by_crop.get(crop_id, [])
+        # one class at a time over every map (tile) of the crop: a 1000³ crop of 48 labels holds one label
+        makers = [map_labels(p, ens["channels"], dl["class_table"], params, 2**31 // max(1, len(maps)))
+                  for p in maps]
+        for label in dict.fromkeys(t["label"] for t in wanted[crop_id]):
             kind = "instance" if label in INSTANCE_CLASSES else "semantic"
-            dst = grid_of(target["voxel_size"], target["translation"], target["shape"])
-            data = np.zeros(dst.shape, dtype=np.uint32 if kind == "instance" else np.uint8)
-            status = "no image (crop not converted)" if not predicted else "not predicted by the model"
-            next_id = 0
-            for labels, src in predicted:  # one per tile of the crop
-                if label not in labels:
-                    continue
-                status = "predicted"
-                placed = place_on_grid(labels[label], src, dst, kind,
-                                       out_dtype=np.uint32 if kind == "instance" else None)
-                if kind == "instance":
-                    placed[placed > 0] += next_id  # tiles number their objects independently
-                    next_id = int(placed.max(initial=next_id))
-                    np.copyto(data, placed, where=(data == 0) & (placed > 0))
-                else:
-                    np.maximum(data, placed, out=data)
-            if kind == "instance":
-                from auto3dseg.postprocess import smallest_id_dtype
-
-                data = data.astype(smallest_id_dtype(int(data.max(initial=0))), copy=False)
-            try:
-                _write_label(crop_group, label, data, target)
-            except OSError as exc:  # zarr's chunk writes name no file
-                exc.filename = exc.filename or str(tmp_store / f"crop{crop_id}" / label)
-                raise
-            row = {"crop": f"crop{crop_id}", "label": label, "kind": kind, "status": status,
-                   "voxel_size": list(target["voxel_size"]), "shape": list(target["shape"]),
-                   "foreground_pct": 100.0 * float(np.count_nonzero(data)) / max(1, data.size)}
-            if kind == "instance":
-                import fastremap
-
-                row["objects"] = int(np.count_nonzero(fastremap.unique(data)))
-            report.rows.append(row)
+            arrays = [(make(label), grid) for make, grid in makers]
+            arrays = [(a, g) for a, g in arrays if a is not None]
+            for target in (t for t in wanted[crop_id] if t["label"] == label):
+                data = _place_tiles(arrays, target, kind)
+                status = "predicted" if data is not None else (
+                    "no image (crop not converted)" if not maps else "not predicted by the model")
+                if data is None:
+                    data = np.zeros(tuple(int(s) for s in target["shape"]),
+                                    dtype=np.uint16 if kind == "instance" else np.uint8)
+                try:
+                    _write_label(crop_group, label, data, target)
+                except OSError as exc:  # zarr's chunk writes name no file
+                    exc.filename = exc.filename or str(tmp_store / f"crop{crop_id}" / label)
+                    raise
+                report.rows.append(_report_row(crop_id, target, kind, status, data))
+                del data
+            del arrays
     final_store = out / SUBMISSION_STORE
     if final_store.exists():
         old = out / f".old-{os.getpid()}-{SUBMISSION_STORE}"
