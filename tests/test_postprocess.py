@@ -305,3 +305,37 @@ def test_only_the_requested_labels_are_produced():
     params = pp.load_postprocess_params(overrides={"mito": {"min_size_nm3": 0, "watershed": False}})
     out = postprocess_probabilities(prob, ["mito_mem", "mito"], table, (8.0, 8.0, 8.0), params, labels=["mito"])
     assert list(out) == ["mito"] and out["mito"].max() == 1
+
+
+def _same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    """The same objects, whatever their ids."""
+    pairs = np.unique(np.stack([a.ravel(), b.ravel()]), axis=1)
+    return (pairs.shape[1] == len(np.unique(a)) == len(np.unique(b))
+            and np.array_equal(a == 0, b == 0))
+
+
+def test_splitting_object_by_object_gives_the_whole_volume_split():
+    """Large masks are split one object at a time (bounded memory): the same objects."""
+    rng = np.random.default_rng(4)
+    centres = [tuple(rng.uniform(40, 440, 3)) for _ in range(40)]
+    mask = balls((64, 64, 64), ISO, centres, 44) | balls((64, 64, 64), ISO, [(100, 100, 100), (100, 100, 190)], 50)
+    whole = split_touching(mask, ISO, 40.0, h_nm=4.0)
+    by_object = split_touching(mask, ISO, 40.0, h_nm=4.0, max_voxels=0)
+    assert n_objects(whole) > n_objects(label_instances(mask, ISO))  # something was split
+    assert _same_partition(whole, by_object)
+
+
+def test_renumbering_dense_and_sparse_masks_agree():
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 50, (30, 30, 30)).astype(np.uint32)  # dense: the lookup-table path
+    dense = ids.renumber_by_size(labels, 530)
+    sparse = labels.copy()
+    sparse[5:] = 0  # 1/6 of the voxels: the foreground path
+    for lab in (labels, sparse):
+        counts = np.bincount(lab.ravel())
+        out = ids.renumber_by_size(lab, 530 if lab is labels else 80)
+        kept = [i for i in range(1, counts.size) if counts[i] >= (530 if lab is labels else 80)]
+        assert out.max() == len(kept) and out.dtype == np.uint16
+        for new, old in enumerate(kept, 1):  # ids in order of the old ones
+            assert np.array_equal(out == new, lab == old)
+    assert dense.max() > 0

@@ -75,7 +75,12 @@ def remove_small_objects(labels: np.ndarray, min_voxels: int, *, in_place: bool 
 
 def renumber_by_size(labels: np.ndarray, min_voxels: int = 1, mask: np.ndarray | None = None) -> np.ndarray:
     """Ids ``1..N`` in order of first id, objects under ``min_voxels`` removed, in
-    :func:`smallest_id_dtype` ``(N)``; one lookup over the foreground voxels only.
+    :func:`smallest_id_dtype` ``(N)``.
+
+    Memory stays within the output plus a few bytes per voxel whatever the foreground: a sparse
+    mask (at most 1/8 of the voxels) is relabelled through its foreground voxels only, a dense
+    one through a lookup table over every voxel (``fastremap`` counts, no 8-byte index per
+    voxel: a 1000³ ``cell`` mask would need 8 GB of them).
 
     Parameters
     ----------
@@ -91,16 +96,23 @@ def renumber_by_size(labels: np.ndarray, min_voxels: int = 1, mask: np.ndarray |
     >>> renumber_by_size(np.array([0, 7, 7, 3, 9, 9, 9], dtype=np.int64), min_voxels=2)
     array([0, 1, 1, 0, 2, 2, 2], dtype=uint16)
     """
-    fg = np.flatnonzero(labels if mask is None else mask)
-    ids = labels.ravel()[fg]
-    keep = np.bincount(ids, minlength=1) >= max(int(min_voxels), 1)
-    keep[0] = False
-    n = int(keep.sum())
-    new_ids = np.zeros(keep.size, dtype=smallest_id_dtype(n))
-    new_ids[keep] = np.arange(1, n + 1)
-    out = np.zeros(labels.shape, dtype=new_ids.dtype)
-    out.ravel()[fg] = new_ids[ids]
-    return out
+    mask = labels != 0 if mask is None else mask
+    if np.count_nonzero(mask) <= labels.size // 8:
+        fg = np.flatnonzero(mask)
+        ids = labels.ravel()[fg]
+        keep = np.bincount(ids, minlength=1) >= max(int(min_voxels), 1)
+        keep[0] = False
+        n = int(keep.sum())
+        new_ids = np.zeros(keep.size, dtype=smallest_id_dtype(n))
+        new_ids[keep] = np.arange(1, n + 1)
+        out = np.zeros(labels.shape, dtype=new_ids.dtype)
+        out.ravel()[fg] = new_ids[ids]
+        return out
+    ids, counts = fastremap.unique(labels, return_counts=True)
+    kept = ids[(ids != 0) & (counts >= max(int(min_voxels), 1))]
+    lut = np.zeros(int(ids.max(initial=0)) + 1, dtype=smallest_id_dtype(kept.size))
+    lut[kept] = np.arange(1, kept.size + 1)
+    return lut[labels]
 
 
 def label_components(mask: np.ndarray, connectivity: int, *, out_dtype: type | None = None,

@@ -27,7 +27,10 @@ from scipy.spatial import cKDTree
 
 from auto3dseg.postprocess.ids import label_components, smallest_id_dtype
 
-__all__ = ["distance_maxima", "split_touching"]
+__all__ = ["WHOLE_VOLUME_VOXELS", "distance_maxima", "split_touching"]
+
+#: foreground voxels up to which every object is split at once (~150 bytes each: 3 GB)
+WHOLE_VOLUME_VOXELS = 20_000_000
 
 #: connectivity -> how many axes a neighbour's offset may span
 _RANK = {4: 1, 8: 2, 6: 1, 18: 2, 26: 3}
@@ -224,7 +227,7 @@ def _merge_basins(lo: np.ndarray, hi: np.ndarray, saddle: np.ndarray, top: np.nd
 
 
 def split_touching(mask: np.ndarray, spacing: Sequence[float], min_distance_nm: float, *, h_nm: float = 0.0,
-                   connectivity: int = 26, parallel: int = 1) -> np.ndarray:
+                   connectivity: int = 26, parallel: int = 1, max_voxels: int = WHOLE_VOLUME_VOXELS) -> np.ndarray:
     """Connected components of ``mask``, with touching objects split by a seeded watershed.
 
     Seeds are :func:`distance_maxima` of the Euclidean distance to the background (nm,
@@ -250,6 +253,10 @@ def split_touching(mask: np.ndarray, spacing: Sequence[float], min_distance_nm: 
         6, 18 or 26 (3-D), 4 or 8 (2-D), for the components and the split.
     parallel : int
         Threads for the distance transform.
+    max_voxels : int
+        Above this many foreground voxels, objects are split one by one in their bounding
+        boxes (the same result; memory bounded by the largest object, about 150 bytes per
+        foreground voxel otherwise).
 
     Returns
     -------
@@ -271,6 +278,44 @@ def split_touching(mask: np.ndarray, spacing: Sequence[float], min_distance_nm: 
     labels, n = label_components(mask, connectivity, return_N=True)
     if n == 0 or mask.all():  # no background: no distance to split on (edt gives inf)
         return labels
+    if np.count_nonzero(mask) > max_voxels:
+        return _split_by_component(labels, n, spacing, min_distance_nm, h_nm, connectivity, parallel)
+    return _split_whole(mask, labels, n, spacing, min_distance_nm, h_nm, connectivity, parallel)
+
+
+def _split_by_component(labels: np.ndarray, n: int, spacing: tuple[float, ...], min_distance_nm: float,
+                        h_nm: float, connectivity: int, parallel: int) -> np.ndarray:
+    """:func:`_split_whole` one component at a time, in its bounding box: the working memory is the
+    largest component's, not the volume's foreground. The split is the same: an object's
+    distances, maxima, basins and saddles never involve another object's voxels, and a
+    component too small to hold two seeds further apart than ``min_distance_nm`` is skipped."""
+    boxes = cc3d.statistics(labels)["bounding_boxes"]
+    next_id = n + 1
+    for c in range(1, n + 1):
+        box = boxes[c]
+        if box is None:
+            continue
+        reach = math.sqrt(sum(((s.stop - s.start - 1) * sp) ** 2 for s, sp in zip(box, spacing)))
+        if reach <= min_distance_nm:
+            continue
+        pad = tuple(slice(max(0, s.start - 1), min(size, s.stop + 1)) for s, size in zip(box, labels.shape))
+        sub = labels[pad] == c
+        parts = _split_whole(sub, sub.astype(np.uint8), 1, spacing, min_distance_nm, h_nm, connectivity, parallel)
+        k = int(parts.max(initial=0))
+        if k <= 1:
+            continue
+        if next_id + k - 2 > np.iinfo(labels.dtype).max:
+            labels = labels.astype(smallest_id_dtype(next_id + k), copy=False)
+        view = labels[pad]
+        ids = parts[sub].astype(labels.dtype)
+        view[sub] = np.where(ids == 1, labels.dtype.type(c), ids + labels.dtype.type(next_id - 2))
+        next_id += k - 1
+    return labels
+
+
+def _split_whole(mask: np.ndarray, labels: np.ndarray, n: int, spacing: tuple[float, ...], min_distance_nm: float,
+                 h_nm: float, connectivity: int, parallel: int) -> np.ndarray:
+    """The split of every component of ``labels`` (``n`` of them, ids 1..n) at once."""
     # edt reads the uint8 view of a bool mask about twice as fast as the bool array
     fdist = edt.edt(mask.view(np.uint8), anisotropy=spacing, parallel=parallel).ravel()
     fg = np.flatnonzero(mask)
