@@ -18,6 +18,7 @@ import zarr
 
 from .crops import TEST_CROPS, TRAIN_CROPS, s0_chunks_overlapping
 from .layout import DATASETS, EM_PATH, EM_SHAPE, EM_VOXEL_NM, GT_PATH, TEST_TRUTH_NAME
+from .scale_tree import generate_scaled
 from .scenes import build_scene, synthesize_em
 from .shapes import rasterize
 from .stores import _case_record, write_datasplit, write_em, write_gt_crop, write_test_manifest, write_test_truth
@@ -134,11 +135,14 @@ def _generate_into(tmp: Path, final: Path, seed: int) -> dict[str, Any]:
 
 
 def generate_synthetic_cellmap(out_dir: str | os.PathLike[str], seed: int = 0,
-                               overwrite: bool = False) -> dict[str, Any]:
+                               overwrite: bool = False, scale: float = 1, *, big_test_crop: int = 0,
+                               workers: int = 1, block: int = 128, progress: bool = False) -> dict[str, Any]:
     """Generate the synthetic CellMap-like tree into ``out_dir``.
 
     Everything is written into a temporary directory next to ``out_dir`` and renamed into
-    place at the end, so ``out_dir`` is either complete or untouched.
+    place at the end, so ``out_dir`` is either complete or untouched. ``scale`` 1 writes the
+    fixed demo tree; ``scale`` N > 1 a procedural tree of about N times its size
+    (:func:`converters.synthetic.scale_tree.generate_scaled`, summary also in ``scale.json``).
 
     Parameters
     ----------
@@ -149,25 +153,51 @@ def generate_synthetic_cellmap(out_dir: str | os.PathLike[str], seed: int = 0,
         arrays.
     overwrite : bool
         Replace a non-empty ``out_dir``.
+    scale : float
+        Size relative to the demo (>= 1).
+    big_test_crop : int
+        Procedural trees only: add a test crop of this many voxels a side (8 nm, all 48
+        tested labels) in its own dataset ``synth-big``; 0 for none.
+    workers : int
+        Processes writing blocks of a procedural tree (the bytes do not depend on it).
+    block : int
+        Block side in voxels (a multiple of 64) of a procedural tree (nor on this).
+    progress : bool
+        Show a progress bar over the blocks of a procedural tree.
 
     Returns
     -------
     dict
-        ``out_dir``, ``seed``, ``datasets`` (name -> absolute zarr path), ``cases``
+        Scale 1: ``out_dir``, ``seed``, ``datasets`` (name -> absolute zarr path), ``cases``
         (crop name -> the ``cases.json`` record), paths of ``cases_json``, ``datasplit``,
         ``test_manifest``, ``test_truth``, ``readme``, ``test_crops`` and
-        ``deleted_s0_chunks``.
+        ``deleted_s0_chunks``. Scale N > 1: the ``scale.json`` summary (``seed``, ``scale``,
+        ``datasets``, ``crops``, ``test_crops``, ``totals``) plus the paths and ``seconds``.
 
     Raises
     ------
     FileExistsError
         If ``out_dir`` is non-empty and ``overwrite`` is False.
+    ValueError
+        If ``scale < 1``, or ``big_test_crop`` is asked of the demo tree (scale 1).
     """
+    scale = float(scale)
+    if not scale >= 1.0:
+        raise ValueError(f"scale must be >= 1, got {scale}")
+    procedural = scale > 1.0
+    if big_test_crop and not procedural:
+        raise ValueError("big_test_crop needs scale > 1 (scale 1 is the fixed demo tree)")
+    if big_test_crop and int(big_test_crop) < 24:
+        raise ValueError(f"big_test_crop must be at least 24 voxels a side, got {big_test_crop}")
     final = Path(out_dir).expanduser().resolve()
     _prepare_target(final, overwrite)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:
-        summary = _generate_into(tmp, final, int(seed))
+        if procedural:
+            summary = generate_scaled(tmp, final, int(seed), scale, int(big_test_crop), int(workers), int(block),
+                                      progress)
+        else:
+            summary = _generate_into(tmp, final, int(seed))
         _swap_into_place(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -190,6 +220,22 @@ def _parser() -> argparse.ArgumentParser:
                         "identical data (default: 0)")
     p.add_argument("--force", action="store_true",
                    help="replace DIR if it exists and is not empty (otherwise refuse)")
+    p.add_argument("--scale", type=float, default=1.0, metavar="N",
+                   help="1 (default): the fixed demo tree above. N > 1: a procedural tree of about N "
+                        "times its size (training and test-label voxels), round(6*sqrt(N)) training "
+                        "crops, round(2*sqrt(N)) test crops (at most 16), 8 and 4 nm datasets, crops "
+                        "at 4/8/16 nm, all 48 tested classes, partial and group-only annotation; "
+                        "summary in DIR/scale.json")
+    p.add_argument("--big_test_crop", type=int, default=0, metavar="SIDE",
+                   help="with --scale N > 1: add one test crop of SIDE^3 voxels at 8 nm in its own "
+                        "dataset, truth for all 48 tested labels (default: none)")
+    p.add_argument("--workers", type=int, default=1, metavar="W",
+                   help="processes writing the blocks of a procedural tree; the data do not depend "
+                        "on it (default: 1)")
+    p.add_argument("--block", type=int, default=128, metavar="VOXELS",
+                   help="block side (a multiple of 64) of a procedural tree; bounds memory, the data "
+                        "do not depend on it (default: 128)")
+    p.add_argument("--no_progress", action="store_true", help="no progress bar")
     return p
 
 
@@ -198,11 +244,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     t0 = time.perf_counter()
     try:
-        summary = generate_synthetic_cellmap(args.out, seed=args.seed, overwrite=args.force)
-    except FileExistsError as exc:
+        summary = generate_synthetic_cellmap(args.out, seed=args.seed, overwrite=args.force, scale=args.scale,
+                                             big_test_crop=args.big_test_crop, workers=args.workers,
+                                             block=args.block, progress=not args.no_progress)
+    except (FileExistsError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     dt = time.perf_counter() - t0
+    if "totals" in summary:
+        t = summary["totals"]
+        print(f"wrote {summary['out_dir']} in {dt:.1f} s (scale {summary['scale']:g}, seed {summary['seed']}): "
+              f"{len(summary['datasets'])} datasets, {len(summary['crops'])} training crops "
+              f"({t['train_gt_voxels']:,} voxels), {len(summary['test_crops'])} test crops "
+              f"({t['test_label_voxels'] + t['big_test_label_voxels']:,} label voxels), "
+              f"{t['em_s0_voxels']:,} EM s0 voxels, {t['bytes_on_disk'] / 1e6:,.1f} MB; see {summary['scale_json']}")
+        return 0
     print(f"wrote {summary['out_dir']} in {dt:.1f} s (seed {summary['seed']})")
     for name, rec in summary["cases"].items():
         print(f"  {name:7s} {rec['dataset']}  {rec['case']:20s} -> {rec['expected_verdict']}")
