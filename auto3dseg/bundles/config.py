@@ -198,6 +198,10 @@ def derive_hyper_parameters(algo: str, datastats: Mapping[str, Any], datalist: M
         "early_stop_patience": 30,
         "num_workers": 4,
         "cache_rate": 0.0,
+        # crops preprocessed once (uncompressed arrays, statistics, class voxels): a draw reads two
+        # patches; cache_dir null = <work_dir>/preprocessed (auto3dseg.engine.preprocessed)
+        "cache": True,
+        "cache_dir": None,
         "sw_batch_size": int(d.get("sw_batch_size", 2)),
         "sw_overlap": 0.25,
         "resume": True,

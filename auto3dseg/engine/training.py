@@ -32,7 +32,7 @@ from auto3dseg.engine.budget import epochs_for_time, initial_plan, parse_budget
 from auto3dseg.engine.checkpoints import atomic_torch_save, load_checkpoint, resume_progress, write_progress
 from auto3dseg.engine.losses import DeepSupervisionLoss, MaskedDiceBCELoss, MaskedDiceCELoss
 from auto3dseg.engine.networks import as_list, build_network, load_pretrained, patch_multiple
-from auto3dseg.engine.training_data import fold_items, make_loader
+from auto3dseg.engine.training_data import fold_items, make_loader, prepare_cache
 from auto3dseg.engine.training_report import format_eta, plot_progress, tensorboard_writer
 
 __all__ = [
@@ -352,6 +352,7 @@ def _train(cfg: Mapping[str, Any]) -> dict:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     train_items, val_items = fold_items(cfg["data_list_file_path"], cfg["dataroot"], int(cfg["fold"]))
+    prepare_cache(train_items + val_items, cfg, rank, world)  # preprocessed once; the loaders read patches
     train_loader, sampler = make_loader(train_items, training_transforms(cfg), cfg, rank, world, shuffle=True,
                                         seed=int(cfg.get("seed", 0)))
     val_shard = val_items[rank::world]

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["EpochItems", "EpochSampler", "fold_items", "make_loader"]
+__all__ = ["EpochItems", "EpochSampler", "fold_items", "make_loader", "prepare_cache"]
 
 
 def fold_items(datalist_path: str | os.PathLike, dataroot: str | os.PathLike, fold: int) -> tuple[list, list]:
@@ -44,6 +44,24 @@ def fold_items(datalist_path: str | os.PathLike, dataroot: str | os.PathLike, fo
         raise ValueError(f"{datalist_path}: fold {fold} has no validation items; give every training item a "
                          "'fold' (the converter does) or choose an existing fold")
     return train_items, val_items
+
+
+def prepare_cache(items: list, cfg: Mapping[str, Any], rank: int = 0, world: int = 1) -> list[dict]:
+    """Build the preprocessed cache entries of ``items`` before the loaders start (their workers
+    then only read); nothing when the bundle trains without a cache (``cache: false``).
+
+    Each rank starts with its own share of the items; the entries' locks make the rest wait.
+    Returns :func:`auto3dseg.engine.preprocessed.build_cache`'s per-item report.
+    """
+    from auto3dseg.engine.preprocessed import CacheParams, build_cache, cache_dir_of
+    from auto3dseg.orchestration.train_bundles import available_cpus
+
+    folder = cache_dir_of(cfg)
+    if folder is None or not items:
+        return []
+    ordered = items[rank::world] + [it for i, it in enumerate(items) if i % world != rank]
+    workers = max(0, min(int(cfg.get("num_workers", 4)), available_cpus() // max(1, world)))
+    return build_cache(ordered, cfg["dataroot"], folder, CacheParams.from_cfg(cfg), workers, progress=rank == 0)
 
 
 class EpochItems(torch.utils.data.Dataset):
