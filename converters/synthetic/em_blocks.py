@@ -100,6 +100,25 @@ def chunk_noise(words: Sequence[int], level: int, start: Sequence[int], shape: S
     return out
 
 
+def downsample2(image: np.ndarray) -> np.ndarray:
+    """2x2x2 mean of a uint8 volume with even sides, rounded half to even: the same values as
+    :func:`converters.synthetic.scenes.downsample_mean` in integer arithmetic (no float copy).
+
+    >>> a = np.arange(64, dtype=np.uint8).reshape(4, 4, 4)
+    >>> from converters.synthetic.scenes import downsample_mean
+    >>> bool((downsample2(a) == downsample_mean(a, 2)).all())
+    True
+    """
+    total = np.zeros(tuple(n // 2 for n in image.shape), dtype=np.uint16)
+    for dz in (0, 1):
+        for dy in (0, 1):
+            for dx in (0, 1):
+                total += image[dz::2, dy::2, dx::2]
+    q, r = np.divmod(total, 8)
+    q += (r > 4) | ((r == 4) & (q % 2 == 1))
+    return q.astype(np.uint8)
+
+
 def render_em_block(scene: CellScene, voxel_nm: float, words: Sequence[int], start: Sequence[int],
                     shape: Sequence[int], chunks: Shape3) -> np.ndarray:
     """EM ``s0`` voxels ``start .. start + shape`` (chunk-aligned) of a dataset whose ``s0`` voxel

@@ -34,6 +34,7 @@ from .scale_classes import HCHROM_BAND_NM, PORE_INNER_NM, layer_class_ids, seman
 from .shapes import Ellipsoid, Tube
 
 _ECS, _NUCPL, _HCHROM, _NP_IN = _cid("ecs"), _cid("nucpl"), _cid("hchrom"), _cid("np_in")
+SLAB = 16  #: planes of a piece's window evaluated at a time
 
 
 @dataclass
@@ -92,6 +93,13 @@ def _quad_form(m: np.ndarray, dz: np.ndarray, dy: np.ndarray, dx: np.ndarray) ->
     return out
 
 
+def _quad_points(m: np.ndarray, d: tuple) -> np.ndarray:
+    """``d^T M d`` per point, element-wise in a fixed order (no BLAS: the same bits for a voxel
+    whatever else is in the batch)."""
+    return (m[0, 0] * d[0] * d[0] + m[1, 1] * d[1] * d[1] + m[2, 2] * d[2] * d[2]
+            + 2.0 * m[0, 1] * d[0] * d[1] + 2.0 * m[0, 2] * d[0] * d[2] + 2.0 * m[1, 2] * d[1] * d[2])
+
+
 def _ellipsoid_depth(e: Ellipsoid, ax, max_depth: float, box: BoxedEllipsoid | None = None
                      ) -> tuple[np.ndarray, tuple, np.ndarray]:
     """Inside mask, indices of inside voxels shallower than ``max_depth`` (by the bound) and their
@@ -110,9 +118,9 @@ def _ellipsoid_depth(e: Ellipsoid, ax, max_depth: float, box: BoxedEllipsoid | N
         shallow |= ((face[0] < max_depth)[:, None, None] | (face[1] < max_depth)[None, :, None]
                     | (face[2] < max_depth)[None, None, :])
     idx = np.nonzero(inside & shallow)
-    d = np.stack([dz[idx[0]], dy[idx[1]], dx[idx[2]]], axis=1)
-    k0 = np.sqrt(np.einsum("ni,ij,nj->n", d, _quadratic(e.semi_axes, e.rotation, 2), d))
-    k1 = np.sqrt(np.einsum("ni,ij,nj->n", d, _quadratic(e.semi_axes, e.rotation, 4), d))
+    d = (dz[idx[0]], dy[idx[1]], dx[idx[2]])
+    k0 = np.sqrt(_quad_points(_quadratic(e.semi_axes, e.rotation, 2), d))
+    k1 = np.sqrt(_quad_points(_quadratic(e.semi_axes, e.rotation, 4), d))
     depth = np.where(k1 > 0, k0 * (1.0 - k0) / np.where(k1 > 0, k1, 1.0), rmin)
     if box is not None:
         depth = np.minimum(depth, np.minimum(np.minimum(face[0][idx[0]], face[1][idx[1]]), face[2][idx[2]]))
@@ -145,9 +153,9 @@ def _disc_classes(disc: Disc, ax) -> tuple[np.ndarray, np.ndarray]:
 
 def _hchrom(scene: CellScene, pts: np.ndarray) -> np.ndarray:
     """Where the chromatin band is heterochromatin: two crossed waves above a threshold."""
-    w = scene.hchrom_waves
-    ph = pts @ (w[:, :3].T / (2 * np.pi)) + w[:, 3] / (2 * np.pi)
-    return (wave(ph[:, 0]) + wave(ph[:, 1])) > -0.4
+    w = scene.hchrom_waves / (2 * np.pi)
+    ph = [pts[:, 0] * a + pts[:, 1] * b + pts[:, 2] * c + p for a, b, c, p in w[:2]]
+    return (wave(ph[0]) + wave(ph[1])) > -0.4
 
 
 def _classes(scene: CellScene, body: Body, shape, ax, sub_a, sub_o) -> tuple[np.ndarray, np.ndarray]:
@@ -180,12 +188,15 @@ def _classes(scene: CellScene, body: Body, shape, ax, sub_a, sub_o) -> tuple[np.
 
 
 def _paint(r: Raster, scene: CellScene, body: Body, shape, win) -> None:
-    ax = tuple(r.axes[k][win[k]] for k in range(3))
-    sub_a, sub_c, sub_o = r.atomic[win], r.cell[win], r.owner[win]
-    inside, cls = _classes(scene, body, shape, ax, sub_a, sub_o)
-    np.copyto(sub_a, cls, where=inside)
-    np.copyto(sub_c, np.int32(body.cell), where=inside)
-    np.copyto(sub_o, np.int32(body.owner), where=inside)
+    # slabs of SLAB planes bound the temporaries of a big window (a cell, a nucleus)
+    for z0 in range(win[0].start, win[0].stop, SLAB):
+        w = (slice(z0, min(z0 + SLAB, win[0].stop)), win[1], win[2])
+        ax = tuple(r.axes[k][w[k]] for k in range(3))
+        sub_a, sub_c, sub_o = r.atomic[w], r.cell[w], r.owner[w]
+        inside, cls = _classes(scene, body, shape, ax, sub_a, sub_o)
+        np.copyto(sub_a, cls, where=inside)
+        np.copyto(sub_c, np.int32(body.cell), where=inside)
+        np.copyto(sub_o, np.int32(body.owner), where=inside)
 
 
 def rasterize_block(scene: CellScene, origin: Sequence[float], spacing: Sequence[float],

@@ -143,7 +143,8 @@ def generate_scaled(tmp: Path, final: Path, seed: int, scale: float, big_test_cr
     totals = plan.totals()
     totals["em_voxels_all_levels"] = sum(d["em_voxels_all_levels"] for d in datasets.values())
     totals["empty_test_labels"] = sum(1 for rec in tests.values() for lab in rec["labels"] if not lab["present_voxels"])
-    totals["bytes_on_disk"] = disk_bytes(tmp)  # arrays and CSV files (not README.md, scale.json)
+    # the Zarr stores (EM, ground truth, test truth); the CSV files name the output folder
+    totals["bytes_on_disk"] = sum(disk_bytes(p) for p in tmp.iterdir() if p.is_dir())
     summary: dict[str, Any] = {"seed": int(seed), "scale": float(scale), "big_test_crop": int(big_test_crop),
                                "datasets": datasets, "crops": crops, "test_crops": tests, "totals": totals}
     (tmp / "README.md").write_text(_readme(summary))

@@ -30,15 +30,15 @@ from converters.pool import die_with_parent
 
 from .cell_scene import CellScene, build_cell_scene
 from .crops import CropSpec, TestCropSpec, _all_lut
-from .em_blocks import render_em_block
+from .em_blocks import downsample2, render_em_block
 from .layout import EM_PATH, GT_PATH, TEST_TRUTH_NAME
 from .raster import class_block, rasterize_block
 from .scale_classes import TESTED_CLASSES, semantic_lut
 from .scale_plan import SCALE_CHUNKS, DatasetPlan, TreePlan, base_grid
 from .scale_store import block_grid, em_levels, gt_dtype, open_array, truth_grids
-from .scenes import downsample_mean
 
 _STATE: dict[str, Any] = {}
+SCENE_CACHE, ARRAY_CACHE = 2, 128
 
 
 def scene_words(seed: int, index: int) -> tuple[int, int, int]:
@@ -56,19 +56,27 @@ def _init_worker(parent: int, root: Path, scratch: Path, seed: int, block: int) 
     _set_state(root, scratch, seed, block)
 
 
+def _cached(cache: dict, key: Any, make: Callable[[], Any], size: int) -> Any:
+    """``cache[key]``, made on a miss; the oldest entries go beyond ``size`` (memory stays flat
+    however many datasets and arrays the tree has: tasks come dataset by dataset)."""
+    if key not in cache:
+        cache[key] = make()
+        while len(cache) > size:
+            del cache[next(iter(cache))]
+    return cache[key]
+
+
+def _load_scene(d: int) -> CellScene:
+    with open(_STATE["scratch"] / f"scene-{d}.pkl", "rb") as fh:
+        return pickle.load(fh)
+
+
 def _scene(d: int) -> CellScene:
-    scenes = _STATE["scenes"]
-    if d not in scenes:
-        with open(_STATE["scratch"] / f"scene-{d}.pkl", "rb") as fh:
-            scenes[d] = pickle.load(fh)
-    return scenes[d]
+    return _cached(_STATE["scenes"], d, lambda: _load_scene(d), SCENE_CACHE)
 
 
 def _array(rel: str):
-    arrays = _STATE["arrays"]
-    if rel not in arrays:
-        arrays[rel] = open_array(_STATE["root"] / rel)
-    return arrays[rel]
+    return _cached(_STATE["arrays"], rel, lambda: open_array(_STATE["root"] / rel), ARRAY_CACHE)
 
 
 def _slices(start: Sequence[int], shape: Sequence[int], f: int = 1) -> tuple[slice, ...]:
@@ -94,7 +102,6 @@ def _task_scene(ds: DatasetPlan, tests: Sequence[TestCropSpec]) -> dict[str, Any
     scene = build_cell_scene(ds.name, scene_words(_STATE["seed"], ds.index), lo, hi, ds.needs, ds.anchor)
     with open(_STATE["scratch"] / f"scene-{ds.index}.pkl", "wb") as fh:
         pickle.dump(scene, fh, protocol=pickle.HIGHEST_PROTOCOL)
-    _STATE["scenes"][ds.index] = scene
     return {"max_id": scene.max_id, "bodies": len(scene.bodies), "cells": scene.n_cells,
             "shown": {t.name: _shown_labels(scene, t, _STATE["block"]) for t in tests}}
 
@@ -138,7 +145,7 @@ def run_task(task: tuple) -> tuple[tuple, Any]:
         _, ds_name, level, start, shape = task
         base = f"{_ds_rel(ds_name)}/{EM_PATH}"
         src = _array(f"{base}/s{level - 1}")[_slices(start, shape, 2)]
-        _array(f"{base}/s{level}")[_slices(start, shape)] = downsample_mean(src, 2)
+        _array(f"{base}/s{level}")[_slices(start, shape)] = downsample2(src)
         return task, None
     if kind == "gt":
         return task, _task_gt(*task[1:])
@@ -154,16 +161,16 @@ def scene_tasks(plan: TreePlan) -> list[tuple]:
 
 
 def block_phases(plan: TreePlan, block: int) -> list[list[tuple]]:
-    """EM ``s0``, crop and test-truth blocks (independent), then one phase per coarser EM level."""
-    index = {d.name: d.index for d in plan.datasets}
+    """EM ``s0``, crop and test-truth blocks (independent; dataset by dataset, so a worker needs
+    one or two scenes at a time), then one phase per coarser EM level."""
     first: list[tuple] = []
     for d in plan.datasets:
         first += [("em", d.index, d.name, d.voxel_nm, s, n) for s, n in block_grid(d.shape, block)]
-    for c in plan.crops:
-        first += [("gt", index[c.dataset], c, s, n) for s, n in block_grid(c.shape, block)]
-    for t in plan.tests:
-        for g, (_, _, shape, _) in enumerate(truth_grids(t)):
-            first += [("truth", index[t.dataset], t, g, s, n) for s, n in block_grid(shape, block)]
+        for c in (c for c in plan.crops if c.dataset == d.name):
+            first += [("gt", d.index, c, s, n) for s, n in block_grid(c.shape, block)]
+        for t in (t for t in plan.tests if t.dataset == d.name):
+            for g, (_, _, shape, _) in enumerate(truth_grids(t)):
+                first += [("truth", d.index, t, g, s, n) for s, n in block_grid(shape, block)]
     phases = [first]
     for level in range(1, max(d.levels for d in plan.datasets)):
         phases.append([("down", d.name, level, s, n) for d in plan.datasets if level < d.levels
