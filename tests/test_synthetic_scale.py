@@ -113,14 +113,24 @@ def test_same_bytes_whatever_block_size_and_workers(tree, tmp_path):
     assert split == (out / "datasplit.csv").read_text()
 
 
-def test_other_seed_differs(tree, tmp_path):
+def test_other_seed_differs_and_big_test_crop(tree, tmp_path):
     out, _ = tree
     other = tmp_path / "seed1"
-    S.generate_synthetic_cellmap(other, seed=1, scale=SCALE)
+    summary = S.generate_synthetic_cellmap(other, seed=1, scale=SCALE, big_test_crop=72)
     a = _store(out, "synth-1")[f"{EM}/s0"][:]
     b = _store(other, "synth-1")[f"{EM}/s0"][:]
     assert a.shape != b.shape or (a != b).mean() > 0.5
     assert b.std() > 15
+    big = summary["test_crops"]["crop2001"]
+    assert big["dataset"] == "synth-big" and summary["datasets"]["synth-big"]["crops"] == []
+    assert sorted(lab["label"] for lab in big["labels"]) == sorted(TESTED_CLASSES)
+    assert {(tuple(lab["voxel_size"]), tuple(lab["shape"])) for lab in big["labels"]} == {((8.0,) * 3, (72,) * 3)}
+    assert summary["totals"]["big_test_label_voxels"] == 48 * 72**3
+    em = _store(other, "synth-big")[f"{EM}/s0"]
+    lo, hi = _box(big["labels"][0]["voxel_size"], big["labels"][0]["translation"], big["labels"][0]["shape"])
+    assert np.all(lo >= -4.0) and np.all(hi <= np.asarray(em.shape) * 8.0 - 4.0)
+    truth = zarr.open_group(str(other / "test_truth.zarr"), mode="r")["crop2001"]
+    assert truth["cyto"][:].any() and truth["cell"].dtype == np.uint32
 
 
 # ------------------------------------------------------------------------------ EM
@@ -232,6 +242,9 @@ def test_manifest_truth_and_em_coverage(tree):
         a = truth[f"crop{r['crop_name']}/{r['class_label']}"]
         assert list(a.shape) == shape and a.attrs["voxel_size"] == vs and a.attrs["translation"] == tr
         assert a.dtype == (np.uint32 if CELLMAP_CLASSES[r["class_label"]].instance else np.uint8)
+        reported = next(lab["present_voxels"] for lab in summary["test_crops"][f"crop{r['crop_name']}"]["labels"]
+                        if lab["label"] == r["class_label"])
+        assert np.count_nonzero(a[:]) == reported
         lo, hi = _box(vs, tr, shape)
         boxes.setdefault(r["crop_name"], set()).add((tuple(lo), tuple(hi)))
         em = _store(out, r["dataset"])[EM]
@@ -240,8 +253,8 @@ def test_manifest_truth_and_em_coverage(tree):
         assert np.all(lo >= em_lo) and np.all(hi <= em_hi), r
         assert not (out / r["dataset"] / f"{r['dataset']}.zarr" / GT / f"crop{r['crop_name']}").exists()
     assert all(len(v) == 1 for v in boxes.values())  # one physical ROI per crop
-    present = sum(lab["present_voxels"] > 0 for t in summary["test_crops"].values() for lab in t["labels"])
-    assert present >= 0.6 * len(rows)
+    empty = sum(lab["present_voxels"] == 0 for t in summary["test_crops"].values() for lab in t["labels"])
+    assert empty == summary["totals"]["empty_test_labels"]  # many at this scale: tiny ROIs
 
 
 def test_offgrid_crops(tree):

@@ -18,6 +18,15 @@ rasterization), ``scenes`` (seeded scenes and the EM rendered from them), ``crop
 ``stores`` (the Zarr layout, manifest, datasplit), ``generate`` (the atomic driver and CLI);
 ``cell_drawing`` draws the 2-D cells of :mod:`converters.synthetic_cells`.
 
+``--scale N`` (N > 1) writes a procedural tree of about N times the demo's size instead:
+``scale_plan`` (crop counts, sizes, annotation, packing), ``scale_classes`` (kinds, layers,
+intensities, families), ``cell_scene`` and ``organelles`` (cells, nuclei, organelles),
+``raster`` (block rasterization, per-class truth), ``em_blocks`` (block EM), ``scale_store``
+(Zarr layout), ``scale_write`` (block tasks, workers) and ``scale_tree`` (the driver,
+``scale.json``, README). Every array is written block by block, each voxel a function of its
+position and the seed, so memory stays flat and the bytes do not depend on the block size or
+the number of workers.
+
 Output tree (``--out DIR``)::
 
     DIR/

@@ -2,9 +2,10 @@
 chromatin), and seeded organelles in the cytoplasm, with a bounding-box index of its pieces.
 
 Cells fill a cubic lattice of pitch :data:`CELL_PITCH_NM`: each is an ellipsoid clipped by its
-lattice box, so neighbours face each other across a thin ``ecs`` gap, wider at the corners. Organelles are placed in two passes: first one
-of each family a crop needs, centred inside that crop (so each crop shows what it
-annotates), then a density pass over every cell near the EM box. An *anchor* crop gets a
+lattice box, so neighbours face each other across a thin ``ecs`` gap, wider at the corners.
+Organelles are placed in two passes: first one of each family a crop needs, centred inside
+that crop (so each crop shows what it annotates), then a density pass over every cell near
+the EM box. An *anchor* crop gets a
 cell laid out around it: its plasma membrane crosses the crop near one face along the
 crop's longest axis and its nucleus's envelope (with a pore and a chromatin blob) near the
 other, so that crop holds every tested class.

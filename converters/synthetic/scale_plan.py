@@ -152,7 +152,7 @@ def _families(names: Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(f for n in names if (f := family_of(n)) in FAMILY_KINDS))
 
 
-def _test_labels(rng: np.random.Generator, n: int) -> list[list[str]]:
+def _test_labels(rng: np.random.Generator, n: int, scale: float) -> list[list[str]]:
     """Provisional labels of each test crop (their number matters: it sizes the ROI; which
     labels is decided by :func:`assign_test_labels` once the scene is known)."""
     labels = [TESTED_CLASSES[i] for i in rng.permutation(len(TESTED_CLASSES))]
@@ -160,7 +160,8 @@ def _test_labels(rng: np.random.Generator, n: int) -> list[list[str]]:
     for i, lab in enumerate(labels):
         per[i % n].append(lab)
     for i in range(n):
-        k = int(rng.integers(max(6, len(per[i])), max(7, len(per[i])) + 12))
+        # few extras at small scales: the label-voxel budget is small, so each ROI stays larger
+        k = int(rng.integers(max(6, len(per[i])), max(6, len(per[i])) + 2 + min(10, int(scale // 8))))
         extra = [lab for lab in labels if lab not in per[i]]
         per[i] += [extra[j] for j in rng.permutation(len(extra))[: max(0, k - len(per[i]))]]
         per[i] = [c for c in TESTED_CLASSES if c in per[i]]
@@ -194,7 +195,8 @@ def plan_tree(scale: float, seed: int = 0, big_test_crop: int = 0) -> TreePlan:
         where[it] = (k + 1) % n_ds
     # training crops: modes, voxel sizes, shapes
     modes = ["full", "partial", "group_only"][: min(3, n_train)]
-    modes += [str(rng.choice(["full", "partial", "group_only"], p=[0.35, 0.4, 0.25])) for _ in range(n_train - len(modes))]
+    modes += [str(rng.choice(["full", "partial", "group_only"], p=[0.35, 0.4, 0.25]))
+              for _ in range(n_train - len(modes))]
     voxel = []
     for i in range(n_train):
         dv = ds_voxel[where[("train", i)]]
@@ -206,9 +208,8 @@ def plan_tree(scale: float, seed: int = 0, big_test_crop: int = 0) -> TreePlan:
     usage = ["train"] * n_train
     for i in 1 + rng.permutation(n_train - 1)[: max(1, round(0.1 * n_train))]:
         usage[int(i)] = "validate"
-    off = [i > 0 and rng.random() < 1 / 6 for i in range(n_train)]
     # test crops: labels, base voxel size, which labels at twice that, shapes (even sides)
-    labels = _test_labels(rng, n_test)
+    labels = _test_labels(rng, n_test, scale)
     t_voxel = [4.0 if ds_voxel[where[("test", i)]] == 4.0 and rng.random() < 0.6 else 8.0 for i in range(n_test)]
     t_coarse = []
     for i in range(n_test):
@@ -217,7 +218,11 @@ def plan_tree(scale: float, seed: int = 0, big_test_crop: int = 0) -> TreePlan:
         t_coarse.append({labels[i][j] for j in rng.permutation(k)[:n_c]})
     weight = np.array([len(labels[i]) - len(t_coarse[i]) + len(t_coarse[i]) / 8.0 for i in range(n_test)])
     t_shapes = _draw_shapes(rng, n_test, scale * DEMO_TEST_VOXELS, weight, [(MIN_SIDE,) * 3] * n_test, even=True)
-    t_off = [rng.random() < 1 / 6 for _ in range(n_test)]
+    # one crop in six (training and test; never the showcase) off the EM grid
+    n_off = max(1, round((n_train + n_test) / 6))
+    pick = {int(k) + 1 for k in rng.permutation(n_train + n_test - 1)[:n_off]}
+    off = [i in pick for i in range(n_train)]
+    t_off = [n_train + i in pick for i in range(n_test)]
     # pack each dataset and write the specs
     crops: list[CropSpec] = []
     tests: list[TestCropSpec] = []
@@ -260,8 +265,8 @@ def plan_tree(scale: float, seed: int = 0, big_test_crop: int = 0) -> TreePlan:
     if big_test_crop:
         side = int(big_test_crop)
         lo = np.full(3, -4.0 + MARGIN_NM)
-        tests.append(_test_spec(BIG_ID, "synth-big", list(TESTED_CLASSES), set(), 8.0, _translation(lo, 8.0, np.zeros(3)),
-                                (side, side, side)))
+        tests.append(_test_spec(BIG_ID, "synth-big", list(TESTED_CLASSES), set(), 8.0,
+                                _translation(lo, 8.0, np.zeros(3)), (side, side, side)))
         datasets.append(DatasetPlan("synth-big", n_ds, 8.0, _em_shape(lo + 8.0 * side, 8.0, 3), 3))
     crops.sort(key=lambda c: c.crop_id)
     tests.sort(key=lambda t: t.crop_id)

@@ -52,7 +52,10 @@ def _set_state(root: Path, scratch: Path, seed: int, block: int) -> None:
 
 
 def _init_worker(parent: int, root: Path, scratch: Path, seed: int, block: int) -> None:
+    from numcodecs import blosc
+
     die_with_parent(parent)
+    blosc.use_threads = False  # the workers are the parallelism; blosc threads would contend
     _set_state(root, scratch, seed, block)
 
 
