@@ -234,7 +234,7 @@ def _nuclear_parts(rng: np.random.Generator, nuc: Ellipsoid, forced: Sequence[np
     area = 4.0 * np.pi * float(np.mean(semi)) ** 2 / 1e6
     candidates = [tuple(forced)] if forced else []
     for _ in range(int(round(3.0 * area)) + 2):
-        p, n = _surface_point(nuc, rng.standard_normal(3) / 1.0)
+        p, n = _surface_point(nuc, rng.standard_normal(3))
         candidates.append((p, n))
     for p, n in candidates:
         if all(np.linalg.norm(p - q) > 150.0 for q in pores):

@@ -174,6 +174,99 @@ def _translation(box_lo: np.ndarray, v: float, offset: np.ndarray) -> Vec3:
     return (float(t[0]), float(t[1]), float(t[2]))
 
 
+@dataclass
+class _Draw:
+    """What was drawn for one crop before it is placed: ``kind`` "train" or "test"."""
+
+    kind: str
+    index: int
+    voxel: float
+    shape: Shape3
+    off_grid: bool = False
+    mode: str = ""
+    names: tuple[str, ...] = ()
+    annotated: tuple[str, ...] = ()
+    usage: str = "train"
+    labels: tuple[str, ...] = ()
+    coarse: frozenset[str] = frozenset()
+
+
+def _datasets(rng: np.random.Generator, n_train: int, n_test: int) -> tuple[list[float], dict]:
+    """EM voxel size per dataset (the first 8 nm; about one in four of the others 4 nm, at
+    least one) and the dataset of each crop (the showcase in the first, the rest dealt)."""
+    n_ds = math.ceil((n_train + n_test) / 8)
+    n4 = max(1, round(n_ds / 4)) if n_ds > 1 else 0
+    ds_voxel = [8.0] * n_ds
+    for i in 1 + rng.permutation(n_ds - 1)[:n4]:
+        ds_voxel[int(i)] = 4.0
+    items = [("train", i) for i in range(1, n_train)] + [("test", i) for i in range(n_test)]
+    items = [items[i] for i in rng.permutation(len(items))]
+    where = {("train", 0): 0}
+    for k, it in enumerate(items):
+        where[it] = (k + 1) % n_ds
+    return ds_voxel, where
+
+
+def _training(rng: np.random.Generator, n: int, scale: float, ds_voxel: list[float], where: dict) -> list[_Draw]:
+    """Modes (crop 1 full, 2 partial, 3 group-only, then random), voxel sizes, shapes, usage."""
+    modes = ["full", "partial", "group_only"][: min(3, n)]
+    modes += [str(rng.choice(["full", "partial", "group_only"], p=[0.35, 0.4, 0.25])) for _ in range(n - len(modes))]
+    voxel = []
+    for i in range(n):
+        dv = ds_voxel[where[("train", i)]]
+        coarse = i > 0 and rng.random() < (1 / 6 if dv == 8.0 else 0.4)
+        voxel.append(16.0 if coarse and dv == 8.0 else (8.0 if coarse else dv))
+    floor = [SHOWCASE_MIN] + [(MIN_SIDE,) * 3] * (n - 1)
+    shapes = _draw_shapes(rng, n, scale * DEMO_TRAIN_VOXELS, np.ones(n), floor)
+    draws = []
+    for i in range(n):
+        names, ann = _annotation(modes[i], rng)
+        draws.append(_Draw("train", i, voxel[i], shapes[i], mode=modes[i], names=names, annotated=ann))
+    for i in 1 + rng.permutation(n - 1)[: max(1, round(0.1 * n))]:
+        draws[int(i)].usage = "validate"
+    return draws
+
+
+def _testing(rng: np.random.Generator, n: int, scale: float, ds_voxel: list[float], where: dict) -> list[_Draw]:
+    """Provisional labels, base voxel size, how many labels at twice it, ROI shapes (even)."""
+    labels = _test_labels(rng, n, scale)
+    t_voxel = [4.0 if ds_voxel[where[("test", i)]] == 4.0 and rng.random() < 0.6 else 8.0 for i in range(n)]
+    coarse = []
+    for i in range(n):
+        k = len(labels[i])
+        n_c = int(rng.integers(1, max(2, k // 3))) if rng.random() < 0.5 else 0
+        coarse.append(frozenset(labels[i][j] for j in rng.permutation(k)[:n_c]))
+    weight = np.array([len(labels[i]) - len(coarse[i]) + len(coarse[i]) / 8.0 for i in range(n)])
+    shapes = _draw_shapes(rng, n, scale * DEMO_TEST_VOXELS, weight, [(MIN_SIDE,) * 3] * n, even=True)
+    return [_Draw("test", i, t_voxel[i], shapes[i], labels=tuple(labels[i]), coarse=coarse[i]) for i in range(n)]
+
+
+def _place(rng: np.random.Generator, d: int, e_ds: float, members: list[_Draw]
+           ) -> tuple[list[CropSpec], list[TestCropSpec], DatasetPlan]:
+    """Pack one dataset's crops and write their specs; the EM covers them plus a margin."""
+    ext = [np.asarray(m.shape, dtype=np.float64) * m.voxel for m in members]
+    pos = _pack([np.ceil((e + GAP_NM) / UNIT_NM).astype(np.int64) for e in ext])
+    name = f"synth-{d + 1}"
+    crops, tests, needs = [], [], []
+    top = np.zeros(3)
+    for m, p, e in zip(members, pos, ext):
+        lo = -e_ds / 2.0 + MARGIN_NM + UNIT_NM * p.astype(np.float64)
+        top = np.maximum(top, lo + e)
+        v = m.voxel
+        offset = rng.integers(1, int(v), 3).astype(np.float64) if m.off_grid else np.zeros(3)
+        if m.kind == "train":
+            crops.append(CropSpec(m.index + 1, name, m.mode, (v, v, v), _translation(lo, v, offset), m.shape,
+                                  m.names, m.annotated, "converted", f"procedural {m.mode} annotation", m.usage,
+                                  {"off_grid": m.off_grid}))
+            fams = _families(m.annotated)
+        else:
+            tests.append(_test_spec(TEST_ID0 + m.index, name, m.labels, set(m.coarse), v,
+                                    _translation(lo, v, offset), m.shape))
+            fams = tuple(FAMILY_KINDS)  # labels are chosen later, among what the ROI shows
+        needs.append(CropNeed(tuple(lo), tuple(lo + e), fams))
+    return crops, tests, _dataset(name, d, e_ds, top, needs)
+
+
 def plan_tree(scale: float, seed: int = 0, big_test_crop: int = 0) -> TreePlan:
     """Plan a procedural tree of ``scale`` times the demo's size (``scale > 1``, or any
     ``scale >= 1`` here); ``big_test_crop`` adds a test crop of that many voxels per side at
@@ -181,96 +274,30 @@ def plan_tree(scale: float, seed: int = 0, big_test_crop: int = 0) -> TreePlan:
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 9001]))
     n_train = max(6, round(6 * math.sqrt(scale)))
     n_test = min(16, max(2, round(2 * math.sqrt(scale))))
-    n_ds = math.ceil((n_train + n_test) / 8)
-    # datasets: the first at 8 nm, about one in four of the rest at 4 nm (at least one)
-    n4 = max(1, round(n_ds / 4)) if n_ds > 1 else 0
-    ds_voxel = [8.0] * n_ds
-    for i in 1 + rng.permutation(n_ds - 1)[:n4]:
-        ds_voxel[int(i)] = 4.0
-    # which dataset each crop goes to: the showcase to the first, the others dealt round-robin
-    items = [("train", i) for i in range(1, n_train)] + [("test", i) for i in range(n_test)]
-    items = [items[i] for i in rng.permutation(len(items))]
-    where = {("train", 0): 0}
-    for k, it in enumerate(items):
-        where[it] = (k + 1) % n_ds
-    # training crops: modes, voxel sizes, shapes
-    modes = ["full", "partial", "group_only"][: min(3, n_train)]
-    modes += [str(rng.choice(["full", "partial", "group_only"], p=[0.35, 0.4, 0.25]))
-              for _ in range(n_train - len(modes))]
-    voxel = []
-    for i in range(n_train):
-        dv = ds_voxel[where[("train", i)]]
-        coarse = i > 0 and rng.random() < (1 / 6 if dv == 8.0 else 0.4)
-        voxel.append(16.0 if coarse and dv == 8.0 else (8.0 if coarse else dv))
-    floor = [SHOWCASE_MIN] + [(MIN_SIDE,) * 3] * (n_train - 1)
-    shapes = _draw_shapes(rng, n_train, scale * DEMO_TRAIN_VOXELS, np.ones(n_train), floor)
-    annotations = [_annotation(m, rng) for m in modes]
-    usage = ["train"] * n_train
-    for i in 1 + rng.permutation(n_train - 1)[: max(1, round(0.1 * n_train))]:
-        usage[int(i)] = "validate"
-    # test crops: labels, base voxel size, which labels at twice that, shapes (even sides)
-    labels = _test_labels(rng, n_test, scale)
-    t_voxel = [4.0 if ds_voxel[where[("test", i)]] == 4.0 and rng.random() < 0.6 else 8.0 for i in range(n_test)]
-    t_coarse = []
-    for i in range(n_test):
-        k = len(labels[i])
-        n_c = int(rng.integers(1, max(2, k // 3))) if rng.random() < 0.5 else 0
-        t_coarse.append({labels[i][j] for j in rng.permutation(k)[:n_c]})
-    weight = np.array([len(labels[i]) - len(t_coarse[i]) + len(t_coarse[i]) / 8.0 for i in range(n_test)])
-    t_shapes = _draw_shapes(rng, n_test, scale * DEMO_TEST_VOXELS, weight, [(MIN_SIDE,) * 3] * n_test, even=True)
+    ds_voxel, where = _datasets(rng, n_train, n_test)
+    draws = _training(rng, n_train, scale, ds_voxel, where) + _testing(rng, n_test, scale, ds_voxel, where)
     # one crop in six (training and test; never the showcase) off the EM grid
-    n_off = max(1, round((n_train + n_test) / 6))
-    pick = {int(k) + 1 for k in rng.permutation(n_train + n_test - 1)[:n_off]}
-    off = [i in pick for i in range(n_train)]
-    t_off = [n_train + i in pick for i in range(n_test)]
-    # pack each dataset and write the specs
+    for k in rng.permutation(len(draws) - 1)[: max(1, round(len(draws) / 6))]:
+        draws[int(k) + 1].off_grid = True
     crops: list[CropSpec] = []
     tests: list[TestCropSpec] = []
     datasets: list[DatasetPlan] = []
-    offgrid: set[str] = set()
-    for d in range(n_ds):
-        members = [it for it, w in where.items() if w == d]
-        members.sort(key=lambda it: (it[0] != "train", it[1]))
-        ext = [np.asarray(shapes[i] if kind == "train" else t_shapes[i], dtype=np.float64)
-               * (voxel[i] if kind == "train" else t_voxel[i]) for kind, i in members]
-        units = [np.ceil((e + GAP_NM) / UNIT_NM).astype(np.int64) for e in ext]
-        pos = _pack(units)
-        e_ds = ds_voxel[d]
-        needs: list[CropNeed] = []
-        top = np.zeros(3)
-        for (kind, i), p, e in zip(members, pos, ext):
-            lo = -e_ds / 2.0 + MARGIN_NM + UNIT_NM * p.astype(np.float64)
-            top = np.maximum(top, lo + e)
-            if kind == "train":
-                v = voxel[i]
-                offset = rng.integers(1, int(v), 3).astype(np.float64) if off[i] else np.zeros(3)
-                names, ann = annotations[i]
-                spec = CropSpec(i + 1, f"synth-{d + 1}", modes[i], (v, v, v), _translation(lo, v, offset), shapes[i],
-                                names, ann, "converted", f"procedural {modes[i]} annotation", usage[i],
-                                {"off_grid": bool(off[i])})
-                crops.append(spec)
-                if off[i]:
-                    offgrid.add(spec.name)
-                fams = _families(ann)
-            else:
-                v = t_voxel[i]
-                offset = rng.integers(1, int(v), 3).astype(np.float64) if t_off[i] else np.zeros(3)
-                tests.append(_test_spec(TEST_ID0 + i, f"synth-{d + 1}", labels[i], t_coarse[i], v,
-                                        _translation(lo, v, offset), t_shapes[i]))
-                if t_off[i]:
-                    offgrid.add(f"crop{TEST_ID0 + i}")
-                fams = tuple(FAMILY_KINDS)  # labels are chosen later, among what the ROI shows
-            needs.append(CropNeed(tuple(lo), tuple(lo + e), fams))
-        datasets.append(_dataset(f"synth-{d + 1}", d, e_ds, top, needs))
+    for d, e_ds in enumerate(ds_voxel):
+        members = sorted((m for m in draws if where[(m.kind, m.index)] == d),
+                         key=lambda m: (m.kind != "train", m.index))
+        c, t, ds = _place(rng, d, e_ds, members)
+        crops, tests, datasets = crops + c, tests + t, datasets + [ds]
     if big_test_crop:
         side = int(big_test_crop)
         lo = np.full(3, -4.0 + MARGIN_NM)
         tests.append(_test_spec(BIG_ID, "synth-big", list(TESTED_CLASSES), set(), 8.0,
                                 _translation(lo, 8.0, np.zeros(3)), (side, side, side)))
-        datasets.append(DatasetPlan("synth-big", n_ds, 8.0, _em_shape(lo + 8.0 * side, 8.0, 3), 3))
+        datasets.append(DatasetPlan("synth-big", len(ds_voxel), 8.0, _em_shape(lo + 8.0 * side, 8.0, 3), 3))
     crops.sort(key=lambda c: c.crop_id)
     tests.sort(key=lambda t: t.crop_id)
-    return TreePlan(int(seed), float(scale), tuple(datasets), tuple(crops), tuple(tests), frozenset(offgrid))
+    off = frozenset(m for m in [c.name for c in crops if c.extra["off_grid"]]
+                    + [f"crop{TEST_ID0 + m.index}" for m in draws if m.kind == "test" and m.off_grid])
+    return TreePlan(int(seed), float(scale), tuple(datasets), tuple(crops), tuple(tests), off)
 
 
 def base_grid(spec: TestCropSpec) -> TestLabelSpec:
