@@ -215,3 +215,23 @@ def test_load_bundle_config_overrides(tmp_path):
     f.write_text(yaml.safe_dump({"patch_size": [96, 96, 96], "spatial_dims": 3, "network": {"a": 1}, "amp": True}))
     cfg = load_bundle_config(f"'{f}'", {"patch_size": 64, "network#a": "2", "amp": "false"})
     assert cfg["patch_size"] == [64, 64, 64] and cfg["network"] == {"a": 2} and cfg["amp"] is False
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_patches_of_unequal_sides_always_stack(converted, tmp_path, cache):
+    """A patch capped by small crops ([24, 16, 32]) is never rotated out of shape: every draw of a
+    batch stacks (a rotation in the first plane made [16, 24, 32] patches that failed to collate)."""
+    from monai.data import list_data_collate
+
+    cfg = _bundle_cfg(converted, "segresnet", tmp_path, cache=cache)
+    cfg["patch_size"] = [24, 16, 32]
+    train_items, _ = training.fold_items(cfg["data_list_file_path"], cfg["dataroot"], 0)
+    if cache:
+        from auto3dseg.engine.training_data import prepare_cache
+
+        prepare_cache(train_items, cfg)
+    transforms = training_transforms(cfg)
+    for seed in range(8):
+        transforms.set_random_state(seed=seed)
+        batch = list_data_collate([transforms(dict(train_items[0])), transforms(dict(train_items[-1]))])
+        assert tuple(batch["image"].shape[2:]) == (24, 16, 32)

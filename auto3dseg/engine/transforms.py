@@ -417,12 +417,27 @@ def training_transforms(cfg: Mapping[str, Any]) -> Compose:
     return Compose([  # the random transforms in the same order either way: the same seed, the same patches
         *crop,
         *[RandFlipd(keys=["image", "label"], prob=0.5, spatial_axis=a) for a in spatial_axes],
-        RandRotate90d(keys=["image", "label"], prob=0.5, max_k=3, spatial_axes=(0, 1)),
+        *_rotations(patch),
         RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
         RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5),
         LabelToChannelsd(keys="label", members=cfg["class_members"], one_hot_with_background=softmax),
         EnsureTyped(keys=["image", "label", "valid", "class_mask"], track_meta=False),
     ])
+
+
+def _rotations(patch: Sequence[int]) -> list:
+    """90° rotations in the first plane whose two patch sides are equal: a rotation in a plane of
+    unequal sides changes the patch's shape, and patches of one batch could not be stacked
+    (a patch capped by small crops, [40, 32, 48], failed to collate). None when no plane has.
+
+    >>> [t.spatial_axes for t in _rotations([64, 64, 32])], _rotations([40, 32, 48])
+    ([(0, 1)], [])
+    """
+    for a in range(len(patch)):
+        for b in range(a + 1, len(patch)):
+            if int(patch[a]) == int(patch[b]):
+                return [RandRotate90d(keys=["image", "label"], prob=0.5, max_k=3, spatial_axes=(a, b))]
+    return []
 
 
 def validation_transforms(cfg: Mapping[str, Any]) -> Compose:
