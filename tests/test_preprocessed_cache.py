@@ -401,3 +401,20 @@ def test_training_builds_its_entries_first(converted, tmp_path, capsys):
     assert len(list((tmp_path / "preprocessed").glob("*/record.json"))) == len(report) == len(_items(root))
     assert prepare_cache(_items(root), {**cfg, "cache": False}) == []
     intensity_transform("image", cfg["intensity"])  # the uncached path still imports
+
+
+def test_bundles_generated_before_take_the_new_keys_as_overrides(tmp_path):
+    """A bundle whose YAML predates the cache and block-wise windows still accepts their overrides."""
+    from auto3dseg.bundles.checks import check_overrides
+    from auto3dseg.orchestration.workdir import list_bundles
+
+    bundle = tmp_path / "segresnet_0"
+    (bundle / "configs").mkdir(parents=True)
+    (bundle / "scripts").mkdir()
+    (bundle / "configs" / "hyper_parameters.yaml").write_text("algo: segresnet\nnum_epochs: 2\noutput_activation: sigmoid\n")
+    (bundle / "algo_object.json").write_text("{}")
+    bundles = list_bundles(tmp_path)
+    assert [b.name for b in bundles] == ["segresnet_0"]
+    check_overrides(bundles, {"cache": "false", "cache_dir": "/scratch", "sw_memory_gb": "1"})
+    with pytest.raises(ValueError, match="sw_memory_gbb"):
+        check_overrides(bundles, {"sw_memory_gbb": "1"})

@@ -18,7 +18,7 @@ from auto3dseg.orchestration.workdir import Bundle
 __all__ = ["ENGINE_KEYS", "bundle_keys", "check_class_tables", "check_overrides"]
 
 #: keys the project's training engine reads that a bundle's YAML may leave out
-ENGINE_KEYS = frozenset({"device", "pretrained_ckpt"})
+ENGINE_KEYS = frozenset({"device", "pretrained_ckpt", "cache", "cache_dir", "sw_memory_gb"})
 
 
 def _config(bundle: Path) -> dict[str, Any]:

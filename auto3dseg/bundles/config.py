@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from auto3dseg.engine.blockwise import DEFAULT_SW_MEMORY_GB
 from auto3dseg.engine.budget import DEFAULT_ITERATIONS, DEFAULT_ITERATIONS_PER_EPOCH, parse_budget
 from auto3dseg.engine.networks import min_patch_side, patch_multiple
 from auto3dseg.engine.transforms import channel_members
@@ -204,6 +205,7 @@ def derive_hyper_parameters(algo: str, datastats: Mapping[str, Any], datalist: M
         "cache_dir": None,
         "sw_batch_size": int(d.get("sw_batch_size", 2)),
         "sw_overlap": 0.25,
+        "sw_memory_gb": DEFAULT_SW_MEMORY_GB,  # working memory of one sliding-window block (engine/blockwise.py)
         "resume": True,
         "seed": 0,
         # 2-D cell images are not resampled: one model sees every pixel size
