@@ -385,7 +385,7 @@ def render(res: dict) -> str:
             f"torch {dev['torch']} (CUDA {dev['cuda']}), MONAI {dev['monai']}, Python {dev['python']}, {dev['gpus']} "
             f"GPU(s); setup {fmt(res.get('setup_s'), '.0f')} s, data {fmt(res['data'].get('seconds'), '.0f')} s, "
             f"total {fmt(res.get('total_s'), '.0f')} s; {'CPU, no AMP' if dry else 'AMP (fp16 autocast, GradScaler)'}; "
-            f"{res['iters']} timed steps after {res['warmup']} warm-up", "",
+            f"timed steps: {res['iters']} after {res['warmup']} warm-up", "",
             f"| piece | patch × batch | s/iter | {'peak RSS MiB (CPU)' if dry else 'peak GPU MiB'} train / infer "
             f"| validation sliding window s: crops · {res['volume']}³ volume | ours/official s/iter, memory, volume "
             "| result |", "|---|---|---|---|---|---|---|"]
