@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataroot", help="folder the datalist's paths are relative to (default: the datalist's folder)")
     g = p.add_argument_group("analysis")
     g.add_argument("--device", default="cpu", help="device for the data analysis: cpu or cuda (default: cpu)")
-    g.add_argument("--workers", type=int, default=2, help="data-loading worker processes of the analysis (default: 2)")
+    g.add_argument("--workers", type=int, default=2, help="processes computing the analysis' per-case statistics "
+                   "(MONAI's DataAnalyzer split between them; the same datastats.yaml as one; default: 2)")
     g = p.add_argument_group("bundles")
     g.add_argument("--algos", nargs="+", default=["segresnet", "dints", "swinunetr"], metavar="ALGO",
                    help="networks to generate/train/ensemble (default: segresnet dints swinunetr)")

@@ -47,7 +47,9 @@ def analyze(
     device : str
         ``"cpu"`` or ``"cuda"``.
     workers : int
-        DataLoader workers reading the images.
+        Processes computing the per-case statistics (MONAI's own computation, split between
+        processes as MONAI splits it between GPUs; the same files as one process writes); 0 or 1:
+        MONAI's single process.
     force : bool
         Re-run even when ``datastats.yaml`` exists.
     validate : bool
@@ -88,10 +90,14 @@ def _run_analyzer(datalist: Path, dataroot: Path, work: Path, device: str, worke
     final = work / DATASTATS
     final.unlink(missing_ok=True)
     tmp = work / f".tmp-{os.getpid()}-{DATASTATS}"
-    analyzer = DataAnalyzer(str(datalist), str(dataroot), output_path=str(tmp), device=device, worker=workers,
-                            label_key="label")
+    procs = min(max(1, int(workers)), len(dl.get("training") or []) or 1)
+    analyzer = DataAnalyzer(str(datalist), str(dataroot), output_path=str(tmp), device=device,
+                            worker=0 if procs > 1 else workers, label_key="label")
     try:
-        analyzer.get_all_case_stats()
+        if procs > 1 and device == "cpu" and hasattr(analyzer, "_get_all_case_stats"):
+            _parallel_case_stats(analyzer, datalist, dataroot, tmp, procs, dl)
+        else:
+            analyzer.get_all_case_stats()
     except OSError as exc:
         if exc.errno in _WRITE_ERRNOS:  # a full disk or a limit while writing the statistics, not a bad image
             exc.filename = exc.filename or str(tmp)
@@ -106,6 +112,47 @@ def _run_analyzer(datalist: Path, dataroot: Path, work: Path, device: str, worke
         _check_finite_stats(tmp_by_case, dl, datalist)
         os.replace(tmp_by_case, work / DATASTATS_BY_CASE)
     os.replace(tmp, final)
+
+
+def _case_stats(job: tuple[str, str, str, int, int]) -> dict:
+    """One worker's share of MONAI's per-case statistics (MONAI's own partition of the datalist)."""
+    from monai.apps.auto3dseg import DataAnalyzer
+
+    datalist, dataroot, output, rank, procs = job  # the output is never written here (no summary)
+    analyzer = DataAnalyzer(datalist, dataroot, output_path=output, device="cpu", worker=0, label_key="label")
+    return analyzer._get_all_case_stats(rank, procs, None, "training", None)
+
+
+def _parallel_case_stats(analyzer, datalist: Path, dataroot: Path, out: Path, procs: int, dl: dict) -> None:
+    """MONAI's DataAnalyzer on ``procs`` CPU processes: its per-case statistics (the cost, and
+    serial on a CPU in MONAI) split as MONAI splits them between GPUs, then its summary and its
+    two files, exactly as one process writes them (cases in datalist order)."""
+    from monai.auto3dseg.seg_summarizer import SegSummarizer
+    from monai.auto3dseg.utils import datafold_read
+    from monai.bundle import ConfigParser
+    from monai.utils.enums import DataStatsKeys
+
+    from converters.pool import imap_pool
+
+    jobs = [(str(datalist), str(dataroot), str(out), rank, procs) for rank in range(procs)]
+    cases: list = []
+    for _, result, exc in imap_pool(_case_stats, jobs, procs):
+        if exc is not None:
+            raise exc
+        cases += result[DataStatsKeys.BY_CASE]
+    files, _ = datafold_read(datalist=str(datalist), basedir=str(dataroot), fold=-1, key="training")
+    order = {str(f["image"]): i for i, f in enumerate(files)}
+    cases.sort(key=lambda c: order.get(str(c[DataStatsKeys.BY_CASE_IMAGE_PATH]), len(order)))
+    summarizer = SegSummarizer(analyzer.image_key, analyzer.label_key, average=analyzer.average,
+                               do_ccp=analyzer.do_ccp, hist_bins=analyzer.hist_bins, hist_range=analyzer.hist_range,
+                               histogram_only=analyzer.histogram_only)
+    summary = summarizer.summarize(cases)
+    summary["n_cases"] = len(cases)
+    by_case = out.with_name(out.name.replace(".yaml", "_by_case.yaml"))
+    ConfigParser.export_config_file({DataStatsKeys.SUMMARY: summary, DataStatsKeys.BY_CASE: cases}, str(by_case),
+                                    fmt="yaml", default_flow_style=None, sort_keys=False)
+    ConfigParser.export_config_file({DataStatsKeys.SUMMARY: summary, DataStatsKeys.BY_CASE: []}, str(out), fmt="yaml",
+                                    default_flow_style=None, sort_keys=False)
 
 
 def _check_finite_stats(by_case: Path, dl: dict, datalist: Path) -> None:
