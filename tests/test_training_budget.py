@@ -101,3 +101,23 @@ def test_budget_text_is_checked_when_given():
         budget_mod.parse_budget("two hours")
     with pytest.raises(SystemExit):
         run_auto3dseg.main(["--mode", "train", "--work_dir", "nowhere", "--budget", "soon"])
+
+
+def test_validation_interval_auto_keeps_validation_near_a_fifth(tmp_path):
+    """At real size validating every epoch would take most of the run: 'auto' spaces validations,
+    says so, and keeps at least 4; a number in the config is used as it is."""
+    import nibabel as nib
+    import numpy as np
+
+    from auto3dseg.engine.budget import validation_interval
+    from auto3dseg.engine.training import _validation_every
+
+    every, cost = validation_interval(1.3e10, [128, 128, 128], 500, 160)
+    assert every == 40 and 9 < cost < 11  # a validation of a challenge fold ~ 10 epochs
+    assert validation_interval(3e5, [32, 32, 32], 6, 2)[0] == 1
+    path = tmp_path / "val.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((64, 64, 64), np.uint8), np.eye(4)), str(path))
+    cfg = {"num_epochs_per_validation": "auto", "patch_size": [8, 8, 8], "batch_size": 1, "num_patches_per_image": 2}
+    every, cost, note = _validation_every(cfg, [{"image": str(path)}], 1, 100)
+    assert every == 25 and cost > 100 and "validation every 25 epochs" in note  # capped: 4 validations
+    assert _validation_every({**cfg, "num_epochs_per_validation": 3}, [{"image": str(path)}], 1, 100) == (3, 0.0, "")

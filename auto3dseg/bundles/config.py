@@ -188,7 +188,7 @@ def derive_hyper_parameters(algo: str, datastats: Mapping[str, Any], datalist: M
         "num_epochs": epochs,
         "num_iterations_per_epoch": ipe,
         "budget": None if budget is None else str(budget),
-        "num_epochs_per_validation": 1,
+        "num_epochs_per_validation": "auto",  # about a fifth of the run validating (engine/budget.py)
         "batch_size": batch,
         "num_patches_per_image": int(d["num_patches_per_image"]),
         "max_samples_per_class": 100_000,

@@ -12,12 +12,16 @@ import math
 import re
 from typing import Any
 
-__all__ = ["DEFAULT_ITERATIONS", "DEFAULT_ITERATIONS_PER_EPOCH", "epochs_for_time", "initial_plan", "parse_budget"]
+__all__ = ["DEFAULT_ITERATIONS", "DEFAULT_ITERATIONS_PER_EPOCH", "VALIDATION_SHARE", "epochs_for_time", "initial_plan",
+           "parse_budget", "validation_interval"]
 
 #: the optimiser steps a run aims at when nothing else is said (a GPU-sized figure)
 DEFAULT_ITERATIONS = 40_000
 #: batches per epoch (nnU-Net's 250)
 DEFAULT_ITERATIONS_PER_EPOCH = 250
+
+#: the part of the training time validation should take when ``num_epochs_per_validation: auto``
+VALIDATION_SHARE = 0.2
 
 _TIME = {"s": 1 / 60, "sec": 1 / 60, "m": 1.0, "min": 1.0, "h": 60.0, "hr": 60.0, "d": 1440.0}
 
@@ -68,3 +72,25 @@ def epochs_for_time(minutes: float, epoch_seconds: float, cap: int) -> int:
     (150, 100, 1)
     """
     return int(max(1, min(cap, math.floor(minutes * 60.0 / max(epoch_seconds, 1e-6)))))
+
+
+def validation_interval(val_voxels: float, patch: list[int], patches_per_epoch: int, num_epochs: int,
+                        overlap: float = 0.25, share: float = VALIDATION_SHARE) -> tuple[int, float]:
+    """Epochs between validations (``num_epochs_per_validation: auto``) so that validating takes
+    about ``share`` of the training time, and the cost of one validation in epochs.
+
+    An epoch trains ``patches_per_epoch`` patches (forward and backward: about 3 forward passes
+    each); a validation runs the network once over every validation voxel, ``1 / (1 - overlap)``
+    times per axis (the sliding windows' overlap). At the challenge's size one validation of a
+    fold costs about 10 epochs on the same device: validating every epoch would spend 90 % of
+    the run validating. At least 4 validations are kept (the best model is chosen among them).
+
+    >>> validation_interval(3e5, [32, 32, 32], 6, 2)              # the demo: every epoch
+    (1, 1.21)
+    >>> validation_interval(1.3e10, [128, 128, 128], 500, 160)    # the challenge: every 40th
+    (40, 9.8)
+    """
+    per_epoch = 3.0 * max(1, patches_per_epoch) * math.prod(int(p) for p in patch)
+    cost = float(val_voxels) * (1.0 / (1.0 - float(overlap))) ** len(patch) / per_epoch
+    every = math.ceil(cost / share) if cost > share else 1
+    return int(max(1, min(every, num_epochs // 4))), round(cost, 2)

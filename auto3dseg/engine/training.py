@@ -260,6 +260,30 @@ def _dist_setup(cfg: Mapping[str, Any]) -> tuple[int, int, torch.device]:
     return rank, world, torch.device("cpu")
 
 
+def _validation_every(cfg: Mapping[str, Any], val_items: list, iterations: int, num_epochs: int
+                      ) -> tuple[int, float, str]:
+    """Epochs between validations: the config's number, or with ``auto`` (new bundles) one that keeps
+    validating near a fifth of the run (:func:`~auto3dseg.engine.budget.validation_interval`); the
+    estimated cost of a validation in epochs (0 when not estimated) and a line saying so when it
+    is not every epoch."""
+    from auto3dseg.engine.budget import validation_interval
+
+    value = cfg.get("num_epochs_per_validation", 1)
+    if str(value).strip().lower() != "auto":
+        return max(1, int(value)), 0.0, ""
+    import nibabel as nib
+
+    patch = [int(p) for p in cfg["patch_size"]]
+    voxels = sum(math.prod(int(s) for s in nib.load(str(it["image"])).shape[:len(patch)]) for it in val_items)
+    patches = iterations * int(cfg.get("batch_size", 1)) * int(cfg.get("num_patches_per_image", 1))
+    every, cost = validation_interval(voxels, patch, patches, num_epochs, float(cfg.get("sw_overlap", 0.25)))
+    if every == 1:
+        return 1, cost, ""
+    return every, cost, (f"validation every {every} epochs and after the last: one costs about {cost:g} epochs of training "
+                   f"({voxels / 1e6:.0f} M voxels of sliding windows); --override num_epochs_per_validation=1 to "
+                   "validate every epoch")
+
+
 def _lr_lambda(num_epochs: int, warmup: int = 3):
     def f(epoch: int) -> float:
         if epoch < warmup:
@@ -361,7 +385,7 @@ def _train(cfg: Mapping[str, Any]) -> dict:
     loss_fn = make_loss(cfg)
     writer = tensorboard_writer(ckpt_dir / "tensorboard") if rank == 0 else None
     patience = int(cfg.get("early_stop_patience", 0) or 0)
-    val_every = max(1, int(cfg.get("num_epochs_per_validation", 1)))
+    val_every, val_cost, val_note = _validation_every(cfg, val_shard, len(train_loader), num_epochs)
     if rank == 0:
         write_yaml_atomic(ckpt_dir / "effective_config.yaml", cfg,
                           header="# the configuration this training ran with (bundle YAML + overrides)\n")
@@ -371,6 +395,8 @@ def _train(cfg: Mapping[str, Any]) -> dict:
         print(f"[{name}] {num_epochs} epochs x {len(train_loader)} iterations of {cfg.get('batch_size', 1)} x "
               f"{cfg.get('num_patches_per_image', 1)} patches ({plan_reason}; set --budget ITERATIONS or a time "
               "such as 2h, or --override num_epochs=N num_iterations_per_epoch=N)")
+        if val_note:
+            print(f"[{name}] {val_note}")
 
     if ckpt is not None:  # random streams last, so that building the rest does not consume them
         rngs = ckpt.get("rng") or []
@@ -421,7 +447,10 @@ def _train(cfg: Mapping[str, Any]) -> dict:
         state.history.append(entry)
         state.epoch = epoch + 1
         if time_budget and not state.planned_epochs:  # the first epoch says how many fit in the time given
-            num_epochs = epochs_for_time(time_budget, entry["seconds"], num_epochs)
+            seconds = entry["seconds"]
+            if entry["val_dice"] is None:  # no validation in it: add the share the later ones will take
+                seconds *= 1.0 + val_cost / val_every
+            num_epochs = epochs_for_time(time_budget, seconds, num_epochs)
             scheduler.lr_lambdas = [_lr_lambda(num_epochs)]
             if rank == 0:
                 print(f"[{name}] time budget {time_budget:g} min, first epoch {entry['seconds']:.1f} s: "
