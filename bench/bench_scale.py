@@ -120,7 +120,18 @@ def run_scale(n: float, base: Path, log, big: int = 0) -> dict:
     scores = json.loads((d / "scores.json").read_text()) if not big else {}
     return {"scale": n, "summary": summary.get("totals", {}), "classes": len(datalist["class_table"]),
             "training_items": len(datalist.get("training", [])), "testing_items": len(datalist.get("testing", [])),
-            "converted": report.get("counts", {}), "overall_score": (scores.get("overall") or {}).get("score"), "steps": rows}
+            "converted": report.get("summary", {}), "converted_voxels": _converted_voxels(report), "overall_score": (scores.get("overall") or {}).get("score"), "steps": rows}
+
+
+def _converted_voxels(report: dict) -> dict[str, int]:
+    """Voxels the converter wrote per usage (a 16 nm crop at the 8 nm target has 8× its own)."""
+    out: dict[str, int] = {}
+    for c in report.get("crops", []):
+        grid = c.get("output_grid") or {}
+        if grid.get("shape"):
+            key = "test" if c.get("usage") == "test" else "training"
+            out[key] = out.get(key, 0) + math.prod(int(s) for s in grid["shape"])
+    return out
 
 
 def _voxels(r: dict) -> float:
