@@ -79,15 +79,16 @@ def mirror_pad(image: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict_array(model: torch.nn.Module, image: torch.Tensor, cfg: dict, device: torch.device,
-                  budget_bytes: float | None = None) -> torch.Tensor:
-    """Probabilities ``[C, *S]`` (CPU) for a normalised image ``[in_ch, *S]`` of any size,
-    assembled from :func:`auto3dseg.engine.blockwise.predict_blocks` (one block when it fits
-    the ``sw_memory_gb`` budget: MONAI's sliding window over the whole image)."""
+def predict_array(model: torch.nn.Module, image: torch.Tensor | np.ndarray, cfg: dict, device: torch.device,
+                  budget_bytes: float | None = None, params: dict | None = None) -> torch.Tensor:
+    """Probabilities ``[C, *S]`` (CPU) of an image ``[in_ch, *S]`` of any size, assembled from
+    :func:`auto3dseg.engine.blockwise.predict_blocks` (one block when it fits the ``sw_memory_gb``
+    budget: MONAI's sliding window over the whole image). The image is taken as normalised,
+    or as raw and normalised block by block with ``params``."""
     from auto3dseg.engine.blockwise import predict_blocks
 
     out: torch.Tensor | None = None
-    for block, prob in predict_blocks(model, image, cfg, device, budget_bytes=budget_bytes):
+    for block, prob in predict_blocks(model, image, cfg, device, params, budget_bytes=budget_bytes):
         if out is None:
             out = torch.empty((prob.shape[0], *image.shape[1:]), dtype=torch.float32)
         out[(slice(None), *block.core)] = prob
@@ -204,10 +205,5 @@ class InferClass:
         from monai.data import MetaTensor
 
         image, meta = self.load(image_file)
-        out: torch.Tensor | None = None
-        for block, prob in self.predict_blocks(image):
-            if out is None:
-                out = torch.empty((prob.shape[0], *image.shape[1:]), dtype=torch.float32)
-            out[(slice(None), *block.core)] = prob
-        assert out is not None
-        return MetaTensor(out, meta=meta)
+        prob = predict_array(self.model, image, self.cfg, self.device, params=self.intensity_parameters(image))
+        return MetaTensor(prob, meta=meta)
