@@ -339,3 +339,24 @@ def test_renumbering_dense_and_sparse_masks_agree():
         for new, old in enumerate(kept, 1):  # ids in order of the old ones
             assert np.array_equal(out == new, lab == old)
     assert dense.max() > 0
+
+
+def test_dense_maxima_are_thinned_per_cell_with_the_same_objects(monkeypatch):
+    """Thinning through one maximum per cell (the bound for plateaus and noise) gives the same
+    objects on real shapes, and a noise mask no longer needs a pair per two voxels in reach."""
+    rng = np.random.default_rng(4)
+    centres = [tuple(rng.uniform(40, 440, 3)) for _ in range(40)]
+    mask = balls((64, 64, 64), ISO, centres, 44) | balls((64, 64, 64), ISO, [(100, 100, 100), (100, 100, 190)], 50)
+    exact = split_touching(mask, ISO, 40.0, h_nm=4.0)
+    monkeypatch.setattr(split, "DENSE_MAXIMA", 0)
+    assert _same_partition(exact, split_touching(mask, ISO, 40.0, h_nm=4.0))
+    noise = np.random.default_rng(0).random((48, 48, 48)) < 0.5  # nearly every voxel a maximum
+    assert split_touching(noise, ISO, 100.0, h_nm=40.0).max() >= 1
+
+
+def test_an_object_too_large_to_split_is_kept_whole_and_said(monkeypatch):
+    mask = two_touching_balls()
+    assert n_objects(split_touching(mask, ISO, 24.0, max_voxels=0)) == 2
+    monkeypatch.setattr(split, "MAX_SPLIT_VOXELS", 100)
+    with pytest.warns(UserWarning, match="voxels is kept whole"):
+        assert n_objects(split_touching(mask, ISO, 24.0, max_voxels=0)) == 1

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from collections.abc import Sequence
 
 import cc3d  # noqa: F401 (the docstring example uses it)
@@ -31,6 +32,11 @@ __all__ = ["WHOLE_VOLUME_VOXELS", "distance_maxima", "split_touching"]
 
 #: foreground voxels up to which every object is split at once (~150 bytes each: 3 GB)
 WHOLE_VOLUME_VOXELS = 20_000_000
+#: maxima above which they are thinned through one per cell first (see :func:`_thin`)
+DENSE_MAXIMA = 200_000
+#: an object with more foreground voxels is kept whole (the same bound: 3 GB for real shapes,
+#: up to ~10 GB for noise-like masks whose every voxel is a maximum)
+MAX_SPLIT_VOXELS = WHOLE_VOLUME_VOXELS
 
 #: connectivity -> how many axes a neighbour's offset may span
 _RANK = {4: 1, 8: 2, 6: 1, 18: 2, 26: 3}
@@ -111,10 +117,32 @@ def _ascent(fdist: np.ndarray, vox: np.ndarray, coords: tuple[np.ndarray, ...], 
 def _thin(points_nm: np.ndarray, value: np.ndarray, flat: np.ndarray, obj: np.ndarray,
           min_distance_nm: float) -> np.ndarray:
     """Keep-mask of maxima: drop each one that a higher maximum of the same object (ties:
-    the earlier in C order) lies within ``min_distance_nm`` of."""
+    the earlier in C order) lies within ``min_distance_nm`` of.
+
+    With more than :data:`DENSE_MAXIMA` maxima (plateaus, or a noise-like mask where nearly every
+    voxel is one) the pairs within reach grow with the square of their density: only the highest
+    of each object in each cell of diagonal ``min_distance_nm`` is then compared (the others are
+    within reach of it, so dropped exactly as before); a cell's top that only a lower-cell peak of
+    a neighbouring cell would have dropped may stay."""
     keep = np.ones(value.size, dtype=bool)
     if value.size < 2:
         return keep
+    rank = np.empty(value.size, dtype=np.intp)
+    rank[np.lexsort((-flat, value))] = np.arange(value.size)
+    cand = np.arange(value.size)
+    if value.size > DENSE_MAXIMA:
+        cell = np.floor(points_nm / (float(min_distance_nm) / math.sqrt(points_nm.shape[1]) + 1e-9)).astype(np.int64)
+        group = np.unique(np.column_stack([obj.astype(np.int64), cell]), axis=0, return_inverse=True)[1].ravel()
+        order = np.lexsort((rank, group))
+        cand = order[np.r_[group[order][1:] != group[order][:-1], True]]  # the top of each group
+        keep[:] = False
+        keep[cand] = True
+    pairs = cKDTree(points_nm[cand]).query_pairs(float(min_distance_nm), output_type="ndarray")
+    i, j = cand[pairs[:, 0]], cand[pairs[:, 1]]
+    same = obj[i] == obj[j]
+    i, j = i[same], j[same]
+    keep[np.where(rank[i] < rank[j], i, j)] = False
+    return keep
     pairs = cKDTree(points_nm).query_pairs(float(min_distance_nm), output_type="ndarray")
     pairs = pairs[obj[pairs[:, 0]] == obj[pairs[:, 1]]]
     rank = np.empty(value.size, dtype=np.intp)
@@ -289,7 +317,8 @@ def _split_by_component(labels: np.ndarray, n: int, spacing: tuple[float, ...], 
     largest component's, not the volume's foreground. The split is the same: an object's
     distances, maxima, basins and saddles never involve another object's voxels, and a
     component too small to hold two seeds further apart than ``min_distance_nm`` is skipped."""
-    boxes = cc3d.statistics(labels)["bounding_boxes"]
+    stats = cc3d.statistics(labels)
+    boxes, sizes = stats["bounding_boxes"], stats["voxel_counts"]
     next_id = n + 1
     for c in range(1, n + 1):
         box = boxes[c]
@@ -297,6 +326,12 @@ def _split_by_component(labels: np.ndarray, n: int, spacing: tuple[float, ...], 
             continue
         reach = math.sqrt(sum(((s.stop - s.start - 1) * sp) ** 2 for s, sp in zip(box, spacing)))
         if reach <= min_distance_nm:
+            continue
+        if sizes[c] > MAX_SPLIT_VOXELS:
+            warnings.warn(f"an object of {int(sizes[c]):,} voxels is kept whole: splitting it would need "
+                          f"{150 * int(sizes[c]) / 2**30:.0f}-{500 * int(sizes[c]) / 2**30:.0f} GB (a mask this large "
+                          "and connected is rarely one class's objects: check the probability map and its threshold)",
+                          stacklevel=2)
             continue
         pad = tuple(slice(max(0, s.start - 1), min(size, s.stop + 1)) for s, size in zip(box, labels.shape))
         sub = labels[pad] == c
