@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -46,11 +47,12 @@ class SubmissionReport:
         crops = len({r["crop"] for r in self.rows})
         lines = ["# CellMap submission", "",
                  f"{len(self.rows)} labels in {crops} crops; {len(self.empty)} written empty.", "",
-                 "| crop | label | status | kind | voxel size (nm) | shape | foreground % | objects |",
-                 "|---|---|---|---|---|---|---|---|"]
+                 "| crop | label | status | kind | voxel size (nm) | shape | foreground % | objects | notes |",
+                 "|---|---|---|---|---|---|---|---|---|"]
         for r in self.rows:
             lines.append(f"| {r['crop']} | {r['label']} | {r['status']} | {r['kind']} | {r['voxel_size']} | "
-                         f"{r['shape']} | {r['foreground_pct']:.2f} | {r.get('objects', '')} |")
+                         f"{r['shape']} | {r['foreground_pct']:.2f} | {r.get('objects', '')} | "
+                         f"{'; '.join(r.get('notes') or [])} |")
         return "\n".join(lines) + "\n"
 
 
@@ -268,10 +270,16 @@ def _write_submission(ensemble_manifest: str | os.PathLike, datalist: str | os.P
         # one class at a time over every map (tile) of the crop: a 1000³ crop of 48 labels holds one label
         makers = [map_labels(p, ens["channels"], dl["class_table"], params, 2**31 // max(1, len(maps)))
                   for p in maps]
-        for label in dict.fromkeys(t["label"] for t in wanted[crop_id]):
+        labels = list(dict.fromkeys(t["label"] for t in wanted[crop_id]))
+        for label in tqdm(labels, desc=f"  crop{crop_id}", unit="label", leave=False, disable=len(labels) < 8):
             kind = "instance" if label in INSTANCE_CLASSES else "semantic"
-            arrays = [(make(label), grid) for make, grid in makers]
+            with warnings.catch_warnings(record=True) as caught:  # e.g. an object too large to split
+                warnings.simplefilter("always")
+                arrays = [(make(label), grid) for make, grid in makers]
             arrays = [(a, g) for a, g in arrays if a is not None]
+            notes = sorted({str(w.message) for w in caught})
+            for note in notes:
+                log(f"note: crop{crop_id}/{label}: {note}")
             for target in (t for t in wanted[crop_id] if t["label"] == label):
                 data = _place_tiles(arrays, target, kind)
                 status = "predicted" if data is not None else (
@@ -284,7 +292,7 @@ def _write_submission(ensemble_manifest: str | os.PathLike, datalist: str | os.P
                 except OSError as exc:  # zarr's chunk writes name no file
                     exc.filename = exc.filename or str(tmp_store / f"crop{crop_id}" / label)
                     raise
-                report.rows.append(_report_row(crop_id, target, kind, status, data))
+                report.rows.append({**_report_row(crop_id, target, kind, status, data), "notes": notes})
                 del data
             del arrays
     final_store = out / SUBMISSION_STORE
