@@ -44,17 +44,17 @@ test: venv
 	$(PY) -m pytest -q
 
 $(DEMO_DIR)/synthetic_cellmap/cases.json: | venv
-	$(PY) -m converters.synthetic --out $(DEMO_DIR)/synthetic_cellmap --force
+	$(PY) -m converters.cellmap.synthetic --out $(DEMO_DIR)/synthetic_cellmap --force
 
 $(DEMO_DIR)/synthetic_cells/cases.json: | venv
-	$(PY) -m converters.synthetic_cells --out $(DEMO_DIR)/synthetic_cells
+	$(PY) -m converters.cells.synthetic --out $(DEMO_DIR)/synthetic_cells
 
 demo: demo-cellmap demo-cells
 	@echo
 	@echo "Demo finished: CellMap above, 2-D cells last."
 
 demo-cellmap: venv $(DEMO_DIR)/synthetic_cellmap/cases.json
-	$(PY) -m converters.convert_zarr_to_nifti \
+	$(PY) -m converters.cellmap.convert \
 	    --datasplit $(DEMO_DIR)/synthetic_cellmap/datasplit.csv \
 	    --test_manifest $(DEMO_DIR)/synthetic_cellmap/test_crop_manifest.csv \
 	    --output_dir $(DEMO_DIR)/nifti --num_folds 2 --workers $(WORKERS)
@@ -75,7 +75,7 @@ demo-cellmap: venv $(DEMO_DIR)/synthetic_cellmap/cases.json
 	@echo "  local score vs test truth:   $(DEMO_DIR)/work_dir/submission/scores.md (and scores.json)"
 
 demo-cells: venv $(DEMO_DIR)/synthetic_cells/cases.json
-	$(PY) -m converters.convert_cells_to_nifti --images $(DEMO_DIR)/synthetic_cells/images \
+	$(PY) -m converters.cells.convert --images $(DEMO_DIR)/synthetic_cells/images \
 	    --labels $(DEMO_DIR)/synthetic_cells/labels --output_dir $(DEMO_DIR)/cells_nifti --num_folds 2 \
 	    --workers $(WORKERS) --no_progress
 	$(PY) run_auto3dseg.py --mode full --datalist $(DEMO_DIR)/cells_nifti/datalist.json \

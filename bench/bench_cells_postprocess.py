@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 
 from auto3dseg.evaluation.cellseg import score_image  # noqa: E402
 from auto3dseg.postprocess.cell_instances import cells_from_probabilities  # noqa: E402
-from converters.cell_targets import cell_targets  # noqa: E402
+from converters.cells.targets import cell_targets  # noqa: E402
 from datalists.cell_classes import CELL_CLASS_TABLE  # noqa: E402
 
 REAL = ROOT.parent / "shared" / "data" / "cells2d" / "labels"
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(ROOT / "bench" / "out"), help="where bench_cells_postprocess.json goes")
     args = p.parse_args(argv)
     rng = np.random.default_rng(0)
-    from converters.synthetic_cells import generate_synthetic_cells
+    from converters.cells.synthetic import generate_synthetic_cells
 
     with tempfile.TemporaryDirectory() as tmp:
         generate_synthetic_cells(Path(tmp) / "cells", seed=0)

@@ -8,7 +8,7 @@ The challenge's test set has ~10,000 × 10,000 RGB images and its machine 28 GB 
 2. **model**: a tiny segresnet (init_filters 8, 3 levels of one block, patch ``--patch``²,
    ``--epochs`` epochs, one fold) trained on the built-in synthetic cells — its accuracy is
    not the point, the memory of stitching and post-processing a whole slide is;
-3. **convert**: ``python -m converters.convert_cells_to_nifti`` (normalisation, NIfTI);
+3. **convert**: ``python -m converters.cells.convert`` (normalisation, NIfTI);
 4. **predict**: ``run_auto3dseg.py --mode predict`` (sliding windows, output stitched on
    the CPU, written as a uint8 probability map);
 5. **post-process**: ``python -m auto3dseg.postprocess.cells`` → ``<stem>_label.tiff``;
@@ -79,7 +79,7 @@ def make_slide(side: int, cells_dir: Path, out_dir: Path) -> tuple[Path, Path]:
     """A ``side``² RGB slide and its truth, tiled from the synthetic brightfield images."""
     import tifffile
 
-    from converters.synthetic_cells import cell_layout, render_brightfield
+    from converters.cells.synthetic import cell_layout, render_brightfield
 
     rng = np.random.default_rng(0)
     tile = 500
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     logs = work / "logs"
     logs.mkdir(exist_ok=True)
-    from converters.synthetic_cells import generate_synthetic_cells
+    from converters.cells.synthetic import generate_synthetic_cells
 
     t0 = time.perf_counter()
     cells = work / "synthetic_cells"
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_data = time.perf_counter() - t0
     model_dir = work / "model"
     steps: list[tuple[str, list[str]]] = [
-        ("train the tiny model (set-up)", [PY, "-m", "converters.convert_cells_to_nifti", "--images",
+        ("train the tiny model (set-up)", [PY, "-m", "converters.cells.convert", "--images",
                                            str(cells / "images"), "--labels", str(cells / "labels"), "--output_dir",
                                            str(work / "train_nifti"), "--num_folds", "2", "--no_progress"]),
         ("", [PY, "run_auto3dseg.py", "--mode", "full", "--datalist", str(work / "train_nifti" / "datalist.json"),
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
               "--num_epochs", str(args.epochs), "--patch_size", str(args.patch), "--override", "num_workers=0",
               "--override", "segresnet:network#init_filters=8", "--override", "segresnet:network#blocks_down=[1,1,1]",
               "--override", "segresnet:network#dsdepth=1"]),
-        ("convert", [PY, "-m", "converters.convert_cells_to_nifti", "--images", str(slide.parent), "--output_dir",
+        ("convert", [PY, "-m", "converters.cells.convert", "--images", str(slide.parent), "--output_dir",
                      str(work / "slide_nifti"), "--no_progress"]),
         ("predict", [PY, "run_auto3dseg.py", "--mode", "predict", "--work_dir", str(model_dir), "--algos", "segresnet",
                      "--images", str(work / "slide_nifti" / "images" / "slide.nii.gz"), "--output_dir",

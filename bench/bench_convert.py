@@ -126,9 +126,9 @@ def peak_kib():
             return int(line.split()[1])
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 sys.path.insert(0, {root!r})
-from converters.cellmap_zarr import CropSource
-from converters.class_mapping import build_class_table
-from converters.convert_zarr_to_nifti import ConvertSettings, convert_crop
+from converters.cellmap.zarr_tree import CropSource
+from converters.cellmap.class_mapping import build_class_table
+from converters.cellmap.convert import ConvertSettings, convert_crop
 os.makedirs(os.path.join({out!r}, "images"), exist_ok=True)
 os.makedirs(os.path.join({out!r}, "labels"), exist_ok=True)
 src = CropSource("bench", 1, {store!r}, "recon-1/em/fibsem-uint8", {store!r}, "recon-1/labels/groundtruth/crop1")

@@ -79,7 +79,7 @@ def make_crop(folder: Path, size: int, seed: int = 0) -> dict:
     affine = np.diag([8.0, 8.0, 8.0, 1.0])
     for path, arr in ((img_path, img), (lab_path, lab)):
         path.parent.mkdir(parents=True, exist_ok=True)
-        nib.save(nib.Nifti1Image(arr.T, affine), str(path))  # x, y, z, as converters/crop_convert.py
+        nib.save(nib.Nifti1Image(arr.T, affine), str(path))  # x, y, z, as converters/cellmap/crop.py
     return item
 
 

@@ -1,11 +1,11 @@
 """The whole CellMap pipeline at growing sizes: each step's time, memory and bytes, how they grow,
 and what they project to at the challenge's real size.
 
-For each ``--scales`` value N, ``python -m converters.synthetic --scale N`` writes a CellMap tree
+For each ``--scales`` value N, ``python -m converters.cellmap.synthetic --scale N`` writes a CellMap tree
 with about N times the demo's voxels (48 classes, partial annotations, test crops at mixed
 resolutions); then, each step in a fresh process as a user runs it:
 
-    convert   converters.convert_zarr_to_nifti (--workers 2)
+    convert   converters.cellmap.convert (--workers 2)
     analyze   run_auto3dseg.py --mode analyze (DataAnalyzer, --workers 2)
     generate  --mode generate (segresnet, 2 folds)
     train     --mode train: a fixed short training (2 folds x TRAIN_ITERATIONS iterations, small
@@ -64,7 +64,7 @@ def _commands(n: float, d: Path, big: int = 0) -> dict[str, tuple[list[str], lis
     synth, nifti, work = d / "synth", d / "nifti", d / "work"
     run = [PY, str(ROOT / "run_auto3dseg.py")]
     return {
-        "convert": ([PY, "-m", "converters.convert_zarr_to_nifti", "--datasplit", str(synth / "datasplit.csv"),
+        "convert": ([PY, "-m", "converters.cellmap.convert", "--datasplit", str(synth / "datasplit.csv"),
                      "--test_manifest", str(synth / "test_crop_manifest.csv"), "--output_dir", str(nifti),
                      "--num_folds", "2", "--workers", "2", *(["--data_root", str(synth)] if big else [])],
                     [synth], [nifti]),
@@ -95,7 +95,7 @@ def run_scale(n: float, base: Path, log, big: int = 0) -> dict:
     d.mkdir(parents=True)
     env = {"PYTHONPATH": str(ROOT)}
     extra = ["--big_test_crop", str(big)] if big else []
-    gen = run_measured([PY, "-m", "converters.synthetic", "--out", str(d / "synth"), "--scale", f"{n:g}", "--seed",
+    gen = run_measured([PY, "-m", "converters.cellmap.synthetic", "--out", str(d / "synth"), "--scale", f"{n:g}", "--seed",
                         "0", "--no_progress", *extra], cwd=ROOT, env=env, log_path=d / "generate_data.log")
     if gen.returncode:
         raise RuntimeError(f"the generator failed at scale {n}: {gen.log[-2000:]}")

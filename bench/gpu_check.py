@@ -78,8 +78,8 @@ def device_info() -> dict[str, Any]:
 def prepare_data(work: Path, py: str, cap: float) -> dict[str, Any]:
     """The built-in data through the real commands: synthetic → converter (2 folds) → analyze."""
     syn, nifti = work / "synthetic_cellmap", work / "nifti"
-    steps = [[py, "-m", "converters.synthetic", "--out", str(syn), "--force"],
-             [py, "-m", "converters.convert_zarr_to_nifti", "--datasplit", str(syn / "datasplit.csv"),
+    steps = [[py, "-m", "converters.cellmap.synthetic", "--out", str(syn), "--force"],
+             [py, "-m", "converters.cellmap.convert", "--datasplit", str(syn / "datasplit.csv"),
               "--test_manifest", str(syn / "test_crop_manifest.csv"), "--output_dir", str(nifti),
               "--num_folds", "2", "--workers", "2", "--force"],
              [py, "run_auto3dseg.py", "--mode", "analyze", "--datalist", str(nifti / "datalist.json"),

@@ -47,7 +47,7 @@ __all__ = [
 CELL_INTERIOR = 1
 CELL_CONTACT = 2
 
-#: ``datalist["kind"]`` of datalists written by ``converters.convert_cells_to_nifti``
+#: ``datalist["kind"]`` of datalists written by ``converters.cells.convert``
 CELL_DATA_KIND = "cells2d"
 
 CELL_CLASS_TABLE: list[dict] = [

@@ -199,10 +199,10 @@ class ContentChecks:
     def _single_fold(self, fold: int, nf: int, origin: str) -> None:
         """Every training item is in one fold: that fold's training set is empty."""
         if self.data.get("kind") == "cells2d":
-            fix = ("re-convert with python -m converters.convert_cells_to_nifti --num_folds 2 (or more) from at "
+            fix = ("re-convert with python -m converters.cells.convert --num_folds 2 (or more) from at "
                    "least 2 labelled images (an image and its tiles stay in one fold)")
         elif str(self.data.get("format", "")).startswith(FORMAT_PREFIX):
-            fix = ("re-convert with python -m converters.convert_zarr_to_nifti ... --num_folds 2 (or more): with "
+            fix = ("re-convert with python -m converters.cellmap.convert ... --num_folds 2 (or more): with "
                    "fewer crops than folds it cuts crops into slabs along their longest axis, one fold each, "
                    "--fold_gap voxels apart (its conversion_report.md says why when a crop is too small to cut)")
         else:

@@ -108,7 +108,7 @@ def load_datalist(path: str | os.PathLike[str]) -> dict[str, Any]:
         what = "is a folder, not a file" if p.is_dir() else "not found"
         raise DatalistError(
             [f"{p}: datalist file {what} (absolute path {p.absolute()}); check the path, "
-             "or write the datalist with python -m converters.convert_zarr_to_nifti"],
+             "or write the datalist with python -m converters.cellmap.convert"],
             source=str(p),
         )
     try:

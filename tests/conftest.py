@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from converters import cellmap_zarr as cz
-from converters.convert_zarr_to_nifti import convert
-from converters.synthetic import generate_synthetic_cellmap
+from converters.cellmap import zarr_tree as cz
+from converters.cellmap.convert import convert
+from converters.cellmap.synthetic import generate_synthetic_cellmap
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +32,7 @@ def converted(synthetic, tmp_path_factory) -> tuple[Path, dict]:
 @pytest.fixture(scope="session")
 def synthetic_cells(tmp_path_factory) -> Path:
     """The built-in synthetic 2-D cell data (seed 0)."""
-    from converters.synthetic_cells import generate_synthetic_cells
+    from converters.cells.synthetic import generate_synthetic_cells
 
     out = tmp_path_factory.mktemp("cells") / "data"
     generate_synthetic_cells(out, seed=0)
@@ -42,7 +42,7 @@ def synthetic_cells(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def converted_cells(synthetic_cells, tmp_path_factory) -> tuple[Path, dict]:
     """The synthetic cells converted with 2 folds, the large image tiled: (output folder, report)."""
-    from converters.convert_cells_to_nifti import convert_cells
+    from converters.cells.convert import convert_cells
 
     out = tmp_path_factory.mktemp("cells_conv") / "nifti"
     report = convert_cells(out, synthetic_cells / "images", synthetic_cells / "labels", num_folds=2,

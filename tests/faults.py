@@ -8,7 +8,7 @@ the limit fails with ``EFBIG`` as on a full disk, without mounting anything.
 
 Example
 -------
->>> proc = run_faulty(["-m", "converters.convert_zarr_to_nifti", ...],
+>>> proc = run_faulty(["-m", "converters.cellmap.convert", ...],
 ...                   kill_at="datalist.json", when="before")  # doctest: +SKIP
 >>> proc.returncode == -9  # doctest: +SKIP
 True

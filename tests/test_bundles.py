@@ -65,7 +65,7 @@ def test_full_writes_a_scored_cellmap_submission(full_run, synthetic):
 
     import zarr
 
-    from converters.cellmap_zarr import read_test_manifest_rows
+    from converters.cellmap.zarr_tree import read_test_manifest_rows
     from datalists.cellmap_classes import INSTANCE_CLASSES
 
     sub = full_run / "submission"

@@ -1,4 +1,4 @@
-"""Reading and normalisation of CellSeg 2-D images and instance masks (converters.cell_images)."""
+"""Reading and normalisation of CellSeg 2-D images and instance masks (converters.cells.images)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import tifffile
 from PIL import Image
 from skimage import exposure
 
-from converters.cell_images import (
+from converters.cells.images import (
     CellImageError,
     find_label,
     image_stem,

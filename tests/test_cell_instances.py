@@ -18,7 +18,7 @@ from auto3dseg.postprocess.cell_instances import (
     fill_small_holes,
     seeded_cells,
 )
-from converters.cell_targets import cell_targets, contact_pixels
+from converters.cells.targets import cell_targets, contact_pixels
 from datalists.cell_classes import CELL_CLASS_TABLE
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "cells2d"
@@ -56,7 +56,7 @@ def same_cells(truth: np.ndarray, pred: np.ndarray, min_agreement: float = 0.99)
 
 def packed_cells(shape=(96, 96), seed=0) -> np.ndarray:
     """Touching cells of varied sizes (the built-in synthetic layout), plus a 3 x 3 cell."""
-    from converters.synthetic_cells import cell_layout
+    from converters.cells.synthetic import cell_layout
 
     lab = cell_layout(shape, np.random.default_rng(seed), diameter=(6.0, 18.0))
     lab[0:5, 0:5] = 0

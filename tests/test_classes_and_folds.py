@@ -1,7 +1,7 @@
 """Class table facts, the label lookup, per-crop annotated ids, and fold assignment."""
 
-from converters.cellmap_zarr import ClassStatus
-from converters.class_mapping import (
+from converters.cellmap.zarr_tree import ClassStatus
+from converters.cellmap.class_mapping import (
     annotated_ids,
     build_class_table,
     cellmap_lookup,

@@ -1,4 +1,4 @@
-"""The 2-D cell converter (converters.convert_cells_to_nifti) on the built-in synthetic cells."""
+"""The 2-D cell converter (converters.cells.convert) on the built-in synthetic cells."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import tifffile
 
 from auto3dseg.evaluation.cellseg import score_image
 from auto3dseg.postprocess.cells import postprocess_cells
-from converters import convert_cells_to_nifti as cc
-from converters.cell_images import normalise_image, read_cell_image
+from converters.cells import convert as cc
+from converters.cells.images import normalise_image, read_cell_image
 from datalists.validate import validate_datalist
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "cells2d"

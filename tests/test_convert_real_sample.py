@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import zarr
 
-from converters.convert_zarr_to_nifti import main
+from converters.cellmap.convert import main
 from datalists.validate import main as validate_main
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "em_sbem_mito"

@@ -13,9 +13,9 @@ import pytest
 import zarr
 from scipy import ndimage
 
-from converters import cellmap_zarr as cz
-from converters.class_mapping import cellmap_lookup
-from converters.convert_zarr_to_nifti import (
+from converters.cellmap import zarr_tree as cz
+from converters.cellmap.class_mapping import cellmap_lookup
+from converters.cellmap.convert import (
     ConvertSettings,
     SettingsMismatch,
     convert,

@@ -236,7 +236,7 @@ def test_one_fold_cannot_be_cross_validated(dataset):
         it["fold"] = 0
     msg = _one(_problems(datalist, root), "cannot be cross-validated", "every training item is in fold 0")
     # the fix that works for a converted CellMap datalist: re-convert with 2+ folds (crops are cut into folds)
-    assert "python -m converters.convert_zarr_to_nifti" in msg and "--num_folds 2" in msg
+    assert "python -m converters.cellmap.convert" in msg and "--num_folds 2" in msg
     assert "--allow-single-fold" in msg and "more crops" not in msg
     # analysis only: accepted with a warning
     summary = validate_datalist(datalist, root, allow_single_fold=True)
@@ -259,10 +259,10 @@ def test_single_fold_advice_fits_the_datalist(dataset):
     datalist["num_folds"] = 1
     plain = {k: v for k, v in datalist.items() if k in ("training", "testing")}
     msg = _one(_problems(plain, root, check_files=False), "cannot be cross-validated")
-    assert "at least 2 different folds" in msg and "convert_zarr_to_nifti" not in msg
+    assert "at least 2 different folds" in msg and "converters.cellmap" not in msg
     cells = dict(datalist, kind="cells2d")
     msg = _one(_problems(cells, root, check_files=False), "cannot be cross-validated")
-    assert "convert_cells_to_nifti --num_folds 2" in msg and "2 labelled images" in msg
+    assert "converters.cells.convert --num_folds 2" in msg and "2 labelled images" in msg
 
 
 def test_empty_middle_fold_advice_renumbers(dataset):

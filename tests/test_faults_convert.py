@@ -24,13 +24,13 @@ import pytest
 import zarr
 from faults import ROOT, run_faulty
 
-from converters import cellmap_zarr as cz
-from converters.class_mapping import UNANNOTATED, cellmap_lookup
-from converters.convert_zarr_to_nifti import convert, main
+from converters.cellmap import zarr_tree as cz
+from converters.cellmap.class_mapping import UNANNOTATED, cellmap_lookup
+from converters.cellmap.convert import convert, main
 
 CROP1 = "recon-1/labels/groundtruth/crop1"
 EM = "recon-1/em/fibsem-uint8"
-CLI = ["-m", "converters.convert_zarr_to_nifti"]
+CLI = ["-m", "converters.cellmap.convert"]
 
 
 def make_tree(synthetic: Path, dest: Path, crops: tuple[str, ...] = ("crop1", "crop2")) -> Path:
@@ -432,7 +432,7 @@ def test_non_finite_em_fails_the_crop_naming_it(synthetic, tmp_path):
 def test_non_finite_cell_image_fails_that_image_only(tmp_path):
     import tifffile
 
-    from converters.convert_cells_to_nifti import convert_cells
+    from converters.cells.convert import convert_cells
 
     rng = np.random.default_rng(0)
     (tmp_path / "images").mkdir()

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import zarr
 
-from converters import cellmap_zarr as cz
-from converters.convert_zarr_to_nifti import convert, main
+from converters.cellmap import zarr_tree as cz
+from converters.cellmap.convert import convert, main
 from converters.folds import (
     DEFAULT_FOLD_GAP,
     CropExtent,

@@ -53,7 +53,7 @@ def official_run(converted, tmp_path_factory):
 def test_official_segresnet_end_to_end_submits_labels(official_run, converted, synthetic):
     import zarr
 
-    from converters.cellmap_zarr import read_test_manifest_rows
+    from converters.cellmap.zarr_tree import read_test_manifest_rows
 
     rc, work, cwd = official_run
     assert rc == 0

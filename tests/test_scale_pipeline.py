@@ -12,9 +12,9 @@ import pytest
 import zarr
 
 import run_auto3dseg
-from converters import convert_zarr_to_nifti
-from converters import synthetic as S
-from converters.cellmap_zarr import read_test_manifest_rows
+from converters.cellmap import convert as convert_zarr_to_nifti
+from converters.cellmap import synthetic as S
+from converters.cellmap.zarr_tree import read_test_manifest_rows
 
 TINY = ["--algos", "segresnet", "--num_epochs", "1", "--patch_size", "32", "--override", "num_workers=0",
         "--override", "num_iterations_per_epoch=1", "--override", "segresnet:network#init_filters=8",

@@ -19,7 +19,7 @@ import zarr
 from auto3dseg.evaluation import metrics as m
 from auto3dseg.evaluation import official, report, resample, stores, strict, traps
 from auto3dseg.evaluation import score as sc
-from converters.synthetic import multiscale_attrs
+from converters.cellmap.synthetic import multiscale_attrs
 
 VS4 = (4.0, 4.0, 4.0)
 

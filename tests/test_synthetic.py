@@ -1,4 +1,4 @@
-"""Tests of the synthetic CellMap-like generator (converters/synthetic.py)."""
+"""Tests of the synthetic CellMap-like generator (converters/cellmap/synthetic.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import zarr
 
-from converters import synthetic as S
+from converters.cellmap import synthetic as S
 from datalists.cellmap_classes import CELLMAP_CLASSES
 
 GT = S.GT_PATH

@@ -1,4 +1,4 @@
-"""Tests of the synthetic CellSeg-layout generator (converters/synthetic_cells.py)."""
+"""Tests of the synthetic CellSeg-layout generator (converters/cells/synthetic.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import tifffile
 from scipy import ndimage
 
-from converters import synthetic_cells as SC
+from converters.cells import synthetic as SC
 
 CELLSEG_EXTS = {".tif", ".tiff", ".png", ".jpg", ".bmp"}
 

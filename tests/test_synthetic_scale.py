@@ -1,4 +1,4 @@
-"""Tests of the procedural synthetic CellMap tree (``python -m converters.synthetic --scale N``)."""
+"""Tests of the procedural synthetic CellMap tree (``python -m converters.cellmap.synthetic --scale N``)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import pytest
 import zarr
 from scipy import ndimage
 
-from converters import synthetic as S
-from converters.synthetic.scale_classes import TESTED_CLASSES
-from converters.synthetic.scale_plan import DEMO_TEST_VOXELS, DEMO_TRAIN_VOXELS, plan_tree
+from converters.cellmap import synthetic as S
+from converters.cellmap.synthetic.scale_classes import TESTED_CLASSES
+from converters.cellmap.synthetic.scale_plan import DEMO_TEST_VOXELS, DEMO_TRAIN_VOXELS, plan_tree
 from datalists.cellmap_classes import CELLMAP_CLASSES
 
 GT, EM = S.GT_PATH, S.EM_PATH
@@ -270,7 +270,7 @@ def test_offgrid_crops(tree):
 
 # ------------------------------------------------------------------------------ the converter
 def test_converter_accepts_the_tree(tree, tmp_path):
-    from converters.convert_zarr_to_nifti import main as convert
+    from converters.cellmap.convert import main as convert
 
     out, summary = tree
     dst = tmp_path / "nifti"

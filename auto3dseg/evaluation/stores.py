@@ -30,7 +30,7 @@ from typing import Any
 import zarr
 
 from auto3dseg.submission.placement import grid_of
-from converters import cellmap_zarr as cz
+from converters.cellmap import zarr_tree as cz
 from converters.geometry import Grid
 
 __all__ = [

@@ -61,7 +61,7 @@ def test_labels_by_crop(items: dict[str, dict], manifest: str | os.PathLike | No
     not), else the ``test_labels`` the converter stored for each test image."""
     out: dict[int, list[dict]] = {}
     if manifest:
-        from converters.cellmap_zarr import read_test_manifest_rows
+        from converters.cellmap.zarr_tree import read_test_manifest_rows
 
         for (_, crop_id), labels in read_test_manifest_rows(manifest).items():
             out.setdefault(int(crop_id), []).extend(labels)

@@ -1,7 +1,7 @@
 """Convert one 2-D cell image (and its instance mask) to NIfTI: the converter's worker.
 
 An image becomes ``images/<stem>.nii.gz``: uint8, three channels normalised between the
-1st and 99th percentile of each channel's non-zero pixels (:mod:`converters.cell_images`),
+1st and 99th percentile of each channel's non-zero pixels (:mod:`converters.cells.images`),
 stored as NIfTI ``x, y, 1, channel`` — the layout MONAI's ``LoadImage`` reads as a
 channel-first ``[3, x, y, 1]`` array, which 2-D bundles squeeze to ``[3, x, y]``. Its
 target goes to ``labels/<stem>.nii.gz`` (``x, y, 1``, values of
@@ -171,8 +171,8 @@ def _non_finite(image: np.ndarray, path: str) -> str | None:
 
 
 def _convert(src: dict, out: Path, rec: dict, max_pixels: int | None, overlap: int) -> None:
-    from converters.cell_images import CellImageError, normalise_image, read_cell_image, read_cell_label
-    from converters.cell_targets import cell_targets
+    from converters.cells.images import CellImageError, normalise_image, read_cell_image, read_cell_label
+    from converters.cells.targets import cell_targets
 
     stem = src["stem"]
     try:

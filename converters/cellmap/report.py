@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from converters.class_mapping import annotated_ids
+from converters.cellmap.class_mapping import annotated_ids
 from converters.datalist_writer import layout_folds, tile_name
 from converters.folds import CropExtent, FoldItem, SplitPlan
 from converters.geometry import split_into_fold_tiles

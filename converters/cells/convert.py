@@ -1,10 +1,10 @@
 """Convert 2-D cell images (NeurIPS 2022 CellSeg layout) to NIfTI with a MONAI datalist.
 
-Run ``python -m converters.convert_cells_to_nifti --help`` for the options. The steps:
+Run ``python -m converters.cells.convert --help`` for the options. The steps:
 
 1. **Find images** (``.tif .tiff .png .jpg .jpeg .bmp``) in ``--images`` and pair each
    with ``<stem>_label.tiff`` in ``--labels``; images without a label become ``testing``.
-2. **Convert** each image in parallel (:func:`converters.cell_item.convert_cell_image`):
+2. **Convert** each image in parallel (:func:`converters.cells.item.convert_cell_image`):
    read any layout and dtype, normalise to 3 uint8 channels, write NIfTI ``x, y, 1, c``;
    for labelled images the target map (:mod:`datalists.cell_classes`) and a copy of the
    instance mask for scoring; training images over ``--max_pixels`` cut into overlapping
@@ -24,8 +24,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from converters.cell_datalist import build_cell_datalist, build_cell_report, render_cell_report_markdown
-from converters.cell_item import convert_cell_image, tile_grid
+from converters.cells.datalist import build_cell_datalist, build_cell_report, render_cell_report_markdown
+from converters.cells.item import convert_cell_image, tile_grid
 from converters.outputs import (
     OutputError,
     atomic_write_json,
@@ -57,7 +57,7 @@ def find_cell_images(images_dir: str | os.PathLike, labels_dir: str | os.PathLik
     problems : list of dict
         Records (verdict ``skipped``) for images sharing a stem with another image.
     """
-    from converters.cell_images import find_label, image_stem
+    from converters.cells.images import find_label, image_stem
 
     root = Path(images_dir)
     if not root.is_dir():
@@ -256,7 +256,7 @@ def convert_cells(output_dir: str | os.PathLike, images_dir: str | os.PathLike,
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m converters.convert_cells_to_nifti",
+        prog="python -m converters.cells.convert",
         description="Convert 2-D cell images in the NeurIPS 2022 CellSeg layout (images/ and labels/<stem>_label.tiff) "
                     "to NIfTI images and training targets with a MONAI datalist.json (folds, class table). Images "
                     "without a label become 'testing' entries. An image with NaN/inf pixels fails (named; the others "

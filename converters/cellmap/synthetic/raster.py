@@ -1,4 +1,4 @@
-"""Rasterizing a :class:`~converters.synthetic.cell_scene.CellScene` on any block of any grid, and
+"""Rasterizing a :class:`~converters.cellmap.synthetic.cell_scene.CellScene` on any block of any grid, and
 the per-class ground truth of a rasterized block.
 
 Every voxel is a function of its physical position only: the same voxel gets the same
@@ -10,7 +10,7 @@ layers need it (the shell band), bounded by ``depth >= (1 - k0) * min(semi_axes)
 
 Examples
 --------
->>> from converters.synthetic.cell_scene import CropNeed, build_cell_scene
+>>> from converters.cellmap.synthetic.cell_scene import CropNeed, build_cell_scene
 >>> need = CropNeed((0.0, 0.0, 0.0), (384.0, 640.0, 640.0), ("mito",))
 >>> scene = build_cell_scene("d", (0, 1), need.lo, need.hi, [need], anchor=need)
 >>> r = rasterize_block(scene, (4.0, 4.0, 4.0), (8.0, 8.0, 8.0), (0, 0, 0), (48, 80, 80))

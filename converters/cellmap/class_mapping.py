@@ -15,7 +15,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from converters.cellmap_zarr import ClassStatus
+from converters.cellmap.zarr_tree import ClassStatus
 from datalists.annotated import UNANNOTATED  # CellMap's unknown, values that are no class
 from datalists.cellmap_classes import CELLMAP_BY_ID, CELLMAP_CLASSES, class_by_name
 

@@ -74,7 +74,7 @@ def _crop_group_attrs(spec: CropSpec) -> dict:
     return {"cellmap": {"annotation": {
         "class_names": sorted(("all", *spec.class_names)),
         "created_by": [],
-        "created_with": ["converters.synthetic"],
+        "created_with": ["converters.cellmap.synthetic"],
         "description": f"synthetic case {spec.case}",
         "duration_days": None,
         "end_date": None,

@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 import zarr
 
-from converters import cellmap_zarr as cz
+from converters.cellmap import zarr_tree as cz
 from converters.geometry import Grid, source_coordinates
 
 __all__ = ["UNREADABLE", "EMChoice", "choose_em_level", "level_problem"]

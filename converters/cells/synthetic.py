@@ -14,7 +14,7 @@ Output tree (``--out DIR``)::
     DIR/test_truth/<stem>_label.tiff   truth of the unlabelled test images (scoring only)
     DIR/cases.json                     {"generator", "seed", "out", "cases": {stem: record}}
 
-Command line: ``python -m converters.synthetic_cells --out DIR [--seed 0] [--force]``.
+Command line: ``python -m converters.cells.synthetic --out DIR [--seed 0] [--force]``.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import imageio.v3 as iio
 import numpy as np
 import tifffile
 
-from converters.synthetic.cell_drawing import (
+from converters.cells.synthetic_drawing import (
     MODALITIES,
     cell_layout,
     cell_stats,
@@ -53,7 +53,7 @@ __all__ = ["CASES", "GENERATOR", "MODALITIES", "CaseSpec", "cell_layout", "cell_
            "render_phase_contrast"]
 
 
-GENERATOR = "converters.synthetic_cells"
+GENERATOR = "converters.cells.synthetic"
 
 
 @dataclass(frozen=True)
@@ -220,7 +220,7 @@ def generate_synthetic_cells(out: str | Path, seed: int = 0, force: bool = False
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit status (2 when refusing to overwrite)."""
     p = argparse.ArgumentParser(
-        prog="python -m converters.synthetic_cells",
+        prog="python -m converters.cells.synthetic",
         description="Generate small deterministic 2-D cell microscopy data in the NeurIPS 2022 "
                     "CellSeg layout (images/, labels/, test_truth/, cases.json).")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (written atomically)")

@@ -2,7 +2,7 @@
 the seed, so the volume is the same whatever the block size or the number of workers.
 
 A block of EM ``s0`` is rasterized with a halo, turned into class intensities
-(:data:`~converters.synthetic.scale_classes.SCALE_EM_INTENSITY`) plus a smooth uneven
+(:data:`~converters.cellmap.synthetic.scale_classes.SCALE_EM_INTENSITY`) plus a smooth uneven
 staining (a sum of separable seeded waves) and a cristae texture in ``mito_lum`` (waves
 along each mitochondrion's long axis), blurred (Gaussian, sigma 1 voxel: the halo holds
 its whole kernel), then gets Gaussian noise drawn per chunk from a generator seeded by the
@@ -10,7 +10,7 @@ chunk's index. Coarser levels are 2x2x2 means of the finer level.
 
 Examples
 --------
->>> from converters.synthetic.cell_scene import CropNeed, build_cell_scene
+>>> from converters.cellmap.synthetic.cell_scene import CropNeed, build_cell_scene
 >>> need = CropNeed((0.0, 0.0, 0.0), (256.0, 512.0, 512.0), ("mito",))
 >>> scene = build_cell_scene("d", (0, 1), need.lo, need.hi, [need], anchor=need)
 >>> a = render_em_block(scene, 8.0, (0, 1), (0, 0, 0), (32, 64, 64), (32, 32, 32))
@@ -102,10 +102,10 @@ def chunk_noise(words: Sequence[int], level: int, start: Sequence[int], shape: S
 
 def downsample2(image: np.ndarray) -> np.ndarray:
     """2x2x2 mean of a uint8 volume with even sides, rounded half to even: the same values as
-    :func:`converters.synthetic.scenes.downsample_mean` in integer arithmetic (no float copy).
+    :func:`converters.cellmap.synthetic.scenes.downsample_mean` in integer arithmetic (no float copy).
 
     >>> a = np.arange(64, dtype=np.uint8).reshape(4, 4, 4)
-    >>> from converters.synthetic.scenes import downsample_mean
+    >>> from converters.cellmap.synthetic.scenes import downsample_mean
     >>> bool((downsample2(a) == downsample_mean(a, 2)).all())
     True
     """

@@ -60,7 +60,7 @@ class DatasetPlan:
 
 @dataclass(frozen=True)
 class TreePlan:
-    """Everything :mod:`converters.synthetic.scale_write` writes, decided up front."""
+    """Everything :mod:`converters.cellmap.synthetic.scale_write` writes, decided up front."""
 
     seed: int
     scale: float

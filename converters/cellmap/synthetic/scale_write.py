@@ -6,7 +6,7 @@ what the task tuple carries, and writes whole chunks of arrays that already exis
 
 * ``scene``: build a dataset's scene, pickle it into the scratch folder, and report which
   tested labels the dataset's test ROIs show (test labels are chosen from those);
-* ``em``: a block of EM ``s0`` (:func:`converters.synthetic.em_blocks.render_em_block`);
+* ``em``: a block of EM ``s0`` (:func:`converters.cellmap.synthetic.em_blocks.render_em_block`);
 * ``gt``: a block of a training crop: every annotated class array and ``all``;
 * ``truth``: a block of one grid of a test crop: the truth of its labels;
 * ``down``: a block of EM level ``k``, the 2x2x2 mean of level ``k - 1`` (a later phase).

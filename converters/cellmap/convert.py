@@ -1,6 +1,6 @@
 """Convert CellMap Zarr crops to NIfTI images and labels with a MONAI datalist.
 
-Run ``python -m converters.convert_zarr_to_nifti --help`` for the options. The steps:
+Run ``python -m converters.cellmap.convert --help`` for the options. The steps:
 
 1. **Find crops** from a toolbox ``datasplit.csv`` or by scanning a data root.
 2. **Inspect** each crop (metadata only): its ground-truth grid, which classes it
@@ -30,11 +30,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from converters import cellmap_zarr as cz
-from converters.class_mapping import annotated_ids, build_class_table, default_classes
-from converters.crop_convert import ConvertSettings, cleanup_items, convert_crop, convert_test_crop, record_base, worker
+from converters.cellmap import zarr_tree as cz
+from converters.cellmap.class_mapping import annotated_ids, build_class_table, default_classes
+from converters.cellmap.crop import ConvertSettings, cleanup_items, convert_crop, convert_test_crop, record_base, worker
 from converters.datalist_writer import build_datalist
-from converters.em_level import choose_em_level
+from converters.cellmap.em_level import choose_em_level
 from converters.folds import DEFAULT_FOLD_GAP, CropExtent, SplitPlan, plan_spatial_folds
 from converters.geometry import output_grid
 from converters.outputs import (
@@ -45,7 +45,7 @@ from converters.outputs import (
     os_error_message,
 )
 from converters.pool import imap_pool
-from converters.report import (
+from converters.cellmap.report import (
     build_report,
     dry_run_report,
     render_dry_run_text,
@@ -151,9 +151,9 @@ def convert(
     output_dir : path
         Where ``images/``, ``labels/``, ``datalist.json`` and the report go.
     crops, test_crops : sequences
-        Training crops (:func:`converters.cellmap_zarr.discover_crops` or
-        :func:`~converters.cellmap_zarr.read_datasplit`) and test crops
-        (:func:`~converters.cellmap_zarr.read_test_manifest`).
+        Training crops (:func:`converters.cellmap.zarr_tree.discover_crops` or
+        :func:`~converters.cellmap.zarr_tree.read_datasplit`) and test crops
+        (:func:`~converters.cellmap.zarr_tree.read_test_manifest`).
     target_spacing : (z, y, x) nm
     classes : list of str, optional
         Class names to keep; default every most-specific class annotated in some crop.
@@ -323,7 +323,7 @@ def _validate(datalist: dict, root: Path, allow_single_fold: bool = False) -> di
 # --------------------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m converters.convert_zarr_to_nifti",
+        prog="python -m converters.cellmap.convert",
         description="Convert CellMap Zarr crops (EM + ground truth) to NIfTI images/labels and a MONAI "
                     "datalist.json with folds, a class table and which classes each crop annotates. Label values nobody "
                     "annotated (255 unknown, values that are no CellMap class) are written as 255 (not annotated) and "

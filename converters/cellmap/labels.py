@@ -2,7 +2,7 @@
 
 A voxel nobody annotated — CellMap's ``unknown`` (255 in ``all``, or the value an array's
 ``encoding`` declares unknown), or a value that is no CellMap class — is written as
-:data:`~converters.class_mapping.UNANNOTATED`, the value the bundles leave out of the loss:
+:data:`~converters.cellmap.class_mapping.UNANNOTATED`, the value the bundles leave out of the loss:
 never background, never a class. :class:`LabelMapper` counts those voxels per source value
 so that the report says how many there were.
 """
@@ -15,8 +15,8 @@ import fastremap
 import numpy as np
 import zarr
 
-from converters import cellmap_zarr as cz
-from converters.class_mapping import UNANNOTATED
+from converters.cellmap import zarr_tree as cz
+from converters.cellmap.class_mapping import UNANNOTATED
 from datalists.cellmap_classes import CELLMAP_BY_ID, CELLMAP_CLASSES
 
 __all__ = ["ComposedLabels", "LabelMapper", "UNANNOTATED", "label_source", "lookup"]
@@ -85,7 +85,7 @@ def label_source(gt: zarr.hierarchy.Group, gt_group: str, statuses: dict[str, cz
     """The CellMap-id volume of a crop: its ``all`` array, or one composed from class arrays.
 
     Returns ``(source, how)``; ``source`` is None when no annotated class has an array.
-    Arrays are wrapped in :class:`~converters.cellmap_zarr.CheckedArray`, so a damaged
+    Arrays are wrapped in :class:`~converters.cellmap.zarr_tree.CheckedArray`, so a damaged
     chunk is reported with its array and chunk key.
     """
     crop = gt[gt_group]
@@ -122,7 +122,7 @@ class LabelMapper:
     """``post`` of the label resampling: CellMap ids to ours, counting unknown source values.
 
     ``counts`` maps each source value the lookup sends to :data:`UNANNOTATED` (with
-    :func:`~converters.class_mapping.cellmap_lookup`: every value that is no CellMap class,
+    :func:`~converters.cellmap.class_mapping.cellmap_lookup`: every value that is no CellMap class,
     255 unknown say) to the number of output voxels it gave. Only those voxels are counted,
     so a crop without unknown values costs one comparison, not a ``unique`` of every voxel.
 

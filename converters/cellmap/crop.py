@@ -1,8 +1,8 @@
-"""Converting one CellMap crop: the converter's worker (:mod:`converters.convert_zarr_to_nifti`).
+"""Converting one CellMap crop: the converter's worker (:mod:`converters.cellmap.convert`).
 
 A training crop becomes ``images/<name>.nii.gz`` (EM resampled linearly) and
 ``labels/<name>.nii.gz`` (the most specific selected class per voxel, nearest neighbour;
-voxels nobody annotated are :data:`~converters.class_mapping.UNANNOTATED`), a test crop
+voxels nobody annotated are :data:`~converters.cellmap.class_mapping.UNANNOTATED`), a test crop
 only its image. Each function returns the crop's record and never raises for a bad crop
 (verdict ``failed`` with the reason naming the array and chunk); only a failing *output*
 write (:class:`~converters.outputs.OutputError`: full disk, read-only folder) is raised,
@@ -23,10 +23,10 @@ import fastremap
 import nibabel as nib
 import numpy as np
 
-from converters import cellmap_zarr as cz
-from converters.class_mapping import UNANNOTATED, annotated_ids, cellmap_lookup
+from converters.cellmap import zarr_tree as cz
+from converters.cellmap.class_mapping import UNANNOTATED, annotated_ids, cellmap_lookup
 from converters.datalist_writer import tile_name
-from converters.em_level import UNREADABLE, EMChoice, choose_em_level
+from converters.cellmap.em_level import UNREADABLE, EMChoice, choose_em_level
 from converters.folds import SpatialSplit
 from converters.geometry import (
     Grid,
@@ -36,7 +36,7 @@ from converters.geometry import (
     source_coordinates,
     split_into_fold_tiles,
 )
-from converters.labels import LabelMapper, label_source
+from converters.cellmap.labels import LabelMapper, label_source
 from converters.outputs import OutputError, atomic_write, atomic_write_json
 from converters.resample import resample_into
 
@@ -100,7 +100,7 @@ def convert_crop(src: cz.CropSource, settings: ConvertSettings, output_dir: str 
                  inspected: tuple | None = None, split: SpatialSplit | None = None) -> dict:
     """Convert one training crop; return its record (verdict, items, statistics).
 
-    ``inspected`` is the crop's :func:`~converters.cellmap_zarr.crop_annotation` result
+    ``inspected`` is the crop's :func:`~converters.cellmap.zarr_tree.crop_annotation` result
     when the caller already has it (it lists every class array's chunks: not worth twice).
     ``split`` cuts the crop into spatial folds (slabs ``split.gap`` voxels apart); each
     item then records its ``part``. Never raises for a bad crop: the record's verdict is

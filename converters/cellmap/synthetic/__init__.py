@@ -16,7 +16,7 @@ their expected outcome in ``<out>/cases.json``.
 Modules: ``layout`` (fixed paths, grid, encodings), ``shapes`` (analytic shapes and their
 rasterization), ``scenes`` (seeded scenes and the EM rendered from them), ``crops`` (the cases),
 ``stores`` (the Zarr layout, manifest, datasplit), ``generate`` (the atomic driver and CLI);
-``cell_drawing`` draws the 2-D cells of :mod:`converters.synthetic_cells`.
+``cell_drawing`` draws the 2-D cells of :mod:`converters.cells.synthetic`.
 
 ``--scale N`` (N > 1) writes a procedural tree of about N times the demo's size instead:
 ``scale_plan`` (crop counts, sizes, annotation, packing), ``scale_classes`` (kinds, layers,
@@ -43,7 +43,7 @@ Examples
 --------
 Command line::
 
-    python -m converters.synthetic --out /tmp/synthetic_cellmap --seed 0 --force
+    python -m converters.cellmap.synthetic --out /tmp/synthetic_cellmap --seed 0 --force
 
 From Python:
 
