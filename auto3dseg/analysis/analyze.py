@@ -33,6 +33,7 @@ def analyze(
     workers: int = 2,
     force: bool = False,
     validate: bool = True,
+    allow_constant: bool | None = None,
 ) -> Path:
     """Run MONAI's DataAnalyzer on ``datalist``; return the path of ``datastats.yaml``.
 
@@ -54,6 +55,14 @@ def analyze(
         Re-run even when ``datastats.yaml`` exists.
     validate : bool
         Validate the datalist first; pass False when the caller just did.
+    allow_constant : bool, optional
+        Go on when training items have a constant image (:mod:`auto3dseg.analysis.constant_images`; the
+        review lists them at the top); default ``AUTO3DSEG_ALLOW_CONSTANT_IMAGES``, else stop naming them.
+
+    Raises
+    ------
+    auto3dseg.analysis.constant_images.ConstantImageError
+        Training items whose image is constant (nothing written as ``datastats.yaml``).
     """
     from datalists.validate import validate_datalist
 
@@ -69,12 +78,13 @@ def analyze(
         if final.exists() and not force:
             _review(work, datalist, dataroot, force)
             return final
-        _run_analyzer(datalist, dataroot, work, device, workers)
+        _run_analyzer(datalist, dataroot, work, device, workers, allow_constant)
         _review(work, datalist, dataroot, force=True)
         return final
 
 
-def _run_analyzer(datalist: Path, dataroot: Path, work: Path, device: str, workers: int) -> None:
+def _run_analyzer(datalist: Path, dataroot: Path, work: Path, device: str, workers: int,
+                  allow_constant: bool | None = None) -> None:
     """DataAnalyzer → ``datastats_by_case.yaml``, then ``datastats.yaml`` (the marker later steps
     trust: removed first, written last); bad images are named before and after it runs."""
     import json
@@ -110,6 +120,7 @@ def _run_analyzer(datalist: Path, dataroot: Path, work: Path, device: str, worke
     tmp_by_case = tmp.with_name(tmp.name.replace(".yaml", "_by_case.yaml"))
     if tmp_by_case.exists():
         _check_finite_stats(tmp_by_case, dl, datalist)
+        _check_constant_images(tmp_by_case, tmp, dl, datalist, dataroot, allow_constant)
         os.replace(tmp_by_case, work / DATASTATS_BY_CASE)
     os.replace(tmp, final)
 
@@ -178,6 +189,34 @@ def _check_finite_stats(by_case: Path, dl: dict, datalist: Path) -> None:
         raise NonFiniteImageError("images with NaN or infinite voxels: " + "; ".join(bad) + ". Fix them (re-convert, "
                                   "or replace the values: numpy.nan_to_num) or remove them from the datalist, then "
                                   "run --mode analyze again")
+
+
+def _check_constant_images(by_case: Path, summary: Path, dl: dict, datalist: Path, dataroot: Path,
+                           allow: bool | None) -> None:
+    """Training items whose image is constant: stop naming them (the statistics are removed, so a
+    re-run analyses again), or, when allowed, say loudly that they are trained on."""
+    import sys
+
+    import yaml
+
+    from auto3dseg.analysis.constant_images import (
+        ConstantImageError,
+        allow_constant_images,
+        constant_message,
+        constant_training_images,
+    )
+
+    cases = (yaml.safe_load(by_case.read_text()) or {}).get("stats_by_cases") or []
+    found = constant_training_images(cases, dl, dataroot)
+    if not found:
+        return
+    if allow_constant_images(allow):
+        print(f"WARNING: training on constant images anyway ({', '.join(c.describe() for c in found)}): they teach "
+              "the network nothing; datastats_review.md lists them at the top", file=sys.stderr)
+        return
+    by_case.unlink(missing_ok=True)
+    summary.unlink(missing_ok=True)
+    raise ConstantImageError(constant_message(found, datalist))
 
 
 def _review(work: Path, datalist: Path, dataroot: Path, force: bool) -> None:

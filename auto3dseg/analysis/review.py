@@ -39,6 +39,7 @@ import numpy as np
 
 from converters.outputs import atomic_write_text
 
+from .constant_images import constant_training_images
 from .review_cases import (
     _ANNOTATED_KEY,
     _DATASTATS,
@@ -108,6 +109,11 @@ def render_markdown(review: Mapping[str, Any]) -> str:
     """The Markdown text of a review (the dict written to ``datastats_review.json``)."""
     h = review["header"]
     lines = ["# Data statistics review", ""]
+    constant = review.get("constant_images") or []
+    if constant:
+        lines += [f"**WARNING: {len(constant)} training item(s) have a constant image and are trained on although "
+                  "they teach the network nothing** (remove them from the datalist, or re-convert them):", ""]
+        lines += [f"- {c}" for c in constant] + [""]
     lines.append(f"Source: `{review['sources']['datastats']}`, `{review['sources']['datastats_by_case']}`, "
                  f"datalist `{review['sources']['datalist']}`.")
     lines.append("")
@@ -274,6 +280,11 @@ def write_review(
     mismatches = positional_summary_mismatches(summary.get("label_stats") or {}, cases, names)
     flags = find_flags(cases, annotated, stats, names=names, num_folds=num_folds, mismatches=mismatches,
                        unmatched_items=unmatched, dataroot=root)
+    constant = constant_training_images(cases, datalist, root)
+    skipped = {c.image for c in constant if not c.analysed}
+    flags = [f for f in flags if not (f.startswith("[not-analysed] ") and f.split()[1].rstrip(":") in skipped)]
+    flags += [f"[constant-image] {c.describe()}: trained on although it teaches nothing; remove it from the datalist"
+              for c in constant if not c.analysed]
     for k, item in enumerate(items):
         if item is None:
             flags.append(f"[no-datalist-item] {_display(_first_path(cases[k].get('image_filepath')), root)}: "
@@ -380,6 +391,7 @@ def write_review(
             for m in mismatches
         ],
         "flags": flags,
+        "constant_images": [c.describe() for c in constant],
         "figures": figures,
     }
     review = _jsonable(review)
