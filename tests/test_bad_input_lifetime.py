@@ -97,3 +97,136 @@ def test_images_with_contrast_pass(tmp_path, monkeypatch):
     assert analyze(dl, tmp_path / "work", workers=0).is_file()
     review = json.loads((tmp_path / "work" / "datastats_review.json").read_text())
     assert review["constant_images"] == []
+
+
+# --------------------------------------------------------------------------- case 1: training children die with the run
+_PARENT = textwrap.dedent("""
+    import os, sys, time
+    from pathlib import Path
+    from auto3dseg.orchestration.locks import bundle_lock
+    from auto3dseg.orchestration.train_bundles import launch_training
+
+    bundle, child = Path(sys.argv[1]), sys.argv[2:]
+    with bundle_lock(bundle) as lock:
+        proc = launch_training(child, lock.child_env(os.environ.copy()), bundle, lock)
+        print(proc.pid, flush=True)
+        for line in proc.stdout:  # as train_bundles does: relay the child's output until it ends
+            print(line, end="", flush=True)
+""")
+
+# the training's rank 0: takes the bundle lock (inherited from the parent run), says it is up, trains "for ever"
+_TRAINING = textwrap.dedent("""
+    import os, signal, sys, time
+    from pathlib import Path
+    from auto3dseg.orchestration.locks import bundle_lock
+    if "--ignore-term" in sys.argv:  # a child that would survive its parent's death
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    rank = int(os.environ.get("RANK", "0"))
+    with bundle_lock(Path(sys.argv[1])) if rank == 0 else open(os.devnull):
+        Path(sys.argv[2], f"rank{rank}.pid").write_text(str(os.getpid()))
+        time.sleep(120)
+""")
+
+
+def _start_parent(tmp_path: Path, child: list[str]) -> tuple[subprocess.Popen, Path, Path]:
+    bundle, pids = tmp_path / "segresnet_0", tmp_path / "pids"
+    bundle.mkdir()
+    pids.mkdir()
+    (tmp_path / "parent.py").write_text(_PARENT)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("AUTO3DSEG_LOCK_TOKENS", None)
+    parent = subprocess.Popen([sys.executable, str(tmp_path / "parent.py"), str(bundle), *child], cwd=str(ROOT),
+                              env=env, stdout=subprocess.PIPE, text=True)
+    return parent, bundle, pids
+
+
+def _wait_for(pids: Path, names: list[str], parent: subprocess.Popen, timeout: float = 60) -> dict[str, int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = {n: int((pids / f"{n}.pid").read_text()) for n in names if (pids / f"{n}.pid").is_file()
+                 and (pids / f"{n}.pid").read_text()}
+        if len(found) == len(names):
+            return found
+        assert parent.poll() is None, "the parent run ended before its training started"
+        time.sleep(0.1)
+    raise AssertionError(f"the training processes {names} did not start in {timeout} s")
+
+
+def _gone_within(pids: list[int], seconds: float) -> list[int]:
+    from auto3dseg.orchestration.locks import pid_alive
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and any(pid_alive(p) for p in pids):
+        time.sleep(0.1)
+    return [p for p in pids if pid_alive(p)]
+
+
+def _kill_all(pids) -> None:
+    for p in pids:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_training_child_dies_when_its_run_is_killed(tmp_path):
+    from auto3dseg.orchestration.locks import bundle_lock
+
+    (tmp_path / "train.py").write_text(_TRAINING)
+    parent, bundle, pids = _start_parent(tmp_path, [sys.executable, str(tmp_path / "train.py"),
+                                                    str(tmp_path / "segresnet_0"), str(tmp_path / "pids")])
+    child = _wait_for(pids, ["rank0"], parent)["rank0"]
+    try:
+        assert json.loads((bundle / ".train.lock").read_text())["children"][0]["pid"] == child
+        parent.kill()  # kill -9 of run_auto3dseg.py only
+        parent.wait()
+        assert _gone_within([child], 5) == [], "the training child outlived its killed parent"
+        with bundle_lock(bundle, log=lambda *a: None):  # and the bundle is free again
+            pass
+    finally:
+        _kill_all([child])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_torchrun_workers_die_when_the_run_is_killed(tmp_path):
+    (tmp_path / "train.py").write_text(_TRAINING)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2", "--standalone",
+           str(tmp_path / "train.py"), str(tmp_path / "segresnet_0"), str(tmp_path / "pids")]
+    parent, _, pids = _start_parent(tmp_path, cmd)
+    torchrun = int(parent.stdout.readline())
+    workers = list(_wait_for(pids, ["rank0", "rank1"], parent).values())
+    try:
+        parent.kill()
+        parent.wait()
+        assert _gone_within([torchrun, *workers], 40) == [], "torchrun or its workers outlived the killed run"
+    finally:
+        _kill_all([*workers, torchrun])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc and PR_SET_PDEATHSIG are Linux's")
+def test_lock_names_the_live_child_when_its_recorded_holder_is_dead(tmp_path):
+    from auto3dseg.orchestration.locks import LockBusy, bundle_lock
+
+    (tmp_path / "train.py").write_text(_TRAINING)
+    parent, bundle, pids = _start_parent(tmp_path, [sys.executable, str(tmp_path / "train.py"),
+                                                    str(tmp_path / "segresnet_0"), str(tmp_path / "pids"),
+                                                    "--ignore-term"])
+    child = _wait_for(pids, ["rank0"], parent)["rank0"]
+    try:
+        parent.kill()
+        parent.wait()
+        time.sleep(0.5)
+        with pytest.raises(LockBusy) as err:
+            bundle_lock(bundle, log=lambda *a: None).acquire()
+        msg = str(err.value)
+        assert "\n" not in msg
+        assert f"pid {parent.pid} on" in msg and "is dead" in msg  # the recorded holder, said to be dead
+        assert f"still running in pid {child} (" in msg and f"kill {child}" in msg  # the live one, and what to do
+    finally:
+        _kill_all([child])
+    assert _gone_within([child], 5) == []
+    notes = []
+    with bundle_lock(bundle, log=notes.append):  # the child gone: the lock is taken over, saying whose it was
+        pass
+    assert any(f"pid {parent.pid}" in n and "stale" in n for n in notes)

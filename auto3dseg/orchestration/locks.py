@@ -14,9 +14,12 @@ A run refuses at once by default; ``AUTO3DSEG_LOCK_WAIT`` (seconds, ``inf`` for 
 
 The training subprocess that ``--mode train`` launches (and each torchrun rank) does not take
 the bundle lock again: it inherits the open lock file and the holder's token
-(``AUTO3DSEG_LOCK_TOKENS``), so only one logical run holds a bundle, and the lock outlives a
-killed parent as long as its training process runs. Run directly (MONAI's ``BundleAlgo.train``,
-by hand), rank 0 of the training takes the lock itself.
+(``AUTO3DSEG_LOCK_TOKENS``), so only one logical run holds a bundle. The launched process is
+recorded in the file as a child of the holder (``children``), and it dies with its parent
+(:mod:`auto3dseg.orchestration.lifetime`). Should one outlive it anyway, a second run is told that
+the recorded holder is dead and which live process holds the lock (a recorded child, else a
+process of this node that has the file open), so that it can be stopped. Run directly (MONAI's
+``BundleAlgo.train``, by hand), rank 0 of the training takes the lock itself.
 
 On a shared file system ``flock`` works across nodes only where the file system supports it
 (NFSv4, Lustre mounted with ``flock``, GPFS); elsewhere it guards one node.
@@ -36,7 +39,7 @@ import uuid
 from pathlib import Path
 
 __all__ = ["TOKENS_ENV", "WAIT_ENV", "Lock", "LockBusy", "bundle_lock", "clean_temporaries", "held_by_parent",
-           "step_lock"]
+           "live_holders", "pid_alive", "processes_with_open", "step_lock"]
 
 #: seconds a busy lock is waited for (``inf``: for ever); unset or 0: refuse at once
 WAIT_ENV = "AUTO3DSEG_LOCK_WAIT"
@@ -64,6 +67,86 @@ def _describe(holder: dict) -> str:
         return "a process that recorded nothing (an older version?)"
     return (f"pid {holder.get('pid')} on {holder.get('host')}, started {holder.get('started')}: "
             f"{holder.get('command')}")
+
+
+def pid_alive(pid: int) -> bool:
+    """Is process ``pid`` of this node running (not gone, not a zombie)?"""
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{int(pid)}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return True
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return "?"
+
+
+def processes_with_open(path: str | os.PathLike) -> list[int]:
+    """Processes of this node (other than this one) that have ``path`` open (Linux ``/proc``)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return []
+    out = []
+    for d in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        if not d.isdigit() or int(d) == os.getpid():
+            continue
+        try:
+            fds = os.listdir(f"/proc/{d}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                s = os.stat(f"/proc/{d}/fd/{fd}")
+            except OSError:
+                continue
+            if (s.st_ino, s.st_dev) == (st.st_ino, st.st_dev):
+                out.append(int(d))
+                break
+    return out
+
+
+def live_holders(path: Path, holder: dict) -> tuple[bool | None, list[str]]:
+    """(is the recorded holder alive: None when it runs on another node, the live processes that
+    hold the lock for it: its recorded children, else processes here that have the file open)."""
+    if not holder or holder.get("host") != socket.gethostname():
+        return None, []
+    alive = pid_alive(int(holder.get("pid") or 0)) if holder.get("pid") else False
+    kids = [c for c in holder.get("children") or [] if c.get("pid") and pid_alive(int(c["pid"]))]
+    named = [f"pid {c['pid']} ({c.get('command') or _cmdline(int(c['pid']))})" for c in kids]
+    if not alive and not named:
+        named = [f"pid {p} ({_cmdline(p)})" for p in processes_with_open(path) if pid_alive(p)]
+    return alive, named
+
+
+def _add_child(path: Path, pid: int, command: str, fd: int | None = None) -> None:
+    """Record ``pid`` as a process working under the holder of ``path`` (best effort)."""
+    own = fd is None
+    try:
+        if own:
+            fd = os.open(path, os.O_RDWR)
+        holder = json.loads(os.pread(fd, 1 << 20, 0) or b"{}")
+        kids = [c for c in holder.get("children") or [] if c.get("pid") != pid]
+        holder["children"] = [*kids, {"pid": pid, "command": command}]
+        data = json.dumps(holder).encode()
+        os.pwrite(fd, data, 0)
+        os.ftruncate(fd, len(data))
+    except (OSError, ValueError):
+        pass
+    finally:
+        if own and fd is not None:
+            os.close(fd)
 
 
 def _wait_seconds(wait: float | None) -> float:
@@ -113,6 +196,7 @@ class Lock:
                 if holder.get("token") and holder["token"] in held_by_parent():
                     os.close(fd)  # our parent run holds it for us
                     self.inherited = True
+                    _add_child(self.path, os.getpid(), " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]))
                     return self
                 if time.monotonic() >= deadline:
                     os.close(fd)
@@ -133,6 +217,20 @@ class Lock:
         return self
 
     def _busy_message(self, holder: dict) -> str:
+        alive, named = live_holders(self.path, holder)
+        if alive is False and named:
+            return (f"{self.path.parent} is busy: the {self.what} started by {_describe(holder)} is still running in "
+                    f"{'; '.join(named)}, although that pid is dead (killed without stopping it). Wait for it to "
+                    f"finish, or stop it (kill {' '.join(n.split()[1] for n in named)}), then run this command again")
+        if alive is False:
+            return (f"{self.path.parent} is busy: its lock {self.path} is held, but the recorded holder "
+                    f"({_describe(holder)}) is dead and no process of this node has the file open: another node "
+                    f"holds it through the shared file system, or the holder is exiting. Run this command again in "
+                    f"a minute (or pass --wait_lock); if it persists, find the holder with: fuser -v {self.path}")
+        if named:
+            return (f"{self.path.parent} is busy: the {self.what} is running in another process ({_describe(holder)}; "
+                    f"working in {'; '.join(named)}). Wait for it to finish (or stop it) and run this command again, "
+                    f"or pass --wait_lock to wait")
         return (f"{self.path.parent} is busy: the {self.what} is running in another process ({_describe(holder)}). "
                 f"Wait for it to finish (or stop it) and run this command again, or pass --wait_lock to wait; "
                 f"if that process is gone, its lock ({self.path}) is released with it and a re-run proceeds")
@@ -145,6 +243,11 @@ class Lock:
         finally:
             os.close(self.fd)  # closing releases the flock
             self.fd = None
+
+    def note_child(self, pid: int, command: str) -> None:
+        """Record ``pid`` (``command``) in the lock file as a process working under this lock."""
+        if self.fd is not None:
+            _add_child(self.path, pid, command, self.fd)
 
     def child_env(self, env: dict[str, str]) -> dict[str, str]:
         """``env`` plus this lock's token, for a child process that works under it."""

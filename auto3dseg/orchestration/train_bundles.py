@@ -31,6 +31,7 @@ __all__ = [
     "TrainReport",
     "available_cpus",
     "device_note",
+    "launch_training",
     "overrides_for",
     "parse_gpus",
     "select_bundles",
@@ -237,9 +238,7 @@ def _train_locked(bundle: Bundle, lock: Lock, *, overrides: Mapping[str, Any] | 
     with open(log_path, "a") as logf:
         logf.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n")
         logf.flush()
-        # the child keeps the lock file open: the bundle stays locked while it trains, even if we are killed
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                                cwd=str(bundle.path), bufsize=1, pass_fds=(lock.fd,) if lock.fd is not None else ())
+        proc = launch_training(cmd, env, bundle.path, lock)
         assert proc.stdout is not None
         tail: list[str] = []
         for line in proc.stdout:
@@ -261,6 +260,19 @@ def _train_locked(bundle: Bundle, lock: Lock, *, overrides: Mapping[str, Any] | 
               "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "command": cmd}
     _write_json_atomic(bundle.path / DONE_MARKER, record)  # last: the marker that the bundle is trained
     return "trained", score, ""
+
+
+def launch_training(cmd: list[str], env: Mapping[str, str], cwd: Path, lock: Lock) -> subprocess.Popen:
+    """Start ``cmd`` (its output piped) under ``lock``: the child keeps the lock file open (the bundle
+    stays locked while it trains), is recorded in it, and gets SIGTERM when this process dies, however
+    it dies (:mod:`auto3dseg.orchestration.lifetime`; torchrun passes the signal on to its workers)."""
+    from auto3dseg.orchestration.lifetime import launcher_command
+
+    proc = subprocess.Popen(launcher_command(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=dict(env), cwd=str(cwd), bufsize=1,
+                            pass_fds=(lock.fd,) if lock.fd is not None else ())
+    lock.note_child(proc.pid, " ".join(cmd))
+    return proc
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:
