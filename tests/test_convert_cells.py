@@ -139,20 +139,21 @@ def bad_tree(synthetic_cells, tmp_path) -> Path:
     return root
 
 
-def test_bad_images_are_skipped_with_their_reason_and_the_rest_converted(bad_tree, tmp_path, capsys):
+def test_bad_images_fail_with_their_reason_and_the_rest_converted(bad_tree, tmp_path, capsys):
     before = _tree_digest(bad_tree)
     out = tmp_path / "out"
     rc = cc.main(["--images", str(bad_tree / "images"), "--labels", str(bad_tree / "labels"), "--output_dir",
                   str(out), "--num_folds", "2", "--no_progress"])
     printed = capsys.readouterr().out
     report = json.loads((out / "conversion_report.json").read_text())
-    reasons = {r["stem"]: r["reason"] for r in report["images"] if r["verdict"] == "skipped"}
-    assert reasons == {"shape_mismatch": "label_shape_mismatch", "empty_label": "empty_label",
-                       "constant": "constant_image", "rgb_label": "multi_channel_label", "garbage": "unreadable",
-                       "twice": "duplicate_stem"} | {"twice": "duplicate_stem"}
-    assert sum(r["verdict"] == "skipped" for r in report["images"]) == 7  # both files named 'twice'
+    failed = {r["stem"]: r["reason"] for r in report["images"] if r["verdict"] == "failed"}
+    skipped = {r["stem"]: r["reason"] for r in report["images"] if r["verdict"] == "skipped"}
+    assert failed == {"shape_mismatch": "label_shape_mismatch", "constant": "constant_image",
+                      "rgb_label": "multi_channel_label", "garbage": "unreadable", "twice": "duplicate_stem"}
+    assert skipped == {"empty_label": "empty_label"}  # nothing annotated: no defect
+    assert sum(r["verdict"] == "failed" for r in report["images"]) == 6  # both files named 'twice'
     assert {r["stem"] for r in report["images"] if r["verdict"] == "converted"} == {"cell_00_fluo16", "cell_08_sparse"}
-    assert rc == 0 and "garbage.tif" in printed and "shape_mismatch" in printed
+    assert rc == 1 and "garbage.tif" in printed and "shape_mismatch" in printed
     assert _tree_digest(bad_tree) == before, "inputs must never be written"
     assert validate_datalist(out / "datalist.json")["n_training"] == 2
 

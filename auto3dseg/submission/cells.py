@@ -3,7 +3,10 @@
 The ensemble's probability maps (one per testing image, on the image's own pixel grid)
 go through :mod:`auto3dseg.postprocess.cells`; each output is named after the image the
 converter read (``datalist_items.json``: its stem and original size, which the output
-must match), zlib-compressed, as the challenge expects. The folder is rebuilt under a
+must match), zlib-compressed, as the challenge expects. Every testing image the conversion
+saw must get its file: one without a map in the ensemble, or one that failed at conversion
+(``conversion_report.json``), is a ``missing`` row of the report, and the run fails (exit 1
+from ``--mode submit``). The folder is rebuilt under a
 temporary name and renamed; when the maps and the parameters are unchanged since the
 last run it is kept as it is.
 """
@@ -109,10 +112,12 @@ def _write_cell_submission(ensemble_manifest: str | os.PathLike, datalist: str |
                        error=f"output {row.get('shape')} differs from the image's original size {want}")
             Path(row["output"]).unlink(missing_ok=True)
         row["output"] = str(final / Path(row["output"]).name)
+    rows += _missing_rows(rows, items, dl_path.parent, final)
     (tmp / "postprocess_report.json").unlink(missing_ok=True)
     os.replace(tmp, final)  # the previous labels/ went to replaced/ (keep_previous)
     atomic_write_text(report_path, json.dumps(rows, indent=1))
-    lines = ["# Cell submission", "", f"{len(rows)} images; {sum(r['status'] == 'written' for r in rows)} written.", "",
+    lines = ["# Cell submission", "", f"{len(rows)} images; {sum(r['status'] == 'written' for r in rows)} written, "
+             f"{sum(r['status'] == 'missing' for r in rows)} missing.", "",
              "| image | cells | dtype | status | note |", "|---|---|---|---|---|"]
     lines += [f"| {Path(r['output']).name} | {r.get('cells', '')} | {r.get('dtype', '')} | {r['status']} | "
               f"{r.get('error', '')} |" for r in rows]
@@ -120,6 +125,46 @@ def _write_cell_submission(ensemble_manifest: str | os.PathLike, datalist: str |
     failed = [r for r in rows if r["status"] != "written"]
     for r in failed:
         log(f"error: {r['input']}: {r['error']}")
+    if failed:
+        log(f"error: {len(failed)} of {len(rows)} testing image(s) have no {CELL_SUBMISSION_DIR}/<stem>_label.tiff: "
+            "the submission is incomplete")
     if not failed:  # a run with failures is never "up to date"
         atomic_write_text(sig_file, sig + "\n")
     return final, rows
+
+
+def _expected_test_images(items: Mapping[str, Any], conv_dir: Path) -> dict[str, dict]:
+    """Every testing image the conversion saw, by stem: ``{"source", "why"}`` (why it has no map, if known).
+
+    The datalist's testing entries (``datalist_items.json``), and from ``conversion_report.json``
+    the testing images that failed or were skipped at conversion, which the datalist lacks.
+    """
+    expected = {m["stem"]: {"source": m.get("source", m["stem"]), "why": ""}
+                for m in items.values() if m.get("usage") == "test"}
+    report_path = conv_dir / "conversion_report.json"
+    try:
+        records = json.loads(report_path.read_text()).get("images", []) if report_path.is_file() else []
+    except (OSError, json.JSONDecodeError):
+        records = []
+    for r in records:
+        if r.get("kind") == "test" and r.get("verdict") != "converted" and r.get("stem") not in expected:
+            expected[r["stem"]] = {"source": r.get("image", r["stem"]),
+                                   "why": f"it was {r.get('verdict')} at conversion ({r.get('reason')}: "
+                                          f"{r.get('detail', '')}); fix it, convert again and predict it"}
+    return expected
+
+
+def _missing_rows(rows: list[dict], items: Mapping[str, Any], conv_dir: Path, final: Path) -> list[dict]:
+    """A ``missing`` row for every testing image of the conversion without a row of its own."""
+    have = {Path(r["output"]).name for r in rows}
+    out = []
+    for stem, info in sorted(_expected_test_images(items, conv_dir).items()):
+        name = f"{stem}_label.tiff"
+        if name in have:
+            continue
+        why = info["why"] or ("ensemble.json lists no probability map for it: run --mode ensemble again "
+                              "(with --force if it says up to date)")
+        out.append({"input": info["source"], "output": str(final / name), "kind": None, "cells": None,
+                    "dtype": None, "seconds": 0.0, "status": "missing",
+                    "error": f"testing image {info['source']} has no {name}: {why}"})
+    return out

@@ -4,13 +4,23 @@ Run ``python -m converters.cells.convert --help`` for the options. The steps:
 
 1. **Find images** (``.tif .tiff .png .jpg .jpeg .bmp``) in ``--images`` and pair each
    with ``<stem>_label.tiff`` in ``--labels``; images without a label become ``testing``.
+   A label file named like a near miss (``<stem>_labels.tiff``, ``<stem>_mask.png``, other
+   case or extension) fails its image (never a silent testing image); a label matching no
+   image is a warning (:mod:`converters.cells.pairing`).
 2. **Convert** each image in parallel (:func:`converters.cells.item.convert_cell_image`):
    read any layout and dtype, normalise to 3 uint8 channels, write NIfTI ``x, y, 1, c``;
    for labelled images the target map (:mod:`datalists.cell_classes`) and a copy of the
    instance mask for scoring; training images over ``--max_pixels`` cut into overlapping
-   tiles. A finished image is not redone on a re-run; a bad one is reported, the others go on.
+   tiles. A finished image (every one of its files present) is not redone on a re-run; a
+   bad one is reported, the others go on.
 3. **Folds, datalist, report**: ``conversion_report.{json,md}``, ``datalist_items.json``
    and last ``datalist.json`` (validated); the datalist is the completion marker.
+
+Exit status of the command: 0 when every image was converted, resumed, or skipped for a
+reason that is no defect (:data:`converters.cells.item.SKIP_REASONS`); 1 when any image
+failed (unreadable, invalid, constant training image, binary mask, misnamed label...), with
+the datalist written for the others and every failure named; 2 for usage errors and a full
+disk or read-only output folder.
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from converters.cells.datalist import build_cell_datalist, build_cell_report, render_cell_report_markdown
-from converters.cells.item import convert_cell_image, tile_grid
+from converters.cells.item import SKIP_REASONS, convert_cell_image, tile_grid
 from converters.outputs import (
     OutputError,
     atomic_write_json,
@@ -35,7 +45,7 @@ from converters.outputs import (
 )
 from converters.pool import imap_pool
 
-__all__ = ["IMAGE_EXTENSIONS", "convert_cells", "find_cell_images", "main"]
+__all__ = ["IMAGE_EXTENSIONS", "SKIP_REASONS", "convert_cells", "find_cell_images", "main"]
 
 IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 #: bump when the content of converted files changes
@@ -47,7 +57,7 @@ class SettingsMismatch(RuntimeError):
 
 
 def find_cell_images(images_dir: str | os.PathLike, labels_dir: str | os.PathLike | None = None
-                     ) -> tuple[list[dict], list[dict]]:
+                     ) -> tuple[list[dict], list[dict], list[dict]]:
     """Images of ``images_dir`` paired with their labels, and the problems found.
 
     Returns
@@ -55,9 +65,14 @@ def find_cell_images(images_dir: str | os.PathLike, labels_dir: str | os.PathLik
     sources : list of dict
         ``{"stem", "image", "label"}`` sorted by stem; ``label`` is None for testing images.
     problems : list of dict
-        Records (verdict ``skipped``) for images sharing a stem with another image.
+        Records (verdict ``failed``) of images that cannot be paired: a stem shared with
+        another image (``duplicate_stem``), or a label that is a near miss of
+        ``<stem>_label.tiff`` (``misnamed_label``: never silently a testing image).
+    unmatched : list of dict
+        ``{"label", "could_match", "detail"}``: files of ``labels_dir`` that are no image's label.
     """
     from converters.cells.images import find_label, image_stem
+    from converters.cells.pairing import misnamed_detail, unmatched_labels
 
     root = Path(images_dir)
     if not root.is_dir():
@@ -67,18 +82,30 @@ def find_cell_images(images_dir: str | os.PathLike, labels_dir: str | os.PathLik
     by_stem: dict[str, list[Path]] = {}
     for f in files:
         by_stem.setdefault(image_stem(f), []).append(f)
+    labels = {stem: find_label(labels_dir, stem) if labels_dir else None for stem in by_stem}
+    misnamed, unmatched = ({}, []) if not labels_dir else unmatched_labels(
+        labels_dir, by_stem, [*files, *(p for p in labels.values() if p)], [s for s, p in labels.items() if p])
     sources, problems = [], []
     for stem, paths in sorted(by_stem.items()):
+        label = str(labels[stem]) if labels[stem] else None
         if len(paths) > 1:
             for p in paths:
-                problems.append({"stem": stem, "image": str(p), "label": None, "kind": "train", "verdict": "skipped",
-                                 "reason": "duplicate_stem", "items": [], "notes": [],
-                                 "detail": f"{', '.join(x.name for x in paths)} share the stem {stem!r}; their "
-                                           "predictions would both be <stem>_label.tiff: rename one"})
-            continue
-        label = find_label(labels_dir, stem) if labels_dir else None
-        sources.append({"stem": stem, "image": str(paths[0]), "label": str(label) if label else None})
-    return sources, problems
+                problems.append(_problem(stem, p, label, "duplicate_stem",
+                                         f"{', '.join(x.name for x in paths)} share the stem {stem!r}; their "
+                                         "predictions would both be <stem>_label.tiff: rename one"))
+        elif stem in misnamed:
+            problems.append(_problem(stem, paths[0], None, "misnamed_label",
+                                     misnamed_detail(stem, str(paths[0]), misnamed[stem]),
+                                     kind="train", misnamed_labels=[str(f) for f in misnamed[stem]]))
+        else:
+            sources.append({"stem": stem, "image": str(paths[0]), "label": label})
+    return sources, problems, unmatched
+
+
+def _problem(stem: str, image: Path, label: str | None, reason: str, detail: str, kind: str | None = None,
+             **extra: Any) -> dict:
+    return {"stem": stem, "image": str(image), "label": label, "kind": kind or ("train" if label else "test"),
+            "verdict": "failed", "reason": reason, "items": [], "notes": [], "detail": detail, **extra}
 
 
 def _settings(max_pixels: int | None, overlap: int) -> dict:
@@ -112,10 +139,19 @@ def _finished(out: Path, src: dict, fingerprint: str) -> dict | None:
     if (rec.get("settings_fingerprint") != fingerprint or rec.get("image") != src["image"]
             or rec.get("label") != src["label"]):
         return None
-    for item in rec.get("items", []):
-        if not all((out / item[k]).is_file() for k in ("image", "label") if item.get(k)):
-            return None
-    return rec
+    if rec.get("verdict") == "skipped":  # only a documented, non-defect skip stands; the rest is tried again
+        return rec if rec.get("reason") in SKIP_REASONS else None
+    if rec.get("verdict") != "converted" or not rec.get("items"):
+        return None
+    return rec if all((out / f).is_file() for f in _outputs(rec)) else None
+
+
+def _outputs(rec: dict) -> list[str]:
+    """Every file a converted record stands for: images, targets, and the instance mask of a labelled image."""
+    files = [item[k] for item in rec.get("items", []) for k in ("image", "label") if item.get(k)]
+    if rec.get("kind") == "train":
+        files.append(rec.get("instances") or f"instances/{rec['stem']}_label.tiff")
+    return files
 
 
 def _worker(job: tuple) -> dict:
@@ -142,7 +178,8 @@ def _peek_shape(path: str) -> list[int] | None:
         return None
 
 
-def _dry_run(sources: list[dict], problems: list[dict], settings: dict, num_folds: int) -> dict:
+def _dry_run(sources: list[dict], problems: list[dict], unmatched: list[dict], settings: dict,
+             num_folds: int) -> dict:
     from converters.folds import FoldItem, assign_folds
 
     train = [s for s in sources if s["label"]]
@@ -157,7 +194,8 @@ def _dry_run(sources: list[dict], problems: list[dict], settings: dict, num_fold
                      "kind": "train" if s["label"] else "test", "file_shape": shape, "tiles": tiles,
                      "fold": folds.get(s["stem"])})
     return {"dry_run": True, "settings": settings, "folds": k, "images": rows,
-            "problems": [{"image": p["image"], "reason": p["reason"], "detail": p["detail"]} for p in problems]}
+            "problems": [{"image": p["image"], "reason": p["reason"], "detail": p["detail"]} for p in problems],
+            "unmatched_labels": unmatched}
 
 
 def _validate(datalist: dict, root: Path, allow_single_fold: bool = False) -> dict:
@@ -196,12 +234,12 @@ def convert_cells(output_dir: str | os.PathLike, images_dir: str | os.PathLike,
     dry_run : bool
         Find and pair images, show tiles and folds; write nothing.
     """
-    sources, problems = find_cell_images(images_dir, labels_dir)
+    sources, problems, unmatched = find_cell_images(images_dir, labels_dir)
     if not sources and not problems:
         raise FileNotFoundError(f"--images {images_dir}: no {'/'.join(IMAGE_EXTENSIONS)} file")
     settings = _settings(max_pixels, tile_overlap)
     if dry_run:
-        return _dry_run(sources, problems, settings, num_folds)
+        return _dry_run(sources, problems, unmatched, settings, num_folds)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     _check_settings(out, settings, force)
@@ -247,7 +285,7 @@ def convert_cells(output_dir: str | os.PathLike, images_dir: str | os.PathLike,
                       "summary": {"warnings": ["no labelled image: this datalist can only be predicted "
                                                "(run_auto3dseg.py --mode predict --work_dir <trained work_dir> "
                                                "--images ...)"]}}
-    report = build_cell_report(ordered, settings, fold_info, validation, str(out.resolve()))
+    report = build_cell_report(ordered, settings, fold_info, validation, str(out.resolve()), unmatched)
     atomic_write_json(out / "conversion_report.json", report)
     atomic_write_text(out / "conversion_report.md", render_cell_report_markdown(report))
     atomic_write_json(out / "datalist.json", datalist)
@@ -259,11 +297,20 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m converters.cells.convert",
         description="Convert 2-D cell images in the NeurIPS 2022 CellSeg layout (images/ and labels/<stem>_label.tiff) "
                     "to NIfTI images and training targets with a MONAI datalist.json (folds, class table). Images "
-                    "without a label become 'testing' entries. An image with NaN/inf pixels fails (named; the others "
-                    "convert). datalist.json is written last: without it the conversion is not complete.",
+                    "without a label become 'testing' entries (a blank one too, so that it gets its "
+                    "<stem>_label.tiff). A bad image fails, named with its reason, and the others convert: "
+                    "unreadable image or label, NaN/inf pixels, label of another size, multi-channel or binary (not "
+                    "instance ids) label, a "
+                    "constant training image, a label named like <stem>_labels.tiff or <stem>_mask.png (misnamed), "
+                    "two images with one stem. Labels that match no image are warned about. Exit status: 0 when "
+                    "every image was converted, resumed or skipped for a reason that is no defect (empty_label: no "
+                    "cell annotated); 1 when any image failed (datalist.json still written for the others); 2 for "
+                    "usage errors and a full disk or read-only --output_dir. datalist.json is written last: without "
+                    "it the conversion is not complete.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--images", required=True, help="folder of images (.tif .tiff .png .jpg .jpeg .bmp)")
-    p.add_argument("--labels", help="folder of instance masks <stem>_label.tiff; images without one are testing images")
+    p.add_argument("--labels", help="folder of instance masks <stem>_label.tiff; images without one are testing images "
+                   "(one with a near-miss label such as <stem>_labels.tiff or <stem>_mask.png fails)")
     p.add_argument("--output_dir", required=True, help="where images/, labels/, instances/, datalist.json and the "
                    "report go")
     p.add_argument("--num_folds", type=int, default=5, help="cross-validation folds (each image, with its tiles, "
@@ -305,6 +352,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for r in report["images"]:
         if r["verdict"] != "converted":
             print(f"  {r['stem']}: {r['verdict']} ({r['reason']}) {r.get('detail', '')}")
+        elif r.get("blank"):
+            print(f"  {r['stem']}: note: blank testing image, converted so that it gets its <stem>_label.tiff")
+    for u in report.get("unmatched_labels", []):
+        print(f"  warning: {u['detail']}")
     folds = report["folds"]
     if folds["used"] < folds["requested"] and s["training_items"]:
         print(f"  note: {folds['used']} fold(s) instead of {folds['requested']}: fewer training images than folds")
@@ -315,7 +366,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not report["datalist_validation"].get("ok", True):
         print("The datalist did not validate: " + "; ".join(report["datalist_validation"]["problems"]), file=sys.stderr)
         return 1
-    return 1 if s["failed"] else 0
+    if s["failed"]:
+        why = ", ".join(f"{k} {v}" for k, v in s["failed_by_reason"].items())
+        print(f"error: {s['failed']} image(s) failed ({why}); the datalist holds the others. Fix or remove them "
+              "and run the same command again: finished images are kept", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ def build_cell_datalist(records: Sequence[dict], num_folds: int) -> tuple[dict, 
                                            tiled=bool(r.get("tiled")))
             else:
                 testing.append({"image": item["image"]})
-                meta[item["image"]] = common
+                meta[item["image"]] = dict(common, blank=True) if r.get("blank") else common
     datalist = {
         "format": DATALIST_FORMAT,
         "name": "cells2d",
@@ -65,10 +65,16 @@ def build_cell_datalist(records: Sequence[dict], num_folds: int) -> tuple[dict, 
 
 
 def build_cell_report(records: Sequence[dict], settings: dict, fold_info: dict, validation: dict,
-                      out_dir: str) -> dict:
-    """The report written as ``conversion_report.json``."""
+                      out_dir: str, unmatched_labels: Sequence[dict] = ()) -> dict:
+    """The report written as ``conversion_report.json``.
+
+    ``images`` holds every image's record, testing images that failed included (the
+    submission checks against them that no testing image is left without a label file);
+    ``unmatched_labels`` the label files that are no image's label.
+    """
     counts = Counter(r["verdict"] for r in records)
     reasons = Counter(r["reason"] for r in records if r["verdict"] == "skipped")
+    failures = Counter(r["reason"] for r in records if r["verdict"] == "failed")
     return {
         "output_dir": out_dir,
         "settings": settings,
@@ -78,6 +84,9 @@ def build_cell_report(records: Sequence[dict], settings: dict, fold_info: dict, 
             "skipped": counts.get("skipped", 0),
             "failed": counts.get("failed", 0),
             "skipped_by_reason": dict(reasons),
+            "failed_by_reason": dict(failures),
+            "blank_testing_images": sum(1 for r in records if r.get("blank") and r["verdict"] == "converted"),
+            "unmatched_labels": len(unmatched_labels),
             "resumed": sum(1 for r in records if r.get("resumed")),
             "tiled": sum(1 for r in records if r.get("tiled")),
             "training_items": sum(len(r["items"]) for r in records if r["kind"] == "train"),
@@ -87,6 +96,7 @@ def build_cell_report(records: Sequence[dict], settings: dict, fold_info: dict, 
         "folds": fold_info,
         "datalist_validation": validation,
         "images": list(records),
+        "unmatched_labels": list(unmatched_labels),
     }
 
 
@@ -111,6 +121,12 @@ def render_cell_report_markdown(report: dict) -> str:
     ]
     if s["skipped_by_reason"]:
         lines += ["Skipped: " + ", ".join(f"{k} {v}" for k, v in sorted(s["skipped_by_reason"].items())), ""]
+    if s.get("failed_by_reason"):
+        lines += ["**Failed**: " + ", ".join(f"{k} {v}" for k, v in sorted(s["failed_by_reason"].items()))
+                  + " (fix or remove them and run the same command again)", ""]
+    if report.get("unmatched_labels"):
+        lines += ["Label files that are no image's label (not used):", ""]
+        lines += [f"* `{u['label']}`: {u['detail']}" for u in report["unmatched_labels"]] + [""]
     lines += ["| image | kind | verdict | reason | original size | dtype | channels | tiles | cells | what was done |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["images"]:

@@ -24,7 +24,11 @@ import numpy as np
 
 from converters.outputs import OutputError, atomic_write
 
-__all__ = ["nifti_2d_affine", "tile_grid", "tile_starts", "tiff_pixel_size", "convert_cell_image"]
+__all__ = ["SKIP_REASONS", "binary_mask_problem", "constant_image_value", "convert_cell_image", "nifti_2d_affine",
+           "tiff_pixel_size", "tile_grid", "tile_starts"]
+
+#: reasons to skip an image that are no defect of the input (exit 0); every other problem is a failure (exit 1)
+SKIP_REASONS = ("empty_label",)
 
 
 def tile_starts(n: int, tile: int, overlap: int) -> list[int]:
@@ -107,9 +111,13 @@ def _write_nifti(path: Path, data_yx: np.ndarray, affine: np.ndarray) -> None:
     atomic_write(path, lambda tmp: nib.save(img, str(tmp)))
 
 
-def _skip(rec: dict, reason: str, detail: str) -> dict:
+def _skip(rec: dict, reason: str, detail: str) -> None:
+    assert reason in SKIP_REASONS, reason
     rec.update(verdict="skipped", reason=reason, detail=detail)
-    return rec
+
+
+def _fail(rec: dict, reason: str, detail: str) -> None:
+    rec.update(verdict="failed", reason=reason, detail=detail)
 
 
 def convert_cell_image(src: dict, output_dir: str | os.PathLike, max_pixels: int | None = None,
@@ -170,6 +178,40 @@ def _non_finite(image: np.ndarray, path: str) -> str | None:
             "the image (or remove it from --images), then run the same command again")
 
 
+def constant_image_value(image: np.ndarray) -> str | None:
+    """The value of an image whose every channel is constant (``"0"``, ``"(3, 0, 0)"``), else None."""
+    flat = image.reshape(-1, image.shape[-1]) if image.ndim == 3 else image.reshape(-1, 1)
+    if flat.shape[0] == 0:
+        return "no pixel"
+    lo, hi = flat.min(axis=0), flat.max(axis=0)
+    if not bool(np.all(lo == hi)):
+        return None
+    values = [v.item() for v in lo]
+    return str(values[0]) if len(set(values)) == 1 else str(tuple(values))
+
+
+def binary_mask_problem(labels: np.ndarray, path: str) -> str | None:
+    """Why an instance mask looks like a binary (semantic) mask, else None.
+
+    A mask with exactly one non-zero value whose pixels form several separate blobs
+    (8-connected) is a foreground mask, not one id per cell: converted as is, every
+    blob would be one and the same cell.
+    """
+    import fastremap
+    from scipy import ndimage as ndi
+
+    ids = fastremap.unique(labels)
+    ids = ids[ids != 0]
+    if ids.size != 1:
+        return None
+    _, blobs = ndi.label(labels != 0, structure=np.ones((3, 3), bool))
+    if blobs < 2:
+        return None
+    return (f"{path} looks like a binary mask, not instance ids: one value ({ids[0].item()}) covers {blobs} separate "
+            "blobs, which would all be one cell. Give each cell its own id (e.g. skimage.measure.label(mask > 0)) "
+            "and save that as <stem>_label.tiff: the CellSeg format needs one id per cell")
+
+
 def _convert(src: dict, out: Path, rec: dict, max_pixels: int | None, overlap: int) -> None:
     from converters.cells.images import CellImageError, normalise_image, read_cell_image, read_cell_label
     from converters.cells.targets import cell_targets
@@ -178,7 +220,7 @@ def _convert(src: dict, out: Path, rec: dict, max_pixels: int | None, overlap: i
     try:
         image, info = read_cell_image(src["image"])
     except CellImageError as exc:
-        return _skip(rec, "unreadable", str(exc))
+        return _fail(rec, "unreadable", str(exc))
     h, w = int(image.shape[0]), int(image.shape[1])
     rec.update(original_shape=list(info.get("original_shape", image.shape)), shape=[h, w],
                dtype=str(info.get("dtype", image.dtype)), layout=info.get("layout"),
@@ -186,11 +228,15 @@ def _convert(src: dict, out: Path, rec: dict, max_pixels: int | None, overlap: i
     rec["notes"] += list(info.get("notes", []))
     nonfinite = _non_finite(image, str(src["image"]))
     if nonfinite:
-        rec.update(verdict="failed", reason="non_finite_pixels", detail=nonfinite)
-        return None
-    flat = image.reshape(-1, image.shape[-1]) if image.ndim == 3 else image.reshape(-1, 1)
-    if bool(np.all(flat.min(axis=0) == flat.max(axis=0))):
-        return _skip(rec, "constant_image", f"every channel of {src['image']} is constant: nothing to learn or segment")
+        return _fail(rec, "non_finite_pixels", nonfinite)
+    constant = constant_image_value(image)
+    if constant is not None and src.get("label"):
+        return _fail(rec, "constant_image", f"{src['image']} is constant ({constant} everywhere): nothing to learn "
+                     f"from it with {src['label']}; remove the pair or fix the image file")
+    if constant is not None:  # a testing image still needs its <stem>_label.tiff in the submission
+        rec["blank"] = True
+        rec["notes"].append(f"blank image ({constant} everywhere): converted anyway so that the submission has its "
+                            "<stem>_label.tiff; an empty prediction is the right answer for it")
 
     labels = None
     if src.get("label"):
@@ -198,13 +244,16 @@ def _convert(src: dict, out: Path, rec: dict, max_pixels: int | None, overlap: i
             labels = read_cell_label(src["label"])
         except CellImageError as exc:
             reason = "multi_channel_label" if "multi-channel" in str(exc) else "unreadable_label"
-            return _skip(rec, reason, str(exc))
+            return _fail(rec, reason, str(exc))
         if tuple(labels.shape) != (h, w):
-            return _skip(rec, "label_shape_mismatch", f"{src['label']} is {tuple(labels.shape)}, the image is "
+            return _fail(rec, "label_shape_mismatch", f"{src['label']} is {tuple(labels.shape)}, the image is "
                          f"{(h, w)}: pair each image with its own <stem>_label.tiff")
         if not labels.any():
             return _skip(rec, "empty_label", f"{src['label']} has no cell (all 0); remove it to use the image "
                          "for testing, or label its cells")
+        binary = binary_mask_problem(labels, src["label"])
+        if binary:
+            return _fail(rec, "binary_mask", binary)
 
     norm, ninfo = normalise_image(image)
     del image

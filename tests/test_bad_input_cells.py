@@ -1,0 +1,209 @@
+"""Bad 2-D cell input, round 3: blank images, misnamed and orphan labels, binary masks, resume, exit codes.
+
+Each test builds a tiny CellSeg tree from two pairs and one testing image of the built-in
+synthetic cells and adds one kind of bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import tifffile
+
+import run_auto3dseg
+from auto3dseg.submission.cells import write_cell_submission
+from converters.cells import convert as cc
+from datalists.cell_classes import CELL_CLASS_TABLE
+
+PAIRS = ("cell_00_fluo16", "cell_08_sparse")
+TEST = "cell_10_test_fluo16"
+
+
+@pytest.fixture()
+def tree(synthetic_cells, tmp_path) -> Path:
+    """``images/`` with two labelled images and one testing image, ``labels/`` with their masks."""
+    root = tmp_path / "in"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    for stem in PAIRS:
+        shutil.copy(synthetic_cells / "images" / f"{stem}.tif", root / "images")
+        shutil.copy(synthetic_cells / "labels" / f"{stem}_label.tiff", root / "labels")
+    shutil.copy(synthetic_cells / "images" / f"{TEST}.tif", root / "images")
+    return root
+
+
+def _convert(root: Path, out: Path, capsys) -> tuple[int, str, dict]:
+    rc = cc.main(["--images", str(root / "images"), "--labels", str(root / "labels"), "--output_dir", str(out),
+                  "--num_folds", "2", "--no_progress"])
+    captured = capsys.readouterr()
+    return rc, captured.out + captured.err, json.loads((out / "conversion_report.json").read_text())
+
+
+def _records(report: dict) -> dict[str, dict]:
+    return {r["stem"]: r for r in report["images"]}
+
+
+def _fake_ensemble(out: Path, work: Path, skip: tuple[str, ...] = ()) -> Path:
+    """An ``ensemble.json`` with an all-background target map for every testing image of ``out``
+    (those named in ``skip`` left out), as if the networks had predicted them."""
+    dl = json.loads((out / "datalist.json").read_text())
+    items = []
+    (work / "maps").mkdir(parents=True, exist_ok=True)
+    for entry in dl["testing"]:
+        stem = Path(entry["image"]).name[: -len(".nii.gz")]
+        if stem in skip:
+            continue
+        img = nib.load(str(out / entry["image"]))  # x, y, 1, channel
+        target = work / "maps" / f"{stem}.nii.gz"
+        nib.save(nib.Nifti1Image(np.zeros(img.shape[:3], np.uint8), img.affine), str(target))
+        items.append({"image": str(out / entry["image"]), "probabilities": str(target)})
+    manifest = work / "ensemble_output" / "ensemble.json"
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    manifest.write_text(json.dumps({"channels": [r["name"] for r in CELL_CLASS_TABLE], "items": items}))
+    return manifest
+
+
+# ----------------------------------------------------------------------------- case 1: blank testing image
+def test_blank_testing_image_is_converted_and_gets_its_label_file(tree, tmp_path, capsys):
+    tifffile.imwrite(tree / "images" / "blank.tif", np.zeros((96, 80), np.uint16))
+    out = tmp_path / "out"
+    rc, printed, report = _convert(tree, out, capsys)
+    rec = _records(report)["blank"]
+    assert rc == 0 and rec["verdict"] == "converted" and rec["kind"] == "test" and rec["blank"]
+    assert any("blank image (0 everywhere)" in n for n in rec["notes"]) and "blank" in printed
+    dl = json.loads((out / "datalist.json").read_text())
+    assert {"image": "images/blank.nii.gz"} in dl["testing"]
+    assert json.loads((out / "datalist_items.json").read_text())["images/blank.nii.gz"]["blank"] is True
+
+    folder, rows = write_cell_submission(_fake_ensemble(out, tmp_path / "work"), out / "datalist.json",
+                                         tmp_path / "work" / "submission", log=lambda *_: None)
+    assert sorted(p.name for p in folder.glob("*_label.tiff")) == ["blank_label.tiff", f"{TEST}_label.tiff"]
+    assert all(r["status"] == "written" for r in rows)
+    assert tifffile.imread(folder / "blank_label.tiff").shape == (96, 80)
+
+
+def test_submit_names_every_testing_image_without_a_label_file_and_fails(tree, tmp_path, capsys):
+    (tree / "images" / "garbage.tif").write_bytes(b"this is not a tiff")  # a testing image that cannot be read
+    shutil.copy(tree / "images" / f"{TEST}.tif", tree / "images" / "second_test.tif")
+    out = tmp_path / "out"
+    rc, _, report = _convert(tree, out, capsys)
+    assert rc == 1 and _records(report)["garbage"]["verdict"] == "failed"
+    work = tmp_path / "work"
+    _fake_ensemble(out, work, skip=("second_test",))  # and one testing image the ensemble lost
+    rc = run_auto3dseg.main(["--mode", "submit", "--datalist", str(out / "datalist.json"), "--work_dir", str(work)])
+    printed = capsys.readouterr()
+    rows = {Path(r["output"]).name: r for r in json.loads((work / "submission" / "submission_report.json").read_text())}
+    assert rc == 1 and "2 failed" in printed.out
+    assert rows[f"{TEST}_label.tiff"]["status"] == "written"
+    assert rows["garbage_label.tiff"]["status"] == "missing" and "unreadable" in rows["garbage_label.tiff"]["error"]
+    assert rows["second_test_label.tiff"]["status"] == "missing"
+    assert "second_test.tif" in rows["second_test_label.tiff"]["error"]
+    assert "missing" in (work / "submission" / "submission_report.md").read_text()
+
+
+# ----------------------------------------------------------------------------- case 2: blank training image
+def test_constant_training_image_fails_with_its_value(tree, tmp_path, capsys):
+    lab = tifffile.imread(tree / "labels" / "cell_00_fluo16_label.tiff")
+    tifffile.imwrite(tree / "images" / "flat.tif", np.full(lab.shape, 7, np.uint16))
+    tifffile.imwrite(tree / "labels" / "flat_label.tiff", lab)
+    out = tmp_path / "out"
+    rc, printed, report = _convert(tree, out, capsys)
+    rec = _records(report)["flat"]
+    assert rc == 1 and (rec["verdict"], rec["reason"]) == ("failed", "constant_image")
+    assert "7 everywhere" in rec["detail"] and "flat.tif" in printed
+    dl = json.loads((out / "datalist.json").read_text())
+    assert len(dl["training"]) == 2 and not any("flat" in it["image"] for it in dl["training"] + dl["testing"])
+    assert report["summary"]["failed_by_reason"] == {"constant_image": 1}
+
+
+# ----------------------------------------------------------------------------- case 3: labels without an image
+@pytest.mark.parametrize("name", ["cell_08_sparse_labels.tiff", "cell_08_sparse_mask.png", "CELL_08_sparse_Label.tif",
+                                  "cell_08_sparse_label.jpg", "cell_08_sparse.tiff"])
+def test_misnamed_label_fails_its_image_instead_of_making_it_a_testing_image(tree, tmp_path, capsys, name):
+    (tree / "labels" / "cell_08_sparse_label.tiff").rename(tree / "labels" / name)
+    out = tmp_path / "out"
+    rc, printed, report = _convert(tree, out, capsys)
+    rec = _records(report)["cell_08_sparse"]
+    assert rc == 1 and (rec["verdict"], rec["reason"]) == ("failed", "misnamed_label")
+    assert name in rec["detail"] and "cell_08_sparse_label.tiff" in rec["detail"] and name in printed
+    dl = json.loads((out / "datalist.json").read_text())
+    assert not any("cell_08_sparse" in it["image"] for it in dl["testing"] + dl["training"])
+    assert report["unmatched_labels"] == []  # named once, as its image's failure
+
+
+def test_label_without_an_image_is_a_warning_naming_the_closest_stems(tree, tmp_path, capsys):
+    shutil.copy(tree / "labels" / "cell_08_sparse_label.tiff", tree / "labels" / "cell_8_sparse_label.tiff")
+    shutil.copy(tree / "labels" / "cell_08_sparse_label.tiff", tree / "labels" / "zzz_label.tiff")
+    (tree / "labels" / "notes.txt").write_text("not a label")
+    out = tmp_path / "out"
+    rc, printed, report = _convert(tree, out, capsys)
+    orphans = {Path(u["label"]).name: u for u in report["unmatched_labels"]}
+    assert rc == 0 and set(orphans) == {"cell_8_sparse_label.tiff", "zzz_label.tiff"}
+    assert orphans["cell_8_sparse_label.tiff"]["could_match"][0] == "cell_08_sparse"
+    assert orphans["zzz_label.tiff"]["could_match"] == []
+    assert report["summary"]["unmatched_labels"] == 2
+    assert "warning:" in printed and "cell_8_sparse_label.tiff" in printed and "cell_08_sparse" in printed
+    assert "cell_8_sparse_label.tiff" in (out / "conversion_report.md").read_text()
+    assert _records(report)["cell_08_sparse"]["verdict"] == "converted"
+
+
+# ----------------------------------------------------------------------------- case 4: binary masks
+@pytest.mark.parametrize("value", [255, 1])
+def test_binary_mask_given_as_label_fails_with_what_to_do(tree, tmp_path, capsys, value):
+    lab = tifffile.imread(tree / "labels" / "cell_00_fluo16_label.tiff")
+    tifffile.imwrite(tree / "labels" / "cell_00_fluo16_label.tiff", np.where(lab > 0, value, 0).astype(np.uint8))
+    out = tmp_path / "out"
+    rc, printed, report = _convert(tree, out, capsys)
+    rec = _records(report)["cell_00_fluo16"]
+    assert rc == 1 and (rec["verdict"], rec["reason"]) == ("failed", "binary_mask")
+    assert "binary mask" in rec["detail"] and "skimage.measure.label" in rec["detail"] and "binary" in printed
+    assert not (out / "instances" / "cell_00_fluo16_label.tiff").exists()
+
+
+def test_one_cell_alone_is_not_a_binary_mask(tree, tmp_path, capsys):
+    lab = np.zeros((128, 160), np.uint16)
+    lab[40:70, 50:90] = 1  # one cell, one blob: a valid instance mask
+    tifffile.imwrite(tree / "labels" / "cell_08_sparse_label.tiff", lab)
+    rc, _, report = _convert(tree, tmp_path / "out", capsys)
+    assert rc == 0 and _records(report)["cell_08_sparse"]["cells"] == 1
+
+
+# ----------------------------------------------------------------------------- case 5: resume checks every output
+def test_resume_redoes_an_image_whose_instances_file_was_deleted(tree, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert _convert(tree, out, capsys)[0] == 0
+    inst = out / "instances" / "cell_00_fluo16_label.tiff"
+    kept = (out / "images" / "cell_08_sparse.nii.gz").stat().st_mtime_ns
+    inst.unlink()
+    rc, _, report = _convert(tree, out, capsys)
+    recs = _records(report)
+    assert rc == 0 and inst.is_file() and not recs["cell_00_fluo16"].get("resumed")
+    assert recs["cell_08_sparse"]["resumed"] and (out / "images" / "cell_08_sparse.nii.gz").stat().st_mtime_ns == kept
+    assert np.array_equal(tifffile.imread(inst), tifffile.imread(tree / "labels" / "cell_00_fluo16_label.tiff"))
+
+
+# ----------------------------------------------------------------------------- case 6: exit codes
+def test_unreadable_image_is_a_failure_with_exit_1_and_the_others_converted(tree, tmp_path, capsys):
+    (tree / "images" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    shutil.copy(tree / "labels" / "cell_08_sparse_label.tiff", tree / "labels" / "broken_label.tiff")
+    out = tmp_path / "out"
+    rc, printed, report = _convert(tree, out, capsys)
+    rec = _records(report)["broken"]
+    assert rc == 1 and (rec["verdict"], rec["reason"]) == ("failed", "unreadable")
+    assert "broken.png" in printed and "1 image(s) failed" in printed
+    assert json.loads((out / "datalist.json").read_text())["training"]  # the good images are still usable
+    # a re-run tries the failed image again (and fails again) rather than resuming a failure
+    rc, _, report = _convert(tree, out, capsys)
+    assert rc == 1 and not _records(report)["broken"].get("resumed")
+
+
+def test_help_states_the_exit_codes(capsys):
+    with pytest.raises(SystemExit):
+        cc.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "Exit status: 0" in text and "1 when any image failed" in text and "2 for usage errors" in text
