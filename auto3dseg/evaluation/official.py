@@ -12,9 +12,13 @@ Per crop (arrays already on the target grid, see :mod:`auto3dseg.evaluation.resa
   object count for the too-many test is its **largest id** (``n_truth_max_id``), and a
   crop with ``n_pred / max_id > 10 + 50·exp(-max_id / 5)`` (or more than 5,000,000
   overlapping pairs) is **skipped**: it adds nothing to its class. Otherwise objects are
-  matched one-to-one by the official min-cost flow, reproduced exactly as a maximum-weight
-  matching with integer weights ``10⁶ + 1 − int((1 − IoU₃₂)·10⁶)`` (IoU rounded to
-  float32). Matched predicted components take their truth id, the others keep their
+  matched one-to-one by a min-cost flow with integer costs ``int((1 − IoU₃₂)·10⁶)`` per
+  overlapping pair and ``10⁶ + 1`` per unmatched truth object (IoU rounded to float32),
+  solved by the official scorer's solver (OR-tools) on a graph built node for node and
+  arc for arc as the official one: when two matchings cost the same, the solver's choice
+  depends on that order, and the Hausdorff terms on the choice. Without OR-tools a
+  maximum-weight matching gives the same optimum, and a tie is flagged
+  (``tie_without_solver``). Matched predicted components take their truth id, the others keep their
   component number, and each distinct truth id gets the Hausdorff distance between
   ``truth == id`` and ``prediction == id`` (a component whose number happens to equal an
   unmatched truth id is measured against it), capped at half the crop's shortest side,
@@ -153,17 +157,80 @@ def _per_truth_distances(truth: np.ndarray, pred: np.ndarray, truth_ids: np.ndar
     return out
 
 
-def _match(pred_cc: np.ndarray, truth: np.ndarray) -> tuple[dict[int, int], int]:
-    """The official min-cost-flow matching (component id → truth id) and the overlap-pair count."""
+def _flow_match(tab: dict[str, np.ndarray], cost: np.ndarray, n_truth_nodes: int, n_pred_nodes: int
+                ) -> np.ndarray | None:
+    """Edges chosen by OR-tools' min-cost flow on the official graph, or None without OR-tools.
+
+    The graph is built node for node and arc for arc as the official scorer builds it, so
+    that among matchings of equal cost the solver makes the same choice: node 0 the source,
+    then one node per truth id 1..max id, one per predicted component 1..n, the sink last;
+    arcs source→truth (cost 0), truth→sink (the "unmatched" arc, ``COST_SCALE + 1``),
+    truth→prediction per overlapping pair in (truth id, component) order, prediction→sink
+    (cost 0); every capacity 1, supply = the number of truth nodes.
+    """
+    try:
+        from ortools.graph.python import min_cost_flow
+    except ImportError:
+        return None
+    g_idx = tab["truth"][tab["rows"]].astype(np.int64)       # truth id = node - 0
+    p_idx = n_truth_nodes + tab["pred"][tab["cols"]].astype(np.int64)
+    sink = n_truth_nodes + n_pred_nodes + 1
+    truth_nodes = np.arange(1, n_truth_nodes + 1, dtype=np.int64)
+    pred_nodes = np.arange(n_truth_nodes + 1, sink, dtype=np.int64)
+    tails = np.concatenate([np.zeros(n_truth_nodes, np.int64), truth_nodes, g_idx, pred_nodes])
+    heads = np.concatenate([truth_nodes, np.full(n_truth_nodes, sink, np.int64), p_idx,
+                            np.full(n_pred_nodes, sink, np.int64)])
+    costs = np.concatenate([np.zeros(n_truth_nodes, np.int64), np.full(n_truth_nodes, COST_SCALE + 1, np.int64),
+                            cost, np.zeros(n_pred_nodes, np.int64)])
+    mcf = min_cost_flow.SimpleMinCostFlow()
+    mcf.add_arcs_with_capacity_and_unit_cost(tails.astype(np.int32), heads.astype(np.int32),
+                                             np.ones(tails.size, np.int64), costs)
+    mcf.set_node_supply(0, n_truth_nodes)
+    mcf.set_node_supply(sink, -n_truth_nodes)
+    if mcf.solve() != mcf.OPTIMAL:
+        raise RuntimeError("the min-cost flow found no optimal matching")
+    first = 2 * n_truth_nodes
+    arcs = np.arange(first, first + cost.size, dtype=np.int32)
+    flows = (np.asarray(mcf.flows(arcs)) if hasattr(mcf, "flows")  # older OR-tools: one arc at a time
+             else np.array([mcf.flow(int(a)) for a in arcs]))
+    return np.flatnonzero(flows == 1)
+
+
+def _has_tie(tab: dict[str, np.ndarray], weight: np.ndarray, edges: np.ndarray) -> bool:
+    """Whether another matching has the same weight: some chosen edge can be left out at no loss."""
+    best = float(weight[edges].sum())
+    row_deg = np.bincount(tab["rows"])
+    col_deg = np.bincount(tab["cols"])
+    for e in edges.tolist():
+        if row_deg[tab["rows"][e]] == 1 and col_deg[tab["cols"][e]] == 1:
+            continue  # an isolated pair: no other matching can replace it
+        keep = np.ones(weight.size, bool)
+        keep[e] = False
+        if not keep.any():
+            continue
+        other = max_weight_matching(tab["rows"][keep], tab["cols"][keep], weight[keep], int(tab["truth"].size))
+        if float(weight[keep][other].sum()) >= best:
+            return True
+    return False
+
+
+def _match(pred_cc: np.ndarray, truth: np.ndarray, n_pred: int) -> tuple[dict[int, int], int, bool]:
+    """The official min-cost-flow matching (component id → truth id), the overlap-pair count, and
+    whether a tie among equal-cost matchings was settled without the official solver (OR-tools)."""
     tab = overlap_table(pred_cc, truth)
     n_edges = int(tab["rows"].size)
     if n_edges == 0 or n_edges > MAX_OVERLAP_EDGES:
-        return {}, n_edges
+        return {}, n_edges, False
     iou32 = tab["iou"].astype(np.float32).astype(np.float64)
-    weight = (COST_SCALE + 1) - np.floor((1.0 - iou32) * COST_SCALE)
-    edges = max_weight_matching(tab["rows"], tab["cols"], weight, int(tab["truth"].size))
+    cost = np.floor((1.0 - iou32) * COST_SCALE).astype(np.int64)
+    edges = _flow_match(tab, cost, int(truth.max()), n_pred)
+    guessed = False
+    if edges is None:  # same optimum; only the choice among equal-cost matchings may differ
+        weight = (COST_SCALE + 1) - cost.astype(np.float64)
+        edges = max_weight_matching(tab["rows"], tab["cols"], weight, int(tab["truth"].size))
+        guessed = _has_tie(tab, weight, edges)
     pred_ids, truth_ids = tab["pred"][tab["cols"][edges]], tab["truth"][tab["rows"][edges]]
-    return {int(p): int(t) for p, t in zip(pred_ids, truth_ids)}, n_edges
+    return {int(p): int(t) for p, t in zip(pred_ids, truth_ids)}, n_edges, guessed
 
 
 def official_instance_counts(pred: np.ndarray, truth: np.ndarray, voxel_size: Sequence[float]) -> dict[str, Any]:
@@ -202,7 +269,8 @@ def official_instance_counts(pred: np.ndarray, truth: np.ndarray, voxel_size: Se
             return {**info, "tp": 0, "fp": 0, "fn": 0, "hausdorff_norm_sum": 0.0, "n_hausdorff": 0,
                     "status": SKIPPED, "reason": "too many predicted objects", "f1": None,
                     "hausdorff_norm": None, "combined": None}
-        mapping, n_edges = _match(pred_cc, truth)
+        mapping, n_edges, guessed = _match(pred_cc, truth, n_pred)
+        info["tie_without_solver"] = guessed
         if n_edges > MAX_OVERLAP_EDGES:
             return {**info, "tp": 0, "fp": 0, "fn": 0, "hausdorff_norm_sum": 0.0, "n_hausdorff": 0,
                     "status": SKIPPED, "reason": f"{n_edges} overlapping pairs", "f1": None,

@@ -60,10 +60,13 @@ from auto3dseg.evaluation.stores import (
     label_attr,
     open_submission,
     read_manifest_grids,
+    swap_check,
 )
 from auto3dseg.evaluation.strict import aggregate_scores, score_label, strict_kind
 from auto3dseg.evaluation.traps import (
     axis_order_warnings,
+    early_offset_warnings,
+    float_instance_warnings,
     format_warning,
     make_warning,
     skipped_class_warnings,
@@ -246,8 +249,18 @@ def _score_present(t: TruthLabel, truth_arr: np.ndarray, target: Grid, arr: Any,
         record = score_label(t, placed)
     if kind == "instance":
         warns += uint8_wrap_warnings(t.crop, t.label, src)
+        if rules == "official":
+            warns += float_instance_warnings(t.crop, t.label, src, placed, record.get("status"))
+    if record.get("tie_without_solver"):
+        warns.append(make_warning(t.crop, t.label, "matching_tie",
+                                  "two one-to-one matchings cost the same and OR-tools, the official scorer's "
+                                  "solver, is not installed: the choice, and with it the Hausdorff term, may "
+                                  "differ from the official figure (pip install ortools)"))
     warns += value_warnings(t.crop, t.label, kind, src, rules)
-    warns += axis_order_warnings(t.crop, t.label, src.shape, vs, tr, target, placed, truth_arr, place)
+    axis = axis_order_warnings(t.crop, t.label, src.shape, vs, tr, target, placed, truth_arr, place)
+    warns += axis
+    if rules == "official" and not axis:
+        warns += early_offset_warnings(t.crop, t.label, vs, tr, target)
     return record, warns, notes
 
 
@@ -305,10 +318,11 @@ def score_submission(submission: str | os.PathLike[str], truth: str | os.PathLik
     """
     if rules not in RULES:
         raise ValueError(f"rules must be one of {RULES}, got {rules!r}")
+    swapped = swap_check(submission, truth)
     truths = find_truth_labels(truth)
     masks = {(t.crop, t.label): t for t in truths if t.label.endswith("_mask")}
     notes: list[str] = []
-    warns: list[Warn] = []
+    warns: list[Warn] = [make_warning("*", "*", "looks_swapped", swapped)] if swapped else []
     wanted = set(labels) if labels is not None else None
     if wanted is not None:
         absent = sorted(wanted - {t.label for t in truths})

@@ -20,6 +20,15 @@ kind                   raised when
 ``too_many_instances`` a crop with far too many predicted objects (skipped or failed)
 ``skipped_everywhere`` an instance class whose every crop was skipped for too many
                        objects: the official rules give it 1.0
+``skipped_or_empty``   an instance class scoring 1.0 only from crops skipped for too many
+                       objects and crops with no object on either side
+``early_offset``       the official snapping of the translation puts the array at least
+                       one whole voxel from where it lies (e.g. one voxel early when the
+                       crop starts half a voxel off the lattice); names the offset
+``float_instance_ids`` float instance ids that resampling blurred into values no object
+                       has (each becomes an object)
+``matching_tie``       two matchings cost the same and OR-tools, the official solver, is
+                       not installed: the Hausdorff term may differ from the official one
 ``float_semantic``     a semantic array with values strictly between 0 and 1
 ``no_translation``     / ``no_voxel_size``: the attribute is absent
 ``truth_unknown``      an 8-bit truth with value 255 (official: semantic foreground, or one
@@ -43,6 +52,8 @@ from converters.geometry import Grid
 
 __all__ = [
     "axis_order_warnings",
+    "early_offset_warnings",
+    "float_instance_warnings",
     "format_warning",
     "make_warning",
     "skipped_class_warnings",
@@ -109,18 +120,26 @@ def axis_order_warnings(crop: int, label: str, shape: Sequence[int], voxel_size:
     """
     if translation is None:
         return []
-    vs = tuple(voxel_size) if voxel_size is not None else tuple(target.spacing)
     tr = tuple(translation)
     crop_box = _box(target.origin, target.spacing, target.shape)
-    variants = [(name, v, t) for name, v, t in (
-        ("translation", vs, tr[::-1]), ("voxel_size", vs[::-1], tr), ("translation and voxel_size", vs[::-1], tr[::-1]))
-        if (v, t) != (vs, tr)]
     if voxel_size is None:
-        variants = [x for x in variants if x[0] == "translation"]
-    written = f"translation {list(tr)}" + (f", voxel_size {list(vs)}" if voxel_size is not None else "")
-    if not _overlaps(_box(tr, vs, shape), crop_box):
+        # Not resampled: padded/cropped about its centre to the crop's shape, then shifted; so
+        # only the translation can be reversed, and each variant is placed the same way.
+        vs: tuple[float, ...] | None = None
+        variants: list[tuple[str, Any, tuple[float, ...]]] = [("translation", None, tr[::-1])] if tr[::-1] != tr else []
+    else:
+        vs = tuple(voxel_size)
+        variants = [(name, v, t) for name, v, t in (
+            ("translation", vs, tr[::-1]), ("voxel_size", vs[::-1], tr),
+            ("translation and voxel_size", vs[::-1], tr[::-1])) if (v, t) != (vs, tr)]
+
+    def extent(v: Sequence[float] | None, t: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+        return _box(t, target.spacing, target.shape) if v is None else _box(t, v, shape)
+
+    written = f"translation {list(tr)}" + (f", voxel_size {list(vs)}" if vs is not None else "")
+    if not _overlaps(extent(vs, tr), crop_box):
         for name, v, t in variants:
-            if _overlaps(_box(t, v, shape), crop_box):
+            if _overlaps(extent(v, t), crop_box):
                 return [make_warning(crop, label, "axis_order",
                                      f"the array lies outside the crop as written ({written}), but inside it "
                                      f"with its {name} read the other way round: {name} written x, y, z? "
@@ -139,7 +158,7 @@ def axis_order_warnings(crop: int, label: str, shape: Sequence[int], voxel_size:
     if not variants or not n_truth or as_written >= MIN_SWAP_OVERLAP:
         return []
     for name, v, t in variants:
-        if not _overlaps(_box(t, v, shape), crop_box):
+        if not _overlaps(extent(v, t), crop_box):
             continue
         try:
             swapped = shared(np.asarray(place(v, t)) > 0)
@@ -151,6 +170,79 @@ def axis_order_warnings(crop: int, label: str, shape: Sequence[int], voxel_size:
                                  f"written ({written}) but {swapped:.0%} with its {name} read the other way round: "
                                  f"{name} written x, y, z? CellMap attributes are z, y, x")]
     return []
+
+
+def early_offset_warnings(crop: int, label: str, voxel_size: Sequence[float] | None,
+                          translation: Sequence[float] | None, target: Grid) -> list[dict[str, Any]]:
+    """An array the official snapping puts at least one whole voxel away from where it lies.
+
+    The official scorer floors the array's translation onto the crop's voxel lattice and
+    counts whole voxels towards zero, while CellMap crops start half a voxel off that
+    lattice (4 + 8k nm at 8 nm): an array that starts inside such a crop lands one voxel
+    early. Its own position is where its first voxel lies once resampled to the crop's
+    voxel size (edges aligned, as the official resampling does). Without a voxel size the
+    array is padded/cropped about its centre instead: not checked.
+
+    >>> g = Grid((4.0, 4.0, 4.0), (8.0, 8.0, 8.0), (20, 20, 20))
+    >>> w = early_offset_warnings(3, "mito", (8.0, 8.0, 8.0), (100.0, 4.0, 4.0), g)
+    >>> w[0]["kind"], w[0]["offset_voxels"]
+    ('early_offset', [-1, 0, 0])
+    >>> early_offset_warnings(3, "mito", (8.0, 8.0, 8.0), (4.0, 4.0, 4.0), g)
+    []
+    """
+    if voxel_size is None or translation is None:
+        return []
+    from auto3dseg.evaluation.resample import official_offset
+
+    v = np.asarray(target.spacing, float)
+    own_vs = np.asarray(voxel_size, float)
+    first = np.asarray(translation, float) - own_vs / 2 + v / 2  # centre of the first resampled voxel
+    lies = (first - np.asarray(target.origin, float)) / v
+    lands = official_offset(translation, target)
+    off = lands - lies
+    if not np.any(np.abs(off) > 0.5 + 1e-6):
+        return []
+    shift = [int(np.round(x)) if abs(x) > 0.5 + 1e-6 else 0 for x in off]
+    axes = ", ".join(f"{abs(n)} voxel{'s' * (abs(n) != 1)} {'early' if n < 0 else 'late'} along {ax}"
+                     for ax, n in zip("zyx", shift) if n)
+    w = make_warning(crop, label, "early_offset",
+                     f"the official scorer places it {axes} (offset {shift} voxels, z, y, x): its translation "
+                     f"{[float(x) for x in translation]} is floored onto the crop's {list(target.spacing)} nm "
+                     f"lattice, but the crop starts at {list(target.origin)}; write the label on the crop's "
+                     "full grid (the manifest's translation and shape) to be scored where it lies")
+    w["offset_voxels"] = shift
+    return [w]
+
+
+def float_instance_warnings(crop: int, label: str, src: np.ndarray, placed: np.ndarray,
+                            status: str | None = None) -> list[dict[str, Any]]:
+    """Float instance ids that resampling blurred into values no object has.
+
+    Float arrays are smoothed (anti-aliased) when shrunk and interpolated between ids, so
+    connected components then cut each object into many pieces: a crop skipped for too
+    many objects, or objects split.
+
+    >>> src = np.zeros((4, 4, 4), np.float32); src[:2] = 1; src[2:] = 2
+    >>> placed = np.linspace(0, 2, 64, dtype=np.float32).reshape(4, 4, 4)
+    >>> float_instance_warnings(1, "mito", src, placed)[0]["kind"]
+    'float_instance_ids'
+    """
+    if src.dtype.kind != "f":
+        return []
+    src_values = np.unique(src)
+    values = np.unique(placed)
+    n_src, n_placed = int(np.count_nonzero(src_values)), int(np.count_nonzero(values))
+    new = int(np.count_nonzero(~np.isin(values[values != 0], src_values)))
+    if not new:
+        return []
+    effect = ("so the crop was skipped for too many objects" if status in ("skipped_too_many_instances",
+                                                                          "too_many_instances")
+              else "so objects are cut into pieces before matching")
+    return [make_warning(crop, label, "float_instance_ids",
+                         f"instance ids stored as {src.dtype} ({n_src} ids) were blurred by resampling into "
+                         f"{n_placed} distinct values ({new} that no object has), and each value becomes its "
+                         f"own object, {effect}: write instance ids as integers (uint16/uint32), which are "
+                         "resampled by nearest neighbour")]
 
 
 def uint8_wrap_warnings(crop: int, label: str, src: np.ndarray) -> list[dict[str, Any]]:
@@ -215,6 +307,15 @@ def skipped_class_warnings(records: Sequence[dict[str, Any]], labels: dict[str, 
             out.append(make_warning(r["crop"], r["label"], "too_many_instances", what))
     for name, entry in labels.items():
         rows = [r for r in records if r["label"] == name]
+        if rows and rows[0].get("kind") == "instance" and rules == "official" and entry.get("score") == 1.0:
+            skipped = [r for r in rows if r["status"] in bad]
+            empty = [r for r in rows if _both_empty(r)]
+            if skipped and empty and len(skipped) + len(empty) == len(rows):
+                out.append(make_warning("*", name, "skipped_or_empty",
+                                        f"scores 1.0 only from {len(skipped)} crop(s) skipped for too many predicted "
+                                        f"objects ({_crops(skipped)}) and {len(empty)} with no object on either side "
+                                        f"({_crops(empty)}): a figure the leaderboard gives but no prediction earned"))
+                continue
         if rows and rows[0].get("kind") == "instance" and all(r["status"] in bad for r in rows):
             if rules == "official":
                 msg = (f"every crop ({len(rows)}) was skipped for too many predicted objects, so the class "
@@ -225,6 +326,16 @@ def skipped_class_warnings(records: Sequence[dict[str, Any]], labels: dict[str, 
                        "rules skip such crops and would give the class 1.0")
             out.append(make_warning(rows[0]["crop"] if len(rows) == 1 else "*", name, "skipped_everywhere", msg))
     return out
+
+
+def _both_empty(r: dict[str, Any]) -> bool:
+    """A scored instance crop with no object on either side (it adds nothing to the class)."""
+    return (r["status"] == "scored" and not (r.get("tp") or r.get("fp") or r.get("fn"))
+            and not r.get("n_hausdorff"))
+
+
+def _crops(rows: Sequence[dict[str, Any]]) -> str:
+    return ", ".join(f"crop{r['crop']}" for r in rows)
 
 
 def unknown_truth_warnings(crop: int, label: str, truth: np.ndarray, kind: str, rules: str) -> list[dict[str, Any]]:
