@@ -99,6 +99,8 @@ def test_a_zip_given_as_truth_or_cellmap_truth_as_submission_is_refused(tmp_path
             zf.write(f, Path("submission.zarr") / f.relative_to(sub))
     with pytest.raises(ScoringInputError, match="zip file.*swapped"):
         score(truth, zipped)
+    with pytest.raises(ScoringInputError, match="zip file entry.zip.*swapped"):
+        score(truth, tmp_path)  # a folder holding only the zip, as the official scorer takes it
     cellmap = tmp_path / "jrc_x" / "jrc_x.zarr" / "recon-1" / "labels" / "groundtruth" / "crop1"
     cellmap.mkdir(parents=True)
     with pytest.raises(ScoringInputError, match="CellMap ground truth.*swapped"):

@@ -18,7 +18,8 @@ Per crop (arrays already on the target grid, see :mod:`auto3dseg.evaluation.resa
   arc for arc as the official one: when two matchings cost the same, the solver's choice
   depends on that order, and the Hausdorff terms on the choice. Without OR-tools a
   maximum-weight matching gives the same optimum, and a tie is flagged
-  (``tie_without_solver``). Matched predicted components take their truth id, the others keep their
+  (``tie_without_solver``); so is one with a truth id above
+  :data:`MAX_FLOW_NODES`. Matched predicted components take their truth id, the others keep their
   component number, and each distinct truth id gets the Hausdorff distance between
   ``truth == id`` and ``prediction == id`` (a component whose number happens to equal an
   unmatched truth id is measured against it), capped at half the crop's shortest side,
@@ -79,6 +80,8 @@ OFFICIAL_INSTANCE_CLASSES: frozenset[str] = frozenset(INSTANCE_CLASSES) | {"inst
 COST_SCALE = 1_000_000
 MAX_OVERLAP_EDGES = 5_000_000
 SKIPPED = "skipped_too_many_instances"
+# Largest truth id for which the official graph (one node per id up to it) is built here.
+MAX_FLOW_NODES = 20_000_000
 
 
 def official_kind(label: str) -> str:
@@ -168,6 +171,8 @@ def _flow_match(tab: dict[str, np.ndarray], cost: np.ndarray, n_truth_nodes: int
     truth→prediction per overlapping pair in (truth id, component) order, prediction→sink
     (cost 0); every capacity 1, supply = the number of truth nodes.
     """
+    if n_truth_nodes > MAX_FLOW_NODES:  # one node per id up to the largest: too many to build
+        return None
     try:
         from ortools.graph.python import min_cost_flow
     except ImportError:

@@ -396,6 +396,11 @@ def _looks_like_submission(p: Path) -> tuple[list[str], bool]:
     """Why a ``--truth`` path looks like a submission, and whether that is decisive."""
     if p.is_file() and zipfile.is_zipfile(p):
         return ["it is a zip file, the form a submission is shipped in"], True
+    if (p.is_dir() and not (p / ".zgroup").exists() and not any(p.glob("*.zarr"))
+            and not any(next(p.glob(pat), None) for pat in cz.GT_GLOBS)):
+        zips = [f.name for f in p.glob("*.zip") if zipfile.is_zipfile(f)]
+        if len(zips) == 1:
+            return [f"it holds no zarr store but the zip file {zips[0]}, as a submission folder does"], True
     why = []
     named = [n for n in _names(p) if SUBMISSION_NAME_RE.search(n) and not TRUTH_NAME_RE.search(n)]
     if named:
