@@ -162,7 +162,7 @@ WORKER_SCRIPT = textwrap.dedent("""
     from converters.pool import imap_pool
 
     def job(i):
-        print(f"worker {{os.getpid()}}", flush=True)
+        os.write(1, f"worker {{os.getpid()}}\\n".encode())  # one write: the two workers' lines never interleave
         time.sleep(120)
 
     if __name__ == "__main__":
