@@ -134,6 +134,19 @@ def _mem_mb(text: str) -> int:
     return int(int(m.group(1)) * factor)
 
 
+def _count(value: object, name: str, minimum: int) -> int:
+    """A CPU or GPU count from a flag or ``AUTO3DSEG_SLURM_<NAME>``: a whole number >= ``minimum``.
+
+    >>> _count("4", "cpus", 1)
+    4
+    """
+    text = str(value).strip()
+    if not text.lstrip("-").isdigit() or int(text) < minimum:
+        raise SlurmError(f"--slurm_{name} / AUTO3DSEG_SLURM_{name.upper()} {text!r}: give a whole number >= {minimum}"
+                         + (" (0 = train on CPUs)" if minimum == 0 else "") + ", or leave it out for the default")
+    return int(text)
+
+
 def resolve_resources(flags: dict, cluster: ClusterInfo, environ: dict | None = None) -> Resources:
     """Flags over ``AUTO3DSEG_SLURM_*`` variables over the cluster's own figures.
 
@@ -146,9 +159,9 @@ def resolve_resources(flags: dict, cluster: ClusterInfo, environ: dict | None = 
         return value if value is not None else env.get(f"AUTO3DSEG_SLURM_{key.upper()}")
 
     gpus = pick("gpus")
-    gpus = (1 if cluster.max_gpus else 0) if gpus in (None, "") else int(gpus)
+    gpus = (1 if cluster.max_gpus else 0) if gpus in (None, "") else _count(gpus, "gpus", 0)
     cpus = pick("cpus")
-    cpus = min(8, cluster.max_cpus) if cpus in (None, "") else int(cpus)
+    cpus = min(8, cluster.max_cpus) if cpus in (None, "") else _count(cpus, "cpus", 1)
     where = f"partition {flags.get('partition') or env.get('AUTO3DSEG_SLURM_PARTITION') or '(default)'}"
     if cpus > cluster.max_cpus:
         raise SlurmError(f"{cpus} CPUs per task asked, but the largest node of {where} has {cluster.max_cpus}: "
@@ -161,7 +174,7 @@ def resolve_resources(flags: dict, cluster: ClusterInfo, environ: dict | None = 
         raise SlurmError(f"--slurm_mem {mem} is more than the largest node of {where} has "
                          f"({cluster.max_mem_mb} MB)")
     return Resources(partition=pick("partition") or None, account=pick("account") or None, qos=pick("qos") or None,
-                     gpus_per_task=gpus, cpus_per_task=max(1, cpus), mem=mem or None, time=pick("time") or None,
+                     gpus_per_task=gpus, cpus_per_task=cpus, mem=mem or None, time=pick("time") or None,
                      extra=shlex.split(pick("args") or ""))
 
 
