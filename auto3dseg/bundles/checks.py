@@ -1,9 +1,12 @@
 """Checks of generated bundles before they train or predict: overrides that name no key of
-the bundle (a typo would be ignored silently), and a class table that changed since the
-bundle was generated (its channels would be read as other classes)."""
+the bundle (a typo would be ignored silently) or give a value of the wrong type (it would
+end the training with a traceback), a class table that changed since the bundle was
+generated (its channels would be read as other classes), and images given to predict that
+were never converted (:func:`raw_image_problem`)."""
 
 from __future__ import annotations
 
+import ast
 import difflib
 import json
 import os
@@ -15,10 +18,20 @@ import yaml
 
 from auto3dseg.orchestration.workdir import Bundle
 
-__all__ = ["ENGINE_KEYS", "bundle_keys", "check_class_tables", "check_overrides"]
+__all__ = ["ENGINE_KEYS", "bundle_keys", "check_class_tables", "check_overrides", "override_value_problem",
+           "raw_image_problem", "training_value"]
 
-#: keys the project's training engine reads that a bundle's YAML may leave out
-ENGINE_KEYS = frozenset({"device", "pretrained_ckpt", "cache", "cache_dir", "sw_memory_gb"})
+#: keys the project's training engine reads that a bundle's YAML may leave out, with a value of
+#: the type each takes (None: any value, or null)
+ENGINE_DEFAULTS: dict[str, Any] = {"device": "cuda", "pretrained_ckpt": None, "cache": True, "cache_dir": None,
+                                   "sw_memory_gb": 4.0}
+ENGINE_KEYS = frozenset(ENGINE_DEFAULTS)
+
+#: keys whose value is more than its YAML type says: (check, what is expected, example)
+_KNOWN_VALUES: dict[str, tuple[Any, str, str]] = {
+    "num_epochs_per_validation": (lambda v: v == "auto" or (_is_int(v) and int(v) >= 1),
+                                  "auto or a whole number >= 1", "5"),
+}
 
 
 def _config(bundle: Path) -> dict[str, Any]:
@@ -48,9 +61,115 @@ def bundle_keys(bundle: str | os.PathLike) -> set[str]:
     return keys
 
 
+def training_value(value: Any) -> Any:
+    """An override's value as the training script receives it: the command line's text read
+    as a Python literal (what ``fire`` does), a string then as YAML (what the bundle does).
+
+    >>> training_value("250"), training_value("1e-4"), training_value("true"), training_value("abc")
+    (250, 0.0001, True, 'abc')
+    >>> training_value("[96,96,96]"), training_value("null")
+    ([96, 96, 96], None)
+    """
+    if not isinstance(value, str):
+        return value
+    try:
+        parsed: Any = ast.literal_eval(value.strip())
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        parsed = value
+    if isinstance(parsed, str):
+        try:
+            parsed = yaml.safe_load(parsed)
+        except yaml.YAMLError:
+            pass
+    return parsed
+
+
+def _is_int(v: Any) -> bool:
+    return (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, float) and v.is_integer())
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _text(v: Any) -> str:
+    """A value as it is typed after ``--override key=``."""
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(_text(x) for x in v) + "]"
+    return "null" if v is None else str(v)
+
+
+def _expected(key: str, current: Any) -> tuple[Any, str] | None:
+    """(check, what is expected) for a key holding ``current``; None when anything goes."""
+    if current is None or isinstance(current, str):
+        return None  # a path, a name, an expression of another template, or unset
+    if isinstance(current, bool):
+        return (lambda v: isinstance(v, bool)), "true or false"
+    if isinstance(current, int):
+        return _is_int, "a whole number"
+    if isinstance(current, float):
+        return _is_number, "a number"
+    if isinstance(current, (list, tuple)):
+        numbers = bool(current) and all(_is_number(x) for x in current)
+        if key.split("#")[-1] == "patch_size" and numbers:  # one side for every axis, or one per axis
+            n = len(current)
+            return (lambda v: (_is_int(v) and int(v) >= 1) or (isinstance(v, list) and len(v) == n
+                                                               and all(_is_int(x) and x >= 1 for x in v))), \
+                f"a list of {n} whole numbers or one number"
+        if numbers:
+            return (lambda v: isinstance(v, list) and all(_is_number(x) for x in v)), "a list of numbers"
+        return (lambda v: isinstance(v, list)), "a list"
+    if isinstance(current, Mapping):
+        return (lambda v: isinstance(v, Mapping)), "a mapping (or set its keys one by one as KEY#NAME=VALUE)"
+    return None
+
+
+def override_value_problem(raw_key: str, value: Any, current: Any, holder: str = "the bundle") -> str | None:
+    """What is wrong with ``--override raw_key=value`` for a key that holds ``current`` now in
+    ``holder`` (None: nothing). ``budget`` is read as :func:`auto3dseg.engine.budget.parse_budget` does.
+
+    >>> print(override_value_problem("num_iterations_per_epoch", "abc", 250, "segresnet_0"))
+    ... # doctest: +NORMALIZE_WHITESPACE
+    --override num_iterations_per_epoch=abc: expected a whole number (segresnet_0 has 250),
+    e.g. --override num_iterations_per_epoch=250
+    >>> override_value_problem("learning_rate", "1e-4", 2e-4) is None
+    True
+    """
+    key = str(raw_key).rpartition(":")[2]
+    parsed = training_value(value)
+    shown = f"--override {raw_key}={_text(value) if not isinstance(value, str) else value}"
+    if key == "budget":
+        from auto3dseg.engine.budget import parse_budget
+
+        try:
+            parse_budget(parsed)
+        except ValueError:
+            return (f"{shown}: expected iterations or a time per bundle, e.g. --override {raw_key}=5000 or "
+                    f"--override {raw_key}=2h (or null for none)")
+        return None
+    if key in _KNOWN_VALUES:
+        ok, what, example = _KNOWN_VALUES[key]
+        return None if ok(parsed) else f"{shown}: expected {what}, e.g. --override {raw_key}={example}"
+    rule = _expected(key, current)
+    if rule is None or rule[0](parsed):
+        return None
+    return f"{shown}: expected {rule[1]} ({holder} has {_text(current)}), e.g. --override {raw_key}={_text(current)}"
+
+
+def _lookup(cfg: Mapping[str, Any], key: str) -> Any:
+    node: Any = cfg
+    for part in key.split("#"):
+        node = node.get(part) if isinstance(node, Mapping) else None
+    return node
+
+
 def check_overrides(bundles: Sequence[Bundle], overrides: Mapping[str, Any], algos: Iterable[str] = ()) -> None:
     """Raise ``ValueError`` for an override whose key no selected bundle of its network has,
-    or whose ``ALGO:`` prefix names no network; the message lists the nearest valid keys.
+    or whose ``ALGO:`` prefix names no network (the message lists the nearest valid keys),
+    or whose value is not of the type the key holds (one line naming the override, what is
+    expected and an example).
 
     Parameters
     ----------
@@ -62,7 +181,8 @@ def check_overrides(bundles: Sequence[Bundle], overrides: Mapping[str, Any], alg
         Other network names a prefix may name (bundles of the work_dir not selected now).
     """
     names = {b.algo for b in bundles} | set(algos)
-    problems = []
+    problems: list[str] = []
+    types: list[str] = []
     for raw in overrides:
         prefix, sep, key = str(raw).rpartition(":")
         if sep and prefix not in names:
@@ -81,8 +201,16 @@ def check_overrides(bundles: Sequence[Bundle], overrides: Mapping[str, Any], alg
                                 + (f"; did you mean {' or '.join(near)}?" if near else "")
                                 + f" (every key: {b.path / 'configs'}/*.yaml; nested keys as a#b)")
                 break  # one message per override is enough
+            cfg = _config(b.path)
+            current = _lookup(cfg, key) if key in set(_flatten(cfg)) else ENGINE_DEFAULTS.get(key)
+            wrong = override_value_problem(str(raw), overrides[raw], current, b.name)
+            if wrong:
+                types.append(f"{wrong}; nothing was trained")
+                break
     if problems:
-        raise ValueError("unknown training override(s), nothing was trained:\n  " + "\n  ".join(problems))
+        raise ValueError("unknown training override(s), nothing was trained:\n  " + "\n  ".join(problems + types))
+    if types:
+        raise ValueError("\n".join(types))
 
 
 def _table_of(dl: Mapping[str, Any]) -> tuple[list[str], list[int]]:
@@ -125,3 +253,45 @@ def check_class_tables(bundles: Sequence[Bundle], datalist: str | os.PathLike, w
             + "\n  ".join(bad) + "\nTheir outputs would be read as the wrong classes. Regenerate them: run_auto3dseg.py "
             f"--mode generate --datalist {datalist} --work_dir {work_dir} --force (old bundles are moved to replaced/; "
             "then train again)")
+
+
+#: image files as they come from a microscope or the CellSeg challenge: never what predict reads
+RAW_IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
+
+
+def _is_zarr(path: Path) -> bool:
+    return any(p.lower().endswith(".zarr") for p in path.parts) or (path.is_dir() and any(
+        (path / m).exists() for m in (".zgroup", ".zarray", "zarr.json")))
+
+
+def raw_image_problem(images: Sequence[str | os.PathLike], kind: str | None = None) -> str | None:
+    """One line when some of ``--images`` look like raw images (TIFF, PNG, JPEG, BMP, a Zarr
+    store) rather than the NIfTI the converters write, saying how to convert them; else None.
+
+    Parameters
+    ----------
+    images : sequence of path
+        What ``--mode predict --images`` was given.
+    kind : {"cells", "cellmap"} or None
+        The work_dir's data (which converter to name); None names both.
+
+    Examples
+    --------
+    >>> raw_image_problem(["new/a.nii.gz"]) is None
+    True
+    >>> raw_image_problem(["raw/cell_01.tif"], "cells").split(":")[0]
+    'raw/cell_01.tif'
+    """
+    raw = [str(p) for p in images if Path(p).suffix.lower() in RAW_IMAGE_SUFFIXES or _is_zarr(Path(p))]
+    if not raw:
+        return None
+    more = f" (and {len(raw) - 1} more raw image(s))" if len(raw) > 1 else ""
+    first = Path(raw[0])
+    what = "a Zarr store" if _is_zarr(first) else f"a raw {first.suffix.lower().lstrip('.').upper()} image"
+    cells = (f"python -m converters.cells.convert --images {first.parent} --output_dir OUT (images without a label "
+             f"are converted for prediction), then --images OUT/images/{first.stem}.nii.gz")
+    cellmap = ("python -m converters.cellmap.convert --data_root DIR (or --datasplit CSV) --test_manifest CSV "
+               "--output_dir OUT (the test crops to predict), then --images OUT/images/<crop>.nii.gz")
+    how = {"cells": cells, "cellmap": cellmap}.get(kind or "", f"2-D cells: {cells}; CellMap: {cellmap}")
+    return (f"{raw[0]}: {what}{more}; --mode predict needs the converted image (the NIfTI the converter writes, "
+            f"normalised as the training data were): convert it first: {how}")
