@@ -56,15 +56,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataroot", help="folder the datalist's paths are relative to (default: the datalist's folder)")
     g = p.add_argument_group("analysis")
     g.add_argument("--device", default="cpu", help="device for the data analysis: cpu or cuda (default: cpu)")
-    g.add_argument("--workers", type=int, default=2, help="processes computing the analysis' per-case statistics "
-                   "(MONAI's DataAnalyzer split between them; the same datastats.yaml as one; default: 2)")
+    g.add_argument("--workers", type=_non_negative_int, default=2,
+                   help="processes computing the analysis' per-case statistics (MONAI's DataAnalyzer split between "
+                   "them; the same datastats.yaml as one; 0 = in this process; default: 2)")
     g = p.add_argument_group("bundles")
     g.add_argument("--algos", nargs="+", default=["segresnet", "dints", "swinunetr"], metavar="ALGO",
                    help="networks to generate/train/ensemble (default: segresnet dints swinunetr)")
     g.add_argument("--num_fold", type=_positive_int, help="folds to generate (default: the datalist's num_folds)")
     g.add_argument("--num_epochs", type=_positive_int,
                    help="epochs per bundle, 250 iterations each (default: 160, i.e. ~40k iterations, a GPU-sized "
-                   "budget; MONAI's official templates get it under their own key)")
+                   "budget; MONAI's official templates get it under their own key). Given to --mode train, it goes to "
+                   "the generated bundles that hold another value, as an override (each named)")
     g.add_argument("--budget", help="training budget per bundle instead of --num_epochs: iterations (5000) or a time "
                    "(30min, 2h, 1d), the epochs then fitted to it after the first one. A CPU user wants this. Applies "
                    "at generation and, as an override, at training")
@@ -72,17 +74,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="largest patch side (default per network: segresnet 128, dints 96, swinunetr 96; 256 for "
                    "2-D images; rounded to what each network takes and capped at the median image size). MONAI's "
                    "official templates: their roi_size, rounded up to a multiple of 16 (segresnet) or 32 (dints, "
-                   "swinunetr); refused for templates whose key is unknown")
+                   "swinunetr); refused for templates whose key is unknown. Given to --mode train, as --num_epochs")
     g.add_argument("--templates", help="algorithm templates: a folder or a URL (MONAI's official release); "
                    "default: the project's own in auto3dseg/bundles/algorithm_templates (offline)")
     g = p.add_argument_group("training")
     g.add_argument("--algo", help="train only this network (with --fold: one bundle, e.g. for a SLURM array task)")
-    g.add_argument("--fold", type=int, help="train only this fold")
-    g.add_argument("--gpus", help="GPUs for training: a count (4), a list (0,1) or cpu; default: every visible GPU "
-                   "(torchrun with one process per GPU when more than one)")
+    g.add_argument("--fold", type=_non_negative_int, help="train only this fold")
+    g.add_argument("--gpus", type=_gpus_arg, help="GPUs for training: a count (4), a list (0,1) or cpu; default: "
+                   "every visible GPU (torchrun with one process per GPU when more than one)")
     g.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                    help="training override passed to each bundle (repeatable; see below)")
-    g.add_argument("--task_index", type=int, metavar="I",
+    g.add_argument("--task_index", type=_non_negative_int, metavar="I",
                    help="train only the I-th bundle of the work dir among --algos (names sorted), e.g. "
                    "$SLURM_ARRAY_TASK_ID; --mode slurm passes it to its array tasks")
     g.add_argument("--require_trained", action="store_true",
@@ -91,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("ensemble and prediction")
     g.add_argument("--ensemble_method", choices=["best_by_fold", "best_n"], default="best_by_fold",
                    help="MONAI ensemble: best network of each fold, or the N best bundles (default: best_by_fold)")
-    g.add_argument("--n_best", type=int, default=5, help="N of best_n (default: 5)")
+    g.add_argument("--n_best", type=_positive_int, default=5, help="N of best_n (default: 5)")
     g.add_argument("--images", nargs="+", help="images for --mode predict (NIfTI)")
     g.add_argument("--output_dir", help="where --mode predict writes (default: <work_dir>/predictions)")
     g.add_argument("--allow_unfinished", action="store_true",
@@ -118,10 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--slurm_partition", help="partition (default: the cluster's default)")
     g.add_argument("--slurm_account", help="account to charge")
     g.add_argument("--slurm_qos", help="quality of service")
-    g.add_argument("--slurm_gpus", type=int, help="GPUs per training task (default: 1 if the partition's nodes "
-                   "have GPUs, else 0 = train on CPUs); more than 1 trains with torchrun, one process per GPU")
-    g.add_argument("--slurm_cpus", type=int, help="CPUs per task (default: 8, or the largest node's if fewer); "
-                   "threads per process = CPUs / GPUs")
+    g.add_argument("--slurm_gpus", type=_non_negative_int, help="GPUs per training task (default: 1 if the "
+                   "partition's nodes have GPUs, else 0 = train on CPUs); more than 1 trains with torchrun, one "
+                   "process per GPU")
+    g.add_argument("--slurm_cpus", type=_positive_int, help="CPUs per task (default: 8, or the largest node's if "
+                   "fewer); threads per process = CPUs / GPUs")
     g.add_argument("--slurm_mem", help="memory per job, e.g. 64G (default: the partition's)")
     g.add_argument("--slurm_time", help="time limit per job, e.g. 2-00:00:00 (default: the partition's); a task "
                    "that runs out resumes from its last epoch when the command is run again")
@@ -134,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "wait for it (for ever, or SECONDS) instead of stopping with an error naming it")
     p.add_argument("--debug", action="store_true", help="show the Python traceback of an error instead of the one-line "
                    "message (for reporting a bug)")
+    p.add_argument("--force_new_datalist", action="store_true",
+                   help="accept a --datalist other than the one <work_dir>/input.yaml names, of the same kind (the "
+                   "same data moved or re-converted); without it such a work_dir is refused")
     p.add_argument("--force", action="store_true",
                    help="redo a finished step: analyze again, regenerate bundles (old ones moved to "
                    "<work_dir>/replaced/), retrain (old model/ moved aside), recompute ensemble maps")
@@ -203,6 +209,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.datalist and args.mode != "validate":
+        from auto3dseg.orchestration.workdir import check_input_datalist
+
+        try:
+            note = check_input_datalist(args.work_dir, datalist, dataroot, allow_other=args.force_new_datalist)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        if note:
+            print(note, file=sys.stderr)
     if args.mode in ("validate", "analyze", "generate", "full", "slurm"):
         rc = _validate(datalist, dataroot, analysis_only=args.mode == "analyze")
         if rc or args.mode == "validate":
@@ -224,16 +240,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-def _positive_int(text: str) -> int:
+def _positive_int(text: str, minimum: int = 1) -> int:
     """argparse type: a whole number >= 1 (0 would silently mean "the default")."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not allowed: give a whole number >= 1, or leave the flag out "
-                                         "for the default")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"{value} is not allowed: give a whole number >= {minimum}, or leave the "
+                                         "flag out for the default")
     return value
+
+
+def _non_negative_int(text: str) -> int:
+    """argparse type: a whole number >= 0 (a fold, an index, a count where 0 means none)."""
+    return _positive_int(text, minimum=0)
+
+
+def _gpus_arg(text: str) -> str:
+    """argparse type of ``--gpus``: a count >= 0, a list of GPU ids, or cpu."""
+    t = text.strip().lower()
+    if t in ("cpu", "none") or t.isdigit() or (
+            "," in t and all(i.strip().isdigit() for i in t.split(",") if i.strip()) and t.strip(", ")):
+        return text.strip()
+    raise argparse.ArgumentTypeError(f"{text!r} is not allowed: give a GPU count (2), GPU ids (0,1) or cpu")
 
 
 def os_error_message(exc: OSError) -> str:
@@ -273,6 +303,8 @@ def _run(args: argparse.Namespace, datalist: str, dataroot: str, overrides: dict
         folds = None if args.fold is None else [args.fold]
         if args.task_index is not None:
             algos, folds = _task_bundle(work, algos, args.task_index)
+        if args.num_epochs or args.patch_size:  # generated bundles hold their own: apply these as overrides
+            overrides = _settings_overrides(args, work, algos, folds, overrides)
         report = train_bundles(work, algos=algos, folds=folds, overrides=overrides, gpus=args.gpus,
                                force=args.force and mode == "train")
         print("\n".join(report.lines()))
@@ -286,6 +318,8 @@ def _run(args: argparse.Namespace, datalist: str, dataroot: str, overrides: dict
         return 0
     if args.require_trained and mode in ("ensemble", "submit", "full"):
         _check_trained(work, args.algos)
+    if mode == "predict":
+        _check_predict_images(args.images, datalist)
     if mode in ("ensemble", "predict", "full"):
         from auto3dseg.ensembling.ensemble import run_ensemble
 
@@ -310,6 +344,30 @@ def _run(args: argparse.Namespace, datalist: str, dataroot: str, overrides: dict
     if mode == "submit" or (mode == "full" and _has_test_labels(datalist, args.test_manifest)):
         return _submit(args, work, datalist)
     return 0
+
+
+def _settings_overrides(args: argparse.Namespace, work: Path, algos: Sequence[str], folds: list[int] | None,
+                        overrides: dict) -> dict:
+    """``overrides`` plus ``--num_epochs``/``--patch_size`` for the bundles that hold other values."""
+    from auto3dseg.bundles.config import settings_overrides
+    from auto3dseg.orchestration.train_bundles import select_bundles
+
+    extra, lines = settings_overrides(select_bundles(work, algos, folds), work, num_epochs=args.num_epochs,
+                                      patch_size=args.patch_size, overrides=overrides,
+                                      force=args.force and args.mode == "train")
+    for line in lines:
+        print(line)
+    return {**extra, **overrides}
+
+
+def _check_predict_images(images: Sequence[str], datalist: str) -> None:
+    """Refuse raw images (TIFF, PNG, a Zarr store...) with how to convert them: predict reads NIfTI."""
+    from auto3dseg.bundles.checks import raw_image_problem
+    from auto3dseg.orchestration.workdir import data_kind
+
+    problem = raw_image_problem(images, data_kind(datalist))
+    if problem:
+        raise ValueError(problem)
 
 
 def _task_bundle(work: Path, algos: Sequence[str], index: int) -> tuple[list[str], list[int]]:
@@ -361,7 +419,9 @@ def _slurm(args: argparse.Namespace, datalist: str) -> int:
                      *(["--patch_size", str(args.patch_size)] if args.patch_size else []),
                      *(["--templates", str(Path(args.templates).resolve()) if Path(args.templates).exists()
                         else args.templates] if args.templates else [])]
-    train_args = [a for kv in args.override for a in ("--override", kv)]
+    # bundles that exist already get --num_epochs, --budget and --patch_size at training
+    train_args = [*generate_args[:2 * sum(1 for v in (args.num_epochs, args.budget, args.patch_size) if v)],
+                  *(a for kv in args.override for a in ("--override", kv))]
     ensemble_args = ["--ensemble_method", args.ensemble_method, "--n_best", str(args.n_best)]
     submit_args = [*(["--truth", str(Path(args.truth).resolve())] if args.truth else []),
                    *(["--score_rules", args.score_rules] if args.score_rules != "official" else []),

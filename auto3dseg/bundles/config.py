@@ -32,6 +32,7 @@ __all__ = [
     "load_bundle_config",
     "spatial_dims_of",
     "output_activation",
+    "settings_overrides",
     "write_yaml_atomic",
 ]
 
@@ -295,3 +296,137 @@ def write_yaml_atomic(path: str | os.PathLike, data: Any, header: str = "") -> N
             fh.write(header)
         yaml.safe_dump(data, fh, sort_keys=False, default_flow_style=None)
     os.replace(tmp, path)
+
+
+def _bundle_files(bundle: Path) -> list[str]:
+    return sorted(str(f) for f in (bundle / "configs").glob("*.yaml"))
+
+
+def _median_shape(work_dir: Path) -> list[float] | None:
+    """The analysed median image shape (what generation capped the patch at), or None."""
+    try:
+        stats = yaml.safe_load((work_dir / "datastats.yaml").read_text())
+        return [float(s) for s in stats["stats_summary"]["image_stats"]["shape"]["median"]]
+    except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError):
+        return None
+
+
+def _own_settings(bundle: Any, cfg: Mapping[str, Any], given: Mapping[str, Any], median: list[float] | None, *,
+                  num_epochs: int | None, patch_size: int | None) -> tuple[dict[str, Any], list[str]]:
+    """({key: value} to override, what changes as text) for a bundle of the project's templates."""
+    want: dict[str, Any] = {}
+    said: list[str] = []
+    if num_epochs and "num_epochs" not in given:
+        if int(cfg.get("num_epochs") or 0) != int(num_epochs):
+            want["num_epochs"] = int(num_epochs)
+            said.append(f"num_epochs {cfg.get('num_epochs')} -> {num_epochs}")
+        try:
+            budget = parse_budget(cfg.get("budget"))
+        except ValueError:
+            budget = None  # a bad budget is reported by the override check or the training
+        if budget and "iterations" in budget and "budget" not in given:
+            want["budget"] = None  # an iteration budget would set the epochs instead
+            said.append(f"budget {cfg.get('budget')} -> none (it would set the epochs)")
+        elif budget:
+            said.append(f"(at most: its time budget {cfg.get('budget')} sets the epochs after the first one)")
+    if patch_size and "patch_size" not in given:
+        dims = int(cfg.get("spatial_dims", 3))
+        shape = (median or [float(patch_size)] * dims)[:dims]
+        derived = derive_patch_size(bundle.algo, shape, cfg.get("network"), int(patch_size))
+        if [int(p) for p in cfg.get("patch_size") or []] != derived:
+            want["patch_size"] = derived
+            said.append(f"patch_size {cfg.get('patch_size')} -> {derived}")
+    return want, said
+
+
+def _foreign_problems(bundle: Any, cfg: Mapping[str, Any], *, num_epochs: int | None,
+                      patch_size: int | None) -> list[str]:
+    """Why ``--num_epochs``/``--patch_size`` are not applied to a bundle of other templates (MONAI's
+    official ones) whose config holds another value: the ``--override`` that would apply it."""
+    from auto3dseg.bundles.generate import OFFICIAL_KEYS
+
+    spec = OFFICIAL_KEYS.get(bundle.algo, {})
+    out = []
+    for what, value in (("num_epochs", num_epochs), ("patch_size", patch_size)):
+        if not value:
+            continue
+        keys = spec.get(what, [])
+        if what == "patch_size":
+            mult = int(spec.get("patch_multiple", 16))
+            value = [int(math.ceil(int(value) / mult) * mult)] * 3
+        have = {k: _get(cfg, k) for k in keys}
+        if keys and all(v == value for v in have.values()):
+            continue
+        key = keys[0] if keys else "KEY"
+        out.append(f"--{what} {value if what == 'num_epochs' else patch_size}: {bundle.name} comes from other "
+                   f"templates ({', '.join(f'{k}={v}' for k, v in have.items()) or 'no known key'}), which are not "
+                   f"changed at training: pass --override {bundle.algo}:{key}="
+                   + (str(value) if what == "num_epochs" else "[" + ",".join(map(str, value)) + "]")
+                   + " (and the template's own settings that re-derive it), or regenerate with --force")
+    return out
+
+
+def _get(cfg: Mapping[str, Any], key: str) -> Any:
+    node: Any = cfg
+    for part in key.split("#"):
+        node = node.get(part) if isinstance(node, Mapping) else None
+    return node
+
+
+def settings_overrides(bundles: Sequence[Any], work_dir: str | os.PathLike, *, num_epochs: int | None = None,
+                       patch_size: int | None = None, overrides: Mapping[str, Any] | None = None,
+                       force: bool = False) -> tuple[dict[str, Any], list[str]]:
+    """``--num_epochs``/``--patch_size`` given to ``--mode train``: ``ALGO:key`` training overrides
+    for the generated bundles whose config holds another value than generation would now write
+    (the patch derived as at generation: rounded to the network, capped at the median image),
+    and lines saying which bundles get which values.
+
+    Parameters
+    ----------
+    bundles : sequence of Bundle
+        The selected bundles; trained ones (unless ``force``) are only named in a note.
+    overrides : mapping
+        The explicit ``--override`` values: a key given there wins, and is not touched.
+
+    Raises
+    ------
+    ValueError
+        For a bundle of other templates (MONAI's official ones) that holds another value,
+        naming the ``--override`` that would change it.
+    """
+    from auto3dseg.bundles.checks import check_overrides
+    from auto3dseg.orchestration.train_bundles import overrides_for
+    from auto3dseg.orchestration.workdir import list_bundles
+
+    # the explicit overrides first: a bad one is named here, not met as a crash below
+    check_overrides([b for b in bundles if force or not b.done], overrides or {},
+                    {b.algo for b in list_bundles(Path(work_dir).resolve())})
+    median = _median_shape(Path(work_dir))
+    out: dict[str, Any] = {}
+    lines: list[str] = []
+    problems: list[str] = []
+    for b in bundles:
+        given = overrides_for(b.algo, overrides)
+        cfg = load_bundle_config(_bundle_files(b.path), given)
+        if "output_activation" not in cfg:  # not the project's templates
+            problems += [] if b.done and not force else _foreign_problems(
+                b, cfg, num_epochs=num_epochs, patch_size=patch_size)
+            continue
+        want, said = _own_settings(b, cfg, given, median, num_epochs=num_epochs, patch_size=patch_size)
+        if not want:
+            continue
+        if b.done and not force:
+            lines.append(f"note: {b.name} is trained already: not retrained with {', '.join(said)} (--force retrains "
+                         "it; its old model/ is moved aside)")
+            continue
+        for key, value in want.items():
+            name = f"{b.algo}:{key}"
+            if name in out and out[name] != value:
+                problems.append(f"--{key} gives {b.algo}'s bundles different values ({out[name]}, {value}: their "
+                                f"networks differ): pass --override {b.algo}:{key}=... instead")
+            out[name] = value
+        lines.append(f"{b.name}: {', '.join(said)} (--num_epochs/--patch_size applied at training, as --override: "
+                     "give them again when resuming)")
+    if problems:
+        raise ValueError("\n".join(problems))
+    return out, lines

@@ -39,6 +39,8 @@ __all__ = [
     "REPLACED_DIR",
     "Bundle",
     "bundle_ckpt_path",
+    "check_input_datalist",
+    "data_kind",
     "in_directory",
     "list_bundles",
     "move_aside",
@@ -100,6 +102,70 @@ def read_input(work_dir: str | os.PathLike) -> dict[str, Any]:
     if not f.is_file():
         raise FileNotFoundError(f"{f} not found: run --mode generate (or full) with --datalist first")
     return yaml.safe_load(f.read_text()) or {}
+
+
+def data_kind(datalist: str | os.PathLike | None, source: dict[str, Any] | None = None) -> str | None:
+    """``"cells"`` or ``"cellmap"`` for a datalist (read from its file, else from the ``name``
+    an ``input.yaml`` recorded), None when neither tells."""
+    from datalists.cell_classes import is_cell_datalist
+
+    try:
+        return "cells" if is_cell_datalist(json.loads(Path(datalist or "").read_text())) else "cellmap"
+    except (OSError, ValueError, AttributeError):
+        pass
+    name = str((source or {}).get("name") or "")
+    return "cells" if name == "cells2d" else "cellmap" if name == "cellmap" else None
+
+
+def _same_file_content(a: Path, b: Path) -> bool:
+    try:
+        return json.loads(a.read_text()) == json.loads(b.read_text())
+    except (OSError, ValueError):
+        return False
+
+
+def check_input_datalist(work_dir: str | os.PathLike, datalist: str | os.PathLike, dataroot: str | os.PathLike, *,
+                         allow_other: bool = False) -> str | None:
+    """Refuse (``ValueError``) a ``--datalist`` other than the one ``<work_dir>/input.yaml`` names:
+    the work_dir's statistics, bundles, ensemble and submission belong to that one, and a run
+    would re-point ``input.yaml`` at the new one. Nothing is changed or moved.
+
+    The same file (or a copy with the same content and data root) is accepted. With
+    ``allow_other`` (``--force_new_datalist``) another datalist of the same kind is accepted (the
+    same data moved or re-converted); one of another kind (2-D cells in a CellMap work_dir) never
+    is. Returns a note to print when the datalist was accepted though its path changed.
+    """
+    work = Path(work_dir)
+    f = work / INPUT_YAML
+    if not f.is_file():
+        return None
+    try:
+        src = yaml.safe_load(f.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return None  # read_input reports a damaged input.yaml where it matters
+    recorded = src.get("datalist")
+    if not recorded:
+        return None
+    old, new = Path(str(recorded)).resolve(), Path(datalist).resolve()
+    if old == new:
+        return None
+    same_root = Path(str(src.get("dataroot") or old.parent)).resolve() == Path(dataroot).resolve()
+    if same_root and _same_file_content(old, new):
+        return f"note: {f} named {old}; {new} has the same content: using it"
+    kind_old, kind_new = data_kind(old, src), data_kind(new)
+    names = {"cells": "2-D cell", "cellmap": "CellMap"}
+    if kind_old and kind_new and kind_old != kind_new:
+        raise ValueError(f"--work_dir {work} holds {names[kind_old]} work for {old} ({f}), not for the "
+                         f"{names[kind_new]} datalist {new}: a work_dir holds one data set; use another --work_dir "
+                         "for it (nothing was changed)")
+    if allow_other:
+        return f"note: --force_new_datalist: {work} now works on {new} (was {old}; its statistics and bundles are kept)"
+    state = ("; that one no longer exists" if not old.is_file() else
+             "; same content, another data root" if _same_file_content(old, new) else "")
+    raise ValueError(f"--work_dir {work} was set up for the datalist {old} ({f}{state}), not {new}"
+                     + ": use another --work_dir for another data set, or, if this is the same data moved or "
+                     "re-converted, add --force_new_datalist (analyze/generate --force redo the statistics and "
+                     "bundles; nothing was changed)")
 
 
 def write_input(work_dir: str | os.PathLike, data: dict[str, Any]) -> Path:

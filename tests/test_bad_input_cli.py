@@ -1,0 +1,225 @@
+"""Bad command-line input, round 3: settings given at training, counts of 0, overrides of the
+wrong type, a work_dir of another data set, raw images given to predict. Each is either applied
+(and said) or refused with one line before anything runs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+import run_auto3dseg
+from auto3dseg.bundles.checks import check_overrides
+from auto3dseg.bundles.config import load_bundle_config, settings_overrides
+from auto3dseg.orchestration import slurm as slurm_mod
+from auto3dseg.orchestration.train_bundles import overrides_for, training_command
+from auto3dseg.orchestration.workdir import check_input_datalist, list_bundles
+
+TINY = ["--override", "num_workers=0", "--override", "num_iterations_per_epoch=1",
+        "--override", "segresnet:network#init_filters=8", "--override", "segresnet:network#dsdepth=2",
+        "--override", "sw_batch_size=4"]
+
+
+@pytest.fixture(scope="module")
+def generated(converted, tmp_path_factory) -> Path:
+    """A work_dir of the built-in CellMap data with segresnet_0/1 generated (1 epoch, 16³ patches), untrained."""
+    out, _ = converted
+    work = tmp_path_factory.mktemp("bad_cli") / "work"
+    common = ["--datalist", str(out / "datalist.json"), "--work_dir", str(work), "--algos", "segresnet"]
+    assert run_auto3dseg.main(["--mode", "analyze", *common, "--workers", "0"]) == 0
+    assert run_auto3dseg.main(["--mode", "generate", *common, "--num_epochs", "1", "--patch_size", "16"]) == 0
+    return work
+
+
+def _hp(work: Path, name: str) -> dict:
+    return yaml.safe_load((work / name / "configs" / "hyper_parameters.yaml").read_text())
+
+
+def _files(work: Path) -> dict[str, int]:
+    return {str(p): p.stat().st_mtime_ns for p in work.rglob("*") if p.is_file() and not p.name.endswith(".lock")}
+
+
+# ----------------------------------------------------------------------------- 1. --num_epochs/--patch_size at train
+def test_train_settings_reach_the_existing_bundles_config(generated, capsys):
+    work = generated
+    bundles = list_bundles(work)
+    assert [_hp(work, b.name)["num_epochs"] for b in bundles] == [1, 1]
+    extra, lines = settings_overrides(bundles, work, num_epochs=3, patch_size=32, overrides={})
+    assert extra == {"segresnet:num_epochs": 3, "segresnet:patch_size": [32, 32, 32]}
+    assert [line.split(":")[0] for line in lines] == ["segresnet_0", "segresnet_1"]
+    assert "num_epochs 1 -> 3" in lines[0] and "patch_size [16, 16, 16] -> [32, 32, 32]" in lines[0]
+    for b in bundles:  # the config each training loads, as train_bundles passes the overrides
+        cmd = training_command(b.path, overrides_for(b.algo, extra))
+        assert "--num_epochs=3" in cmd and "--patch_size=[32,32,32]" in cmd
+        files = sorted(str(f) for f in (b.path / "configs").glob("*.yaml"))
+        cfg = load_bundle_config(files, overrides_for(b.algo, extra))
+        assert cfg["num_epochs"] == 3 and cfg["patch_size"] == [32, 32, 32]
+    # an explicit --override of the same key wins; values the bundles already hold change nothing
+    extra, lines = settings_overrides(bundles, work, num_epochs=3, overrides={"num_epochs": "5"})
+    assert extra == {} and lines == []
+    assert settings_overrides(bundles, work, num_epochs=1, patch_size=16, overrides={}) == ({}, [])
+
+
+def test_train_with_another_num_epochs_trains_that_many(generated, tmp_path, capsys):
+    work = tmp_path / "work"
+    shutil.copytree(generated, work, ignore=shutil.ignore_patterns("segresnet_1"))
+    rc = run_auto3dseg.main(["--mode", "train", "--work_dir", str(work), "--algos", "segresnet", "--gpus", "cpu",
+                             "--num_epochs", "2", *TINY])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "segresnet_0: num_epochs 1 -> 2" in out
+    used = yaml.safe_load((work / "segresnet_0" / "model" / "effective_config.yaml").read_text())
+    assert used["num_epochs"] == 2
+    state = yaml.safe_load((work / "segresnet_0" / "model" / "training_state.yaml").read_text())
+    assert state["epochs_done"] == 2
+    # trained now: a later --num_epochs is not silently dropped either
+    rc = run_auto3dseg.main(["--mode", "train", "--work_dir", str(work), "--num_epochs", "4", *TINY])
+    assert rc == 0 and "note: segresnet_0 is trained already: not retrained with num_epochs 1 -> 4" in \
+        capsys.readouterr().out
+
+
+def test_iteration_budget_of_a_bundle_gives_way_to_num_epochs(generated, tmp_path):
+    work = tmp_path / "work"
+    shutil.copytree(generated, work, ignore=shutil.ignore_patterns("segresnet_1"))
+    hp = work / "segresnet_0" / "configs" / "hyper_parameters.yaml"
+    hp.write_text(hp.read_text().replace("budget: null", "budget: '5000'"))
+    extra, lines = settings_overrides(list_bundles(work), work, num_epochs=2, overrides={})
+    assert extra == {"segresnet:num_epochs": 2, "segresnet:budget": None} and "budget 5000 -> none" in lines[0]
+    check_overrides(list_bundles(work), extra)  # what training then receives passes the override checks
+
+
+def test_other_templates_name_the_override_instead(tmp_path):
+    bundle = tmp_path / "dints_0"
+    (bundle / "configs").mkdir(parents=True)
+    (bundle / "algo_object.json").write_text("{}")
+    (bundle / "configs" / "hyper_parameters.yaml").write_text(
+        "training:\n  num_epochs: 5\n  roi_size: [96, 96, 96]\n  roi_size_valid: [96, 96, 96]\n")
+    with pytest.raises(ValueError, match=r"--num_epochs 3: dints_0 .*training#num_epochs=5.*"
+                                         r"--override dints:training#num_epochs=3"):
+        settings_overrides(list_bundles(tmp_path), tmp_path, num_epochs=3)
+    assert settings_overrides(list_bundles(tmp_path), tmp_path, num_epochs=5, patch_size=96) == ({}, [])
+
+
+# ----------------------------------------------------------------------------- 2. counts of 0 or less
+@pytest.mark.parametrize("flag,value,floor", [("--slurm_cpus", "0", 1), ("--slurm_cpus", "-2", 1),
+                                              ("--slurm_gpus", "-1", 0), ("--workers", "-1", 0),
+                                              ("--n_best", "0", 1), ("--fold", "-1", 0), ("--task_index", "-1", 0),
+                                              ("--num_epochs", "0", 1)])
+def test_counts_that_make_no_sense_are_refused_at_parsing(flag, value, floor, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        run_auto3dseg.main(["--mode", "slurm", "--datalist", str(tmp_path / "d.json"), "--work_dir",
+                            str(tmp_path / "w"), "--dry_run", flag, value])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"argument {flag}: {value} is not allowed: give a whole number >= {floor}" in err
+    assert not (tmp_path / "w").exists()
+
+
+def test_gpus_and_slurm_environment_counts_are_checked(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        run_auto3dseg.main(["--mode", "train", "--work_dir", str(tmp_path), "--gpus", "-1"])
+    assert "argument --gpus: '-1' is not allowed" in capsys.readouterr().err
+    assert run_auto3dseg.build_parser().parse_args(["--mode", "train", "--gpus", "0,1"]).gpus == "0,1"
+    assert run_auto3dseg.build_parser().parse_args(["--mode", "slurm", "--slurm_gpus", "0"]).slurm_gpus == 0
+    cluster = slurm_mod.ClusterInfo(max_cpus=4, max_mem_mb=16000, max_gpus=0)
+    for env in ({"AUTO3DSEG_SLURM_CPUS": "0"}, {"AUTO3DSEG_SLURM_CPUS": "two"}, {"AUTO3DSEG_SLURM_GPUS": "-1"}):
+        with pytest.raises(slurm_mod.SlurmError, match=r"AUTO3DSEG_SLURM_(CPUS|GPUS) .*give a whole number >= "):
+            slurm_mod.resolve_resources({}, cluster, environ=env)
+    assert slurm_mod.resolve_resources({}, cluster, environ={"AUTO3DSEG_SLURM_GPUS": "0"}).gpus_per_task == 0
+
+
+# ----------------------------------------------------------------------------- 3. overrides of the wrong type
+@pytest.mark.parametrize("override,expected", [
+    ("num_iterations_per_epoch=abc", "expected a whole number (segresnet_0 has 250), "
+                                     "e.g. --override num_iterations_per_epoch=250"),
+    ("learning_rate=fast", "expected a number"),
+    ("amp=maybe", "expected true or false (segresnet_0 has true), e.g. --override amp=true"),
+    ("patch_size=[32,32]", "expected a list of 3 whole numbers or one number"),
+    ("segresnet:network#blocks_down=4", "expected a list of numbers"),
+    ("budget=lots", "expected iterations or a time per bundle"),
+    ("num_epochs_per_validation=often", "expected auto or a whole number >= 1"),
+])
+def test_override_of_the_wrong_type_is_one_line_before_training(generated, override, expected, capsys):
+    before = _files(generated)
+    rc = run_auto3dseg.main(["--mode", "train", "--work_dir", str(generated), "--override", override])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: --override {override}: {expected}")
+    assert "nothing was trained" in lines[0]
+    assert _files(generated) == before and not (generated / "segresnet_0" / "training.log").exists()
+
+
+def test_overrides_of_the_right_type_and_unknown_keys(generated):
+    bundles = list_bundles(generated)
+    check_overrides(bundles, {"learning_rate": "1e-4", "num_epochs": "3", "patch_size": "[32,32,32]",
+                              "segresnet:patch_size": "32", "amp": "false", "budget": "2h", "device": "cpu",
+                              "num_epochs_per_validation": "auto", "cache_dir": "/tmp/x", "sw_memory_gb": "2"})
+    with pytest.raises(ValueError, match=r"(?s)unknown training override.*no key 'num_epoch'.*did you mean num_epochs"):
+        check_overrides(bundles, {"num_epoch": "3"})
+
+
+# ----------------------------------------------------------------------------- 4. a work_dir of another datalist
+def test_a_work_dir_of_another_datalist_is_refused_and_left_alone(generated, converted, converted_cells, tmp_path,
+                                                                  capsys):
+    cells = converted_cells[0] / "datalist.json"
+    cellmap = converted[0] / "datalist.json"
+    before = _files(generated)
+    rc = run_auto3dseg.main(["--mode", "full", "--datalist", str(cells), "--work_dir", str(generated), "--workers", "0",
+                             "--force_new_datalist"])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1
+    assert str(cellmap.resolve()) in err and str(cells.resolve()) in err and "use another --work_dir" in err
+    assert _files(generated) == before  # input.yaml still names the CellMap datalist; nothing moved
+    assert yaml.safe_load((generated / "input.yaml").read_text())["datalist"] == str(cellmap.resolve())
+
+    # another datalist of the same kind: refused unless --force_new_datalist says it is the same data
+    other = tmp_path / "nifti" / "datalist.json"
+    other.parent.mkdir()
+    dl = json.loads(cellmap.read_text())
+    other.write_text(json.dumps(dict(dl, training=dl["training"][:-1])))
+    for mode in ("submit", "analyze"):
+        rc = run_auto3dseg.main(["--mode", mode, "--datalist", str(other), "--work_dir", str(generated)])
+        err = capsys.readouterr().err
+        assert rc == 2 and "--force_new_datalist" in err and str(other) in err and str(cellmap.resolve()) in err
+    assert _files(generated) == before
+    note = check_input_datalist(generated, other, other.parent, allow_other=True)
+    assert note and "--force_new_datalist" in note
+    # the same file by another path, or a copy next to it, is no other datalist
+    assert check_input_datalist(generated, cellmap.parent / ".." / cellmap.parent.name / "datalist.json",
+                                cellmap.parent) is None
+    copy = cellmap.parent / "datalist_copy.json"
+    copy.write_text(cellmap.read_text())
+    try:
+        assert "same content" in check_input_datalist(generated, copy, cellmap.parent)
+    finally:
+        copy.unlink()
+
+
+# ----------------------------------------------------------------------------- 5. raw images given to predict
+def test_predict_on_raw_images_says_how_to_convert(generated, converted_cells, tmp_path, capsys):
+    raw = tmp_path / "cell_01.tif"
+    raw.write_bytes(b"II*\x00")
+    rc = run_auto3dseg.main(["--mode", "predict", "--work_dir", str(generated), "--images", str(raw)])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1
+    assert f"{raw}: a raw TIF image" in err and "needs the converted image" in err
+    assert "python -m converters.cellmap.convert" in err and "converters.cells" not in err
+    assert not (generated / "predictions").exists()
+
+    cells_work = tmp_path / "cells_work"  # a 2-D cells work_dir: the cells converter, with the image's folder
+    cells_work.mkdir()
+    cells = converted_cells[0]
+    (cells_work / "input.yaml").write_text(yaml.safe_dump({"datalist": str(cells / "datalist.json"),
+                                                           "dataroot": str(cells)}))
+    zarr = tmp_path / "jrc_new.zarr"
+    (zarr / "recon-1").mkdir(parents=True)
+    for images in ([str(raw)], [str(zarr / "recon-1"), str(raw)]):
+        rc = run_auto3dseg.main(["--mode", "predict", "--work_dir", str(cells_work), "--images", *images])
+        err = capsys.readouterr().err
+        assert rc == 2 and "needs the converted image" in err
+        assert f"python -m converters.cells.convert --images {tmp_path}" in err
+    assert "a Zarr store (and 1 more raw image(s))" in err
