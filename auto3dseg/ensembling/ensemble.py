@@ -81,7 +81,10 @@ def trained_history(work_dir: str | os.PathLike, algos: Sequence[str] | None = N
     from monai.auto3dseg.utils import algo_from_json
     from monai.utils.enums import AlgoKeys
 
+    from auto3dseg.bundles.migrate import migrate_work_dir, old_module_aliases
+
     history = []
+    migrate_work_dir(Path(work_dir).resolve(), log=log)  # bundles of before the layout change
     for b in list_bundles(Path(work_dir).resolve()):
         if algos and b.algo not in algos:
             continue
@@ -96,7 +99,8 @@ def trained_history(work_dir: str | os.PathLike, algos: Sequence[str] | None = N
         template_path = json.loads((b.path / "algo_object.json").read_text()).get("template_path")
         if template_path:  # not a same-named template imported from another folder in this process
             prefer_templates(template_path, [b.algo])
-        algo, _ = algo_from_json(str(b.path / "algo_object.json"))
+        with old_module_aliases():  # a legacy pickle may name the old module paths
+            algo, _ = algo_from_json(str(b.path / "algo_object.json"))
         score = done.get("best_avg_dice_score")
         if score is None:
             score = algo.get_score()

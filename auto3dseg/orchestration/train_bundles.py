@@ -291,6 +291,9 @@ def train_bundles(work_dir: str | os.PathLike, *, algos: Sequence[str] | None = 
                                 + (f" for algos {list(algos)}" if algos else "")
                                 + (f" and folds {list(folds)}" if folds is not None else "")
                                 + ": run --mode generate first")
+    from auto3dseg.bundles.migrate import migrate_work_dir
+
+    migrate_work_dir(work_dir, [b.path for b in bundles], log=log)  # bundles of before the layout change
     todo = [b for b in bundles if force or not b.done]
     if todo:
         _check_bundles(work_dir, todo, overrides)
