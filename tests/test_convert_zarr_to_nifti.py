@@ -194,14 +194,14 @@ def test_crop_outside_em_is_skipped(synthetic, tmp_path):
     assert (rec["verdict"], rec["reason"]) == ("skipped", "outside_em")
 
 
-def test_constant_image_is_skipped(synthetic, tmp_path):
+def test_constant_image_fails_the_crop(synthetic, tmp_path):
     data = _copy(synthetic, tmp_path / "data")
     em = zarr.open_group(str(data / "synth-1/synth-1.zarr"), mode="r+")["recon-1/em/fibsem-uint8/s0"]
     em[:, :, :] = 117  # a constant volume with every chunk present
     crops = [c for c in cz.read_datasplit(data / "datasplit.csv") if c.crop_id in (1, 6)]
     report = convert(tmp_path / "o", crops, num_folds=2, progress=False)
     rec = _crop(report, "synth-1_crop1")
-    assert (rec["verdict"], rec["reason"]) == ("skipped", "constant_image")
+    assert (rec["verdict"], rec["reason"]) == ("failed", "constant_image")  # a blank training crop: a defect
     assert not list((tmp_path / "o/images").glob("synth-1_crop1*"))
 
 

@@ -200,9 +200,10 @@ def test_skipped_crop_leaves_the_other_cut_into_folds(synthetic, tmp_path):
     (data / "datasplit.csv").write_text((data / "datasplit.csv").read_text().replace(str(synthetic), str(data)))
     zarr.open_group(str(data / "synth-1/synth-1.zarr"), mode="r+")["recon-1/em/fibsem-uint8/s0"][:] = 117
     crops = [c for c in cz.read_datasplit(data / "datasplit.csv") if c.crop_id in (1, 6)]
-    report = convert(tmp_path / "o", crops, num_folds=2, progress=False)  # crop1 turns out constant: skipped
-    assert next(r for r in report["crops"] if r["name"] == "synth-1_crop1")["verdict"] == "skipped"
+    report = convert(tmp_path / "o", crops, num_folds=2, progress=False)  # crop1 turns out constant: failed
+    assert next(r for r in report["crops"] if r["name"] == "synth-1_crop1")["verdict"] == "failed"
     assert report["folds"]["used"] == 2 and report["folds"]["grouping"] == "spatial"
     assert report["datalist_validation"]["ok"]
-    again = convert(tmp_path / "o", crops, num_folds=2, progress=False)  # a re-run converts nothing again
-    assert again["summary"]["resumed"] == 2
+    again = convert(tmp_path / "o", crops, num_folds=2, progress=False)  # a re-run tries crop1 again only
+    assert again["summary"]["resumed"] == 1
+    assert next(r for r in again["crops"] if r["name"] == "synth-2_crop6").get("resumed")

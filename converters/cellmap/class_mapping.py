@@ -15,11 +15,12 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from converters.cellmap.zarr_tree import ClassStatus
+from converters.cellmap.zarr_tree import NOT_LISTED, CellMapFormatError, ClassStatus
 from datalists.annotated import UNANNOTATED  # CellMap's unknown, values that are no class
 from datalists.cellmap_classes import CELLMAP_BY_ID, CELLMAP_CLASSES, class_by_name
 
-__all__ = ["UNANNOTATED", "leaf_classes", "default_classes", "build_class_table", "cellmap_lookup", "annotated_ids"]
+__all__ = ["UNANNOTATED", "leaf_classes", "default_classes", "build_class_table", "cellmap_lookup", "annotated_ids",
+           "listed_class_names", "restrict_to_listed"]
 
 
 
@@ -131,3 +132,67 @@ def annotated_ids(statuses: Mapping[str, ClassStatus], class_table: Sequence[Map
         if row["name"] in annotated or (c.parts and set(c.parts) <= annotated_cm):
             ids.append(int(row["id"]))
     return ids
+
+
+def listed_class_names(text: str, where: str) -> tuple[str, ...]:
+    """The class names of a ``datasplit.csv`` row's ``[cls,cls,...]`` (``all`` dropped).
+
+    An unknown name raises :class:`~converters.cellmap.zarr_tree.CellMapFormatError` naming
+    ``where`` (``file:line``), the name and the closest known names.
+
+    >>> listed_class_names("mito, er_mem,all", "split.csv:2")
+    ('mito', 'er_mem')
+    >>> listed_class_names("mito,er_mme", "split.csv:2")
+    Traceback (most recent call last):
+    ...
+    converters.cellmap.zarr_tree.CellMapFormatError: split.csv:2: unknown class 'er_mme' in the row's class list \
+(closest known: er_mem, eres_mem, perox_mem); fix the name or remove it (CellMap class names, as in the toolbox's classes.csv)
+    """
+    import difflib
+
+    names = [c.strip() for c in text.split(",") if c.strip()]
+    for name in names:
+        if name not in CELLMAP_CLASSES and name != "all":
+            close = difflib.get_close_matches(name, list(CELLMAP_CLASSES), n=3, cutoff=0.5)
+            hint = f"closest known: {', '.join(close)}" if close else "no known class is close"
+            raise CellMapFormatError(f"{where}: unknown class {name!r} in the row's class list ({hint}); fix the "
+                                     "name or remove it (CellMap class names, as in the toolbox's classes.csv)")
+    return tuple(dict.fromkeys(n for n in names if n != "all"))
+
+
+def restrict_to_listed(statuses: Mapping[str, ClassStatus], listed: Sequence[str] | None,
+                       where: str = "datasplit.csv") -> tuple[dict[str, ClassStatus], list[str]]:
+    """A crop's class statuses restricted to the classes its ``datasplit.csv`` row lists.
+
+    A class the crop annotates but the row does not list becomes not annotated
+    (:data:`~converters.cellmap.zarr_tree.NOT_LISTED`): it leaves the crop's annotated set,
+    so training neither learns it nor learns its absence there (its voxels are never
+    made background). A listed group the crop has no array for counts as annotated when
+    every one of its parts is. ``listed`` None (no list in the row) changes nothing.
+
+    Returns the new statuses and notes (listed classes the crop does not have).
+
+    >>> st = {n: ClassStatus(n, True, "annotated") for n in ["mito_mem", "mito_lum", "mito_ribo", "er"]}
+    >>> new, notes = restrict_to_listed(st, ["mito", "ecs"], "split.csv:3")
+    >>> sorted(n for n, s in new.items() if s.annotated), new["er"].reason
+    (['mito'], 'not listed in datasplit.csv')
+    >>> notes
+    ['split.csv:3 lists ecs, which this crop has no array for: not annotated']
+    """
+    if listed is None:
+        return dict(statuses), []
+    wanted = set(listed)
+    out = {n: (s if n in wanted or not s.annotated else ClassStatus(n, False, NOT_LISTED, s.instance))
+           for n, s in statuses.items()}
+    annotated_cm = {CELLMAP_CLASSES[n].cellmap_id for n in _annotated(statuses)}
+    missing = []
+    for name in listed:
+        if name in statuses or name not in CELLMAP_CLASSES:
+            continue
+        c = CELLMAP_CLASSES[name]
+        if c.parts and set(c.parts) <= annotated_cm:
+            out[name] = ClassStatus(name, True, "annotated (every part is)", c.instance)
+        else:
+            missing.append(name)
+    notes = [f"{where} lists {', '.join(missing)}, which this crop has no array for: not annotated"] if missing else []
+    return out, notes

@@ -32,7 +32,16 @@ from typing import Iterable, Sequence
 
 from converters.cellmap import zarr_tree as cz
 from converters.cellmap.class_mapping import annotated_ids, build_class_table, default_classes
-from converters.cellmap.crop import ConvertSettings, cleanup_items, convert_crop, convert_test_crop, record_base, worker
+from converters.cellmap.crop import (
+    ConvertSettings,
+    cleanup_items,
+    convert_crop,
+    convert_test_crop,
+    inspect_crop,
+    listed_classes,
+    record_base,
+    worker,
+)
 from converters.datalist_writer import build_datalist
 from converters.cellmap.em_level import choose_em_level
 from converters.folds import DEFAULT_FOLD_GAP, CropExtent, SplitPlan, plan_spatial_folds
@@ -44,7 +53,7 @@ from converters.outputs import (
     clean_stale_temporaries,
     os_error_message,
 )
-from converters.pool import imap_pool
+from converters.pool import WorkerPoolBroken, imap_pool
 from converters.cellmap.report import (
     build_report,
     dry_run_report,
@@ -61,20 +70,28 @@ class SettingsMismatch(RuntimeError):
 
 
 # --------------------------------------------------------------------------- orchestration
-def _finished_record(output_dir: Path, name: str, fingerprint: str) -> dict | None:
-    path = output_dir / "records" / f"{name}.json"
+def _previous_record(output_dir: Path, src: cz.CropSource | cz.TestCrop, fingerprint: str) -> dict | None:
+    """The record a previous run left for ``src`` with the same settings and class list (any verdict)."""
+    path = output_dir / "records" / f"{src.name}.json"
     if not path.exists():
         return None
     try:
         rec = json.loads(path.read_text())
     except json.JSONDecodeError:
         return None
-    if rec.get("settings_fingerprint") != fingerprint or rec.get("verdict") == "failed":
+    if rec.get("settings_fingerprint") != fingerprint:
         return None
-    for item in rec.get("items", []):
-        if not all((output_dir / item[k]).exists() for k in ("image", "label") if k in item):
-            return None
+    if rec.get("listed_classes") != listed_classes(src):  # its datasplit row lists other classes now
+        return None
     return rec
+
+
+def _is_finished(output_dir: Path, rec: dict | None) -> bool:
+    """A previous record to resume: not failed, and every file it wrote still there."""
+    if rec is None or rec.get("verdict") == "failed":
+        return False
+    return all((output_dir / item[k]).exists() for item in rec.get("items", []) for k in ("image", "label")
+               if k in item)
 
 
 def _inspect_all(crops: Sequence[cz.CropSource]) -> tuple[dict[str, tuple], dict[str, str]]:
@@ -82,7 +99,7 @@ def _inspect_all(crops: Sequence[cz.CropSource]) -> tuple[dict[str, tuple], dict
     inspected, errors = {}, {}
     for src in crops:
         try:
-            inspected[src.name] = cz.crop_annotation(cz.open_readonly(src.gt_zarr), src.gt_group)
+            inspected[src.name] = inspect_crop(src)
         except Exception as exc:  # reported again, as a failure, when the crop is converted
             errors[src.name] = f"{type(exc).__name__}: {exc}"
     return inspected, errors
@@ -95,7 +112,7 @@ def _resolve_classes(requested: Sequence[str] | None, crops: Sequence[cz.CropSou
         for n in requested:
             class_by_name(n)  # clear error on a typo
         return list(dict.fromkeys(requested))
-    from_split = [c for src in crops for c in src.requested_classes]
+    from_split = [c for src in crops for c in (src.requested_classes or ())]
     found = default_classes(statuses.values())
     if from_split:
         wanted = set(from_split)
@@ -209,10 +226,12 @@ def convert(
     atomic_write_json(out_dir / "conversion_settings.json", asdict(settings))
 
     fingerprint = settings.fingerprint()
-    done = {} if force else {s.name: _finished_record(out_dir, s.name, fingerprint) for s in [*crops, *test_crops]}
-    # crops a previous run skipped give no fold group: plan without them, as that run ended up doing
-    plan = plan_spatial_folds([e for e in extents if (done.get(e.name) or {}).get("verdict") != "skipped"],
-                              num_folds, fold_gap)
+    previous = {} if force else {s.name: _previous_record(out_dir, s, fingerprint) for s in [*crops, *test_crops]}
+    done = {name: rec for name, rec in previous.items() if _is_finished(out_dir, rec)}
+    # crops a previous run skipped or failed give no fold group: plan without them, as that run ended up doing
+    # (a failed crop is tried again; should it convert now, the others are cut again below)
+    plan = plan_spatial_folds([e for e in extents if (previous.get(e.name) or {}).get("verdict")
+                               not in ("skipped", "failed")], num_folds, fold_gap)
     records: dict[str, dict] = {}
     jobs = []
     for kind, items in (("train", crops), ("test", test_crops)):
@@ -287,7 +306,9 @@ def _split_dict(plan: SplitPlan, name: str) -> dict | None:
 def _run_jobs(jobs: Sequence[tuple], workers: int, progress: bool) -> dict[str, dict]:
     """Run conversion jobs (in ``workers`` processes when more than one); their records by name.
 
-    A failing output write (:class:`~converters.outputs.OutputError`) stops the batch.
+    A failing output write (:class:`~converters.outputs.OutputError`) stops the batch, and so
+    does a killed worker (:class:`~converters.pool.WorkerPoolBroken`: its message names the
+    crops not converted; the finished ones have their records on disk and are resumed).
     """
     records: dict[str, dict] = {}
     bar = _progress(len(jobs), "Converting crops") if progress and jobs else None
@@ -295,17 +316,24 @@ def _run_jobs(jobs: Sequence[tuple], workers: int, progress: bool) -> dict[str, 
         results = imap_pool(worker, jobs, workers, fatal=(OutputError,))
     else:
         results = ((job, worker(job), None) for job in jobs)
-    for job, rec, exc in results:
-        kind, src = job[:2]
-        if exc is not None:  # a worker died (out of memory, say)
-            rec = record_base(src, kind)
-            rec.update(verdict="failed", reason="worker_died", detail=f"{type(exc).__name__}: {exc}")
-        records[src.name] = rec
+    try:
+        for job, rec, exc in results:
+            kind, src = job[:2]
+            if exc is not None:  # the job itself raised (the worker catches a bad crop's errors)
+                rec = record_base(src, kind)
+                rec.update(verdict="failed", reason="error", detail=f"{type(exc).__name__}: {exc}")
+            records[src.name] = rec
+            if bar:
+                bar.update(1)
+                bar.set_postfix_str(f"{src.name}: {rec['verdict']}")
+    except WorkerPoolBroken as exc:
+        names = [job[1].name for job in exc.unfinished]
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        raise WorkerPoolBroken(f"{exc}. Not converted: {shown}; no datalist was written (the run is incomplete)",
+                               exc.unfinished) from exc
+    finally:
         if bar:
-            bar.update(1)
-            bar.set_postfix_str(f"{src.name}: {rec['verdict']}")
-    if bar:
-        bar.close()
+            bar.close()
     return records
 
 
@@ -330,6 +358,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "counted in the report; a crop whose EM has NaN/inf values, a damaged chunk, or whose target "
                     "spacing needs an unreadable EM level fails (named; the others convert). datalist.json is "
                     "written last: without it the conversion is not complete.",
+        epilog="Exit status: 0 when every crop was converted, resumed, or skipped for a reason that is not a defect "
+               "(nothing annotated, outside the EM, EM too coarse for --max_em_upsample); 1 when some crop failed "
+               "(unreadable, damaged, invalid: each named in the summary and the report, the datalist written for "
+               "the others), or when a worker process was killed (most likely out of memory: no datalist; run again "
+               "with fewer --workers, finished crops are resumed); 2 for usage errors (flags, a bad datasplit or "
+               "manifest line, an unknown class) and when outputs cannot be written (full disk, read-only folder).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     src = p.add_argument_group("input (one of --datasplit / --data_root)")
     src.add_argument("--datasplit", help="the toolbox's header-less datasplit.csv listing training crops")
@@ -349,7 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "crops are cut into slabs along their longest axis, one fold each (spatial folds)")
     p.add_argument("--fold_gap", type=int, default=DEFAULT_FOLD_GAP, help="output voxels left out between two "
                    "spatial folds of one crop (a slab boundary), so that objects cut there are not on both sides")
-    p.add_argument("--workers", type=int, default=1, help="crops converted in parallel (processes)")
+    p.add_argument("--workers", type=int, default=1, help="crops converted in parallel (processes); each "
+                   "holds about one crop in memory, so fewer when the out-of-memory killer ends one")
     p.add_argument("--max_crops", type=int, help="convert only the first N crops (a quick try)")
     p.add_argument("--max_voxels", type=int, help="write crops (or their spatial folds) with more output voxels "
                    "than this as several tiles")
@@ -395,6 +430,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"error: {msg}", file=sys.stderr)
         return 2
+    except WorkerPoolBroken as exc:  # the run is incomplete: no datalist, and what to do
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:  # a full disk, a read-only folder, a permission: where, and what to do
         print(f"error: {os_error_message(exc, too_big_hint='use --max_voxels to write smaller tiles, ')}", file=sys.stderr)
         return 2

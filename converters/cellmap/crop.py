@@ -24,7 +24,7 @@ import nibabel as nib
 import numpy as np
 
 from converters.cellmap import zarr_tree as cz
-from converters.cellmap.class_mapping import UNANNOTATED, annotated_ids, cellmap_lookup
+from converters.cellmap.class_mapping import UNANNOTATED, annotated_ids, cellmap_lookup, restrict_to_listed
 from converters.datalist_writer import tile_name
 from converters.cellmap.em_level import UNREADABLE, EMChoice, choose_em_level
 from converters.folds import SpatialSplit
@@ -40,7 +40,7 @@ from converters.cellmap.labels import LabelMapper, label_source
 from converters.outputs import OutputError, atomic_write, atomic_write_json
 from converters.resample import resample_into
 
-__all__ = ["ConvertSettings", "convert_crop", "convert_test_crop", "worker"]
+__all__ = ["ConvertSettings", "convert_crop", "convert_test_crop", "inspect_crop", "listed_classes", "worker"]
 
 
 @dataclass
@@ -70,11 +70,25 @@ def _write_nifti(path: Path, array_zyx: np.ndarray, grid: Grid, description: str
     atomic_write(path, lambda tmp: nib.save(img, str(tmp)))
 
 
+def inspect_crop(src: cz.CropSource) -> tuple[Grid | None, dict[str, cz.ClassStatus], list[str]]:
+    """A crop's :func:`~converters.cellmap.zarr_tree.crop_annotation`, restricted to the classes
+    its ``datasplit.csv`` row lists (:func:`~converters.cellmap.class_mapping.restrict_to_listed`)."""
+    grid, statuses, notes = cz.crop_annotation(cz.open_readonly(src.gt_zarr), src.gt_group)
+    statuses, listed_notes = restrict_to_listed(statuses, src.requested_classes, src.listed_at or "datasplit.csv")
+    return grid, statuses, notes + listed_notes
+
+
+def listed_classes(src: cz.CropSource | cz.TestCrop) -> list[str] | None:
+    """The classes a crop's datasplit row lists, as its record keeps them (None: no list)."""
+    listed = getattr(src, "requested_classes", None)
+    return None if listed is None else list(listed)
+
+
 def record_base(src: cz.CropSource | cz.TestCrop, kind: str) -> dict:
     """The record every crop starts with (verdict None until decided)."""
     return {"name": src.name, "dataset": src.dataset, "crop_id": src.crop_id, "kind": kind,
             "usage": getattr(src, "usage", "test"), "verdict": None, "reason": "", "detail": "",
-            "warnings": [], "items": []}
+            "warnings": [], "items": [], "listed_classes": listed_classes(src)}
 
 
 def _convert_image_tile(em_arr: cz.CheckedArray, level: cz.Level, tile: Grid, crop: str) -> tuple[np.ndarray, int]:
@@ -88,6 +102,11 @@ def _convert_image_tile(em_arr: cz.CheckedArray, level: cz.Level, tile: Grid, cr
                              f"region ({bad} output voxels); they cannot be normalised. Fix or re-export the EM, "
                              "or leave this crop out of the datasplit")
     return image, padded
+
+
+def _constant_em(where: str, value) -> str:
+    value = value.item() if hasattr(value, "item") else value
+    return f"its EM ({where}) is constant in this crop's region: value {value} everywhere"
 
 
 def _fail(rec: dict, exc: Exception, out_dir: Path) -> None:
@@ -151,7 +170,8 @@ def _use_em(rec: dict, choice: EMChoice) -> bool:
 def _open_em(src: cz.CropSource | cz.TestCrop, out: Grid, settings: ConvertSettings, rec: dict):
     em = cz.open_readonly(src.em_zarr)
     if src.em_group not in em:
-        raise cz.CellMapFormatError(f"{src.em_zarr}/{src.em_group}: EM group not found")
+        raise cz.CellMapFormatError(f"{src.em_zarr}/{src.em_group}: EM group not found (no EM under recon-*/em/); "
+                                    "download the dataset's EM (or fix the raw dataset column of the datasplit)")
     where = f"{src.em_zarr}/{src.em_group}"
     group = em[src.em_group]
     choice = choose_em_level(group, cz.read_levels(group, where), out, settings.target_spacing, settings.scale,
@@ -176,11 +196,15 @@ def _convert_crop(src: cz.CropSource, settings: ConvertSettings, out_dir: Path, 
     gt = cz.open_readonly(src.gt_zarr)
     if src.gt_group not in gt:
         raise cz.CellMapFormatError(f"{src.gt_zarr}/{src.gt_group}: crop group not found")
-    gt_grid, statuses, notes = inspected if inspected is not None else cz.crop_annotation(gt, src.gt_group)
+    gt_grid, statuses, notes = inspected if inspected is not None else inspect_crop(src)
     rec["warnings"].extend(notes)
     rec["annotated"] = sorted(n for n, s in statuses.items() if s.annotated)
     rec["not_annotated"] = {n: s.reason for n, s in sorted(statuses.items()) if not s.annotated}
     if gt_grid is None:
+        if any(s.reason == "no multiscales" for s in statuses.values()):  # arrays there, none readable: damaged
+            rec.update(verdict="failed", reason="no_ground_truth", detail="no class array of the crop can be read: "
+                       + "; ".join(notes[:3]))
+            return rec
         return _skip(rec, "no_ground_truth", "the crop has no readable class array (no multiscales with an s0 level)")
     rec["gt_voxel_size"], rec["gt_translation"] = list(gt_grid.spacing), list(gt_grid.origin)
     rec["gt_shape"] = list(gt_grid.shape)
@@ -233,8 +257,10 @@ def _convert_crop(src: cz.CropSource, settings: ConvertSettings, out_dir: Path, 
         del image, label
     if lo_hi[0] == lo_hi[1]:
         cleanup_items(out_dir, rec)
-        return _skip(rec, "constant_image",
-                     f"the EM in this crop's region is constant ({lo_hi[0]}): no image content to learn from")
+        rec.update(verdict="failed", reason="constant_image", detail=_constant_em(em_arr.where, lo_hi[0])
+                   + "; nothing to learn. Check that EM level (a region never written reads as its fill value) "
+                   "or leave this crop out of the datasplit")
+        return rec
     rec["padded_fraction"] = round(n_pad / max(1, n_written), 4)
     if rec["padded_fraction"] > 0:
         rec["warnings"].append(f"{rec['padded_fraction']:.1%} of the crop lies outside the EM volume (padded with 0)")
@@ -275,9 +301,11 @@ def _convert_test_crop(src: cz.TestCrop, settings: ConvertSettings, out_dir: Pat
     if em_arr is None:
         return
     image, padded = _convert_image_tile(em_arr, level, out, src.name)
-    if image.min() == image.max():
-        _skip(rec, "constant_image", f"the EM in this crop's region is constant ({image.min()})")
-        return
+    lo, hi = fastremap.minmax(image)
+    if lo == hi:  # still converted: the submission needs a prediction for every test crop
+        rec["constant_em"] = lo.item() if hasattr(lo, "item") else lo
+        rec["warnings"].append(_constant_em(em_arr.where, lo) + "; converted anyway (a prediction is "
+                               "still needed), but it will find nothing: check that EM level")
     item = {"image": f"images/{src.name}.nii.gz", "origin": list(out.origin), "shape": list(out.shape)}
     rec["items"].append(item)
     _write_nifti(out_dir / item["image"], image, out, f"{src.name} nm x,y,z")
@@ -293,6 +321,6 @@ def worker(job: tuple) -> dict:
     else:
         rec = convert_test_crop(src, settings, output_dir)
     rec["settings_fingerprint"] = settings.fingerprint()
-    if rec["verdict"] != "failed":
-        atomic_write_json(Path(output_dir) / "records" / f"{rec['name']}.json", rec)
+    # a failed crop's record too: a re-run tries it again, but plans folds as this run ended up doing
+    atomic_write_json(Path(output_dir) / "records" / f"{rec['name']}.json", rec)
     return rec

@@ -19,7 +19,7 @@ from converters.cellmap import zarr_tree as cz
 from converters.cellmap.class_mapping import UNANNOTATED
 from datalists.cellmap_classes import CELLMAP_BY_ID, CELLMAP_CLASSES
 
-__all__ = ["ComposedLabels", "LabelMapper", "UNANNOTATED", "label_source", "lookup"]
+__all__ = ["ComposedLabels", "LabelMapper", "UNANNOTATED", "check_label_dtype", "label_source", "lookup"]
 
 #: CellMap's value for "not annotated" in ``all`` and in semantic class arrays
 CELLMAP_UNKNOWN = 255
@@ -81,6 +81,29 @@ def _store_path(group: zarr.hierarchy.Group) -> str:
     return str(getattr(group.store, "path", "") or "")
 
 
+def check_label_dtype(arr: Any, where: str, allow_bool: bool = False) -> None:
+    """Refuse a label array whose values are not integers (float, complex, strings, ...).
+
+    Labels are class ids or instance ids: a float array cannot index the class lookup and
+    a value like 2.5 has no class, so it is never cast silently (not even 2.0: an
+    integral-looking float array usually means a wrong export).
+
+    >>> check_label_dtype(np.zeros(2, np.float32), "c/all/s0")
+    Traceback (most recent call last):
+    ...
+    converters.cellmap.zarr_tree.CellMapFormatError: c/all/s0: label array of dtype float32; labels must be \
+integer class ids / instance ids: cast it with astype (e.g. np.uint8, or np.uint32 for instance ids; round or \
+fix non-integral values first) before writing it, then run the same command again
+    """
+    kind = np.dtype(arr.dtype).kind
+    if kind in "ui" or (allow_bool and kind == "b"):
+        return
+    raise cz.CellMapFormatError(
+        f"{where}: label array of dtype {np.dtype(arr.dtype)}; labels must be integer class ids / instance ids: cast "
+        "it with astype (e.g. np.uint8, or np.uint32 for instance ids; round or fix non-integral values first) "
+        "before writing it, then run the same command again")
+
+
 def label_source(gt: zarr.hierarchy.Group, gt_group: str, statuses: dict[str, cz.ClassStatus]):
     """The CellMap-id volume of a crop: its ``all`` array, or one composed from class arrays.
 
@@ -94,12 +117,15 @@ def label_source(gt: zarr.hierarchy.Group, gt_group: str, statuses: dict[str, cz
         levels = cz.read_levels(crop["all"], f"{where}/all")
         arr = crop["all"][levels[0].path]
         if arr.nchunks_initialized > 0:
+            check_label_dtype(arr, f"{where}/all/{levels[0].path}")
             return cz.CheckedArray(arr, f"{where}/all/{levels[0].path}"), f"all array {where}/all/{levels[0].path}"
     arrays = []
     for name, st in statuses.items():
-        if st.annotated and name in CELLMAP_CLASSES and name in crop:
+        # a class annotated but not listed in the datasplit still says what its voxels are
+        if (st.annotated or st.reason == cz.NOT_LISTED) and name in CELLMAP_CLASSES and name in crop:
             levels = cz.read_levels(crop[name], f"{where}/{name}")
             arr = crop[name][levels[0].path]
+            check_label_dtype(arr, f"{where}/{name}/{levels[0].path}", allow_bool=True)
             arrays.append((CELLMAP_CLASSES[name].cellmap_id, cz.CheckedArray(arr, f"{where}/{name}/{levels[0].path}"),
                            st.instance, _encoding(arr, crop[name])))
     if not arrays:

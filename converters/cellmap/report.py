@@ -84,7 +84,7 @@ def render_report_markdown(report: dict) -> str:
 
 
 def unknown_and_level_warnings(report: dict) -> list[tuple[str, str]]:
-    """``(crop, message)`` for each crop's unknown label values and unreadable EM levels.
+    """``(crop, message)`` for each crop's unknown label values, unreadable EM levels and constant test EM.
 
     >>> unknown_and_level_warnings({"crops": [{"name": "c1", "unknown_label_values": {"255": 8},
     ...                                         "em_levels_unreadable": {"s0": "/d/s0/.zarray is missing"}}]})
@@ -100,6 +100,9 @@ def unknown_and_level_warnings(report: dict) -> list[tuple[str, str]]:
                                    f"({values}) written as not annotated (255)"))
         for level, why in (r.get("em_levels_unreadable") or {}).items():
             out.append((r["name"], f"EM level {level} not used: {why}"))
+        if "constant_em" in r and r.get("verdict") == "converted":
+            out.append((r["name"], f"test crop converted although its EM is constant (value {r['constant_em']} "
+                                   "everywhere): its prediction will be empty; check that EM level"))
     return out
 
 

@@ -36,6 +36,8 @@ __all__ = [
     "crop_annotation",
     "chunk_coverage",
     "find_em_group",
+    "em_group_of",
+    "NOT_LISTED",
 ]
 
 DEFAULT_EM_GROUP = "recon-1/em/fibsem-uint8"
@@ -70,8 +72,10 @@ class CropSource:
     em_group: str
     gt_zarr: str
     gt_group: str
-    requested_classes: tuple[str, ...] = ()
+    #: the classes its ``datasplit.csv`` row lists (None: no list, every class the crop annotates)
+    requested_classes: tuple[str, ...] | None = None
     usage: str = "train"
+    listed_at: str = ""  # ``file:line`` of its datasplit row, for messages
 
     @property
     def name(self) -> str:
@@ -99,8 +103,12 @@ class ClassStatus:
 
     name: str
     annotated: bool
-    reason: str  # "annotated", "all unknown", "no chunk on disk", "not in class_names", "no array"
+    reason: str  # "annotated", "all unknown", "no chunk on disk", "not in class_names", "no array", NOT_LISTED
     instance: bool = False
+
+
+#: reason of a class the crop annotates but its ``datasplit.csv`` row does not list
+NOT_LISTED = "not listed in datasplit.csv"
 
 
 def open_readonly(path: str | os.PathLike) -> zarr.hierarchy.Group:
@@ -231,6 +239,17 @@ def find_em_group(zarr_path: str) -> str:
     raise CellMapFormatError(f"{zarr_path}: no EM group found under recon-*/em/ (expected {DEFAULT_EM_GROUP})")
 
 
+def em_group_of(zarr_path: str) -> str:
+    """:func:`find_em_group`, else the first ``recon-*/em/*`` group with a ``.zgroup``, else the default:
+    a damaged EM group then fails its crops, each named when read, not the whole batch."""
+    try:
+        return find_em_group(zarr_path)
+    except CellMapFormatError:
+        root = Path(zarr_path)
+        groups = sorted(p.parent.relative_to(root).as_posix() for p in root.glob("recon-*/em/*/.zgroup"))
+        return groups[0] if groups else DEFAULT_EM_GROUP
+
+
 def discover_crops(data_root: str | os.PathLike) -> list[CropSource]:
     """Find every crop under ``<data_root>/*/*.zarr/recon-*/labels/groundtruth/crop*``.
 
@@ -247,10 +266,7 @@ def discover_crops(data_root: str | os.PathLike) -> list[CropSource]:
         if not (gt_path / ".zgroup").exists():
             continue
         zarr_path = str(gt_path.parents[3])
-        try:
-            em_group = find_em_group(zarr_path)
-        except CellMapFormatError:  # a damaged EM group fails its crops, named, not the whole batch
-            em_group = DEFAULT_EM_GROUP
+        em_group = em_group_of(zarr_path)
         rel = gt_path.relative_to(zarr_path).as_posix()
         crops.append(CropSource(_dataset_name(zarr_path), _crop_id(rel), zarr_path, em_group, zarr_path, rel))
     return sorted(crops, key=lambda c: (c.dataset, c.crop_id))
@@ -284,17 +300,20 @@ def _datasplit_row(row: list[str], where: str) -> CropSource:
     if len(row) != 5:
         raise CellMapFormatError(f"{where}: {len(row)} column(s); {_DATASPLIT_COLUMNS}")
     usage, raw_zarr, raw_ds, gt_zarr, gt_ds = (v.strip() for v in row)
-    classes: tuple[str, ...] = ()
+    classes: tuple[str, ...] | None = None
     m = re.match(r"^(.*?)/?\[(.*)\]$", gt_ds)
     if m:
         gt_ds = m.group(1)
-        classes = tuple(c.strip() for c in m.group(2).split(",") if c.strip())
+        from converters.cellmap.class_mapping import listed_class_names  # it imports this module
+
+        classes = listed_class_names(m.group(2), where)
     if not re.search(r"crop(\d+)", gt_ds):
         what = "a header row" if usage.lower() == "usage" or not raw_zarr.endswith(".zarr") else "a row"
         raise CellMapFormatError(f"{where}: {what} whose gt dataset {gt_ds!r} names no crop (expected "
                                  f"'.../crop<N>'); {_DATASPLIT_COLUMNS}")
     return CropSource(_dataset_name(raw_zarr), _crop_id(gt_ds), raw_zarr, raw_ds.rstrip("/"), gt_zarr,
-                      gt_ds.rstrip("/"), classes, usage)
+                      gt_ds.rstrip("/"), classes, usage, where)
+
 
 
 def _parse_vector(text: str) -> tuple[float, ...]:
@@ -347,7 +366,7 @@ def read_test_manifest(path: str | os.PathLike, em_zarr_by_dataset: dict[str, st
                 f"{path}: test crop {crop_id} is in dataset {dataset!r}, whose EM store is unknown; "
                 "pass --data_root containing it or a --datasplit that lists it"
             )
-        crops.append(TestCrop(dataset, crop_id, em_zarr, find_em_group(em_zarr), tuple(labels)))
+        crops.append(TestCrop(dataset, crop_id, em_zarr, em_group_of(em_zarr), tuple(labels)))
     return crops
 
 

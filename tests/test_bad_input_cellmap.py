@@ -1,0 +1,259 @@
+"""Bad input in the CellMap converter, round 3 (issue 19): each case named, one crop's failure, clear exit codes.
+
+Every test damages a *copy* of the built-in synthetic data (``synth-1``, sometimes ``synth-2``) or kills a
+real pool worker, and checks what the user sees: the message, the report, the datalist and the exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import zarr
+from faults import run_faulty
+
+from converters.cellmap import zarr_tree as cz
+from converters.cellmap.convert import convert, main
+from converters.pool import WorkerPoolBroken, imap_pool
+from datalists.annotated import decode_annotated
+
+EM = "recon-1/em/fibsem-uint8"
+GT = "recon-1/labels/groundtruth"
+CLI = ["-m", "converters.cellmap.convert"]
+
+
+def make_tree(synthetic: Path, dest: Path, crops: tuple[str, ...] = ("crop1", "crop2"),
+              datasets: tuple[str, ...] = ("synth-1",)) -> Path:
+    """A copy of ``datasets`` with a datasplit listing ``crops`` of them; returns the datasplit path."""
+    for ds in datasets:
+        shutil.copytree(synthetic / ds, dest / ds)
+    rows = [line.replace(str(synthetic), str(dest)) for line in (synthetic / "datasplit.csv").read_text().splitlines()
+            if any(f"{ds}.zarr" in line for ds in datasets) and any(f"/{c}/" in line for c in crops)]
+    (dest / "datasplit.csv").write_text("\n".join(rows) + "\n")
+    return dest / "datasplit.csv"
+
+
+def store(datasplit: Path, dataset: str = "synth-1") -> Path:
+    return datasplit.parent / dataset / f"{dataset}.zarr"
+
+
+def cli(datasplit: Path, out: Path, *extra: str) -> list[str]:
+    return ["--datasplit", str(datasplit), "--output_dir", str(out), "--num_folds", "1", "--no_progress", *extra]
+
+
+def crop(report: dict, name: str) -> dict:
+    return next(r for r in report["crops"] if r["name"] == name)
+
+
+def items_of(out: Path, name: str) -> list[dict]:
+    meta = json.loads((out / "datalist_items.json").read_text())
+    return [m for image, m in meta.items() if Path(image).name.startswith(name)]
+
+
+def cut_list(datasplit: Path, crop_name: str, drop: set[str]) -> None:
+    """Remove ``drop`` from the class list of ``crop_name``'s datasplit row."""
+    lines = []
+    for line in datasplit.read_text().splitlines():
+        if f"/{crop_name}/[" in line:
+            head, classes = line.rsplit("[", 1)
+            kept = [c for c in classes.rstrip('"]').split(",") if c not in drop]
+            line = f'{head}[{",".join(kept)}]"'
+        lines.append(line)
+    datasplit.write_text("\n".join(lines) + "\n")
+
+
+# --------------------------------------------------------------------------------------
+# 1. the class list of datasplit.csv is honoured; a typo there is a file:line error
+# --------------------------------------------------------------------------------------
+def test_cut_class_list_annotates_fewer_classes_never_background(synthetic, tmp_path):
+    ds = make_tree(synthetic, tmp_path / "full")
+    full = convert(tmp_path / "o_full", cz.read_datasplit(ds), num_folds=1, progress=False)
+    mito = {"mito", "mito_mem", "mito_lum"}
+    assert mito <= set(crop(full, "synth-1_crop1")["annotated"])
+
+    cut_list(ds, "crop1", mito)
+    cut = convert(tmp_path / "o_cut", cz.read_datasplit(ds), num_folds=1, progress=False)
+    rec = crop(cut, "synth-1_crop1")
+    assert rec["verdict"] == "converted"
+    assert not mito & set(rec["annotated"])
+    assert {rec["not_annotated"][n] for n in mito} == {cz.NOT_LISTED}
+    assert set(rec["annotated"]) == set(crop(full, "synth-1_crop1")["annotated"]) - mito
+    # crop2 still lists mito, so it stays a class; crop1's items no longer claim it
+    datalist = json.loads((tmp_path / "o_cut/datalist.json").read_text())
+    ids = {r["name"]: r["id"] for r in datalist["class_table"]}
+    assert mito <= set(ids)
+    (meta,) = items_of(tmp_path / "o_cut", "synth-1_crop1")
+    assert not mito & set(meta["annotated_names"])
+    train = next(t for t in datalist["training"] if Path(t["image"]).name.startswith("synth-1_crop1"))
+    assert not {ids[n] for n in mito} & set(decode_annotated(train["annotated_mask"]))
+    # the mito voxels are not made background: they keep their class (left out of crop1's annotated set)
+    source = zarr.open_group(str(store(ds)), mode="r")[f"{GT}/crop1/all/s0"][:]
+    label = np.asarray(nib.load(tmp_path / "o_cut" / meta_label(tmp_path / "o_cut", "synth-1_crop1")).dataobj).T
+    mito_voxels = np.isin(source, [3, 4, 5, 50])
+    assert mito_voxels.any() and not (label[mito_voxels] == 0).any()
+    # the same output folder: a resumed crop1 would keep the old annotated set, so it is converted again
+    again = convert(tmp_path / "o_full", cz.read_datasplit(ds), num_folds=1, progress=False)
+    assert not crop(again, "synth-1_crop1").get("resumed")
+    assert not mito & set(crop(again, "synth-1_crop1")["annotated"])
+
+
+def meta_label(out: Path, name: str) -> str:
+    datalist = json.loads((out / "datalist.json").read_text())
+    return next(t["label"] for t in datalist["training"] if Path(t["image"]).name.startswith(name))
+
+
+def test_listed_class_the_crop_lacks_is_a_note(synthetic, tmp_path):
+    ds = make_tree(synthetic, tmp_path, ("crop2",))
+    ds.write_text(ds.read_text().replace("[er,", "[nuc,er,"))
+    report = convert(tmp_path / "o", cz.read_datasplit(ds), num_folds=1, progress=False)
+    rec = crop(report, "synth-1_crop2")
+    assert rec["verdict"] == "converted" and "nuc" not in rec["annotated"]
+    assert any(f"{ds}:1 lists nuc, which this crop has no array for" in w for w in rec["warnings"])
+
+
+def test_unknown_class_in_datasplit_is_a_file_line_error(synthetic, tmp_path, capsys):
+    ds = make_tree(synthetic, tmp_path)
+    lines = ds.read_text().splitlines()
+    lines[1] = lines[1].replace("[er,", "[mitoo,er,")
+    ds.write_text("\n".join(lines) + "\n")
+    assert main(cli(ds, tmp_path / "o")) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {ds}:2: unknown class 'mitoo'") and "closest known: mito" in err
+    assert "\n" not in err and not (tmp_path / "o").exists()
+
+
+# --------------------------------------------------------------------------------------
+# 2. a pool worker killed (as the out-of-memory killer would): cause, fix, no datalist
+# --------------------------------------------------------------------------------------
+def _die_on_one(job: int) -> int:
+    """A job that kills its own worker process for job 1 (module level: the spawned workers import it)."""
+    if job == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return job * 10
+
+
+def test_pool_raises_worker_pool_broken_naming_cause_and_fix():
+    done = []
+    with pytest.raises(WorkerPoolBroken) as info:
+        for job, result, exc in imap_pool(_die_on_one, [0, 1, 2, 3], 2):
+            assert exc is None and result == job * 10  # never a job failing with a bare BrokenProcessPool
+            done.append(job)
+    msg = str(info.value)
+    assert "killed" in msg and "out-of-memory" in msg and "--workers 1" in msg and "resumed" in msg
+    assert "ended by SIGKILL" in msg
+    assert 1 in info.value.unfinished
+    assert sorted(done + info.value.unfinished) == [0, 1, 2, 3]
+
+
+def test_killed_worker_writes_no_datalist_and_rerun_resumes(synthetic, tmp_path):
+    ds = make_tree(synthetic, tmp_path, ("crop1", "crop2", "crop3"))
+    out = tmp_path / "out"
+    # the worker converting crop2 kills itself (SIGKILL) as it renames crop2's image into place
+    proc = run_faulty([*CLI, *cli(ds, out, "--workers", "2")], kill_at="synth-1_crop2.nii.gz")
+    assert proc.returncode == 1, proc.stderr
+    (err,) = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert err.startswith("error: a worker process was killed") and "out-of-memory" in err
+    assert "--workers 1" in err and "synth-1_crop2" in err and "no datalist was written" in err
+    assert "BrokenProcessPool" not in proc.stdout + proc.stderr
+    assert not (out / "datalist.json").exists()
+    rerun = run_faulty([*CLI, *cli(ds, out, "--workers", "2")])
+    assert rerun.returncode == 0, rerun.stderr
+    report = json.loads((out / "conversion_report.json").read_text())
+    assert report["summary"]["converted"] == 3 and (out / "datalist.json").exists()
+
+
+# --------------------------------------------------------------------------------------
+# 3. a float label array fails its crop, naming the array, its dtype and the fix
+# --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("values", ["integral", "fractional"])
+def test_float_label_array_fails_its_crop_naming_dtype(synthetic, tmp_path, values):
+    ds = make_tree(synthetic, tmp_path)
+    group = zarr.open_group(str(store(ds) / GT / "crop1/all"), mode="r+")
+    old = group["s0"]
+    data = old[:].astype(np.float32) + (0.5 if values == "fractional" else 0.0)
+    group.create_dataset("s0", data=data, chunks=old.chunks, overwrite=True)
+    assert main(cli(ds, tmp_path / "o")) == 1
+    report = json.loads((tmp_path / "o/conversion_report.json").read_text())
+    rec = crop(report, "synth-1_crop1")
+    assert rec["verdict"] == "failed"
+    assert f"{store(ds)}/{GT}/crop1/all/s0: label array of dtype float32" in rec["detail"]
+    assert "integer class ids" in rec["detail"] and "astype" in rec["detail"]
+    assert "IndexError" not in rec["detail"]
+    assert crop(report, "synth-1_crop2")["verdict"] == "converted"
+    assert (tmp_path / "o/datalist.json").exists()
+
+
+# --------------------------------------------------------------------------------------
+# 4. a missing EM .zattrs with --test_manifest fails those crops only
+# --------------------------------------------------------------------------------------
+def test_missing_em_zattrs_with_test_manifest_fails_only_its_crops(synthetic, tmp_path, capsys):
+    ds = make_tree(synthetic, tmp_path, ("crop1", "crop6"), ("synth-1", "synth-2"))
+    manifest = tmp_path / "test_crop_manifest.csv"
+    shutil.copy(synthetic / "test_crop_manifest.csv", manifest)
+    zattrs = store(ds) / EM / ".zattrs"
+    zattrs.unlink()
+    rc = main(cli(ds, tmp_path / "o", "--test_manifest", str(manifest)))
+    assert rc == 1
+    report = json.loads((tmp_path / "o/conversion_report.json").read_text())
+    for name in ("synth-1_crop1", "synth-1_crop101"):
+        rec = crop(report, name)
+        assert rec["verdict"] == "failed" and f"{zattrs} is missing" in rec["detail"], rec
+    assert crop(report, "synth-2_crop6")["verdict"] == "converted"
+    assert crop(report, "synth-2_crop102")["verdict"] == "converted"
+    datalist = json.loads((tmp_path / "o/datalist.json").read_text())
+    assert [t["image"] for t in datalist["testing"]] == ["images/synth-2_crop102.nii.gz"]
+    printed = capsys.readouterr().out
+    assert "synth-1_crop101: failed" in printed and "synth-1_crop1: failed" in printed
+
+
+# --------------------------------------------------------------------------------------
+# 5. exit codes: one rule, stated in --help
+# --------------------------------------------------------------------------------------
+def test_help_states_the_exit_codes(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "Exit status: 0 when every crop was converted, resumed, or skipped" in text
+    assert "1 when some crop failed" in text and "worker process was killed" in text
+    assert "2 for usage errors" in text and "full disk" in text
+
+
+def test_nothing_annotated_skip_exits_0(synthetic, tmp_path):
+    ds = make_tree(synthetic, tmp_path, ("crop1", "crop5"), ("synth-1", "synth-2"))
+    assert main(cli(ds, tmp_path / "o")) == 0
+    report = json.loads((tmp_path / "o/conversion_report.json").read_text())
+    assert crop(report, "synth-2_crop5")["verdict"] == "skipped"
+
+
+# --------------------------------------------------------------------------------------
+# 6. blank EM: a training crop fails (nothing to learn), a test crop converts with a note
+# --------------------------------------------------------------------------------------
+def test_blank_em_fails_training_crop_and_test_crop_converts_with_a_note(synthetic, tmp_path, capsys):
+    ds = make_tree(synthetic, tmp_path, ("crop1", "crop6"), ("synth-1", "synth-2"))
+    manifest = tmp_path / "test_crop_manifest.csv"
+    shutil.copy(synthetic / "test_crop_manifest.csv", manifest)
+    group = zarr.open_group(str(store(ds) / EM), mode="r+")
+    for level in group.array_keys():
+        group[level][...] = 0  # every chunk written, all zero
+    assert main(cli(ds, tmp_path / "o", "--test_manifest", str(manifest))) == 1
+    report = json.loads((tmp_path / "o/conversion_report.json").read_text())
+    rec = crop(report, "synth-1_crop1")
+    assert (rec["verdict"], rec["reason"]) == ("failed", "constant_image")
+    assert "its EM" in rec["detail"] and "value 0 everywhere" in rec["detail"] and "nothing to learn" in rec["detail"]
+    assert not list((tmp_path / "o/images").glob("synth-1_crop1.*")) + list((tmp_path / "o/images").glob(
+        "synth-1_crop1_t*"))
+    test = crop(report, "synth-1_crop101")
+    assert test["verdict"] == "converted" and (tmp_path / "o/images/synth-1_crop101.nii.gz").exists()
+    assert any("value 0 everywhere" in w and "converted anyway" in w for w in test["warnings"])
+    captured = capsys.readouterr()
+    assert "synth-1_crop1: failed (constant_image)" in captured.out
+    assert "synth-1_crop101: test crop converted although its EM is constant" in captured.err
+    datalist = json.loads((tmp_path / "o/datalist.json").read_text())
+    assert not any("synth-1_crop1" in t["image"] for t in datalist["training"])
