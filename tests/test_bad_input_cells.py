@@ -14,6 +14,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import tifffile
+from faults import run_faulty
 
 import run_auto3dseg
 from auto3dseg.submission.cells import write_cell_submission
@@ -202,8 +203,28 @@ def test_unreadable_image_is_a_failure_with_exit_1_and_the_others_converted(tree
     assert rc == 1 and not _records(report)["broken"].get("resumed")
 
 
+def test_killed_worker_writes_no_datalist_and_rerun_resumes(tree, tmp_path):
+    out = tmp_path / "out"
+    cli = ["-m", "converters.cells.convert", "--images", str(tree / "images"), "--labels", str(tree / "labels"),
+           "--output_dir", str(out), "--num_folds", "2", "--no_progress", "--workers", "2"]
+    # the worker converting cell_08_sparse kills itself (SIGKILL) as it renames that image into place
+    proc = run_faulty(cli, kill_at="cell_08_sparse.nii.gz")
+    assert proc.returncode == 1, proc.stderr
+    (err,) = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert err.startswith("error: a worker process was killed") and "out-of-memory" in err
+    assert "--workers 1" in err and "cell_08_sparse" in err and "no datalist was written" in err
+    assert "BrokenProcessPool" not in proc.stdout + proc.stderr
+    assert not (out / "datalist.json").exists()
+    rerun = run_faulty(cli)
+    assert rerun.returncode == 0, rerun.stderr
+    recs = _records(json.loads((out / "conversion_report.json").read_text()))
+    assert all(r["verdict"] == "converted" for r in recs.values()) and len(recs) == 3
+    assert (out / "datalist.json").exists()
+
+
 def test_help_states_the_exit_codes(capsys):
     with pytest.raises(SystemExit):
         cc.main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "Exit status: 0" in text and "1 when any image failed" in text and "2 for usage errors" in text
+    assert "worker process was killed" in text

@@ -43,7 +43,7 @@ from converters.outputs import (
     clean_stale_temporaries,
     os_error_message,
 )
-from converters.pool import imap_pool
+from converters.pool import WorkerPoolBroken, imap_pool
 
 __all__ = ["IMAGE_EXTENSIONS", "SKIP_REASONS", "convert_cells", "find_cell_images", "main"]
 
@@ -264,15 +264,22 @@ def convert_cells(output_dir: str | os.PathLike, images_dir: str | os.PathLike,
                disable=not (progress and jobs))
     results = (imap_pool(_worker, jobs, workers, fatal=(OutputError,)) if workers > 1 and len(jobs) > 1
                else ((job, _worker(job), None) for job in jobs))
-    for job, rec, exc in results:
-        src = job[0]
-        if exc is not None:  # a worker died (out of memory, say)
-            rec = {**src, "kind": "train" if src["label"] else "test", "verdict": "failed",
-                   "reason": "worker_died", "detail": f"{type(exc).__name__}: {exc}", "items": [], "notes": []}
-        records[src["stem"]] = rec
-        bar.update(1)
-        bar.set_postfix_str(f"{src['stem']}: {rec['verdict']}")
-    bar.close()
+    try:
+        for job, rec, exc in results:
+            src = job[0]
+            if exc is not None:  # the job itself raised (the worker catches a bad image's errors)
+                rec = {**src, "kind": "train" if src["label"] else "test", "verdict": "failed",
+                       "reason": "error", "detail": f"{type(exc).__name__}: {exc}", "items": [], "notes": []}
+            records[src["stem"]] = rec
+            bar.update(1)
+            bar.set_postfix_str(f"{src['stem']}: {rec['verdict']}")
+    except WorkerPoolBroken as exc:  # each finished image has its record: a re-run resumes them
+        names = [job[0]["stem"] for job in exc.unfinished]
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        raise WorkerPoolBroken(f"{exc}. Not converted: {shown}; no datalist was written (the run is incomplete)",
+                               exc.unfinished) from exc
+    finally:
+        bar.close()
 
     ordered = [records[s["stem"]] for s in sources] + problems
     datalist, items_meta, fold_info = build_cell_datalist(ordered, num_folds)
@@ -304,7 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "constant training image, a label named like <stem>_labels.tiff or <stem>_mask.png (misnamed), "
                     "two images with one stem. Labels that match no image are warned about. Exit status: 0 when "
                     "every image was converted, resumed or skipped for a reason that is no defect (empty_label: no "
-                    "cell annotated); 1 when any image failed (datalist.json still written for the others); 2 for "
+                    "cell annotated); 1 when any image failed (datalist.json still written for the others) or a worker process was "
+                    "killed (no datalist.json: run again with fewer --workers, finished images resume); 2 for "
                     "usage errors and a full disk or read-only --output_dir. datalist.json is written last: without "
                     "it the conversion is not complete.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -338,6 +346,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SettingsMismatch, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except WorkerPoolBroken as exc:  # the run is incomplete: no datalist, and what to do
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:  # a full disk, a read-only folder, a permission: where, and what to do
         print(f"error: {os_error_message(exc, too_big_hint='use --max_pixels to write smaller tiles, ')}", file=sys.stderr)
         return 2
