@@ -59,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--workers", type=_non_negative_int, default=2,
                    help="processes computing the analysis' per-case statistics (MONAI's DataAnalyzer split between "
                    "them; the same datastats.yaml as one; 0 = in this process; default: 2)")
+    g.add_argument("--allow_constant_images", action="store_true",
+                   help="train on training images that hold one value everywhere (blank ones) instead of stopping the "
+                   "analysis on them; datastats_review.md lists them at the top (also AUTO3DSEG_ALLOW_CONSTANT_IMAGES"
+                   "=1, which SLURM jobs inherit)")
     g = p.add_argument_group("bundles")
     g.add_argument("--algos", nargs="+", default=["segresnet", "dints", "swinunetr"], metavar="ALGO",
                    help="networks to generate/train/ensemble (default: segresnet dints swinunetr)")
@@ -191,6 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ["AUTO3DSEG_LOCK_WAIT"] = args.wait_lock
     if args.debug:
         os.environ["AUTO3DSEG_DEBUG"] = "1"
+    if args.allow_constant_images:  # read by the analysis, here or in a SLURM job (sbatch exports the environment)
+        os.environ["AUTO3DSEG_ALLOW_CONSTANT_IMAGES"] = "1"
     try:
         overrides = parse_overrides(args.override)
         if args.budget:

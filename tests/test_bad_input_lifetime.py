@@ -75,6 +75,13 @@ def test_all_zero_and_constant_training_images_stop_the_analysis(tmp_path, monke
     assert rc == 2
     line = next(x for x in err_text.splitlines() if x.startswith("error:"))
     assert "img1.nii.gz" in line and "img3.nii.gz" in line and "constant" in line
+    assert "--allow_constant_images" in line
+    # the flag trains on them anyway (monkeypatch restores the variable the CLI sets)
+    monkeypatch.setenv(ALLOW_ENV, "0")
+    rc = run_auto3dseg.main(["--mode", "analyze", "--datalist", str(dl), "--work_dir", str(tmp_path / "w3"),
+                             "--workers", "0", "--allow_constant_images"])
+    assert rc == 0 and (tmp_path / "w3" / DATASTATS).is_file()
+    assert "WARNING: training on constant images anyway" in capsys.readouterr().err
 
 
 def test_constant_images_trained_anyway_are_loud_in_the_review(tmp_path, monkeypatch, capsys):

@@ -148,4 +148,4 @@ def constant_message(found: Sequence[ConstantImage], datalist: str | os.PathLike
     return (f"{datalist}: {len(found)} training item(s) have a constant image and would train on nothing (no "
             f"intensity to learn from): " + "; ".join(c.describe() for c in found)
             + ". Remove them from the datalist (or re-convert them from their source, if the conversion blanked "
-            f"them), then run --mode analyze again; to train on them anyway set {ALLOW_ENV}=1")
+            f"them), then run --mode analyze again; to train on them anyway add --allow_constant_images (or set {ALLOW_ENV}=1)")
