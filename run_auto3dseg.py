@@ -14,8 +14,12 @@ Modes (each reads and writes --work_dir; every step keeps what an earlier run fi
 * submit    post-process the ensemble's maps into labels and instances: for CellMap the Zarr
             submission (<work_dir>/submission/submission.zarr + .zip), for 2-D cells one
             <stem>_label.tiff per testing image (<work_dir>/submission/labels/); with --truth, score it;
+* oof       out-of-fold maps of the training items (each from the bundles of its own fold,
+            which never trained on it) and the cross-validated score they give under the
+            challenge's rules (<work_dir>/cv/scores.md): the estimate to compare runs with;
 * full      analyze → generate → train → ensemble (→ submit when the datalist has test
-            crops with labels to predict, or testing cell images), resuming whatever is done;
+            crops with labels to predict, or testing cell images; → oof with --oof),
+            resuming whatever is done;
 * slurm     the same as a chain of SLURM jobs (prep, one array task per network and fold,
             final), submitted from one command; run it again to submit only what is unfinished.
 """
@@ -28,7 +32,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-MODES = ("validate", "analyze", "generate", "train", "ensemble", "predict", "submit", "full", "slurm")
+MODES = ("validate", "analyze", "generate", "train", "ensemble", "predict", "submit", "oof", "full", "slurm")
 
 _EPILOG = """\
 training overrides: --override KEY=VALUE (repeatable) is passed to every bundle's training
@@ -100,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--n_best", type=_positive_int, default=5, help="N of best_n (default: 5)")
     g.add_argument("--images", nargs="+", help="images for --mode predict (NIfTI)")
     g.add_argument("--output_dir", help="where --mode predict writes (default: <work_dir>/predictions)")
+    g.add_argument("--oof", action="store_true",
+                   help="--mode full: also write the out-of-fold maps and the cross-validated score (as --mode oof)")
     g.add_argument("--allow_unfinished", action="store_true",
                    help="predict/ensemble: also use bundles whose training stopped early, from their best model.pt "
                    "(each is named; the default takes only bundles that finished)")
@@ -321,7 +327,7 @@ def _run(args: argparse.Namespace, datalist: str, dataroot: str, overrides: dict
     if mode == "full" and not _has_testing(datalist):
         print(f"\nnote: {datalist} has no testing items: nothing to ensemble or submit. Predict new images with "
               "--mode predict --images ...")
-        return 0
+        return _oof(args, work, datalist) if args.oof else 0
     if args.require_trained and mode in ("ensemble", "submit", "full"):
         _check_trained(work, args.algos)
     if mode == "predict":
@@ -347,8 +353,38 @@ def _run(args: argparse.Namespace, datalist: str, dataroot: str, overrides: dict
             print(f"Labels: {folder} ({len(rows) - len(failed)} images, {len(failed)} failed)")
             if failed:
                 return 1
+    rc = 0
     if mode == "submit" or (mode == "full" and _has_test_labels(datalist, args.test_manifest)):
-        return _submit(args, work, datalist)
+        rc = _submit(args, work, datalist)
+    if mode == "oof" or (mode == "full" and args.oof and rc == 0):
+        rc = _oof(args, work, datalist)
+    return rc
+
+
+def _oof(args: argparse.Namespace, work: Path, datalist: str) -> int:
+    from auto3dseg.evaluation.cv import cv_summary, oof_and_cv
+    from auto3dseg.orchestration.workdir import data_kind
+
+    _step("oof")
+    if data_kind(datalist) == "cells":
+        from auto3dseg.postprocess.cells import load_cell_params
+
+        params = load_cell_params(args.postprocess_params)
+    else:
+        from auto3dseg.postprocess import load_postprocess_params
+
+        params = load_postprocess_params(args.postprocess_params)
+    scores = oof_and_cv(work, method=args.ensemble_method, n_best=args.n_best, algos=args.algos,
+                        allow_unfinished=args.allow_unfinished, params=params, rules=args.score_rules,
+                        force=args.force and args.mode == "oof")
+    print(cv_summary(scores))
+    test = work / "submission" / "scores.json"
+    if test.is_file():
+        t = _read_json(test)
+        figure = t.get("mean_f1") if "mean_f1" in t else (t.get("overall") or {}).get("score")
+        if figure is not None:
+            print(f"Test score (submission against --truth):            {figure:.4f}")
+    print(f"Cross-validated scores: {work / 'cv' / 'scores.md'} (and scores.json)")
     return 0
 
 

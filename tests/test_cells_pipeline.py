@@ -151,3 +151,33 @@ def test_submit_with_other_parameters_keeps_the_previous_labels(cell_run, tmp_pa
     assert {p.name: p.read_bytes() for p in (kept[0] / "labels").glob("*_label.tiff")} == before
     assert (kept[0] / "submission_signature.txt").is_file()
     assert (copy / "submission" / "submission_signature.txt").is_file()
+
+
+def test_oof_cross_validated_f1_equals_the_scorer_by_hand(cell_run, converted_cells, capsys):
+    from auto3dseg.evaluation.cellseg import score_folders
+
+    work, _ = cell_run
+    out, _ = converted_cells
+    assert run_auto3dseg.main(["--mode", "oof", "--work_dir", str(work)]) == 0
+    printed = capsys.readouterr().out
+    assert "Cross-validated mean F1 (out-of-fold, official rules)" in printed
+    oof = json.loads((work / "oof" / "oof.json").read_text())
+    dl = json.loads((out / "datalist.json").read_text())
+    assert len(oof["items"]) == len(dl["training"]) and not oof["missing"]
+    assert all(it["bundles"] == [f"segresnet_{it['fold']}"] and it["verified"] for it in oof["items"])
+    cv = json.loads((work / "cv" / "scores.json").read_text())
+    items = json.loads((out / "datalist_items.json").read_text())
+    tiled = {m["stem"] for m in items.values() if m.get("tiled")}
+    whole = {m["stem"] for m in items.values() if m.get("usage") == "train" and not m.get("tiled")}
+    # the tiled image is listed as not scored, with its reason; every other training image is scored
+    assert tiled and {u["item"] for u in cv["cv"]["unscored"]} == tiled
+    assert set(cv["cv"]["scored"]) == whole
+    # by hand: the truth instances of the scored images against cv/labels
+    truth = work.parent / "truth_by_hand"
+    truth.mkdir(exist_ok=True)
+    for stem in whole:
+        target = truth / f"{stem}_label.tiff"
+        if not target.exists():
+            target.symlink_to(out / "instances" / f"{stem}_label.tiff")
+    by_hand = score_folders(truth, work / "cv" / "labels", progress=False)
+    assert by_hand["mean_f1"] == cv["mean_f1"] and by_hand["n_scored"] == len(whole)

@@ -32,7 +32,7 @@ from auto3dseg.engine.budget import epochs_for_time, initial_plan, parse_budget
 from auto3dseg.engine.checkpoints import atomic_torch_save, load_checkpoint, resume_progress, write_progress
 from auto3dseg.engine.losses import DeepSupervisionLoss, MaskedDiceBCELoss, MaskedDiceCELoss
 from auto3dseg.engine.networks import as_list, build_network, load_pretrained, patch_multiple
-from auto3dseg.engine.training_data import fold_items, make_loader, prepare_cache
+from auto3dseg.engine.training_data import fold_items, make_loader, prepare_cache, write_split_record
 from auto3dseg.engine.training_report import format_eta, plot_progress, tensorboard_writer
 
 __all__ = [
@@ -389,6 +389,7 @@ def _train(cfg: Mapping[str, Any]) -> dict:
     if rank == 0:
         write_yaml_atomic(ckpt_dir / "effective_config.yaml", cfg,
                           header="# the configuration this training ran with (bundle YAML + overrides)\n")
+        write_split_record(ckpt_dir, int(cfg["fold"]), cfg["data_list_file_path"], train_items, val_items)
         print(f"[{name}] {len(train_items)} training / {len(val_items)} validation crops, patch {cfg['patch_size']}, "
               f"{cfg['output_activation']} output, {len(cfg['class_ids'])} classes, device {device}"
               + (f" x{world}" if world > 1 else ""))

@@ -15,14 +15,19 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["EpochItems", "EpochSampler", "fold_items", "make_loader", "prepare_cache"]
+__all__ = ["SPLIT_RECORD", "EpochItems", "EpochSampler", "fold_items", "make_loader", "prepare_cache",
+           "write_split_record"]
+
+#: ``<bundle>/model/training_items.json``: the images a bundle trained and validated on (its fold's
+#: split), so that out-of-fold prediction can prove that a model never saw an item
+SPLIT_RECORD = "training_items.json"
 
 
 def fold_items(datalist_path: str | os.PathLike, dataroot: str | os.PathLike, fold: int) -> tuple[list, list]:
@@ -44,6 +49,20 @@ def fold_items(datalist_path: str | os.PathLike, dataroot: str | os.PathLike, fo
         raise ValueError(f"{datalist_path}: fold {fold} has no validation items; give every training item a "
                          "'fold' (the converter does) or choose an existing fold")
     return train_items, val_items
+
+
+def write_split_record(folder: str | os.PathLike, fold: int, datalist_path: str | os.PathLike,
+                       train_items: Sequence[Mapping[str, Any]], val_items: Sequence[Mapping[str, Any]]) -> Path:
+    """Write ``folder/training_items.json``: the fold, the datalist and the absolute image
+    paths of the training and validation items (written atomically)."""
+    from converters.outputs import atomic_write_text
+
+    record = {"fold": int(fold), "datalist": str(Path(datalist_path).resolve()),
+              "training": [str(Path(it["image"]).resolve()) for it in train_items],
+              "validation": [str(Path(it["image"]).resolve()) for it in val_items]}
+    path = Path(folder) / SPLIT_RECORD
+    atomic_write_text(path, json.dumps(record, indent=1))
+    return path
 
 
 def prepare_cache(items: list, cfg: Mapping[str, Any], rank: int = 0, world: int = 1) -> list[dict]:

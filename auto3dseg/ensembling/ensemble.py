@@ -42,9 +42,11 @@ __all__ = [
     "bundle_activation",
     "ensemble_probabilities",
     "name_channels",
+    "load_inferers",
     "run_ensemble",
     "select_ensemble",
     "trained_history",
+    "write_case_map",
 ]
 
 #: what ensemble.json says of the maps' format
@@ -389,42 +391,9 @@ def _run_ensemble(work: Path, out_dir: Path, *, method: str, n_best: int, algos:
             items.append(done[f])
             continue
         if not inferers:  # load each bundle once, only when something is left to do
-            with in_directory(work):  # official segresnet writes runner.log into the current directory
-                inferers = [a[AlgoKeys.ALGO].get_inferer() for a in chosen]
-            names = [getattr(i, "channel_names", None) for i in inferers]
-            if any(n != names[0] for n in names):
-                ids = [a[AlgoKeys.ID] for a in chosen]
-                raise ValueError(f"bundles disagree on output channels: {dict(zip(ids, names))}")
-            acts = {a[AlgoKeys.ID]: bundle_activation(a[AlgoKeys.ALGO].output_path) for a in chosen}
-            if len(set(acts.values())) > 1:
-                raise ValueError(f"bundles disagree on the output activation: {acts}; ensemble them separately "
-                                 "(--algos)")
-        if _blockwise(inferers):
-            if channels is None:
-                channels = list(inferers[0].channel_names)
-                act = next(iter(acts.values()))
-                activation = {"activation": act or ("softmax" if channels[0] == "background" else "sigmoid"),
-                              "activation_source": "config" if act else "inferer"}
-            shape = _predict(inferers, case, index, source, lambda: _predict_map_blockwise(
-                inferers, case, out, channels, activation["activation"]))
-        else:
-            prob, affine = _predict(inferers, case, index, source, lambda: ensemble_probabilities(inferers, case))
-            if channels is None:
-                channels = getattr(inferers[0], "channel_names", None)
-                act = next(iter(acts.values()))
-                if channels:  # our InferClass names its channels; background first means softmax
-                    activation = {"activation": act or ("softmax" if channels[0] == "background" else "sigmoid"),
-                                  "activation_source": "config" if act else "inferer"}
-                else:
-                    table = json.loads(Path(src["datalist"]).read_text()).get("class_table") or []
-                    channels, act, how = name_channels(prob, table, act)
-                    activation = {"activation": act, "activation_source": how}
-                    if channels[0].startswith("channel_"):
-                        log(f"note: {prob.shape[0]} {act} channels fit no naming of the {len(table)} classes of "
-                            f"{src['datalist']}: named channel_0..; post-processing cannot use them")
-            write_probability_map(prob, affine, out, channels, activation.get("activation"))
-            shape = list(prob.shape[1:])
-            del prob
+            inferers, acts = load_inferers(work, chosen)
+        shape, channels, activation = write_case_map(inferers, acts, case, out, channels, activation,
+                                                     src["datalist"], index, source, log)
         items.append({"image": f, "probabilities": str(out), "shape": shape})
         computed += 1
         _write_manifest(partial_path, sig, used, chosen, channels, activation, src, items)
@@ -432,6 +401,60 @@ def _run_ensemble(work: Path, out_dir: Path, *, method: str, n_best: int, algos:
     partial_path.unlink(missing_ok=True)
     log(f"{computed} probability maps written, {len(items) - computed} already there")
     return manifest_path
+
+
+def write_case_map(inferers: Sequence[Any], acts: Mapping[str, str | None], case: Mapping[str, Any], out: Path,
+                   channels: list[str] | None, activation: dict[str, str], datalist: str | os.PathLike, index: int,
+                   source: str, log=print) -> tuple[list[int], list[str] | None, dict[str, str]]:
+    """The mean probability map of ``inferers`` for one datalist item, written to ``out``.
+
+    Block by block when every inferer can (ours), else whole. ``channels`` and ``activation``
+    are those of earlier maps (None / empty for the first: named here from the inferers, the
+    bundles' configs ``acts`` or the output). Returns the map's spatial shape, the channels
+    and the activation.
+    """
+    if _blockwise(inferers):
+        if channels is None:
+            channels = list(inferers[0].channel_names)
+            act = next(iter(acts.values()), None)
+            activation = {"activation": act or ("softmax" if channels[0] == "background" else "sigmoid"),
+                          "activation_source": "config" if act else "inferer"}
+        shape = _predict(inferers, case, index, source, lambda: _predict_map_blockwise(
+            inferers, case, out, channels, activation["activation"]))
+        return shape, channels, activation
+    prob, affine = _predict(inferers, case, index, source, lambda: ensemble_probabilities(inferers, case))
+    if channels is None:
+        channels = getattr(inferers[0], "channel_names", None)
+        act = next(iter(acts.values()), None)
+        if channels:  # our InferClass names its channels; background first means softmax
+            activation = {"activation": act or ("softmax" if channels[0] == "background" else "sigmoid"),
+                          "activation_source": "config" if act else "inferer"}
+        else:
+            table = json.loads(Path(datalist).read_text()).get("class_table") or []
+            channels, act, how = name_channels(prob, table, act)
+            activation = {"activation": act, "activation_source": how}
+            if channels[0].startswith("channel_"):
+                log(f"note: {prob.shape[0]} {act} channels fit no naming of the {len(table)} classes of "
+                    f"{datalist}: named channel_0..; post-processing cannot use them")
+    write_probability_map(prob, affine, out, channels, activation.get("activation"))
+    return list(prob.shape[1:]), channels, activation
+
+
+def load_inferers(work: Path, chosen: Sequence[Mapping[str, Any]]) -> tuple[list[Any], dict[str, str | None]]:
+    """The inferers of the ``chosen`` bundles (MONAI algo history records) and each one's
+    output activation; ValueError when they disagree on channels or activation."""
+    from monai.utils.enums import AlgoKeys
+
+    with in_directory(work):  # official segresnet writes runner.log into the current directory
+        inferers = [a[AlgoKeys.ALGO].get_inferer() for a in chosen]
+    names = [getattr(i, "channel_names", None) for i in inferers]
+    ids = [a[AlgoKeys.ID] for a in chosen]
+    if any(n != names[0] for n in names):
+        raise ValueError(f"bundles disagree on output channels: {dict(zip(ids, names))}")
+    acts = {a[AlgoKeys.ID]: bundle_activation(a[AlgoKeys.ALGO].output_path) for a in chosen}
+    if len(set(acts.values())) > 1:
+        raise ValueError(f"bundles disagree on the output activation: {acts}; ensemble them separately (--algos)")
+    return inferers, acts
 
 
 def _write_manifest(path: Path, sig: str, method: str, chosen: list[dict], channels: list[str] | None,

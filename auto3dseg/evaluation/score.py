@@ -36,7 +36,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import numpy as np
@@ -267,18 +267,19 @@ def _score_present(t: TruthLabel, truth_arr: np.ndarray, target: Grid, arr: Any,
 # --------------------------------------------------------------------------------------
 # The submission
 # --------------------------------------------------------------------------------------
-def score_submission(submission: str | os.PathLike[str], truth: str | os.PathLike[str],
+def score_submission(submission: str | os.PathLike[str], truth: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
                      labels: Sequence[str] | None = None, *, rules: str = "official",
                      test_manifest: str | os.PathLike[str] | None = None,
-                     echo_warnings: bool = True) -> dict[str, Any]:
+                     echo_warnings: bool = True, only: Collection[tuple[int, str]] | None = None) -> dict[str, Any]:
     """Score a submission against a truth store.
 
     Parameters
     ----------
     submission : path
         ``submission.zarr`` folder, a folder holding it, or a ``.zip``.
-    truth : path
-        Truth store, see :func:`find_truth_labels`.
+    truth : path or sequence of paths
+        Truth store, see :func:`find_truth_labels`; several stores are scored as one (a
+        crop and label found twice is an error).
     labels : sequence of str, optional
         Score only these labels (default: every truth label).
     rules : {"official", "strict"}
@@ -289,6 +290,9 @@ def score_submission(submission: str | os.PathLike[str], truth: str | os.PathLik
         (official rules; the truth's attributes otherwise) and the labels to expect.
     echo_warnings : bool
         Print each warning to stderr as ``warning: crop<N>/<label> [kind]: message``.
+    only : collection of (int, str), optional
+        Score only these (crop id, label) pairs of the truth (the cross-validated score: the
+        classes each training crop annotates).
 
     Returns
     -------
@@ -318,8 +322,20 @@ def score_submission(submission: str | os.PathLike[str], truth: str | os.PathLik
     """
     if rules not in RULES:
         raise ValueError(f"rules must be one of {RULES}, got {rules!r}")
-    swapped = swap_check(submission, truth)
-    truths = find_truth_labels(truth)
+    truth_paths = [truth] if isinstance(truth, (str, os.PathLike)) else list(truth)
+    swapped = "; ".join(filter(None, (swap_check(submission, p) for p in truth_paths)))
+    truths = [t for p in truth_paths for t in find_truth_labels(p)]
+    if len(truth_paths) > 1:
+        keys = [t.key for t in truths]
+        twice = sorted({k for k in keys if keys.count(k) > 1})
+        if twice:
+            raise ScoringInputError(f"the same crop and label in more than one truth store: {', '.join(twice[:5])}")
+    if only is not None:
+        keep = {(int(c), str(lab)) for c, lab in only}
+        truths = [t for t in truths if (t.crop, t.label) in keep]
+        if not truths:
+            raise ScoringInputError(f"{', '.join(map(str, truth_paths))}: none of the {len(only)} requested crop "
+                                    "labels is in the truth")
     masks = {(t.crop, t.label): t for t in truths if t.label.endswith("_mask")}
     notes: list[str] = []
     warns: list[Warn] = [make_warning("*", "*", "looks_swapped", swapped)] if swapped else []
@@ -372,7 +388,7 @@ def score_submission(submission: str | os.PathLike[str], truth: str | os.PathLik
     if echo_warnings:
         for w in warns:
             print(f"warning: {format_warning(w)}", file=sys.stderr)
-    return {"submission": str(submission), "truth": str(truth), "rules": rules,
+    return {"submission": str(submission), "truth": ", ".join(map(str, truth_paths)), "rules": rules,
             "test_manifest": str(test_manifest) if test_manifest else None, "overall": overall,
             "labels": per_label, "crops": records, "missing": missing, "warnings": warns, "notes": notes}
 

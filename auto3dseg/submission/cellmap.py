@@ -29,8 +29,8 @@ from auto3dseg.submission.previous import REPORT_FILES, keep_previous
 from converters.geometry import Grid, grid_from_nifti_affine
 from converters.outputs import atomic_write, atomic_write_text
 
-__all__ = ["SubmissionReport", "map_labels", "predictable_labels", "prediction_labels", "test_labels_by_crop", "write_submission",
-           "zip_store"]
+__all__ = ["SubmissionReport", "map_labels", "predictable_labels", "prediction_labels", "test_labels_by_crop",
+           "write_crops", "write_submission", "zip_store"]
 
 SUBMISSION_STORE = "submission.zarr"
 
@@ -189,6 +189,55 @@ def _report_row(crop_id: int, target: dict, kind: str, status: str, data: np.nda
     return row
 
 
+def write_crops(store: Path, wanted: dict[int, list[dict]], prob_by_crop: dict[int, list[str]],
+                channels: Sequence[str], class_table: list[dict], params: dict[str, Any], log=print,
+                desc: str = "Writing submission") -> SubmissionReport:
+    """Write ``store/crop<N>/<label>`` for every target of ``wanted`` (crop id → target grids
+    ``{label, voxel_size, translation, shape}``) from the crop's probability maps (its tiles);
+    labels without a map or channel are written empty. Returns the report rows.
+
+    One label of one crop at a time over every map of the crop: a 1000³ crop of 48 labels
+    holds one label in memory.
+    """
+    import zarr
+    from tqdm import tqdm
+
+    from datalists.cellmap_classes import INSTANCE_CLASSES
+
+    root_group = zarr.open_group(str(store), mode="w")
+    report = SubmissionReport()
+    for crop_id in tqdm(sorted(wanted), desc=desc, unit="crop"):
+        crop_group = root_group.require_group(f"crop{crop_id}")
+        maps = prob_by_crop.get(crop_id, [])
+        makers = [map_labels(p, channels, class_table, params, 2**31 // max(1, len(maps))) for p in maps]
+        labels = list(dict.fromkeys(t["label"] for t in wanted[crop_id]))
+        for label in tqdm(labels, desc=f"  crop{crop_id}", unit="label", leave=False, disable=len(labels) < 8):
+            kind = "instance" if label in INSTANCE_CLASSES else "semantic"
+            with warnings.catch_warnings(record=True) as caught:  # e.g. an object too large to split
+                warnings.simplefilter("always")
+                arrays = [(make(label), grid) for make, grid in makers]
+            arrays = [(a, g) for a, g in arrays if a is not None]
+            notes = sorted({str(w.message) for w in caught})
+            for note in notes:
+                log(f"note: crop{crop_id}/{label}: {note}")
+            for target in (t for t in wanted[crop_id] if t["label"] == label):
+                data = _place_tiles(arrays, target, kind)
+                status = "predicted" if data is not None else (
+                    "no image (crop not converted)" if not maps else "not predicted by the model")
+                if data is None:
+                    data = np.zeros(tuple(int(s) for s in target["shape"]),
+                                    dtype=np.uint16 if kind == "instance" else np.uint8)
+                try:
+                    _write_label(crop_group, label, data, target)
+                except OSError as exc:  # zarr's chunk writes name no file
+                    exc.filename = exc.filename or str(store / f"crop{crop_id}" / label)
+                    raise
+                report.rows.append({**_report_row(crop_id, target, kind, status, data), "notes": notes})
+                del data
+            del arrays
+    return report
+
+
 def write_submission(ensemble_manifest: str | os.PathLike, datalist: str | os.PathLike, out_dir: str | os.PathLike,
                      *, params: dict[str, Any] | None = None, test_manifest: str | os.PathLike | None = None,
                      force: bool = False, log=print) -> tuple[Path, SubmissionReport]:
@@ -224,11 +273,7 @@ def write_submission(ensemble_manifest: str | os.PathLike, datalist: str | os.Pa
 def _write_submission(ensemble_manifest: str | os.PathLike, datalist: str | os.PathLike, out: Path, *,
                       params: dict[str, Any] | None, test_manifest: str | os.PathLike | None, force: bool,
                       log) -> tuple[Path, SubmissionReport]:
-    import zarr
-    from tqdm import tqdm
-
     from auto3dseg.postprocess import load_postprocess_params
-    from datalists.cellmap_classes import INSTANCE_CLASSES
 
     params = params if params is not None else load_postprocess_params()
     ens = json.loads(Path(ensemble_manifest).read_text())
@@ -262,39 +307,7 @@ def _write_submission(ensemble_manifest: str | os.PathLike, datalist: str | os.P
     keep_previous(out, ["submission.zip", *REPORT_FILES], log)  # its signature too: removed first, written last
     tmp_store = out / f".tmp-{os.getpid()}-{SUBMISSION_STORE}"
     shutil.rmtree(tmp_store, ignore_errors=True)
-    root_group = zarr.open_group(str(tmp_store), mode="w")
-    report = SubmissionReport()
-    for crop_id in tqdm(sorted(wanted), desc="Writing submission", unit="crop"):
-        crop_group = root_group.require_group(f"crop{crop_id}")
-        maps = prob_by_crop.get(crop_id, [])
-        # one class at a time over every map (tile) of the crop: a 1000³ crop of 48 labels holds one label
-        makers = [map_labels(p, ens["channels"], dl["class_table"], params, 2**31 // max(1, len(maps)))
-                  for p in maps]
-        labels = list(dict.fromkeys(t["label"] for t in wanted[crop_id]))
-        for label in tqdm(labels, desc=f"  crop{crop_id}", unit="label", leave=False, disable=len(labels) < 8):
-            kind = "instance" if label in INSTANCE_CLASSES else "semantic"
-            with warnings.catch_warnings(record=True) as caught:  # e.g. an object too large to split
-                warnings.simplefilter("always")
-                arrays = [(make(label), grid) for make, grid in makers]
-            arrays = [(a, g) for a, g in arrays if a is not None]
-            notes = sorted({str(w.message) for w in caught})
-            for note in notes:
-                log(f"note: crop{crop_id}/{label}: {note}")
-            for target in (t for t in wanted[crop_id] if t["label"] == label):
-                data = _place_tiles(arrays, target, kind)
-                status = "predicted" if data is not None else (
-                    "no image (crop not converted)" if not maps else "not predicted by the model")
-                if data is None:
-                    data = np.zeros(tuple(int(s) for s in target["shape"]),
-                                    dtype=np.uint16 if kind == "instance" else np.uint8)
-                try:
-                    _write_label(crop_group, label, data, target)
-                except OSError as exc:  # zarr's chunk writes name no file
-                    exc.filename = exc.filename or str(tmp_store / f"crop{crop_id}" / label)
-                    raise
-                report.rows.append({**_report_row(crop_id, target, kind, status, data), "notes": notes})
-                del data
-            del arrays
+    report = write_crops(tmp_store, wanted, prob_by_crop, ens["channels"], dl["class_table"], params, log)
     final_store = out / SUBMISSION_STORE
     if final_store.exists():
         old = out / f".old-{os.getpid()}-{SUBMISSION_STORE}"

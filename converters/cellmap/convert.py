@@ -40,6 +40,7 @@ from converters.cellmap.crop import (
     inspect_crop,
     listed_classes,
     record_base,
+    source_fields,
     worker,
 )
 from converters.datalist_writer import build_datalist
@@ -240,6 +241,7 @@ def convert(
             if rec is not None and (kind == "test" or rec["verdict"] != "converted"
                                     or rec.get("split") == _split_dict(plan, src.name)):
                 rec["resumed"] = True
+                rec.update(source_fields(src))  # records of older versions lack where the truth is
                 records[src.name] = rec
                 continue
             if rec is not None:  # converted with other spatial folds: its files go

@@ -84,11 +84,18 @@ def listed_classes(src: cz.CropSource | cz.TestCrop) -> list[str] | None:
     return None if listed is None else list(listed)
 
 
+def source_fields(src: cz.CropSource | cz.TestCrop) -> dict:
+    """Where a training crop's ground truth lives (``gt_zarr``, ``gt_group``): the truth of the
+    cross-validated score. Empty for a test crop."""
+    gt = getattr(src, "gt_zarr", None)
+    return {"gt_zarr": str(Path(gt).resolve()), "gt_group": src.gt_group} if gt else {}
+
+
 def record_base(src: cz.CropSource | cz.TestCrop, kind: str) -> dict:
     """The record every crop starts with (verdict None until decided)."""
     return {"name": src.name, "dataset": src.dataset, "crop_id": src.crop_id, "kind": kind,
             "usage": getattr(src, "usage", "test"), "verdict": None, "reason": "", "detail": "",
-            "warnings": [], "items": [], "listed_classes": listed_classes(src)}
+            "warnings": [], "items": [], "listed_classes": listed_classes(src), **source_fields(src)}
 
 
 def _convert_image_tile(em_arr: cz.CheckedArray, level: cz.Level, tile: Grid, crop: str) -> tuple[np.ndarray, int]:

@@ -1,0 +1,241 @@
+"""``--mode oof``: out-of-fold probability maps of the training items.
+
+k-fold training gives every training item a model that never saw it: the bundles of the
+item's own fold, which validated on it. Their mean probability map is the item's
+out-of-fold (OOF) prediction, the input of the cross-validated score
+(:mod:`auto3dseg.evaluation.cv`) and of post-processing tuning.
+
+The networks are chosen as for the test set (:func:`~auto3dseg.ensembling.ensemble.select_ensemble`):
+with ``best_by_fold`` the best network of the item's fold, with ``best_n`` the chosen
+bundles of that fold (else that fold's best, said in the log). Before a bundle predicts an
+item, the bundle's ``model/training_items.json`` (written by the training) must show that it
+did not train on that image: a datalist whose folds changed after training would otherwise
+give a flattering score silently.
+
+Outputs, in ``<work_dir>/oof/``: ``<case>_prob.zarr`` per item (the ensemble's map format)
+and ``oof.json`` (the completion marker, written last; ``oof.partial.json`` while it runs, so
+that a killed run resumes). Items of a fold without a trained bundle are listed under
+``missing``. One run at a time (``oof/.oof.lock``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from auto3dseg.ensembling.ensemble import (
+    MAP_FORMAT,
+    _case_name,
+    load_inferers,
+    select_ensemble,
+    trained_history,
+    write_case_map,
+)
+from auto3dseg.ensembling.probability_maps import probability_map_name
+from auto3dseg.orchestration.workdir import bundle_ckpt_path, read_input
+
+__all__ = ["MANIFEST", "OOF_DIR", "OutOfFoldLeak", "fold_bundles", "run_oof", "training_cases", "unseen_check"]
+
+OOF_DIR = "oof"
+MANIFEST, PARTIAL = "oof.json", "oof.partial.json"
+
+
+class OutOfFoldLeak(RuntimeError):
+    """A bundle chosen to predict an item trained on it (the folds changed after training)."""
+
+
+def training_cases(datalist: str | os.PathLike, dataroot: str | os.PathLike | None = None) -> list[dict]:
+    """The datalist's ``training`` items with absolute ``image``/``label`` paths, their
+    ``fold`` and their position ``index``.
+
+    Examples
+    --------
+    >>> import json, tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> _ = (d / "dl.json").write_text(json.dumps({"training": [{"image": "i.nii.gz", "fold": 1}]}))
+    >>> [(Path(c["image"]).name, c["fold"], c["index"]) for c in training_cases(d / "dl.json")]
+    [('i.nii.gz', 1, 0)]
+    """
+    path = Path(datalist)
+    root = Path(dataroot) if dataroot else path.parent
+    out = []
+    for index, item in enumerate(json.loads(path.read_text()).get("training", [])):
+        case = dict(item, index=index, fold=int(item.get("fold", -1)))
+        for key in ("image", "label"):
+            if isinstance(case.get(key), str):
+                case[key] = str((root / case[key]).resolve())
+        out.append(case)
+    return out
+
+
+def _fold_of(record: Mapping[str, Any]) -> int:
+    from monai.utils.enums import AlgoKeys
+
+    return int(str(record[AlgoKeys.ID]).rsplit("_", 1)[1])
+
+
+def fold_bundles(history: Sequence[Mapping[str, Any]], chosen: Sequence[Mapping[str, Any]]
+                 ) -> tuple[dict[int, list[Mapping[str, Any]]], list[str]]:
+    """The bundles that predict each fold's items, and notes.
+
+    The ``chosen`` bundles of fold ``f`` (as the test ensemble chose them); a fold none of
+    them covers gets its best trained bundle, with a note. Folds with no trained bundle are
+    absent.
+    """
+    from monai.utils.enums import AlgoKeys
+
+    by_fold: dict[int, list[Mapping[str, Any]]] = {}
+    for rec in chosen:
+        by_fold.setdefault(_fold_of(rec), []).append(rec)
+    notes = []
+    for rec in sorted(history, key=lambda r: -float(r[AlgoKeys.SCORE] or 0)):
+        fold = _fold_of(rec)
+        if fold not in by_fold:
+            by_fold[fold] = [rec]
+            notes.append(f"fold {fold}: no bundle of it is in the test ensemble; its best, {rec[AlgoKeys.ID]}, "
+                         "predicts its items")
+    return by_fold, notes
+
+
+def unseen_check(bundle: str | os.PathLike, images: Sequence[str]) -> bool:
+    """True when the bundle's split record shows it trained on none of ``images``; False when
+    it has no record (an older or foreign bundle: unverified). Raises :class:`OutOfFoldLeak`
+    naming the images it trained on."""
+    from auto3dseg.engine.training_data import SPLIT_RECORD
+
+    try:
+        record = json.loads((bundle_ckpt_path(bundle) / SPLIT_RECORD).read_text())
+    except (OSError, ValueError, KeyError):
+        return False
+    seen = set(record.get("training", []))
+    leaked = [i for i in images if str(Path(i).resolve()) in seen]
+    if leaked:
+        shown = ", ".join(leaked[:3]) + (f" and {len(leaked) - 3} more" if len(leaked) > 3 else "")
+        raise OutOfFoldLeak(f"{bundle} trained on {shown}, which its fold ({record.get('fold')}) should have held out: "
+                            f"the datalist's folds changed after training ({record.get('datalist')}); an out-of-fold "
+                            "score would be flattered. Regenerate and retrain (--mode generate --force, then train)")
+    return True
+
+
+def _signature(bundles: Sequence[Mapping[str, Any]]) -> str:
+    from monai.utils.enums import AlgoKeys
+
+    text = json.dumps(sorted((str(b[AlgoKeys.ID]), float(b[AlgoKeys.SCORE] or 0)) for b in bundles))
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def run_oof(work_dir: str | os.PathLike, *, method: str = "best_by_fold", n_best: int = 5,
+            algos: Sequence[str] | None = None, allow_unfinished: bool = False, force: bool = False,
+            log=print) -> Path:
+    """Out-of-fold probability maps of every training item; returns the path of ``oof.json``.
+
+    Maps already written by the same bundles are kept (``force`` rewrites them).
+
+    Raises
+    ------
+    OutOfFoldLeak
+        When a chosen bundle trained on an item of its own fold.
+    RuntimeError
+        When no bundle finished training.
+    """
+    from auto3dseg.orchestration.locks import clean_temporaries, step_lock
+
+    work = Path(work_dir).resolve()
+    out_dir = work / OOF_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with step_lock(out_dir, "oof", log=log):
+        clean_temporaries(out_dir)
+        return _run_oof(work, out_dir, method=method, n_best=n_best, algos=algos, allow_unfinished=allow_unfinished,
+                        force=force, log=log)
+
+
+def _previous(out_dir: Path) -> dict:
+    for name in (MANIFEST, PARTIAL):
+        try:
+            return json.loads((out_dir / name).read_text())
+        except (OSError, ValueError):
+            continue
+    return {}
+
+
+def _run_oof(work: Path, out_dir: Path, *, method: str, n_best: int, algos: Sequence[str] | None,
+             allow_unfinished: bool, force: bool, log) -> Path:
+    from monai.utils.enums import AlgoKeys
+    from tqdm import tqdm
+
+    src = read_input(work)
+    history = trained_history(work, algos, allow_unfinished=allow_unfinished, log=log)
+    if not history:
+        raise RuntimeError(f"no bundle of {work} finished training: run --mode train first (or --allow_unfinished)")
+    chosen, _, used = select_ensemble(history, work / "input.yaml", method, n_best)
+    by_fold, notes = fold_bundles(history, chosen)
+    for note in notes:
+        log(f"note: {note}")
+    cases = training_cases(src["datalist"], src.get("dataroot"))
+    source = f"'training' in {src['datalist']}"
+    previous = {} if force else _previous(out_dir)
+    signatures = {str(f): _signature(b) for f, b in by_fold.items()}
+    done = {it["image"]: it for it in previous.get("items", [])
+            if previous.get("signatures", {}).get(str(it["fold"])) == signatures.get(str(it["fold"]))
+            and Path(it["probabilities"]).exists()}
+    predicted = {c["image"] for c in cases if c["fold"] in by_fold}
+    if ((out_dir / MANIFEST).is_file() and predicted == set(done) == {it["image"] for it in previous["items"]}
+            and {c["image"] for c in cases} - predicted == {m["image"] for m in previous.get("missing", [])}):
+        log(f"out-of-fold maps in {out_dir} are up to date ({len(done)} maps of the same bundles): 0 maps written")
+        return out_dir / MANIFEST
+    (out_dir / MANIFEST).unlink(missing_ok=True)  # removed first: from here on nothing looks complete
+    state: dict[str, Any] = {"channels": previous.get("channels") if done else None,
+                             "activation": {k: previous[k] for k in ("activation", "activation_source")
+                                            if k in previous} if done else {}}
+    items, missing, computed = [], [], 0
+    todo = sorted(cases, key=lambda c: (c["fold"], c["index"]))
+    for fold in sorted({c["fold"] for c in todo}):
+        fold_cases = [c for c in todo if c["fold"] == fold]
+        bundles = by_fold.get(fold)
+        if not bundles:
+            why = f"no trained bundle of fold {fold}" + (f" among --algos {' '.join(algos)}" if algos else "")
+            missing += [{"image": c["image"], "fold": fold, "index": c["index"], "reason": why} for c in fold_cases]
+            log(f"note: {len(fold_cases)} training item(s) of fold {fold} get no out-of-fold map: {why}")
+            continue
+        names = [str(b[AlgoKeys.ID]) for b in bundles]
+        verified = all([unseen_check(b[AlgoKeys.ALGO].output_path, [c["image"] for c in fold_cases]) for b in bundles])
+        if not verified:
+            log(f"note: fold {fold}: {', '.join(names)} record no training split (trained before it was recorded, "
+                "or a foreign template); "
+                f"that they never saw fold {fold}'s items is not verified")
+        inferers: list[Any] = []
+        acts: dict[str, str | None] = {}
+        for case in tqdm(fold_cases, desc=f"Out-of-fold, fold {fold}", unit="image"):
+            rec = done.get(case["image"])
+            if rec is None:
+                if not inferers:  # load the fold's bundles once, only when something is left to do
+                    inferers, acts = load_inferers(work, bundles)
+                out = out_dir / probability_map_name(_case_name(case["image"]))
+                item = {"image": case["image"], **({"label": case["label"]} if case.get("label") else {})}
+                shape, state["channels"], state["activation"] = write_case_map(
+                    inferers, acts, item, out, state["channels"], state["activation"], src["datalist"],
+                    case["index"], source, log)
+                rec = {"image": case["image"], "label": case.get("label"), "fold": fold, "index": case["index"],
+                       "probabilities": str(out), "shape": shape, "bundles": names, "verified": verified}
+                computed += 1
+            items.append(rec)
+            _write(out_dir / PARTIAL, used, signatures, state, src, items, missing)
+        del inferers
+    _write(out_dir / MANIFEST, used, signatures, state, src, items, missing)  # last: complete
+    (out_dir / PARTIAL).unlink(missing_ok=True)
+    log(f"out-of-fold: {computed} maps written, {len(items) - computed} kept, {len(missing)} items without a model")
+    return out_dir / MANIFEST
+
+
+def _write(path: Path, method: str, signatures: Mapping[str, str], state: Mapping[str, Any], src: Mapping[str, Any],
+           items: list[dict], missing: list[dict]) -> None:
+    from converters.outputs import atomic_write_text
+
+    data = {"method": method, "signatures": dict(signatures), "channels": state["channels"],
+            **{k: v for k, v in (state["activation"] or {}).items()}, "format": MAP_FORMAT,
+            "datalist": src.get("datalist"), "items": items, "missing": missing}
+    atomic_write_text(path, json.dumps(data, indent=1))

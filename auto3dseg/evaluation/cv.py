@@ -1,0 +1,271 @@
+"""``--mode cv``: the cross-validated score, from the out-of-fold maps (``--mode oof``).
+
+Every training item's out-of-fold map goes through the same post-processing as the test
+set and is scored against the training truth with the challenge's rules: the estimate of
+the leaderboard that users compare runs with, before they submit.
+
+* CellMap: each crop's labels are placed on its ground truth's own grid (the tiles of a crop
+  joined, as for a test crop) in ``cv/oof_submission.zarr``, and scored with
+  :func:`~auto3dseg.evaluation.score.score_submission` against the crop's arrays in the
+  source Zarr stores (the converter records where they are), only for the classes the crop
+  annotates. Official rules by default.
+* 2-D cells: each image's ``<stem>_label.tiff`` (``cv/labels/``) against the converter's
+  ``instances/<stem>_label.tiff``, with the official F1.
+
+Items that cannot be scored (no out-of-fold map, no truth location, a tiled cell image) are
+listed with the reason in ``cv/scores.md`` and ``scores.json`` (``cv.unscored``), never left
+out silently. ``scores.json`` is the completion marker (written last); a re-run with the
+same maps and parameters keeps it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from auto3dseg.ensembling.oof import MANIFEST as OOF_MANIFEST
+from auto3dseg.ensembling.oof import OOF_DIR
+from auto3dseg.orchestration.workdir import data_kind, read_input
+from converters.outputs import atomic_write_text
+
+__all__ = ["CV_DIR", "cellmap_cv_plan", "run_cv"]
+
+CV_DIR = "cv"
+SCORES = "scores.json"
+
+
+def _load_items(datalist: Path) -> tuple[dict, dict[str, dict]]:
+    dl = json.loads(datalist.read_text())
+    items = json.loads((datalist.parent / dl.get("items_file", "datalist_items.json")).read_text())
+    return dl, {str((datalist.parent / k).resolve()): v for k, v in items.items()}
+
+
+def cellmap_cv_plan(oof: Mapping[str, Any], datalist: str | os.PathLike) -> dict[str, Any]:
+    """What the CellMap cross-validated score writes and scores.
+
+    Returns
+    -------
+    dict
+        ``wanted`` (crop id → targets ``{label, voxel_size, translation, shape}`` on the
+        crop's truth grid, one per annotated class), ``maps`` (crop id → its tiles'
+        out-of-fold maps), ``truth`` (the Zarr stores holding those crops), ``only`` (the
+        (crop id, label) pairs to score), ``unscored`` (``{item, reason}``) and ``crops``
+        (crop id → name).
+    """
+    dl_path = Path(datalist)
+    dl, by_image = _load_items(dl_path)
+    report = json.loads((dl_path.parent / "conversion_report.json").read_text())
+    records = {r["name"]: r for r in report.get("crops", [])}
+    have = {str(Path(it["image"]).resolve()): it for it in oof.get("items", [])}
+    unscored = [{"item": Path(m["image"]).name, "reason": m["reason"]} for m in oof.get("missing", [])]
+    by_crop: dict[str, list[str]] = {}
+    for image in [*have, *(str(Path(m["image"]).resolve()) for m in oof.get("missing", []))]:  # every training item
+        meta = by_image.get(image)
+        if meta is None:
+            unscored.append({"item": Path(image).name, "reason": f"not in {dl_path.parent / 'datalist_items.json'}"})
+        else:
+            by_crop.setdefault(f"{meta['dataset']}_{meta['crop']}", []).append(image)
+    plan: dict[str, Any] = {"wanted": {}, "maps": {}, "truth": [], "only": set(), "unscored": unscored, "crops": {}}
+    for name, images in sorted(by_crop.items()):
+        rec = records.get(name) or {}
+        crop_id = int(by_image[images[0]]["crop_id"])
+        lacking = [Path(i).name for i in images if i not in have]
+        if lacking:
+            if not any(u["item"] in lacking for u in unscored):
+                unscored.append({"item": name, "reason": f"no out-of-fold map for {', '.join(lacking)}"})
+            continue
+        if not rec.get("gt_zarr"):
+            unscored.append({"item": name, "reason": "its conversion record does not say where its ground truth is "
+                             "(converted by an older version): run the converter's command again (finished crops "
+                             "resume and gain it)"})
+            continue
+        if crop_id in plan["crops"]:
+            unscored.append({"item": name, "reason": f"crop id {crop_id} is also {plan['crops'][crop_id]}: a "
+                             "submission names crops by id only"})
+            continue
+        grid = {"voxel_size": rec["gt_voxel_size"], "translation": rec["gt_translation"], "shape": rec["gt_shape"]}
+        plan["crops"][crop_id] = name
+        plan["wanted"][crop_id] = [{"label": lab, **grid} for lab in rec.get("annotated", [])]
+        plan["maps"][crop_id] = [have[i]["probabilities"] for i in images]
+        plan["only"] |= {(crop_id, lab) for lab in rec.get("annotated", [])}
+        if rec["gt_zarr"] not in plan["truth"]:
+            plan["truth"].append(rec["gt_zarr"])
+    return plan
+
+
+def _signature(oof: Mapping[str, Any], params: Any, rules: str) -> str:
+    text = json.dumps([oof.get("signatures"), [it["probabilities"] for it in oof.get("items", [])], params, rules],
+                      sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def run_cv(work_dir: str | os.PathLike, *, params: Any = None, rules: str = "official", force: bool = False,
+           log=print) -> Path:
+    """Score the out-of-fold maps of ``work_dir``; returns ``cv/scores.json``.
+
+    ``params``: post-processing parameters (default: the project's defaults, as ``--mode
+    submit`` loads them). One run at a time (``cv/.cv.lock``).
+    """
+    from auto3dseg.orchestration.locks import clean_temporaries, step_lock
+
+    work = Path(work_dir).resolve()
+    oof_path = work / OOF_DIR / OOF_MANIFEST
+    if not oof_path.is_file():
+        raise FileNotFoundError(f"{oof_path} not found: run --mode oof first (out-of-fold maps of the training items)")
+    out = work / CV_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    with step_lock(out, "cv", log=log):
+        clean_temporaries(out)
+        return _run_cv(work, out, json.loads(oof_path.read_text()), params, rules, force, log)
+
+
+def _run_cv(work: Path, out: Path, oof: dict, params: Any, rules: str, force: bool, log) -> Path:
+    src = read_input(work)
+    datalist = Path(oof.get("datalist") or src["datalist"])
+    cells = data_kind(datalist, src) == "cells"
+    if params is None:
+        if cells:
+            from auto3dseg.postprocess.cells import load_cell_params
+
+            params = load_cell_params()
+        else:
+            from auto3dseg.postprocess import load_postprocess_params
+
+            params = load_postprocess_params()
+    sig = _signature(oof, params, rules)
+    scores_path = out / SCORES
+    if not force and scores_path.is_file():
+        try:
+            if json.loads(scores_path.read_text()).get("cv", {}).get("signature") == sig:
+                log(f"cross-validated score in {out} is up to date (same maps, parameters and rules); kept")
+                return scores_path
+        except ValueError:
+            pass
+    scores_path.unlink(missing_ok=True)  # removed first, written last
+    result = _cells_cv(work, out, oof, datalist, params, log) if cells else _cellmap_cv(out, oof, datalist, params,
+                                                                                       rules, log)
+    result["cv"].update(signature=sig, bundles={f: sorted({b for it in oof["items"] if str(it["fold"]) == f
+                                                          for b in it["bundles"]}) for f in oof.get("signatures", {})},
+                        verified=all(it.get("verified") for it in oof.get("items", [])))
+    atomic_write_text(out / "scores.md", _markdown(result, cells))
+    atomic_write_text(scores_path, json.dumps(result, indent=1, default=str))
+    return scores_path
+
+
+def _cellmap_cv(out: Path, oof: dict, datalist: Path, params: Any, rules: str, log) -> dict:
+    from auto3dseg.evaluation.score import score_submission
+    from auto3dseg.submission.cellmap import write_crops
+
+    dl = json.loads(datalist.read_text())
+    plan = cellmap_cv_plan(oof, datalist)
+    for u in plan["unscored"]:
+        log(f"note: not in the cross-validated score: {u['item']}: {u['reason']}")
+    if not plan["wanted"]:
+        raise RuntimeError(f"no training crop can be scored: {'; '.join(u['item'] + ': ' + u['reason'] for u in plan['unscored'][:5])}")
+    store = out / "oof_submission.zarr"
+    tmp = out / f".tmp-{os.getpid()}-oof_submission.zarr"
+    shutil.rmtree(tmp, ignore_errors=True)
+    write_crops(tmp, plan["wanted"], plan["maps"], oof["channels"], dl["class_table"], params, log,
+                desc="Out-of-fold labels")
+    shutil.rmtree(store, ignore_errors=True)
+    os.replace(tmp, store)
+    scores = score_submission(store, plan["truth"], rules=rules, only=plan["only"], echo_warnings=False)
+    scores["cv"] = {"kind": "cellmap", "scored": [plan["crops"][c] for c in sorted(plan["crops"])],
+                    "unscored": plan["unscored"], "rules": rules}
+    return scores
+
+
+def _cells_cv(work: Path, out: Path, oof: dict, datalist: Path, params: Any, log) -> dict:
+    from auto3dseg.evaluation.cellseg import score_folders
+    from auto3dseg.postprocess.cells import postprocess_cells
+
+    dl, by_image = _load_items(datalist)
+    unscored = [{"item": Path(m["image"]).name, "reason": m["reason"]} for m in oof.get("missing", [])]
+    inputs, names, truths = [], {}, {}
+    tiled: dict[str, int] = {}
+    for it in oof.get("items", []):
+        meta = by_image.get(str(Path(it["image"]).resolve()))
+        if meta is None:
+            unscored.append({"item": Path(it["image"]).name, "reason": "not in datalist_items.json"})
+        elif meta.get("tiled"):
+            tiled[meta["stem"]] = tiled.get(meta["stem"], 0) + 1
+        else:
+            inputs.append(it["probabilities"])
+            names[it["probabilities"]] = meta["stem"]
+            truths[meta["stem"]] = datalist.parent / meta["instances"]
+    unscored += [{"item": stem, "reason": f"cut into {n} tiles for training; the out-of-fold maps of tiles are not "
+                  "joined yet"} for stem, n in sorted(tiled.items())]
+    for u in unscored:
+        log(f"note: not in the cross-validated score: {u['item']}: {u['reason']}")
+    if not inputs:
+        raise RuntimeError("no training image can be scored: " + "; ".join(f"{u['item']}: {u['reason']}"
+                                                                            for u in unscored[:5]))
+    labels, truth = out / "labels", out / "truth"
+    for d in (labels, truth):
+        shutil.rmtree(d, ignore_errors=True)
+    report = postprocess_cells(inputs, labels, params=params, channels=oof.get("channels"),
+                               class_table=dl.get("class_table"), names=names)
+    truth.mkdir()
+    for stem, path in truths.items():  # the scored images' truth only: the others are listed as unscored
+        os.symlink(path.resolve(), truth / f"{stem}_label.tiff")
+    scores = score_folders(truth, labels, progress=False)
+    scores["cv"] = {"kind": "cells", "scored": sorted(truths), "unscored": unscored, "rules": "official",
+                    "failed": report.failed}
+    return scores
+
+
+def _markdown(result: dict, cells: bool) -> str:
+    cv = result["cv"]
+    if cells:
+        from auto3dseg.evaluation.cellseg import format_cellseg_markdown
+
+        body, head = format_cellseg_markdown(result), f"mean F1 {result['mean_f1']:.4f}"
+    else:
+        from auto3dseg.evaluation.report import format_scores_markdown
+
+        body, head = format_scores_markdown(result), f"overall {result['overall']['score']:.4f}"
+    lines = ["# Cross-validated score (out-of-fold predictions)", "",
+             f"**{head}** ({cv['rules']} rules) over {len(cv['scored'])} training items, each predicted by the "
+             "bundles of its own fold, which never trained on it"
+             + ("" if cv.get("verified") else " (not verified for every bundle: some record no training split)")
+             + ".", ""]
+    lines += [f"* fold {f}: {', '.join(b)}" for f, b in sorted(cv.get("bundles", {}).items())]
+    if cv["unscored"]:
+        lines += ["", f"Not scored ({len(cv['unscored'])}):", ""]
+        lines += [f"* {u['item']}: {u['reason']}" for u in cv["unscored"]]
+    return "\n".join(lines) + "\n\n" + body
+
+
+def cv_summary(scores: Mapping[str, Any]) -> str:
+    """One line: the cross-validated figure, its rules and how many items it covers.
+
+    >>> cv_summary({"overall": {"score": 0.5}, "cv": {"rules": "official", "scored": ["a"], "unscored": []}})
+    'Cross-validated score (out-of-fold, official rules): 0.5000 over 1 training item(s)'
+    """
+    cv = scores["cv"]
+    figure = scores["mean_f1"] if cv.get("kind") == "cells" else scores["overall"]["score"]
+    name = "mean F1" if cv.get("kind") == "cells" else "score"
+    text = (f"Cross-validated {name} (out-of-fold, {cv['rules']} rules): {figure:.4f} over {len(cv['scored'])} "
+            "training item(s)")
+    if cv.get("unscored"):
+        text += f"; {len(cv['unscored'])} not scored (listed in cv/scores.md)"
+    return text
+
+
+def oof_and_cv(work_dir: str | os.PathLike, *, method: str = "best_by_fold", n_best: int = 5, algos=None,
+               allow_unfinished: bool = False, params: Any = None, rules: str = "official", force: bool = False,
+               log=print) -> dict:
+    """``--mode oof``: the out-of-fold maps (:func:`~auto3dseg.ensembling.oof.run_oof`), then
+    their cross-validated score (:func:`run_cv`); returns the scores."""
+    from auto3dseg.ensembling.oof import run_oof
+
+    manifest = run_oof(work_dir, method=method, n_best=n_best, algos=algos, allow_unfinished=allow_unfinished,
+                       force=force, log=log)
+    log(f"Out-of-fold maps: {manifest.parent} (which bundle predicted which item: {manifest})")
+    path = run_cv(work_dir, params=params, rules=rules, force=force, log=log)
+    return json.loads(path.read_text())

@@ -1,0 +1,109 @@
+"""Out-of-fold maps and the cross-validated score on the built-in CellMap data (issue 20):
+every training item predicted by a model that never saw it, the score equal to the scorer
+run by hand, resumption, a fold without a model listed, a leak refused."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+import run_auto3dseg
+from auto3dseg.ensembling.oof import OutOfFoldLeak, run_oof
+from auto3dseg.evaluation.cv import run_cv
+from auto3dseg.evaluation.score import score_submission
+
+TINY = ["--override", "num_workers=0", "--override", "num_iterations_per_epoch=3",
+        "--override", "segresnet:network#init_filters=8", "--override", "segresnet:network#dsdepth=2",
+        "--override", "sw_batch_size=4"]
+
+
+@pytest.fixture(scope="module")
+def oof_run(converted, synthetic, tmp_path_factory):
+    """``--mode full --oof`` once on a copy of the converted data (tests edit its datalist)."""
+    out, _ = converted
+    base = tmp_path_factory.mktemp("oof")
+    data = base / "nifti"
+    shutil.copytree(out, data)
+    work = base / "work"
+    args = ["--mode", "full", "--oof", "--datalist", str(data / "datalist.json"), "--work_dir", str(work),
+            "--workers", "0", "--algos", "segresnet", "--num_epochs", "1", "--patch_size", "16", *TINY,
+            "--truth", str(synthetic / "test_truth.zarr")]
+    assert run_auto3dseg.main(args) == 0
+    return work, data
+
+
+def _oof(work: Path) -> dict:
+    return json.loads((work / "oof" / "oof.json").read_text())
+
+
+def test_every_training_item_is_predicted_by_a_model_that_never_saw_it(oof_run):
+    work, data = oof_run
+    dl = json.loads((data / "datalist.json").read_text())
+    oof = _oof(work)
+    by_image = {Path(it["image"]).name: it for it in oof["items"]}
+    assert sorted(by_image) == sorted(Path(it["image"]).name for it in dl["training"]) and not oof["missing"]
+    for item in dl["training"]:
+        rec = by_image[Path(item["image"]).name]
+        assert rec["fold"] == item["fold"] and rec["bundles"] == [f"segresnet_{item['fold']}"] and rec["verified"]
+        split = json.loads((work / rec["bundles"][0] / "model" / "training_items.json").read_text())
+        assert split["fold"] == item["fold"]
+        assert rec["image"] in split["validation"] and rec["image"] not in split["training"]
+        assert Path(rec["probabilities"]).is_dir()
+
+
+def test_cv_score_equals_the_scorer_run_by_hand(oof_run, synthetic):
+    work, _ = oof_run
+    cv = json.loads((work / "cv" / "scores.json").read_text())
+    assert cv["rules"] == "official" and not cv["cv"]["unscored"] and cv["cv"]["verified"]
+    assert len(cv["cv"]["scored"]) == len(_oof(work)["items"])
+    # the same store against the whole data root (every training crop's annotated classes), by hand
+    by_hand = score_submission(work / "cv" / "oof_submission.zarr", synthetic, echo_warnings=False)
+    assert by_hand["overall"] == cv["overall"]
+    assert {k: v["score"] for k, v in by_hand["labels"].items()} == {k: v["score"] for k, v in cv["labels"].items()}
+    md = (work / "cv" / "scores.md").read_text()
+    assert "Cross-validated score" in md and f"{cv['overall']['score']:.4f}" in md
+
+
+def test_rerun_keeps_maps_and_score(oof_run, capsys):
+    work, _ = oof_run
+    before = {p: p.stat().st_mtime_ns for p in (work / "oof").rglob("*") if p.is_file() and not p.name.endswith(".lock")}
+    assert run_auto3dseg.main(["--mode", "oof", "--work_dir", str(work)]) == 0
+    printed = capsys.readouterr().out
+    assert "0 maps written" in printed and "up to date" in printed
+    assert "Cross-validated score (out-of-fold, official rules)" in printed and "Test score" in printed
+    after = {p: p.stat().st_mtime_ns for p in before}
+    assert before == after
+
+
+def test_a_fold_without_a_trained_bundle_is_listed_not_dropped(oof_run, tmp_path):
+    work, _ = oof_run
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy, symlinks=True)
+    (copy / "segresnet_1" / "training_done.json").unlink()
+    manifest = run_oof(copy, log=lambda *_: None)
+    oof = json.loads(manifest.read_text())
+    assert oof["missing"] and all(m["fold"] == 1 and "no trained bundle of fold 1" in m["reason"] for m in oof["missing"])
+    scores = json.loads(run_cv(copy, log=lambda *_: None).read_text())
+    unscored = {u["item"] for u in scores["cv"]["unscored"]}
+    assert {Path(m["image"]).name for m in oof["missing"]} <= unscored
+    assert len(scores["cv"]["scored"]) == len(oof["items"])
+
+
+def test_folds_changed_after_training_are_refused(oof_run, tmp_path):
+    work, data = oof_run
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy, symlinks=True)
+    dl_path = data / "datalist.json"
+    original = dl_path.read_text()
+    dl = json.loads(original)
+    for it in dl["training"]:  # swap the folds: each bundle now "holds out" what it trained on
+        it["fold"] = 1 - it["fold"]
+    try:
+        dl_path.write_text(json.dumps(dl))
+        with pytest.raises(OutOfFoldLeak, match="trained on .* should have held out"):
+            run_oof(copy, force=True, log=lambda *_: None)
+    finally:
+        dl_path.write_text(original)
