@@ -105,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--images", nargs="+", help="images for --mode predict (NIfTI)")
     g.add_argument("--output_dir", help="where --mode predict writes (default: <work_dir>/predictions)")
     g.add_argument("--oof", action="store_true",
-                   help="--mode full: also write the out-of-fold maps and the cross-validated score (as --mode oof)")
+                   help="--mode full and slurm: also write the out-of-fold maps and the cross-validated score (as --mode "
+                   "oof), last")
     g.add_argument("--allow_unfinished", action="store_true",
                    help="predict/ensemble: also use bundles whose training stopped early, from their best model.pt "
                    "(each is named; the default takes only bundles that finished)")
@@ -328,7 +329,7 @@ def _run(args: argparse.Namespace, datalist: str, dataroot: str, overrides: dict
         print(f"\nnote: {datalist} has no testing items: nothing to ensemble or submit. Predict new images with "
               "--mode predict --images ...")
         return _oof(args, work, datalist) if args.oof else 0
-    if args.require_trained and mode in ("ensemble", "submit", "full"):
+    if args.require_trained and mode in ("ensemble", "submit", "oof", "full"):
         _check_trained(work, args.algos)
     if mode == "predict":
         _check_predict_images(args.images, datalist)
@@ -474,7 +475,8 @@ def _slurm(args: argparse.Namespace, datalist: str) -> int:
         result = slurm.submit_pipeline(work, datalist, res=res, algos=args.algos, num_fold=args.num_fold,
                                        generate_args=generate_args, train_args=train_args, ensemble_args=ensemble_args,
                                        submit_args=submit_args, submit=_has_test_labels(datalist, args.test_manifest),
-                                       dry_run=args.dry_run, force=args.force)
+                                       dry_run=args.dry_run, force=args.force,
+                                       oof_args=submit_args[2 if args.truth else 0:] if args.oof else None)
     except slurm.SlurmError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -148,3 +148,16 @@ def test_task_index_picks_the_work_dir_bundle_or_says_which_exist(tmp_path, caps
         run_auto3dseg._task_bundle(tmp_path, ["segresnet", "dints"], 3)
     with pytest.raises(RuntimeError, match="not trained: dints_0, segresnet_0, segresnet_1"):
         run_auto3dseg._check_trained(tmp_path, ["segresnet", "dints"])
+
+
+def test_dry_run_with_oof_ends_the_final_job_with_the_cross_validated_score(converted, tmp_path, capsys, monkeypatch):
+    out, _ = converted
+    monkeypatch.setattr(slurm_mod, "probe_cluster", lambda p=None: slurm_mod.ClusterInfo(16, 64000, 4, ["gpu"]))
+    rc = run_auto3dseg.main(["--mode", "slurm", "--datalist", str(out / "datalist.json"), "--work_dir",
+                             str(tmp_path / "w"), "--dry_run", "--oof", "--truth", str(tmp_path / "truth"),
+                             "--score_rules", "strict", *TINY])
+    text = capsys.readouterr().out
+    final = text[text.index("# --- final"):]
+    lines = [line for line in final.splitlines() if "run_auto3dseg.py --work_dir" in line]
+    assert rc == 0 and [line.split("--mode ")[1].split()[0] for line in lines[:3]] == ["ensemble", "submit", "oof"]
+    assert "--score_rules strict" in lines[2] and "--truth" not in lines[2]
