@@ -59,7 +59,7 @@ demo-cellmap: venv $(DEMO_DIR)/synthetic_cellmap/cases.json
 	    --test_manifest $(DEMO_DIR)/synthetic_cellmap/test_crop_manifest.csv \
 	    --output_dir $(DEMO_DIR)/nifti --num_folds 2 --workers $(WORKERS)
 	$(PY) run_auto3dseg.py --mode full --datalist $(DEMO_DIR)/nifti/datalist.json \
-	    --work_dir $(DEMO_DIR)/work_dir --workers 0 --num_epochs 2 --patch_size 32 $(DEMO_TRAIN) --oof \
+	    --work_dir $(DEMO_DIR)/work_dir --workers 0 --num_epochs 2 --patch_size 32 $(DEMO_TRAIN) --oof --tune \
 	    --truth $(DEMO_DIR)/synthetic_cellmap/test_truth.zarr
 	@echo
 	@echo "CellMap demo finished."
@@ -74,13 +74,14 @@ demo-cellmap: venv $(DEMO_DIR)/synthetic_cellmap/cases.json
 	@echo "  CellMap submission (zipped): $(DEMO_DIR)/work_dir/submission/submission.zip (report: submission_report.md)"
 	@echo "  local score vs test truth:   $(DEMO_DIR)/work_dir/submission/scores.md (and scores.json)"
 	@echo "  cross-validated score:       $(DEMO_DIR)/work_dir/cv/scores.md (out-of-fold maps: $(DEMO_DIR)/work_dir/oof/)"
+	@echo "  tuned post-processing:       $(DEMO_DIR)/work_dir/postprocess_tuned.yaml (report: tuning/report.md)"
 
 demo-cells: venv $(DEMO_DIR)/synthetic_cells/cases.json
 	$(PY) -m converters.cells.convert --images $(DEMO_DIR)/synthetic_cells/images \
 	    --labels $(DEMO_DIR)/synthetic_cells/labels --output_dir $(DEMO_DIR)/cells_nifti --num_folds 2 \
 	    --workers $(WORKERS) --no_progress
 	$(PY) run_auto3dseg.py --mode full --datalist $(DEMO_DIR)/cells_nifti/datalist.json \
-	    --work_dir $(DEMO_DIR)/cells_work_dir --workers 0 $(DEMO_CELLS) --oof \
+	    --work_dir $(DEMO_DIR)/cells_work_dir --workers 0 $(DEMO_CELLS) --oof --tune \
 	    --truth $(DEMO_DIR)/synthetic_cells/test_truth
 	@echo
 	@echo "Cell demo finished."
@@ -90,6 +91,7 @@ demo-cells: venv $(DEMO_DIR)/synthetic_cells/cases.json
 	@echo "  bundle:                      $(DEMO_DIR)/cells_work_dir/segresnet_0/ (curves: model/progress.png)"
 	@echo "  <stem>_label.tiff:           $(DEMO_DIR)/cells_work_dir/submission/labels/ (report: submission_report.md)"
 	@echo "  cross-validated F1:          $(DEMO_DIR)/cells_work_dir/cv/scores.md (out-of-fold maps: $(DEMO_DIR)/cells_work_dir/oof/)"
+	@echo "  tuned post-processing:       $(DEMO_DIR)/cells_work_dir/tuning/report.md"
 	@echo "  F1 (official rules):         $(DEMO_DIR)/cells_work_dir/submission/scores.md (and .json, .csv)"
 
 bench: venv

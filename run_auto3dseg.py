@@ -17,9 +17,12 @@ Modes (each reads and writes --work_dir; every step keeps what an earlier run fi
 * oof       out-of-fold maps of the training items (each from the bundles of its own fold,
             which never trained on it) and the cross-validated score they give under the
             challenge's rules (<work_dir>/cv/scores.md): the estimate to compare runs with;
+* tune_postprocess  choose each class's post-processing parameters on the out-of-fold maps
+            for the cross-validated score (<work_dir>/postprocess_tuned.yaml, used by submit
+            and oof from then on; report in <work_dir>/tuning/report.md);
 * full      analyze → generate → train → ensemble (→ submit when the datalist has test
-            crops with labels to predict, or testing cell images; → oof with --oof),
-            resuming whatever is done;
+            crops with labels to predict, or testing cell images; → oof with --oof;
+            → tune_postprocess and submit again with --tune), resuming whatever is done;
 * slurm     the same as a chain of SLURM jobs (prep, one array task per network and fold,
             final), submitted from one command; run it again to submit only what is unfinished.
 """
@@ -27,12 +30,14 @@ Modes (each reads and writes --work_dir; every step keeps what an earlier run fi
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-MODES = ("validate", "analyze", "generate", "train", "ensemble", "predict", "submit", "oof", "full", "slurm")
+MODES = ("validate", "analyze", "generate", "train", "ensemble", "predict", "submit", "oof", "tune_postprocess", "full",
+         "slurm")
 
 _EPILOG = """\
 training overrides: --override KEY=VALUE (repeatable) is passed to every bundle's training
@@ -104,6 +109,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--n_best", type=_positive_int, default=5, help="N of best_n (default: 5)")
     g.add_argument("--images", nargs="+", help="images for --mode predict (NIfTI)")
     g.add_argument("--output_dir", help="where --mode predict writes (default: <work_dir>/predictions)")
+    g.add_argument("--tune", action="store_true",
+                   help="--mode full: after --oof, tune the post-processing on the out-of-fold maps and submit again "
+                   "with it (as --mode tune_postprocess, then submit)")
+    g.add_argument("--tune_budget", type=_positive_int, default=24,
+                   help="tune_postprocess: at most this many parameter sets tried per class (default: 24)")
+    g.add_argument("--tune_min_crops", type=_positive_int, default=2,
+                   help="tune_postprocess: a class annotated in fewer crops (cells: untiled images) keeps its defaults "
+                   "(default: 2)")
+    g.add_argument("--tune_min_objects", type=_positive_int, default=5,
+                   help="tune_postprocess: an instance class with fewer truth objects keeps its defaults (default: 5)")
+    g.add_argument("--tune_min_gain", type=float, default=0.005,
+                   help="tune_postprocess: a class keeps its defaults unless tuning raises its score by this much "
+                   "(default: 0.005)")
     g.add_argument("--oof", action="store_true",
                    help="--mode full and slurm: also write the out-of-fold maps and the cross-validated score (as --mode "
                    "oof), last")
@@ -359,32 +377,59 @@ def _run(args: argparse.Namespace, datalist: str, dataroot: str, overrides: dict
         rc = _submit(args, work, datalist)
     if mode == "oof" or (mode == "full" and args.oof and rc == 0):
         rc = _oof(args, work, datalist)
+    if mode == "tune_postprocess" or (mode == "full" and args.oof and args.tune and rc == 0):
+        rc = _tune(args, work, datalist)
     return rc
+
+
+def _tune(args: argparse.Namespace, work: Path, datalist: str) -> int:
+    from auto3dseg.evaluation.cv import cv_summary, run_cv
+    from auto3dseg.orchestration.workdir import data_kind
+    from auto3dseg.postprocess.tune import postprocess_params_for, tune_postprocess, tuning_summary
+
+    _step("tune_postprocess")
+    report = tune_postprocess(work, budget=args.tune_budget, min_crops=args.tune_min_crops,
+                              min_objects=args.tune_min_objects, min_gain=args.tune_min_gain, rules=args.score_rules)
+    print(tuning_summary(report))
+    print(f"Tuning report: {work / 'tuning' / 'report.md'}")
+    cells = data_kind(datalist) == "cells"
+    params = postprocess_params_for(work, args.postprocess_params, cells)
+    print(cv_summary(json.loads(run_cv(work, params=params, rules=args.score_rules).read_text())))
+    if args.mode == "full" and _has_test_labels(datalist, args.test_manifest):
+        before = _test_score(work)
+        rc = _submit(args, work, datalist)  # with the tuned parameters; the previous submission is kept aside
+        after = _test_score(work)
+        if before is not None and after is not None:
+            print(f"Test score with the default post-processing {before:.4f}, with the tuned one {after:.4f} "
+                  f"({after - before:+.4f}; the earlier submission is in {work / 'submission' / 'replaced'})")
+        return rc
+    return 0
+
+
+def _test_score(work: Path) -> float | None:
+    """The figure of <work_dir>/submission/scores.json (CellMap overall or cells mean F1), if scored."""
+    path = work / "submission" / "scores.json"
+    if not path.is_file():
+        return None
+    t = _read_json(path)
+    return t.get("mean_f1") if "mean_f1" in t else (t.get("overall") or {}).get("score")
 
 
 def _oof(args: argparse.Namespace, work: Path, datalist: str) -> int:
     from auto3dseg.evaluation.cv import cv_summary, oof_and_cv
     from auto3dseg.orchestration.workdir import data_kind
 
+    from auto3dseg.postprocess.tune import postprocess_params_for
+
     _step("oof")
-    if data_kind(datalist) == "cells":
-        from auto3dseg.postprocess.cells import load_cell_params
-
-        params = load_cell_params(args.postprocess_params)
-    else:
-        from auto3dseg.postprocess import load_postprocess_params
-
-        params = load_postprocess_params(args.postprocess_params)
+    params = postprocess_params_for(work, args.postprocess_params, data_kind(datalist) == "cells")
     scores = oof_and_cv(work, method=args.ensemble_method, n_best=args.n_best, algos=args.algos,
                         allow_unfinished=args.allow_unfinished, params=params, rules=args.score_rules,
                         force=args.force and args.mode == "oof")
     print(cv_summary(scores))
-    test = work / "submission" / "scores.json"
-    if test.is_file():
-        t = _read_json(test)
-        figure = t.get("mean_f1") if "mean_f1" in t else (t.get("overall") or {}).get("score")
-        if figure is not None:
-            print(f"Test score (submission against --truth):            {figure:.4f}")
+    figure = _test_score(work)
+    if figure is not None:
+        print(f"Test score (submission against --truth):            {figure:.4f}")
     print(f"Cross-validated scores: {work / 'cv' / 'scores.md'} (and scores.json)")
     return 0
 
@@ -522,7 +567,7 @@ def _has_test_labels(datalist: str, test_manifest: str | None) -> bool:
 
 def _submit(args: argparse.Namespace, work: Path, datalist: str) -> int:
     from auto3dseg.ensembling.ensemble import ENSEMBLE_DIR
-    from auto3dseg.postprocess import load_postprocess_params
+    from auto3dseg.postprocess.tune import postprocess_params_for
     from auto3dseg.submission.cellmap import write_submission
 
     _step("submit")
@@ -535,7 +580,7 @@ def _submit(args: argparse.Namespace, work: Path, datalist: str) -> int:
 
     if is_cell_datalist(_read_json(datalist)):
         return _submit_cells(args, work, datalist, manifest)
-    params = load_postprocess_params(args.postprocess_params)
+    params = postprocess_params_for(work, args.postprocess_params, cells=False)
     zip_path, report = write_submission(manifest, datalist, work / "submission", params=params,
                                         test_manifest=args.test_manifest, force=args.force and args.mode == "submit")
     print(f"Submission: {zip_path} ({len(report.rows)} labels, {len(report.empty)} empty; "
@@ -568,10 +613,10 @@ def _submit(args: argparse.Namespace, work: Path, datalist: str) -> int:
 
 
 def _submit_cells(args: argparse.Namespace, work: Path, datalist: str, manifest: Path) -> int:
-    from auto3dseg.postprocess.cells import load_cell_params
+    from auto3dseg.postprocess.tune import postprocess_params_for
     from auto3dseg.submission.cells import write_cell_submission
 
-    params = load_cell_params(args.postprocess_params)
+    params = postprocess_params_for(work, args.postprocess_params, cells=True)
     folder, rows = write_cell_submission(manifest, datalist, work / "submission", params=params,
                                          force=args.force and args.mode == "submit")
     failed = [r for r in rows if r["status"] != "written"]

@@ -107,3 +107,71 @@ def test_folds_changed_after_training_are_refused(oof_run, tmp_path):
             run_oof(copy, force=True, log=lambda *_: None)
     finally:
         dl_path.write_text(original)
+
+
+def _purpose_built_maps(work: Path, value: float) -> dict:
+    """Replace the out-of-fold maps of a copied work_dir by maps built from the converted labels:
+    ``value`` inside every class (groups through their parts), 0.05 elsewhere."""
+    import nibabel as nib
+    import numpy as np
+
+    from auto3dseg.ensembling.probability_maps import write_probability_map
+
+    oof = _oof(work)
+    table = json.loads(Path(oof["datalist"]).read_text())["class_table"]
+    by_name = {r["name"]: r for r in table}
+
+    def ids(name: str) -> set[int]:
+        row = by_name[name]
+        return {int(row["id"])} | {i for p in row.get("parts") or [] for i in ids(next(
+            r["name"] for r in table if int(r["id"]) == int(p)))}
+
+    for it in oof["items"]:
+        lab_img = nib.load(it["label"])
+        lab = np.asarray(lab_img.dataobj)
+        prob = np.full((len(oof["channels"]), *lab.shape), 0.05, dtype=np.float32)
+        for c, name in enumerate(oof["channels"]):
+            prob[c][np.isin(lab, list(ids(name)))] = value
+        out = work / "oof" / Path(it["probabilities"]).name
+        shutil.rmtree(out)
+        write_probability_map(prob, lab_img.affine, out, oof["channels"], "sigmoid")
+        it["probabilities"] = str(out)
+    (work / "oof" / "oof.json").write_text(json.dumps(oof))
+    return oof
+
+
+def test_tuning_fixes_a_wrong_default_and_keeps_it_where_data_are_few(oof_run, tmp_path):
+    from auto3dseg.postprocess.tune import TUNED_YAML, tune_postprocess
+
+    work, _ = oof_run
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy, symlinks=True)
+    _purpose_built_maps(copy, 0.4)  # every class at 0.4: the default threshold 0.5 finds nothing
+    report = tune_postprocess(copy, log=lambda *_: None)
+    rows = {r["label"]: r for r in report["classes"]}
+    # a semantic class seen in several crops: its threshold comes down below 0.4 and its score rises
+    assert not rows["cyto"]["kept"] and rows["cyto"]["changed"]["threshold"] < 0.4
+    assert rows["cyto"]["score_before"] == 0.0 and rows["cyto"]["score_after"] > 0.9
+    # a class annotated in one crop only keeps its default, saying why
+    assert rows["er_lum"]["kept"] and "fewer than 2" in rows["er_lum"]["reason"]
+    assert report["after"]["overall"]["score"] > report["before"]["overall"]["score"]
+    tuned = (copy / TUNED_YAML).read_text()
+    assert "cyto:" in tuned and "er_lum" not in tuned
+    # the cross-validated score then uses the tuned file, and equals the tuning's own figure
+    assert run_auto3dseg.main(["--mode", "oof", "--work_dir", str(copy)]) == 0
+    cv = json.loads((copy / "cv" / "scores.json").read_text())
+    assert cv["overall"]["score"] == pytest.approx(report["after"]["overall"]["score"], abs=1e-12)
+
+
+def test_tuning_keeps_the_defaults_when_they_are_right(oof_run, tmp_path):
+    from auto3dseg.postprocess.tune import TUNED_YAML, tune_postprocess
+
+    work, _ = oof_run
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy, symlinks=True)
+    _purpose_built_maps(copy, 0.95)  # every threshold from 0.3 to 0.7 gives the same, perfect, masks
+    report = tune_postprocess(copy, log=lambda *_: None)
+    semantic = [r for r in report["classes"] if r["kind"] == "semantic" and r.get("evaluations")]
+    assert semantic and all(r["kept"] and r["reason"] == "no value scored higher than the default" for r in semantic)
+    tuned = (copy / TUNED_YAML).read_text() if (copy / TUNED_YAML).exists() else ""
+    assert not any(f"\n{r['label']}:" in tuned for r in semantic)  # instance classes may still split better

@@ -264,6 +264,28 @@ def _score_present(t: TruthLabel, truth_arr: np.ndarray, target: Grid, arr: Any,
     return record, warns, notes
 
 
+class _OnGrid:
+    """An array already on a grid, with the attributes a submitted array carries."""
+
+    def __init__(self, data: np.ndarray, grid: Grid):
+        self.data, self.ndim, self.shape = data, data.ndim, data.shape
+        self.attrs = {"voxel_size": [float(v) for v in grid.spacing],
+                      "translation": [float(v) for v in grid.origin], "shape": [int(v) for v in grid.shape]}
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return self.data[key]
+
+
+def score_on_truth_grid(t: TruthLabel, truth_arr: np.ndarray, data: np.ndarray | None,
+                        rules: str = "official") -> dict[str, Any]:
+    """The record of one (crop, label) whose prediction ``data`` lies on the truth's own grid
+    (None: written empty), as :func:`score_submission` makes it for such a submitted array."""
+    target = _target(t, {}, rules)
+    if data is None:
+        data = np.zeros(tuple(target.shape), dtype=np.uint8)
+    return _score_present(t, truth_arr, target, _OnGrid(data, target), rules, t.key)[0]
+
+
 # --------------------------------------------------------------------------------------
 # The submission
 # --------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from converters.geometry import Grid, grid_from_nifti_affine
 from converters.outputs import atomic_write, atomic_write_text
 
 __all__ = ["SubmissionReport", "map_labels", "predictable_labels", "prediction_labels", "test_labels_by_crop",
-           "write_crops", "write_submission", "zip_store"]
+           "place_tiles", "write_crops", "write_submission", "zip_store"]
 
 SUBMISSION_STORE = "submission.zarr"
 
@@ -154,7 +154,7 @@ def _signature(ens: dict, params: dict, wanted: dict) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
-def _place_tiles(arrays: list[tuple[np.ndarray, Grid]], target: dict, kind: str) -> np.ndarray | None:
+def place_tiles(arrays: list[tuple[np.ndarray, Grid]], target: dict, kind: str) -> np.ndarray | None:
     """One label of every tile of a crop on the target grid (None when no tile has it): semantic
     masks united, instance ids of later tiles offset past those already placed."""
     from auto3dseg.postprocess import smallest_id_dtype
@@ -221,7 +221,7 @@ def write_crops(store: Path, wanted: dict[int, list[dict]], prob_by_crop: dict[i
             for note in notes:
                 log(f"note: crop{crop_id}/{label}: {note}")
             for target in (t for t in wanted[crop_id] if t["label"] == label):
-                data = _place_tiles(arrays, target, kind)
+                data = place_tiles(arrays, target, kind)
                 status = "predicted" if data is not None else (
                     "no image (crop not converted)" if not maps else "not predicted by the model")
                 if data is None:
