@@ -30,11 +30,21 @@ Modes (each reads and writes --work_dir; every step keeps what an earlier run fi
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+from auto3dseg.orchestration.cli_steps import (
+    has_test_labels,
+    has_testing,
+    oof_step,
+    read_json,
+    slurm_step,
+    step_banner,
+    submit_step,
+    tune_step,
+)
 
 MODES = ("validate", "analyze", "generate", "train", "ensemble", "predict", "submit", "oof", "tune_postprocess", "full",
          "slurm")
@@ -209,10 +219,6 @@ def _datalist_and_root(args: argparse.Namespace) -> tuple[str, str]:
     return src["datalist"], args.dataroot or src["dataroot"]
 
 
-def _step(title: str) -> None:
-    print(f"\n=== {title}", flush=True)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -256,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return rc
     try:
         if args.mode == "slurm":
-            return _slurm(args, datalist)
+            return slurm_step(args, datalist)
         return _run(args, datalist, dataroot, overrides)
     except (FileNotFoundError, ValueError, RuntimeError, KeyError) as exc:
         if args.debug:
@@ -313,7 +319,7 @@ def _run(args: argparse.Namespace, datalist: str, dataroot: str, overrides: dict
     if mode in ("analyze", "full"):
         from auto3dseg.analysis.analyze import analyze
 
-        _step("analyze")
+        step_banner("analyze")
         stats = analyze(datalist, work, dataroot, device=args.device, workers=args.workers,
                         force=args.force and mode == "analyze", validate=False)  # validated in main()
         print(f"Data statistics: {stats}")
@@ -321,7 +327,7 @@ def _run(args: argparse.Namespace, datalist: str, dataroot: str, overrides: dict
     if mode in ("generate", "full"):
         from auto3dseg.bundles.generate import generate
 
-        _step("generate")
+        step_banner("generate")
         res = generate(work, datalist, dataroot, algos=args.algos, num_fold=args.num_fold, templates=args.templates,
                        num_epochs=args.num_epochs, patch_size=args.patch_size, budget=args.budget,
                        force=args.force and mode == "generate")
@@ -329,7 +335,7 @@ def _run(args: argparse.Namespace, datalist: str, dataroot: str, overrides: dict
     if mode in ("train", "full"):
         from auto3dseg.orchestration.train_bundles import train_bundles
 
-        _step("train")
+        step_banner("train")
         algos = [args.algo] if args.algo else args.algos
         folds = None if args.fold is None else [args.fold]
         if args.task_index is not None:
@@ -343,10 +349,10 @@ def _run(args: argparse.Namespace, datalist: str, dataroot: str, overrides: dict
             print(f"error: {len(report.failed)} bundle(s) failed; fix and re-run: finished bundles are kept",
                   file=sys.stderr)
             return 1
-    if mode == "full" and not _has_testing(datalist):
+    if mode == "full" and not has_testing(datalist):
         print(f"\nnote: {datalist} has no testing items: nothing to ensemble or submit. Predict new images with "
               "--mode predict --images ...")
-        return _oof(args, work, datalist) if args.oof else 0
+        return oof_step(args, work, datalist) if args.oof else 0
     if args.require_trained and mode in ("ensemble", "submit", "oof", "full"):
         _check_trained(work, args.algos)
     if mode == "predict":
@@ -354,7 +360,7 @@ def _run(args: argparse.Namespace, datalist: str, dataroot: str, overrides: dict
     if mode in ("ensemble", "predict", "full"):
         from auto3dseg.ensembling.ensemble import run_ensemble
 
-        _step("ensemble" if mode != "predict" else "predict")
+        step_banner("ensemble" if mode != "predict" else "predict")
         out = args.output_dir or (str(work / "predictions") if mode == "predict" else None)
         manifest = run_ensemble(work, method=args.ensemble_method, n_best=args.n_best, algos=args.algos,
                                 images=args.images if mode == "predict" else None, output_dir=out,
@@ -365,7 +371,7 @@ def _run(args: argparse.Namespace, datalist: str, dataroot: str, overrides: dict
             from auto3dseg.ensembling.predict_labels import postprocess_predictions
             from datalists.cell_classes import is_cell_datalist
 
-            dl = _read_json(datalist)
+            dl = read_json(datalist)
             folder, rows = postprocess_predictions(manifest, dl["class_table"], cells=is_cell_datalist(dl),
                                                    params_path=args.postprocess_params)
             failed = [r for r in rows if r["status"] != "written"]
@@ -373,65 +379,13 @@ def _run(args: argparse.Namespace, datalist: str, dataroot: str, overrides: dict
             if failed:
                 return 1
     rc = 0
-    if mode == "submit" or (mode == "full" and _has_test_labels(datalist, args.test_manifest)):
-        rc = _submit(args, work, datalist)
+    if mode == "submit" or (mode == "full" and has_test_labels(datalist, args.test_manifest)):
+        rc = submit_step(args, work, datalist)
     if mode == "oof" or (mode == "full" and args.oof and rc == 0):
-        rc = _oof(args, work, datalist)
+        rc = oof_step(args, work, datalist)
     if mode == "tune_postprocess" or (mode == "full" and args.oof and args.tune and rc == 0):
-        rc = _tune(args, work, datalist)
+        rc = tune_step(args, work, datalist)
     return rc
-
-
-def _tune(args: argparse.Namespace, work: Path, datalist: str) -> int:
-    from auto3dseg.evaluation.cv import cv_summary, run_cv
-    from auto3dseg.orchestration.workdir import data_kind
-    from auto3dseg.postprocess.tune import postprocess_params_for, tune_postprocess, tuning_summary
-
-    _step("tune_postprocess")
-    report = tune_postprocess(work, budget=args.tune_budget, min_crops=args.tune_min_crops,
-                              min_objects=args.tune_min_objects, min_gain=args.tune_min_gain, rules=args.score_rules)
-    print(tuning_summary(report))
-    print(f"Tuning report: {work / 'tuning' / 'report.md'}")
-    cells = data_kind(datalist) == "cells"
-    params = postprocess_params_for(work, args.postprocess_params, cells)
-    print(cv_summary(json.loads(run_cv(work, params=params, rules=args.score_rules).read_text())))
-    if args.mode == "full" and _has_test_labels(datalist, args.test_manifest):
-        before = _test_score(work)
-        rc = _submit(args, work, datalist)  # with the tuned parameters; the previous submission is kept aside
-        after = _test_score(work)
-        if before is not None and after is not None:
-            print(f"Test score with the default post-processing {before:.4f}, with the tuned one {after:.4f} "
-                  f"({after - before:+.4f}; the earlier submission is in {work / 'submission' / 'replaced'})")
-        return rc
-    return 0
-
-
-def _test_score(work: Path) -> float | None:
-    """The figure of <work_dir>/submission/scores.json (CellMap overall or cells mean F1), if scored."""
-    path = work / "submission" / "scores.json"
-    if not path.is_file():
-        return None
-    t = _read_json(path)
-    return t.get("mean_f1") if "mean_f1" in t else (t.get("overall") or {}).get("score")
-
-
-def _oof(args: argparse.Namespace, work: Path, datalist: str) -> int:
-    from auto3dseg.evaluation.cv import cv_summary, oof_and_cv
-    from auto3dseg.orchestration.workdir import data_kind
-
-    from auto3dseg.postprocess.tune import postprocess_params_for
-
-    _step("oof")
-    params = postprocess_params_for(work, args.postprocess_params, data_kind(datalist) == "cells")
-    scores = oof_and_cv(work, method=args.ensemble_method, n_best=args.n_best, algos=args.algos,
-                        allow_unfinished=args.allow_unfinished, params=params, rules=args.score_rules,
-                        force=args.force and args.mode == "oof")
-    print(cv_summary(scores))
-    figure = _test_score(work)
-    if figure is not None:
-        print(f"Test score (submission against --truth):            {figure:.4f}")
-    print(f"Cross-validated scores: {work / 'cv' / 'scores.md'} (and scores.json)")
-    return 0
 
 
 def _settings_overrides(args: argparse.Namespace, work: Path, algos: Sequence[str], folds: list[int] | None,
@@ -483,160 +437,6 @@ def _check_trained(work: Path, algos: Sequence[str]) -> None:
         raise RuntimeError(f"not trained: {', '.join(missing)} (of {len(bundles)} bundles in {work}). Train them "
                            "(--mode train, or run the same --mode slurm command again: it submits only what is "
                            "unfinished) before ensembling")
-
-
-def _slurm(args: argparse.Namespace, datalist: str) -> int:
-    from auto3dseg.orchestration import slurm
-
-    work = Path(args.work_dir).resolve()
-    flags = {"partition": args.slurm_partition, "account": args.slurm_account, "qos": args.slurm_qos,
-             "gpus": args.slurm_gpus, "cpus": args.slurm_cpus, "mem": args.slurm_mem, "time": args.slurm_time,
-             "args": args.slurm_args}
-    try:
-        partition = args.slurm_partition or os.environ.get("AUTO3DSEG_SLURM_PARTITION")
-        cluster = slurm.probe_cluster(partition)
-        res = slurm.resolve_resources(flags, cluster)
-    except slurm.SlurmError as exc:
-        if not args.dry_run:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        print(f"note: {exc}; the dry run assumes one GPU and 8 CPUs per task", file=sys.stderr)
-        res = slurm.resolve_resources(flags, slurm.ClusterInfo(8, 0, 1))
-    generate_args = [*(["--num_epochs", str(args.num_epochs)] if args.num_epochs else []),
-                     *(["--budget", str(args.budget)] if args.budget else []),
-                     *(["--patch_size", str(args.patch_size)] if args.patch_size else []),
-                     *(["--templates", str(Path(args.templates).resolve()) if Path(args.templates).exists()
-                        else args.templates] if args.templates else [])]
-    # bundles that exist already get --num_epochs, --budget and --patch_size at training
-    train_args = [*generate_args[:2 * sum(1 for v in (args.num_epochs, args.budget, args.patch_size) if v)],
-                  *(a for kv in args.override for a in ("--override", kv))]
-    ensemble_args = ["--ensemble_method", args.ensemble_method, "--n_best", str(args.n_best)]
-    submit_args = [*(["--truth", str(Path(args.truth).resolve())] if args.truth else []),
-                   *(["--score_rules", args.score_rules] if args.score_rules != "official" else []),
-                   *(["--test_manifest", str(Path(args.test_manifest).resolve())] if args.test_manifest else []),
-                   *(["--postprocess_params", str(Path(args.postprocess_params).resolve())]
-                     if args.postprocess_params else [])]
-    try:
-        result = slurm.submit_pipeline(work, datalist, res=res, algos=args.algos, num_fold=args.num_fold,
-                                       generate_args=generate_args, train_args=train_args, ensemble_args=ensemble_args,
-                                       submit_args=submit_args, submit=_has_test_labels(datalist, args.test_manifest),
-                                       dry_run=args.dry_run, force=args.force,
-                                       oof_args=submit_args[2 if args.truth else 0:] if args.oof else None)
-    except slurm.SlurmError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if args.dry_run:
-        for (step, text), cmd in zip(result.scripts.items(), result.commands):
-            print(f"# --- {step}: {work / slurm.SLURM_DIR / (step + '.sbatch')}\n{text}")
-            print(" ".join(slurm.shlex.quote(c) for c in cmd) + "\n")
-        return 0
-    print(f"Submitted to SLURM for {work} ({len(result.bundles)} bundles; array tasks {result.array or 'none'}):")
-    for step, job in result.jobs.items():
-        print(f"  {step:6s} job {job}")
-    for note in result.notes:
-        print(f"  note: {note}")
-    print("\n".join(slurm.how_to_watch(result, work)))
-    return 0
-
-
-def _read_json(path: str | Path) -> dict:
-    import json
-
-    return json.loads(Path(path).read_text())
-
-
-def _has_testing(datalist: str) -> bool:
-    return bool(_read_json(datalist).get("testing"))
-
-
-def _has_test_labels(datalist: str, test_manifest: str | None) -> bool:
-    import json
-
-    from datalists.cell_classes import is_cell_datalist
-
-    if test_manifest:
-        return True
-    dl = json.loads(Path(datalist).read_text())
-    if is_cell_datalist(dl):
-        return bool(dl.get("testing"))
-    items_file = Path(datalist).parent / dl.get("items_file", "datalist_items.json")
-    if not items_file.is_file():
-        return False
-    return any(v.get("test_labels") for v in json.loads(items_file.read_text()).values())
-
-
-def _submit(args: argparse.Namespace, work: Path, datalist: str) -> int:
-    from auto3dseg.ensembling.ensemble import ENSEMBLE_DIR
-    from auto3dseg.postprocess.tune import postprocess_params_for
-    from auto3dseg.submission.cellmap import write_submission
-
-    _step("submit")
-    manifest = work / ENSEMBLE_DIR / "ensemble.json"
-    if not manifest.is_file():
-        partial = " (an interrupted ensemble left only part of the maps)" if manifest.with_name(
-            "ensemble.partial.json").is_file() else ""
-        raise FileNotFoundError(f"{manifest} not found{partial}: run --mode ensemble (again: it resumes) first")
-    from datalists.cell_classes import is_cell_datalist
-
-    if is_cell_datalist(_read_json(datalist)):
-        return _submit_cells(args, work, datalist, manifest)
-    params = postprocess_params_for(work, args.postprocess_params, cells=False)
-    zip_path, report = write_submission(manifest, datalist, work / "submission", params=params,
-                                        test_manifest=args.test_manifest, force=args.force and args.mode == "submit")
-    print(f"Submission: {zip_path} ({len(report.rows)} labels, {len(report.empty)} empty; "
-          f"report {zip_path.parent / 'submission_report.md'})")
-    if args.truth:
-        import json
-
-        from auto3dseg.evaluation.score import (
-            format_scores_markdown,
-            score_submission,
-            write_scores,
-        )
-
-        out = zip_path.parent / "scores.json"
-        cached = json.loads(out.read_text()) if out.is_file() else None
-        manifest = str(args.test_manifest) if args.test_manifest else None
-        if (cached and cached.get("truth") == str(args.truth) and cached.get("rules") == args.score_rules
-                and cached.get("test_manifest") == manifest and not args.force
-                and out.stat().st_mtime >= zip_path.stat().st_mtime):
-            scores = cached  # this submission was scored against this truth, with these rules, already
-            for w in scores.get("warnings", []):
-                print(f"warning: {w.get('crop')}/{w.get('label')} [{w.get('kind')}]: {w.get('message')}",
-                      file=sys.stderr)
-        else:
-            scores = score_submission(zip_path, args.truth, rules=args.score_rules, test_manifest=args.test_manifest)
-            write_scores(scores, out)
-        print(format_scores_markdown(scores))
-        print(f"Scores: {out} (and {out.with_suffix('.md')})")
-    return 0
-
-
-def _submit_cells(args: argparse.Namespace, work: Path, datalist: str, manifest: Path) -> int:
-    from auto3dseg.postprocess.tune import postprocess_params_for
-    from auto3dseg.submission.cells import write_cell_submission
-
-    params = postprocess_params_for(work, args.postprocess_params, cells=True)
-    folder, rows = write_cell_submission(manifest, datalist, work / "submission", params=params,
-                                         force=args.force and args.mode == "submit")
-    failed = [r for r in rows if r["status"] != "written"]
-    print(f"Submission: {folder} ({len(rows) - len(failed)} <stem>_label.tiff files, {len(failed)} failed; "
-          f"report {folder.parent / 'submission_report.md'})")
-    if args.truth:
-        from auto3dseg.evaluation.cellseg import format_cellseg_markdown, score_folders, write_cellseg_scores
-
-        out = folder.parent / "scores.json"
-        cached = _read_json(out) if out.is_file() else None
-        signature = folder.parent / "submission_signature.txt"
-        if (cached and cached.get("truth") == str(args.truth) and not args.force and signature.is_file()
-                and out.stat().st_mtime >= signature.stat().st_mtime):
-            result = cached  # these labels were scored against this truth already
-        else:
-            result = dict(score_folders(args.truth, folder, progress=False), truth=str(args.truth))
-            write_cellseg_scores(result, out)
-        print(format_cellseg_markdown(result))
-        print(f"Scores: {out} (and {out.with_suffix('.md')}, {out.with_suffix('.csv')})")
-    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -181,3 +181,17 @@ def test_oof_cross_validated_f1_equals_the_scorer_by_hand(cell_run, converted_ce
             target.symlink_to(out / "instances" / f"{stem}_label.tiff")
     by_hand = score_folders(truth, work / "cv" / "labels", progress=False)
     assert by_hand["mean_f1"] == cv["mean_f1"] and by_hand["n_scored"] == len(whole)
+
+
+def test_tuning_cells_evaluates_as_the_cv_scorer_and_keeps_defaults_on_few_images(cell_run, capsys):
+    work, _ = cell_run
+    assert run_auto3dseg.main(["--mode", "oof", "--work_dir", str(work)]) == 0  # kept when already there
+    cv = json.loads((work / "cv" / "scores.json").read_text())
+    rc = run_auto3dseg.main(["--mode", "tune_postprocess", "--work_dir", str(work), "--tune_min_crops", "99"])
+    printed = capsys.readouterr().out
+    report = json.loads((work / "tuning" / "report.json").read_text())
+    (row,) = report["classes"]
+    assert rc == 0 and row["kept"] and "fewer than 99" in row["reason"] and not (work / "postprocess_tuned.yaml").exists()
+    # the tuning's objective at the defaults is the cross-validated mean F1 itself
+    assert row["score_before"] == pytest.approx(cv["mean_f1"], abs=1e-12)
+    assert "the defaults kept for every class" in printed

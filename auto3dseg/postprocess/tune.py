@@ -313,9 +313,10 @@ def tune_cells(oof: Mapping[str, Any], datalist: str | os.PathLike, defaults: Ma
         _, data, names, scale = read_cell_map(it["probabilities"], oof.get("channels"))
         cases.append((meta["stem"], data, names or [], scale, tifffile.imread(dl_path.parent / meta["instances"])))
 
-    def evaluate(p: dict) -> float:
-        return float(np.mean([score_image(gt, cells_from_probabilities(data, names, dl["class_table"], p, scale=scale))
-                              ["f1"] for _, data, names, scale, gt in cases]))
+    def evaluate(p: dict) -> float:  # per-image F1 rounded to 4 decimals, as the official CSV (and our CV) has it
+        return float(np.mean([np.round(score_image(gt, cells_from_probabilities(data, names, dl["class_table"], p,
+                                                                                scale=scale))["f1"], 4)
+                              for _, data, names, scale, gt in cases]))
 
     row: dict[str, Any] = {"label": "cell", "kind": "instance", "crops": len(cases)}
     if len(cases) < min_images:
