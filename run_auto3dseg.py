@@ -119,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--n_best", type=_positive_int, default=5, help="N of best_n (default: 5)")
     g.add_argument("--images", nargs="+", help="images for --mode predict (NIfTI)")
     g.add_argument("--output_dir", help="where --mode predict writes (default: <work_dir>/predictions)")
+    g.add_argument("--tta", action="store_true",
+                   help="test-time augmentation for ensemble, predict and oof: each block is also predicted mirrored "
+                   "along every combination of its spatial axes (8 passes in 3-D, 4 in 2-D: that many times the "
+                   "inference time) and the probabilities averaged; maps of the other setting are recomputed")
     g.add_argument("--tune", action="store_true",
                    help="--mode full: after --oof, tune the post-processing on the out-of-fold maps and submit again "
                    "with it (as --mode tune_postprocess, then submit)")
@@ -365,7 +369,7 @@ def _run(args: argparse.Namespace, datalist: str, dataroot: str, overrides: dict
         manifest = run_ensemble(work, method=args.ensemble_method, n_best=args.n_best, algos=args.algos,
                                 images=args.images if mode == "predict" else None, output_dir=out,
                                 force=args.force and mode in ("ensemble", "predict"),
-                                allow_unfinished=args.allow_unfinished)
+                                allow_unfinished=args.allow_unfinished, tta=args.tta)
         print(f"Probability maps: {manifest.parent} (channels and files in {manifest})")
         if mode == "predict" and args.postprocess:
             from auto3dseg.ensembling.predict_labels import postprocess_predictions

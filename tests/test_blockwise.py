@@ -163,3 +163,33 @@ def test_a_missing_or_foreign_map_is_named(tmp_path):
     zarr.open_array(str(tmp_path / "x_prob.zarr"), mode="w", shape=(2, 3), dtype="u1")
     with pytest.raises(ValueError, match="x_prob.zarr: not a probability map"):
         open_probability_map(tmp_path / "x_prob.zarr")
+
+
+@pytest.mark.parametrize("shape", [(1, 20, 18, 16), (1, 30, 26)])
+def test_tta_is_the_mean_of_the_mirrored_predictions(shape):
+    """``tta``: every mirror combination predicted and flipped back, averaged in probability space."""
+    import itertools
+
+    from auto3dseg.engine.blockwise import predict_blocks, tta_flips
+
+    torch.manual_seed(0)
+    dims = len(shape) - 1
+    net = (torch.nn.Conv3d if dims == 3 else torch.nn.Conv2d)(1, 2, 3, padding=1)
+    img = np.random.default_rng(0).random(shape).astype(np.float32)
+    cfg = {"patch_size": [8] * dims, "class_names": ["a", "b"], "output_activation": "sigmoid", "sw_batch_size": 2}
+
+    def whole(image, c):
+        out = torch.zeros(2, *shape[1:])
+        for block, prob in predict_blocks(net, image, c, torch.device("cpu")):
+            out[(slice(None), *block.core)] = prob
+        return out
+
+    manual = torch.zeros(2, *shape[1:])
+    flips = [c for n in range(dims + 1) for c in itertools.combinations(range(1, dims + 1), n)]
+    assert flips == tta_flips(dims, True) and len(flips) == 2 ** dims
+    for f in flips:
+        pred = whole(np.ascontiguousarray(np.flip(img, f)) if f else img, cfg)
+        manual += pred.flip(f) if f else pred
+    tta = whole(img, {**cfg, "tta": True})
+    assert torch.allclose(tta, manual / len(flips), atol=1e-6)
+    assert not torch.allclose(tta, whole(img, cfg), atol=1e-3)  # the mirrors do change a random network's output

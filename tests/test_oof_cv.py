@@ -175,3 +175,19 @@ def test_tuning_keeps_the_defaults_when_they_are_right(oof_run, tmp_path):
     assert semantic and all(r["kept"] and r["reason"] == "no value scored higher than the default" for r in semantic)
     tuned = (copy / TUNED_YAML).read_text() if (copy / TUNED_YAML).exists() else ""
     assert not any(f"\n{r['label']}:" in tuned for r in semantic)  # instance classes may still split better
+
+
+def test_tta_recomputes_the_maps_and_records_it(oof_run, tmp_path, capsys):
+    work, _ = oof_run
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy, symlinks=True)
+    before = json.loads((copy / "cv" / "scores.json").read_text())["overall"]["score"]
+    assert run_auto3dseg.main(["--mode", "oof", "--work_dir", str(copy), "--tta"]) == 0
+    printed = capsys.readouterr().out
+    oof = _oof(copy)
+    assert oof["tta"] and f"{len(oof['items'])} maps written" in printed
+    assert all(Path(it["probabilities"]).parent == copy / "oof" for it in oof["items"])
+    after = json.loads((copy / "cv" / "scores.json").read_text())["overall"]["score"]
+    assert after != before  # new maps, a new figure (a 3-iteration network is not mirror-symmetric)
+    assert run_auto3dseg.main(["--mode", "ensemble", "--work_dir", str(copy), "--tta"]) == 0
+    assert json.loads((copy / "ensemble_output" / "ensemble.json").read_text())["tta"] is True

@@ -229,6 +229,21 @@ def _region_logits(model: torch.nn.Module, region: torch.Tensor, cfg: Mapping[st
     return logits[0][(slice(None), *[slice(b, b + s) for b, s in zip(starts, spatial)])].float()
 
 
+def tta_flips(spatial_dims: int, tta: Any = False) -> list[tuple[int, ...]]:
+    """The flips of test-time augmentation, as dims of a ``[C, *S]`` tensor: ``[()]`` without it;
+    with it every combination of the spatial axes (8 in 3-D, 4 in 2-D), as nnU-Net mirrors.
+
+    >>> tta_flips(2), tta_flips(2, True)
+    ([()], [(), (1,), (2,), (1, 2)])
+    """
+    from itertools import combinations
+
+    if not tta:
+        return [()]
+    axes = range(1, spatial_dims + 1)
+    return [c for n in range(spatial_dims + 1) for c in combinations(axes, n)]
+
+
 @torch.no_grad()
 def predict_blocks(model: torch.nn.Module, image: np.ndarray | torch.Tensor, cfg: Mapping[str, Any],
                    device: torch.device, params: Mapping[str, Any] | None = None,
@@ -240,7 +255,9 @@ def predict_blocks(model: torch.nn.Module, image: np.ndarray | torch.Tensor, cfg
     ``params`` (:func:`intensity_parameters`) normalise each block as it is read from a raw
     image; without them the image is taken as already normalised. ``channels`` (the number of
     outputs) sizes the blocks; default the config's classes (plus background for softmax).
-    ``core`` fixes the cores instead (several bundles on the same blocks).
+    ``core`` fixes the cores instead (several bundles on the same blocks). ``cfg["tta"]``
+    true: each block is also predicted mirrored along every combination of its spatial axes
+    (:func:`tta_flips`), and the probabilities are averaged.
     """
     patch = [int(p) for p in cfg["patch_size"]]
     spatial = tuple(int(s) for s in image.shape[1:])
@@ -256,7 +273,14 @@ def predict_blocks(model: torch.nn.Module, image: np.ndarray | torch.Tensor, cfg
             region = torch.from_numpy(normalise_region(np.asarray(region), params))
         elif not isinstance(region, torch.Tensor):
             region = torch.from_numpy(np.ascontiguousarray(region, dtype=np.float32))
-        logits = _region_logits(model, region.float(), cfg, device, output_device)
-        logits = logits[(slice(None), *block.inner)]
-        prob = torch.softmax(logits, 0) if softmax else logits.sigmoid_()
+        flips = tta_flips(len(spatial), cfg.get("tta"))
+        prob = None
+        for dims in flips:  # averaged in probability space
+            logits = _region_logits(model, region.float().flip(dims) if dims else region.float(), cfg, device,
+                                    output_device)
+            logits = (logits.flip(dims) if dims else logits)[(slice(None), *block.inner)]
+            p = torch.softmax(logits, 0) if softmax else logits.sigmoid_()
+            prob = p if prob is None else prob.add_(p)
+        if len(flips) > 1:
+            prob = prob.div_(len(flips))
         yield block, prob.cpu()

@@ -122,7 +122,8 @@ class InferClass:
         The bundle's YAML files (MONAI's ``get_inferer`` passes every file in ``configs/``).
     **override
         Config values to change (e.g. ``sw_batch_size=4``, ``device="cpu"``, ``sw_memory_gb=8``,
-        ``checkpoint=<path>``). Keys MONAI's ensemble passes for other templates are ignored.
+        ``checkpoint=<path>``, ``tta=True``: test-time mirroring). Keys MONAI's ensemble passes
+        for other templates are ignored.
 
     :meth:`infer` keeps MONAI's contract (the whole map at once). For images of any size,
     :meth:`load` the raw image once and take its probabilities block by block with
@@ -133,7 +134,7 @@ class InferClass:
         files = [f for f in ([config_file] if isinstance(config_file, str) else list(config_file or []))
                  if str(f).endswith((".yaml", ".yml"))]
         known = {k: v for k, v in override.items() if k in {"sw_batch_size", "sw_overlap", "amp", "device",
-                                                             "checkpoint", "patch_size", "sw_memory_gb"}}
+                                                             "checkpoint", "patch_size", "sw_memory_gb", "tta"}}
         checkpoint = known.pop("checkpoint", None)
         cfg = load_bundle_config(files)
         want = str(known.get("device", cfg.get("device", "auto")))

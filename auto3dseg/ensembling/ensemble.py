@@ -251,10 +251,11 @@ def _signature(chosen: list[dict]) -> str:
 def run_ensemble(work_dir: str | os.PathLike, *, method: str = "best_by_fold", n_best: int = 5,
                  algos: Sequence[str] | None = None, images: Sequence[str] | None = None,
                  output_dir: str | os.PathLike | None = None, force: bool = False, allow_unfinished: bool = False,
-                 log=print) -> Path:
+                 tta: bool = False, log=print) -> Path:
     """Probability maps for the datalist's ``testing`` items (or ``images``); returns the
     path of ``ensemble.json``. Maps already written by the same choice of bundles are kept.
     ``allow_unfinished`` also uses bundles that stopped early with a best model (named).
+    ``tta``: test-time mirroring (maps of another setting are recomputed).
 
     ``ensemble.json`` is the completion marker: removed before any map is rewritten, written
     last, when every map is there; ``ensemble.partial.json`` records the maps done so far, so a
@@ -268,7 +269,7 @@ def run_ensemble(work_dir: str | os.PathLike, *, method: str = "best_by_fold", n
     with step_lock(out_dir, "ensemble" if not images else "predict", log=log):
         clean_temporaries(out_dir)
         return _run_ensemble(work, out_dir, method=method, n_best=n_best, algos=algos, images=images, force=force,
-                             allow_unfinished=allow_unfinished, log=log)
+                             allow_unfinished=allow_unfinished, tta=tta, log=log)
 
 
 def _check_chosen(work: Path, chosen: list[dict], datalist: str) -> None:
@@ -347,7 +348,7 @@ def _predict(inferers: Sequence[Any], case: Mapping[str, Any], index: int, sourc
 
 
 def _run_ensemble(work: Path, out_dir: Path, *, method: str, n_best: int, algos: Sequence[str] | None,
-                  images: Sequence[str] | None, force: bool, allow_unfinished: bool, log) -> Path:
+                  images: Sequence[str] | None, force: bool, allow_unfinished: bool, tta: bool, log) -> Path:
     from monai.utils.enums import AlgoKeys
     from tqdm import tqdm
 
@@ -364,7 +365,7 @@ def _run_ensemble(work: Path, out_dir: Path, *, method: str, n_best: int, algos:
         raise RuntimeError(f"nothing to predict: {src['datalist']} has no 'testing' items and no --images given")
     source = "--images" if images else f"'testing' in {src['datalist']}"
     manifest_path, partial_path = out_dir / MANIFEST, out_dir / PARTIAL
-    sig = _signature(chosen)
+    sig = _signature(chosen) + ("-tta" if tta else "")
     previous = _previous_manifest(out_dir)
     reuse = previous.get("signature") == sig and not force
     done = {it["image"]: it for it in previous.get("items", [])} if reuse else {}
@@ -374,7 +375,7 @@ def _run_ensemble(work: Path, out_dir: Path, *, method: str, n_best: int, algos:
         log(f"ensemble in {out_dir} is up to date ({len(cases)} maps of the same bundles); kept")
         return manifest_path
     manifest_path.unlink(missing_ok=True)  # removed first: from here on nothing looks complete
-    log(f"ensemble ({used}) of {len(chosen)} bundles: "
+    log(f"ensemble ({used}{', test-time mirroring' if tta else ''}) of {len(chosen)} bundles: "
         + ", ".join(f"{a[AlgoKeys.ID]} ({a[AlgoKeys.SCORE]:.4f})" for a in chosen))
 
     inferers: list[Any] = []
@@ -391,7 +392,7 @@ def _run_ensemble(work: Path, out_dir: Path, *, method: str, n_best: int, algos:
             items.append(done[f])
             continue
         if not inferers:  # load each bundle once, only when something is left to do
-            inferers, acts = load_inferers(work, chosen)
+            inferers, acts = load_inferers(work, chosen, tta, log)
         shape, channels, activation = write_case_map(inferers, acts, case, out, channels, activation,
                                                      src["datalist"], index, source, log)
         items.append({"image": f, "probabilities": str(out), "shape": shape})
@@ -440,15 +441,24 @@ def write_case_map(inferers: Sequence[Any], acts: Mapping[str, str | None], case
     return list(prob.shape[1:]), channels, activation
 
 
-def load_inferers(work: Path, chosen: Sequence[Mapping[str, Any]]) -> tuple[list[Any], dict[str, str | None]]:
+def load_inferers(work: Path, chosen: Sequence[Mapping[str, Any]], tta: bool = False,
+                  log=print) -> tuple[list[Any], dict[str, str | None]]:
     """The inferers of the ``chosen`` bundles (MONAI algo history records) and each one's
-    output activation; ValueError when they disagree on channels or activation."""
+    output activation; ValueError when they disagree on channels or activation. ``tta``:
+    our bundles mirror each block (:func:`auto3dseg.engine.blockwise.tta_flips`); MONAI's
+    official templates have no such switch, which the log says."""
     from monai.utils.enums import AlgoKeys
 
     with in_directory(work):  # official segresnet writes runner.log into the current directory
         inferers = [a[AlgoKeys.ALGO].get_inferer() for a in chosen]
     names = [getattr(i, "channel_names", None) for i in inferers]
     ids = [a[AlgoKeys.ID] for a in chosen]
+    if tta:
+        for inf, name in zip(inferers, ids):
+            if isinstance(getattr(inf, "cfg", None), dict) and hasattr(inf, "predict_blocks"):
+                inf.cfg["tta"] = True
+            else:
+                log(f"note: {name} is not one of this project's templates: it predicts without test-time mirroring")
     if any(n != names[0] for n in names):
         raise ValueError(f"bundles disagree on output channels: {dict(zip(ids, names))}")
     acts = {a[AlgoKeys.ID]: bundle_activation(a[AlgoKeys.ALGO].output_path) for a in chosen}
@@ -469,6 +479,7 @@ def _write_manifest(path: Path, sig: str, method: str, chosen: list[dict], chann
         "activation_source": activation.get("activation_source"),
         "channels": channels,
         "format": MAP_FORMAT,
+        "tta": sig.endswith("-tta"),
         "datalist": src.get("datalist"),
         "items": items,
     }

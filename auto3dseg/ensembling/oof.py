@@ -130,10 +130,11 @@ def _signature(bundles: Sequence[Mapping[str, Any]]) -> str:
 
 def run_oof(work_dir: str | os.PathLike, *, method: str = "best_by_fold", n_best: int = 5,
             algos: Sequence[str] | None = None, allow_unfinished: bool = False, force: bool = False,
-            log=print) -> Path:
+            tta: bool = False, log=print) -> Path:
     """Out-of-fold probability maps of every training item; returns the path of ``oof.json``.
 
-    Maps already written by the same bundles are kept (``force`` rewrites them).
+    Maps already written by the same bundles (and ``tta`` setting) are kept (``force``
+    rewrites them).
 
     Raises
     ------
@@ -150,7 +151,7 @@ def run_oof(work_dir: str | os.PathLike, *, method: str = "best_by_fold", n_best
     with step_lock(out_dir, "oof", log=log):
         clean_temporaries(out_dir)
         return _run_oof(work, out_dir, method=method, n_best=n_best, algos=algos, allow_unfinished=allow_unfinished,
-                        force=force, log=log)
+                        force=force, tta=tta, log=log)
 
 
 def _previous(out_dir: Path) -> dict:
@@ -163,7 +164,7 @@ def _previous(out_dir: Path) -> dict:
 
 
 def _run_oof(work: Path, out_dir: Path, *, method: str, n_best: int, algos: Sequence[str] | None,
-             allow_unfinished: bool, force: bool, log) -> Path:
+             allow_unfinished: bool, force: bool, tta: bool, log) -> Path:
     from monai.utils.enums import AlgoKeys
     from tqdm import tqdm
 
@@ -178,10 +179,11 @@ def _run_oof(work: Path, out_dir: Path, *, method: str, n_best: int, algos: Sequ
     cases = training_cases(src["datalist"], src.get("dataroot"))
     source = f"'training' in {src['datalist']}"
     previous = {} if force else _previous(out_dir)
-    signatures = {str(f): _signature(b) for f, b in by_fold.items()}
+    signatures = {str(f): _signature(b) + ("-tta" if tta else "") for f, b in by_fold.items()}
     done = {it["image"]: it for it in previous.get("items", [])
             if previous.get("signatures", {}).get(str(it["fold"])) == signatures.get(str(it["fold"]))
-            and Path(it["probabilities"]).exists()}
+            and Path(it["probabilities"]) == out_dir / probability_map_name(_case_name(it["image"]))
+            and Path(it["probabilities"]).exists()}  # a map of this work_dir (not of one it was copied from)
     predicted = {c["image"] for c in cases if c["fold"] in by_fold}
     if ((out_dir / MANIFEST).is_file() and predicted == set(done) == {it["image"] for it in previous["items"]}
             and {c["image"] for c in cases} - predicted == {m["image"] for m in previous.get("missing", [])}):
@@ -213,7 +215,7 @@ def _run_oof(work: Path, out_dir: Path, *, method: str, n_best: int, algos: Sequ
             rec = done.get(case["image"])
             if rec is None:
                 if not inferers:  # load the fold's bundles once, only when something is left to do
-                    inferers, acts = load_inferers(work, bundles)
+                    inferers, acts = load_inferers(work, bundles, tta, log)
                 out = out_dir / probability_map_name(_case_name(case["image"]))
                 item = {"image": case["image"], **({"label": case["label"]} if case.get("label") else {})}
                 shape, state["channels"], state["activation"] = write_case_map(
@@ -235,7 +237,8 @@ def _write(path: Path, method: str, signatures: Mapping[str, str], state: Mappin
            items: list[dict], missing: list[dict]) -> None:
     from converters.outputs import atomic_write_text
 
-    data = {"method": method, "signatures": dict(signatures), "channels": state["channels"],
+    data = {"method": method, "tta": any(v.endswith("-tta") for v in signatures.values()),
+            "signatures": dict(signatures), "channels": state["channels"],
             **{k: v for k, v in (state["activation"] or {}).items()}, "format": MAP_FORMAT,
             "datalist": src.get("datalist"), "items": items, "missing": missing}
     atomic_write_text(path, json.dumps(data, indent=1))

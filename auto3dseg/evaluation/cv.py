@@ -259,13 +259,13 @@ def cv_summary(scores: Mapping[str, Any]) -> str:
 
 def oof_and_cv(work_dir: str | os.PathLike, *, method: str = "best_by_fold", n_best: int = 5, algos=None,
                allow_unfinished: bool = False, params: Any = None, rules: str = "official", force: bool = False,
-               log=print) -> dict:
+               tta: bool = False, log=print) -> dict:
     """``--mode oof``: the out-of-fold maps (:func:`~auto3dseg.ensembling.oof.run_oof`), then
     their cross-validated score (:func:`run_cv`); returns the scores."""
     from auto3dseg.ensembling.oof import run_oof
 
     manifest = run_oof(work_dir, method=method, n_best=n_best, algos=algos, allow_unfinished=allow_unfinished,
-                       force=force, log=log)
+                       force=force, tta=tta, log=log)
     log(f"Out-of-fold maps: {manifest.parent} (which bundle predicted which item: {manifest})")
     path = run_cv(work_dir, params=params, rules=rules, force=force, log=log)
     return json.loads(path.read_text())

@@ -62,7 +62,7 @@ def oof_step(args: argparse.Namespace, work: Path, datalist: str) -> int:
     step_banner("oof")
     params = postprocess_params_for(work, args.postprocess_params, data_kind(datalist) == "cells")
     scores = oof_and_cv(work, method=args.ensemble_method, n_best=args.n_best, algos=args.algos,
-                        allow_unfinished=args.allow_unfinished, params=params, rules=args.score_rules,
+                        allow_unfinished=args.allow_unfinished, params=params, rules=args.score_rules, tta=args.tta,
                         force=args.force and args.mode == "oof")
     print(cv_summary(scores))
     figure = test_score(work)
@@ -97,7 +97,8 @@ def slurm_step(args: argparse.Namespace, datalist: str) -> int:
     # bundles that exist already get --num_epochs, --budget and --patch_size at training
     train_args = [*generate_args[:2 * sum(1 for v in (args.num_epochs, args.budget, args.patch_size) if v)],
                   *(a for kv in args.override for a in ("--override", kv))]
-    ensemble_args = ["--ensemble_method", args.ensemble_method, "--n_best", str(args.n_best)]
+    ensemble_args = ["--ensemble_method", args.ensemble_method, "--n_best", str(args.n_best),
+                     *(["--tta"] if args.tta else [])]
     submit_args = [*(["--truth", str(Path(args.truth).resolve())] if args.truth else []),
                    *(["--score_rules", args.score_rules] if args.score_rules != "official" else []),
                    *(["--test_manifest", str(Path(args.test_manifest).resolve())] if args.test_manifest else []),
