@@ -168,10 +168,13 @@ def test_oof_cross_validated_f1_equals_the_scorer_by_hand(cell_run, converted_ce
     cv = json.loads((work / "cv" / "scores.json").read_text())
     items = json.loads((out / "datalist_items.json").read_text())
     tiled = {m["stem"] for m in items.values() if m.get("tiled")}
-    whole = {m["stem"] for m in items.values() if m.get("usage") == "train" and not m.get("tiled")}
-    # the tiled image is listed as not scored, with its reason; every other training image is scored
-    assert tiled and {u["item"] for u in cv["cv"]["unscored"]} == tiled
+    whole = {m["stem"] for m in items.values() if m.get("usage") == "train"}
+    # every training image is scored, the tiled one from its tiles' maps joined on its own grid
+    assert tiled and set(cv["cv"]["tiled"]) == tiled and not cv["cv"]["unscored"]
     assert set(cv["cv"]["scored"]) == whole
+    for stem in tiled:
+        assert tifffile.imread(work / "cv" / "labels" / f"{stem}_label.tiff").shape == tifffile.imread(
+            out / "instances" / f"{stem}_label.tiff").shape
     # by hand: the truth instances of the scored images against cv/labels
     truth = work.parent / "truth_by_hand"
     truth.mkdir(exist_ok=True)

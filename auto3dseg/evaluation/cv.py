@@ -9,10 +9,11 @@ the leaderboard that users compare runs with, before they submit.
   :func:`~auto3dseg.evaluation.score.score_submission` against the crop's arrays in the
   source Zarr stores (the converter records where they are), only for the classes the crop
   annotates. Official rules by default.
-* 2-D cells: each image's ``<stem>_label.tiff`` (``cv/labels/``) against the converter's
-  ``instances/<stem>_label.tiff``, with the official F1.
+* 2-D cells: each image's ``<stem>_label.tiff`` (``cv/labels/``; the maps of a tiled image
+  joined, overlaps averaged) against the converter's ``instances/<stem>_label.tiff``, with
+  the official F1.
 
-Items that cannot be scored (no out-of-fold map, no truth location, a tiled cell image) are
+Items that cannot be scored (no out-of-fold map, no truth location) are
 listed with the reason in ``cv/scores.md`` and ``scores.json`` (``cv.unscored``), never left
 out silently. ``scores.json`` is the completion marker (written last); a re-run with the
 same maps and parameters keeps it.
@@ -180,42 +181,90 @@ def _cellmap_cv(out: Path, oof: dict, datalist: Path, params: Any, rules: str, l
     return scores
 
 
-def _cells_cv(work: Path, out: Path, oof: dict, datalist: Path, params: Any, log) -> dict:
-    from auto3dseg.evaluation.cellseg import score_folders
-    from auto3dseg.postprocess.cells import postprocess_cells
+def cell_oof_cases(oof: Mapping[str, Any], datalist: str | os.PathLike) -> tuple[list[dict], list[dict]]:
+    """The scorable training images of the out-of-fold maps, and the unscored ones with why.
 
-    dl, by_image = _load_items(datalist)
+    Each case is ``{"stem", "prob" (C, H, W on the original image's grid), "scale" (the value of
+    probability 1), "channels", "truth" (its instances file), "tiles"}``; the maps of a tiled
+    image are joined, overlaps averaged.
+    """
+    import numpy as np
+
+    from auto3dseg.postprocess.cells import read_cell_map
+
+    dl_path = Path(datalist)
+    _, by_image = _load_items(dl_path)
     unscored = [{"item": Path(m["image"]).name, "reason": m["reason"]} for m in oof.get("missing", [])]
-    inputs, names, truths = [], {}, {}
-    tiled: dict[str, int] = {}
+    lacking = {by_image[str(Path(m["image"]).resolve())]["stem"] for m in oof.get("missing", [])
+               if str(Path(m["image"]).resolve()) in by_image}
+    groups: dict[str, list[tuple[dict, dict]]] = {}
     for it in oof.get("items", []):
         meta = by_image.get(str(Path(it["image"]).resolve()))
         if meta is None:
-            unscored.append({"item": Path(it["image"]).name, "reason": "not in datalist_items.json"})
-        elif meta.get("tiled"):
-            tiled[meta["stem"]] = tiled.get(meta["stem"], 0) + 1
+            unscored.append({"item": Path(it["image"]).name, "reason": f"not in {dl_path.parent / 'datalist_items.json'}"})
         else:
-            inputs.append(it["probabilities"])
-            names[it["probabilities"]] = meta["stem"]
-            truths[meta["stem"]] = datalist.parent / meta["instances"]
-    unscored += [{"item": stem, "reason": f"cut into {n} tiles for training; the out-of-fold maps of tiles are not "
-                  "joined yet"} for stem, n in sorted(tiled.items())]
-    for u in unscored:
-        log(f"note: not in the cross-validated score: {u['item']}: {u['reason']}")
-    if not inputs:
-        raise RuntimeError("no training image can be scored: " + "; ".join(f"{u['item']}: {u['reason']}"
-                                                                            for u in unscored[:5]))
+            groups.setdefault(meta["stem"], []).append((meta, it))
+    cases = []
+    for stem, tiles in sorted(groups.items()):
+        if stem in lacking:
+            unscored.append({"item": stem, "reason": "some of its tiles have no out-of-fold map"})
+            continue
+        try:
+            full = None
+            count = np.zeros(tuple(tiles[0][0]["original_shape"]), dtype=np.float32)
+            for meta, it in tiles:
+                _, data, names, scale = read_cell_map(it["probabilities"], oof.get("channels"))
+                (r0, c0), (r1, c1) = meta["tile_start"], meta["tile_stop"]
+                if tuple(data.shape[1:]) != (r1 - r0, c1 - c0):
+                    raise ValueError(f"{it['probabilities']}: map of {tuple(data.shape[1:])} pixels for a tile of "
+                                     f"{(r1 - r0, c1 - c0)}")
+                if len(tiles) == 1 and not meta.get("tiled"):
+                    full, count = data, None
+                    break
+                if full is None:
+                    full = np.zeros((data.shape[0], *count.shape), dtype=np.float32)
+                full[:, r0:r1, c0:c1] += data
+                count[r0:r1, c0:c1] += 1
+            if count is not None:
+                full /= np.maximum(count, 1)
+        except Exception as exc:  # noqa: BLE001 - one unreadable map is reported, the others are scored
+            unscored.append({"item": stem, "reason": f"{type(exc).__name__}: {exc}"})
+            continue
+        cases.append({"stem": stem, "prob": full, "scale": scale, "channels": names or [], "tiles": len(tiles),
+                      "truth": dl_path.parent / tiles[0][0]["instances"]})
+    return cases, unscored
+
+
+def _cells_cv(work: Path, out: Path, oof: dict, datalist: Path, params: Any, log) -> dict:
+    from auto3dseg.evaluation.cellseg import score_folders
+    from auto3dseg.postprocess.cell_instances import cells_from_probabilities
+    from auto3dseg.postprocess.cells import write_label_tiff
+
+    dl = json.loads(datalist.read_text())
+    cases, unscored = cell_oof_cases(oof, datalist)
     labels, truth = out / "labels", out / "truth"
     for d in (labels, truth):
         shutil.rmtree(d, ignore_errors=True)
-    report = postprocess_cells(inputs, labels, params=params, channels=oof.get("channels"),
-                               class_table=dl.get("class_table"), names=names)
-    truth.mkdir()
-    for stem, path in truths.items():  # the scored images' truth only: the others are listed as unscored
-        os.symlink(path.resolve(), truth / f"{stem}_label.tiff")
+        d.mkdir()
+    scored = []
+    for case in cases:
+        try:
+            cells = cells_from_probabilities(case["prob"], case["channels"], dl["class_table"], params,
+                                             scale=case["scale"])
+            write_label_tiff(cells, labels / f"{case['stem']}_label.tiff")
+        except Exception as exc:  # noqa: BLE001 - reported, never silently left out
+            unscored.append({"item": case["stem"], "reason": f"post-processing failed: {type(exc).__name__}: {exc}"})
+            continue
+        os.symlink(Path(case["truth"]).resolve(), truth / f"{case['stem']}_label.tiff")
+        scored.append(case["stem"])
+    for u in unscored:
+        log(f"note: not in the cross-validated score: {u['item']}: {u['reason']}")
+    if not scored:
+        raise RuntimeError("no training image can be scored: " + "; ".join(f"{u['item']}: {u['reason']}"
+                                                                            for u in unscored[:5]))
     scores = score_folders(truth, labels, progress=False)
-    scores["cv"] = {"kind": "cells", "scored": sorted(truths), "unscored": unscored, "rules": "official",
-                    "failed": report.failed}
+    scores["cv"] = {"kind": "cells", "scored": sorted(scored), "unscored": unscored, "rules": "official",
+                    "tiled": sorted(c["stem"] for c in cases if c["tiles"] > 1)}
     return scores
 
 

@@ -295,23 +295,16 @@ CELL_GRID = {"seed_threshold": [0.5, 0.6, 0.7, 0.8, 0.9], "threshold": list(THRE
 
 def tune_cells(oof: Mapping[str, Any], datalist: str | os.PathLike, defaults: Mapping[str, Any], *, budget: int = 24,
                min_images: int = 2, min_gain: float = 0.005, log=print) -> dict:
-    """Tune the cell parameters on the untiled out-of-fold images; returns the report."""
+    """Tune the cell parameters on the out-of-fold images (tiled ones joined); returns the report."""
     import tifffile
 
     from auto3dseg.evaluation.cellseg_metrics import score_image
-    from auto3dseg.evaluation.cv import _load_items
+    from auto3dseg.evaluation.cv import cell_oof_cases
     from auto3dseg.postprocess.cell_instances import cells_from_probabilities
-    from auto3dseg.postprocess.cells import read_cell_map
 
-    dl_path = Path(datalist)
-    dl, by_image = _load_items(dl_path)
-    cases = []
-    for it in oof.get("items", []):
-        meta = by_image.get(str(Path(it["image"]).resolve()))
-        if meta is None or meta.get("tiled"):
-            continue
-        _, data, names, scale = read_cell_map(it["probabilities"], oof.get("channels"))
-        cases.append((meta["stem"], data, names or [], scale, tifffile.imread(dl_path.parent / meta["instances"])))
+    dl = json.loads(Path(datalist).read_text())
+    cases = [(c["stem"], c["prob"], c["channels"], c["scale"], tifffile.imread(c["truth"]))
+             for c in cell_oof_cases(oof, datalist)[0]]
 
     def evaluate(p: dict) -> float:  # per-image F1 rounded to 4 decimals, as the official CSV (and our CV) has it
         return float(np.mean([np.round(score_image(gt, cells_from_probabilities(data, names, dl["class_table"], p,
@@ -322,7 +315,7 @@ def tune_cells(oof: Mapping[str, Any], datalist: str | os.PathLike, defaults: Ma
     if len(cases) < min_images:
         before = evaluate(dict(defaults)) if cases else None
         return {"kind": "cells", "params": dict(defaults), "classes": [{**row, "kept": True, "score_before": before,
-                "score_after": before, "reason": f"{len(cases)} untiled training image(s), fewer than {min_images}"}],
+                "score_after": before, "reason": f"{len(cases)} scorable training image(s), fewer than {min_images}"}],
                 "before": {"mean_f1": before}, "after": {"mean_f1": before}}
     best, score, trials = coordinate_search(evaluate, dict(defaults), CELL_GRID, budget)
     gain = score - trials[0]["score"]
