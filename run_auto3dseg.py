@@ -124,8 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "along every combination of its spatial axes (8 passes in 3-D, 4 in 2-D: that many times the "
                    "inference time) and the probabilities averaged; maps of the other setting are recomputed")
     g.add_argument("--tune", action="store_true",
-                   help="--mode full: after --oof, tune the post-processing on the out-of-fold maps and submit again "
-                   "with it (as --mode tune_postprocess, then submit)")
+                   help="--mode full and slurm, with --oof: then tune the post-processing on the out-of-fold maps and "
+                   "submit again with it (as --mode tune_postprocess, then submit)")
     g.add_argument("--tune_budget", type=_positive_int, default=24,
                    help="tune_postprocess: at most this many parameter sets tried per class (default: 24)")
     g.add_argument("--tune_min_crops", type=_positive_int, default=2,
@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: 2)")
     g.add_argument("--tune_min_objects", type=_positive_int, default=5,
                    help="tune_postprocess: an instance class with fewer truth objects keeps its defaults (default: 5)")
-    g.add_argument("--tune_min_gain", type=float, default=0.005,
+    g.add_argument("--tune_min_gain", type=_non_negative_float, default=0.005,
                    help="tune_postprocess: a class keeps its defaults unless tuning raises its score by this much "
                    "(default: 0.005)")
     g.add_argument("--oof", action="store_true",
@@ -230,6 +230,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ["AUTO3DSEG_LOCK_WAIT"] = args.wait_lock
     if args.debug:
         os.environ["AUTO3DSEG_DEBUG"] = "1"
+    if (args.oof or args.tune) and args.mode not in ("full", "slurm"):
+        parser.error(f"--oof and --tune are steps of --mode full and slurm; with --mode {args.mode} run "
+                     "--mode oof, then --mode tune_postprocess")
+    if args.tune and not args.oof:
+        parser.error("--tune needs --oof: the post-processing is tuned on the out-of-fold maps")
     if args.allow_constant_images:  # read by the analysis, here or in a SLURM job (sbatch exports the environment)
         os.environ["AUTO3DSEG_ALLOW_CONSTANT_IMAGES"] = "1"
     try:
@@ -298,6 +303,19 @@ def _non_negative_int(text: str) -> int:
     return _positive_int(text, minimum=0)
 
 
+def _non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is not allowed: give a number >= 0")
+    return value
+
+
 def _gpus_arg(text: str) -> str:
     """argparse type of ``--gpus``: a count >= 0, a list of GPU ids, or cpu."""
     t = text.strip().lower()
@@ -356,7 +374,8 @@ def _run(args: argparse.Namespace, datalist: str, dataroot: str, overrides: dict
     if mode == "full" and not has_testing(datalist):
         print(f"\nnote: {datalist} has no testing items: nothing to ensemble or submit. Predict new images with "
               "--mode predict --images ...")
-        return oof_step(args, work, datalist) if args.oof else 0
+        rc = oof_step(args, work, datalist) if args.oof else 0
+        return tune_step(args, work, datalist) if args.oof and args.tune and rc == 0 else rc
     if args.require_trained and mode in ("ensemble", "submit", "oof", "full"):
         _check_trained(work, args.algos)
     if mode == "predict":

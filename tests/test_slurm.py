@@ -161,3 +161,27 @@ def test_dry_run_with_oof_ends_the_final_job_with_the_cross_validated_score(conv
     lines = [line for line in final.splitlines() if "run_auto3dseg.py --work_dir" in line]
     assert rc == 0 and [line.split("--mode ")[1].split()[0] for line in lines[:3]] == ["ensemble", "submit", "oof"]
     assert "--score_rules strict" in lines[2] and "--truth" not in lines[2]
+
+
+def test_oof_and_tune_flags_are_refused_where_they_do_nothing(converted, tmp_path, capsys):
+    out, _ = converted
+    base = ["--datalist", str(out / "datalist.json"), "--work_dir", str(tmp_path / "w")]
+    for args, expected in ((["--mode", "ensemble", "--oof"], "--oof and --tune are steps of --mode full and slurm"),
+                           (["--mode", "full", "--tune"], "--tune needs --oof"),
+                           (["--mode", "full", "--oof", "--tune", "--tune_min_gain", "nan"], "is not allowed")):
+        with pytest.raises(SystemExit) as exc:
+            run_auto3dseg.main([*base, *args])
+        assert exc.value.code == 2 and expected in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()
+
+
+def test_dry_run_with_tune_submits_again_after_tuning(converted, tmp_path, capsys, monkeypatch):
+    out, _ = converted
+    monkeypatch.setattr(slurm_mod, "probe_cluster", lambda p=None: slurm_mod.ClusterInfo(16, 64000, 4, ["gpu"]))
+    rc = run_auto3dseg.main(["--mode", "slurm", "--datalist", str(out / "datalist.json"), "--work_dir",
+                             str(tmp_path / "w"), "--dry_run", "--oof", "--tune", "--tune_budget", "7", *TINY])
+    text = capsys.readouterr().out
+    final = text[text.index("# --- final"):]
+    modes = [line.split("--mode ")[1].split()[0] for line in final.splitlines() if "run_auto3dseg.py --work_dir" in line]
+    assert rc == 0 and modes == ["ensemble", "submit", "oof", "tune_postprocess", "submit"]
+    assert "--tune_budget 7" in final

@@ -109,7 +109,12 @@ def slurm_step(args: argparse.Namespace, datalist: str) -> int:
                                        generate_args=generate_args, train_args=train_args, ensemble_args=ensemble_args,
                                        submit_args=submit_args, submit=has_test_labels(datalist, args.test_manifest),
                                        dry_run=args.dry_run, force=args.force,
-                                       oof_args=submit_args[2 if args.truth else 0:] if args.oof else None)
+                                       oof_args=submit_args[2 if args.truth else 0:] if args.oof else None,
+                                       tune_args=[*submit_args[2 if args.truth else 0:],
+                                                  "--tune_budget", str(args.tune_budget), "--tune_min_crops",
+                                                  str(args.tune_min_crops), "--tune_min_objects",
+                                                  str(args.tune_min_objects), "--tune_min_gain",
+                                                  str(args.tune_min_gain)] if args.tune else None)
     except slurm.SlurmError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

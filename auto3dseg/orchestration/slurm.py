@@ -245,7 +245,8 @@ def submit_pipeline(work_dir: str | os.PathLike, datalist: str | os.PathLike, *,
                     algos: Sequence[str], num_fold: int | None = None, generate_args: Sequence[str] = (),
                     train_args: Sequence[str] = (), ensemble_args: Sequence[str] = (),
                     submit_args: Sequence[str] = (), submit: bool = True, dry_run: bool = False,
-                    force: bool = False, oof_args: Sequence[str] | None = None) -> SubmitResult:
+                    force: bool = False, oof_args: Sequence[str] | None = None,
+                    tune_args: Sequence[str] | None = None) -> SubmitResult:
     """Submit what is unfinished of analyze → generate → train array → ensemble (→ submit).
 
     Parameters
@@ -257,6 +258,9 @@ def submit_pipeline(work_dir: str | os.PathLike, datalist: str | os.PathLike, *,
         Run ``--mode submit`` after the ensemble.
     oof_args : sequence of str, optional
         Run ``--mode oof`` (out-of-fold maps, cross-validated score) last, with these flags.
+    tune_args : sequence of str, optional
+        With ``oof_args``: then ``--mode tune_postprocess`` with these flags, and the
+        submission again (with the tuned parameters).
     force : bool
         Submit even when jobs of an earlier chain are still pending or running.
     """
@@ -296,6 +300,10 @@ def submit_pipeline(work_dir: str | os.PathLike, datalist: str | os.PathLike, *,
         final.append([*base, "--mode", "submit", "--require_trained", *submit_args])
     if oof_args is not None:
         final.append([*base, "--mode", "oof", "--require_trained", *ensemble_args, *oof_args])
+        if tune_args is not None:
+            final.append([*base, "--mode", "tune_postprocess", *tune_args])
+            if submit:
+                final.append([*base, "--mode", "submit", "--require_trained", *submit_args])
     steps.append(("final", "ensemble the trained bundles" + (" and write the submission" if submit else "")
                   + (", the out-of-fold maps and the cross-validated score" if oof_args is not None else ""), final,
                   1 if res.gpus_per_task else 0, None))
