@@ -191,3 +191,25 @@ def test_tta_recomputes_the_maps_and_records_it(oof_run, tmp_path, capsys):
     assert after != before  # new maps, a new figure (a 3-iteration network is not mirror-symmetric)
     assert run_auto3dseg.main(["--mode", "ensemble", "--work_dir", str(copy), "--tta"]) == 0
     assert json.loads((copy / "ensemble_output" / "ensemble.json").read_text())["tta"] is True
+
+
+def test_cv_scores_only_the_classes_a_crop_annotates_for_the_model(synthetic, tmp_path):
+    """A datasplit row's class list cuts classes from a crop: the CV plan leaves them out there."""
+    from test_bad_input_cellmap import crop, cut_list, make_tree
+
+    from converters.cellmap import zarr_tree as cz
+    from converters.cellmap.convert import convert
+    from auto3dseg.evaluation.cv import cellmap_cv_plan
+
+    ds = make_tree(synthetic, tmp_path / "data")
+    mito = {"mito", "mito_mem", "mito_lum"}
+    cut_list(ds, "crop1", mito)
+    report = convert(tmp_path / "o", cz.read_datasplit(ds), num_folds=1, progress=False)
+    dl = json.loads((tmp_path / "o" / "datalist.json").read_text())
+    oof = {"items": [{"image": str((tmp_path / "o" / it["image"]).resolve()), "probabilities": "unused",
+                      "fold": it["fold"]} for it in dl["training"]], "missing": []}
+    plan = cellmap_cv_plan(oof, tmp_path / "o" / "datalist.json")
+    by_crop = {plan["crops"][c]: {t["label"] for t in targets} for c, targets in plan["wanted"].items()}
+    assert not mito & by_crop["synth-1_crop1"] and mito <= by_crop["synth-1_crop2"]
+    assert by_crop["synth-1_crop1"] <= set(crop(report, "synth-1_crop1")["annotated"])
+    assert all(Path(p).name == "synth-1.zarr" for p in plan["truth"])

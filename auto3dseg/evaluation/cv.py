@@ -56,12 +56,14 @@ def cellmap_cv_plan(oof: Mapping[str, Any], datalist: str | os.PathLike) -> dict
         crop's truth grid, one per annotated class), ``maps`` (crop id → its tiles'
         out-of-fold maps), ``truth`` (the Zarr stores holding those crops), ``only`` (the
         (crop id, label) pairs to score), ``unscored`` (``{item, reason}``) and ``crops``
-        (crop id → name).
+        (crop id → name). The labels of a crop are the classes of the datalist's class table
+        that it annotates (what the model predicts), where the truth has an array of them.
     """
     dl_path = Path(datalist)
     dl, by_image = _load_items(dl_path)
     report = json.loads((dl_path.parent / "conversion_report.json").read_text())
     records = {r["name"]: r for r in report.get("crops", [])}
+    names = {int(r["id"]): str(r["name"]) for r in dl.get("class_table", [])}
     have = {str(Path(it["image"]).resolve()): it for it in oof.get("items", [])}
     unscored = [{"item": Path(m["image"]).name, "reason": m["reason"]} for m in oof.get("missing", [])]
     by_crop: dict[str, list[str]] = {}
@@ -90,10 +92,13 @@ def cellmap_cv_plan(oof: Mapping[str, Any], datalist: str | os.PathLike) -> dict
                              "submission names crops by id only"})
             continue
         grid = {"voxel_size": rec["gt_voxel_size"], "translation": rec["gt_translation"], "shape": rec["gt_shape"]}
+        # the classes of the model's class table the crop annotates (a datasplit list or --classes cut the rest)
+        labels = ([names[i] for i in rec["annotated_ids"] if i in names] if "annotated_ids" in rec
+                  else [n for n in rec.get("annotated", []) if n in names.values()])
         plan["crops"][crop_id] = name
-        plan["wanted"][crop_id] = [{"label": lab, **grid} for lab in rec.get("annotated", [])]
+        plan["wanted"][crop_id] = [{"label": lab, **grid} for lab in labels]
         plan["maps"][crop_id] = [have[i]["probabilities"] for i in images]
-        plan["only"] |= {(crop_id, lab) for lab in rec.get("annotated", [])}
+        plan["only"] |= {(crop_id, lab) for lab in labels}
         if rec["gt_zarr"] not in plan["truth"]:
             plan["truth"].append(rec["gt_zarr"])
     return plan
