@@ -360,3 +360,23 @@ def test_an_object_too_large_to_split_is_kept_whole_and_said(monkeypatch):
     monkeypatch.setattr(split, "MAX_SPLIT_VOXELS", 100)
     with pytest.warns(UserWarning, match="voxels is kept whole"):
         assert n_objects(split_touching(mask, ISO, 24.0, max_voxels=0)) == 1
+
+
+def test_a_plateau_of_maxima_within_reach_is_thinned_in_bounded_memory():
+    """A flat slab makes every voxel of its middle layer a distance maximum (40,000 here), each
+    within reach of thousands of others: comparing all those pairs took GBs; cells bound it."""
+    import tracemalloc
+
+    from auto3dseg.postprocess.split import distance_maxima
+
+    mask = np.zeros((5, 200, 200), dtype=bool)
+    mask[1:4] = True
+    dist = np.minimum(np.arange(5)[:, None, None], 4 - np.arange(5)[:, None, None]).astype(np.float32) * mask
+    labels = mask.astype(np.uint8)
+    tracemalloc.start()
+    seeds = distance_maxima(dist, labels, (8.0, 8.0, 8.0), 100.0)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 64 * 2**20, f"{peak / 2**20:.0f} MiB"  # all pairs: 307 MiB
+    # as the exact rule has it: every plateau voxel but the first in C order has an earlier one within reach
+    assert seeds.tolist() == [int(np.ravel_multi_index((2, 0, 0), mask.shape))]

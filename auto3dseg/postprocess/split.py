@@ -34,6 +34,10 @@ __all__ = ["WHOLE_VOLUME_VOXELS", "distance_maxima", "split_touching"]
 WHOLE_VOLUME_VOXELS = 20_000_000
 #: maxima above which they are thinned through one per cell first (see :func:`_thin`)
 DENSE_MAXIMA = 200_000
+#: ... or when this many pairs of maxima could lie within reach of each other (maxima times the
+#: voxels of a ball of radius min_distance_nm): a plateau of 27,000 maxima 12 voxels apart at
+#: most made 10^8 pairs (1-9 GB) before
+DENSE_PAIRS = 20_000_000
 #: an object with more foreground voxels is kept whole (the same bound: 3 GB for real shapes,
 #: up to ~10 GB for noise-like masks whose every voxel is a maximum)
 MAX_SPLIT_VOXELS = WHOLE_VOLUME_VOXELS
@@ -115,12 +119,14 @@ def _ascent(fdist: np.ndarray, vox: np.ndarray, coords: tuple[np.ndarray, ...], 
 
 
 def _thin(points_nm: np.ndarray, value: np.ndarray, flat: np.ndarray, obj: np.ndarray,
-          min_distance_nm: float) -> np.ndarray:
+          min_distance_nm: float, spacing: Sequence[float] | None = None) -> np.ndarray:
     """Keep-mask of maxima: drop each one that a higher maximum of the same object (ties:
     the earlier in C order) lies within ``min_distance_nm`` of.
 
     With more than :data:`DENSE_MAXIMA` maxima (plateaus, or a noise-like mask where nearly every
-    voxel is one) the pairs within reach grow with the square of their density: only the highest
+    voxel is one), or more than :data:`DENSE_PAIRS` pairs that could be within reach (maxima
+    times the voxels, of size ``spacing``, in a ball of radius ``min_distance_nm``), the pairs
+    within reach grow with the square of their density: only the highest
     of each object in each cell of diagonal ``min_distance_nm`` is then compared (the others are
     within reach of it, so dropped exactly as before); a cell's top that only a lower-cell peak of
     a neighbouring cell would have dropped may stay."""
@@ -130,7 +136,8 @@ def _thin(points_nm: np.ndarray, value: np.ndarray, flat: np.ndarray, obj: np.nd
     rank = np.empty(value.size, dtype=np.intp)
     rank[np.lexsort((-flat, value))] = np.arange(value.size)
     cand = np.arange(value.size)
-    if value.size > DENSE_MAXIMA:
+    ball = 4.0 / 3.0 * math.pi * float(min_distance_nm) ** 3 / float(np.prod(spacing)) if spacing is not None else 0.0
+    if value.size > DENSE_MAXIMA or value.size * ball > DENSE_PAIRS:
         cell = np.floor(points_nm / (float(min_distance_nm) / math.sqrt(points_nm.shape[1]) + 1e-9)).astype(np.int64)
         group = np.unique(np.column_stack([obj.astype(np.int64), cell]), axis=0, return_inverse=True)[1].ravel()
         order = np.lexsort((rank, group))
@@ -141,13 +148,6 @@ def _thin(points_nm: np.ndarray, value: np.ndarray, flat: np.ndarray, obj: np.nd
     i, j = cand[pairs[:, 0]], cand[pairs[:, 1]]
     same = obj[i] == obj[j]
     i, j = i[same], j[same]
-    keep[np.where(rank[i] < rank[j], i, j)] = False
-    return keep
-    pairs = cKDTree(points_nm).query_pairs(float(min_distance_nm), output_type="ndarray")
-    pairs = pairs[obj[pairs[:, 0]] == obj[pairs[:, 1]]]
-    rank = np.empty(value.size, dtype=np.intp)
-    rank[np.lexsort((-flat, value))] = np.arange(value.size)
-    i, j = pairs[:, 0], pairs[:, 1]
     keep[np.where(rank[i] < rank[j], i, j)] = False
     return keep
 
@@ -195,7 +195,7 @@ def distance_maxima(dist: np.ndarray, labels: np.ndarray, spacing: Sequence[floa
     pointer = _ascent(fdist, fg, coords, dist.shape, spacing, connectivity)
     peaks = np.flatnonzero(pointer == np.arange(fg.size))
     points = np.stack([c[peaks] for c in coords], axis=1) * np.asarray(spacing, dtype=np.float64)
-    keep = _thin(points, fdist[fg[peaks]], fg[peaks], labels.ravel()[fg[peaks]], min_distance_nm)
+    keep = _thin(points, fdist[fg[peaks]], fg[peaks], labels.ravel()[fg[peaks]], min_distance_nm, spacing)
     return fg[peaks[keep]]
 
 
@@ -359,7 +359,7 @@ def _split_whole(mask: np.ndarray, labels: np.ndarray, n: int, spacing: tuple[fl
     pointer = _ascent(fdist, fg, coords, mask.shape, spacing, connectivity)
     peaks = np.flatnonzero(pointer == np.arange(fg.size))
     points = np.stack([c[peaks] for c in coords], axis=1) * np.asarray(spacing)
-    seeds = peaks[_thin(points, fdist[fg[peaks]], fg[peaks], obj[peaks], min_distance_nm)]
+    seeds = peaks[_thin(points, fdist[fg[peaks]], fg[peaks], obj[peaks], min_distance_nm, spacing)]
     split = np.bincount(obj[seeds], minlength=n + 1) >= 2
     if not split.any():
         return labels
