@@ -133,6 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: 2)")
     g.add_argument("--tune_min_objects", type=_positive_int, default=5,
                    help="tune_postprocess: an instance class with fewer truth objects keeps its defaults (default: 5)")
+    g.add_argument("--tune_max_voxels", type=_non_negative_int, default=200_000_000,
+                   help="tune_postprocess (CellMap): search each class on a seeded sample of its crops holding at "
+                   "most this many voxels (its figures before and after are on all crops); 0 = all crops "
+                   "(default: 200000000)")
     g.add_argument("--tune_min_gain", type=_non_negative_float, default=0.005,
                    help="tune_postprocess: a class keeps its defaults unless tuning raises its score by this much "
                    "(default: 0.005)")

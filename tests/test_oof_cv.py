@@ -8,6 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import run_auto3dseg
@@ -213,3 +214,20 @@ def test_cv_scores_only_the_classes_a_crop_annotates_for_the_model(synthetic, tm
     assert not mito & by_crop["synth-1_crop1"] and mito <= by_crop["synth-1_crop2"]
     assert by_crop["synth-1_crop1"] <= set(crop(report, "synth-1_crop1")["annotated"])
     assert all(Path(p).name == "synth-1.zarr" for p in plan["truth"])
+
+
+def test_tuning_searches_a_sample_of_crops_within_the_voxel_budget(oof_run):
+    from auto3dseg.postprocess.tune import CellMapObjective
+
+    work, _ = oof_run
+    oof = _oof(work)
+    full = CellMapObjective(oof, oof["datalist"])
+    budget = 150_000
+    part = CellMapObjective(oof, oof["datalist"], max_voxels=budget)
+    for label in ("cyto", "mito"):
+        every, sample = full.search_crops(label), part.search_crops(label)
+        assert every == full.crops_of(label) and set(sample) <= set(every) and sample
+        sizes = {c: int(np.prod(part.plan["wanted"][c][0]["shape"])) for c in sample}
+        assert len(sample) == 1 or sum(sizes.values()) <= budget
+        assert part.search_crops(label) == sample  # seeded: the same sample every time
+    assert len(part.search_crops("mito")) < len(full.crops_of("mito"))

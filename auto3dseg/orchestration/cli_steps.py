@@ -27,7 +27,8 @@ def tune_step(args: argparse.Namespace, work: Path, datalist: str) -> int:
 
     step_banner("tune_postprocess")
     report = tune_postprocess(work, budget=args.tune_budget, min_crops=args.tune_min_crops,
-                              min_objects=args.tune_min_objects, min_gain=args.tune_min_gain, rules=args.score_rules)
+                              min_objects=args.tune_min_objects, min_gain=args.tune_min_gain, rules=args.score_rules,
+                              max_voxels=args.tune_max_voxels or None)
     print(tuning_summary(report))
     print(f"Tuning report: {work / 'tuning' / 'report.md'}")
     cells = data_kind(datalist) == "cells"
@@ -114,7 +115,8 @@ def slurm_step(args: argparse.Namespace, datalist: str) -> int:
                                                   "--tune_budget", str(args.tune_budget), "--tune_min_crops",
                                                   str(args.tune_min_crops), "--tune_min_objects",
                                                   str(args.tune_min_objects), "--tune_min_gain",
-                                                  str(args.tune_min_gain)] if args.tune else None)
+                                                  str(args.tune_min_gain), "--tune_max_voxels",
+                                                  str(args.tune_max_voxels)] if args.tune else None)
     except slurm.SlurmError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

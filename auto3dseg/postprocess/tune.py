@@ -110,14 +110,17 @@ def postprocess_params_for(work_dir: str | os.PathLike, explicit: str | os.PathL
 class CellMapObjective:
     """Per-label official-rules scores of the out-of-fold crops for any parameter set.
 
-    The truth arrays are read once per label and kept while that label is tuned.
+    The truth arrays are read once per label and kept while that label is tuned. With
+    ``max_voxels``, the search (``sample=True``) scores each label on a seeded sample of its
+    crops holding at most that many voxels (at least one crop), the final figures on all.
     """
 
-    def __init__(self, oof: Mapping[str, Any], datalist: str | os.PathLike, rules: str = "official"):
+    def __init__(self, oof: Mapping[str, Any], datalist: str | os.PathLike, rules: str = "official",
+                 max_voxels: int | None = None):
         from auto3dseg.evaluation.cv import cellmap_cv_plan
         from auto3dseg.evaluation.stores import find_truth_labels
 
-        self.oof, self.rules = oof, rules
+        self.oof, self.rules, self.max_voxels = oof, rules, max_voxels
         self.plan = cellmap_cv_plan(oof, datalist)
         self.table = json.loads(Path(datalist).read_text())["class_table"]
         self.truth = {(t.crop, t.label): t for p in self.plan["truth"] for t in find_truth_labels(p)
@@ -127,6 +130,21 @@ class CellMapObjective:
     def crops_of(self, label: str) -> list[int]:
         return sorted(c for c, targets in self.plan["wanted"].items() if any(t["label"] == label for t in targets)
                       and (c, label) in self.truth)
+
+    def search_crops(self, label: str) -> list[int]:
+        """The crops the search scores ``label`` on: all, or a seeded sample within ``max_voxels``."""
+        crops = self.crops_of(label)
+        if not self.max_voxels:
+            return crops
+        order = [crops[i] for i in np.random.default_rng(0).permutation(len(crops))]
+        chosen, total = [], 0
+        for c in order:
+            n = int(np.prod(next(t for t in self.plan["wanted"][c] if t["label"] == label)["shape"]))
+            if chosen and total + n > self.max_voxels:
+                continue
+            chosen.append(c)
+            total += n
+        return sorted(chosen)
 
     def truth_array(self, crop: int, label: str) -> np.ndarray:
         key = (crop, label)
@@ -138,18 +156,20 @@ class CellMapObjective:
         for key in [k for k in self._arrays if k[1] in labels]:
             del self._arrays[key]
 
-    def records(self, params: Mapping[str, Any], labels: Sequence[str]) -> list[dict]:
-        """One official record per (crop, label) of ``labels``, made with ``params``."""
+    def records(self, params: Mapping[str, Any], labels: Sequence[str], sample: bool = False) -> list[dict]:
+        """One official record per (crop, label) of ``labels``, made with ``params`` (on the
+        search's sample of crops with ``sample``)."""
         from auto3dseg.evaluation.score import score_on_truth_grid
         from auto3dseg.submission.cellmap import map_labels, place_tiles
         from datalists.cellmap_classes import INSTANCE_CLASSES
 
         out = []
-        crops = sorted({c for lab in labels for c in self.crops_of(lab)})
+        of = {lab: set(self.search_crops(lab) if sample else self.crops_of(lab)) for lab in labels}
+        crops = sorted(set().union(*of.values())) if of else []
         for crop in crops:
             makers = [map_labels(p, self.oof["channels"], self.table, params) for p in self.plan["maps"][crop]]
             for label in labels:
-                if (crop, label) not in self.truth or crop not in self.crops_of(label):
+                if crop not in of[label]:
                     continue
                 target = next(t for t in self.plan["wanted"][crop] if t["label"] == label)
                 kind = "instance" if label in INSTANCE_CLASSES else "semantic"
@@ -159,14 +179,14 @@ class CellMapObjective:
                                                self.rules))
         return out
 
-    def scores(self, params: Mapping[str, Any], labels: Sequence[str]) -> dict[str, dict]:
+    def scores(self, params: Mapping[str, Any], labels: Sequence[str], sample: bool = False) -> dict[str, dict]:
         """Per label: the official figures, and ``objective``: the score, but 0 for an
         instance label skipped in some crop for too many predicted objects (the official
         rules give such a crop nothing and a class skipped everywhere 1.0: an artifact
         that a search would otherwise learn to produce by over-splitting)."""
         from auto3dseg.evaluation.official import aggregate_official
 
-        records = self.records(params, labels)
+        records = self.records(params, labels, sample)
         out = aggregate_official(records)[0] if labels else {}
         for name, entry in out.items():
             skipped = any(str(r.get("status", "")).startswith("skipped") for r in records if r["label"] == name)
@@ -260,7 +280,7 @@ def tune_cellmap(objective: CellMapObjective, defaults: Mapping[str, Any], *, bu
 
         def evaluate(p: dict, label: str = label, watch: list[str] = watch) -> float:
             trial = {**tuned, label: {**tuned.get(label, {}), **p}}
-            scores = objective.scores(trial, watch)
+            scores = objective.scores(trial, watch, sample=True)
             return float(np.mean([scores[w]["objective"] for w in watch]))
 
         best, score, trials = coordinate_search(evaluate, start, grid, budget,
@@ -268,7 +288,8 @@ def tune_cellmap(objective: CellMapObjective, defaults: Mapping[str, Any], *, bu
                                                 or bool(p.get("watershed")))
         gain = score - trials[0]["score"]
         change = _changed(start, best)
-        row.update(objective_labels=watch, evaluations=len(trials), default_objective=trials[0]["score"],
+        row.update(objective_labels=watch, crops_searched=len(objective.search_crops(label)), evaluations=len(trials),
+                   default_objective=trials[0]["score"],
                    tuned_objective=score, trials=trials)
         if not change or gain < min_gain:
             rows.append({**row, "kept": True, "reason": "no value scored higher than the default" if not change else
@@ -338,12 +359,15 @@ def tune_cells(oof: Mapping[str, Any], datalist: str | os.PathLike, defaults: Ma
 # The step
 # --------------------------------------------------------------------------------------
 def tune_postprocess(work_dir: str | os.PathLike, *, budget: int = 24, min_crops: int = 2, min_objects: int = 5,
-                     min_gain: float = 0.005, rules: str = "official", log=print) -> dict:
+                     min_gain: float = 0.005, rules: str = "official", max_voxels: int | None = 200_000_000,
+                     log=print) -> dict:
     """Tune on ``work_dir``'s out-of-fold maps (``--mode oof`` first); write
     ``postprocess_tuned.yaml`` and ``tuning/report.md``/``.json``; returns the report.
 
     Starts from the packaged defaults (not from an earlier tuning), so a re-run is the same
-    search. One run at a time (``tuning/.tune.lock``).
+    search. CellMap: each class is searched on a seeded sample of its crops of at most
+    ``max_voxels`` voxels (None: all), and its figures before and after are on all of them.
+    One run at a time (``tuning/.tune.lock``).
     """
     from auto3dseg.ensembling.oof import MANIFEST, OOF_DIR
     from auto3dseg.orchestration.locks import step_lock
@@ -368,11 +392,12 @@ def tune_postprocess(work_dir: str | os.PathLike, *, budget: int = 24, min_crops
             changed = {k: v for k, v in report["params"].items() if load_cell_params().get(k) != v}
         else:
             defaults = load_postprocess_params()
-            report = tune_cellmap(CellMapObjective(oof, datalist, rules), defaults, budget=budget,
+            report = tune_cellmap(CellMapObjective(oof, datalist, rules, max_voxels), defaults, budget=budget,
                                   min_crops=min_crops, min_objects=min_objects, min_gain=min_gain, log=log)
             changed = {r["label"]: r["changed"] for r in report["classes"] if not r["kept"]}
         report.update(settings={"budget": budget, "min_crops": min_crops, "min_objects": min_objects,
-                                "min_gain": min_gain, "rules": rules}, oof_signatures=oof.get("signatures"))
+                                "min_gain": min_gain, "rules": rules, "max_voxels": max_voxels},
+                      oof_signatures=oof.get("signatures"))
         tuned_path = work / TUNED_YAML
         if changed:
             import yaml
@@ -417,13 +442,14 @@ def tuning_summary(report: Mapping[str, Any]) -> str:
 def format_tuning_markdown(report: Mapping[str, Any]) -> str:
     lines = ["# Post-processing tuned on the out-of-fold maps", "", tuning_summary(report), "",
              f"Settings: {report.get('settings')}. Written: {report.get('tuned_file') or 'nothing (defaults kept)'}.",
-             "", "| class | kind | crops | evidence | score default | score tuned | evaluations | changed | kept because |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "", "| class | kind | crops (searched) | evidence | score default | score tuned | evaluations | changed | "
+             "kept because |", "|---|---|---|---|---|---|---|---|---|"]
     for r in report["classes"]:
         ev = r.get("objects", r.get("voxels", ""))
         fmt = (lambda v: "" if v is None else f"{v:.4f}")
         change = ", ".join(f"{k}={v}" for k, v in (r.get("changed") or {}).items())
-        lines.append(f"| {r['label']} | {r['kind']} | {r['crops']} | {ev} | {fmt(r.get('score_before'))} | "
+        searched = f" ({r['crops_searched']})" if r.get("crops_searched", r["crops"]) != r["crops"] else ""
+        lines.append(f"| {r['label']} | {r['kind']} | {r['crops']}{searched} | {ev} | {fmt(r.get('score_before'))} | "
                      f"{fmt(r.get('score_after'))} | {r.get('evaluations', 0)} | {change} | {r.get('reason', '')} |")
     lines += ["", "The tuned figures are measured on the maps the values were chosen on: expect the test set to "
               "gain less. A class's threshold is chosen for the mean score of the class and the groups made of it."]
