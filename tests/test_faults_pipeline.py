@@ -372,3 +372,36 @@ def test_analyze_names_the_bad_image(tmp_path, odd, words):
     msg = str(info.value)
     assert words in msg and "im1.nii.gz" in msg and "training item 1" in msg and "remove" in msg
     assert not (tmp_path / "work" / "datastats.yaml").exists()
+
+
+def test_a_requested_label_outside_the_class_table_is_written_empty_and_named(base, tmp_path, synthetic, converted):
+    import csv
+
+    import zarr
+
+    from datalists.cellmap_classes import CELLMAP_CLASSES
+
+    work = _copy(base, tmp_path)
+    table = {r["name"] for r in json.loads((converted[0] / "datalist.json").read_text())["class_table"]}
+    extra = next(name for name in CELLMAP_CLASSES if name not in table)
+    with open(synthetic / "test_crop_manifest.csv", newline="") as fh:
+        reader = csv.DictReader(fh)
+        fields, rows = reader.fieldnames, list(reader)
+    first = {}
+    for row in rows:
+        first.setdefault(row["crop_name"], row)
+    manifest = tmp_path / "manifest.csv"
+    with open(manifest, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows + [{**row, "class_label": extra} for row in first.values()])
+    proc = _run(work, "--mode", "submit", "--test_manifest", str(manifest))
+    assert proc.returncode == 0, proc.stderr
+    assert extra in proc.stdout and "not in the model's class table" in proc.stdout
+    report = json.loads((work / "submission" / "submission_report.json").read_text())
+    extra_rows = [r for r in report if r["label"] == extra]
+    assert len(extra_rows) == len(first) and all(r["status"] == "not in the model's class table" for r in extra_rows)
+    assert any(r["status"] == "predicted" for r in report)  # the other labels were still predicted
+    store = zarr.open_group(str(work / "submission" / "submission.zarr"), mode="r")
+    for crop in first:
+        assert not np.asarray(store[f"crop{int(str(crop).removeprefix('crop'))}/{extra}"][...]).any()

@@ -206,6 +206,11 @@ def write_crops(store: Path, wanted: dict[int, list[dict]], prob_by_crop: dict[i
 
     root_group = zarr.open_group(str(store), mode="w")
     report = SubmissionReport()
+    known = {str(row["name"]) for row in class_table}
+    unknown = sorted({t["label"] for targets in wanted.values() for t in targets} - known)
+    if unknown:
+        log(f"note: {len(unknown)} requested label(s) are not in the model's class table and are written empty: "
+            f"{', '.join(unknown)} (train with them in --classes to predict them)")
     for crop_id in tqdm(sorted(wanted), desc=desc, unit="crop"):
         crop_group = root_group.require_group(f"crop{crop_id}")
         maps = prob_by_crop.get(crop_id, [])
@@ -215,7 +220,7 @@ def write_crops(store: Path, wanted: dict[int, list[dict]], prob_by_crop: dict[i
             kind = "instance" if label in INSTANCE_CLASSES else "semantic"
             with warnings.catch_warnings(record=True) as caught:  # e.g. an object too large to split
                 warnings.simplefilter("always")
-                arrays = [(make(label), grid) for make, grid in makers]
+                arrays = [(make(label), grid) for make, grid in makers] if label in known else []
             arrays = [(a, g) for a, g in arrays if a is not None]
             notes = sorted({str(w.message) for w in caught})
             for note in notes:
@@ -223,7 +228,8 @@ def write_crops(store: Path, wanted: dict[int, list[dict]], prob_by_crop: dict[i
             for target in (t for t in wanted[crop_id] if t["label"] == label):
                 data = place_tiles(arrays, target, kind)
                 status = "predicted" if data is not None else (
-                    "no image (crop not converted)" if not maps else "not predicted by the model")
+                    "no image (crop not converted)" if not maps else "not in the model's class table"
+                    if label not in known else "not predicted by the model")
                 if data is None:
                     data = np.zeros(tuple(int(s) for s in target["shape"]),
                                     dtype=np.uint16 if kind == "instance" else np.uint8)
