@@ -216,6 +216,37 @@ def test_cv_scores_only_the_classes_a_crop_annotates_for_the_model(synthetic, tm
     assert all(Path(p).name == "synth-1.zarr" for p in plan["truth"])
 
 
+def test_cv_lists_crops_and_labels_whose_truth_is_gone_instead_of_scoring_the_rest(synthetic, tmp_path):
+    """Truth moved or deleted after conversion: the crop (or label) is unscored with the path, not
+    silently scored on what remains."""
+    from test_bad_input_cellmap import make_tree, store
+
+    from converters.cellmap import zarr_tree as cz
+    from converters.cellmap.convert import convert
+    from auto3dseg.evaluation.cv import cellmap_cv_plan
+
+    ds = make_tree(synthetic, tmp_path / "data")
+    convert(tmp_path / "o", cz.read_datasplit(ds), num_folds=1, progress=False)
+    dl = json.loads((tmp_path / "o" / "datalist.json").read_text())
+    oof = {"items": [{"image": str((tmp_path / "o" / it["image"]).resolve()), "probabilities": "unused",
+                      "fold": it["fold"]} for it in dl["training"]], "missing": []}
+    before = cellmap_cv_plan(oof, tmp_path / "o" / "datalist.json")
+    ids = {name: c for c, name in before["crops"].items()}
+    c1, c2 = ids["synth-1_crop1"], ids["synth-1_crop2"]
+    gone = before["wanted"][c1][0]["label"]
+    gt = next(store(ds).glob("recon-*/labels/groundtruth"))
+    shutil.rmtree(gt / "crop1" / gone)  # one array deleted
+    (gt / "crop2").rename(gt / "crop2_moved")  # a whole crop moved
+    plan = cellmap_cv_plan(oof, tmp_path / "o" / "datalist.json")
+    reasons = {u["item"]: u["reason"] for u in plan["unscored"]}
+    assert "synth-1_crop2" in reasons and "ground truth not found at" in reasons["synth-1_crop2"]
+    assert f"{store(ds).resolve()}/{(gt / 'crop2').relative_to(store(ds))}" in reasons["synth-1_crop2"], reasons
+    assert c2 not in plan["wanted"] and all(c != c2 for c, _ in plan["only"])
+    assert f"synth-1_crop1/{gone}" in reasons and f"crop1/{gone}" in reasons[f"synth-1_crop1/{gone}"]
+    assert (c1, gone) not in plan["only"] and gone not in {t["label"] for t in plan["wanted"][c1]}
+    assert {t["label"] for t in plan["wanted"][c1]} == {t["label"] for t in before["wanted"][c1]} - {gone}
+
+
 def test_tuning_searches_a_sample_of_crops_within_the_voxel_budget(oof_run):
     from auto3dseg.postprocess.tune import CellMapObjective
 

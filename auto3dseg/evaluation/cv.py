@@ -73,7 +73,8 @@ def cellmap_cv_plan(oof: Mapping[str, Any], datalist: str | os.PathLike) -> dict
             unscored.append({"item": Path(image).name, "reason": f"not in {dl_path.parent / 'datalist_items.json'}"})
         else:
             by_crop.setdefault(f"{meta['dataset']}_{meta['crop']}", []).append(image)
-    plan: dict[str, Any] = {"wanted": {}, "maps": {}, "truth": [], "only": set(), "unscored": unscored, "crops": {}}
+    plan: dict[str, Any] = {"wanted": {}, "maps": {}, "truth": [], "only": set(), "unscored": unscored, "crops": {},
+                            "where": {}}
     for name, images in sorted(by_crop.items()):
         rec = records.get(name) or {}
         crop_id = int(by_image[images[0]]["crop_id"])
@@ -99,14 +100,53 @@ def cellmap_cv_plan(oof: Mapping[str, Any], datalist: str | os.PathLike) -> dict
         plan["wanted"][crop_id] = [{"label": lab, **grid} for lab in labels]
         plan["maps"][crop_id] = [have[i]["probabilities"] for i in images]
         plan["only"] |= {(crop_id, lab) for lab in labels}
+        plan["where"][crop_id] = f"{rec['gt_zarr']}/{rec.get('gt_group', '')}".rstrip("/")
         if rec["gt_zarr"] not in plan["truth"]:
             plan["truth"].append(rec["gt_zarr"])
+    _drop_missing_truth(plan)
     return plan
 
 
-def _signature(oof: Mapping[str, Any], params: Any, rules: str) -> str:
-    text = json.dumps([oof.get("signatures"), [it["probabilities"] for it in oof.get("items", [])], params, rules],
-                      sort_keys=True, default=str)
+def _drop_missing_truth(plan: dict[str, Any]) -> None:
+    """Move the crops and labels whose truth is no longer where the conversion found it (a store
+    or crop group moved or deleted, an array removed) from ``plan`` to ``plan["unscored"]``:
+    scoring a crop on the labels that remain would be a silently different score."""
+    from auto3dseg.evaluation.stores import ScoringInputError, find_truth_labels
+
+    found: set[tuple[int, str]] = set()
+    broken: dict[str, str] = {}
+    for store in list(plan["truth"]):
+        if not Path(store).exists():
+            broken[store] = "the store is not there (moved or deleted?)"
+            continue
+        try:
+            found |= {(t.crop, t.label) for t in find_truth_labels(store)}
+        except ScoringInputError as exc:
+            broken[store] = str(exc)
+    for crop_id in sorted(plan["wanted"]):
+        name, where = plan["crops"][crop_id], plan["where"][crop_id]
+        store = next((s for s in broken if where == s or where.startswith(s.rstrip("/") + "/")), None)
+        lost = [t["label"] for t in plan["wanted"][crop_id] if (crop_id, t["label"]) not in found]
+        if store is not None or len(lost) == len(plan["wanted"][crop_id]):
+            why = broken[store] if store is not None else "no array of its classes is there"
+            plan["unscored"].append({"item": name, "reason": f"ground truth not found at {where}: {why}; restore "
+                                     "it, or re-convert the crop if its truth moved"})
+            for key in ("wanted", "maps", "crops", "where"):
+                plan[key].pop(crop_id)
+            plan["only"] = {k for k in plan["only"] if k[0] != crop_id}
+            continue
+        for lab in lost:
+            plan["unscored"].append({"item": f"{name}/{lab}", "reason": f"ground truth not found at {where}/{lab} "
+                                     "although the conversion found it annotated; restore it or re-convert the crop"})
+        plan["wanted"][crop_id] = [t for t in plan["wanted"][crop_id] if t["label"] not in lost]
+        plan["only"] -= {(crop_id, lab) for lab in lost}
+    plan["truth"] = [s for s in plan["truth"] if s not in broken]
+
+
+def _signature(oof: Mapping[str, Any], params: Any, rules: str, plan: Mapping[str, Any] | None = None) -> str:
+    scored = sorted(plan["only"]) if plan else None  # a truth array gone since changes what is scored
+    text = json.dumps([oof.get("signatures"), [it["probabilities"] for it in oof.get("items", [])], params, rules,
+                       scored], sort_keys=True, default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
@@ -143,7 +183,8 @@ def _run_cv(work: Path, out: Path, oof: dict, params: Any, rules: str, force: bo
             from auto3dseg.postprocess import load_postprocess_params
 
             params = load_postprocess_params()
-    sig = _signature(oof, params, rules)
+    plan = None if cells else cellmap_cv_plan(oof, datalist)
+    sig = _signature(oof, params, rules, plan)
     scores_path = out / SCORES
     if not force and scores_path.is_file():
         try:
@@ -154,7 +195,7 @@ def _run_cv(work: Path, out: Path, oof: dict, params: Any, rules: str, force: bo
             pass
     scores_path.unlink(missing_ok=True)  # removed first, written last
     result = _cells_cv(work, out, oof, datalist, params, log) if cells else _cellmap_cv(out, oof, datalist, params,
-                                                                                       rules, log)
+                                                                                       rules, log, plan)
     result["cv"].update(signature=sig, bundles={f: sorted({b for it in oof["items"] if str(it["fold"]) == f
                                                           for b in it["bundles"]}) for f in oof.get("signatures", {})},
                         verified=all(it.get("verified") for it in oof.get("items", [])))
@@ -163,12 +204,12 @@ def _run_cv(work: Path, out: Path, oof: dict, params: Any, rules: str, force: bo
     return scores_path
 
 
-def _cellmap_cv(out: Path, oof: dict, datalist: Path, params: Any, rules: str, log) -> dict:
+def _cellmap_cv(out: Path, oof: dict, datalist: Path, params: Any, rules: str, log, plan: dict | None = None) -> dict:
     from auto3dseg.evaluation.score import score_submission
     from auto3dseg.submission.cellmap import write_crops
 
     dl = json.loads(datalist.read_text())
-    plan = cellmap_cv_plan(oof, datalist)
+    plan = plan if plan is not None else cellmap_cv_plan(oof, datalist)
     for u in plan["unscored"]:
         log(f"note: not in the cross-validated score: {u['item']}: {u['reason']}")
     if not plan["wanted"]:
