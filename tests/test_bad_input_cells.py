@@ -137,6 +137,28 @@ def test_misnamed_label_fails_its_image_instead_of_making_it_a_testing_image(tre
     assert report["unmatched_labels"] == []  # named once, as its image's failure
 
 
+def test_images_and_labels_in_one_folder_never_make_masks_testing_images(tree, tmp_path, capsys):
+    for f in (tree / "labels").iterdir():
+        shutil.move(str(f), tree / "images" / f.name)
+    out = tmp_path / "out"
+    rc = cc.main(["--images", str(tree / "images"), "--labels", str(tree / "images"), "--output_dir", str(out),
+                  "--num_folds", "2", "--no_progress"])
+    assert rc == 0, capsys.readouterr()
+    dl = json.loads((out / "datalist.json").read_text())
+    assert not any("_label" in it["image"] for it in dl["training"] + dl["testing"])
+    assert len(dl["training"]) == 2 and [Path(it["image"]).name.startswith(TEST) for it in dl["testing"]] == [True]
+
+
+def test_a_labels_folder_given_as_images_is_refused(tree, tmp_path, capsys):
+    for images, labels in ((tree / "labels", tree / "images"), (tree / "labels", None)):
+        out = tmp_path / f"out_{labels is None}"
+        rc = cc.main(["--images", str(images), *(["--labels", str(labels)] if labels else []), "--output_dir",
+                      str(out), "--no_progress"])
+        err = capsys.readouterr().err
+        assert rc == 2 and str(images) in err and "swapped" in err and "_label" in err, err
+        assert not (out / "datalist.json").exists()
+
+
 def test_label_without_an_image_is_a_warning_naming_the_closest_stems(tree, tmp_path, capsys):
     shutil.copy(tree / "labels" / "cell_08_sparse_label.tiff", tree / "labels" / "cell_8_sparse_label.tiff")
     shutil.copy(tree / "labels" / "cell_08_sparse_label.tiff", tree / "labels" / "zzz_label.tiff")

@@ -79,6 +79,7 @@ def find_cell_images(images_dir: str | os.PathLike, labels_dir: str | os.PathLik
         raise FileNotFoundError(f"--images {root}: no such folder")
     files = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
                    and not p.name.startswith("."))
+    files = _without_label_files(root, files, labels_dir)
     by_stem: dict[str, list[Path]] = {}
     for f in files:
         by_stem.setdefault(image_stem(f), []).append(f)
@@ -100,6 +101,27 @@ def find_cell_images(images_dir: str | os.PathLike, labels_dir: str | os.PathLik
         else:
             sources.append({"stem": stem, "image": str(paths[0]), "label": label})
     return sources, problems, unmatched
+
+
+def _without_label_files(root: Path, files: list[Path], labels_dir: str | os.PathLike | None) -> list[Path]:
+    """``files`` less the label masks among them (``<stem>_label.*`` of another image, or any
+    ``*_label.*`` when --images and --labels are one folder), which must never become testing images.
+
+    Raises
+    ------
+    ValueError
+        Every file is named as a label is: --images holds masks (given the labels' folder, or swapped).
+    """
+    from converters.cells.images import image_stem
+
+    masks = [f for f in files if image_stem(f).endswith("_label")]
+    if files and len(masks) == len(files):
+        raise ValueError(f"--images {root}: all {len(files)} files are named <stem>_label.*, as label masks are "
+                         f"(e.g. {masks[0].name}): pass the folder of the images as --images and the masks' folder "
+                         "as --labels (were they swapped?)")
+    same = labels_dir is not None and Path(labels_dir).resolve() == root.resolve()
+    plain = {image_stem(f) for f in files} - {image_stem(f) for f in masks}
+    return [f for f in files if f not in masks or not (same or image_stem(f)[: -len("_label")] in plain)]
 
 
 def _problem(stem: str, image: Path, label: str | None, reason: str, detail: str, kind: str | None = None,
