@@ -396,11 +396,13 @@ def _run(args: argparse.Namespace, datalist: str, dataroot: str, overrides: dict
         print(f"Probability maps: {manifest.parent} (channels and files in {manifest})")
         if mode == "predict" and args.postprocess:
             from auto3dseg.ensembling.predict_labels import postprocess_predictions
+            from auto3dseg.postprocess.tune import postprocess_params_for
             from datalists.cell_classes import is_cell_datalist
 
             dl = read_json(datalist)
+            params = postprocess_params_for(work, args.postprocess_params, is_cell_datalist(dl))
             folder, rows = postprocess_predictions(manifest, dl["class_table"], cells=is_cell_datalist(dl),
-                                                   params_path=args.postprocess_params)
+                                                   params=params)
             failed = [r for r in rows if r["status"] != "written"]
             print(f"Labels: {folder} ({len(rows) - len(failed)} images, {len(failed)} failed)")
             if failed:

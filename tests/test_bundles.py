@@ -223,6 +223,37 @@ def test_predict_postprocess_writes_labels_as_submit_does(full_run, converted, t
         assert np.array_equal(np.asarray(written.dataobj).T, expected[row["name"]])  # z, y, x as submit's
 
 
+def test_predict_postprocess_uses_the_tuned_parameters_as_submit_does(full_run, converted, tmp_path, capsys):
+    import shutil
+
+    import nibabel as nib
+    import yaml
+
+    from auto3dseg.postprocess import load_postprocess_params
+    from auto3dseg.postprocess.tune import TUNED_YAML
+    from auto3dseg.submission.cellmap import prediction_labels
+
+    out, _ = converted
+    work = tmp_path / "work"
+    shutil.copytree(full_run, work, symlinks=True)
+    tuned = work / TUNED_YAML
+    tuned.write_text(yaml.safe_dump({"default": {"threshold": 0.2}}))
+    dl = json.loads((out / "datalist.json").read_text())
+    image = out / dl["testing"][0]["image"]
+    dest = tmp_path / "preds"
+    rc = run_auto3dseg.main(["--mode", "predict", "--work_dir", str(work), "--algos", "segresnet", "--images",
+                             str(image), "--output_dir", str(dest), "--postprocess"])
+    assert rc == 0 and str(tuned) in capsys.readouterr().out
+    manifest = json.loads((dest / "ensemble.json").read_text())
+    prob = manifest["items"][0]["probabilities"]
+    want, _ = prediction_labels(prob, manifest["channels"], dl["class_table"], load_postprocess_params(str(tuned)))
+    default, _ = prediction_labels(prob, manifest["channels"], dl["class_table"], load_postprocess_params())
+    assert any(not np.array_equal(want[k], default[k]) for k in want)  # the tuned file changes something
+    case = dest / "labels" / Path(str(image)).name.replace(".nii.gz", "")
+    for name, array in want.items():
+        assert np.array_equal(np.asarray(nib.load(str(case / f"{name}.nii.gz")).dataobj).T, array), name
+
+
 def test_predict_uses_unfinished_bundles_only_when_allowed(full_run, converted, tmp_path, capsys):
     import shutil
 

@@ -35,9 +35,11 @@ def _write_nifti(data_zyx: np.ndarray, affine: np.ndarray, path: Path) -> None:
 
 
 def postprocess_predictions(ensemble_manifest: str | os.PathLike, class_table: list[dict], *, cells: bool,
-                            params_path: str | None = None, log=print) -> tuple[Path, list[dict]]:
-    """Post-process every map of ``ensemble.json`` into ``<its folder>/labels``; returns the
-    folder and one row per map (``status`` written/failed, ``error``)."""
+                            params: Any = None, log=print) -> tuple[Path, list[dict]]:
+    """Post-process every map of ``ensemble.json`` into ``<its folder>/labels`` with ``params``
+    (loaded parameters, as :func:`~auto3dseg.postprocess.tune.postprocess_params_for` gives them;
+    default: the packaged defaults); returns the folder and one row per map (``status``
+    written/failed, ``error``)."""
     manifest = Path(ensemble_manifest)
     ens = json.loads(manifest.read_text())
     out = manifest.parent / "labels"
@@ -45,7 +47,7 @@ def postprocess_predictions(ensemble_manifest: str | os.PathLike, class_table: l
         from auto3dseg.postprocess.cells import load_cell_params, postprocess_cells
 
         report = postprocess_cells([it["probabilities"] for it in ens["items"]], out,
-                                   params=load_cell_params(params_path), channels=ens.get("channels"),
+                                   params=params if params is not None else load_cell_params(), channels=ens.get("channels"),
                                    class_table=class_table)
         for r in report.failed:
             log(f"error: {r['input']}: {r['error']}")
@@ -55,7 +57,7 @@ def postprocess_predictions(ensemble_manifest: str | os.PathLike, class_table: l
     from auto3dseg.submission.cellmap import map_labels
     from converters.geometry import nifti_affine
 
-    params: dict[str, Any] = load_postprocess_params(params_path)
+    params = params if params is not None else load_postprocess_params()
     rows = []
     for it in ens["items"]:
         row = {"input": it["probabilities"], "status": "failed", "error": "", "outputs": []}
