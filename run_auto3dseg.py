@@ -224,6 +224,10 @@ def _datalist_and_root(args: argparse.Namespace) -> tuple[str, str]:
     from auto3dseg.orchestration.workdir import read_input
 
     src = read_input(args.work_dir)
+    if not Path(str(src["datalist"])).is_file():
+        raise FileNotFoundError(f"{Path(args.work_dir) / 'input.yaml'} names the datalist {src['datalist']}, which is "
+                                "not there (moved or deleted?): pass where it is now with --datalist <path> "
+                                "--force_new_datalist")
     return src["datalist"], args.dataroot or src["dataroot"]
 
 
@@ -260,11 +264,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.datalist and args.mode != "validate":
-        from auto3dseg.orchestration.workdir import check_input_datalist
+        from auto3dseg.orchestration.workdir import check_input_datalist, repoint_input
 
         try:
             note = check_input_datalist(args.work_dir, datalist, dataroot, allow_other=args.force_new_datalist)
-        except ValueError as exc:
+            if note:  # accepted though its path changed: every step from here on reads the new one
+                repoint_input(args.work_dir, datalist, dataroot)
+        except (ValueError, OSError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         if note:

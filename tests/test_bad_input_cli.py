@@ -199,6 +199,33 @@ def test_a_work_dir_of_another_datalist_is_refused_and_left_alone(generated, con
         copy.unlink()
 
 
+def test_a_moved_datalist_is_named_and_force_new_datalist_repoints_the_work_dir(generated, converted, tmp_path,
+                                                                               capsys):
+    import shutil
+
+    data, work = tmp_path / "a", tmp_path / "work"
+    shutil.copytree(converted[0], data)
+    shutil.copytree(generated, work, symlinks=True)
+    src = yaml.safe_load((work / "input.yaml").read_text())
+    (work / "input.yaml").write_text(yaml.safe_dump({**src, "datalist": str(data / "datalist.json"),
+                                                     "dataroot": str(data)}))
+    moved = tmp_path / "b"
+    data.rename(moved)
+    rc = run_auto3dseg.main(["--mode", "oof", "--work_dir", str(work)])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "Errno" not in err
+    assert str(work / "input.yaml") in err and str(data / "datalist.json") in err and "--force_new_datalist" in err
+    # the same data at its new place: accepted, and input.yaml names it for every later step
+    rc = run_auto3dseg.main(["--mode", "submit", "--work_dir", str(work), "--datalist", str(moved / "datalist.json"),
+                             "--force_new_datalist"])
+    err = capsys.readouterr().err
+    assert "now works on" in err
+    new = yaml.safe_load((work / "input.yaml").read_text())
+    assert new["datalist"] == str((moved / "datalist.json").resolve()) and new["dataroot"] == str(moved.resolve())
+    assert {k: v for k, v in new.items() if k not in ("datalist", "dataroot")} == {
+        k: v for k, v in src.items() if k not in ("datalist", "dataroot")}
+
+
 # ----------------------------------------------------------------------------- 5. raw images given to predict
 def test_predict_on_raw_images_says_how_to_convert(generated, converted_cells, tmp_path, capsys):
     raw = tmp_path / "cell_01.tif"

@@ -38,7 +38,8 @@ from auto3dseg.ensembling.ensemble import (
 from auto3dseg.ensembling.probability_maps import probability_map_name
 from auto3dseg.orchestration.workdir import bundle_ckpt_path, read_input
 
-__all__ = ["MANIFEST", "OOF_DIR", "OutOfFoldLeak", "fold_bundles", "run_oof", "training_cases", "unseen_check"]
+__all__ = ["MANIFEST", "OOF_DIR", "OutOfFoldLeak", "fold_bundles", "run_oof", "stale_reasons", "training_cases",
+           "unseen_check"]
 
 OOF_DIR = "oof"
 MANIFEST, PARTIAL = "oof.json", "oof.partial.json"
@@ -121,11 +122,49 @@ def unseen_check(bundle: str | os.PathLike, images: Sequence[str]) -> bool:
     return True
 
 
-def _signature(bundles: Sequence[Mapping[str, Any]]) -> str:
+def _signature(bundles: Sequence[Mapping[str, Any]], work: Path) -> str:
+    """The bundles, their scores and their weights' size and time: a bundle trained again (or
+    regenerated) after its out-of-fold maps were written changes it."""
     from monai.utils.enums import AlgoKeys
 
-    text = json.dumps(sorted((str(b[AlgoKeys.ID]), float(b[AlgoKeys.SCORE] or 0)) for b in bundles))
+    def weights(name: str) -> list:
+        try:
+            return sorted([f.name, f.stat().st_size, f.stat().st_mtime_ns]
+                          for f in bundle_ckpt_path(work / name).glob("*.pt"))
+        except (OSError, ValueError, KeyError):
+            return []
+
+    text = json.dumps(sorted((str(b[AlgoKeys.ID]), float(b[AlgoKeys.SCORE] or 0), weights(str(b[AlgoKeys.ID])))
+                             for b in bundles))
     return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def stale_reasons(work_dir: str | os.PathLike, oof: Mapping[str, Any]) -> list[str]:
+    """Why the out-of-fold maps of ``oof`` (``oof.json``) no longer come from ``work_dir``'s
+    bundles: a bundle gone, unfinished, or trained again since. Empty when they are current.
+
+    Tuning or scoring stale maps would choose parameters for (or report the score of) networks
+    that no longer exist.
+    """
+    from monai.utils.enums import AlgoKeys
+
+    work = Path(work_dir).resolve()
+    by_fold: dict[str, list[str]] = {}
+    for it in oof.get("items", []):
+        by_fold.setdefault(str(it["fold"]), sorted(it["bundles"]))
+    names = sorted({n for v in by_fold.values() for n in v})
+    history = {str(h[AlgoKeys.ID]): h for h in trained_history(work, None, allow_unfinished=True, log=lambda *_: None)
+               if str(h[AlgoKeys.ID]) in names}
+    reasons = []
+    for fold, bundles in sorted(by_fold.items()):
+        gone = [n for n in bundles if n not in history]
+        if gone:
+            reasons.append(f"fold {fold}: {', '.join(gone)} no longer trained (regenerated, or its weights deleted)")
+            continue
+        now = _signature([history[n] for n in bundles], work) + ("-tta" if oof.get("tta") else "")
+        if now != oof.get("signatures", {}).get(fold):
+            reasons.append(f"fold {fold}: {', '.join(bundles)} trained again since the maps were written")
+    return reasons
 
 
 def run_oof(work_dir: str | os.PathLike, *, method: str = "best_by_fold", n_best: int = 5,
@@ -179,7 +218,7 @@ def _run_oof(work: Path, out_dir: Path, *, method: str, n_best: int, algos: Sequ
     cases = training_cases(src["datalist"], src.get("dataroot"))
     source = f"'training' in {src['datalist']}"
     previous = {} if force else _previous(out_dir)
-    signatures = {str(f): _signature(b) + ("-tta" if tta else "") for f, b in by_fold.items()}
+    signatures = {str(f): _signature(b, work) + ("-tta" if tta else "") for f, b in by_fold.items()}
     done = {it["image"]: it for it in previous.get("items", [])
             if previous.get("signatures", {}).get(str(it["fold"])) == signatures.get(str(it["fold"]))
             and Path(it["probabilities"]) == out_dir / probability_map_name(_case_name(it["image"]))

@@ -23,15 +23,20 @@ def step_banner(title: str) -> None:
 def tune_step(args: argparse.Namespace, work: Path, datalist: str) -> int:
     from auto3dseg.evaluation.cv import cv_summary, run_cv
     from auto3dseg.orchestration.workdir import data_kind
-    from auto3dseg.postprocess.tune import postprocess_params_for, tune_postprocess, tuning_summary
+    from auto3dseg.postprocess.tune import TUNED_YAML, postprocess_params_for, tune_postprocess, tuning_summary
 
     step_banner("tune_postprocess")
+    # what the submission made before this step (in --mode full) was post-processed with
+    earlier = ("--postprocess_params " + str(args.postprocess_params) if args.postprocess_params else
+               "the earlier tuned post-processing" if (work / TUNED_YAML).is_file() else "the default post-processing")
     report = tune_postprocess(work, budget=args.tune_budget, min_crops=args.tune_min_crops,
                               min_objects=args.tune_min_objects, min_gain=args.tune_min_gain, rules=args.score_rules,
-                              max_voxels=args.tune_max_voxels or None)
+                              max_voxels=args.tune_max_voxels or None, base=args.postprocess_params)
     print(tuning_summary(report))
     print(f"Tuning report: {work / 'tuning' / 'report.md'}")
     cells = data_kind(datalist) == "cells"
+    if report.get("tuned_file"):  # it holds --postprocess_params' values too: from here on, it is what is used
+        args = argparse.Namespace(**{**vars(args), "postprocess_params": None})
     params = postprocess_params_for(work, args.postprocess_params, cells)
     print(cv_summary(json.loads(run_cv(work, params=params, rules=args.score_rules).read_text())))
     if args.mode == "full" and has_test_labels(datalist, args.test_manifest):
@@ -39,7 +44,8 @@ def tune_step(args: argparse.Namespace, work: Path, datalist: str) -> int:
         rc = submit_step(args, work, datalist)  # with the tuned parameters; the previous submission is kept aside
         after = test_score(work)
         if before is not None and after is not None:
-            print(f"Test score with the default post-processing {before:.4f}, with the tuned one {after:.4f} "
+            now = "the tuned one" if report.get("tuned_file") else "the same parameters (nothing tuned)"
+            print(f"Test score with {earlier} {before:.4f}, with {now} {after:.4f} "
                   f"({after - before:+.4f}; the earlier submission is in {work / 'submission' / 'replaced'})")
         return rc
     return 0

@@ -168,6 +168,14 @@ def check_input_datalist(work_dir: str | os.PathLike, datalist: str | os.PathLik
                      "bundles; nothing was changed)")
 
 
+def repoint_input(work_dir: str | os.PathLike, datalist: str | os.PathLike, dataroot: str | os.PathLike) -> Path:
+    """Make ``<work_dir>/input.yaml`` name ``datalist`` and ``dataroot`` (absolute), keeping its
+    other keys: what a run accepted with ``--force_new_datalist`` (or a same-content copy) uses."""
+    src = yaml.safe_load((Path(work_dir) / INPUT_YAML).read_text()) or {}
+    return write_input(work_dir, {**src, "datalist": str(Path(datalist).resolve()),
+                                  "dataroot": str(Path(dataroot).resolve())})
+
+
 def write_input(work_dir: str | os.PathLike, data: dict[str, Any]) -> Path:
     from auto3dseg.bundles.config import write_yaml_atomic
 

@@ -33,7 +33,7 @@ import numpy as np
 import yaml
 
 from auto3dseg.postprocess.cell_instances import cells_from_probabilities, cells_from_target
-from auto3dseg.postprocess.params import read_user_yaml
+from auto3dseg.postprocess.params import ParamsTypeError, expected_type, read_user_yaml
 from datalists.cell_classes import CELL_CLASS_TABLE
 
 __all__ = [
@@ -58,12 +58,13 @@ def _check_params(entries: Any, source: str) -> dict[str, Any]:
     if entries is None:
         return {}
     if not isinstance(entries, Mapping):
-        raise TypeError(f"{source}: expected a mapping of parameter names to values")
+        raise ParamsTypeError(f"{source}: expected a mapping of parameter names to values")
     for key, value in entries.items():
         if key not in CELL_PARAM_TYPES:
             raise ValueError(f"{source}: unknown key {key!r}; known keys: {', '.join(CELL_PARAM_TYPES)}")
         if isinstance(value, bool) or not isinstance(value, CELL_PARAM_TYPES[key]):
-            raise TypeError(f"{source}: {key} = {value!r} has the wrong type")
+            raise ParamsTypeError(f"{source}: {key} = {value!r} has the wrong type: expected "
+                                  f"{expected_type(CELL_PARAM_TYPES[key])}")
         if key.endswith("threshold") and not 0.0 <= value <= 1.0:
             raise ValueError(f"{source}: {key} = {value} is not in [0, 1]")
         if key.endswith("_px") and value < 0:

@@ -36,12 +36,31 @@ PARAM_TYPES: dict[str, tuple[type, ...]] = {
 _CONNECTIVITIES = (4, 6, 8, 18, 26)
 
 
+class ParamsTypeError(TypeError, ValueError):
+    """A post-processing parameter file holds a value of the wrong type (a ``ValueError`` too,
+    so that a command line reports it as the user's mistake it is)."""
+
+
+def expected_type(types: tuple[type, ...]) -> str:
+    """What a value of ``types`` looks like, for messages.
+
+    Examples
+    --------
+    >>> expected_type((int,)), expected_type((int, float)), expected_type((bool,))
+    ('a whole number (e.g. 16)', 'a number (e.g. 0.5)', 'true or false')
+    """
+    if bool in types:
+        return "true or false"
+    return "a number (e.g. 0.5)" if float in types else "a whole number (e.g. 16)"
+
+
 def _check(entries: Any, source: str) -> dict[str, dict[str, Any]]:
     """Validate ``{class: {key: value}}`` read from ``source``; errors name both."""
     if entries is None:
         return {}
     if not isinstance(entries, Mapping):
-        raise TypeError(f"{source}: expected a mapping of class name to parameters, got {type(entries).__name__}")
+        raise ParamsTypeError(f"{source}: expected a mapping of class name to parameters, got "
+                              f"{type(entries).__name__}")
     checked: dict[str, dict[str, Any]] = {}
     for name, entry in entries.items():
         if name != "default":
@@ -50,13 +69,14 @@ def _check(entries: Any, source: str) -> dict[str, dict[str, Any]]:
             except KeyError as err:
                 raise ValueError(f"{source}: {err.args[0]}") from None
         if not isinstance(entry, Mapping):
-            raise TypeError(f"{source}: entry {name!r} must be a mapping of parameters")
+            raise ParamsTypeError(f"{source}: entry {name!r} must be a mapping of parameters")
         for key, value in entry.items():
             if key not in PARAM_TYPES:
                 raise ValueError(f"{source}: unknown key {key!r} in {name!r}; known keys: {', '.join(PARAM_TYPES)}")
             # bool is an int in Python: reject it where a number is meant, and vice versa
             if not isinstance(value, PARAM_TYPES[key]) or (isinstance(value, bool) and bool not in PARAM_TYPES[key]):
-                raise TypeError(f"{source}: {name}.{key} = {value!r} has the wrong type")
+                raise ParamsTypeError(f"{source}: {name}.{key} = {value!r} has the wrong type: expected "
+                                      f"{expected_type(PARAM_TYPES[key])}")
             if key == "connectivity" and value not in _CONNECTIVITIES:
                 raise ValueError(f"{source}: {name}.connectivity = {value} is not one of {_CONNECTIVITIES}")
             if key == "threshold" and not 0.0 <= value <= 1.0:

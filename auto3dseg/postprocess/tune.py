@@ -30,11 +30,14 @@ from __future__ import annotations
 import copy
 import json
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from converters.outputs import atomic_write_text
 
 __all__ = ["TUNED_YAML", "coordinate_search", "postprocess_params_for", "tune_postprocess"]
 
@@ -101,6 +104,9 @@ def postprocess_params_for(work_dir: str | os.PathLike, explicit: str | os.PathL
     if explicit is None and tuned.is_file():
         log(f"post-processing parameters: {tuned} (from --mode tune_postprocess; --postprocess_params overrides it)")
         return load(str(tuned))
+    if explicit is not None and tuned.is_file():
+        log(f"note: post-processing parameters: {explicit} (--postprocess_params); the tuned values in {tuned} are "
+            "not used (leave out --postprocess_params to use them)")
     return load(None if explicit is None else str(explicit))
 
 
@@ -302,10 +308,34 @@ def tune_cellmap(objective: CellMapObjective, defaults: Mapping[str, Any], *, bu
         objective.forget(watch)
     before, overall_before = aggregate_official(objective.records(defaults, labels))
     after, overall_after = aggregate_official(objective.records(tuned, labels))
+    # chosen on a sample of crops (or for a group's mean), a value can score lower on all of them: not kept
+    worse = [r for r in rows if not r["kept"] and after[r["label"]]["score"] < before[r["label"]]["score"] - 1e-12]
+    for r in worse:
+        _revert(tuned, defaults, r, f"scored lower on all {r['crops']} crops ({before[r['label']]['score']:.4f} -> "
+                f"{after[r['label']]['score']:.4f}) than on the {r.get('crops_searched')} searched", log)
+    if worse:
+        after, overall_after = aggregate_official(objective.records(tuned, labels))
+    if overall_after["score"] < overall_before["score"] - 1e-12:
+        why = (f"the tuned values together lowered the overall score ({overall_before['score']:.4f} -> "
+               f"{overall_after['score']:.4f}): the defaults are kept for every class")
+        for r in rows:
+            if not r["kept"]:
+                _revert(tuned, defaults, r, why, log)
+        after, overall_after = before, overall_before
     for row in rows:
         row["score_before"], row["score_after"] = before[row["label"]]["score"], after[row["label"]]["score"]
     return {"kind": "cellmap", "params": tuned, "classes": rows, "before": {"labels": before, "overall": overall_before},
             "after": {"labels": after, "overall": overall_after}}
+
+
+def _revert(tuned: dict, defaults: Mapping[str, Any], row: dict, why: str, log) -> None:
+    """Give ``row``'s class its starting values back, marking the row kept with ``why``."""
+    if row["label"] in defaults:
+        tuned[row["label"]] = copy.deepcopy(defaults[row["label"]])
+    else:
+        tuned.pop(row["label"], None)
+    row.update(kept=True, reason=why, rejected=row.pop("changed", {}))
+    log(f"note: {row['label']}: tuned values not kept: {why}")
 
 
 # --------------------------------------------------------------------------------------
@@ -360,58 +390,101 @@ def tune_cells(oof: Mapping[str, Any], datalist: str | os.PathLike, defaults: Ma
 # --------------------------------------------------------------------------------------
 def tune_postprocess(work_dir: str | os.PathLike, *, budget: int = 24, min_crops: int = 2, min_objects: int = 5,
                      min_gain: float = 0.005, rules: str = "official", max_voxels: int | None = 200_000_000,
-                     log=print) -> dict:
+                     base: str | os.PathLike | None = None, log=print) -> dict:
     """Tune on ``work_dir``'s out-of-fold maps (``--mode oof`` first); write
     ``postprocess_tuned.yaml`` and ``tuning/report.md``/``.json``; returns the report.
 
-    Starts from the packaged defaults (not from an earlier tuning), so a re-run is the same
-    search. CellMap: each class is searched on a seeded sample of its crops of at most
+    Starts from the packaged defaults, or from ``base`` (a parameter file, ``--postprocess_params``:
+    then the tuned file holds its values too), never from an earlier tuning, so a re-run is the
+    same search. CellMap: each class is searched on a seeded sample of its crops of at most
     ``max_voxels`` voxels (None: all), and its figures before and after are on all of them.
-    One run at a time (``tuning/.tune.lock``).
+    An earlier ``postprocess_tuned.yaml`` that the run would replace or remove is kept in
+    ``tuning/replaced/``. One run at a time (``tuning/.tune.lock``).
+
+    Raises
+    ------
+    RuntimeError
+        The out-of-fold maps are older than the bundles (regenerated or trained again).
     """
-    from auto3dseg.ensembling.oof import MANIFEST, OOF_DIR
+    from auto3dseg.ensembling.oof import MANIFEST, OOF_DIR, stale_reasons
     from auto3dseg.orchestration.locks import step_lock
     from auto3dseg.orchestration.workdir import data_kind, read_input
     from auto3dseg.postprocess import load_postprocess_params
     from auto3dseg.postprocess.cells import load_cell_params
-    from converters.outputs import atomic_write_text
 
     work = Path(work_dir).resolve()
     oof_path = work / OOF_DIR / MANIFEST
     if not oof_path.is_file():
         raise FileNotFoundError(f"{oof_path} not found: run --mode oof first (tuning uses the out-of-fold maps)")
-    oof = json.loads(oof_path.read_text())
+    try:
+        oof = json.loads(oof_path.read_text())
+    except ValueError as exc:
+        raise RuntimeError(f"{oof_path} cannot be read ({exc}): run --mode oof --force to write it again") from None
+    stale = stale_reasons(work, oof)
+    if stale:
+        raise RuntimeError(f"the out-of-fold maps in {oof_path.parent} are older than the bundles ({'; '.join(stale)}): "
+                           "run --mode oof first (it redoes the changed folds); tuning on them would choose "
+                           "parameters for networks that no longer exist")
     src = read_input(work)
     datalist = oof.get("datalist") or src["datalist"]
     out = work / TUNING_DIR
     out.mkdir(parents=True, exist_ok=True)
+    base = None if base is None else str(base)
     with step_lock(out, "tune", log=log):
         if data_kind(datalist, src) == "cells":
-            report = tune_cells(oof, datalist, load_cell_params(), budget=budget, min_images=min_crops,
-                                min_gain=min_gain, log=log)
-            changed = {k: v for k, v in report["params"].items() if load_cell_params().get(k) != v}
+            packaged, start = load_cell_params(), load_cell_params(base)
+            report = tune_cells(oof, datalist, start, budget=budget, min_images=min_crops, min_gain=min_gain, log=log)
+            tuned = any(not r["kept"] for r in report["classes"])
+            content = {k: v for k, v in report["params"].items() if packaged.get(k) != v}
         else:
-            defaults = load_postprocess_params()
-            report = tune_cellmap(CellMapObjective(oof, datalist, rules, max_voxels), defaults, budget=budget,
+            packaged, start = load_postprocess_params(), load_postprocess_params(base)
+            report = tune_cellmap(CellMapObjective(oof, datalist, rules, max_voxels), start, budget=budget,
                                   min_crops=min_crops, min_objects=min_objects, min_gain=min_gain, log=log)
-            changed = {r["label"]: r["changed"] for r in report["classes"] if not r["kept"]}
+            tuned = any(not r["kept"] for r in report["classes"])
+            content = {name: diff for name, entry in report["params"].items()
+                       if (diff := {k: v for k, v in entry.items() if packaged.get(name, {}).get(k) != v})}
         report.update(settings={"budget": budget, "min_crops": min_crops, "min_objects": min_objects,
-                                "min_gain": min_gain, "rules": rules, "max_voxels": max_voxels},
-                      oof_signatures=oof.get("signatures"))
-        tuned_path = work / TUNED_YAML
-        if changed:
-            import yaml
-
-            header = ("# written by run_auto3dseg.py --mode tune_postprocess: the values that scored higher on the\n"
-                      f"# out-of-fold maps than the packaged defaults (report: {out / 'report.md'}).\n"
-                      "# --mode submit and --mode oof use this file; --postprocess_params overrides it.\n")
-            atomic_write_text(tuned_path, header + yaml.safe_dump(_plain(changed), sort_keys=False))
-        else:
-            tuned_path.unlink(missing_ok=True)  # the defaults won: nothing of an earlier tuning stays in force
-        report["tuned_file"] = str(tuned_path) if changed else None
+                                "min_gain": min_gain, "rules": rules, "max_voxels": max_voxels, "start": base or
+                                "packaged defaults"}, oof_signatures=oof.get("signatures"))
+        report["tuned_file"] = _write_tuned(work, out, content if tuned else None, base, log)
         atomic_write_text(out / "report.md", format_tuning_markdown(report))
         atomic_write_text(out / "report.json", json.dumps(_plain(report), indent=1))
     return report
+
+
+def _write_tuned(work: Path, out: Path, content: dict | None, base: str | None, log) -> str | None:
+    """Write (``content``) or remove (None) ``postprocess_tuned.yaml``; a different earlier one is
+    moved to ``tuning/replaced/`` first, and said. Returns the file written, or None."""
+    import yaml
+
+    tuned_path = work / TUNED_YAML
+    text = None
+    if content is not None:
+        text = ("# written by run_auto3dseg.py --mode tune_postprocess: the values that scored higher on the\n"
+                f"# out-of-fold maps than {base or 'the packaged defaults'} (report: {out / 'report.md'}).\n"
+                + (f"# It holds the values of {base} too.\n" if base else "")
+                + "# --mode submit, predict --postprocess and oof use this file; --postprocess_params overrides it.\n"
+                + yaml.safe_dump(_plain(content), sort_keys=False))
+    if tuned_path.is_file():
+        try:
+            same = content is not None and yaml.safe_load(tuned_path.read_text()) == _plain(content)
+        except yaml.YAMLError:
+            same = False
+        if same:
+            return str(tuned_path)  # the same values: nothing to keep aside
+        kept = out / "replaced" / f"postprocess_tuned-{time.strftime('%Y%m%d-%H%M%S')}.yaml"
+        n = 1
+        while kept.exists():
+            kept = kept.with_name(f"{kept.stem.rsplit('.', 1)[0]}.{n}.yaml")
+            n += 1
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tuned_path, kept)
+        log(f"note: the earlier {tuned_path.name} is kept as {kept}"
+            + ("" if text is not None else " (this tuning kept the defaults: no tuned file is in force now)"))
+    if text is None:
+        return None
+    atomic_write_text(tuned_path, text)
+    return str(tuned_path)
 
 
 def _plain(value: Any) -> Any:
