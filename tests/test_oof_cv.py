@@ -110,9 +110,10 @@ def test_folds_changed_after_training_are_refused(oof_run, tmp_path):
         dl_path.write_text(original)
 
 
-def _purpose_built_maps(work: Path, value: float) -> dict:
+def _purpose_built_maps(work: Path, value: float, background: float = 0.05, per_crop: dict | None = None) -> dict:
     """Replace the out-of-fold maps of a copied work_dir by maps built from the converted labels:
-    ``value`` inside every class (groups through their parts), 0.05 elsewhere."""
+    ``value`` inside every class (groups through their parts), ``background`` elsewhere;
+    ``per_crop`` maps a crop id to its own ``(value, background)``."""
     import nibabel as nib
     import numpy as np
 
@@ -127,12 +128,15 @@ def _purpose_built_maps(work: Path, value: float) -> dict:
         return {int(row["id"])} | {i for p in row.get("parts") or [] for i in ids(next(
             r["name"] for r in table if int(r["id"]) == int(p)))}
 
+    items = json.loads((Path(oof["datalist"]).parent / "datalist_items.json").read_text())
+    crop_of = {str((Path(oof["datalist"]).parent / k).resolve()): int(v["crop_id"]) for k, v in items.items()}
     for it in oof["items"]:
+        inside, outside = (per_crop or {}).get(crop_of[str(Path(it["image"]).resolve())], (value, background))
         lab_img = nib.load(it["label"])
         lab = np.asarray(lab_img.dataobj)
-        prob = np.full((len(oof["channels"]), *lab.shape), 0.05, dtype=np.float32)
+        prob = np.full((len(oof["channels"]), *lab.shape), outside, dtype=np.float32)
         for c, name in enumerate(oof["channels"]):
-            prob[c][np.isin(lab, list(ids(name)))] = value
+            prob[c][np.isin(lab, list(ids(name)))] = inside
         out = work / "oof" / Path(it["probabilities"]).name
         shutil.rmtree(out)
         write_probability_map(prob, lab_img.affine, out, oof["channels"], "sigmoid")
@@ -176,6 +180,78 @@ def test_tuning_keeps_the_defaults_when_they_are_right(oof_run, tmp_path):
     assert semantic and all(r["kept"] and r["reason"] == "no value scored higher than the default" for r in semantic)
     tuned = (copy / TUNED_YAML).read_text() if (copy / TUNED_YAML).exists() else ""
     assert not any(f"\n{r['label']}:" in tuned for r in semantic)  # instance classes may still split better
+
+
+def test_tuning_refuses_maps_older_than_the_bundles_until_oof_redoes_them(oof_run, tmp_path, capsys):
+    import os
+
+    from auto3dseg.postprocess.tune import tune_postprocess
+
+    work, _ = oof_run
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy, symlinks=True)
+    manifest = copy / "oof" / "oof.json"  # the copy's own maps (a copy otherwise redoes every map)
+    manifest.write_text(manifest.read_text().replace(str(work), str(copy)))
+    weights = copy / "segresnet_1" / "model" / "model.pt"
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # trained again
+    with pytest.raises(RuntimeError, match=r"older than the bundles \(fold 1: segresnet_1 trained again.*--mode oof"):
+        tune_postprocess(copy, log=lambda *_: None)
+    rc = run_auto3dseg.main(["--mode", "tune_postprocess", "--work_dir", str(copy)])
+    assert rc == 2 and "trained again" in capsys.readouterr().err
+    assert not (copy / "tuning" / "report.json").exists() or (copy / "tuning" / "report.json").read_bytes() == (
+        work / "tuning" / "report.json").read_bytes()
+    assert run_auto3dseg.main(["--mode", "oof", "--work_dir", str(copy)]) == 0
+    n_fold1 = sum(it["fold"] == 1 for it in _oof(copy)["items"])
+    assert f"{n_fold1} maps written" in capsys.readouterr().out  # only the changed fold is redone
+    assert tune_postprocess(copy, budget=2, log=lambda *_: None)["kind"] == "cellmap"
+
+
+def test_retuning_keeps_the_earlier_file_and_starts_from_postprocess_params(oof_run, tmp_path):
+    import yaml
+
+    from auto3dseg.postprocess.tune import TUNED_YAML, tune_postprocess
+
+    work, _ = oof_run
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy, symlinks=True)
+    _purpose_built_maps(copy, 0.4)
+    hand = "# edited by hand\nmito:\n  min_size_nm3: 123.0\n"
+    (copy / TUNED_YAML).write_text(hand)
+    base = tmp_path / "base.yaml"
+    base.write_text("er_lum:\n  threshold: 0.35\n")  # er_lum is annotated in one crop: never tuned
+    notes = []
+    report = tune_postprocess(copy, base=base, log=notes.append)
+    kept = list((copy / "tuning" / "replaced").glob("postprocess_tuned-*.yaml"))
+    assert len(kept) == 1 and kept[0].read_text() == hand and any(str(kept[0]) in n for n in notes)
+    tuned = yaml.safe_load((copy / TUNED_YAML).read_text())
+    assert tuned["er_lum"] == {"threshold": 0.35} and tuned["cyto"]["threshold"] < 0.4  # the base's and the tuned
+    assert report["settings"]["start"] == str(base)
+    assert report["before"]["labels"]["er_lum"]["score"] == report["after"]["labels"]["er_lum"]["score"]
+    tune_postprocess(copy, base=base, log=notes.append)  # the same values again: nothing more kept aside
+    assert len(list((copy / "tuning" / "replaced").glob("*.yaml"))) == 1
+
+
+def test_values_that_score_lower_on_all_crops_than_on_the_sample_are_not_kept(oof_run, tmp_path):
+    """Searched on one crop, where the maps are weak (0.4 inside), a low threshold wins; on the
+    other crops the background is 0.35, so the same threshold floods them: the default stays."""
+    from auto3dseg.postprocess.tune import CellMapObjective, tune_postprocess
+
+    work, _ = oof_run
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy, symlinks=True)
+    oof = _oof(copy)
+    budget = 1  # one crop per class: the smallest
+    objective = CellMapObjective(oof, oof["datalist"], max_voxels=budget)
+    sampled = objective.search_crops("cyto")
+    assert len(sampled) == 1 and len(objective.crops_of("cyto")) >= 3
+    _purpose_built_maps(copy, 0.9, 0.35, per_crop={sampled[0]: (0.4, 0.05)})
+    notes = []
+    report = tune_postprocess(copy, max_voxels=budget, log=notes.append)
+    row = next(r for r in report["classes"] if r["label"] == "cyto")
+    assert row["kept"] and "scored lower on all" in row["reason"] and row["rejected"]["threshold"] < 0.4
+    assert row["score_after"] == row["score_before"]
+    assert report["after"]["overall"]["score"] >= report["before"]["overall"]["score"]
+    assert any("cyto: tuned values not kept" in n for n in notes)
 
 
 def test_tta_recomputes_the_maps_and_records_it(oof_run, tmp_path, capsys):
