@@ -231,6 +231,20 @@ def _datalist_and_root(args: argparse.Namespace) -> tuple[str, str]:
     return src["datalist"], args.dataroot or src["dataroot"]
 
 
+def _check_postprocess_params(path: str, datalist: str) -> None:
+    """Load ``--postprocess_params`` as the datalist's kind of data reads it (raises on a bad file)."""
+    from auto3dseg.orchestration.workdir import data_kind
+
+    if data_kind(datalist) == "cells":
+        from auto3dseg.postprocess.cells import load_cell_params
+
+        load_cell_params(path)
+    else:
+        from auto3dseg.postprocess import load_postprocess_params
+
+        load_postprocess_params(path)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -275,6 +289,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         if note:
             print(note, file=sys.stderr)
+    if args.postprocess_params:  # before any step: a mistake in it would otherwise surface hours later
+        try:
+            _check_postprocess_params(args.postprocess_params, datalist)
+        except (ValueError, OSError) as exc:
+            print(f"error: --postprocess_params {exc}", file=sys.stderr)
+            return 2
     if args.mode in ("validate", "analyze", "generate", "full", "slurm"):
         rc = _validate(datalist, dataroot, analysis_only=args.mode == "analyze")
         if rc or args.mode == "validate":

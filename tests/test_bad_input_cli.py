@@ -226,6 +226,34 @@ def test_a_moved_datalist_is_named_and_force_new_datalist_repoints_the_work_dir(
         k: v for k, v in src.items() if k not in ("datalist", "dataroot")}
 
 
+@pytest.mark.parametrize("text, words", [
+    ("mito:\n  threshold: abc\n", "mito.threshold = 'abc' has the wrong type: expected a number"),
+    ("mito:\n  watershed: 1\n", "mito.watershed = 1 has the wrong type: expected true or false"),
+    (None, "not found"),
+])
+def test_a_bad_postprocess_params_file_is_one_line_before_any_step(generated, tmp_path, capsys, text, words):
+    params = tmp_path / "pp.yaml"
+    if text is not None:
+        params.write_text(text)
+    before = _files(generated)
+    rc = run_auto3dseg.main(["--mode", "full", "--work_dir", str(generated), "--datalist",
+                             yaml.safe_load((generated / "input.yaml").read_text())["datalist"],
+                             "--postprocess_params", str(params), "--workers", "0"])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert str(params) in err and words in err, err
+    assert _files(generated) == before
+
+
+def test_wrong_typed_cell_parameters_are_a_value_error_naming_the_type(tmp_path):
+    from auto3dseg.postprocess.cells import load_cell_params
+
+    params = tmp_path / "cells.yaml"
+    params.write_text("min_cell_px: 1.5\n")
+    with pytest.raises(ValueError, match=r"min_cell_px = 1.5 has the wrong type: expected a whole number"):
+        load_cell_params(str(params))
+
+
 # ----------------------------------------------------------------------------- 5. raw images given to predict
 def test_predict_on_raw_images_says_how_to_convert(generated, converted_cells, tmp_path, capsys):
     raw = tmp_path / "cell_01.tif"
