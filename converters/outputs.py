@@ -101,6 +101,28 @@ def clean_stale_temporaries(folders: Iterable[Path]) -> list[Path]:
     return removed
 
 
+def check_output_file(path: str | os.PathLike, flag: str = "--out") -> Path:
+    """``path`` as an output file named by ``flag``, refused early (``OSError`` naming it) when it
+    is a folder or a file stands where one of its folders should be.
+
+    >>> check_output_file("/")
+    Traceback (most recent call last):
+    ...
+    IsADirectoryError: [Errno 21] is a folder: --out needs a file name (e.g. /scores.json): '/'
+    """
+    out = Path(path)
+    if out.is_dir():
+        raise IsADirectoryError(errno.EISDIR, f"is a folder: {flag} needs a file name (e.g. {out / 'scores.json'})",
+                                str(out))
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, f"{parent} is a file, not a folder: choose another {flag}",
+                                         str(out))
+            break
+    return out
+
+
 def os_error_message(exc: OSError, folder_flag: str = "--output_dir", too_big_hint: str = "") -> str:
     """An OSError as a user reads it: what failed, on which file, and what to do.
 

@@ -277,3 +277,27 @@ def test_float_ids_blurred_by_resampling_are_named(tmp_path):
                                                (1, "er"): (ER, at((4, 4, 4)))})
     s = score(as_int, truth)
     assert not warned(s, "float_instance_ids") and s["labels"]["mito"]["f1"] == 1.0
+
+
+# --------------------------------------------------------------------------------------
+# --out that cannot be written: one line naming it, for both scorers
+# --------------------------------------------------------------------------------------
+def test_out_on_a_folder_or_unwritable_place_is_one_line(tmp_path, capsys):
+    import tifffile
+
+    from auto3dseg.evaluation import cellseg as cs
+
+    sub, truth = _pair(tmp_path)
+    blocked = tmp_path / "file"
+    blocked.write_text("a file where a folder should be")
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    for d in (gt, pred):
+        d.mkdir()
+        tifffile.imwrite(d / "a_label.tiff", np.eye(8, dtype=np.uint16))
+    for out in (tmp_path, blocked / "scores.json"):
+        for run in (lambda o: sc.main(["--submission", str(sub), "--truth", str(truth), "--out", str(o)]),
+                    lambda o: cs.main(["--gt", str(gt), "--pred", str(pred), "--out", str(o), "--no_progress"])):
+            assert run(out) == 2
+            err = capsys.readouterr().err.strip().splitlines()
+            assert len(err) == 1 and err[0].startswith(f"error: {out}") and "--out" in err[0], err
+    assert not list(tmp_path.glob("*.md"))

@@ -241,6 +241,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not 0 < args.iou <= 1:
         print(f"error: --iou must be in (0, 1], got {args.iou}", file=sys.stderr)
         return 2
+    from converters.outputs import check_output_file, os_error_message
+
+    try:
+        check_output_file(args.out)  # before scoring, which can take long
+    except OSError as exc:
+        print(f"error: {os_error_message(exc, '--out')}", file=sys.stderr)
+        return 2
     try:
         result = score_folders(args.gt, args.pred, gt_suffix=args.gt_suffix, pred_suffix=args.pred_suffix,
                                iou_threshold=args.iou, progress=not args.no_progress)
@@ -248,7 +255,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}. Pass --gt and --pred folders of <stem>_label.tiff masks, or set --gt_suffix/"
               "--pred_suffix to the file endings you use.", file=sys.stderr)
         return 2
-    write_cellseg_scores(result, args.out)
+    try:
+        write_cellseg_scores(result, check_output_file(args.out))
+    except OSError as exc:
+
+        print(f"error: {os_error_message(exc, '--out')}", file=sys.stderr)
+        return 2
     for w in result["warnings"]:
         print(f"warning: {w}", file=sys.stderr)
     out = Path(args.out)

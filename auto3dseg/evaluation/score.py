@@ -37,6 +37,7 @@ import argparse
 import os
 import sys
 from collections.abc import Collection, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -50,6 +51,7 @@ from auto3dseg.evaluation.official import (
 )
 from auto3dseg.evaluation.report import format_scores_markdown, write_scores
 from auto3dseg.evaluation.resample import official_place
+from converters.outputs import check_output_file, os_error_message
 from auto3dseg.evaluation.stores import (
     CROP_RE,
     ScoringInputError,
@@ -452,6 +454,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry point; returns the exit code (0 scored, 2 unreadable input)."""
     args = _parser().parse_args(argv)
     try:
+        if args.out:
+            check_output_file(args.out)  # before scoring, which can take long
+    except OSError as exc:
+        print(f"error: {os_error_message(exc, '--out')}", file=sys.stderr)
+        return 2
+    try:
         scores = score_submission(args.submission, args.truth, args.labels, rules=args.rules,
                                   test_manifest=args.test_manifest)
     except ScoringInputError as exc:
@@ -459,9 +467,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(format_scores_markdown(scores), end="")
     if args.out:
-        out = write_scores(scores, args.out)
+        try:
+            out = write_scores(scores, check_output_file(args.out))
+        except OSError as exc:
+            print(f"error: {os_error_message(exc, '--out')}", file=sys.stderr)
+            return 2
         print(f"wrote {out} and {out.with_suffix('.md')}")
     return 0
+
 
 
 if __name__ == "__main__":
