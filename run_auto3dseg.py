@@ -257,6 +257,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                      "--mode oof, then --mode tune_postprocess")
     if args.tune and not args.oof:
         parser.error("--tune needs --oof: the post-processing is tuned on the out-of-fold maps")
+    if args.tta and args.mode not in ("ensemble", "predict", "oof", "full", "slurm"):
+        parser.error(f"--tta is used by --mode ensemble, predict, oof, full and slurm; --mode {args.mode} makes no "
+                     "probability maps")
+    changed = [f"--{k}" for k in ("tune_budget", "tune_min_crops", "tune_min_objects", "tune_max_voxels",
+                                  "tune_min_gain") if getattr(args, k) != parser.get_default(k)]
+    if changed and not (args.mode == "tune_postprocess" or args.tune):
+        parser.error(f"{' '.join(changed)} set the tuning: use them with --mode tune_postprocess, or --mode "
+                     "full/slurm --oof --tune")
     if args.allow_constant_images:  # read by the analysis, here or in a SLURM job (sbatch exports the environment)
         os.environ["AUTO3DSEG_ALLOW_CONSTANT_IMAGES"] = "1"
     try:
@@ -289,6 +297,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         if note:
             print(note, file=sys.stderr)
+    if args.algos and args.mode in ("train", "ensemble", "predict", "oof"):
+        from auto3dseg.orchestration.workdir import list_bundles
+
+        have = list_bundles(args.work_dir)
+        if have and not any(b.algo in args.algos for b in have):
+            print(f"error: --algos {' '.join(args.algos)} matches no bundle of {args.work_dir}; it has "
+                  f"{', '.join(b.name for b in have)} (--algos takes network names: "
+                  f"{', '.join(sorted({b.algo for b in have}))})", file=sys.stderr)
+            return 2
     if args.postprocess_params:  # before any step: a mistake in it would otherwise surface hours later
         try:
             _check_postprocess_params(args.postprocess_params, datalist)

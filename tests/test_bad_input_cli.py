@@ -254,6 +254,33 @@ def test_wrong_typed_cell_parameters_are_a_value_error_naming_the_type(tmp_path)
         load_cell_params(str(params))
 
 
+def test_algos_matching_no_bundle_lists_the_bundles(generated, capsys):
+    rc = run_auto3dseg.main(["--mode", "train", "--work_dir", str(generated), "--algos", "segresnt"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--algos segresnt matches no bundle" in err and "segresnet_0" in err, err
+
+
+@pytest.mark.parametrize("flags", [["--mode", "submit", "--tta"], ["--mode", "oof", "--tune_budget", "8"],
+                                   ["--mode", "submit", "--tune_min_gain", "0.1"]])
+def test_flags_of_another_mode_are_refused_not_ignored(generated, capsys, flags):
+    with pytest.raises(SystemExit) as exc:
+        run_auto3dseg.main([*flags, "--work_dir", str(generated)])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and flags[2] in err, err
+
+
+def test_a_target_spacing_that_is_no_size_is_refused(tmp_path, capsys):
+    from converters.cellmap import convert as cc
+
+    for bad in ("nan", "0", "-8", "inf"):
+        with pytest.raises(SystemExit):
+            cc.main(["--data_root", str(tmp_path), "--output_dir", str(tmp_path / "o"), "--target_spacing", bad, "8",
+                     "8"])
+        err = capsys.readouterr().err
+        assert "--target_spacing" in err and "finite number of nm greater than 0" in err, err
+    assert not (tmp_path / "o").exists()
+
+
 # ----------------------------------------------------------------------------- 5. raw images given to predict
 def test_predict_on_raw_images_says_how_to_convert(generated, converted_cells, tmp_path, capsys):
     raw = tmp_path / "cell_01.tif"

@@ -186,6 +186,35 @@ def test_oof_cross_validated_f1_equals_the_scorer_by_hand(cell_run, converted_ce
     assert by_hand["mean_f1"] == cv["mean_f1"] and by_hand["n_scored"] == len(whole)
 
 
+def test_cells_cv_lists_a_missing_or_unreadable_truth_and_leaves_it_out(cell_run, converted_cells, tmp_path):
+    import shutil
+
+    from auto3dseg.evaluation.cv import run_cv
+
+    work, _ = cell_run
+    out, _ = converted_cells
+    if not (work / "oof" / "oof.json").is_file():
+        assert run_auto3dseg.main(["--mode", "oof", "--work_dir", str(work)]) == 0
+    data, copy = tmp_path / "data", tmp_path / "work"
+    shutil.copytree(out, data)
+    shutil.copytree(work, copy, symlinks=True)
+    oof = json.loads((copy / "oof" / "oof.json").read_text())
+    oof["items"] = [{**it, "image": it["image"].replace(str(out), str(data))} for it in oof["items"]]
+    (copy / "oof" / "oof.json").write_text(json.dumps({**oof, "datalist": str(data / "datalist.json")}))
+    full = json.loads((work / "cv" / "scores.json").read_text())
+    whole = sorted(set(full["cv"]["scored"]) - set(full["cv"]["tiled"]))
+    gone, broken = whole[0], whole[1]
+    (data / "instances" / f"{gone}_label.tiff").unlink()
+    (data / "instances" / f"{broken}_label.tiff").write_bytes(b"not a tiff")
+    notes = []
+    cv = json.loads(run_cv(copy, force=True, log=notes.append).read_text())
+    reasons = {u["item"]: u["reason"] for u in cv["cv"]["unscored"]}
+    assert "is not there" in reasons[gone] and "scoring failed" in reasons[broken]
+    assert set(cv["cv"]["scored"]) == set(full["cv"]["scored"]) - {gone, broken}
+    assert cv["n_images"] == len(cv["cv"]["scored"]) and not cv["failed"]  # the figure covers what it says
+    assert any(gone in n for n in notes) and any(broken in n for n in notes)
+
+
 def test_tuning_cells_evaluates_as_the_cv_scorer_and_keeps_defaults_on_few_images(cell_run, capsys):
     work, _ = cell_run
     assert run_auto3dseg.main(["--mode", "oof", "--work_dir", str(work)]) == 0  # kept when already there

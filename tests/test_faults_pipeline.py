@@ -405,3 +405,22 @@ def test_a_requested_label_outside_the_class_table_is_written_empty_and_named(ba
     store = zarr.open_group(str(work / "submission" / "submission.zarr"), mode="r")
     for crop in first:
         assert not np.asarray(store[f"crop{int(str(crop).removeprefix('crop'))}/{extra}"][...]).any()
+
+
+@pytest.mark.parametrize("lose", ["weights", "model_folder"])
+def test_a_done_marker_whose_weights_are_gone_is_trained_again(base, tmp_path, lose):
+    work = _copy(base, tmp_path)
+    model = work / "segresnet_0" / "model"
+    if lose == "weights":
+        for f in model.glob("*.pt"):
+            f.unlink()
+    else:
+        shutil.rmtree(model)
+    proc = _run(work, "--mode", "ensemble", *TINY)
+    assert proc.returncode == 2 and "Errno" not in proc.stderr and "--mode train" in proc.stderr, proc.stderr
+    proc = _run(work, "--mode", "train", *TINY)
+    assert proc.returncode == 0, proc.stderr
+    assert "training_done.json is there but its weights are not" in proc.stdout
+    assert "0 already trained, 1 to train" in proc.stdout
+    assert any(model.glob("*.pt")) and (work / "segresnet_0" / "training_done.json").is_file()
+    assert _run(work, "--mode", "ensemble", "--force", *TINY).returncode == 0

@@ -167,7 +167,11 @@ def run_cv(work_dir: str | os.PathLike, *, params: Any = None, rules: str = "off
     out.mkdir(parents=True, exist_ok=True)
     with step_lock(out, "cv", log=log):
         clean_temporaries(out)
-        return _run_cv(work, out, json.loads(oof_path.read_text()), params, rules, force, log)
+        try:
+            oof = json.loads(oof_path.read_text())
+        except ValueError as exc:
+            raise RuntimeError(f"{oof_path} cannot be read ({exc}): run --mode oof --force to write it again") from None
+        return _run_cv(work, out, oof, params, rules, force, log)
 
 
 def _run_cv(work: Path, out: Path, oof: dict, params: Any, rules: str, force: bool, log) -> Path:
@@ -294,6 +298,10 @@ def _cells_cv(work: Path, out: Path, oof: dict, datalist: Path, params: Any, log
         d.mkdir()
     scored = []
     for case in cases:
+        if not Path(case["truth"]).is_file():
+            unscored.append({"item": case["stem"], "reason": f"its truth {case['truth']} is not there (moved or "
+                             "deleted?): restore it, or convert the images again"})
+            continue
         try:
             cells = cells_from_probabilities(case["prob"], case["channels"], dl["class_table"], params,
                                              scale=case["scale"])
@@ -309,6 +317,18 @@ def _cells_cv(work: Path, out: Path, oof: dict, datalist: Path, params: Any, log
         raise RuntimeError("no training image can be scored: " + "; ".join(f"{u['item']}: {u['reason']}"
                                                                             for u in unscored[:5]))
     scores = score_folders(truth, labels, progress=False)
+    if scores["failed"]:  # an unreadable truth is a data problem, not an F1 of 0: listed, and left out
+        for f in scores["failed"]:
+            stem = f["name"][: -len("_label.tiff")]
+            unscored.append({"item": stem, "reason": f"scoring failed: {f['error']}"})
+            log(f"note: not in the cross-validated score: {stem}: scoring failed: {f['error']}")
+            scored.remove(stem)
+            (truth / f["name"]).unlink()
+            (labels / f["name"]).unlink()
+        if not scored:
+            raise RuntimeError("no training image can be scored: " + "; ".join(
+                f"{u['item']}: {u['reason']}" for u in unscored[:5]))
+        scores = score_folders(truth, labels, progress=False)
     scores["cv"] = {"kind": "cells", "scored": sorted(scored), "unscored": unscored, "rules": "official",
                     "tiled": sorted(c["stem"] for c in cases if c["tiles"] > 1)}
     return scores

@@ -74,7 +74,11 @@ def oof_step(args: argparse.Namespace, work: Path, datalist: str) -> int:
     print(cv_summary(scores))
     figure = test_score(work)
     if figure is not None:
-        print(f"Test score (submission against --truth):            {figure:.4f}")
+        rules = read_json(work / "submission" / "scores.json").get("rules", "official")
+        print(f"Test score (submission against --truth, {rules} rules): {figure:.4f}"
+              + ("" if rules == args.score_rules else f"  (the CV score above uses {args.score_rules} rules: "
+                 "not comparable; score the submission again with --mode submit --score_rules "
+                 f"{args.score_rules})"))
     print(f"Cross-validated scores: {work / 'cv' / 'scores.md'} (and scores.json)")
     return 0
 

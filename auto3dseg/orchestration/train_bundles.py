@@ -217,6 +217,8 @@ def _train_locked(bundle: Bundle, lock: Lock, *, overrides: Mapping[str, Any] | 
     done = bundle.done  # again: a run that held the lock before us may have finished it
     if done and not force:
         return "already", done.get("best_avg_dice_score"), ""
+    if bundle.weights_lost:  # a marker vouching for deleted weights must not outlive this training
+        (bundle.path / DONE_MARKER).unlink()
     if force and (bundle.started or done):
         (bundle.path / DONE_MARKER).unlink(missing_ok=True)  # the marker goes first, before what it vouches for
         for sub in ("model",):
@@ -294,6 +296,10 @@ def train_bundles(work_dir: str | os.PathLike, *, algos: Sequence[str] | None = 
     from auto3dseg.bundles.migrate import migrate_work_dir
 
     migrate_work_dir(work_dir, [b.path for b in bundles], log=log)  # bundles of before the layout change
+    for b in bundles:
+        if b.weights_lost:
+            log(f"note: {b.name}: {b.path / 'training_done.json'} is there but its weights are not (deleted?): "
+                "it is trained again")
     todo = [b for b in bundles if force or not b.done]
     if todo:
         _check_bundles(work_dir, todo, overrides)

@@ -70,9 +70,24 @@ class Bundle:
 
     @property
     def done(self) -> dict | None:
-        """The done record when training finished cleanly, else None."""
+        """The done record when training finished cleanly and its weights are there, else None
+        (a marker whose weights were deleted vouches for nothing: see :attr:`weights_lost`)."""
         f = self.path / DONE_MARKER
-        return json.loads(f.read_text()) if f.is_file() else None
+        if not f.is_file() or self.weights_lost:
+            return None
+        return json.loads(f.read_text())
+
+    @property
+    def weights_lost(self) -> bool:
+        """``training_done.json`` is there but no ``*.pt`` weights file is (deleted or moved)."""
+        if not (self.path / DONE_MARKER).is_file():
+            return False
+        if any((self.path / "model").glob("*.pt")):
+            return False
+        try:
+            return not any(bundle_ckpt_path(self.path).glob("*.pt"))
+        except Exception:  # an unreadable config: the training step reports it
+            return True
 
     @property
     def started(self) -> bool:

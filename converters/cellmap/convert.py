@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from dataclasses import asdict
@@ -351,6 +352,17 @@ def _validate(datalist: dict, root: Path, allow_single_fold: bool = False) -> di
 
 
 # --------------------------------------------------------------------------- CLI
+def _spacing(text: str) -> float:
+    """argparse type: a finite voxel size in nm, greater than 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: a voxel size must be a finite number of nm greater than 0")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m converters.cellmap.convert",
@@ -374,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--test_manifest", help="test_crop_manifest.csv: convert those crops' EM (no labels) as "
                      "'testing' entries")
     p.add_argument("--output_dir", required=True, help="where images/, labels/, datalist.json and the report go")
-    p.add_argument("--target_spacing", nargs=3, type=float, default=[8.0, 8.0, 8.0], metavar=("Z", "Y", "X"),
+    p.add_argument("--target_spacing", nargs=3, type=_spacing, default=[8.0, 8.0, 8.0], metavar=("Z", "Y", "X"),
                    help="output voxel size in nm, z y x")
     p.add_argument("--scale", default="auto", help="EM pyramid level to read: 'auto' picks the coarsest level "
                    "no coarser than the target that has data in the crop's region; 'sN' forces one")
