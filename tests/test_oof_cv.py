@@ -206,6 +206,25 @@ def test_tuning_refuses_maps_older_than_the_bundles_until_oof_redoes_them(oof_ru
     assert tune_postprocess(copy, budget=2, log=lambda *_: None)["kind"] == "cellmap"
 
 
+def test_a_map_that_lost_a_chunk_is_named_and_written_again(oof_run, tmp_path, capsys):
+    from auto3dseg.ensembling.probability_maps import open_probability_map
+
+    work, _ = oof_run
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy, symlinks=True)
+    manifest = copy / "oof" / "oof.json"
+    manifest.write_text(manifest.read_text().replace(str(work), str(copy)))
+    damaged = Path(_oof(copy)["items"][0]["probabilities"])
+    chunk = next(f for f in sorted(damaged.iterdir()) if not f.name.startswith("."))
+    chunk.unlink()  # its values would read as 0: an empty region, silently
+    with pytest.raises(ValueError, match=rf"{damaged}: 1 of the \d+ chunks it was written with are missing"):
+        open_probability_map(damaged)
+    capsys.readouterr()
+    assert run_auto3dseg.main(["--mode", "oof", "--work_dir", str(copy)]) == 0
+    assert "1 maps written" in capsys.readouterr().out
+    assert chunk.is_file() and open_probability_map(damaged).n_channels
+
+
 def test_retuning_keeps_the_earlier_file_and_starts_from_postprocess_params(oof_run, tmp_path):
     import yaml
 

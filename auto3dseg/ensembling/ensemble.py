@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from auto3dseg.ensembling.probability_maps import probability_map_name, write_probability_map
+from auto3dseg.ensembling.probability_maps import map_intact, probability_map_name, write_probability_map
 from auto3dseg.orchestration.workdir import ENSEMBLE_DIR, in_directory, list_bundles, prefer_templates, read_input
 
 __all__ = [
@@ -370,7 +370,7 @@ def _run_ensemble(work: Path, out_dir: Path, *, method: str, n_best: int, algos:
     reuse = previous.get("signature") == sig and not force
     done = {it["image"]: it for it in previous.get("items", [])} if reuse else {}
     complete = [str(c["image"]) for c in cases] == [it["image"] for it in previous.get("items", [])]
-    if reuse and complete and manifest_path.is_file() and all(Path(it["probabilities"]).exists()
+    if reuse and complete and manifest_path.is_file() and all(map_intact(it["probabilities"])
                                                                for it in previous["items"]):
         log(f"ensemble in {out_dir} is up to date ({len(cases)} maps of the same bundles); kept")
         return manifest_path
@@ -388,7 +388,7 @@ def _run_ensemble(work: Path, out_dir: Path, *, method: str, n_best: int, algos:
     for index, case in enumerate(tqdm(cases, desc="Ensembling", unit="image")):
         f = str(case["image"])
         out = out_dir / probability_map_name(_case_name(f))
-        if f in done and out.exists() and Path(done[f]["probabilities"]) == out:
+        if f in done and Path(done[f]["probabilities"]) == out and map_intact(out):
             items.append(done[f])
             continue
         if not inferers:  # load each bundle once, only when something is left to do

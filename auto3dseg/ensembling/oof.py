@@ -35,7 +35,7 @@ from auto3dseg.ensembling.ensemble import (
     trained_history,
     write_case_map,
 )
-from auto3dseg.ensembling.probability_maps import probability_map_name
+from auto3dseg.ensembling.probability_maps import map_intact, probability_map_name
 from auto3dseg.orchestration.workdir import bundle_ckpt_path, read_input
 
 __all__ = ["MANIFEST", "OOF_DIR", "OutOfFoldLeak", "fold_bundles", "run_oof", "stale_reasons", "training_cases",
@@ -222,7 +222,7 @@ def _run_oof(work: Path, out_dir: Path, *, method: str, n_best: int, algos: Sequ
     done = {it["image"]: it for it in previous.get("items", [])
             if previous.get("signatures", {}).get(str(it["fold"])) == signatures.get(str(it["fold"]))
             and Path(it["probabilities"]) == out_dir / probability_map_name(_case_name(it["image"]))
-            and Path(it["probabilities"]).exists()}  # a map of this work_dir (not of one it was copied from)
+            and map_intact(it["probabilities"])}  # a whole map of this work_dir (not of one it was copied from)
     predicted = {c["image"] for c in cases if c["fold"] in by_fold}
     if ((out_dir / MANIFEST).is_file() and predicted == set(done) == {it["image"] for it in previous["items"]}
             and {c["image"] for c in cases} - predicted == {m["image"] for m in previous.get("missing", [])}):

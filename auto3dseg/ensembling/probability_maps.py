@@ -33,7 +33,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["PROB_SUFFIXES", "ProbabilityMap", "ProbabilityMapWriter", "is_probability_map", "open_probability_map",
+__all__ = ["PROB_SUFFIXES", "ProbabilityMap", "ProbabilityMapWriter", "is_probability_map", "map_intact",
+           "open_probability_map",
            "probability_map_name", "quantize", "write_probability_map"]
 
 PROB_SUFFIXES = ("_prob.zarr", "_prob.nii.gz")
@@ -131,7 +132,8 @@ class ProbabilityMapWriter:
         self.array.attrs.put({
             "format": _FORMAT, "channels": list(channels) if channels else None, "activation": activation,
             "axes": ["class", *("zyx"[3 - dims:])], "scale": 255, "nifti_affine": self.affine.tolist(),
-            **_grid_attrs(self.affine, dims)})
+            # all-zero chunks are not stored: this count tells a deleted chunk from an empty one
+            "stored_chunks": int(self.array.nchunks_initialized), **_grid_attrs(self.affine, dims)})
         if self.path.exists():
             old = self.path.with_name(f".old-{os.getpid()}-{self.path.name}")
             os.replace(self.path, old)
@@ -188,6 +190,11 @@ class ProbabilityMap:
         if attrs.get("format") != _FORMAT:
             raise ValueError(f"{self.path}: not a probability map of this project (no format attribute: an "
                              "interrupted write?); re-run --mode ensemble")
+        stored = attrs.get("stored_chunks")
+        if stored is not None and self._array.nchunks_initialized < int(stored):
+            raise ValueError(f"{self.path}: {int(stored) - self._array.nchunks_initialized} of the {stored} chunks it "
+                             "was written with are missing (deleted or not copied?): its values would read as 0; "
+                             "write it again (--mode ensemble / predict / oof with --force)")
         self.n_channels = int(self._array.shape[0])
         self.shape = tuple(int(s) for s in self._array.shape[1:])
         self.channels = attrs.get("channels")
@@ -242,6 +249,19 @@ def open_probability_map(path: str | os.PathLike) -> ProbabilityMap:
         raise FileNotFoundError(f"{p}: no such probability map (was the ensemble interrupted? re-run --mode "
                                 "ensemble)")
     return ProbabilityMap(p)
+
+
+def map_intact(path: str | os.PathLike) -> bool:
+    """True when the probability map at ``path`` opens and has every chunk it was written with.
+
+    >>> map_intact("/no/such/map_prob.zarr")
+    False
+    """
+    try:
+        open_probability_map(path)
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def read_channels_json(path: str | os.PathLike) -> list[str] | None:
