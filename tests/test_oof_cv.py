@@ -225,6 +225,19 @@ def test_a_map_that_lost_a_chunk_is_named_and_written_again(oof_run, tmp_path, c
     assert chunk.is_file() and open_probability_map(damaged).n_channels
 
 
+def test_strict_test_scores_are_kept_beside_the_official_ones(oof_run, synthetic, tmp_path, capsys):
+    work, _ = oof_run
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy, symlinks=True)
+    official = (copy / "submission" / "scores.json").read_bytes()
+    assert json.loads(official)["rules"] == "official"
+    assert run_auto3dseg.main(["--mode", "submit", "--work_dir", str(copy), "--truth",
+                               str(synthetic / "test_truth.zarr"), "--score_rules", "strict"]) == 0
+    assert (copy / "submission" / "scores.json").read_bytes() == official
+    assert json.loads((copy / "submission" / "scores_strict.json").read_text())["rules"] == "strict"
+    assert "scores_strict.json" in capsys.readouterr().out
+
+
 def test_retuning_keeps_the_earlier_file_and_starts_from_postprocess_params(oof_run, tmp_path):
     import yaml
 

@@ -199,7 +199,8 @@ def submit_step(args: argparse.Namespace, work: Path, datalist: str) -> int:
             write_scores,
         )
 
-        out = zip_path.parent / "scores.json"
+        # one file per rules: strict scores never replace the official ones
+        out = zip_path.parent / ("scores.json" if args.score_rules == "official" else f"scores_{args.score_rules}.json")
         cached = json.loads(out.read_text()) if out.is_file() else None
         manifest = str(args.test_manifest) if args.test_manifest else None
         if (cached and cached.get("truth") == str(args.truth) and cached.get("rules") == args.score_rules

@@ -16,7 +16,7 @@ __all__ = ["REPORT_FILES", "keep_previous"]
 SIGNATURE = "submission_signature.txt"
 #: files beside a submission that belong to it (reports, local scores, the up-to-date signature)
 REPORT_FILES = ("submission_report.json", "submission_report.md", "scores.json", "scores.md", "scores.csv",
-                SIGNATURE)
+                "scores_strict.json", "scores_strict.md", SIGNATURE)
 
 
 def keep_previous(out: Path, names: Sequence[str], log: Callable[[str], object] = print) -> Path | None:
