@@ -224,7 +224,7 @@ def _datalist_and_root(args: argparse.Namespace) -> tuple[str, str]:
     from auto3dseg.orchestration.workdir import read_input
 
     src = read_input(args.work_dir)
-    if not Path(str(src["datalist"])).is_file():
+    if args.mode != "train" and not Path(str(src["datalist"])).is_file():  # training reads its bundles' copy
         raise FileNotFoundError(f"{Path(args.work_dir) / 'input.yaml'} names the datalist {src['datalist']}, which is "
                                 "not there (moved or deleted?): pass where it is now with --datalist <path> "
                                 "--force_new_datalist")

@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from auto3dseg.orchestration.locks import Lock, LockBusy, bundle_lock, clean_temporaries
-from auto3dseg.orchestration.workdir import DONE_MARKER, Bundle, list_bundles, move_aside, read_input
+from auto3dseg.orchestration.workdir import DONE_MARKER, Bundle, list_bundles, move_aside, read_input, weight_files
 
 __all__ = [
     "TrainReport",
@@ -259,7 +259,8 @@ def _train_locked(bundle: Bundle, lock: Lock, *, overrides: Mapping[str, Any] | 
     except Exception as exc:  # noqa: BLE001 - the done marker is what counts; the algo object is a convenience
         log(f"[{bundle.name}] note: could not record the score in algo_object.json ({exc})")
     record = {"best_avg_dice_score": score, "seconds": round(time.time() - t0, 1),
-              "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "command": cmd}
+              "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "command": cmd,
+              "weights": weight_files(bundle.path)}  # what the marker vouches for (Bundle.weights_lost)
     _write_json_atomic(bundle.path / DONE_MARKER, record)  # last: the marker that the bundle is trained
     return "trained", score, ""
 

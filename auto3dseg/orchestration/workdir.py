@@ -79,21 +79,36 @@ class Bundle:
 
     @property
     def weights_lost(self) -> bool:
-        """``training_done.json`` is there but no ``*.pt`` weights file is (deleted or moved)."""
-        if not (self.path / DONE_MARKER).is_file():
-            return False
-        if any((self.path / "model").glob("*.pt")):
+        """``training_done.json`` is there but none of the weights files it recorded is (deleted or
+        moved; deleting only ``last.pt`` to save space is fine). Markers written before they
+        recorded their weights claim nothing."""
+        f = self.path / DONE_MARKER
+        if not f.is_file():
             return False
         try:
-            return not any(bundle_ckpt_path(self.path).glob("*.pt"))
-        except Exception:  # an unreadable config: the training step reports it
-            return True
+            recorded = json.loads(f.read_text()).get("weights") or []
+        except ValueError:
+            return False
+        return bool(recorded) and not any((self.path / name).is_file() for name in recorded)
 
     @property
     def started(self) -> bool:
         """Has training written anything (checkpoint, progress or log)?"""
         model = self.path / "model"
         return (model.is_dir() and any(model.iterdir())) or (self.path / "training.log").is_file()
+
+
+def weight_files(bundle: str | os.PathLike) -> list[str]:
+    """The weights files (``*.pt``, ``*.pth``, ``*.ckpt``) under a bundle's ``model/`` and its
+    ``ckpt_path``, relative to the bundle."""
+    root = Path(bundle).resolve()
+    folders = {root / "model"}
+    try:
+        folders.add(Path(bundle_ckpt_path(root)).resolve())
+    except Exception:  # noqa: BLE001 - a foreign config we cannot evaluate: model/ only
+        pass
+    found = {f for d in folders if d.is_dir() for ext in ("*.pt", "*.pth", "*.ckpt") for f in d.glob(ext)}
+    return sorted(str(f.relative_to(root)) for f in found if root in f.parents)
 
 
 def list_bundles(work_dir: str | os.PathLike) -> list[Bundle]:
