@@ -380,3 +380,16 @@ def test_a_plateau_of_maxima_within_reach_is_thinned_in_bounded_memory():
     assert peak < 64 * 2**20, f"{peak / 2**20:.0f} MiB"  # all pairs: 307 MiB
     # as the exact rule has it: every plateau voxel but the first in C order has an earlier one within reach
     assert seeds.tolist() == [int(np.ravel_multi_index((2, 0, 0), mask.shape))]
+
+
+def test_postprocess_params_given_while_a_tuned_file_exists_is_said(tmp_path):
+    from auto3dseg.postprocess.tune import TUNED_YAML, postprocess_params_for
+
+    (tmp_path / TUNED_YAML).write_text("mito:\n  threshold: 0.3\n")
+    explicit = tmp_path / "mine.yaml"
+    explicit.write_text("mito:\n  threshold: 0.6\n")
+    said = []
+    assert postprocess_params_for(tmp_path, None, False, log=said.append)["mito"]["threshold"] == 0.3
+    assert str(tmp_path / TUNED_YAML) in said[-1]
+    assert postprocess_params_for(tmp_path, explicit, False, log=said.append)["mito"]["threshold"] == 0.6
+    assert "not used" in said[-1] and str(tmp_path / TUNED_YAML) in said[-1] and str(explicit) in said[-1]
