@@ -101,9 +101,11 @@ def clean_stale_temporaries(folders: Iterable[Path]) -> list[Path]:
     return removed
 
 
-def check_output_file(path: str | os.PathLike, flag: str = "--out") -> Path:
+def check_output_file(path: str | os.PathLike, flag: str = "--out", suffix: str = ".json") -> Path:
     """``path`` as an output file named by ``flag``, refused early (``OSError`` naming it) when it
-    is a folder or a file stands where one of its folders should be.
+    is a folder, a file stands where one of its folders should be, or it does not end in
+    ``suffix`` (the reports written beside it take its stem: ``--out scores.md`` or
+    ``--out submission.zip`` would overwrite a report or an input).
 
     >>> check_output_file("/")
     Traceback (most recent call last):
@@ -114,6 +116,9 @@ def check_output_file(path: str | os.PathLike, flag: str = "--out") -> Path:
     if out.is_dir():
         raise IsADirectoryError(errno.EISDIR, f"is a folder: {flag} needs a file name (e.g. {out / 'scores.json'})",
                                 str(out))
+    if suffix and out.suffix.lower() != suffix:
+        raise OSError(errno.EINVAL, f"{flag} must name a {suffix} file (the .md and .csv reports go beside it "
+                      f"with the same stem), e.g. {out.with_suffix(suffix)}; nothing was written", str(out))
     for parent in out.parents:
         if parent.exists():
             if not parent.is_dir():

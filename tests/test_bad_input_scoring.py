@@ -294,10 +294,13 @@ def test_out_on_a_folder_or_unwritable_place_is_one_line(tmp_path, capsys):
     for d in (gt, pred):
         d.mkdir()
         tifffile.imwrite(d / "a_label.tiff", np.eye(8, dtype=np.uint16))
-    for out in (tmp_path, blocked / "scores.json"):
+    pred_file = pred / "a_label.tiff"
+    before = pred_file.read_bytes()
+    for out in (tmp_path, blocked / "scores.json", tmp_path / "scores.md", tmp_path / "f1.csv", pred_file,
+                sub.parent / "submission.zip"):
         for run in (lambda o: sc.main(["--submission", str(sub), "--truth", str(truth), "--out", str(o)]),
                     lambda o: cs.main(["--gt", str(gt), "--pred", str(pred), "--out", str(o), "--no_progress"])):
             assert run(out) == 2
             err = capsys.readouterr().err.strip().splitlines()
             assert len(err) == 1 and err[0].startswith(f"error: {out}") and "--out" in err[0], err
-    assert not list(tmp_path.glob("*.md"))
+    assert not list(tmp_path.glob("*.md")) and pred_file.read_bytes() == before  # no input overwritten

@@ -424,3 +424,26 @@ def test_a_done_marker_whose_weights_are_gone_is_trained_again(base, tmp_path, l
     assert "0 already trained, 1 to train" in proc.stdout
     assert any(model.glob("*.pt")) and (work / "segresnet_0" / "training_done.json").is_file()
     assert _run(work, "--mode", "ensemble", "--force", *TINY).returncode == 0
+
+
+def test_a_copied_work_dir_reads_its_own_maps(base, tmp_path):
+    first = _copy(base, tmp_path)
+    second = tmp_path / "second"
+    shutil.copytree(first, second, symlinks=True)  # its ensemble.json names first's maps
+    shutil.move(str(first / "ensemble_output"), str(tmp_path / "moved_away"))
+    proc = _run(second, "--mode", "submit", "--force")
+    assert proc.returncode == 0, proc.stderr
+    got = _zip_arrays(second / "submission" / "submission.zip", tmp_path / "got")
+    want = _zip_arrays(base / "submission" / "submission.zip", tmp_path / "want")
+    assert got.keys() == want.keys() and all(np.array_equal(got[k], want[k]) for k in want)
+
+
+def test_an_ensemble_of_bundles_trained_again_is_not_up_to_date(base, tmp_path):
+    work = _copy(base, tmp_path)
+    manifest = work / "ensemble_output" / "ensemble.json"
+    manifest.write_text(manifest.read_text().replace(str(base), str(work)))  # the copy's own maps
+    assert "up to date" in _run(work, "--mode", "ensemble", *TINY).stdout
+    weights = work / "segresnet_0" / "model" / "model.pt"
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # as if retrained
+    proc = _run(work, "--mode", "ensemble", *TINY)
+    assert proc.returncode == 0 and "up to date" not in proc.stdout, proc.stdout

@@ -90,6 +90,10 @@ def trained_history(work_dir: str | os.PathLike, algos: Sequence[str] | None = N
     for b in list_bundles(Path(work_dir).resolve()):
         if algos and b.algo not in algos:
             continue
+        if b.weights_lost:
+            log(f"note: {b.name} is left out: {b.path / 'training_done.json'} is there but its weights are not "
+                "(deleted?); run --mode train to train it again")
+            continue
         done = b.done
         if not done and allow_unfinished:
             done = _unfinished_record(b)
@@ -241,10 +245,26 @@ def name_channels(prob: np.ndarray, class_table: Sequence[Mapping[str, Any]], ac
     return [f"channel_{i}" for i in range(n)], activation, source
 
 
-def _signature(chosen: list[dict]) -> str:
+def weights_stamp(bundle: str | os.PathLike) -> list:
+    """Name, size and time of each weights file of a bundle: changes when it is trained again."""
+    from auto3dseg.orchestration.workdir import weight_files
+
+    root = Path(bundle)
+    out = []
+    for name in weight_files(root):
+        try:
+            st = (root / name).stat()
+        except OSError:
+            continue
+        out.append([name, st.st_size, st.st_mtime_ns])
+    return out
+
+
+def _signature(chosen: list[dict], work: Path | None = None) -> str:
     from monai.utils.enums import AlgoKeys
 
-    text = json.dumps(sorted((a[AlgoKeys.ID], float(a[AlgoKeys.SCORE] or 0)) for a in chosen))
+    text = json.dumps(sorted((a[AlgoKeys.ID], float(a[AlgoKeys.SCORE] or 0),
+                              weights_stamp(work / str(a[AlgoKeys.ID])) if work else None) for a in chosen))
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
@@ -365,13 +385,14 @@ def _run_ensemble(work: Path, out_dir: Path, *, method: str, n_best: int, algos:
         raise RuntimeError(f"nothing to predict: {src['datalist']} has no 'testing' items and no --images given")
     source = "--images" if images else f"'testing' in {src['datalist']}"
     manifest_path, partial_path = out_dir / MANIFEST, out_dir / PARTIAL
-    sig = _signature(chosen) + ("-tta" if tta else "")
+    sig = _signature(chosen, work) + ("-tta" if tta else "")
     previous = _previous_manifest(out_dir)
     reuse = previous.get("signature") == sig and not force
     done = {it["image"]: it for it in previous.get("items", [])} if reuse else {}
     complete = [str(c["image"]) for c in cases] == [it["image"] for it in previous.get("items", [])]
-    if reuse and complete and manifest_path.is_file() and all(map_intact(it["probabilities"])
-                                                               for it in previous["items"]):
+    if reuse and complete and manifest_path.is_file() and all(
+            Path(it["probabilities"]).parent == out_dir and map_intact(it["probabilities"])  # this work_dir's own
+            for it in previous["items"]):
         log(f"ensemble in {out_dir} is up to date ({len(cases)} maps of the same bundles); kept")
         return manifest_path
     manifest_path.unlink(missing_ok=True)  # removed first: from here on nothing looks complete

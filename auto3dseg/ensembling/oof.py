@@ -33,6 +33,7 @@ from auto3dseg.ensembling.ensemble import (
     load_inferers,
     select_ensemble,
     trained_history,
+    weights_stamp,
     write_case_map,
 )
 from auto3dseg.ensembling.probability_maps import map_intact, probability_map_name
@@ -127,14 +128,7 @@ def _signature(bundles: Sequence[Mapping[str, Any]], work: Path) -> str:
     regenerated) after its out-of-fold maps were written changes it."""
     from monai.utils.enums import AlgoKeys
 
-    def weights(name: str) -> list:
-        try:
-            return sorted([f.name, f.stat().st_size, f.stat().st_mtime_ns]
-                          for f in bundle_ckpt_path(work / name).glob("*.pt"))
-        except (OSError, ValueError, KeyError):
-            return []
-
-    text = json.dumps(sorted((str(b[AlgoKeys.ID]), float(b[AlgoKeys.SCORE] or 0), weights(str(b[AlgoKeys.ID])))
+    text = json.dumps(sorted((str(b[AlgoKeys.ID]), float(b[AlgoKeys.SCORE] or 0), weights_stamp(work / str(b[AlgoKeys.ID])))
                              for b in bundles))
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from auto3dseg.ensembling.probability_maps import read_map_manifest
+
 __all__ = ["postprocess_predictions"]
 
 
@@ -41,7 +43,7 @@ def postprocess_predictions(ensemble_manifest: str | os.PathLike, class_table: l
     default: the packaged defaults); returns the folder and one row per map (``status``
     written/failed, ``error``)."""
     manifest = Path(ensemble_manifest)
-    ens = json.loads(manifest.read_text())
+    ens = read_map_manifest(manifest)
     out = manifest.parent / "labels"
     if cells:
         from auto3dseg.postprocess.cells import load_cell_params, postprocess_cells

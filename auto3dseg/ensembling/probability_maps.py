@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["PROB_SUFFIXES", "ProbabilityMap", "ProbabilityMapWriter", "is_probability_map", "map_intact",
+__all__ = ["PROB_SUFFIXES", "ProbabilityMap", "ProbabilityMapWriter", "is_probability_map", "map_intact", "read_map_manifest",
            "open_probability_map",
            "probability_map_name", "quantize", "write_probability_map"]
 
@@ -249,6 +249,21 @@ def open_probability_map(path: str | os.PathLike) -> ProbabilityMap:
         raise FileNotFoundError(f"{p}: no such probability map (was the ensemble interrupted? re-run --mode "
                                 "ensemble)")
     return ProbabilityMap(p)
+
+
+def read_map_manifest(path: str | os.PathLike) -> dict[str, Any]:
+    """``ensemble.json`` / ``oof.json`` with each item's map taken from the manifest's own folder
+    when it holds a map of that name: a copied or moved work_dir reads its own maps, never the
+    ones of the folder it was copied from (whose paths the manifest records)."""
+    import json
+
+    manifest = Path(path)
+    data = json.loads(manifest.read_text())
+    for it in data.get("items", []):
+        own = manifest.parent / Path(it["probabilities"]).name
+        if Path(it["probabilities"]) != own and own.exists():
+            it["probabilities"] = str(own)
+    return data
 
 
 def map_intact(path: str | os.PathLike) -> bool:

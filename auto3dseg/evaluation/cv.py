@@ -167,8 +167,10 @@ def run_cv(work_dir: str | os.PathLike, *, params: Any = None, rules: str = "off
     out.mkdir(parents=True, exist_ok=True)
     with step_lock(out, "cv", log=log):
         clean_temporaries(out)
+        from auto3dseg.ensembling.probability_maps import read_map_manifest
+
         try:
-            oof = json.loads(oof_path.read_text())
+            oof = read_map_manifest(oof_path)  # a copied work_dir scores its own maps
         except ValueError as exc:
             raise RuntimeError(f"{oof_path} cannot be read ({exc}): run --mode oof --force to write it again") from None
         return _run_cv(work, out, oof, params, rules, force, log)

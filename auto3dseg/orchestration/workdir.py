@@ -79,8 +79,8 @@ class Bundle:
 
     @property
     def weights_lost(self) -> bool:
-        """``training_done.json`` is there but none of the weights files it recorded is (deleted or
-        moved; deleting only ``last.pt`` to save space is fine). Markers written before they
+        """``training_done.json`` is there but the best weights it recorded (``model.pt``; else any
+        weights file it recorded) are not: deleted or moved (deleting only ``last.pt`` is fine). Markers written before they
         recorded their weights claim nothing."""
         f = self.path / DONE_MARKER
         if not f.is_file():
@@ -89,7 +89,8 @@ class Bundle:
             recorded = json.loads(f.read_text()).get("weights") or []
         except ValueError:
             return False
-        return bool(recorded) and not any((self.path / name).is_file() for name in recorded)
+        best = [n for n in recorded if Path(n).name == "model.pt"] or recorded  # the weights inference uses
+        return bool(best) and not any((self.path / name).is_file() for name in best)
 
     @property
     def started(self) -> bool:

@@ -369,8 +369,10 @@ def tune_postprocess(work_dir: str | os.PathLike, *, budget: int = 24, min_crops
     oof_path = work / OOF_DIR / MANIFEST
     if not oof_path.is_file():
         raise FileNotFoundError(f"{oof_path} not found: run --mode oof first (tuning uses the out-of-fold maps)")
+    from auto3dseg.ensembling.probability_maps import read_map_manifest
+
     try:
-        oof = json.loads(oof_path.read_text())
+        oof = read_map_manifest(oof_path)  # a copied work_dir tunes on its own maps
     except ValueError as exc:
         raise RuntimeError(f"{oof_path} cannot be read ({exc}): run --mode oof --force to write it again") from None
     stale = stale_reasons(work, oof)

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from auto3dseg.ensembling.probability_maps import read_map_manifest
 from auto3dseg.submission.placement import grid_of, place_on_grid
 from auto3dseg.submission.previous import REPORT_FILES, keep_previous
 from converters.geometry import Grid, grid_from_nifti_affine
@@ -282,7 +283,7 @@ def _write_submission(ensemble_manifest: str | os.PathLike, datalist: str | os.P
     from auto3dseg.postprocess import load_postprocess_params
 
     params = params if params is not None else load_postprocess_params()
-    ens = json.loads(Path(ensemble_manifest).read_text())
+    ens = read_map_manifest(ensemble_manifest)  # a copied work_dir reads its own maps
     dl_path = Path(datalist)
     dl = json.loads(dl_path.read_text())
     items = json.loads((dl_path.parent / dl.get("items_file", "datalist_items.json")).read_text())

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from auto3dseg.ensembling.probability_maps import read_map_manifest
 from auto3dseg.submission.previous import REPORT_FILES, keep_previous
 from converters.outputs import atomic_write_text
 
@@ -71,7 +72,7 @@ def _write_cell_submission(ensemble_manifest: str | os.PathLike, datalist: str |
     from auto3dseg.postprocess.cells import load_cell_params, postprocess_cells
 
     params = load_cell_params() if params is None else dict(params)
-    ens = json.loads(Path(ensemble_manifest).read_text())
+    ens = read_map_manifest(ensemble_manifest)  # a copied work_dir reads its own maps
     dl_path = Path(datalist)
     dl = json.loads(dl_path.read_text())
     items = json.loads((dl_path.parent / dl.get("items_file", "datalist_items.json")).read_text())
