@@ -394,10 +394,12 @@ def test_a_requested_label_outside_the_class_table_is_written_empty_and_named(ba
     with open(manifest, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
-        writer.writerows(rows + [{**row, "class_label": extra} for row in first.values()])
+        writer.writerows(rows + [{**row, "class_label": extra} for row in first.values()]
+                         + [{**next(iter(first.values())), "class_label": "mitoo"}])
     proc = _run(work, "--mode", "submit", "--test_manifest", str(manifest))
     assert proc.returncode == 0, proc.stderr
     assert extra in proc.stdout and "not in the model's class table" in proc.stdout
+    assert "'mitoo' is not a CellMap class at all (did you mean mito" in proc.stdout
     report = json.loads((work / "submission" / "submission_report.json").read_text())
     extra_rows = [r for r in report if r["label"] == extra]
     assert len(extra_rows) == len(first) and all(r["status"] == "not in the model's class table" for r in extra_rows)

@@ -41,12 +41,17 @@ def tune_step(args: argparse.Namespace, work: Path, datalist: str) -> int:
     print(cv_summary(json.loads(run_cv(work, params=params, rules=args.score_rules).read_text())))
     if args.mode == "full" and has_test_labels(datalist, args.test_manifest):
         before = test_score(work)
+        replaced = work / "submission" / "replaced"
+        kept_before = set(replaced.iterdir()) if replaced.is_dir() else set()
         rc = submit_step(args, work, datalist)  # with the tuned parameters; the previous submission is kept aside
         after = test_score(work)
+        moved = sorted(set(replaced.iterdir()) - kept_before) if replaced.is_dir() else []
         if before is not None and after is not None:
-            now = "the tuned one" if report.get("tuned_file") else "the same parameters (nothing tuned)"
-            print(f"Test score with {earlier} {before:.4f}, with {now} {after:.4f} "
-                  f"({after - before:+.4f}; the earlier submission is in {work / 'submission' / 'replaced'})")
+            now = ("the tuned one" if report.get("tuned_file") else
+                   "the packaged defaults (nothing tuned)" if not args.postprocess_params else
+                   f"--postprocess_params {args.postprocess_params} (nothing tuned)")
+            where = f"the earlier submission is in {moved[-1]}" if moved else "the same submission: nothing changed"
+            print(f"Test score with {earlier} {before:.4f}, with {now} {after:.4f} ({after - before:+.4f}; {where})")
         return rc
     return 0
 
@@ -74,7 +79,8 @@ def oof_step(args: argparse.Namespace, work: Path, datalist: str) -> int:
     print(cv_summary(scores))
     figure = test_score(work)
     if figure is not None:
-        rules = read_json(work / "submission" / "scores.json").get("rules", "official")
+        scored = read_json(work / "submission" / "scores.json")
+        rules = "official" if "mean_f1" in scored else scored.get("rules", "official")  # cells: always official
         print(f"Test score (submission against --truth, {rules} rules): {figure:.4f}"
               + ("" if rules == args.score_rules else f"  (the CV score above uses {args.score_rules} rules: "
                  "not comparable; score the submission again with --mode submit --score_rules "
