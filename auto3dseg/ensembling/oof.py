@@ -128,7 +128,8 @@ def _signature(bundles: Sequence[Mapping[str, Any]], work: Path) -> str:
     regenerated) after its out-of-fold maps were written changes it."""
     from monai.utils.enums import AlgoKeys
 
-    text = json.dumps(sorted((str(b[AlgoKeys.ID]), float(b[AlgoKeys.SCORE] or 0), weights_stamp(work / str(b[AlgoKeys.ID])))
+    text = json.dumps(sorted((str(b[AlgoKeys.ID]), float(b[AlgoKeys.SCORE] or 0),
+                              weights_stamp(work / str(b[AlgoKeys.ID])))
                              for b in bundles))
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 

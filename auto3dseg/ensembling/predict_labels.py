@@ -49,7 +49,8 @@ def postprocess_predictions(ensemble_manifest: str | os.PathLike, class_table: l
         from auto3dseg.postprocess.cells import load_cell_params, postprocess_cells
 
         report = postprocess_cells([it["probabilities"] for it in ens["items"]], out,
-                                   params=params if params is not None else load_cell_params(), channels=ens.get("channels"),
+                                   params=params if params is not None else load_cell_params(),
+                                   channels=ens.get("channels"),
                                    class_table=class_table)
         for r in report.failed:
             log(f"error: {r['input']}: {r['error']}")

@@ -33,7 +33,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["PROB_SUFFIXES", "ProbabilityMap", "ProbabilityMapWriter", "is_probability_map", "map_intact", "read_map_manifest",
+__all__ = ["PROB_SUFFIXES", "ProbabilityMap", "ProbabilityMapWriter", "is_probability_map", "map_intact",
+           "read_map_manifest",
            "open_probability_map",
            "probability_map_name", "quantize", "write_probability_map"]
 

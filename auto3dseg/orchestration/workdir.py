@@ -80,7 +80,8 @@ class Bundle:
     @property
     def weights_lost(self) -> bool:
         """``training_done.json`` is there but the best weights it recorded (``model.pt``; else any
-        weights file it recorded) are not: deleted or moved (deleting only ``last.pt`` is fine). Markers written before they
+        weights file it recorded) are not: deleted or moved (deleting only ``last.pt`` is fine).
+        Markers written before they
         recorded their weights claim nothing."""
         f = self.path / DONE_MARKER
         if not f.is_file():

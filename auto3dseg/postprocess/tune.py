@@ -324,7 +324,8 @@ def tune_cellmap(objective: CellMapObjective, defaults: Mapping[str, Any], *, bu
         after, overall_after = before, overall_before
     for row in rows:
         row["score_before"], row["score_after"] = before[row["label"]]["score"], after[row["label"]]["score"]
-    return {"kind": "cellmap", "params": tuned, "classes": rows, "before": {"labels": before, "overall": overall_before},
+    return {"kind": "cellmap", "params": tuned, "classes": rows,
+            "before": {"labels": before, "overall": overall_before},
             "after": {"labels": after, "overall": overall_after}}
 
 
@@ -377,7 +378,8 @@ def tune_postprocess(work_dir: str | os.PathLike, *, budget: int = 24, min_crops
         raise RuntimeError(f"{oof_path} cannot be read ({exc}): run --mode oof --force to write it again") from None
     stale = stale_reasons(work, oof)
     if stale:
-        raise RuntimeError(f"the out-of-fold maps in {oof_path.parent} are older than the bundles ({'; '.join(stale)}): "
+        raise RuntimeError(f"the out-of-fold maps in {oof_path.parent} are older than the bundles "
+                           f"({'; '.join(stale)}): "
                            "run --mode oof first (it redoes the changed folds); tuning on them would choose "
                            "parameters for networks that no longer exist")
     src = read_input(work)

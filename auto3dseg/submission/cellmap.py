@@ -150,7 +150,7 @@ def _write_label(group: Any, name: str, data: np.ndarray, target: dict) -> None:
 def _signature(ens: dict, params: dict, wanted: dict) -> str:
     import hashlib
 
-    text = json.dumps([ens.get("signature"), [it["probabilities"] for it in ens.get("items", [])], params,
+    text = json.dumps([ens.get("signature"), [Path(it["probabilities"]).name for it in ens.get("items", [])], params,
                        {str(k): v for k, v in sorted(wanted.items())}], sort_keys=True, default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 

@@ -32,7 +32,8 @@ CELL_SUBMISSION_DIR = "labels"
 
 
 def _signature(ens: dict, params: Mapping[str, Any]) -> str:
-    text = json.dumps([ens.get("signature"), [it["probabilities"] for it in ens.get("items", [])], dict(params)],
+    names = [Path(it["probabilities"]).name for it in ens.get("items", [])]  # names: a copied work_dir is the same
+    text = json.dumps([ens.get("signature"), names, dict(params)],
                       sort_keys=True, default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
