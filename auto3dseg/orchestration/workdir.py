@@ -24,7 +24,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,32 +72,35 @@ class Bundle:
     def done(self) -> dict | None:
         """The done record when training finished cleanly and its weights are there, else None
         (a marker whose weights were deleted vouches for nothing: see :attr:`weights_lost`)."""
-        f = self.path / DONE_MARKER
-        if not f.is_file() or self.weights_lost:
-            return None
-        return json.loads(f.read_text())
+        record = self._marker()
+        return None if record is None or _lost(self.path, record) else record
 
     @property
     def weights_lost(self) -> bool:
         """``training_done.json`` is there but the best weights it recorded (``model.pt``; else any
         weights file it recorded) are not: deleted or moved (deleting only ``last.pt`` is fine).
-        Markers written before they
-        recorded their weights claim nothing."""
-        f = self.path / DONE_MARKER
-        if not f.is_file():
-            return False
+        Markers written before they recorded their weights claim nothing."""
         try:
-            recorded = json.loads(f.read_text()).get("weights") or []
-        except ValueError:
+            record = self._marker()
+        except ValueError:  # a damaged marker: reading `done` names it
             return False
-        best = [n for n in recorded if Path(n).name == "model.pt"] or recorded  # the weights inference uses
-        return bool(best) and not any((self.path / name).is_file() for name in best)
+        return record is not None and _lost(self.path, record)
+
+    def _marker(self) -> dict | None:
+        f = self.path / DONE_MARKER
+        return json.loads(f.read_text()) if f.is_file() else None
 
     @property
     def started(self) -> bool:
         """Has training written anything (checkpoint, progress or log)?"""
         model = self.path / "model"
         return (model.is_dir() and any(model.iterdir())) or (self.path / "training.log").is_file()
+
+
+def _lost(bundle: Path, record: Mapping[str, Any]) -> bool:
+    recorded = record.get("weights") or []
+    best = [n for n in recorded if Path(n).name == "model.pt"] or recorded  # the weights inference uses
+    return bool(best) and not any((bundle / name).is_file() for name in best)
 
 
 def weight_files(bundle: str | os.PathLike) -> list[str]:
