@@ -196,6 +196,19 @@ def test_one_cell_alone_is_not_a_binary_mask(tree, tmp_path, capsys):
     assert rc == 0 and _records(report)["cell_08_sparse"]["cells"] == 1
 
 
+def test_a_copy_of_the_image_given_as_its_label_fails_naming_both(tree, tmp_path, capsys):
+    # what following the misnamed-label advice with the wrong file gives: <stem>_label.tiff is the image itself
+    shutil.copy(tree / "images" / "cell_00_fluo16.tif", tree / "labels" / "cell_00_fluo16_label.tiff")
+    out = tmp_path / "out"
+    rc, printed, report = _convert(tree, out, capsys)
+    rec = _records(report)["cell_00_fluo16"]
+    assert rc == 1 and (rec["verdict"], rec["reason"]) == ("failed", "label_is_image"), rec
+    assert "cell_00_fluo16_label.tiff" in rec["detail"] and "cell_00_fluo16.tif" in rec["detail"]
+    assert "copy of the image" in printed
+    assert not (out / "instances" / "cell_00_fluo16_label.tiff").exists()
+    assert _records(report)["cell_08_sparse"]["verdict"] == "converted"
+
+
 # ----------------------------------------------------------------------------- case 5: resume checks every output
 def test_resume_redoes_an_image_whose_instances_file_was_deleted(tree, tmp_path, capsys):
     out = tmp_path / "out"

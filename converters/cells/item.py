@@ -24,8 +24,8 @@ import numpy as np
 
 from converters.outputs import OutputError, atomic_write
 
-__all__ = ["SKIP_REASONS", "binary_mask_problem", "constant_image_value", "convert_cell_image", "nifti_2d_affine",
-           "tiff_pixel_size", "tile_grid", "tile_starts"]
+__all__ = ["SKIP_REASONS", "binary_mask_problem", "constant_image_value", "convert_cell_image",
+           "label_is_image_problem", "nifti_2d_affine", "tiff_pixel_size", "tile_grid", "tile_starts"]
 
 #: reasons to skip an image that are no defect of the input (exit 0); every other problem is a failure (exit 1)
 SKIP_REASONS = ("empty_label",)
@@ -212,6 +212,26 @@ def binary_mask_problem(labels: np.ndarray, path: str) -> str | None:
             "and save that as <stem>_label.tiff: the CellSeg format needs one id per cell")
 
 
+def label_is_image_problem(labels: np.ndarray, image: np.ndarray, label_path: str, image_path: str) -> str | None:
+    """Why a "label" is its image's pixels (a copy of the image, or of one of its channels), else None.
+
+    Read as instance ids, every grey level of such a file would be one "cell": the label
+    would be accepted with hundreds of cells that are no cells at all.
+
+    >>> img = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    >>> label_is_image_problem(img.copy(), np.stack([img] * 3, -1), "a_label.tif", "a.tif") is not None
+    True
+    >>> label_is_image_problem(np.zeros((3, 4), np.uint8), img, "a_label.tif", "a.tif") is None
+    True
+    """
+    planes = [image] if image.ndim == 2 else [image[..., c] for c in range(image.shape[-1])]
+    if not any(p.shape == labels.shape and np.array_equal(p, labels) for p in planes):
+        return None
+    return (f"{label_path} holds the same pixels as its image {image_path}: it is a copy of the image, not an "
+            "instance mask (each grey level would become a cell). Give the image's real <stem>_label.tiff (one id "
+            "per cell, 0 = background), or remove the file to use the image for testing")
+
+
 def _convert(src: dict, out: Path, rec: dict, max_pixels: int | None, overlap: int) -> None:
     from converters.cells.images import CellImageError, normalise_image, read_cell_image, read_cell_label
     from converters.cells.targets import cell_targets
@@ -251,6 +271,9 @@ def _convert(src: dict, out: Path, rec: dict, max_pixels: int | None, overlap: i
         if not labels.any():
             return _skip(rec, "empty_label", f"{src['label']} has no cell (all 0); remove it to use the image "
                          "for testing, or label its cells")
+        copy = label_is_image_problem(labels, image, str(src["label"]), str(src["image"]))
+        if copy:
+            return _fail(rec, "label_is_image", copy)
         binary = binary_mask_problem(labels, src["label"])
         if binary:
             return _fail(rec, "binary_mask", binary)
