@@ -265,6 +265,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if changed and not (args.mode == "tune_postprocess" or args.tune):
         parser.error(f"{' '.join(changed)} set the tuning: use them with --mode tune_postprocess, or --mode "
                      "full/slurm --oof --tune")
+    from auto3dseg.orchestration.flags import cells_problems, ignored_flags
+
+    ignored = ignored_flags(args, parser)
+    if ignored:
+        parser.error("\n  ".join(ignored))
     if args.allow_constant_images:  # read by the analysis, here or in a SLURM job (sbatch exports the environment)
         os.environ["AUTO3DSEG_ALLOW_CONSTANT_IMAGES"] = "1"
     try:
@@ -285,6 +290,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    from auto3dseg.orchestration.workdir import data_kind
+
+    ignored = cells_problems(args, parser) if data_kind(datalist) == "cells" else []
+    if ignored:
+        parser.error("\n  ".join(ignored))
     if args.datalist and args.mode != "validate":
         from auto3dseg.orchestration.workdir import check_input_datalist, repoint_input
 

@@ -261,12 +261,48 @@ def test_algos_matching_no_bundle_lists_the_bundles(generated, capsys):
 
 
 @pytest.mark.parametrize("flags", [["--mode", "submit", "--tta"], ["--mode", "oof", "--tune_budget", "8"],
-                                   ["--mode", "submit", "--tune_min_gain", "0.1"]])
+                                   ["--mode", "submit", "--tune_min_gain", "0.1"],
+                                   ["--mode", "ensemble", "--truth", "t.zarr"],
+                                   ["--mode", "tune_postprocess", "--truth", "t.zarr"],
+                                   ["--mode", "train", "--test_manifest", "m.csv"],
+                                   ["--mode", "predict", "--postprocess_params", "p.yaml", "--images", "a.nii.gz"],
+                                   ["--mode", "full", "--force", "--datalist", "d.json"],
+                                   ["--mode", "ensemble", "--n_best", "3"],
+                                   ["--mode", "slurm", "--gpus", "2", "--datalist", "d.json"],
+                                   ["--mode", "train", "--slurm_cpus", "4"]])
 def test_flags_of_another_mode_are_refused_not_ignored(generated, capsys, flags):
+    before = _files(generated)
     with pytest.raises(SystemExit) as exc:
         run_auto3dseg.main([*flags, "--work_dir", str(generated)])
     err = capsys.readouterr().err
-    assert exc.value.code == 2 and flags[2] in err, err
+    assert exc.value.code == 2 and f"error: {flags[2]}" in err, err
+    assert _files(generated) == before
+
+
+def test_every_flag_a_mode_reads_is_accepted(generated, capsys):
+    # the flags the SLURM jobs pass to each step are among those the step reads (the final job's oof and tuning
+    # get the scoring flags, not --truth or --test_manifest)
+    p = run_auto3dseg.build_parser()
+    from auto3dseg.orchestration.flags import ignored_flags
+
+    for argv in (["--mode", "oof", "--require_trained", "--ensemble_method", "best_n", "--n_best", "3",
+                  "--score_rules", "strict", "--postprocess_params", "p.yaml", "--tta"],
+                 ["--mode", "tune_postprocess", "--score_rules", "strict", "--postprocess_params", "p.yaml"],
+                 ["--mode", "submit", "--require_trained", "--truth", "t", "--test_manifest", "m", "--force"],
+                 ["--mode", "predict", "--images", "a", "--postprocess", "--postprocess_params", "p", "--tta"],
+                 ["--mode", "train", "--task_index", "0", "--gpus", "cpu", "--num_epochs", "2", "--override", "a=1"]):
+        assert ignored_flags(p.parse_args(argv), p) == [], argv
+
+
+def test_cellmap_only_flags_are_refused_for_cells(converted_cells, tmp_path, capsys):
+    cells = converted_cells[0] / "datalist.json"
+    for flags in (["--score_rules", "strict"], ["--test_manifest", "m.csv"]):
+        with pytest.raises(SystemExit) as exc:
+            run_auto3dseg.main(["--mode", "submit", "--datalist", str(cells), "--work_dir", str(tmp_path / "w"),
+                                *flags])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and f"{flags[0]} {flags[1]} does nothing for 2-D cells" in err, err
+    assert not (tmp_path / "w").exists()
 
 
 def test_a_target_spacing_that_is_no_size_is_refused(tmp_path, capsys):

@@ -114,20 +114,23 @@ def slurm_step(args: argparse.Namespace, datalist: str) -> int:
     # bundles that exist already get --num_epochs, --budget and --patch_size at training
     train_args = [*generate_args[:2 * sum(1 for v in (args.num_epochs, args.budget, args.patch_size) if v)],
                   *(a for kv in args.override for a in ("--override", kv))]
-    ensemble_args = ["--ensemble_method", args.ensemble_method, "--n_best", str(args.n_best),
+    ensemble_args = ["--ensemble_method", args.ensemble_method,
+                     *(["--n_best", str(args.n_best)] if args.ensemble_method == "best_n" else []),
                      *(["--tta"] if args.tta else [])]
+    # oof and tune_postprocess read the rules and the parameters, not the truth or the manifest (test crops)
+    scoring_args = [*(["--score_rules", args.score_rules] if args.score_rules != "official" else []),
+                    *(["--postprocess_params", str(Path(args.postprocess_params).resolve())]
+                      if args.postprocess_params else [])]
     submit_args = [*(["--truth", str(Path(args.truth).resolve())] if args.truth else []),
-                   *(["--score_rules", args.score_rules] if args.score_rules != "official" else []),
                    *(["--test_manifest", str(Path(args.test_manifest).resolve())] if args.test_manifest else []),
-                   *(["--postprocess_params", str(Path(args.postprocess_params).resolve())]
-                     if args.postprocess_params else [])]
+                   *scoring_args]
     try:
         result = slurm.submit_pipeline(work, datalist, res=res, algos=args.algos, num_fold=args.num_fold,
                                        generate_args=generate_args, train_args=train_args, ensemble_args=ensemble_args,
                                        submit_args=submit_args, submit=has_test_labels(datalist, args.test_manifest),
                                        dry_run=args.dry_run, force=args.force,
-                                       oof_args=submit_args[2 if args.truth else 0:] if args.oof else None,
-                                       tune_args=[*submit_args[2 if args.truth else 0:],
+                                       oof_args=scoring_args if args.oof else None,
+                                       tune_args=[*scoring_args,
                                                   "--tune_budget", str(args.tune_budget), "--tune_min_crops",
                                                   str(args.tune_min_crops), "--tune_min_objects",
                                                   str(args.tune_min_objects), "--tune_min_gain",

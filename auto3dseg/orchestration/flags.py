@@ -1,0 +1,114 @@
+"""Which ``run_auto3dseg.py`` flags each mode reads: a flag a mode would ignore is refused.
+
+A flag that has no effect is worse than an error: ``--truth`` given to ``--mode ensemble``
+scores nothing, ``--postprocess_params`` given to ``--mode predict`` without ``--postprocess``
+post-processes nothing, and the user believes both happened. :func:`ignored_flags` names
+every such flag of a command line, with the modes that use it.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["FLAG_MODES", "CELLMAP_ONLY", "ignored_flags", "cells_problems"]
+
+_SUBMITTING = ("submit", "full", "slurm")
+
+#: flag (argparse ``dest``) -> the modes in which it changes something. Flags missing here
+#: (work_dir, datalist, algos, debug, ...) are read by every mode, or checked elsewhere (tta, oof, tune).
+FLAG_MODES: dict[str, tuple[str, ...]] = {
+    "device": ("analyze", "full"),
+    "workers": ("analyze", "full"),
+    "allow_constant_images": ("analyze", "full", "slurm"),
+    "num_fold": ("generate", "full", "slurm"),
+    "templates": ("generate", "full", "slurm"),
+    "num_epochs": ("generate", "train", "full", "slurm"),
+    "budget": ("generate", "train", "full", "slurm"),
+    "patch_size": ("generate", "train", "full", "slurm"),
+    "algo": ("train",),
+    "fold": ("train",),
+    "task_index": ("train",),
+    "gpus": ("train", "full"),
+    "override": ("train", "full", "slurm"),
+    "require_trained": ("ensemble", "submit", "oof", "full", "slurm"),
+    "ensemble_method": ("ensemble", "predict", "oof", "full", "slurm"),
+    "n_best": ("ensemble", "predict", "oof", "full", "slurm"),
+    "allow_unfinished": ("ensemble", "predict", "oof", "full"),
+    "images": ("predict",),
+    "output_dir": ("predict",),
+    "postprocess": ("predict",),
+    "postprocess_params": ("predict", "submit", "oof", "tune_postprocess", "full", "slurm"),
+    "test_manifest": _SUBMITTING,
+    "score_rules": ("submit", "oof", "tune_postprocess", "full", "slurm"),
+    "truth": _SUBMITTING,
+    "force": ("analyze", "generate", "train", "ensemble", "predict", "submit", "oof", "slurm"),
+    **{f"slurm_{k}": ("slurm",) for k in ("partition", "account", "qos", "gpus", "cpus", "mem", "time", "args")},
+    "dry_run": ("slurm",),
+}
+
+#: flags (with a non-default value) that only CellMap data use
+CELLMAP_ONLY = ("test_manifest", "score_rules")
+
+#: what to use instead, where a flag's mode has a neighbour that does the job
+_INSTEAD = {
+    ("gpus", "slurm"): "--slurm_gpus sets the GPUs of each SLURM training task",
+    ("force", "full"): "--mode full never redoes finished work: redo one step with its own --mode and --force",
+    ("force", "tune_postprocess"): "tune_postprocess always searches again (an earlier tuned file goes to "
+                                   "tuning/replaced/)",
+    ("allow_unfinished", "slurm"): "the SLURM jobs ensemble only finished bundles: run --mode ensemble "
+                                   "--allow_unfinished after them",
+    ("truth", "oof"): "the cross-validated score is computed from the training labels; --truth scores a "
+                      "submission (--mode submit)",
+    ("truth", "tune_postprocess"): "tuning scores the out-of-fold maps against the training labels; --truth "
+                                   "scores a submission (--mode submit)",
+    ("device", "slurm"): "the SLURM prep job analyzes on its CPUs",
+    ("workers", "slurm"): "the SLURM prep job uses its CPUs (--slurm_cpus) for the analysis",
+}
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest
+
+
+def _changed(args: argparse.Namespace, parser: argparse.ArgumentParser, dest: str) -> bool:
+    value = getattr(args, dest, None)
+    return value != parser.get_default(dest) and value not in (None, [], False)
+
+
+def ignored_flags(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[str]:
+    """One line per flag of ``args`` that ``args.mode`` would ignore, with the modes that use it.
+
+    Examples
+    --------
+    >>> from run_auto3dseg import build_parser
+    >>> p = build_parser()
+    >>> ignored_flags(p.parse_args(["--mode", "ensemble", "--truth", "t.zarr"]), p)
+    ['--truth does nothing with --mode ensemble: it is read by --mode submit, full, slurm']
+    >>> ignored_flags(p.parse_args(["--mode", "submit", "--truth", "t.zarr"]), p)
+    []
+    """
+    mode, lines = args.mode, []
+    for dest, modes in FLAG_MODES.items():
+        if not _changed(args, parser, dest) or mode in modes:
+            continue
+        why = _INSTEAD.get((dest, mode), f"it is read by --mode {', '.join(modes)}")
+        lines.append(f"{_flag(dest)} does nothing with --mode {mode}: {why}")
+    if mode == "predict" and args.postprocess_params and not args.postprocess:
+        lines.append("--postprocess_params does nothing with --mode predict without --postprocess (which writes "
+                     "labels with them): add --postprocess")
+    if args.n_best != parser.get_default("n_best") and args.ensemble_method != "best_n":
+        lines.append(f"--n_best does nothing with --ensemble_method {args.ensemble_method}: add --ensemble_method "
+                     "best_n")
+    return lines
+
+
+def cells_problems(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[str]:
+    """One line per CellMap-only flag of ``args``, for a 2-D cells datalist (where it does nothing)."""
+    lines = []
+    for dest in CELLMAP_ONLY:
+        if _changed(args, parser, dest):
+            value = getattr(args, dest)
+            lines.append(f"{_flag(dest)} {value} does nothing for 2-D cells: "
+                         + ("the testing images of the datalist are what is predicted" if dest == "test_manifest"
+                            else "cells are scored by the official CellSeg F1 only"))
+    return lines
