@@ -75,8 +75,31 @@ def test_rerun_keeps_maps_and_score(oof_run, capsys):
     printed = capsys.readouterr().out
     assert "0 maps written" in printed and "up to date" in printed
     assert "Cross-validated score (out-of-fold, official rules)" in printed and "Test score" in printed
+    assert "not comparable" not in printed  # the submission was post-processed as the CV was
     after = {p: p.stat().st_mtime_ns for p in before}
     assert before == after
+
+
+def test_cv_of_other_rules_or_parameters_keeps_the_earlier_scores_and_says_what_compares(oof_run, tmp_path, capsys):
+    work, _ = oof_run
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy, symlinks=True)
+    official, md = (copy / "cv" / "scores.json").read_bytes(), (copy / "cv" / "scores.md").read_bytes()
+    assert run_auto3dseg.main(["--mode", "oof", "--work_dir", str(copy), "--score_rules", "strict"]) == 0
+    printed = capsys.readouterr().out
+    assert (copy / "cv" / "scores.json").read_bytes() == official and (copy / "cv" / "scores.md").read_bytes() == md
+    assert json.loads((copy / "cv" / "scores_strict.json").read_text())["cv"]["rules"] == "strict"
+    assert "scores_strict.md" in printed and (copy / "cv" / "scores_strict.md").is_file()
+    # other post-processing: the earlier CV is kept aside, and the submission's test score is not compared with it
+    params = tmp_path / "other.yaml"
+    params.write_text("mito:\n  threshold: 0.3\n")
+    assert run_auto3dseg.main(["--mode", "oof", "--work_dir", str(copy), "--postprocess_params", str(params)]) == 0
+    printed = capsys.readouterr().out
+    assert "made with other post-processing parameters (mito)" in printed and "not comparable" in printed, printed
+    kept = list((copy / "cv" / "replaced").glob("*/scores.json"))
+    assert len(kept) == 1 and kept[0].read_bytes() == official and kept[0].with_suffix(".md").read_bytes() == md
+    assert json.loads((copy / "cv" / "scores.json").read_text())["cv"]["signature"] != json.loads(official)["cv"][
+        "signature"]
 
 
 def test_a_fold_without_a_trained_bundle_is_listed_not_dropped(oof_run, tmp_path):

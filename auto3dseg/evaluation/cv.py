@@ -34,7 +34,7 @@ from auto3dseg.ensembling.oof import OOF_DIR
 from auto3dseg.orchestration.workdir import data_kind, read_input
 from converters.outputs import atomic_write_text
 
-__all__ = ["CV_DIR", "cellmap_cv_plan", "run_cv"]
+__all__ = ["CV_DIR", "cellmap_cv_plan", "run_cv", "scores_name"]
 
 CV_DIR = "cv"
 SCORES = "scores.json"
@@ -150,12 +150,23 @@ def _signature(oof: Mapping[str, Any], params: Any, rules: str, plan: Mapping[st
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
+def scores_name(rules: str) -> str:
+    """The CV scores file of ``rules``: each rules keep their own (``scores.json``, ``scores_strict.json``).
+
+    >>> scores_name("official"), scores_name("strict")
+    ('scores.json', 'scores_strict.json')
+    """
+    return SCORES if rules == "official" else f"scores_{rules}.json"
+
+
 def run_cv(work_dir: str | os.PathLike, *, params: Any = None, rules: str = "official", force: bool = False,
            log=print) -> Path:
-    """Score the out-of-fold maps of ``work_dir``; returns ``cv/scores.json``.
+    """Score the out-of-fold maps of ``work_dir``; returns ``cv/scores.json`` (official rules)
+    or ``cv/scores_<rules>.json``, each with its ``.md``.
 
     ``params``: post-processing parameters (default: the project's defaults, as ``--mode
-    submit`` loads them). One run at a time (``cv/.cv.lock``).
+    submit`` loads them). Scores of other maps or parameters go to ``cv/replaced/`` (the
+    figure a user compared with stays readable). One run at a time (``cv/.cv.lock``).
     """
     from auto3dseg.orchestration.locks import clean_temporaries, step_lock
 
@@ -191,7 +202,7 @@ def _run_cv(work: Path, out: Path, oof: dict, params: Any, rules: str, force: bo
             params = load_postprocess_params()
     plan = None if cells else cellmap_cv_plan(oof, datalist)
     sig = _signature(oof, params, rules, plan)
-    scores_path = out / SCORES
+    scores_path = out / scores_name(rules)
     if not force and scores_path.is_file():
         try:
             if json.loads(scores_path.read_text()).get("cv", {}).get("signature") == sig:
@@ -199,15 +210,32 @@ def _run_cv(work: Path, out: Path, oof: dict, params: Any, rules: str, force: bo
                 return scores_path
         except ValueError:
             pass
-    scores_path.unlink(missing_ok=True)  # removed first, written last
+    _keep_previous(scores_path, log)  # removed first (moved aside), written last
     result = _cells_cv(work, out, oof, datalist, params, log) if cells else _cellmap_cv(out, oof, datalist, params,
                                                                                        rules, log, plan)
     result["cv"].update(signature=sig, bundles={f: sorted({b for it in oof["items"] if str(it["fold"]) == f
                                                           for b in it["bundles"]}) for f in oof.get("signatures", {})},
                         verified=all(it.get("verified") for it in oof.get("items", [])))
-    atomic_write_text(out / "scores.md", _markdown(result, cells))
+    atomic_write_text(scores_path.with_suffix(".md"), _markdown(result, cells))
     atomic_write_text(scores_path, json.dumps(result, indent=1, default=str))
     return scores_path
+
+
+def _keep_previous(scores_path: Path, log) -> None:
+    """Move the scores of other maps or parameters (``.json`` and ``.md``) to ``cv/replaced/<time>/``."""
+    import time
+
+    present = [p for p in (scores_path, scores_path.with_suffix(".md")) if p.is_file()]
+    if not present:
+        return
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    dest, n = scores_path.parent / "replaced" / stamp, 1
+    while dest.exists():
+        dest, n = scores_path.parent / "replaced" / f"{stamp}-{n}", n + 1
+    dest.mkdir(parents=True)
+    for path in present:  # the .json (what says "up to date") first
+        os.replace(path, dest / path.name)
+    log(f"earlier cross-validated scores (other maps, parameters or items) moved to {dest}")
 
 
 def _cellmap_cv(out: Path, oof: dict, datalist: Path, params: Any, rules: str, log, plan: dict | None = None) -> dict:
@@ -370,7 +398,7 @@ def cv_summary(scores: Mapping[str, Any]) -> str:
     text = (f"Cross-validated {name} (out-of-fold, {cv['rules']} rules): {figure:.4f} over {len(cv['scored'])} "
             "training item(s)")
     if cv.get("unscored"):
-        text += f"; {len(cv['unscored'])} not scored (listed in cv/scores.md)"
+        text += f"; {len(cv['unscored'])} not scored (listed in cv/{scores_name(cv['rules'])[:-5]}.md)"
     return text
 
 

@@ -79,13 +79,21 @@ def oof_step(args: argparse.Namespace, work: Path, datalist: str) -> int:
     print(cv_summary(scores))
     figure = test_score(work)
     if figure is not None:
+        from auto3dseg.submission.previous import params_differ
+
         scored = read_json(work / "submission" / "scores.json")
         rules = "official" if "mean_f1" in scored else scored.get("rules", "official")  # cells: always official
+        other = params_differ(work / "submission", params)
         print(f"Test score (submission against --truth, {rules} rules): {figure:.4f}"
               + ("" if rules == args.score_rules else f"  (the CV score above uses {args.score_rules} rules: "
                  "not comparable; score the submission again with --mode submit --score_rules "
-                 f"{args.score_rules})"))
-    print(f"Cross-validated scores: {work / 'cv' / 'scores.md'} (and scores.json)")
+                 f"{args.score_rules})")
+              + (f"  (the submission was {other}, not those of the CV score above: not comparable; run --mode "
+                 "submit with the same parameters to compare)" if other else ""))
+    from auto3dseg.evaluation.cv import scores_name
+
+    name = scores_name(args.score_rules)
+    print(f"Cross-validated scores: {work / 'cv' / name[:-5]}.md (and {name})")
     return 0
 
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from auto3dseg.ensembling.probability_maps import read_map_manifest
 from auto3dseg.submission.placement import grid_of, place_on_grid
-from auto3dseg.submission.previous import REPORT_FILES, keep_previous
+from auto3dseg.submission.previous import PARAMS_FILE, REPORT_FILES, keep_previous, params_text
 from converters.geometry import Grid, grid_from_nifti_affine
 from converters.outputs import atomic_write, atomic_write_text
 
@@ -334,6 +334,7 @@ def _write_submission(ensemble_manifest: str | os.PathLike, datalist: str | os.P
     zip_path = zip_store(final_store, out / "submission.zip")
     atomic_write_text(out / "submission_report.md", report.markdown())
     atomic_write_text(out / "submission_report.json", json.dumps(report.rows, indent=1))
+    atomic_write_text(out / PARAMS_FILE, params_text(params))
     atomic_write_text(sig_file, sig + "\n")
     for r in report.empty:
         log(f"note: {r['crop']}/{r['label']} written empty: {r['status']}")

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from auto3dseg.ensembling.probability_maps import read_map_manifest
-from auto3dseg.submission.previous import REPORT_FILES, keep_previous
+from auto3dseg.submission.previous import PARAMS_FILE, REPORT_FILES, keep_previous, params_text
 from converters.outputs import atomic_write_text
 
 __all__ = ["CELL_SUBMISSION_DIR", "write_cell_submission"]
@@ -124,6 +124,7 @@ def _write_cell_submission(ensemble_manifest: str | os.PathLike, datalist: str |
     lines += [f"| {Path(r['output']).name} | {r.get('cells', '')} | {r.get('dtype', '')} | {r['status']} | "
               f"{r.get('error', '')} |" for r in rows]
     atomic_write_text(out / "submission_report.md", "\n".join(lines) + "\n")
+    atomic_write_text(out / PARAMS_FILE, params_text(params))
     failed = [r for r in rows if r["status"] != "written"]
     for r in failed:
         log(f"error: {r['input']}: {r['error']}")

@@ -6,17 +6,50 @@ that a new run replaces goes to ``<submission>/replaced/submission-<time>/``.
 
 from __future__ import annotations
 
+import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-__all__ = ["REPORT_FILES", "keep_previous"]
+__all__ = ["PARAMS_FILE", "REPORT_FILES", "keep_previous", "params_differ", "params_text"]
 
 SIGNATURE = "submission_signature.txt"
-#: files beside a submission that belong to it (reports, local scores, the up-to-date signature)
+#: the post-processing parameters a submission was made with (what its test score is a score of)
+PARAMS_FILE = "submission_params.json"
+#: files beside a submission that belong to it (reports, local scores, parameters, the up-to-date signature)
 REPORT_FILES = ("submission_report.json", "submission_report.md", "scores.json", "scores.md", "scores.csv",
-                "scores_strict.json", "scores_strict.md", SIGNATURE)
+                "scores_strict.json", "scores_strict.md", PARAMS_FILE, SIGNATURE)
+
+
+def params_text(params: Mapping[str, Any]) -> str:
+    """The parameters as :data:`PARAMS_FILE` holds them (sorted keys: equal parameters, equal text)."""
+    return json.dumps(params, sort_keys=True, indent=1, default=str) + "\n"
+
+
+def params_differ(out: Path, params: Mapping[str, Any]) -> str | None:
+    """Why the submission in ``out`` was not made with ``params`` (None when it was).
+
+    >>> import tempfile
+    >>> out = Path(tempfile.mkdtemp())
+    >>> _ = (out / PARAMS_FILE).write_text(params_text({"mito": {"threshold": 0.5}}))
+    >>> params_differ(out, {"mito": {"threshold": 0.5}}) is None
+    True
+    >>> params_differ(out, {"mito": {"threshold": 0.4}})
+    'made with other post-processing parameters (mito)'
+    """
+    path = out / PARAMS_FILE
+    try:
+        made = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return f"its post-processing parameters are not recorded ({path} missing or unreadable)"
+    now = json.loads(params_text(params))
+    if made == now:
+        return None
+    keys = sorted(k for k in set(made) | set(now) if made.get(k) != now.get(k)) if isinstance(made, dict) else []
+    return "made with other post-processing parameters" + (f" ({', '.join(map(str, keys[:6]))}"
+                                                           + (", ..." if len(keys) > 6 else "") + ")" if keys else "")
 
 
 def keep_previous(out: Path, names: Sequence[str], log: Callable[[str], object] = print) -> Path | None:
