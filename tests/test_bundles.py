@@ -252,6 +252,24 @@ def test_predict_postprocess_uses_the_tuned_parameters_as_submit_does(full_run, 
     case = dest / "labels" / Path(str(image)).name.replace(".nii.gz", "")
     for name, array in want.items():
         assert np.array_equal(np.asarray(nib.load(str(case / f"{name}.nii.gz")).dataobj).T, array), name
+    assert json.loads((dest / "labels_params.json").read_text())["default"]["threshold"] == 0.2
+
+    # the same maps and parameters again: kept; other parameters: the earlier labels are moved aside, not overwritten
+    stamps = {p: p.stat().st_mtime_ns for p in case.iterdir()}
+    args = ["--mode", "predict", "--work_dir", str(work), "--algos", "segresnet", "--images", str(image),
+            "--output_dir", str(dest), "--postprocess"]
+    assert run_auto3dseg.main(args) == 0 and "up to date" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in case.iterdir()} == stamps
+    defaults = tmp_path / "defaults.yaml"
+    defaults.write_text("{}\n")
+    assert run_auto3dseg.main([*args, "--postprocess_params", str(defaults)]) == 0
+    assert "previous labels" in capsys.readouterr().out
+    (kept,) = (dest / "replaced").glob("labels-*")
+    for name, array in want.items():
+        assert np.array_equal(np.asarray(nib.load(str(kept / "labels" / case.name / f"{name}.nii.gz")).dataobj).T,
+                              array), name
+        assert np.array_equal(np.asarray(nib.load(str(case / f"{name}.nii.gz")).dataobj).T, default[name]), name
+    assert json.loads((kept / "labels_params.json").read_text())["default"]["threshold"] == 0.2
 
 
 def test_predict_uses_unfinished_bundles_only_when_allowed(full_run, converted, tmp_path, capsys):

@@ -6,14 +6,19 @@
   for semantic ones (:func:`auto3dseg.submission.cellmap.map_labels`, the same thresholds,
   groups, splitting and size filter as the CellMap submission).
 
-Every file is written under a temporary name and renamed; one map that fails is reported and
+The labels are written into a temporary folder renamed ``labels/`` when done; labels made
+earlier from other maps or parameters are moved to ``<output_dir>/replaced/labels-<time>/``,
+and labels of the same maps and parameters are kept (``labels_signature.txt``, written last,
+says which; ``labels_params.json`` holds the parameters). One map that fails is reported and
 the others go on. Classes are made and written one at a time (a large map never holds more).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +27,11 @@ import numpy as np
 from auto3dseg.ensembling.probability_maps import read_map_manifest
 
 __all__ = ["postprocess_predictions"]
+
+LABELS = "labels"
+SIGNATURE = "labels_signature.txt"
+REPORT = "labels_report.json"
+PARAMS = "labels_params.json"
 
 
 def _write_nifti(data_zyx: np.ndarray, affine: np.ndarray, path: Path) -> None:
@@ -42,25 +52,64 @@ def postprocess_predictions(ensemble_manifest: str | os.PathLike, class_table: l
     (loaded parameters, as :func:`~auto3dseg.postprocess.tune.postprocess_params_for` gives them;
     default: the packaged defaults); returns the folder and one row per map (``status``
     written/failed, ``error``)."""
+    from auto3dseg.submission.previous import keep_previous, params_text
+
     manifest = Path(ensemble_manifest)
     ens = read_map_manifest(manifest)
-    out = manifest.parent / "labels"
-    if cells:
-        from auto3dseg.postprocess.cells import load_cell_params, postprocess_cells
+    folder = manifest.parent
+    if params is None:
+        if cells:
+            from auto3dseg.postprocess.cells import load_cell_params as load
+        else:
+            from auto3dseg.postprocess import load_postprocess_params as load
+        params = load()
+    names = [Path(it["probabilities"]).name for it in ens.get("items", [])]
+    sig = hashlib.sha1(json.dumps([ens.get("signature"), names, params], sort_keys=True,
+                                  default=str).encode()).hexdigest()[:12]
+    out, sig_file = folder / LABELS, folder / SIGNATURE
+    if out.is_dir() and sig_file.is_file() and sig_file.read_text().strip() == sig and (folder / REPORT).is_file():
+        log(f"labels in {out} are up to date (same maps and parameters); kept")
+        return out, json.loads((folder / REPORT).read_text())
+    keep_previous(folder, [LABELS, REPORT, PARAMS, SIGNATURE], log, what="labels", first=SIGNATURE)
+    tmp = folder / f".tmp-{os.getpid()}-{LABELS}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        rows = _cell_labels(ens, tmp, class_table, params, log) if cells else _volume_labels(ens, tmp, class_table,
+                                                                                             params, log)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for row in rows:  # the files' names once the folder is renamed
+        if row.get("output"):
+            row["output"] = str(out / Path(row["output"]).relative_to(tmp))
+        if "outputs" in row:
+            row["outputs"] = [str(out / Path(o).relative_to(tmp)) for o in row["outputs"]]
+    os.replace(tmp, out)
+    from converters.outputs import atomic_write_text
 
-        report = postprocess_cells([it["probabilities"] for it in ens["items"]], out,
-                                   params=params if params is not None else load_cell_params(),
-                                   channels=ens.get("channels"),
-                                   class_table=class_table)
-        for r in report.failed:
-            log(f"error: {r['input']}: {r['error']}")
-        return out, report.rows
+    atomic_write_text(folder / REPORT, json.dumps(rows, indent=1))
+    atomic_write_text(folder / PARAMS, params_text(params))
+    if all(r["status"] == "written" for r in rows):  # a run with failures is never "up to date"
+        atomic_write_text(sig_file, sig + "\n")
+    return out, rows
+
+
+def _cell_labels(ens: dict, out: Path, class_table: list[dict], params: Any, log) -> list[dict]:
+    from auto3dseg.postprocess.cells import postprocess_cells
+
+    report = postprocess_cells([it["probabilities"] for it in ens["items"]], out, params=params,
+                               channels=ens.get("channels"), class_table=class_table)
+    (out / "postprocess_report.json").unlink(missing_ok=True)
+    for r in report.failed:
+        log(f"error: {r['input']}: {r['error']}")
+    return report.rows
+
+
+def _volume_labels(ens: dict, out: Path, class_table: list[dict], params: Any, log) -> list[dict]:
     from auto3dseg.ensembling.ensemble import _case_name
-    from auto3dseg.postprocess import load_postprocess_params
     from auto3dseg.submission.cellmap import map_labels
     from converters.geometry import nifti_affine
 
-    params = params if params is not None else load_postprocess_params()
     rows = []
     for it in ens["items"]:
         row = {"input": it["probabilities"], "status": "failed", "error": "", "outputs": []}
@@ -81,4 +130,4 @@ def postprocess_predictions(ensemble_manifest: str | os.PathLike, class_table: l
             row["error"] = f"{type(exc).__name__}: {exc}"
             log(f"error: {it['probabilities']}: {row['error']}")
         rows.append(row)
-    return out, rows
+    return rows

@@ -222,20 +222,11 @@ def _run_cv(work: Path, out: Path, oof: dict, params: Any, rules: str, force: bo
 
 
 def _keep_previous(scores_path: Path, log) -> None:
-    """Move the scores of other maps or parameters (``.json`` and ``.md``) to ``cv/replaced/<time>/``."""
-    import time
+    """Move the scores of other maps or parameters (``.json`` and ``.md``) to ``cv/replaced/scores-<time>/``."""
+    from auto3dseg.submission.previous import keep_previous
 
-    present = [p for p in (scores_path, scores_path.with_suffix(".md")) if p.is_file()]
-    if not present:
-        return
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    dest, n = scores_path.parent / "replaced" / stamp, 1
-    while dest.exists():
-        dest, n = scores_path.parent / "replaced" / f"{stamp}-{n}", n + 1
-    dest.mkdir(parents=True)
-    for path in present:  # the .json (what says "up to date") first
-        os.replace(path, dest / path.name)
-    log(f"earlier cross-validated scores (other maps, parameters or items) moved to {dest}")
+    keep_previous(scores_path.parent, [scores_path.name, scores_path.with_suffix(".md").name], log, what="scores",
+                  first=scores_path.name)
 
 
 def _cellmap_cv(out: Path, oof: dict, datalist: Path, params: Any, rules: str, log, plan: dict | None = None) -> dict:

@@ -52,22 +52,28 @@ def params_differ(out: Path, params: Mapping[str, Any]) -> str | None:
                                                            + (", ..." if len(keys) > 6 else "") + ")" if keys else "")
 
 
-def keep_previous(out: Path, names: Sequence[str], log: Callable[[str], object] = print) -> Path | None:
-    """Move those of ``names`` that exist in ``out`` into a new ``out/replaced/submission-<time>``.
+def keep_previous(out: Path, names: Sequence[str], log: Callable[[str], object] = print, *,
+                  what: str = "submission", first: str = SIGNATURE) -> Path | None:
+    """Move those of ``names`` that exist in ``out`` into a new ``out/replaced/<what>-<time>``.
 
     Parameters
     ----------
     out : Path
-        The submission folder.
+        The folder holding them (the submission folder).
     names : sequence of str
-        File or folder names of the submission to keep (the zip or labels folder, then reports).
+        File or folder names to keep (the zip or labels folder, then reports).
     log : callable
         Where the one-line note goes.
+    what : str
+        What they are, for the folder's name and the note (``submission``, ``labels``, ``scores``).
+    first : str
+        The name moved first: the file that says "up to date", so that a kill part-way never
+        leaves it beside files of another run.
 
     Returns
     -------
     Path or None
-        The folder they went to; None when there was no previous submission.
+        The folder they went to; None when there was nothing to keep.
 
     Examples
     --------
@@ -75,21 +81,20 @@ def keep_previous(out: Path, names: Sequence[str], log: Callable[[str], object] 
     >>> out = Path(tempfile.mkdtemp())
     >>> _ = (out / "submission.zip").write_text("old")
     >>> dest = keep_previous(out, ["submission.zip", "scores.json"], log=lambda m: None)
-    >>> sorted(p.name for p in dest.iterdir()), (out / "submission.zip").exists()
-    (['submission.zip'], False)
+    >>> sorted(p.name for p in dest.iterdir()), (out / "submission.zip").exists(), dest.name.startswith("submission-")
+    (['submission.zip'], False, True)
     """
-    # the signature (what says "up to date") goes first: a kill part-way never leaves it beside other files
-    present = sorted((out / n for n in names if (out / n).exists()), key=lambda p: p.name != SIGNATURE)
+    present = sorted((out / n for n in names if (out / n).exists()), key=lambda p: p.name != first)
     if not present:
         return None
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    dest = out / "replaced" / f"submission-{stamp}"
+    dest = out / "replaced" / f"{what}-{stamp}"
     n = 1
     while dest.exists():
-        dest = out / "replaced" / f"submission-{stamp}-{n}"
+        dest = out / "replaced" / f"{what}-{stamp}-{n}"
         n += 1
     dest.mkdir(parents=True)
     for path in present:
         os.replace(path, dest / path.name)
-    log(f"previous submission (other maps or parameters) moved to {dest}")
+    log(f"previous {what} (other maps or parameters) moved to {dest}")
     return dest
