@@ -197,13 +197,13 @@ def _maps(work: Path) -> dict[str, np.ndarray]:
 @pytest.mark.parametrize("kill_at,nth", [("*_prob.zarr", 2), ("ensemble.json", 1)])
 def test_killed_ensemble_is_never_taken_as_complete(base, tmp_path, kill_at, nth):
     work = _copy(base, tmp_path)
-    proc = _run(work, "--mode", "ensemble", "--force", *TINY, kill_at=kill_at, nth=nth)
+    proc = _run(work, "--mode", "ensemble", "--force", "--algos", "segresnet", kill_at=kill_at, nth=nth)
     assert proc.returncode == -9
     assert not (work / "ensemble_output" / "ensemble.json").exists()
     proc = _run(work, "--mode", "submit")
     assert proc.returncode == 2 and "ensemble.json not found" in proc.stderr
     assert "crop not converted" not in proc.stdout
-    proc = _run(work, "--mode", "ensemble", *TINY)
+    proc = _run(work, "--mode", "ensemble", "--algos", "segresnet")
     assert proc.returncode == 0, proc.stderr
     assert "ended without finishing" in proc.stdout  # the killed run's lock was found stale
     got, want = _maps(work), _maps(base)
@@ -214,7 +214,7 @@ def test_killed_ensemble_is_never_taken_as_complete(base, tmp_path, kill_at, nth
 
 def test_a_failing_write_is_one_line_and_leaves_no_ensemble(base, tmp_path):
     work = _copy(base, tmp_path)
-    proc = _run(work, "--mode", "ensemble", "--force", *TINY, max_file_bytes=2000)
+    proc = _run(work, "--mode", "ensemble", "--force", "--algos", "segresnet", max_file_bytes=2000)
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr and "File too large" in proc.stderr
     assert str(work / "ensemble_output") in proc.stderr
@@ -227,8 +227,8 @@ def test_a_failing_write_is_one_line_and_leaves_no_ensemble(base, tmp_path):
 ])
 def test_a_failing_write_names_a_file_of_the_step(base, converted, tmp_path, mode, marker, limit):
     work = _copy(base, tmp_path)
-    proc = _run(work, "--mode", mode, "--force", "--datalist", str(converted[0] / "datalist.json"), "--workers", "0",
-                max_file_bytes=limit)
+    proc = _run(work, "--mode", mode, "--force", "--datalist", str(converted[0] / "datalist.json"),
+                *(["--workers", "0"] if mode == "analyze" else []), max_file_bytes=limit)
     assert proc.returncode == 2, proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: {work}") and "File too large" in last and "ulimit" in last, last
@@ -418,14 +418,14 @@ def test_a_done_marker_whose_weights_are_gone_is_trained_again(base, tmp_path, l
             f.unlink()
     else:
         shutil.rmtree(model)
-    proc = _run(work, "--mode", "ensemble", *TINY)
+    proc = _run(work, "--mode", "ensemble", "--algos", "segresnet")
     assert proc.returncode == 2 and "Errno" not in proc.stderr and "--mode train" in proc.stderr, proc.stderr
     proc = _run(work, "--mode", "train", *TINY)
     assert proc.returncode == 0, proc.stderr
     assert "training_done.json is there but its weights are not" in proc.stdout
     assert "0 already trained, 1 to train" in proc.stdout
     assert any(model.glob("*.pt")) and (work / "segresnet_0" / "training_done.json").is_file()
-    assert _run(work, "--mode", "ensemble", "--force", *TINY).returncode == 0
+    assert _run(work, "--mode", "ensemble", "--force", "--algos", "segresnet").returncode == 0
 
 
 def test_a_copied_work_dir_reads_its_own_maps(base, tmp_path):
@@ -444,8 +444,22 @@ def test_an_ensemble_of_bundles_trained_again_is_not_up_to_date(base, tmp_path):
     work = _copy(base, tmp_path)
     manifest = work / "ensemble_output" / "ensemble.json"
     manifest.write_text(manifest.read_text().replace(str(base), str(work)))  # the copy's own maps
-    assert "up to date" in _run(work, "--mode", "ensemble", *TINY).stdout
+    assert "up to date" in _run(work, "--mode", "ensemble", "--algos", "segresnet").stdout
     weights = work / "segresnet_0" / "model" / "model.pt"
     os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # as if retrained
-    proc = _run(work, "--mode", "ensemble", *TINY)
+    proc = _run(work, "--mode", "ensemble", "--algos", "segresnet")
     assert proc.returncode == 0 and "up to date" not in proc.stdout, proc.stdout
+
+
+def test_submit_from_maps_of_bundles_trained_again_or_gone_says_so(base, tmp_path):
+    work = _copy(base, tmp_path)
+    proc = _run(work, "--mode", "submit", "--force")
+    assert proc.returncode == 0 and "were made before" not in proc.stderr, proc.stderr
+    weights = work / "segresnet_0" / "model" / "model.pt"
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # as if retrained
+    proc = _run(work, "--mode", "submit", "--force")
+    assert proc.returncode == 0 and "were made before segresnet_0 was trained again" in proc.stderr, proc.stderr
+    shutil.rmtree(work / "segresnet_0" / "model")
+    proc = _run(work, "--mode", "submit", "--force")
+    assert proc.returncode == 0 and "segresnet_0's weights are gone" in proc.stderr and "--mode ensemble" in proc.stderr
+    assert (work / "submission" / "submission.zip").is_file()

@@ -260,6 +260,22 @@ def weights_stamp(bundle: str | os.PathLike) -> list:
     return out
 
 
+def changed_bundles(manifest: Mapping[str, Any], work: str | os.PathLike) -> list[str]:
+    """What became of the bundles that made an ``ensemble.json`` since: one phrase per bundle
+    trained again or whose weights are gone (empty for maps of the bundles as they are, and
+    for manifests that recorded no weights)."""
+    out = []
+    for b in manifest.get("bundles", []):
+        if "weights" not in b:
+            continue
+        now = weights_stamp(Path(work) / str(b["name"]))
+        if not now:
+            out.append(f"{b['name']}'s weights are gone")
+        elif now != b["weights"]:
+            out.append(f"{b['name']} was trained again")
+    return out
+
+
 def _signature(chosen: list[dict], work: Path | None = None) -> str:
     from monai.utils.enums import AlgoKeys
 
@@ -418,8 +434,8 @@ def _run_ensemble(work: Path, out_dir: Path, *, method: str, n_best: int, algos:
                                                      src["datalist"], index, source, log)
         items.append({"image": f, "probabilities": str(out), "shape": shape})
         computed += 1
-        _write_manifest(partial_path, sig, used, chosen, channels, activation, src, items)
-    _write_manifest(manifest_path, sig, used, chosen, channels, activation, src, items)  # last: complete
+        _write_manifest(partial_path, sig, used, chosen, channels, activation, src, items, work)
+    _write_manifest(manifest_path, sig, used, chosen, channels, activation, src, items, work)  # last: complete
     partial_path.unlink(missing_ok=True)
     log(f"{computed} probability maps written, {len(items) - computed} already there")
     return manifest_path
@@ -489,13 +505,14 @@ def load_inferers(work: Path, chosen: Sequence[Mapping[str, Any]], tta: bool = F
 
 
 def _write_manifest(path: Path, sig: str, method: str, chosen: list[dict], channels: list[str] | None,
-                    activation: Mapping[str, str], src: dict, items: list[dict]) -> None:
+                    activation: Mapping[str, str], src: dict, items: list[dict], work: Path) -> None:
     from monai.utils.enums import AlgoKeys
 
     data = {
         "signature": sig,
         "method": method,
-        "bundles": [{"name": a[AlgoKeys.ID], "best_avg_dice_score": a[AlgoKeys.SCORE]} for a in chosen],
+        "bundles": [{"name": a[AlgoKeys.ID], "best_avg_dice_score": a[AlgoKeys.SCORE],
+                     "weights": weights_stamp(work / str(a[AlgoKeys.ID]))} for a in chosen],
         "activation": activation.get("activation"),
         "activation_source": activation.get("activation_source"),
         "channels": channels,

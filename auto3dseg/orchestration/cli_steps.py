@@ -198,8 +198,14 @@ def submit_step(args: argparse.Namespace, work: Path, datalist: str) -> int:
         partial = " (an interrupted ensemble left only part of the maps)" if manifest.with_name(
             "ensemble.partial.json").is_file() else ""
         raise FileNotFoundError(f"{manifest} not found{partial}: run --mode ensemble (again: it resumes) first")
+    from auto3dseg.ensembling.ensemble import changed_bundles
     from datalists.cell_classes import is_cell_datalist
 
+    changed = changed_bundles(read_json(manifest), work)
+    if changed:  # the maps are still those models' predictions: usable, but not what the work_dir now holds
+        print(f"warning: the probability maps in {manifest.parent} were made before {', '.join(changed)}: this "
+              "submission is built from them; run --mode ensemble to predict with the bundles as they are now",
+              file=sys.stderr)
     if is_cell_datalist(read_json(datalist)):
         return submit_cells_step(args, work, datalist, manifest)
     params = postprocess_params_for(work, args.postprocess_params, cells=False)
