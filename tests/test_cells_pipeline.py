@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -227,3 +228,24 @@ def test_tuning_cells_evaluates_as_the_cv_scorer_and_keeps_defaults_on_few_image
     # the tuning's objective at the defaults is the cross-validated mean F1 itself
     assert row["score_before"] == pytest.approx(cv["mean_f1"], abs=1e-12)
     assert "the defaults kept for every class" in printed
+
+
+def test_tuning_cells_from_a_start_file_uses_the_packaged_values_when_they_score_higher(cell_run, tmp_path):
+    from auto3dseg.postprocess.cells import load_cell_params
+    from auto3dseg.postprocess.tune import TUNED_YAML, tune_postprocess
+
+    work, _ = cell_run
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy, symlinks=True)
+    assert run_auto3dseg.main(["--mode", "oof", "--work_dir", str(copy)]) == 0
+    packaged_f1 = json.loads((copy / "cv" / "scores.json").read_text())["mean_f1"]  # with the packaged values
+    assert packaged_f1 > 0
+    base = tmp_path / "base.yaml"
+    base.write_text("min_cell_px: 100000000\n")  # every cell removed: F1 0
+    notes = []
+    report = tune_postprocess(copy, base=base, budget=0, log=notes.append)
+    (row,) = report["classes"]
+    assert row["score_before"] == 0 and row["score_after"] == pytest.approx(packaged_f1, abs=1e-12)
+    assert not row["kept"] and row["source"] == "packaged defaults" and row["changed"]["min_cell_px"] != 100000000
+    assert any("the packaged defaults score higher" in n for n in notes)
+    assert load_cell_params(str(copy / TUNED_YAML)) == load_cell_params()

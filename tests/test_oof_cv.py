@@ -286,6 +286,26 @@ def test_retuning_keeps_the_earlier_file_and_starts_from_postprocess_params(oof_
     assert len(list((copy / "tuning" / "replaced").glob("*.yaml"))) == 1
 
 
+def test_a_start_file_scoring_below_the_packaged_defaults_is_not_installed(oof_run, tmp_path):
+    from auto3dseg.postprocess import load_postprocess_params
+    from auto3dseg.postprocess.params import params_for
+    from auto3dseg.postprocess.tune import TUNED_YAML, tune_postprocess
+
+    work, _ = oof_run
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy, symlinks=True)
+    _purpose_built_maps(copy, 0.9)  # the packaged threshold (0.5) gives perfect masks; 0.95 gives none
+    base = tmp_path / "base.yaml"
+    base.write_text("cyto:\n  threshold: 0.95\n")
+    notes = []
+    report = tune_postprocess(copy, base=base, budget=0, log=notes.append)  # no search: the start's values stand
+    row = next(r for r in report["classes"] if r["label"] == "cyto")
+    assert not row["kept"] and row["source"] == "packaged defaults" and row["score_after"] > row["score_before"]
+    assert any("cyto: the packaged defaults score higher" in n for n in notes)
+    packaged = params_for(load_postprocess_params(), "cyto")["threshold"]
+    assert params_for(load_postprocess_params(str(copy / TUNED_YAML)), "cyto")["threshold"] == packaged
+
+
 def test_values_that_score_lower_on_all_crops_than_on_the_sample_are_not_kept(oof_run, tmp_path):
     """Searched on one crop, where the maps are weak (0.4 inside), a low threshold wins; on the
     other crops the background is 0.35, so the same threshold floods them: the default stays."""

@@ -253,12 +253,16 @@ def _changed(default: Mapping[str, Any], tuned: Mapping[str, Any]) -> dict[str, 
 
 
 def tune_cellmap(objective: CellMapObjective, defaults: Mapping[str, Any], *, budget: int = 24,
-                 min_crops: int = 2, min_objects: int = 5, min_gain: float = 0.005, log=print) -> dict:
+                 min_crops: int = 2, min_objects: int = 5, min_gain: float = 0.005,
+                 reference: Mapping[str, Any] | None = None, log=print) -> dict:
     """Tune every scored class of ``objective`` from ``defaults``; returns the report
     (``params``: the tuned parameter set, ``classes``: one row per class, ``before``/``after``:
-    the official per-label and overall figures)."""
-    from auto3dseg.evaluation.official import aggregate_official, official_kind
+    the official per-label and overall figures). What the search found is then checked on all
+    crops (:mod:`auto3dseg.postprocess.tune_guards`), against ``reference`` (the packaged
+    defaults) too when ``defaults`` is another start."""
+    from auto3dseg.evaluation.official import official_kind
     from auto3dseg.postprocess.params import params_for
+    from auto3dseg.postprocess.tune_guards import keep_what_holds
 
     table = objective.table
     sigmoid = not (objective.oof.get("channels") or [""])[0] == "background"
@@ -306,37 +310,13 @@ def tune_cellmap(objective: CellMapObjective, defaults: Mapping[str, Any], *, bu
             log(f"tuned {label}: {', '.join(f'{k} {start[k]} -> {v}' for k, v in change.items())} "
                 f"(objective {trials[0]['score']:.4f} -> {score:.4f})")
         objective.forget(watch)
-    before, overall_before = aggregate_official(objective.records(defaults, labels))
-    after, overall_after = aggregate_official(objective.records(tuned, labels))
-    # chosen on a sample of crops (or for a group's mean), a value can score lower on all of them: not kept
-    worse = [r for r in rows if not r["kept"] and after[r["label"]]["score"] < before[r["label"]]["score"] - 1e-12]
-    for r in worse:
-        _revert(tuned, defaults, r, f"scored lower on all {r['crops']} crops ({before[r['label']]['score']:.4f} -> "
-                f"{after[r['label']]['score']:.4f}) than on the {r.get('crops_searched')} searched", log)
-    if worse:
-        after, overall_after = aggregate_official(objective.records(tuned, labels))
-    if overall_after["score"] < overall_before["score"] - 1e-12:
-        why = (f"the tuned values together lowered the overall score ({overall_before['score']:.4f} -> "
-               f"{overall_after['score']:.4f}): the defaults are kept for every class")
-        for r in rows:
-            if not r["kept"]:
-                _revert(tuned, defaults, r, why, log)
-        after, overall_after = before, overall_before
+    before, overall_before, after, overall_after = keep_what_holds(rows, tuned, defaults, objective, labels,
+                                                                   reference=reference, log=log)
     for row in rows:
         row["score_before"], row["score_after"] = before[row["label"]]["score"], after[row["label"]]["score"]
     return {"kind": "cellmap", "params": tuned, "classes": rows,
             "before": {"labels": before, "overall": overall_before},
             "after": {"labels": after, "overall": overall_after}}
-
-
-def _revert(tuned: dict, defaults: Mapping[str, Any], row: dict, why: str, log) -> None:
-    """Give ``row``'s class its starting values back, marking the row kept with ``why``."""
-    if row["label"] in defaults:
-        tuned[row["label"]] = copy.deepcopy(defaults[row["label"]])
-    else:
-        tuned.pop(row["label"], None)
-    row.update(kept=True, reason=why, rejected=row.pop("changed", {}))
-    log(f"note: {row['label']}: tuned values not kept: {why}")
 
 
 # --------------------------------------------------------------------------------------
@@ -392,13 +372,15 @@ def tune_postprocess(work_dir: str | os.PathLike, *, budget: int = 24, min_crops
             packaged, start = load_cell_params(), load_cell_params(base)
             from auto3dseg.postprocess.tune_cells import tune_cells
 
-            report = tune_cells(oof, datalist, start, budget=budget, min_images=min_crops, min_gain=min_gain, log=log)
+            report = tune_cells(oof, datalist, start, budget=budget, min_images=min_crops, min_gain=min_gain,
+                                reference=packaged if base else None, log=log)
             tuned = any(not r["kept"] for r in report["classes"])
             content = {k: v for k, v in report["params"].items() if packaged.get(k) != v}
         else:
             packaged, start = load_postprocess_params(), load_postprocess_params(base)
             report = tune_cellmap(CellMapObjective(oof, datalist, rules, max_voxels), start, budget=budget,
-                                  min_crops=min_crops, min_objects=min_objects, min_gain=min_gain, log=log)
+                                  min_crops=min_crops, min_objects=min_objects, min_gain=min_gain,
+                                  reference=packaged if base else None, log=log)
             tuned = any(not r["kept"] for r in report["classes"])
             content = {name: diff for name, entry in report["params"].items()
                        if (diff := {k: v for k, v in entry.items() if packaged.get(name, {}).get(k) != v})}

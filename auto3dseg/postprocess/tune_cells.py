@@ -20,8 +20,12 @@ CELL_GRID = {"seed_threshold": [0.5, 0.6, 0.7, 0.8, 0.9], "threshold": list(THRE
 
 
 def tune_cells(oof: Mapping[str, Any], datalist: str | os.PathLike, defaults: Mapping[str, Any], *, budget: int = 24,
-               min_images: int = 2, min_gain: float = 0.005, log=print) -> dict:
-    """Tune the cell parameters on the out-of-fold images (tiled ones joined); returns the report."""
+               min_images: int = 2, min_gain: float = 0.005, reference: Mapping[str, Any] | None = None,
+               log=print) -> dict:
+    """Tune the cell parameters on the out-of-fold images (tiled ones joined); returns the report.
+
+    ``reference``: the packaged defaults when ``defaults`` is another start (``--postprocess_params``):
+    used instead of the values tuning ends with when they score higher."""
     import tifffile
 
     from auto3dseg.evaluation.cellseg_metrics import score_image
@@ -56,5 +60,14 @@ def tune_cells(oof: Mapping[str, Any], datalist: str | os.PathLike, defaults: Ma
         row.update(kept=False, changed=change, score_after=score, reason="")
         log(f"tuned cells: {', '.join(f'{k} {defaults[k]} -> {v}' for k, v in change.items())} "
             f"(mean F1 {trials[0]['score']:.4f} -> {score:.4f})")
+    if reference is not None and dict(reference) != dict(defaults):
+        packaged = evaluate(dict(reference))
+        if packaged > row["score_after"] + 1e-12:
+            log(f"note: cells: the packaged defaults score higher than the values tuning ended with from the start "
+                f"file (mean F1 {row['score_after']:.4f} -> {packaged:.4f}): they are used")
+            best = dict(reference)
+            row.update(kept=False, changed=_changed(defaults, best), score_after=packaged, source="packaged defaults",
+                       reason=f"the packaged defaults scored higher than the start's values "
+                       f"({trials[0]['score']:.4f} -> {packaged:.4f})")
     return {"kind": "cells", "params": best, "classes": [row], "before": {"mean_f1": row["score_before"]},
             "after": {"mean_f1": row["score_after"]}}
