@@ -286,6 +286,31 @@ def test_retuning_keeps_the_earlier_file_and_starts_from_postprocess_params(oof_
     assert len(list((copy / "tuning" / "replaced").glob("*.yaml"))) == 1
 
 
+def test_full_tune_prints_both_test_scores_and_keeps_the_earlier_submission(oof_run, synthetic, tmp_path, capsys):
+    work, data = oof_run
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy, symlinks=True)
+    _purpose_built_maps(copy, 0.4)  # the default threshold finds nothing: tuning changes something
+    default_score = json.loads((copy / "submission" / "scores.json").read_text())["overall"]["score"]
+    args = ["--mode", "full", "--oof", "--tune", "--datalist", str(data / "datalist.json"), "--work_dir", str(copy),
+            "--algos", "segresnet", "--num_epochs", "1", "--patch_size", "16", *TINY,
+            "--truth", str(synthetic / "test_truth.zarr")]
+    assert run_auto3dseg.main(args) == 0
+    printed = capsys.readouterr().out
+    (kept,) = (copy / "submission" / "replaced").iterdir()
+    tuned_score = json.loads((copy / "submission" / "scores.json").read_text())["overall"]["score"]
+    assert json.loads((kept / "scores.json").read_text())["overall"]["score"] == default_score
+    assert (f"Test score with the default post-processing {default_score:.4f}, with the tuned one {tuned_score:.4f} "
+            f"({tuned_score - default_score:+.4f}; the earlier submission is in {kept})") in printed, printed
+    assert json.loads((copy / "submission" / "submission_params.json").read_text())["cyto"]["threshold"] < 0.4
+    # the same command again: the tuned values made the submission before it, and nothing changes
+    assert run_auto3dseg.main(args) == 0
+    printed = capsys.readouterr().out
+    assert (f"Test score with the earlier tuned post-processing {tuned_score:.4f}, with the tuned one "
+            f"{tuned_score:.4f} (+0.0000; the same submission: nothing changed)") in printed, printed
+    assert len(list((copy / "submission" / "replaced").iterdir())) == 1
+
+
 def test_a_start_file_scoring_below_the_packaged_defaults_is_not_installed(oof_run, tmp_path):
     from auto3dseg.postprocess import load_postprocess_params
     from auto3dseg.postprocess.params import params_for
