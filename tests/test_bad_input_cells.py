@@ -188,6 +188,16 @@ def test_binary_mask_given_as_label_fails_with_what_to_do(tree, tmp_path, capsys
     assert not (out / "instances" / "cell_00_fluo16_label.tiff").exists()
 
 
+def test_a_foreground_mask_of_touching_cells_is_a_binary_mask_too(tree, tmp_path, capsys):
+    lab = tifffile.imread(tree / "labels" / "cell_08_sparse_label.tiff")
+    fg = np.zeros(lab.shape, np.uint8)
+    fg[20:100, 30:140] = 255  # every cell touching the next: one blob of 255
+    tifffile.imwrite(tree / "labels" / "cell_08_sparse_label.tiff", fg)
+    rc, printed, report = _convert(tree, tmp_path / "out", capsys)
+    rec = _records(report)["cell_08_sparse"]
+    assert rc == 1 and rec["reason"] == "binary_mask" and "largest a uint8 pixel holds" in rec["detail"], rec
+
+
 def test_one_cell_alone_is_not_a_binary_mask(tree, tmp_path, capsys):
     lab = np.zeros((128, 160), np.uint16)
     lab[40:70, 50:90] = 1  # one cell, one blob: a valid instance mask

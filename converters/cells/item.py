@@ -195,7 +195,15 @@ def binary_mask_problem(labels: np.ndarray, path: str) -> str | None:
 
     A mask with exactly one non-zero value whose pixels form several separate blobs
     (8-connected) is a foreground mask, not one id per cell: converted as is, every
-    blob would be one and the same cell.
+    blob would be one and the same cell. So is one whose only value is the largest of its
+    type (255 in 8 bits, 65535 in 16), what image editors save for "foreground", even as
+    one blob (cells that all touch); one cell alone has id 1.
+
+    >>> m = np.zeros((6, 6), np.uint8); m[1:5, 1:5] = 255
+    >>> binary_mask_problem(m, "a_label.tif")[:44]
+    'a_label.tif looks like a binary mask, not in'
+    >>> m[m > 0] = 1; binary_mask_problem(m, "a_label.tif") is None
+    True
     """
     import fastremap
     from scipy import ndimage as ndi
@@ -204,12 +212,17 @@ def binary_mask_problem(labels: np.ndarray, path: str) -> str | None:
     ids = ids[ids != 0]
     if ids.size != 1:
         return None
+    value = ids[0].item()
     _, blobs = ndi.label(labels != 0, structure=np.ones((3, 3), bool))
-    if blobs < 2:
+    saturated = labels.dtype.kind == "u" and labels.dtype.itemsize <= 2 and value == np.iinfo(labels.dtype).max
+    if blobs < 2 and not saturated:
         return None
-    return (f"{path} looks like a binary mask, not instance ids: one value ({ids[0].item()}) covers {blobs} separate "
-            "blobs, which would all be one cell. Give each cell its own id (e.g. skimage.measure.label(mask > 0)) "
-            "and save that as <stem>_label.tiff: the CellSeg format needs one id per cell")
+    what = (f"one value ({value}) covers {blobs} separate blobs, which would all be one cell" if blobs >= 2 else
+            f"its only value is {value}, the largest a {labels.dtype} pixel holds (what a foreground mask is saved "
+            "as), and it would be one cell")
+    return (f"{path} looks like a binary mask, not instance ids: {what}. Give each cell its own id (e.g. "
+            "skimage.measure.label(mask > 0), or a watershed where cells touch) and save that as <stem>_label.tiff: "
+            "the CellSeg format needs one id per cell")
 
 
 def label_is_image_problem(labels: np.ndarray, image: np.ndarray, label_path: str, image_path: str) -> str | None:
