@@ -199,6 +199,24 @@ def test_a_work_dir_of_another_datalist_is_refused_and_left_alone(generated, con
         copy.unlink()
 
 
+def test_an_analysis_only_work_dir_refuses_another_datalist(converted, tmp_path, capsys):
+    cellmap = converted[0] / "datalist.json"
+    work = tmp_path / "work"
+    assert run_auto3dseg.main(["--mode", "analyze", "--datalist", str(cellmap), "--work_dir", str(work),
+                               "--workers", "0"]) == 0
+    assert yaml.safe_load((work / "input.yaml").read_text())["datalist"] == str(cellmap.resolve())
+    other = tmp_path / "nifti" / "datalist.json"
+    other.parent.mkdir()
+    dl = json.loads(cellmap.read_text())
+    other.write_text(json.dumps(dict(dl, training=dl["training"][:-1])))
+    capsys.readouterr()
+    rc = run_auto3dseg.main(["--mode", "generate", "--datalist", str(other), "--work_dir", str(work),
+                             "--algos", "segresnet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--force_new_datalist" in err and str(other) in err, err
+    assert not list(work.glob("segresnet_*"))
+
+
 def test_a_moved_datalist_is_named_and_force_new_datalist_repoints_the_work_dir(generated, converted, tmp_path,
                                                                                capsys):
     import shutil

@@ -73,6 +73,7 @@ def analyze(
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     with step_lock(work, "analyze"):
+        _record_datalist(work, datalist, dataroot)
         clean_temporaries(work, (DATASTATS, DATASTATS_BY_CASE))
         final = work / DATASTATS
         if final.exists() and not force:
@@ -81,6 +82,23 @@ def analyze(
         _run_analyzer(datalist, dataroot, work, device, workers, allow_constant)
         _review(work, datalist, dataroot, force=True)
         return final
+
+
+def _record_datalist(work: Path, datalist: Path, dataroot: Path) -> None:
+    """A new work_dir's ``input.yaml`` names the datalist from its first step on (generation
+    completes it), so that a later step with another datalist is refused, not mixed in."""
+    import json
+
+    from auto3dseg.orchestration.workdir import INPUT_YAML, write_input
+
+    if (work / INPUT_YAML).is_file():
+        return
+    try:
+        dl = json.loads(datalist.read_text())
+    except (OSError, ValueError):
+        dl = {}
+    write_input(work, {"name": dl.get("name", "cellmap"), "modality": str(dl.get("modality", "em")),
+                       "datalist": str(datalist.resolve()), "dataroot": str(dataroot.resolve())})
 
 
 def _run_analyzer(datalist: Path, dataroot: Path, work: Path, device: str, workers: int,
