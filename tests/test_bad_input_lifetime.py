@@ -125,9 +125,11 @@ _PARENT = textwrap.dedent("""
 _TRAINING = textwrap.dedent("""
     import os, signal, sys, time
     from pathlib import Path
+    from auto3dseg.orchestration.lifetime import die_with_torchrun
     from auto3dseg.orchestration.locks import bundle_lock
     if "--ignore-term" in sys.argv:  # a child that would survive its parent's death
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    die_with_torchrun()  # as auto3dseg.engine.training.train does first
     rank = int(os.environ.get("RANK", "0"))
     with bundle_lock(Path(sys.argv[1])) if rank == 0 else open(os.devnull):
         Path(sys.argv[2], f"rank{rank}.pid").write_text(str(os.getpid()))
@@ -209,6 +211,28 @@ def test_torchrun_workers_die_when_the_run_is_killed(tmp_path):
         assert _gone_within([torchrun, *workers], 40) == [], "torchrun or its workers outlived the killed run"
     finally:
         _kill_all([*workers, torchrun])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_torchrun_workers_die_when_torchrun_itself_is_killed(tmp_path):
+    from auto3dseg.orchestration.locks import bundle_lock
+
+    (tmp_path / "train.py").write_text(_TRAINING)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2", "--standalone",
+           str(tmp_path / "train.py"), str(tmp_path / "segresnet_0"), str(tmp_path / "pids")]
+    parent, bundle, pids = _start_parent(tmp_path, cmd)
+    torchrun = int(parent.stdout.readline())
+    workers = list(_wait_for(pids, ["rank0", "rank1"], parent).values())
+    try:
+        os.kill(torchrun, signal.SIGKILL)  # torchrun cannot stop its workers: they must stop themselves
+        assert _gone_within(workers, 20) == [], "torchrun's workers outlived it"
+        parent.wait(timeout=30)  # the run sees its training end, and releases the bundle
+        with bundle_lock(bundle, log=lambda *a: None):
+            pass
+    finally:
+        _kill_all([*workers, torchrun])
+        if parent.poll() is None:
+            parent.kill()
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc and PR_SET_PDEATHSIG are Linux's")

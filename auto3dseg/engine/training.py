@@ -304,8 +304,10 @@ def train(cfg: Mapping[str, Any]) -> dict:
     """
     import contextlib
 
+    from auto3dseg.orchestration.lifetime import die_with_torchrun
     from auto3dseg.orchestration.locks import bundle_lock, clean_temporaries
 
+    die_with_torchrun()
     ckpt_dir = Path(cfg["ckpt_path"])
     root = Path(cfg.get("bundle_root") or ckpt_dir.parent)
     rank0 = int(os.environ.get("RANK", "0")) == 0  # torchrun's other ranks work under rank 0's lock

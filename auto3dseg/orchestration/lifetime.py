@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 
-__all__ = ["PR_SET_PDEATHSIG", "launcher_command", "set_parent_death_signal"]
+__all__ = ["PR_SET_PDEATHSIG", "die_with_torchrun", "launcher_command", "set_parent_death_signal"]
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
@@ -33,6 +33,17 @@ def set_parent_death_signal(sig: int = signal.SIGTERM) -> bool:
         return libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
     except (OSError, AttributeError):
         return False
+
+
+def die_with_torchrun() -> None:
+    """In a torchrun worker: get SIGTERM when torchrun dies, even by ``kill -9`` (which lets it
+    stop no worker), so that no rank trains on without the run that holds the bundle's lock.
+    Exits at once when torchrun is gone already. Does nothing outside torchrun."""
+    if "TORCHELASTIC_RUN_ID" not in os.environ or not set_parent_death_signal(signal.SIGTERM):
+        return
+    if os.getppid() == 1:  # torchrun died before the signal was asked for: this worker is an orphan
+        print("note: torchrun, which started this worker, is gone; stopping", file=sys.stderr)
+        sys.exit(143)
 
 
 def launcher_command(cmd: list[str], parent: int | None = None) -> list[str]:
