@@ -74,8 +74,8 @@ def test_a_bundle_of_before_the_move_trains_and_ensembles_without_the_old_module
     (tmp_path / "data").mkdir()
     dl = _tiny_datalist(tmp_path / "data")
     work = tmp_path / "work"
-    common = ["--datalist", str(dl), "--work_dir", str(work), "--workers", "0"]
-    assert run_auto3dseg.main(["--mode", "analyze", *common]) == 0
+    common = ["--datalist", str(dl), "--work_dir", str(work)]
+    assert run_auto3dseg.main(["--mode", "analyze", *common, "--workers", "0"]) == 0
     assert run_auto3dseg.main(["--mode", "generate", *common, "--algos", "segresnet", "--num_fold", "1",
                                "--num_epochs", "1", "--patch_size", "16"]) == 0
     bundle = work / "segresnet_0"

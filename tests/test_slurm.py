@@ -178,10 +178,31 @@ def test_oof_and_tune_flags_are_refused_where_they_do_nothing(converted, tmp_pat
 def test_dry_run_with_tune_submits_again_after_tuning(converted, tmp_path, capsys, monkeypatch):
     out, _ = converted
     monkeypatch.setattr(slurm_mod, "probe_cluster", lambda p=None: slurm_mod.ClusterInfo(16, 64000, 4, ["gpu"]))
+    params = tmp_path / "start.yaml"
+    params.write_text("mito:\n  threshold: 0.4\n")
     rc = run_auto3dseg.main(["--mode", "slurm", "--datalist", str(out / "datalist.json"), "--work_dir",
-                             str(tmp_path / "w"), "--dry_run", "--oof", "--tune", "--tune_budget", "7", *TINY])
+                             str(tmp_path / "w"), "--dry_run", "--oof", "--tune", "--tune_budget", "7", *TINY,
+                             "--postprocess_params", str(params), "--dataroot", str(out)])
     text = capsys.readouterr().out
     final = text[text.index("# --- final"):]
-    modes = [line.split("--mode ")[1].split()[0] for line in final.splitlines() if "run_auto3dseg.py --work_dir" in line]
+    lines = [line for line in final.splitlines() if "run_auto3dseg.py --work_dir" in line]
+    modes = [line.split("--mode ")[1].split()[0] for line in lines]
     assert rc == 0 and modes == ["ensemble", "submit", "oof", "tune_postprocess", "submit"]
     assert "--tune_budget 7" in final
+    # tuning starts from the file; the submission after it uses the tuned file, which holds the start's values
+    assert str(params) in lines[1] and str(params) in lines[3] and "--postprocess_params" not in lines[4]
+    prep = [line for line in text[:text.index("# --- final")].splitlines() if "--mode analyze" in line
+            or "--mode generate" in line]
+    assert len(prep) == 2 and all(f"--dataroot {out.resolve()}" in line for line in prep)
+    # every command of the chain is one its mode accepts (no flag refused as doing nothing)
+    import shlex
+
+    from auto3dseg.orchestration.flags import ignored_flags
+
+    parser = run_auto3dseg.build_parser()
+    for line in text.splitlines():
+        if "run_auto3dseg.py --work_dir" in line:
+            argv = shlex.split(line.replace('"$SLURM_ARRAY_TASK_ID"', "0").replace(
+                '"$(( SLURM_CPUS_PER_TASK - 1 ))"', "1"))
+            argv = argv[argv.index(next(a for a in argv if a.endswith("run_auto3dseg.py"))) + 1:]
+            assert ignored_flags(parser.parse_args(argv), parser) == [], line

@@ -143,7 +143,8 @@ def slurm_step(args: argparse.Namespace, datalist: str) -> int:
                                                   str(args.tune_min_crops), "--tune_min_objects",
                                                   str(args.tune_min_objects), "--tune_min_gain",
                                                   str(args.tune_min_gain), "--tune_max_voxels",
-                                                  str(args.tune_max_voxels)] if args.tune else None)
+                                                  str(args.tune_max_voxels)] if args.tune else None,
+                                       dataroot=args.dataroot)
     except slurm.SlurmError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

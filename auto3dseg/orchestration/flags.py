@@ -17,6 +17,7 @@ _SUBMITTING = ("submit", "full", "slurm")
 #: flag (argparse ``dest``) -> the modes in which it changes something. Flags missing here
 #: (work_dir, datalist, algos, debug, ...) are read by every mode, or checked elsewhere (tta, oof, tune).
 FLAG_MODES: dict[str, tuple[str, ...]] = {
+    "dataroot": ("validate", "analyze", "generate", "full", "slurm"),  # later modes read input.yaml's
     "device": ("analyze", "full"),
     "workers": ("analyze", "full"),
     "allow_constant_images": ("analyze", "full", "slurm"),
@@ -47,7 +48,7 @@ FLAG_MODES: dict[str, tuple[str, ...]] = {
 }
 
 #: flags (with a non-default value) that only CellMap data use
-CELLMAP_ONLY = ("test_manifest", "score_rules")
+CELLMAP_ONLY = ("test_manifest", "score_rules", "tune_max_voxels")
 
 #: what to use instead, where a flag's mode has a neighbour that does the job
 _INSTEAD = {
@@ -62,6 +63,8 @@ _INSTEAD = {
     ("truth", "tune_postprocess"): "tuning scores the out-of-fold maps against the training labels; --truth "
                                    "scores a submission (--mode submit)",
     ("device", "slurm"): "the SLURM prep job analyzes on its CPUs",
+    **{("dataroot", m): "it is read with --datalist; later modes use the one <work_dir>/input.yaml records"
+       for m in ("train", "ensemble", "predict", "submit", "oof", "tune_postprocess")},
     ("workers", "slurm"): "the SLURM prep job uses its CPUs (--slurm_cpus) for the analysis",
 }
 
@@ -71,8 +74,7 @@ def _flag(dest: str) -> str:
 
 
 def _changed(args: argparse.Namespace, parser: argparse.ArgumentParser, dest: str) -> bool:
-    value = getattr(args, dest, None)
-    return value != parser.get_default(dest) and value not in (None, [], False)
+    return getattr(args, dest, None) != parser.get_default(dest)  # 0 counts: `--fold 0` is a choice too
 
 
 def ignored_flags(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[str]:
@@ -110,5 +112,6 @@ def cells_problems(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
             value = getattr(args, dest)
             lines.append(f"{_flag(dest)} {value} does nothing for 2-D cells: "
                          + ("the testing images of the datalist are what is predicted" if dest == "test_manifest"
+                            else "cell tuning always scores every image" if dest == "tune_max_voxels"
                             else "cells are scored by the official CellSeg F1 only"))
     return lines

@@ -241,12 +241,29 @@ class SubmitResult:
     notes: list[str] = field(default_factory=list)
 
 
+def _without(args: Sequence[str], flag: str) -> list[str]:
+    """``args`` less ``flag`` and its value.
+
+    >>> _without(["--truth", "t", "--postprocess_params", "p.yaml"], "--postprocess_params")
+    ['--truth', 't']
+    """
+    out, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+        elif a == flag:
+            skip = True
+        else:
+            out.append(a)
+    return out
+
+
 def submit_pipeline(work_dir: str | os.PathLike, datalist: str | os.PathLike, *, res: Resources,
                     algos: Sequence[str], num_fold: int | None = None, generate_args: Sequence[str] = (),
                     train_args: Sequence[str] = (), ensemble_args: Sequence[str] = (),
                     submit_args: Sequence[str] = (), submit: bool = True, dry_run: bool = False,
                     force: bool = False, oof_args: Sequence[str] | None = None,
-                    tune_args: Sequence[str] | None = None) -> SubmitResult:
+                    tune_args: Sequence[str] | None = None, dataroot: str | None = None) -> SubmitResult:
     """Submit what is unfinished of analyze → generate → train array → ensemble (→ submit).
 
     Parameters
@@ -263,6 +280,8 @@ def submit_pipeline(work_dir: str | os.PathLike, datalist: str | os.PathLike, *,
         submission again (with the tuned parameters).
     force : bool
         Submit even when jobs of an earlier chain are still pending or running.
+    dataroot : str, optional
+        ``--dataroot`` of the prep job (later steps read the one ``input.yaml`` records).
     """
     work = Path(work_dir).resolve()
     datalist = Path(datalist).resolve()
@@ -287,9 +306,11 @@ def submit_pipeline(work_dir: str | os.PathLike, datalist: str | os.PathLike, *,
     steps: list[tuple[str, str, list[list[str]], int, str | None]] = []
     if need_prep:
         fold_args = ["--num_fold", str(num_fold)] if num_fold else []
+        root = ["--dataroot", str(Path(dataroot).resolve())] if dataroot else []
         steps.append(("prep", "analyze the data and generate the bundles", [
-            [*base, "--mode", "analyze", "--datalist", str(datalist), "--workers", '"$(( SLURM_CPUS_PER_TASK - 1 ))"'],
-            [*base, "--mode", "generate", "--datalist", str(datalist), *fold_args, *generate_args]], 0, None))
+            [*base, "--mode", "analyze", "--datalist", str(datalist), *root, "--workers",
+             '"$(( SLURM_CPUS_PER_TASK - 1 ))"'],
+            [*base, "--mode", "generate", "--datalist", str(datalist), *root, *fold_args, *generate_args]], 0, None))
     if todo:
         gpu_flag = str(res.gpus_per_task) if res.gpus_per_task else "cpu"
         steps.append(("train", "train one bundle: the array task index picks it among the work dir's bundles", [
@@ -302,8 +323,9 @@ def submit_pipeline(work_dir: str | os.PathLike, datalist: str | os.PathLike, *,
         final.append([*base, "--mode", "oof", "--require_trained", *ensemble_args, *oof_args])
         if tune_args is not None:
             final.append([*base, "--mode", "tune_postprocess", *tune_args])
-            if submit:
-                final.append([*base, "--mode", "submit", "--require_trained", *submit_args])
+            if submit:  # the tuned file holds --postprocess_params' values: passing them again would shadow it
+                final.append([*base, "--mode", "submit", "--require_trained", *_without(submit_args,
+                                                                                         "--postprocess_params")])
     steps.append(("final", "ensemble the trained bundles" + (" and write the submission" if submit else "")
                   + (", the out-of-fold maps and the cross-validated score" if oof_args is not None else ""), final,
                   1 if res.gpus_per_task else 0, None))
