@@ -439,6 +439,8 @@ def _run(args: argparse.Namespace, datalist: str, dataroot: str, overrides: dict
         _check_trained(work, args.algos)
     if mode == "predict":
         _check_predict_images(args.images, datalist)
+        if args.output_dir:
+            _check_output_dir(work, Path(args.output_dir))
     if mode in ("ensemble", "predict", "full"):
         from auto3dseg.ensembling.ensemble import run_ensemble
 
@@ -494,6 +496,22 @@ def _check_predict_images(images: Sequence[str], datalist: str) -> None:
     problem = raw_image_problem(images, data_kind(datalist))
     if problem:
         raise ValueError(problem)
+
+
+def _check_output_dir(work: Path, out: Path) -> None:
+    """Refuse a ``--output_dir`` that is a folder of the work_dir's own steps: predict would replace
+    the test ensemble's ensemble.json (a later submit then writes empty labels), a bundle's files or
+    the submission."""
+    from auto3dseg.orchestration.workdir import list_bundles
+
+    out, work = out.resolve(), work.resolve()
+    owned = [work, *(work / n for n in ("ensemble_output", "oof", "submission", "cv", "tuning", "replaced")),
+             *(b.path.resolve() for b in list_bundles(work))]
+    hit = next((f for f in owned if out == f or (f != work and f in out.parents)), None)
+    if hit is not None:
+        raise ValueError(f"--output_dir {out} is {'the work_dir itself' if hit == work else f'inside {hit}'}, which "
+                         f"the pipeline's own steps write: predict there would replace their files. Give a folder of "
+                         f"its own (default: {work / 'predictions'})")
 
 
 def _task_bundle(work: Path, algos: Sequence[str], index: int) -> tuple[list[str], list[int]]:

@@ -359,3 +359,13 @@ def test_predict_on_raw_images_says_how_to_convert(generated, converted_cells, t
         assert rc == 2 and "needs the converted image" in err
         assert f"python -m converters.cells.convert --images {tmp_path}" in err
     assert "a Zarr store (and 1 more raw image(s))" in err
+
+
+def test_predict_into_a_folder_of_the_work_dir_is_refused(generated, capsys):
+    before = _files(generated)
+    for sub in ("ensemble_output", "segresnet_0/model", "submission", "."):
+        rc = run_auto3dseg.main(["--mode", "predict", "--work_dir", str(generated), "--images", "a.nii.gz",
+                                 "--output_dir", str(generated / sub)])
+        err = capsys.readouterr().err
+        assert rc == 2 and "--output_dir" in err and "predictions" in err, err
+    assert _files(generated) == before

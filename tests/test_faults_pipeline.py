@@ -459,6 +459,9 @@ def test_submit_from_maps_of_bundles_trained_again_or_gone_says_so(base, tmp_pat
     os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # as if retrained
     proc = _run(work, "--mode", "submit", "--force")
     assert proc.returncode == 0 and "were made before segresnet_0 was trained again" in proc.stderr, proc.stderr
+    (work / "segresnet_0" / "model" / "model.pt").unlink()
+    proc = _run(work, "--mode", "submit", "--force")
+    assert proc.returncode == 0 and "segresnet_0's model/model.pt is gone" in proc.stderr, proc.stderr
     shutil.rmtree(work / "segresnet_0" / "model")
     proc = _run(work, "--mode", "submit", "--force")
     assert proc.returncode == 0 and "segresnet_0's weights are gone" in proc.stderr and "--mode ensemble" in proc.stderr

@@ -100,6 +100,15 @@ def test_cv_of_other_rules_or_parameters_keeps_the_earlier_scores_and_says_what_
     assert len(kept) == 1 and kept[0].read_bytes() == official and kept[0].with_suffix(".md").read_bytes() == md
     assert json.loads((copy / "cv" / "scores.json").read_text())["cv"]["signature"] != json.loads(official)["cv"][
         "signature"]
+    # a submission made before submissions recorded their parameters: said, and an up-to-date submit records them
+    (copy / "submission" / "submission_params.json").unlink()
+    assert run_auto3dseg.main(["--mode", "oof", "--work_dir", str(copy)]) == 0
+    printed = capsys.readouterr().out
+    assert "does not record" in printed and "--mode submit --force" in printed, printed
+    assert run_auto3dseg.main(["--mode", "submit", "--work_dir", str(copy)]) == 0
+    assert (copy / "submission" / "submission_params.json").is_file()
+    assert run_auto3dseg.main(["--mode", "oof", "--work_dir", str(copy)]) == 0
+    assert "not comparable" not in capsys.readouterr().out
 
 
 def test_a_fold_without_a_trained_bundle_is_listed_not_dropped(oof_run, tmp_path):
@@ -259,6 +268,12 @@ def test_strict_test_scores_are_kept_beside_the_official_ones(oof_run, synthetic
     assert (copy / "submission" / "scores.json").read_bytes() == official
     assert json.loads((copy / "submission" / "scores_strict.json").read_text())["rules"] == "strict"
     assert "scores_strict.json" in capsys.readouterr().out
+    # the CV under strict rules is printed beside the strict test score, not the official one
+    assert run_auto3dseg.main(["--mode", "oof", "--work_dir", str(copy), "--score_rules", "strict"]) == 0
+    strict = json.loads((copy / "submission" / "scores_strict.json").read_text())["overall"]["score"]
+    printed = capsys.readouterr().out
+    assert f"Test score (submission against --truth, strict rules): {strict:.4f}" in printed, printed
+    assert "not comparable" not in printed
 
 
 def test_retuning_keeps_the_earlier_file_and_starts_from_postprocess_params(oof_run, tmp_path):

@@ -347,8 +347,9 @@ def _train(cfg: Mapping[str, Any]) -> dict:
         if ckpt.get("config") != _config_fingerprint(cfg):
             raise _UserError(
                 f"{last_path} was trained with {ckpt.get('config')}, this config has {_config_fingerprint(cfg)}. "
-                "Resume with the same network and classes, or start over with --resume=false "
-                "(the old checkpoint is then overwritten: move it away first to keep it).")
+                "Resume with the same network and classes, or start over: run_auto3dseg.py --mode train "
+                f"--algo {cfg['algo']} --fold {cfg['fold']} --force (moves model/ aside), or --override "
+                "resume=false (the old checkpoint is then overwritten).")
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])

@@ -269,8 +269,11 @@ def changed_bundles(manifest: Mapping[str, Any], work: str | os.PathLike) -> lis
         if "weights" not in b:
             continue
         now = weights_stamp(Path(work) / str(b["name"]))
+        gone = sorted({w[0] for w in b["weights"]} - {w[0] for w in now})
         if not now:
             out.append(f"{b['name']}'s weights are gone")
+        elif gone:
+            out.append(f"{b['name']}'s {', '.join(gone)} {'is' if len(gone) == 1 else 'are'} gone")
         elif now != b["weights"]:
             out.append(f"{b['name']} was trained again")
     return out

@@ -56,9 +56,10 @@ def tune_step(args: argparse.Namespace, work: Path, datalist: str) -> int:
     return 0
 
 
-def test_score(work: Path) -> float | None:
-    """The figure of <work_dir>/submission/scores.json (CellMap overall or cells mean F1), if scored."""
-    path = work / "submission" / "scores.json"
+def test_score(work: Path, rules: str = "official") -> float | None:
+    """The figure of <work_dir>/submission/scores.json (scores_<rules>.json; CellMap overall or cells
+    mean F1), if scored."""
+    path = work / "submission" / ("scores.json" if rules == "official" else f"scores_{rules}.json")
     if not path.is_file():
         return None
     t = read_json(path)
@@ -77,19 +78,21 @@ def oof_step(args: argparse.Namespace, work: Path, datalist: str) -> int:
                         allow_unfinished=args.allow_unfinished, params=params, rules=args.score_rules, tta=args.tta,
                         force=args.force and args.mode == "oof")
     print(cv_summary(scores))
-    figure = test_score(work)
+    figure, name = test_score(work, args.score_rules), f"scores_{args.score_rules}.json"
+    if figure is None or args.score_rules == "official":
+        figure, name = test_score(work), "scores.json"
     if figure is not None:
         from auto3dseg.submission.previous import params_differ
 
-        scored = read_json(work / "submission" / "scores.json")
+        scored = read_json(work / "submission" / name)
         rules = "official" if "mean_f1" in scored else scored.get("rules", "official")  # cells: always official
         other = params_differ(work / "submission", params)
         print(f"Test score (submission against --truth, {rules} rules): {figure:.4f}"
               + ("" if rules == args.score_rules else f"  (the CV score above uses {args.score_rules} rules: "
                  "not comparable; score the submission again with --mode submit --score_rules "
                  f"{args.score_rules})")
-              + (f"  (the submission was {other}, not those of the CV score above: not comparable; run --mode "
-                 "submit with the same parameters to compare)" if other else ""))
+              + (f"  (the submission was {other}, not with those of the CV score above: not comparable; run "
+                 "--mode submit --force with the same parameters to compare)" if other else ""))
     from auto3dseg.evaluation.cv import scores_name
 
     name = scores_name(args.score_rules)

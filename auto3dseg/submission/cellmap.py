@@ -318,6 +318,8 @@ def _write_submission(ensemble_manifest: str | os.PathLike, datalist: str | os.P
     if (not force and sig_file.is_file() and sig_file.read_text().strip() == sig
             and (out / "submission.zip").is_file() and (out / "submission_report.json").is_file()):
         log(f"submission in {out} is up to date (same maps, parameters and labels); kept")
+        if not (out / PARAMS_FILE).is_file():  # made before submissions recorded them: the signature says these
+            atomic_write_text(out / PARAMS_FILE, params_text(params))
         return out / "submission.zip", SubmissionReport(json.loads((out / "submission_report.json").read_text()))
     keep_previous(out, ["submission.zip", *REPORT_FILES], log)  # its signature too: removed first, written last
     tmp_store = out / f".tmp-{os.getpid()}-{SUBMISSION_STORE}"

@@ -85,6 +85,8 @@ def _write_cell_submission(ensemble_manifest: str | os.PathLike, datalist: str |
     if (not force and final.is_dir() and report_path.is_file() and sig_file.is_file()
             and sig_file.read_text().strip() == sig):
         log(f"cell submission in {final} is up to date (same maps and parameters); kept")
+        if not (out / PARAMS_FILE).is_file():  # made before submissions recorded them: the signature says these
+            atomic_write_text(out / PARAMS_FILE, params_text(params))
         return final, json.loads(report_path.read_text())
 
     names: dict[str, str] = {}

@@ -43,7 +43,7 @@ def params_differ(out: Path, params: Mapping[str, Any]) -> str | None:
     try:
         made = json.loads(path.read_text())
     except (OSError, ValueError):
-        return f"its post-processing parameters are not recorded ({path} missing or unreadable)"
+        return f"made with post-processing parameters it does not record ({path} is missing: made before they were)"
     now = json.loads(params_text(params))
     if made == now:
         return None
