@@ -133,9 +133,13 @@ def test_gpus_and_slurm_environment_counts_are_checked(tmp_path, capsys):
 
 # ----------------------------------------------------------------------------- 3. overrides of the wrong type
 @pytest.mark.parametrize("override,expected", [
-    ("num_iterations_per_epoch=abc", "expected a whole number (segresnet_0 has 250), "
+    ("num_iterations_per_epoch=abc", "expected a whole number >= 1 (segresnet_0 has 250), "
                                      "e.g. --override num_iterations_per_epoch=250"),
     ("learning_rate=fast", "expected a number"),
+    ("num_epochs=-3", "expected a whole number >= 1"),
+    ("num_iterations_per_epoch=0", "expected a whole number >= 1"),
+    ("learning_rate=0", "expected a number > 0"),
+    ("num_workers=-1", "expected a whole number >= 0"),
     ("amp=maybe", "expected true or false (segresnet_0 has true), e.g. --override amp=true"),
     ("patch_size=[32,32]", "expected a list of 3 whole numbers or one number"),
     ("segresnet:network#blocks_down=4", "expected a list of numbers"),

@@ -31,6 +31,13 @@ ENGINE_KEYS = frozenset(ENGINE_DEFAULTS)
 _KNOWN_VALUES: dict[str, tuple[Any, str, str]] = {
     "num_epochs_per_validation": (lambda v: v == "auto" or (_is_int(v) and int(v) >= 1),
                                   "auto or a whole number >= 1", "5"),
+    # counts that make no sense at 0 or below: a run of -3 epochs "finished" with no weights
+    **{k: (lambda v: _is_int(v) and int(v) >= 1, "a whole number >= 1", ex) for k, ex in (
+        ("num_epochs", "50"), ("num_iterations_per_epoch", "250"), ("batch_size", "2"),
+        ("num_patches_per_image", "2"), ("sw_batch_size", "4"), ("num_images_per_batch", "2"))},
+    "num_workers": (lambda v: _is_int(v) and int(v) >= 0, "a whole number >= 0", "4"),
+    "learning_rate": (lambda v: _is_number(v) and not isinstance(v, bool) and 0 < float(v) < float("inf"),
+                      "a number > 0", "2e-4"),
 }
 
 
@@ -132,7 +139,7 @@ def override_value_problem(raw_key: str, value: Any, current: Any, holder: str =
 
     >>> print(override_value_problem("num_iterations_per_epoch", "abc", 250, "segresnet_0"))
     ... # doctest: +NORMALIZE_WHITESPACE
-    --override num_iterations_per_epoch=abc: expected a whole number (segresnet_0 has 250),
+    --override num_iterations_per_epoch=abc: expected a whole number >= 1 (segresnet_0 has 250),
     e.g. --override num_iterations_per_epoch=250
     >>> override_value_problem("learning_rate", "1e-4", 2e-4) is None
     True
@@ -149,9 +156,13 @@ def override_value_problem(raw_key: str, value: Any, current: Any, holder: str =
             return (f"{shown}: expected iterations or a time per bundle, e.g. --override {raw_key}=5000 or "
                     f"--override {raw_key}=2h (or null for none)")
         return None
-    if key in _KNOWN_VALUES:
-        ok, what, example = _KNOWN_VALUES[key]
-        return None if ok(parsed) else f"{shown}: expected {what}, e.g. --override {raw_key}={example}"
+    known = key.split("#")[-1]  # training#num_epochs in MONAI's dints
+    if known in _KNOWN_VALUES:
+        ok, what, example = _KNOWN_VALUES[known]
+        if ok(parsed):
+            return None
+        has = f" ({holder} has {_text(current)})" if current is not None and ok(current) else ""
+        return f"{shown}: expected {what}{has}, e.g. --override {raw_key}={_text(current) if has else example}"
     rule = _expected(key, current)
     if rule is None or rule[0](parsed):
         return None
