@@ -409,13 +409,15 @@ def test_a_requested_label_outside_the_class_table_is_written_empty_and_named(ba
         assert not np.asarray(store[f"crop{int(str(crop).removeprefix('crop'))}/{extra}"][...]).any()
 
 
-@pytest.mark.parametrize("lose", ["weights", "model_folder"])
+@pytest.mark.parametrize("lose", ["weights", "model_folder", "best_only"])
 def test_a_done_marker_whose_weights_are_gone_is_trained_again(base, tmp_path, lose):
     work = _copy(base, tmp_path)
     model = work / "segresnet_0" / "model"
     if lose == "weights":
         for f in model.glob("*.pt"):
             f.unlink()
+    elif lose == "best_only":  # last.pt says "finished": resuming it would train nothing and vouch for last.pt
+        (model / "model.pt").unlink()
     else:
         shutil.rmtree(model)
     proc = _run(work, "--mode", "ensemble", "--algos", "segresnet")
@@ -425,6 +427,10 @@ def test_a_done_marker_whose_weights_are_gone_is_trained_again(base, tmp_path, l
     assert "training_done.json is there but its weights are not" in proc.stdout
     assert "0 already trained, 1 to train" in proc.stdout
     assert any(model.glob("*.pt")) and (work / "segresnet_0" / "training_done.json").is_file()
+    assert (model / "model.pt").is_file() and "nothing to do" not in proc.stdout
+    if lose == "best_only":
+        (kept,) = (work / "replaced").glob("model-*")
+        assert (kept / "last.pt").is_file() and "training from the first epoch" in proc.stdout
     assert _run(work, "--mode", "ensemble", "--force", "--algos", "segresnet").returncode == 0
 
 

@@ -219,6 +219,9 @@ def _train_locked(bundle: Bundle, lock: Lock, *, overrides: Mapping[str, Any] | 
         return "already", done.get("best_avg_dice_score"), ""
     if bundle.weights_lost:  # a marker vouching for deleted weights must not outlive this training
         (bundle.path / DONE_MARKER).unlink()
+        if (bundle.path / "model").exists():  # resuming its last.pt would "finish" at once, with no best model
+            log(f"[{bundle.name}] its best weights are gone: the rest of model/ moved to "
+                f"{move_aside(bundle.path / 'model', bundle.path.parent)}; training from the first epoch")
     if force and (bundle.started or done):
         (bundle.path / DONE_MARKER).unlink(missing_ok=True)  # the marker goes first, before what it vouches for
         for sub in ("model",):
