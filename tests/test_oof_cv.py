@@ -140,6 +140,18 @@ def test_folds_changed_after_training_are_refused(oof_run, tmp_path):
             run_oof(copy, force=True, log=lambda *_: None)
     finally:
         dl_path.write_text(original)
+    # the same swap on the data moved elsewhere (--force_new_datalist): the bundles' records name the old paths
+    from auto3dseg.orchestration.workdir import repoint_input
+
+    moved = tmp_path / "moved"
+    shutil.copytree(data, moved)
+    (moved / "datalist.json").write_text(json.dumps(dl))
+    repoint_input(copy, moved / "datalist.json", moved)
+    with pytest.raises(OutOfFoldLeak, match="trained on .* should have held out"):
+        run_oof(copy, force=True, log=lambda *_: None)
+    (moved / "datalist.json").write_text(original)  # moved, folds as trained: verified, no leak
+    oof = json.loads(run_oof(copy, force=True, log=lambda *_: None).read_text())
+    assert oof["items"] and all(it["verified"] for it in oof["items"])
 
 
 def _purpose_built_maps(work: Path, value: float, background: float = 0.05, per_crop: dict | None = None) -> dict:

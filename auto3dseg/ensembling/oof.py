@@ -103,6 +103,15 @@ def fold_bundles(history: Sequence[Mapping[str, Any]], chosen: Sequence[Mapping[
     return by_fold, notes
 
 
+def _moved_key(path: str | os.PathLike) -> str:
+    """An image's name that survives moving the data: its folder and file name.
+
+    >>> _moved_key("/old/nifti/images/crop1.nii.gz") == _moved_key("/new/place/images/crop1.nii.gz")
+    True
+    """
+    return "/".join(Path(path).parts[-2:])
+
+
 def unseen_check(bundle: str | os.PathLike, images: Sequence[str]) -> bool:
     """True when the bundle's split record shows it trained on none of ``images``; False when
     it has no record (an older or foreign bundle: unverified). Raises :class:`OutOfFoldLeak`
@@ -113,8 +122,10 @@ def unseen_check(bundle: str | os.PathLike, images: Sequence[str]) -> bool:
         record = json.loads((bundle_ckpt_path(bundle) / SPLIT_RECORD).read_text())
     except (OSError, ValueError, KeyError):
         return False
-    seen = set(record.get("training", []))
-    leaked = [i for i in images if str(Path(i).resolve()) in seen]
+    seen, held = set(record.get("training", [])), set(record.get("validation", []))
+    seen_keys = {_moved_key(p) for p in seen}  # the data moved since (--force_new_datalist): match by file
+    leaked = [i for i in images if str(Path(i).resolve()) in seen
+              or (str(Path(i).resolve()) not in held and _moved_key(i) in seen_keys)]
     if leaked:
         shown = ", ".join(leaked[:3]) + (f" and {len(leaked) - 3} more" if len(leaked) > 3 else "")
         raise OutOfFoldLeak(f"{bundle} trained on {shown}, which its fold ({record.get('fold')}) should have held out: "
