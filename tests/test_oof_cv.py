@@ -338,6 +338,21 @@ def test_full_tune_prints_both_test_scores_and_keeps_the_earlier_submission(oof_
     assert len(list((copy / "submission" / "replaced").iterdir())) == 1
 
 
+def test_tuning_waits_for_no_oof_run_rewriting_the_maps(oof_run, tmp_path):
+    import os
+
+    from auto3dseg.orchestration.locks import LockBusy, step_lock
+    from auto3dseg.postprocess.tune import TUNED_YAML, tune_postprocess
+
+    work, _ = oof_run
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy, symlinks=True)
+    with step_lock(copy / "oof", "oof", log=lambda *_: None):  # as a running --mode oof --force holds it
+        with pytest.raises(LockBusy, match=f"pid {os.getpid()}"):
+            tune_postprocess(copy, log=lambda *_: None)
+    assert not (copy / TUNED_YAML).exists() and not (copy / "tuning" / "report.json").exists()
+
+
 def test_a_start_file_scoring_below_the_packaged_defaults_is_not_installed(oof_run, tmp_path):
     from auto3dseg.postprocess import load_postprocess_params
     from auto3dseg.postprocess.params import params_for

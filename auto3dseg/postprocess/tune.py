@@ -340,7 +340,7 @@ def tune_postprocess(work_dir: str | os.PathLike, *, budget: int = 24, min_crops
     RuntimeError
         The out-of-fold maps are older than the bundles (regenerated or trained again).
     """
-    from auto3dseg.ensembling.oof import MANIFEST, OOF_DIR, stale_reasons
+    from auto3dseg.ensembling.oof import MANIFEST, OOF_DIR
     from auto3dseg.orchestration.locks import step_lock
     from auto3dseg.orchestration.workdir import data_kind, read_input
     from auto3dseg.postprocess import load_postprocess_params
@@ -350,8 +350,25 @@ def tune_postprocess(work_dir: str | os.PathLike, *, budget: int = 24, min_crops
     oof_path = work / OOF_DIR / MANIFEST
     if not oof_path.is_file():
         raise FileNotFoundError(f"{oof_path} not found: run --mode oof first (tuning uses the out-of-fold maps)")
-    from auto3dseg.ensembling.probability_maps import read_map_manifest
+    out = work / TUNING_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    # the oof step's lock too: a run of --mode oof rewriting the maps meanwhile would be tuned on half-written maps
+    with step_lock(oof_path.parent, "oof", log=log), step_lock(out, "tune", log=log):
+        return _tune_locked(work, oof_path, out, budget=budget, min_crops=min_crops, min_objects=min_objects,
+                            min_gain=min_gain, rules=rules, max_voxels=max_voxels,
+                            base=None if base is None else str(base), log=log)
 
+
+def _tune_locked(work: Path, oof_path: Path, out: Path, *, budget: int, min_crops: int, min_objects: int,
+                 min_gain: float, rules: str, max_voxels: int | None, base: str | None, log) -> dict:
+    from auto3dseg.ensembling.oof import stale_reasons
+    from auto3dseg.ensembling.probability_maps import read_map_manifest
+    from auto3dseg.orchestration.workdir import data_kind, read_input
+    from auto3dseg.postprocess import load_postprocess_params
+    from auto3dseg.postprocess.cells import load_cell_params
+
+    if not oof_path.is_file():  # removed by a run of --mode oof that held the lock before us
+        raise FileNotFoundError(f"{oof_path} not found: run --mode oof first (tuning uses the out-of-fold maps)")
     try:
         oof = read_map_manifest(oof_path)  # a copied work_dir tunes on its own maps
     except ValueError as exc:
@@ -364,32 +381,28 @@ def tune_postprocess(work_dir: str | os.PathLike, *, budget: int = 24, min_crops
                            "parameters for networks that no longer exist")
     src = read_input(work)
     datalist = oof.get("datalist") or src["datalist"]
-    out = work / TUNING_DIR
-    out.mkdir(parents=True, exist_ok=True)
-    base = None if base is None else str(base)
-    with step_lock(out, "tune", log=log):
-        if data_kind(datalist, src) == "cells":
-            packaged, start = load_cell_params(), load_cell_params(base)
-            from auto3dseg.postprocess.tune_cells import tune_cells
+    if data_kind(datalist, src) == "cells":
+        packaged, start = load_cell_params(), load_cell_params(base)
+        from auto3dseg.postprocess.tune_cells import tune_cells
 
-            report = tune_cells(oof, datalist, start, budget=budget, min_images=min_crops, min_gain=min_gain,
-                                reference=packaged if base else None, log=log)
-            tuned = any(not r["kept"] for r in report["classes"])
-            content = {k: v for k, v in report["params"].items() if packaged.get(k) != v}
-        else:
-            packaged, start = load_postprocess_params(), load_postprocess_params(base)
-            report = tune_cellmap(CellMapObjective(oof, datalist, rules, max_voxels), start, budget=budget,
-                                  min_crops=min_crops, min_objects=min_objects, min_gain=min_gain,
-                                  reference=packaged if base else None, log=log)
-            tuned = any(not r["kept"] for r in report["classes"])
-            content = {name: diff for name, entry in report["params"].items()
-                       if (diff := {k: v for k, v in entry.items() if packaged.get(name, {}).get(k) != v})}
-        report.update(settings={"budget": budget, "min_crops": min_crops, "min_objects": min_objects,
-                                "min_gain": min_gain, "rules": rules, "max_voxels": max_voxels, "start": base or
-                                "packaged defaults"}, oof_signatures=oof.get("signatures"))
-        report["tuned_file"] = _write_tuned(work, out, content if tuned else None, base, log)
-        atomic_write_text(out / "report.md", format_tuning_markdown(report))
-        atomic_write_text(out / "report.json", json.dumps(_plain(report), indent=1))
+        report = tune_cells(oof, datalist, start, budget=budget, min_images=min_crops, min_gain=min_gain,
+                            reference=packaged if base else None, log=log)
+        tuned = any(not r["kept"] for r in report["classes"])
+        content = {k: v for k, v in report["params"].items() if packaged.get(k) != v}
+    else:
+        packaged, start = load_postprocess_params(), load_postprocess_params(base)
+        report = tune_cellmap(CellMapObjective(oof, datalist, rules, max_voxels), start, budget=budget,
+                              min_crops=min_crops, min_objects=min_objects, min_gain=min_gain,
+                              reference=packaged if base else None, log=log)
+        tuned = any(not r["kept"] for r in report["classes"])
+        content = {name: diff for name, entry in report["params"].items()
+                   if (diff := {k: v for k, v in entry.items() if packaged.get(name, {}).get(k) != v})}
+    report.update(settings={"budget": budget, "min_crops": min_crops, "min_objects": min_objects,
+                            "min_gain": min_gain, "rules": rules, "max_voxels": max_voxels, "start": base or
+                            "packaged defaults"}, oof_signatures=oof.get("signatures"))
+    report["tuned_file"] = _write_tuned(work, out, content if tuned else None, base, log)
+    atomic_write_text(out / "report.md", format_tuning_markdown(report))
+    atomic_write_text(out / "report.json", json.dumps(_plain(report), indent=1))
     return report
 
 
