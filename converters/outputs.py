@@ -3,9 +3,11 @@
 Every output file is written under a temporary name in its own folder
 (``.tmp-<pid>-<name>``) and renamed into place, so a killed run never leaves a
 half-written file under a real name. ``datalist.json`` is the completion marker: a
-(re-)conversion removes it before writing anything and writes it last, after every image,
-label and the report. A failing write (full disk, file too large, read-only folder, no
-permission) raises :class:`OutputError`, which names the file; the CLIs print it as one
+(re-)conversion takes it out of its place before writing anything (held, with its side files,
+in ``.previous-datalist/``) and writes it last, after every image, label and the report; a
+previous datalist that differs from the new one is then kept in ``replaced/datalist-<time>/``
+(:func:`hold_previous_datalist`, :func:`settle_previous_datalist`). A failing write (full
+disk, file too large, read-only folder, no permission) raises :class:`OutputError`, which names the file; the CLIs print it as one
 line with what to do (:func:`os_error_message`).
 """
 
@@ -19,7 +21,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 __all__ = ["OutputError", "atomic_write", "atomic_write_json", "atomic_write_text", "clean_stale_temporaries",
-           "os_error_message", "temporary_path"]
+           "hold_previous_datalist", "os_error_message", "settle_previous_datalist", "temporary_path"]
+
+#: where a run holds the previous complete datalist (and its side files) while it writes a new one
+HELD = ".previous-datalist"
+DATALIST_FILES = ("datalist.json", "datalist_items.json", "conversion_report.json", "conversion_report.md")
 
 #: our temporaries: ``.tmp-<pid>-<name>`` (and ``.<name>.tmp-<pid>`` from earlier versions)
 _TMP_RE = re.compile(r"^(?:\.tmp-(?P<pid>\d+)-.+|\..+\.tmp-(?P<old>\d+))$")
@@ -148,3 +154,64 @@ def os_error_message(exc: OSError, folder_flag: str = "--output_dir", too_big_hi
             errno.EPERM: f"Check the permissions of that folder, or choose another {folder_flag}",
             errno.EDQUOT: f"Your disk quota is exhausted: free some space {again}"}
     return f"{where}: {what}. {todo.get(exc.errno, 'Fix that file or folder and run the same command again')}"
+
+
+def hold_previous_datalist(out: Path) -> None:
+    """Take ``datalist.json`` (the completion marker) out of its place at the start of a run:
+    it and copies of its side files go to ``out/.previous-datalist/``. A held datalist of a
+    killed run is kept when there is no new one to hold."""
+    import shutil
+
+    marker, held = out / "datalist.json", out / HELD
+    if not marker.is_file():
+        return
+    try:
+        shutil.rmtree(held, ignore_errors=True)
+        held.mkdir()
+        for name in DATALIST_FILES[1:]:
+            if (out / name).is_file():
+                shutil.copy2(out / name, held / name)
+        os.replace(marker, held / "datalist.json")
+    except OSError as exc:
+        raise OutputError(exc.errno, exc.strerror or str(exc), str(marker)) from exc
+
+
+def settle_previous_datalist(out: Path, log: Callable[[str], Any] = print) -> Path | None:
+    """After the new ``datalist.json`` is written: drop the held one when it is the same (a
+    resumed run), else keep it in ``out/replaced/datalist-<time>/`` and say so; returns that folder.
+
+    >>> import tempfile
+    >>> out = Path(tempfile.mkdtemp())
+    >>> _ = (out / "datalist.json").write_text('{"training": [1, 2]}')
+    >>> hold_previous_datalist(out)
+    >>> _ = (out / "datalist.json").write_text('{"training": [1]}')
+    >>> dest = settle_previous_datalist(out, log=lambda m: None)
+    >>> json.loads((dest / "datalist.json").read_text()), (out / HELD).exists()
+    ({'training': [1, 2]}, False)
+    """
+    import shutil
+    import time
+
+    held = out / HELD
+    if not (held / "datalist.json").is_file():
+        shutil.rmtree(held, ignore_errors=True)
+        return None
+
+    def same(name: str) -> bool:
+        try:
+            return json.loads((held / name).read_text()) == json.loads((out / name).read_text())
+        except (OSError, ValueError):
+            return not (held / name).exists() and not (out / name).exists()
+
+    if same("datalist.json") and same("datalist_items.json"):
+        shutil.rmtree(held, ignore_errors=True)
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    dest, n = out / "replaced" / f"datalist-{stamp}", 1
+    while dest.exists():
+        dest, n = out / "replaced" / f"datalist-{stamp}-{n}", n + 1
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(held, dest)
+    log(f"note: the previous datalist.json of {out} (other items, folds or settings) is kept in {dest}; work_dirs "
+        "made from it refuse this one unless given --force_new_datalist")
+    return dest

@@ -168,6 +168,22 @@ def test_killed_worker_writes_no_datalist_and_rerun_resumes(synthetic, tmp_path)
     assert report["summary"]["converted"] == 3 and (out / "datalist.json").exists()
 
 
+def test_a_reconversion_with_other_crops_keeps_the_previous_datalist(synthetic, tmp_path, capsys):
+    ds = make_tree(synthetic, tmp_path, ("crop1", "crop2"))
+    out = tmp_path / "out"
+    assert main(cli(ds, out)) == 0
+    first = json.loads((out / "datalist.json").read_text())
+    assert main(cli(ds, out)) == 0  # the same again (resumed): nothing kept aside
+    assert not (out / "replaced").exists() and not (out / ".previous-datalist").exists()
+    capsys.readouterr()
+    ds.write_text("".join(line + "\n" for line in ds.read_text().splitlines() if "/crop2/" not in line))
+    assert main(cli(ds, out)) == 0
+    (kept,) = (out / "replaced").glob("datalist-*")
+    assert json.loads((kept / "datalist.json").read_text()) == first and (kept / "datalist_items.json").is_file()
+    assert len(json.loads((out / "datalist.json").read_text())["training"]) < len(first["training"])
+    assert str(kept) in capsys.readouterr().out
+
+
 # --------------------------------------------------------------------------------------
 # 3. a float label array fails its crop, naming the array, its dtype and the fix
 # --------------------------------------------------------------------------------------

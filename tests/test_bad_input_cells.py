@@ -273,3 +273,14 @@ def test_help_states_the_exit_codes(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "Exit status: 0" in text and "1 when any image failed" in text and "2 for usage errors" in text
     assert "worker process was killed" in text
+
+
+def test_a_reconversion_with_other_images_keeps_the_previous_datalist(tree, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert _convert(tree, out, capsys)[0] == 0
+    first = json.loads((out / "datalist.json").read_text())
+    shutil.copy(tree / "images" / f"{TEST}.tif", tree / "images" / "another_test.tif")  # one testing image more
+    rc, printed, _ = _convert(tree, out, capsys)
+    (kept,) = (out / "replaced").glob("datalist-*")
+    assert rc == 0 and json.loads((kept / "datalist.json").read_text()) == first and str(kept) in printed
+    assert len(json.loads((out / "datalist.json").read_text())["testing"]) == len(first["testing"]) + 1

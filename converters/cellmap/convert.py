@@ -53,7 +53,9 @@ from converters.outputs import (
     atomic_write_json,
     atomic_write_text,
     clean_stale_temporaries,
+    hold_previous_datalist,
     os_error_message,
+    settle_previous_datalist,
 )
 from converters.pool import WorkerPoolBroken, imap_pool
 from converters.cellmap.report import (
@@ -269,15 +271,13 @@ def convert(
     atomic_write_json(out_dir / "conversion_report.json", report)
     atomic_write_text(out_dir / "conversion_report.md", render_report_markdown(report))
     atomic_write_json(out_dir / "datalist.json", datalist)  # the completion marker: last
+    settle_previous_datalist(out_dir)
     return report
 
 
 def _start_writing(out_dir: Path, subfolders: Sequence[str]) -> None:
     """Remove the completion marker (it comes back last) and a killed run's temporaries."""
-    try:
-        (out_dir / "datalist.json").unlink(missing_ok=True)
-    except OSError as exc:
-        raise OutputError(exc.errno, exc.strerror or str(exc), str(out_dir / "datalist.json")) from exc
+    hold_previous_datalist(out_dir)  # kept aside at the end when the new datalist differs
     clean_stale_temporaries([out_dir, *(out_dir / s for s in subfolders)])
 
 

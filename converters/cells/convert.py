@@ -41,7 +41,9 @@ from converters.outputs import (
     atomic_write_json,
     atomic_write_text,
     clean_stale_temporaries,
+    hold_previous_datalist,
     os_error_message,
+    settle_previous_datalist,
 )
 from converters.pool import WorkerPoolBroken, imap_pool
 
@@ -268,7 +270,7 @@ def convert_cells(output_dir: str | os.PathLike, images_dir: str | os.PathLike,
     subfolders = ("images", "labels", "instances", "records")
     for sub in subfolders:
         (out / sub).mkdir(exist_ok=True)
-    (out / "datalist.json").unlink(missing_ok=True)  # the completion marker goes first, comes back last
+    hold_previous_datalist(out)  # the completion marker goes first, comes back last (the old one kept if it differs)
     clean_stale_temporaries([out, *(out / sub for sub in subfolders)])
     atomic_write_json(out / "conversion_settings.json", settings)
     fingerprint = _fingerprint(settings)
@@ -318,6 +320,7 @@ def convert_cells(output_dir: str | os.PathLike, images_dir: str | os.PathLike,
     atomic_write_json(out / "conversion_report.json", report)
     atomic_write_text(out / "conversion_report.md", render_cell_report_markdown(report))
     atomic_write_json(out / "datalist.json", datalist)
+    settle_previous_datalist(out)
     return report
 
 
