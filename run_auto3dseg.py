@@ -451,6 +451,10 @@ def _run(args: argparse.Namespace, datalist: str, dataroot: str, overrides: dict
                                 force=args.force and mode in ("ensemble", "predict"),
                                 allow_unfinished=args.allow_unfinished, tta=args.tta)
         print(f"Probability maps: {manifest.parent} (channels and files in {manifest})")
+        if mode == "predict" and not args.postprocess:
+            from auto3dseg.ensembling.predict_labels import retire_stale_labels
+
+            retire_stale_labels(manifest)  # labels of earlier maps must not sit beside these
         if mode == "predict" and args.postprocess:
             from auto3dseg.ensembling.predict_labels import postprocess_predictions
             from auto3dseg.postprocess.tune import postprocess_params_for

@@ -271,6 +271,12 @@ def test_predict_postprocess_uses_the_tuned_parameters_as_submit_does(full_run, 
         assert np.array_equal(np.asarray(nib.load(str(case / f"{name}.nii.gz")).dataobj).T, default[name]), name
     assert json.loads((kept / "labels_params.json").read_text())["default"]["threshold"] == 0.2
 
+    # predict without --postprocess: maps unchanged, labels kept; maps rewritten (--tta), labels moved aside
+    plain = [a for a in args if a != "--postprocess"]
+    assert run_auto3dseg.main(plain) == 0 and case.is_dir()
+    assert run_auto3dseg.main([*plain, "--tta"]) == 0
+    assert not (dest / "labels").exists() and len(list((dest / "replaced").glob("labels-*"))) == 2
+
 
 def test_predict_uses_unfinished_bundles_only_when_allowed(full_run, converted, tmp_path, capsys):
     import shutil

@@ -26,7 +26,7 @@ import numpy as np
 
 from auto3dseg.ensembling.probability_maps import read_map_manifest
 
-__all__ = ["postprocess_predictions"]
+__all__ = ["postprocess_predictions", "retire_stale_labels"]
 
 LABELS = "labels"
 SIGNATURE = "labels_signature.txt"
@@ -63,9 +63,7 @@ def postprocess_predictions(ensemble_manifest: str | os.PathLike, class_table: l
         else:
             from auto3dseg.postprocess import load_postprocess_params as load
         params = load()
-    names = [Path(it["probabilities"]).name for it in ens.get("items", [])]
-    sig = hashlib.sha1(json.dumps([ens.get("signature"), names, params], sort_keys=True,
-                                  default=str).encode()).hexdigest()[:12]
+    sig = _signature(ens, params)
     out, sig_file = folder / LABELS, folder / SIGNATURE
     if out.is_dir() and sig_file.is_file() and sig_file.read_text().strip() == sig and (folder / REPORT).is_file():
         log(f"labels in {out} are up to date (same maps and parameters); kept")
@@ -92,6 +90,31 @@ def postprocess_predictions(ensemble_manifest: str | os.PathLike, class_table: l
     if all(r["status"] == "written" for r in rows):  # a run with failures is never "up to date"
         atomic_write_text(sig_file, sig + "\n")
     return out, rows
+
+
+def _signature(ens: dict, params: Any) -> str:
+    names = [Path(it["probabilities"]).name for it in ens.get("items", [])]
+    return hashlib.sha1(json.dumps([ens.get("signature"), names, params], sort_keys=True,
+                                   default=str).encode()).hexdigest()[:12]
+
+
+def retire_stale_labels(ensemble_manifest: str | os.PathLike, log=print) -> Path | None:
+    """After ``predict`` without ``--postprocess`` rewrote the maps of a folder that holds labels
+    made from its earlier maps: move those labels to ``replaced/labels-<time>/`` (said), so that
+    no label sits beside maps it was not made from. Returns where they went."""
+    from auto3dseg.submission.previous import keep_previous
+
+    folder = Path(ensemble_manifest).parent
+    if not (folder / LABELS).exists():
+        return None
+    try:
+        params = json.loads((folder / PARAMS).read_text())
+        current = (folder / SIGNATURE).read_text().strip() == _signature(read_map_manifest(ensemble_manifest), params)
+    except (OSError, ValueError):
+        current = False
+    if current:
+        return None
+    return keep_previous(folder, [LABELS, REPORT, PARAMS, SIGNATURE], log, what="labels", first=SIGNATURE)
 
 
 def _cell_labels(ens: dict, out: Path, class_table: list[dict], params: Any, log) -> list[dict]:
