@@ -219,6 +219,27 @@ def test_a_copy_of_the_image_given_as_its_label_fails_naming_both(tree, tmp_path
     assert _records(report)["cell_08_sparse"]["verdict"] == "converted"
 
 
+def test_an_8_bit_rescaled_copy_of_the_image_given_as_its_label_fails_too(tree, tmp_path, capsys):
+    image = tifffile.imread(tree / "images" / "cell_00_fluo16.tif")  # 16-bit: its copy saved as 8 bits
+    tifffile.imwrite(tree / "labels" / "cell_00_fluo16_label.tiff", (image // 256).astype(np.uint8))
+    rc, printed, report = _convert(tree, tmp_path / "out", capsys)
+    rec = _records(report)["cell_00_fluo16"]
+    assert rc == 1 and rec["reason"] == "label_is_image" and "rescaled" in rec["detail"], rec
+    assert "IndexError" not in printed
+
+
+def test_uint8_instance_ids_without_an_interior_are_seeded_not_a_crash():
+    from converters.cells.targets import CELL_INTERIOR, cell_targets
+
+    lab = np.zeros((40, 40), np.uint8)
+    for i, x in enumerate(range(2, 38, 3)):  # one-pixel-wide cells: no interior, ids up to 12
+        lab[5:30, x] = i + 1
+    lab[32:35, 32:35] = 200  # an id past the count of cells: scipy indexed its result by it
+    out = cell_targets(lab)
+    for i in [*range(1, 13), 200]:
+        assert (out[lab == i] == CELL_INTERIOR).any(), i
+
+
 # ----------------------------------------------------------------------------- case 5: resume checks every output
 def test_resume_redoes_an_image_whose_instances_file_was_deleted(tree, tmp_path, capsys):
     out = tmp_path / "out"

@@ -238,11 +238,28 @@ def label_is_image_problem(labels: np.ndarray, image: np.ndarray, label_path: st
     True
     """
     planes = [image] if image.ndim == 2 else [image[..., c] for c in range(image.shape[-1])]
-    if not any(p.shape == labels.shape and np.array_equal(p, labels) for p in planes):
+    if any(p.shape == labels.shape and np.array_equal(p, labels) for p in planes):
+        how = "holds the same pixels as"
+    elif planes[0].shape == labels.shape and _derived_from(planes[0], labels):
+        how = "is its grey levels rescaled: one label value for each value of"
+    else:
         return None
-    return (f"{label_path} holds the same pixels as its image {image_path}: it is a copy of the image, not an "
-            "instance mask (each grey level would become a cell). Give the image's real <stem>_label.tiff (one id "
-            "per cell, 0 = background), or remove the file to use the image for testing")
+    return (f"{label_path} {how} its image {image_path}: it is a copy of the image, not an instance mask (each "
+            "grey level would become a cell). Give the image's real <stem>_label.tiff (one id per cell, 0 = "
+            "background), or remove the file to use the image for testing")
+
+
+def _derived_from(plane: np.ndarray, labels: np.ndarray, max_pixels: int = 1_000_000) -> bool:
+    """Is ``labels`` a function of the image's values (an 8-bit rescaled copy, say)? In a real
+    instance mask one grey level falls in many cells and in the background. Checked on a
+    regular sample of pixels; needs at least 16 grey levels and 3 label values."""
+    step = max(1, int(np.ceil(np.sqrt(plane.size / max_pixels))))
+    img, lab = plane[::step, ::step].ravel().astype(np.int64), labels[::step, ::step].ravel().astype(np.int64)
+    levels = np.unique(img)
+    if levels.size < 16 or np.unique(lab).size < 3:
+        return False
+    pairs = np.unique(img * (int(lab.max()) + 1) + lab)
+    return pairs.size == levels.size
 
 
 def _convert(src: dict, out: Path, rec: dict, max_pixels: int | None, overlap: int) -> None:

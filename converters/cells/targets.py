@@ -100,5 +100,7 @@ def _seed_cells_without_interior(lab: np.ndarray, out: np.ndarray) -> None:
     import edt
 
     depth = edt.edt(np.ascontiguousarray(lab), black_border=True)
-    for y, x in ndi.maximum_position(depth, lab, index=missing):
+    # scipy indexes its result by label value in the labels' own dtype: uint8/uint16 ids overflow there
+    wide = lab if lab.dtype.itemsize >= 4 else lab.astype(np.int32)
+    for y, x in ndi.maximum_position(depth, wide, index=missing.astype(wide.dtype)):
         out[int(y), int(x)] = CELL_INTERIOR
