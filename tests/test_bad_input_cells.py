@@ -234,9 +234,9 @@ def test_uint8_instance_ids_without_an_interior_are_seeded_not_a_crash():
     lab = np.zeros((40, 40), np.uint8)
     for i, x in enumerate(range(2, 38, 3)):  # one-pixel-wide cells: no interior, ids up to 12
         lab[5:30, x] = i + 1
-    lab[32:35, 32:35] = 200  # an id past the count of cells: scipy indexed its result by it
+    lab[32:35, 32:35] = 255  # the largest uint8 id: scipy computed max + 1 in uint8 (0) and indexed past it
     out = cell_targets(lab)
-    for i in [*range(1, 13), 200]:
+    for i in [*range(1, 13), 255]:
         assert (out[lab == i] == CELL_INTERIOR).any(), i
 
 
