@@ -304,3 +304,19 @@ def test_out_on_a_folder_or_unwritable_place_is_one_line(tmp_path, capsys):
             err = capsys.readouterr().err.strip().splitlines()
             assert len(err) == 1 and err[0].startswith(f"error: {out}") and "--out" in err[0], err
     assert not list(tmp_path.glob("*.md")) and pred_file.read_bytes() == before  # no input overwritten
+
+
+def test_cellseg_pred_folder_without_label_files_is_refused_naming_what_it_holds(tmp_path, capsys):
+    import tifffile
+
+    from auto3dseg.evaluation import cellseg as cs
+
+    gt, pred = tmp_path / "gt", tmp_path / "raw"
+    gt.mkdir()
+    pred.mkdir()
+    tifffile.imwrite(gt / "a_label.tiff", np.eye(8, dtype=np.uint16))
+    tifffile.imwrite(pred / "a.tif", np.eye(8, dtype=np.uint16))  # the raw images given as predictions
+    assert cs.main(["--gt", str(gt), "--pred", str(pred), "--out", str(tmp_path / "f1.json"), "--no_progress"]) == 2
+    err = capsys.readouterr().err
+    assert "no prediction file ending in '_label.tiff'" in err and "a.tif" in err and "raw images" in err, err
+    assert not (tmp_path / "f1.json").exists()

@@ -118,10 +118,16 @@ def score_folders(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, *, gt_
     gts, preds = _listing(gt_dir, gt_suffix), _listing(pred_dir, pred_suffix)
     if not gts:
         raise FileNotFoundError(f"no truth file ending in {gt_suffix!r} in {gt_dir}")
+    if not preds:  # every image would score 0: a wrong folder (raw images, another naming), not a result
+        others = sorted(p.name for p in pred_dir.iterdir() if p.is_file())
+        raise FileNotFoundError(f"no prediction file ending in {pred_suffix!r} in {pred_dir}"
+                                + (f" (it holds {len(others)} other file(s), e.g. {', '.join(others[:3])}: raw "
+                                   "images, or another naming?)" if others else " (it is empty)")
+                                + f"; give the folder of <stem>{pred_suffix} instance masks (--pred)")
     missing, extra = sorted(set(gts) - set(preds)), sorted(set(preds) - set(gts))
     rows: list[dict[str, Any]] = []
     failed: list[dict[str, str]] = []
-    warnings = [] if preds else [f"no prediction file ending in {pred_suffix!r} in {pred_dir}: all score 0"]
+    warnings: list[str] = []
     for stem in tqdm(sorted(set(gts) & set(preds)), disable=not progress, desc="CellSeg F1", unit="image"):
         name = preds[stem].name
         try:
