@@ -7,8 +7,8 @@ half-written file under a real name. ``datalist.json`` is the completion marker:
 in ``.previous-datalist/``) and writes it last, after every image, label and the report; a
 previous datalist that differs from the new one is then kept in ``replaced/datalist-<time>/``
 (:func:`hold_previous_datalist`, :func:`settle_previous_datalist`). A failing write (full
-disk, file too large, read-only folder, no permission) raises :class:`OutputError`, which names the file; the CLIs print it as one
-line with what to do (:func:`os_error_message`).
+disk, file too large, read-only folder, no permission) raises :class:`OutputError`, which
+names the file; the CLIs print it as one line with what to do (:func:`os_error_message`).
 """
 
 from __future__ import annotations

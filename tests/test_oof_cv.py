@@ -90,7 +90,8 @@ def test_cv_of_other_rules_or_parameters_keeps_the_earlier_scores_and_says_what_
     assert (copy / "cv" / "scores.json").read_bytes() == official and (copy / "cv" / "scores.md").read_bytes() == md
     assert json.loads((copy / "cv" / "scores_strict.json").read_text())["cv"]["rules"] == "strict"
     assert "scores_strict.md" in printed and (copy / "cv" / "scores_strict.md").is_file()
-    # other post-processing: the earlier CV is kept aside (cv/replaced/scores-<time>), and the submission's test score is not compared with it
+    # other post-processing: the earlier CV is kept aside (cv/replaced/scores-<time>), and the submission's test
+    # score is not compared with it
     params = tmp_path / "other.yaml"
     params.write_text("mito:\n  threshold: 0.3\n")
     assert run_auto3dseg.main(["--mode", "oof", "--work_dir", str(copy), "--postprocess_params", str(params)]) == 0
