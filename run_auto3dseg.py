@@ -35,6 +35,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from auto3dseg.orchestration.cli_checks import check_output_dir, check_predict_images, check_trained, task_bundle
 from auto3dseg.orchestration.cli_steps import (
     has_test_labels,
     has_testing,
@@ -420,7 +421,7 @@ def _run(args: argparse.Namespace, datalist: str, dataroot: str, overrides: dict
         algos = [args.algo] if args.algo else args.algos
         folds = None if args.fold is None else [args.fold]
         if args.task_index is not None:
-            algos, folds = _task_bundle(work, algos, args.task_index)
+            algos, folds = task_bundle(work, algos, args.task_index)
         if args.num_epochs or args.patch_size:  # generated bundles hold their own: apply these as overrides
             overrides = _settings_overrides(args, work, algos, folds, overrides)
         report = train_bundles(work, algos=algos, folds=folds, overrides=overrides, gpus=args.gpus,
@@ -436,11 +437,11 @@ def _run(args: argparse.Namespace, datalist: str, dataroot: str, overrides: dict
         rc = oof_step(args, work, datalist) if args.oof else 0
         return tune_step(args, work, datalist) if args.oof and args.tune and rc == 0 else rc
     if args.require_trained and mode in ("ensemble", "submit", "oof", "full"):
-        _check_trained(work, args.algos)
+        check_trained(work, args.algos)
     if mode == "predict":
-        _check_predict_images(args.images, datalist)
+        check_predict_images(args.images, datalist)
         if args.output_dir:
-            _check_output_dir(work, Path(args.output_dir))
+            check_output_dir(work, Path(args.output_dir))
     if mode in ("ensemble", "predict", "full"):
         from auto3dseg.ensembling.ensemble import run_ensemble
 
@@ -490,59 +491,6 @@ def _settings_overrides(args: argparse.Namespace, work: Path, algos: Sequence[st
     for line in lines:
         print(line)
     return {**extra, **overrides}
-
-
-def _check_predict_images(images: Sequence[str], datalist: str) -> None:
-    """Refuse raw images (TIFF, PNG, a Zarr store...) with how to convert them: predict reads NIfTI."""
-    from auto3dseg.bundles.checks import raw_image_problem
-    from auto3dseg.orchestration.workdir import data_kind
-
-    problem = raw_image_problem(images, data_kind(datalist))
-    if problem:
-        raise ValueError(problem)
-
-
-def _check_output_dir(work: Path, out: Path) -> None:
-    """Refuse a ``--output_dir`` that is a folder of the work_dir's own steps: predict would replace
-    the test ensemble's ensemble.json (a later submit then writes empty labels), a bundle's files or
-    the submission."""
-    from auto3dseg.orchestration.workdir import list_bundles
-
-    out, work = out.resolve(), work.resolve()
-    owned = [work, *(work / n for n in ("ensemble_output", "oof", "submission", "cv", "tuning", "replaced")),
-             *(b.path.resolve() for b in list_bundles(work))]
-    hit = next((f for f in owned if out == f or (f != work and f in out.parents)), None)
-    if hit is not None:
-        raise ValueError(f"--output_dir {out} is {'the work_dir itself' if hit == work else f'inside {hit}'}, which "
-                         f"the pipeline's own steps write: predict there would replace their files. Give a folder of "
-                         f"its own (default: {work / 'predictions'})")
-
-
-def _task_bundle(work: Path, algos: Sequence[str], index: int) -> tuple[list[str], list[int]]:
-    """(algos, folds) selecting the ``index``-th bundle of ``work`` among ``algos``."""
-    from auto3dseg.orchestration.slurm import bundle_names
-
-    names = bundle_names(work, algos)
-    if not 0 <= index < len(names):
-        raise ValueError(f"--task_index {index}: {work} has {len(names)} bundle(s) of {', '.join(algos)} "
-                         f"({', '.join(names) or 'none: run --mode generate first'}); valid indices are "
-                         f"0..{len(names) - 1}")
-    algo, _, fold = names[index].rpartition("_")
-    print(f"array task {index}: {names[index]}")
-    return [algo], [int(fold)]
-
-
-def _check_trained(work: Path, algos: Sequence[str]) -> None:
-    from auto3dseg.orchestration.workdir import list_bundles
-
-    bundles = [b for b in list_bundles(work.resolve()) if b.algo in algos]
-    missing = [b.name for b in bundles if not b.done]
-    if not bundles:
-        raise RuntimeError(f"{work} has no bundle of {', '.join(algos)}: run --mode generate and train first")
-    if missing:
-        raise RuntimeError(f"not trained: {', '.join(missing)} (of {len(bundles)} bundles in {work}). Train them "
-                           "(--mode train, or run the same --mode slurm command again: it submits only what is "
-                           "unfinished) before ensembling")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import run_auto3dseg
+from auto3dseg.orchestration.cli_checks import check_trained, task_bundle
 from auto3dseg.orchestration import slurm as slurm_mod
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -143,11 +144,11 @@ def test_task_index_picks_the_work_dir_bundle_or_says_which_exist(tmp_path, caps
     for name in ("segresnet_0", "segresnet_1", "dints_0"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "algo_object.json").write_text("{}")
-    assert run_auto3dseg._task_bundle(tmp_path, ["segresnet", "dints"], 2) == (["segresnet"], [1])
+    assert task_bundle(tmp_path, ["segresnet", "dints"], 2) == (["segresnet"], [1])
     with pytest.raises(ValueError, match=r"3 bundle\(s\).*valid indices are 0..2"):
-        run_auto3dseg._task_bundle(tmp_path, ["segresnet", "dints"], 3)
+        task_bundle(tmp_path, ["segresnet", "dints"], 3)
     with pytest.raises(RuntimeError, match="not trained: dints_0, segresnet_0, segresnet_1"):
-        run_auto3dseg._check_trained(tmp_path, ["segresnet", "dints"])
+        check_trained(tmp_path, ["segresnet", "dints"])
 
 
 def test_dry_run_with_oof_ends_the_final_job_with_the_cross_validated_score(converted, tmp_path, capsys, monkeypatch):

@@ -1,0 +1,66 @@
+"""Checks the CLI makes before a step runs: the bundles to train or ensemble, and predict's inputs.
+
+Each raises ``ValueError`` or ``RuntimeError`` with one line naming what is wrong and the fix;
+:mod:`run_auto3dseg` prints it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["check_output_dir", "check_predict_images", "check_trained", "task_bundle"]
+
+
+def check_predict_images(images: Sequence[str], datalist: str) -> None:
+    """Refuse raw images (TIFF, PNG, a Zarr store...) with how to convert them: predict reads NIfTI."""
+    from auto3dseg.bundles.checks import raw_image_problem
+    from auto3dseg.orchestration.workdir import data_kind
+
+    problem = raw_image_problem(images, data_kind(datalist))
+    if problem:
+        raise ValueError(problem)
+
+
+def check_output_dir(work: Path, out: Path) -> None:
+    """Refuse a ``--output_dir`` that is a folder of the work_dir's own steps: predict would replace
+    the test ensemble's ensemble.json (a later submit then writes empty labels), a bundle's files or
+    the submission."""
+    from auto3dseg.orchestration.workdir import list_bundles
+
+    out, work = out.resolve(), work.resolve()
+    owned = [work, *(work / n for n in ("ensemble_output", "oof", "submission", "cv", "tuning", "replaced")),
+             *(b.path.resolve() for b in list_bundles(work))]
+    hit = next((f for f in owned if out == f or (f != work and f in out.parents)), None)
+    if hit is not None:
+        raise ValueError(f"--output_dir {out} is {'the work_dir itself' if hit == work else f'inside {hit}'}, which "
+                         f"the pipeline's own steps write: predict there would replace their files. Give a folder of "
+                         f"its own (default: {work / 'predictions'})")
+
+
+def task_bundle(work: Path, algos: Sequence[str], index: int) -> tuple[list[str], list[int]]:
+    """(algos, folds) selecting the ``index``-th bundle of ``work`` among ``algos``."""
+    from auto3dseg.orchestration.slurm import bundle_names
+
+    names = bundle_names(work, algos)
+    if not 0 <= index < len(names):
+        raise ValueError(f"--task_index {index}: {work} has {len(names)} bundle(s) of {', '.join(algos)} "
+                         f"({', '.join(names) or 'none: run --mode generate first'}); valid indices are "
+                         f"0..{len(names) - 1}")
+    algo, _, fold = names[index].rpartition("_")
+    print(f"array task {index}: {names[index]}")
+    return [algo], [int(fold)]
+
+
+def check_trained(work: Path, algos: Sequence[str]) -> None:
+    """`--require_trained`: refuse, naming them, bundles of ``algos`` that are not trained."""
+    from auto3dseg.orchestration.workdir import list_bundles
+
+    bundles = [b for b in list_bundles(work.resolve()) if b.algo in algos]
+    missing = [b.name for b in bundles if not b.done]
+    if not bundles:
+        raise RuntimeError(f"{work} has no bundle of {', '.join(algos)}: run --mode generate and train first")
+    if missing:
+        raise RuntimeError(f"not trained: {', '.join(missing)} (of {len(bundles)} bundles in {work}). Train them "
+                           "(--mode train, or run the same --mode slurm command again: it submits only what is "
+                           "unfinished) before ensembling")
