@@ -284,6 +284,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             overrides.setdefault("budget", args.budget)
     except ValueError as exc:
         parser.error(str(exc))
+    if args.mode in ("full", "slurm"):  # counts and rates every template knows: before the analysis, not after
+        from auto3dseg.bundles.checks import override_value_problem
+
+        wrong = [w for k, v in overrides.items() if (w := override_value_problem(k, v, None))]
+        if wrong:
+            print(f"error: {wrong[0]}; nothing was run", file=sys.stderr)
+            return 2
     if args.mode in ("validate", "analyze", "full", "slurm") and not args.datalist:
         parser.error(f"--mode {args.mode} needs --datalist")
     if args.mode == "predict" and not args.images:
@@ -310,6 +317,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         if note:
             print(note, file=sys.stderr)
+    if args.mode != "validate" and not args.force_new_datalist:
+        from auto3dseg.orchestration.workdir import datalist_changed
+
+        changed = datalist_changed(args.work_dir)
+        if changed:
+            print(changed, file=sys.stderr)
     if args.algos and args.mode in ("train", "ensemble", "predict", "oof"):
         from auto3dseg.orchestration.workdir import list_bundles
 

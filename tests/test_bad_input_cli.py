@@ -221,6 +221,28 @@ def test_an_analysis_only_work_dir_refuses_another_datalist(converted, tmp_path,
     assert not list(work.glob("segresnet_*"))
 
 
+def test_a_datalist_reconverted_in_place_is_warned(converted, tmp_path, capsys):
+    data = tmp_path / "nifti"
+    shutil.copytree(converted[0], data)
+    work = tmp_path / "work"
+    assert run_auto3dseg.main(["--mode", "analyze", "--datalist", str(data / "datalist.json"), "--work_dir",
+                               str(work), "--workers", "0"]) == 0
+    assert "changed since" not in capsys.readouterr().err
+    dl = json.loads((data / "datalist.json").read_text())
+    (data / "datalist.json").write_text(json.dumps(dict(dl, training=dl["training"][::-1])))  # same path, new content
+    rc = run_auto3dseg.main(["--mode", "generate", "--datalist", str(data / "datalist.json"), "--work_dir",
+                             str(work), "--algos", "segresnet", "--num_fold", "1", "--patch_size", "16"])
+    err = capsys.readouterr().err
+    assert rc == 0 and f"{data / 'datalist.json'} changed since" in err and "--force" in err, err
+
+
+def test_override_counts_are_checked_before_the_analysis_of_full(converted, tmp_path, capsys):
+    rc = run_auto3dseg.main(["--mode", "full", "--datalist", str(converted[0] / "datalist.json"), "--work_dir",
+                             str(tmp_path / "w"), "--override", "num_epochs=0"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--override num_epochs=0: expected a whole number >= 1" in err and not (tmp_path / "w").exists()
+
+
 def test_a_moved_datalist_is_named_and_force_new_datalist_repoints_the_work_dir(generated, converted, tmp_path,
                                                                                capsys):
     import shutil
@@ -318,10 +340,10 @@ def test_every_flag_a_mode_reads_is_accepted(generated, capsys):
 
 def test_cellmap_only_flags_are_refused_for_cells(converted_cells, tmp_path, capsys):
     cells = converted_cells[0] / "datalist.json"
-    for flags in (["--score_rules", "strict"], ["--test_manifest", "m.csv"]):
+    for flags in (["--score_rules", "strict"], ["--test_manifest", "m.csv"], ["--tune_min_objects", "3"]):
+        mode = "tune_postprocess" if flags[0].startswith("--tune") else "submit"
         with pytest.raises(SystemExit) as exc:
-            run_auto3dseg.main(["--mode", "submit", "--datalist", str(cells), "--work_dir", str(tmp_path / "w"),
-                                *flags])
+            run_auto3dseg.main(["--mode", mode, "--datalist", str(cells), "--work_dir", str(tmp_path / "w"), *flags])
         err = capsys.readouterr().err
         assert exc.value.code == 2 and f"{flags[0]} {flags[1]} does nothing for 2-D cells" in err, err
     assert not (tmp_path / "w").exists()
@@ -367,7 +389,7 @@ def test_predict_on_raw_images_says_how_to_convert(generated, converted_cells, t
 
 def test_predict_into_a_folder_of_the_work_dir_is_refused(generated, capsys):
     before = _files(generated)
-    for sub in ("ensemble_output", "segresnet_0/model", "submission", "."):
+    for sub in ("ensemble_output", "segresnet_0/model", "submission", ".", "preprocessed", "review"):
         rc = run_auto3dseg.main(["--mode", "predict", "--work_dir", str(generated), "--images", "a.nii.gz",
                                  "--output_dir", str(generated / sub)])
         err = capsys.readouterr().err

@@ -460,11 +460,11 @@ def test_an_ensemble_of_bundles_trained_again_is_not_up_to_date(base, tmp_path):
 def test_submit_from_maps_of_bundles_trained_again_or_gone_says_so(base, tmp_path):
     work = _copy(base, tmp_path)
     proc = _run(work, "--mode", "submit", "--force")
-    assert proc.returncode == 0 and "were made before" not in proc.stderr, proc.stderr
+    assert proc.returncode == 0 and "changed since" not in proc.stderr, proc.stderr
     weights = work / "segresnet_0" / "model" / "model.pt"
     os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # as if retrained
     proc = _run(work, "--mode", "submit", "--force")
-    assert proc.returncode == 0 and "were made before segresnet_0 was trained again" in proc.stderr, proc.stderr
+    assert proc.returncode == 0 and "changed since (segresnet_0 was trained again)" in proc.stderr, proc.stderr
     (work / "segresnet_0" / "model" / "model.pt").unlink()
     proc = _run(work, "--mode", "submit", "--force")
     assert proc.returncode == 0 and "segresnet_0's model/model.pt is gone" in proc.stderr, proc.stderr

@@ -351,6 +351,9 @@ def test_tuning_waits_for_no_oof_run_rewriting_the_maps(oof_run, tmp_path):
     with step_lock(copy / "oof", "oof", log=lambda *_: None):  # as a running --mode oof --force holds it
         with pytest.raises(LockBusy, match=f"pid {os.getpid()}"):
             tune_postprocess(copy, log=lambda *_: None)
+        (copy / "oof" / "oof.json").unlink()  # the running oof removed its marker: still "busy", not "run oof"
+        with pytest.raises(LockBusy, match=f"pid {os.getpid()}"):
+            tune_postprocess(copy, log=lambda *_: None)
     assert not (copy / TUNED_YAML).exists() and not (copy / "tuning" / "report.json").exists()
 
 

@@ -68,7 +68,8 @@ def postprocess_predictions(ensemble_manifest: str | os.PathLike, class_table: l
     if out.is_dir() and sig_file.is_file() and sig_file.read_text().strip() == sig and (folder / REPORT).is_file():
         log(f"labels in {out} are up to date (same maps and parameters); kept")
         return out, json.loads((folder / REPORT).read_text())
-    keep_previous(folder, [LABELS, REPORT, PARAMS, SIGNATURE], log, what="labels", first=SIGNATURE)
+    keep_previous(folder, [LABELS, REPORT, PARAMS, SIGNATURE], log, what="labels", first=SIGNATURE,
+                  why="made from other images or maps, or with other parameters")
     tmp = folder / f".tmp-{os.getpid()}-{LABELS}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
@@ -114,7 +115,8 @@ def retire_stale_labels(ensemble_manifest: str | os.PathLike, log=print) -> Path
         current = False
     if current:
         return None
-    return keep_previous(folder, [LABELS, REPORT, PARAMS, SIGNATURE], log, what="labels", first=SIGNATURE)
+    return keep_previous(folder, [LABELS, REPORT, PARAMS, SIGNATURE], log, what="labels", first=SIGNATURE,
+                  why="made from other images or maps, or with other parameters")
 
 
 def _cell_labels(ens: dict, out: Path, class_table: list[dict], params: Any, log) -> list[dict]:

@@ -29,7 +29,9 @@ def check_output_dir(work: Path, out: Path) -> None:
     from auto3dseg.orchestration.workdir import list_bundles
 
     out, work = out.resolve(), work.resolve()
-    owned = [work, *(work / n for n in ("ensemble_output", "oof", "submission", "cv", "tuning", "replaced")),
+    steps = ("ensemble_output", "oof", "submission", "cv", "tuning", "replaced", "preprocessed", "review",
+             "algorithm_templates", "slurm", "logs")
+    owned = [work, *(work / n for n in steps),
              *(b.path.resolve() for b in list_bundles(work))]
     hit = next((f for f in owned if out == f or (f != work and f in out.parents)), None)
     if hit is not None:

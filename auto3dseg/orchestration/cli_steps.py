@@ -207,9 +207,9 @@ def submit_step(args: argparse.Namespace, work: Path, datalist: str) -> int:
 
     changed = changed_bundles(read_json(manifest), work)
     if changed:  # the maps are still those models' predictions: usable, but not what the work_dir now holds
-        print(f"warning: the probability maps in {manifest.parent} were made before {', '.join(changed)}: this "
-              "submission is built from them; run --mode ensemble to predict with the bundles as they are now",
-              file=sys.stderr)
+        print(f"warning: the probability maps in {manifest.parent} were made by bundles that changed since "
+              f"({'; '.join(changed)}): this submission is built from them; run --mode ensemble to predict with the "
+              "bundles as they are now", file=sys.stderr)
     if is_cell_datalist(read_json(datalist)):
         return submit_cells_step(args, work, datalist, manifest)
     params = postprocess_params_for(work, args.postprocess_params, cells=False)

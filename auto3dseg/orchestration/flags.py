@@ -48,7 +48,7 @@ FLAG_MODES: dict[str, tuple[str, ...]] = {
 }
 
 #: flags (with a non-default value) that only CellMap data use
-CELLMAP_ONLY = ("test_manifest", "score_rules", "tune_max_voxels")
+CELLMAP_ONLY = ("test_manifest", "score_rules", "tune_max_voxels", "tune_min_objects")
 
 #: what to use instead, where a flag's mode has a neighbour that does the job
 _INSTEAD = {
@@ -113,5 +113,7 @@ def cells_problems(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
             lines.append(f"{_flag(dest)} {value} does nothing for 2-D cells: "
                          + ("the testing images of the datalist are what is predicted" if dest == "test_manifest"
                             else "cell tuning always scores every image" if dest == "tune_max_voxels"
+                            else "cell tuning counts images (--tune_min_crops), not objects"
+                            if dest == "tune_min_objects"
                             else "cells are scored by the official CellSeg F1 only"))
     return lines

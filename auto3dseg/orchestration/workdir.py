@@ -47,6 +47,7 @@ __all__ = [
     "prefer_templates",
     "read_input",
     "write_input",
+    "datalist_changed",
 ]
 
 INPUT_YAML = "input.yaml"
@@ -212,11 +213,40 @@ def repoint_input(work_dir: str | os.PathLike, datalist: str | os.PathLike, data
 
 
 def write_input(work_dir: str | os.PathLike, data: dict[str, Any]) -> Path:
+    """Write ``input.yaml``; it records a digest of the datalist's content (``datalist_sha1``), so
+    that a datalist re-converted in place is noticed (:func:`datalist_changed`)."""
     from auto3dseg.bundles.config import write_yaml_atomic
 
     f = Path(work_dir) / INPUT_YAML
+    digest = _sha1(data.get("datalist"))
+    data = {**data, **({"datalist_sha1": digest} if digest else {})}
     write_yaml_atomic(f, data, header="# data source config of this work_dir (MONAI Auto3DSeg's input.yaml)\n")
     return f
+
+
+def _sha1(path: Any) -> str | None:
+    import hashlib
+
+    try:
+        return hashlib.sha1(Path(str(path)).read_bytes()).hexdigest()
+    except (OSError, TypeError):
+        return None
+
+
+def datalist_changed(work_dir: str | os.PathLike) -> str | None:
+    """A warning when the datalist ``input.yaml`` names no longer has the content it had when the
+    work_dir was set up (re-converted in place), else None."""
+    try:
+        src = yaml.safe_load((Path(work_dir) / INPUT_YAML).read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return None
+    recorded, now = src.get("datalist_sha1"), _sha1(src.get("datalist"))
+    if not recorded or not now or recorded == now:
+        return None
+    dl = Path(str(src["datalist"]))
+    return (f"warning: {dl} changed since {work_dir} was set up with it (re-converted in place?): its statistics "
+            f"and bundles were made for the earlier one (a converter keeps it in {dl.parent / 'replaced'}/). "
+            "--mode oof refuses changed folds; run analyze and generate with --force to start over on this one")
 
 
 def move_aside(path: Path, work_dir: str | os.PathLike) -> Path:

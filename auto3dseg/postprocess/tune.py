@@ -348,7 +348,7 @@ def tune_postprocess(work_dir: str | os.PathLike, *, budget: int = 24, min_crops
 
     work = Path(work_dir).resolve()
     oof_path = work / OOF_DIR / MANIFEST
-    if not oof_path.is_file():
+    if not oof_path.parent.is_dir():  # the file itself is checked under the lock: a running oof removes it first
         raise FileNotFoundError(f"{oof_path} not found: run --mode oof first (tuning uses the out-of-fold maps)")
     out = work / TUNING_DIR
     out.mkdir(parents=True, exist_ok=True)

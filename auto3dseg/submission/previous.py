@@ -53,7 +53,8 @@ def params_differ(out: Path, params: Mapping[str, Any]) -> str | None:
 
 
 def keep_previous(out: Path, names: Sequence[str], log: Callable[[str], object] = print, *,
-                  what: str = "submission", first: str = SIGNATURE) -> Path | None:
+                  what: str = "submission", first: str = SIGNATURE, why: str = "other maps or parameters"
+                  ) -> Path | None:
     """Move those of ``names`` that exist in ``out`` into a new ``out/replaced/<what>-<time>``.
 
     Parameters
@@ -66,6 +67,8 @@ def keep_previous(out: Path, names: Sequence[str], log: Callable[[str], object] 
         Where the one-line note goes.
     what : str
         What they are, for the folder's name and the note (``submission``, ``labels``, ``scores``).
+    why : str
+        What differs, for the note.
     first : str
         The name moved first: the file that says "up to date", so that a kill part-way never
         leaves it beside files of another run.
@@ -96,5 +99,5 @@ def keep_previous(out: Path, names: Sequence[str], log: Callable[[str], object] 
     dest.mkdir(parents=True)
     for path in present:
         os.replace(path, dest / path.name)
-    log(f"previous {what} (other maps or parameters) moved to {dest}")
+    log(f"previous {what} ({why}) moved to {dest}")
     return dest
