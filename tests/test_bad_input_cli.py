@@ -334,7 +334,8 @@ def test_every_flag_a_mode_reads_is_accepted(generated, capsys):
                  ["--mode", "tune_postprocess", "--score_rules", "strict", "--postprocess_params", "p.yaml"],
                  ["--mode", "submit", "--require_trained", "--truth", "t", "--test_manifest", "m", "--force"],
                  ["--mode", "predict", "--images", "a", "--postprocess", "--postprocess_params", "p", "--tta"],
-                 ["--mode", "train", "--task_index", "0", "--gpus", "cpu", "--num_epochs", "2", "--override", "a=1"]):
+                 ["--mode", "train", "--task_index", "0", "--gpus", "cpu", "--num_epochs", "2", "--override", "a=1"],
+                 ["--mode", "submit", "--datalist", "d.json", "--dataroot", "r", "--force_new_datalist"]):
         assert ignored_flags(p.parse_args(argv), p) == [], argv
 
 

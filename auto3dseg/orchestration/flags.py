@@ -63,7 +63,7 @@ _INSTEAD = {
     ("truth", "tune_postprocess"): "tuning scores the out-of-fold maps against the training labels; --truth "
                                    "scores a submission (--mode submit)",
     ("device", "slurm"): "the SLURM prep job analyzes on its CPUs",
-    **{("dataroot", m): "it is read with --datalist; later modes use the one <work_dir>/input.yaml records"
+    **{("dataroot", m): "it goes with --datalist; without it this mode uses the one <work_dir>/input.yaml records"
        for m in ("train", "ensemble", "predict", "submit", "oof", "tune_postprocess")},
     ("workers", "slurm"): "the SLURM prep job uses its CPUs (--slurm_cpus) for the analysis",
 }
@@ -92,6 +92,8 @@ def ignored_flags(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     mode, lines = args.mode, []
     for dest, modes in FLAG_MODES.items():
         if not _changed(args, parser, dest) or mode in modes:
+            continue
+        if dest == "dataroot" and args.datalist:  # with --datalist it re-points input.yaml (--force_new_datalist)
             continue
         why = _INSTEAD.get((dest, mode), f"it is read by --mode {', '.join(modes)}")
         lines.append(f"{_flag(dest)} does nothing with --mode {mode}: {why}")
