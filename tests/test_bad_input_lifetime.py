@@ -197,14 +197,20 @@ def test_training_child_dies_when_its_run_is_killed(tmp_path):
         _kill_all([child])
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
-def test_torchrun_workers_die_when_the_run_is_killed(tmp_path):
+def _start_torchrun(tmp_path: Path) -> tuple[subprocess.Popen, Path, int, list[int]]:
+    """A run whose training is torchrun with two workers (the fake rank above): the run, the
+    bundle, torchrun's pid and the workers' pids once both are up."""
     (tmp_path / "train.py").write_text(_TRAINING)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2", "--standalone",
            str(tmp_path / "train.py"), str(tmp_path / "segresnet_0"), str(tmp_path / "pids")]
-    parent, _, pids = _start_parent(tmp_path, cmd)
+    parent, bundle, pids = _start_parent(tmp_path, cmd)
     torchrun = int(parent.stdout.readline())
-    workers = list(_wait_for(pids, ["rank0", "rank1"], parent).values())
+    return parent, bundle, torchrun, list(_wait_for(pids, ["rank0", "rank1"], parent).values())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_torchrun_workers_die_when_the_run_is_killed(tmp_path):
+    parent, _, torchrun, workers = _start_torchrun(tmp_path)
     try:
         parent.kill()
         parent.wait()
@@ -217,12 +223,7 @@ def test_torchrun_workers_die_when_the_run_is_killed(tmp_path):
 def test_torchrun_workers_die_when_torchrun_itself_is_killed(tmp_path):
     from auto3dseg.orchestration.locks import bundle_lock
 
-    (tmp_path / "train.py").write_text(_TRAINING)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2", "--standalone",
-           str(tmp_path / "train.py"), str(tmp_path / "segresnet_0"), str(tmp_path / "pids")]
-    parent, bundle, pids = _start_parent(tmp_path, cmd)
-    torchrun = int(parent.stdout.readline())
-    workers = list(_wait_for(pids, ["rank0", "rank1"], parent).values())
+    parent, bundle, torchrun, workers = _start_torchrun(tmp_path)
     try:
         os.kill(torchrun, signal.SIGKILL)  # torchrun cannot stop its workers: they must stop themselves
         assert _gone_within(workers, 20) == [], "torchrun's workers outlived it"
