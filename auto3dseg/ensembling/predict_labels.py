@@ -15,7 +15,6 @@ the others go on. Classes are made and written one at a time (a large map never 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -24,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from auto3dseg.ensembling.probability_maps import read_map_manifest
+from auto3dseg.ensembling.probability_maps import maps_signature, read_map_manifest
 
 __all__ = ["postprocess_predictions", "retire_stale_labels"]
 
@@ -63,7 +62,7 @@ def postprocess_predictions(ensemble_manifest: str | os.PathLike, class_table: l
         else:
             from auto3dseg.postprocess import load_postprocess_params as load
         params = load()
-    sig = _signature(ens, params)
+    sig = maps_signature(ens, params)
     out, sig_file = folder / LABELS, folder / SIGNATURE
     if out.is_dir() and sig_file.is_file() and sig_file.read_text().strip() == sig and (folder / REPORT).is_file():
         log(f"labels in {out} are up to date (same maps and parameters); kept")
@@ -93,12 +92,6 @@ def postprocess_predictions(ensemble_manifest: str | os.PathLike, class_table: l
     return out, rows
 
 
-def _signature(ens: dict, params: Any) -> str:
-    names = [Path(it["probabilities"]).name for it in ens.get("items", [])]
-    return hashlib.sha1(json.dumps([ens.get("signature"), names, params], sort_keys=True,
-                                   default=str).encode()).hexdigest()[:12]
-
-
 def retire_stale_labels(ensemble_manifest: str | os.PathLike, log=print) -> Path | None:
     """After ``predict`` without ``--postprocess`` rewrote the maps of a folder that holds labels
     made from its earlier maps: move those labels to ``replaced/labels-<time>/`` (said), so that
@@ -110,7 +103,8 @@ def retire_stale_labels(ensemble_manifest: str | os.PathLike, log=print) -> Path
         return None
     try:
         params = json.loads((folder / PARAMS).read_text())
-        current = (folder / SIGNATURE).read_text().strip() == _signature(read_map_manifest(ensemble_manifest), params)
+        made_from = maps_signature(read_map_manifest(ensemble_manifest), params)
+        current = (folder / SIGNATURE).read_text().strip() == made_from
     except (OSError, ValueError):
         current = False
     if current:

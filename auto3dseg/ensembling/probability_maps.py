@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["PROB_SUFFIXES", "ProbabilityMap", "ProbabilityMapWriter", "is_probability_map", "map_intact",
-           "read_map_manifest",
+           "maps_signature", "read_map_manifest",
            "open_probability_map",
            "probability_map_name", "quantize", "write_probability_map"]
 
@@ -265,6 +265,22 @@ def read_map_manifest(path: str | os.PathLike) -> dict[str, Any]:
         if Path(it["probabilities"]) != own and own.exists():
             it["probabilities"] = str(own)
     return data
+
+
+def maps_signature(manifest: dict[str, Any], *made_with: Any) -> str:
+    """A short hash of the maps a manifest (``ensemble.json``/``oof.json``) lists and of what labels
+    are made from them with (post-processing parameters, the labels asked for): labels whose
+    recorded hash differs were made from other maps or parameters. Map file names, not paths,
+    count, so a copied work_dir stays up to date.
+
+    >>> maps_signature({"signature": "a1", "items": [{"probabilities": "/w/x.nii.gz"}]}, {"t": 0.5})
+    '377cb9343eeb'
+    """
+    import hashlib
+
+    names = [Path(it["probabilities"]).name for it in manifest.get("items", [])]
+    text = json.dumps([manifest.get("signature"), names, *made_with], sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
 def map_intact(path: str | os.PathLike) -> bool:

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from auto3dseg.ensembling.probability_maps import read_map_manifest
+from auto3dseg.ensembling.probability_maps import maps_signature, read_map_manifest
 from auto3dseg.submission.placement import grid_of, place_on_grid
 from auto3dseg.submission.previous import PARAMS_FILE, REPORT_FILES, keep_previous, params_text
 from converters.geometry import Grid, grid_from_nifti_affine
@@ -145,14 +145,6 @@ def _write_label(group: Any, name: str, data: np.ndarray, target: dict) -> None:
     arr.attrs.update({"voxel_size": [float(v) for v in target["voxel_size"]],
                       "translation": [float(v) for v in target["translation"]],
                       "shape": [int(v) for v in target["shape"]]})
-
-
-def _signature(ens: dict, params: dict, wanted: dict) -> str:
-    import hashlib
-
-    text = json.dumps([ens.get("signature"), [Path(it["probabilities"]).name for it in ens.get("items", [])], params,
-                       {str(k): v for k, v in sorted(wanted.items())}], sort_keys=True, default=str)
-    return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
 def place_tiles(arrays: list[tuple[np.ndarray, Grid]], target: dict, kind: str) -> np.ndarray | None:
@@ -313,7 +305,7 @@ def _write_submission(ensemble_manifest: str | os.PathLike, datalist: str | os.P
                            "empty: the ensemble's channels must be named from the class table of "
                            f"{dl_path} (re-run --mode ensemble --force after regenerating the bundles)")
 
-    sig = _signature(ens, params, wanted)
+    sig = maps_signature(ens, params, {str(k): v for k, v in sorted(wanted.items())})
     sig_file = out / "submission_signature.txt"
     if (not force and sig_file.is_file() and sig_file.read_text().strip() == sig
             and (out / "submission.zip").is_file() and (out / "submission_report.json").is_file()):

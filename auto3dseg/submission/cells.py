@@ -13,7 +13,6 @@ last run it is kept as it is.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -21,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from auto3dseg.ensembling.probability_maps import read_map_manifest
+from auto3dseg.ensembling.probability_maps import maps_signature, read_map_manifest
 from auto3dseg.submission.previous import PARAMS_FILE, REPORT_FILES, keep_previous, params_text
 from converters.outputs import atomic_write_text
 
@@ -29,13 +28,6 @@ __all__ = ["CELL_SUBMISSION_DIR", "write_cell_submission"]
 
 #: the folder of ``<stem>_label.tiff`` files inside ``<work_dir>/submission``
 CELL_SUBMISSION_DIR = "labels"
-
-
-def _signature(ens: dict, params: Mapping[str, Any]) -> str:
-    names = [Path(it["probabilities"]).name for it in ens.get("items", [])]  # names: a copied work_dir is the same
-    text = json.dumps([ens.get("signature"), names, dict(params)],
-                      sort_keys=True, default=str)
-    return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
 def write_cell_submission(ensemble_manifest: str | os.PathLike, datalist: str | os.PathLike,
@@ -80,7 +72,7 @@ def _write_cell_submission(ensemble_manifest: str | os.PathLike, datalist: str |
     by_image = {str((dl_path.parent / k).resolve()): v for k, v in items.items()}
     final = out / CELL_SUBMISSION_DIR
     report_path = out / "submission_report.json"
-    sig = _signature(ens, params)
+    sig = maps_signature(ens, dict(params))
     sig_file = out / "submission_signature.txt"
     if (not force and final.is_dir() and report_path.is_file() and sig_file.is_file()
             and sig_file.read_text().strip() == sig):
