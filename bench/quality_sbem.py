@@ -20,6 +20,7 @@ Usage::
 
     .venv/bin/python bench/quality_sbem.py                    # 600 iterations, ~15 min on 2 cores
     .venv/bin/python bench/quality_sbem.py --budget 100       # a quick try
+    .venv/bin/python bench/quality_sbem.py --isotropic        # the baseline: no anisotropy-aware network/patch
 """
 
 from __future__ import annotations
@@ -106,8 +107,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget", default="600", help="training iterations (or a time such as 20min); default 600")
     p.add_argument("--train_slices", type=int, default=10, help="z slices that train; the rest is held out (10)")
     p.add_argument("--init_filters", type=int, default=16, help="segresnet width (default 16: a CPU-sized net)")
-    p.add_argument("--work", default=str(ROOT / "bench" / "out" / "quality_sbem"), help="scratch folder")
+    p.add_argument("--isotropic", action="store_true",
+                   help="the baseline before anisotropy-aware bundles: network#resolution=null and the patch's z "
+                        "rounded up to segresnet's isotropic multiple of 8 (padded slices)")
+    p.add_argument("--work", default=None, help="scratch folder (default bench/out/quality_sbem[_isotropic])")
     args = p.parse_args(argv)
+    tag = "quality_sbem_isotropic" if args.isotropic else "quality_sbem"
+    args.work = args.work or str(ROOT / "bench" / "out" / tag)
     if not SAMPLE.is_dir():
         print(f"error: {SAMPLE} is absent: this benchmark needs ../shared/data/em_sbem_mito", file=sys.stderr)
         return 2
@@ -119,8 +125,16 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(work, ignore_errors=True)
     em, labels = load_crop()
     datalist = write_dataset(work / "nifti", em, labels, args.train_slices)
+    baseline: list[str] = []
+    if args.isotropic:
+        from auto3dseg.bundles.config import derive_patch_size
+
+        train_xyz = [em.shape[2], int(np.ceil(em.shape[1] / 3)), args.train_slices]
+        iso = derive_patch_size("segresnet", train_xyz, None, 96)
+        baseline = ["--override", "segresnet:network#resolution=null",
+                    "--override", f"segresnet:patch_size=[{','.join(str(v) for v in iso)}]"]
     t0 = time.perf_counter()
-    rc = run_auto3dseg.main(["--mode", "full", "--datalist", str(datalist), "--work_dir", str(work / "work_dir"),
+    rc = run_auto3dseg.main([*baseline, "--mode", "full", "--datalist", str(datalist), "--work_dir", str(work / "work_dir"),
                              "--workers", "0", "--algos", "segresnet", "--num_fold", "1", "--budget", str(args.budget),
                              "--patch_size", "96", "--override", "num_workers=0", "--override", "num_iterations_per_epoch=50",
                              "--override", f"segresnet:network#init_filters={args.init_filters}"])
@@ -130,6 +144,16 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     from auto3dseg.ensembling.probability_maps import open_probability_map
 
+    import yaml
+
+    hp = yaml.safe_load((work / "work_dir" / "segresnet_0" / "configs" / "hyper_parameters.yaml").read_text())
+    patch, resolution = hp["patch_size"], hp["network"].get("resolution")
+    for o in baseline[1::2]:  # train-time overrides: what the bundle actually trained with
+        key, _, value = o.partition(":")[2].partition("=")
+        if key == "patch_size":
+            patch = yaml.safe_load(value)
+        elif key == "network#resolution":
+            resolution = yaml.safe_load(value)
     pmap = open_probability_map(work / "work_dir" / "ensemble_output" / "heldout_prob.zarr")
     ours_mask = pmap.mask(pmap.n_channels - 1 if pmap.n_channels == 1 else 1, 0.5)  # softmax: background, mito
     truth = labels[args.train_slices:]
@@ -145,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
                  for z in range(truth.shape[0])]
     lines = [f"Held out: z slices {args.train_slices}..{em.shape[0] - 1} of crop1 ({truth.shape[0]} x "
              f"{truth.shape[1]} x {truth.shape[2]} voxels, {ours['true_objects']} objects); budget {args.budget} "
-             f"iterations, segresnet init_filters {args.init_filters}, fold 0 of 2; {train_s / 60:.1f} min.", "",
+             f"iterations, segresnet init_filters {args.init_filters}, fold 0 of 2; {train_s / 60:.1f} min; "
+             f"patch {patch} (x, y, z), network#resolution {resolution}.", "",
              "| method | Dice | instance F1 (IoU ≥ 0.5) | objects |", "|---|---|---|---|",
              f"| **ours** | **{ours['dice']:.3f}** | **{ours['f1']:.3f}** | {ours['objects']} |",
              f"| Otsu ({'dark' if dark else 'bright'}) + same post-processing | {otsu['dice']:.3f} | {otsu['f1']:.3f} | "
@@ -154,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(lines))
     out = ROOT / "bench" / "out"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "quality_sbem.json").write_text(json.dumps({
+    (out / f"{tag}.json").write_text(json.dumps({
         "when": datetime.datetime.now().isoformat(timespec="seconds"), "machine": platform.platform(),
         "args": vars(args), "ours": ours, "otsu": otsu, "per_slice_dice": per_slice, "train_seconds": train_s},
         indent=1))

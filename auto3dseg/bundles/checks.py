@@ -38,6 +38,10 @@ _KNOWN_VALUES: dict[str, tuple[Any, str, str]] = {
     "num_workers": (lambda v: _is_int(v) and int(v) >= 0, "a whole number >= 0", "4"),
     "learning_rate": (lambda v: _is_number(v) and not isinstance(v, bool) and 0 < float(v) < float("inf"),
                       "a number > 0", "2e-4"),
+    # segresnet's voxel size (network#resolution): it then skips downsampling a coarse axis first
+    "resolution": (lambda v: v is None or (isinstance(v, list) and len(v) in (2, 3) and all(
+        _is_number(x) and not isinstance(x, bool) and 0 < float(x) < float("inf") for x in v)),
+        "null or one positive voxel size per axis", "[6,6,40]"),
 }
 
 

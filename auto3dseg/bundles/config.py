@@ -19,7 +19,7 @@ import yaml
 
 from auto3dseg.engine.blockwise import DEFAULT_SW_MEMORY_GB
 from auto3dseg.engine.budget import DEFAULT_ITERATIONS, DEFAULT_ITERATIONS_PER_EPOCH, parse_budget
-from auto3dseg.engine.networks import min_patch_side, patch_multiple
+from auto3dseg.engine.networks import min_patch_sides, patch_multiples
 from auto3dseg.engine.transforms import channel_members
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "derive_intensity",
     "derive_num_epochs",
     "derive_patch_size",
+    "network_resolution",
     "load_bundle_config",
     "spatial_dims_of",
     "output_activation",
@@ -87,18 +88,63 @@ def _round_up(x: float, m: int) -> int:
 
 
 def derive_patch_size(algo: str, median_shape: Sequence[float], network: Mapping[str, Any] | None = None,
-                      max_side: int | None = None) -> list[int]:
-    """Patch size per axis: the network's default side, but no larger than the median
-    image (rounded up to what the network can take) and no smaller than it needs.
+                      max_side: int | None = None, spacing: Sequence[float] | None = None) -> list[int]:
+    """Patch size per axis, each side a multiple of what the network needs on that axis.
+
+    Without ``max_side`` (generation's default) the patch holds about as many voxels as a cube
+    of the network's default side, shaped to cover the same physical extent on every axis
+    (``spacing``, as nnU-Net plans it): an axis capped by the median image (rounded up to
+    what the network takes) gives its voxels to the others. With ``max_side`` (``--patch_size``)
+    every side is that, or the median image's where that is smaller.
 
     >>> derive_patch_size("segresnet", [64, 64, 30])
     [64, 64, 32]
-    >>> derive_patch_size("swinunetr", [500, 500, 40])
+    >>> derive_patch_size("segresnet", [500, 500, 40])
+    [224, 224, 40]
+    >>> derive_patch_size("swinunetr", [500, 500, 40], max_side=96)
     [96, 96, 64]
+    >>> derive_patch_size("segresnet", [1000, 1000, 10], {"resolution": [6, 6, 40]}, spacing=[6, 6, 40])
+    [456, 456, 10]
     """
-    side = int(max_side or NETWORK_DEFAULTS[algo]["patch_size"])
-    mult, low = patch_multiple(algo, network), min_patch_side(algo, network)
-    return [max(low, min(_round_up(side, mult), _round_up(s, mult))) for s in median_shape]
+    dims = len(median_shape)
+    mults, lows = patch_multiples(algo, network, dims), min_patch_sides(algo, network, dims)
+    caps = [max(low, _round_up(s, m)) for s, m, low in zip(median_shape, mults, lows)]
+    if max_side:
+        return [max(low, min(_round_up(int(max_side), m), cap)) for m, low, cap in zip(mults, lows, caps)]
+    side = float(NETWORK_DEFAULTS[algo]["patch_size"])
+    spacing = [float(v) for v in spacing] if spacing is not None and len(spacing) == dims else [1.0] * dims
+    raw = _physical_cube(side ** dims, spacing, [float(c) for c in caps])
+    # rounded down so that the patch stays within the default's voxels (and its memory)
+    return [max(low, min(cap, int(math.floor(r * (1 + 1e-9) / m)) * m))
+            for r, m, low, cap in zip(raw, mults, lows, caps)]
+
+
+def _physical_cube(voxels: float, spacing: Sequence[float], caps: Sequence[float]) -> list[float]:
+    """Sides (in voxels, unrounded) of a box of ``voxels`` voxels whose physical sides are equal,
+    each at most its cap; what a capped axis cannot take goes to the others."""
+    capped: dict[int, float] = {}
+    while True:
+        free = [i for i in range(len(spacing)) if i not in capped]
+        if not free:
+            return [capped[i] for i in range(len(spacing))]
+        rest = voxels / math.prod(capped.values())
+        extent = (rest * math.prod(spacing[i] for i in free)) ** (1.0 / len(free))  # nm on each free axis
+        over = [i for i in free if extent / spacing[i] > caps[i]]
+        if not over:
+            return [capped.get(i, extent / spacing[i]) for i in range(len(spacing))]
+        for i in over:
+            capped[i] = caps[i]
+
+
+def network_resolution(spacing: Sequence[float], ratio: float = 2.0) -> list[float] | None:
+    """The voxel size a segresnet is told (``network.resolution``) when one axis is at least
+    ``ratio`` times coarser than another (it then skips downsampling that axis first), else None.
+
+    >>> network_resolution([6.0, 6.0, 40.0]), network_resolution([8.0, 8.0, 8.0])
+    ([6.0, 6.0, 40.0], None)
+    """
+    sp = [float(v) for v in spacing]
+    return sp if len(sp) == 3 and min(sp) > 0 and max(sp) / min(sp) >= ratio else None
 
 
 def derive_intensity(modality: str, datastats: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -168,6 +214,9 @@ def derive_hyper_parameters(algo: str, datastats: Mapping[str, Any], datalist: M
     if datalist.get("intensity_range"):  # the converter normalised every image to this range already
         lo, hi = (float(v) for v in datalist["intensity_range"])
         intensity = {"mode": "range", "a_min": lo, "a_max": hi}
+    network = dict(d["network"])
+    if algo == "segresnet" and dims == 3:  # null for near-isotropic data (kept, so that it can be overridden)
+        network["resolution"] = network_resolution(spacing)
     cfg: dict[str, Any] = {
         "algo": algo,
         "bundle_root": str(Path(bundle_root).resolve()),
@@ -184,8 +233,8 @@ def derive_hyper_parameters(algo: str, datastats: Mapping[str, Any], datalist: M
         "class_ids": [int(r["id"]) for r in table],
         "class_members": channel_members(table),
         "intensity": intensity,
-        "patch_size": derive_patch_size(algo, median_shape, d["network"], patch_size or (
-            d["patch_size"] if dims == 2 else None)),
+        "patch_size": derive_patch_size(algo, median_shape, network, patch_size or (
+            d["patch_size"] if dims == 2 else None), spacing),
         "num_epochs": epochs,
         "num_iterations_per_epoch": ipe,
         "budget": None if budget is None else str(budget),
@@ -211,7 +260,7 @@ def derive_hyper_parameters(algo: str, datastats: Mapping[str, Any], datalist: M
         "seed": 0,
         # 2-D cell images are not resampled: one model sees every pixel size
         "check_spacing": dims != 2,
-        "network": dict(d["network"]),
+        "network": network,
     }
     if "pretrained_ckpt" in d:
         cfg["pretrained_ckpt"] = d["pretrained_ckpt"]

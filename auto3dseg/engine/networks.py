@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["NETWORKS", "as_list", "build_network", "load_pretrained", "min_patch_side", "patch_multiple"]
+__all__ = ["NETWORKS", "as_list", "build_network", "load_pretrained", "min_patch_side", "min_patch_sides",
+           "patch_multiple", "patch_multiples"]
 
 NETWORKS = ("segresnet", "dints", "swinunetr")
 
@@ -45,6 +46,34 @@ def patch_multiple(algo: str, network: Mapping[str, Any] | None = None) -> int:
 def min_patch_side(algo: str, network: Mapping[str, Any] | None = None) -> int:
     """Smallest patch side ``algo`` trains on (a multiple of :func:`patch_multiple`)."""
     return max(_MIN_PATCH_SIDE[algo], patch_multiple(algo, network))
+
+
+def patch_multiples(algo: str, network: Mapping[str, Any] | None = None, spatial_dims: int = 3) -> list[int]:
+    """What each patch side must be a multiple of. A segresnet given ``resolution`` (the voxel
+    size of an anisotropic dataset) does not downsample its coarse axis until the others have
+    caught up (MONAI's ``SegResNetDS``), so that axis needs a smaller multiple.
+
+    >>> patch_multiples("segresnet", {"resolution": [6.0, 6.0, 40.0]})
+    [8, 8, 2]
+    >>> patch_multiples("dints", {}, 2)
+    [16, 16]
+    """
+    network = network or {}
+    if algo == "segresnet" and network.get("resolution"):
+        from monai.networks.nets.segresnet_ds import scales_for_resolution
+
+        scales = scales_for_resolution([float(r) for r in network["resolution"]],
+                                       n_stages=len(network.get("blocks_down", (1, 2, 2, 4))))
+        return [int(v) for v in np.prod(np.array(scales[:-1]), axis=0)]
+    return [patch_multiple(algo, network)] * int(spatial_dims)
+
+
+def min_patch_sides(algo: str, network: Mapping[str, Any] | None = None, spatial_dims: int = 3) -> list[int]:
+    """Smallest patch side per axis (see :func:`min_patch_side`; an axis the network does not
+    downsample as often needs fewer voxels)."""
+    low = min_patch_side(algo, network)
+    return [m if m < patch_multiple(algo, network) else max(low, m)
+            for m in patch_multiples(algo, network, spatial_dims)]
 
 
 def dints_fixed_topology(num_blocks: int, num_depths: int, cell_op: int = 1) -> list[np.ndarray]:
@@ -88,6 +117,7 @@ def build_network(algo: str, in_channels: int, out_channels: int, network: Mappi
             init_filters=int(network.get("init_filters", 32)),
             blocks_down=tuple(network.get("blocks_down", (1, 2, 2, 4))),
             dsdepth=int(network.get("dsdepth", 4)), norm=network.get("norm", "instance"),
+            resolution=tuple(float(r) for r in network["resolution"]) if network.get("resolution") else None,
         )
     if algo == "dints":
         from monai.networks.nets import DiNTS, TopologyInstance

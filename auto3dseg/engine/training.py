@@ -31,7 +31,7 @@ from auto3dseg.bundles.config import load_bundle_config, write_yaml_atomic
 from auto3dseg.engine.budget import epochs_for_time, initial_plan, parse_budget
 from auto3dseg.engine.checkpoints import atomic_torch_save, load_checkpoint, resume_progress, write_progress
 from auto3dseg.engine.losses import DeepSupervisionLoss, MaskedDiceBCELoss, MaskedDiceCELoss
-from auto3dseg.engine.networks import as_list, build_network, load_pretrained, patch_multiple
+from auto3dseg.engine.networks import as_list, build_network, load_pretrained, patch_multiples
 from auto3dseg.engine.training_data import fold_items, make_loader, prepare_cache, write_split_record
 from auto3dseg.engine.training_report import format_eta, plot_progress, tensorboard_writer
 
@@ -92,10 +92,10 @@ def make_loss(cfg: Mapping[str, Any]) -> DeepSupervisionLoss:
 
 
 def _check_patch(cfg: Mapping[str, Any]) -> None:
-    m = patch_multiple(cfg["algo"], cfg.get("network"))
-    bad = [p for p in cfg["patch_size"] if int(p) % m]
-    if bad:
-        raise ValueError(f"patch_size {cfg['patch_size']}: every side must be a multiple of {m} for {cfg['algo']}; "
+    mults = patch_multiples(cfg["algo"], cfg.get("network"), len(cfg["patch_size"]))
+    if any(int(p) % m for p, m in zip(cfg["patch_size"], mults)):
+        need = mults[0] if len(set(mults)) == 1 else f"{mults} (per axis)"
+        raise ValueError(f"patch_size {cfg['patch_size']}: every side must be a multiple of {need} for {cfg['algo']}; "
                          f"edit {cfg.get('bundle_root', '')}/configs/hyper_parameters.yaml, or train with "
                          f"--override patch_size=[...] (--patch_size applies when bundles are generated)")
 

@@ -16,6 +16,8 @@ draw loads, normalises and pads the whole crop. Both give the same patches for t
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Hashable, Mapping, Sequence
 from copy import deepcopy
 from typing import Any
@@ -417,7 +419,7 @@ def training_transforms(cfg: Mapping[str, Any]) -> Compose:
     return Compose([  # the random transforms in the same order either way: the same seed, the same patches
         *crop,
         *[RandFlipd(keys=["image", "label"], prob=0.5, spatial_axis=a) for a in spatial_axes],
-        *_rotations(patch),
+        *_rotations(patch, cfg.get("spacing")),
         RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
         RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5),
         LabelToChannelsd(keys="label", members=cfg["class_members"], one_hot_with_background=softmax),
@@ -425,17 +427,22 @@ def training_transforms(cfg: Mapping[str, Any]) -> Compose:
     ])
 
 
-def _rotations(patch: Sequence[int]) -> list:
-    """90° rotations in the first plane whose two patch sides are equal: a rotation in a plane of
-    unequal sides changes the patch's shape, and patches of one batch could not be stacked
-    (a patch capped by small crops, [40, 32, 48], failed to collate). None when no plane has.
+def _rotations(patch: Sequence[int], spacing: Sequence[float] | None = None) -> list:
+    """90° rotations in the first plane whose two patch sides, and voxel sizes, are equal: a
+    rotation in a plane of unequal sides changes the patch's shape, and patches of one batch could
+    not be stacked (a patch capped by small crops, [40, 32, 48], failed to collate); one in a plane
+    of unequal voxel sizes would show the network a coarse axis where it expects a fine one. None
+    when no plane qualifies.
 
     >>> [t.spatial_axes for t in _rotations([64, 64, 32])], _rotations([40, 32, 48])
     ([(0, 1)], [])
+    >>> [t.spatial_axes for t in _rotations([32, 64, 32], [6.0, 6.0, 40.0])]
+    []
     """
+    sp = [float(v) for v in spacing] if spacing is not None and len(spacing) == len(patch) else [1.0] * len(patch)
     for a in range(len(patch)):
         for b in range(a + 1, len(patch)):
-            if int(patch[a]) == int(patch[b]):
+            if int(patch[a]) == int(patch[b]) and math.isclose(sp[a], sp[b], rel_tol=0.1):
                 return [RandRotate90d(keys=["image", "label"], prob=0.5, max_k=3, spatial_axes=(a, b))]
     return []
 
