@@ -95,8 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "(30min, 2h, 1d), the epochs then fitted to it after the first one. A CPU user wants this. Applies "
                    "at generation and, as an override, at training")
     g.add_argument("--patch_size", type=_positive_int,
-                   help="largest patch side (default per network: segresnet 128, dints 96, swinunetr 96; 256 for "
-                   "2-D images; rounded to what each network takes and capped at the median image size). MONAI's "
+                   help="largest patch side, on every axis (rounded to what each network takes and capped at the "
+                   "median image size). Without it: as many voxels as a cube of segresnet 128, dints 96, swinunetr "
+                   "96, shaped to the same extent in nm on every axis (anisotropic data get fewer slices and a "
+                   "wider plane); 256 for 2-D images. MONAI's "
                    "official templates: their roi_size, rounded up to a multiple of 16 (segresnet) or 32 (dints, "
                    "swinunetr); refused for templates whose key is unknown. Given to --mode train, as --num_epochs")
     g.add_argument("--templates", help="algorithm templates: a folder or a URL (MONAI's official release); "
