@@ -94,9 +94,39 @@ def test_submit_reports_a_missing_map_and_exits_nonzero(cell_run, tmp_path, caps
         it["probabilities"] = it["probabilities"].replace(str(work), str(copy))
     shutil.rmtree(ens["items"][0]["probabilities"])
     (copy / "ensemble_output" / "ensemble.json").write_text(json.dumps(ens))
+    before = {p.name: p.read_bytes() for p in (copy / "submission" / "labels").glob("*_label.tiff")}
+    capsys.readouterr()
     rc = run_auto3dseg.main(["--mode", "submit", "--work_dir", str(copy), "--force"])
-    assert rc == 1 and "FileNotFoundError" in capsys.readouterr().out + json.dumps(
-        json.loads((copy / "submission" / "submission_report.json").read_text()))
+    said = capsys.readouterr()
+    assert rc != 0 and Path(ens["items"][0]["probabilities"]).name in said.out + said.err
+    assert "--mode ensemble" in said.out + said.err
+    # refused before anything moved: the previous submission is still in place
+    assert before and {p.name: p.read_bytes() for p in (copy / "submission" / "labels").glob("*_label.tiff")} == before
+
+
+def test_a_copy_missing_a_map_never_reads_the_original_s(cell_run, tmp_path, capsys):
+    """The manifest records the maps' absolute paths: a copied work_dir whose own map is gone must
+    not read the original's map of that name (a silently foreign submission); re-running the
+    ensemble writes only the missing map again."""
+    import shutil
+
+    work, _ = cell_run
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy)
+    ens = json.loads((copy / "ensemble_output" / "ensemble.json").read_text())
+    gone = copy / "ensemble_output" / Path(ens["items"][0]["probabilities"]).name
+    assert Path(ens["items"][0]["probabilities"]).exists() and not str(ens["items"][0]["probabilities"]).startswith(
+        str(copy))  # the manifest names the original's map, which exists
+    shutil.rmtree(gone)
+    capsys.readouterr()
+    assert run_auto3dseg.main(["--mode", "submit", "--work_dir", str(copy), "--force"]) != 0
+    assert gone.name in capsys.readouterr().err
+    assert run_auto3dseg.main(["--mode", "ensemble", "--work_dir", str(copy)]) == 0
+    n = len(ens["items"])
+    assert f"1 probability maps written, {n - 1} already there" in capsys.readouterr().out
+    assert gone.exists()
+    items = json.loads((copy / "ensemble_output" / "ensemble.json").read_text())["items"]
+    assert all(Path(it["probabilities"]).parent == copy / "ensemble_output" for it in items)
 
 
 def test_predict_postprocess_writes_label_tiffs(cell_run, converted_cells, synthetic_cells, tmp_path):

@@ -409,9 +409,8 @@ def _run_ensemble(work: Path, out_dir: Path, *, method: str, n_best: int, algos:
     reuse = previous.get("signature") == sig and not force
     done = {it["image"]: it for it in previous.get("items", [])} if reuse else {}
     complete = [str(c["image"]) for c in cases] == [it["image"] for it in previous.get("items", [])]
-    if reuse and complete and manifest_path.is_file() and all(
-            Path(it["probabilities"]).parent == out_dir and map_intact(it["probabilities"])  # this work_dir's own
-            for it in previous["items"]):
+    if reuse and complete and manifest_path.is_file() and all(  # maps in this folder (a copy reads its own)
+            map_intact(out_dir / Path(it["probabilities"]).name) for it in previous["items"]):
         log(f"ensemble in {out_dir} is up to date ({len(cases)} maps of the same bundles); kept")
         return manifest_path
     manifest_path.unlink(missing_ok=True)  # removed first: from here on nothing looks complete
@@ -428,8 +427,8 @@ def _run_ensemble(work: Path, out_dir: Path, *, method: str, n_best: int, algos:
     for index, case in enumerate(tqdm(cases, desc="Ensembling", unit="image")):
         f = str(case["image"])
         out = out_dir / probability_map_name(_case_name(f))
-        if f in done and Path(done[f]["probabilities"]) == out and map_intact(out):
-            items.append(done[f])
+        if f in done and Path(done[f]["probabilities"]).name == out.name and map_intact(out):
+            items.append({**done[f], "probabilities": str(out)})  # a copied work_dir's own map: recorded as such
             continue
         if not inferers:  # load each bundle once, only when something is left to do
             inferers, acts = load_inferers(work, chosen, tta, log)

@@ -225,10 +225,11 @@ def _run_oof(work: Path, out_dir: Path, *, method: str, n_best: int, algos: Sequ
     source = f"'training' in {src['datalist']}"
     previous = {} if force else _previous(out_dir)
     signatures = {str(f): _signature(b, work) + ("-tta" if tta else "") for f, b in by_fold.items()}
-    done = {it["image"]: it for it in previous.get("items", [])
+    done = {it["image"]: {**it, "probabilities": str(out_dir / Path(it["probabilities"]).name)}
+            for it in previous.get("items", [])
             if previous.get("signatures", {}).get(str(it["fold"])) == signatures.get(str(it["fold"]))
-            and Path(it["probabilities"]) == out_dir / probability_map_name(_case_name(it["image"]))
-            and map_intact(it["probabilities"])}  # a whole map of this work_dir (not of one it was copied from)
+            and Path(it["probabilities"]).name == probability_map_name(_case_name(it["image"]))
+            and map_intact(out_dir / Path(it["probabilities"]).name)}  # whole maps in this folder (a copy: its own)
     predicted = {c["image"] for c in cases if c["fold"] in by_fold}
     if ((out_dir / MANIFEST).is_file() and predicted == set(done) == {it["image"] for it in previous["items"]}
             and {c["image"] for c in cases} - predicted == {m["image"] for m in previous.get("missing", [])}):

@@ -254,16 +254,20 @@ def open_probability_map(path: str | os.PathLike) -> ProbabilityMap:
 
 def read_map_manifest(path: str | os.PathLike) -> dict[str, Any]:
     """``ensemble.json`` / ``oof.json`` with each item's map taken from the manifest's own folder
-    when it holds a map of that name: a copied or moved work_dir reads its own maps, never the
-    ones of the folder it was copied from (whose paths the manifest records)."""
-    import json
-
+    (where every map of a manifest is written): a copied or moved work_dir reads its own maps,
+    never the ones of the folder it was copied from (whose paths the manifest records), even when
+    one of its own is missing: that map is then reported missing, not read from elsewhere."""
     manifest = Path(path)
     data = json.loads(manifest.read_text())
     for it in data.get("items", []):
-        own = manifest.parent / Path(it["probabilities"]).name
-        if Path(it["probabilities"]) != own and own.exists():
-            it["probabilities"] = str(own)
+        it["probabilities"] = str(manifest.parent / Path(it["probabilities"]).name)
+    missing = [it["probabilities"] for it in data.get("items", []) if not Path(it["probabilities"]).exists()]
+    if missing:
+        step = "--mode oof" if manifest.name.startswith("oof") else "--mode ensemble (or predict)"
+        listed = ", ".join(Path(m).name for m in missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3
+                                                                 else "")
+        raise FileNotFoundError(f"{manifest}: {len(missing)} of its {len(data['items'])} probability map(s) are "
+                                f"missing from {manifest.parent} ({listed}); re-run {step} to write them again")
     return data
 
 
