@@ -229,11 +229,14 @@ def _datalist_and_root(args: argparse.Namespace) -> tuple[str, str]:
     from auto3dseg.orchestration.workdir import read_input
 
     src = read_input(args.work_dir)
+    if not src.get("datalist"):
+        raise ValueError(f"{Path(args.work_dir) / 'input.yaml'} records no datalist: pass it with --datalist <path> "
+                         "--force_new_datalist")
     if args.mode != "train" and not Path(str(src["datalist"])).is_file():  # training reads its bundles' copy
         raise FileNotFoundError(f"{Path(args.work_dir) / 'input.yaml'} names the datalist {src['datalist']}, which is "
                                 "not there (moved or deleted?): pass where it is now with --datalist <path> "
                                 "--force_new_datalist")
-    return src["datalist"], args.dataroot or src["dataroot"]
+    return src["datalist"], args.dataroot or src.get("dataroot") or str(Path(src["datalist"]).parent)
 
 
 def _check_postprocess_params(path: str, datalist: str) -> None:
@@ -299,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--mode predict needs --images")
     try:
         datalist, dataroot = _datalist_and_root(args)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     from auto3dseg.orchestration.workdir import data_kind

@@ -5,6 +5,7 @@ wrong type, a work_dir of another data set, raw images given to predict. Each is
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -396,3 +397,44 @@ def test_predict_into_a_folder_of_the_work_dir_is_refused(generated, capsys):
         err = capsys.readouterr().err
         assert rc == 2 and "--output_dir" in err and "predictions" in err, err
     assert _files(generated) == before
+
+
+# ----------------------------------------------------------------------------- hand-edited work_dir files
+@pytest.mark.parametrize("edit, words", [
+    (lambda t: t + "  bad: [unclosed\n", [":{end}:1: not valid YAML", "--mode generate --force"]),
+    (lambda t: re.sub(r"(?m)^num_epochs: .*$", "num_epochs: abc", t),
+     ["num_epochs: abc: expected a whole number >= 1", "--override segresnet:num_epochs="]),
+    (lambda t: re.sub(r"(?m)^learning_rate: .*$", "learning_rate: -1", t), ["learning_rate: -1: expected a number > 0"]),
+])
+def test_a_hand_edited_bundle_config_is_named_before_training(generated, tmp_path, capsys, edit, words):
+    """The README invites editing a bundle's YAML: a value training would fail on is one message
+    naming the file and key before anything is trained or moved (was a traceback of the training
+    process, after --force had moved the weights aside)."""
+    work = tmp_path / "work"
+    shutil.copytree(generated, work, ignore=shutil.ignore_patterns("segresnet_1"))
+    hp = work / "segresnet_0" / "configs" / "hyper_parameters.yaml"
+    text = hp.read_text()
+    hp.write_text(edit(text))
+    end = len(text.splitlines()) + 2  # the line after the unclosed list: where the parser stops
+    before = _files(work)
+    rc = run_auto3dseg.main(["--mode", "train", "--work_dir", str(work), "--force", *TINY])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err and str(hp) in err
+    for w in words:
+        assert w.format(end=end) in err
+    assert _files(work) == before and not (work / "segresnet_0" / "training.log").exists()
+    # an override of the key wins over the file's value: then it trains
+    if "num_epochs: abc" in hp.read_text():
+        rc = run_auto3dseg.main(["--mode", "train", "--work_dir", str(work), "--override", "num_epochs=1", *TINY])
+        assert rc == 0, capsys.readouterr()
+
+
+@pytest.mark.parametrize("text, words", [("{{{\n", "input.yaml:2:1: not valid YAML"),
+                                         ("name: x\n", "input.yaml records no datalist")])
+def test_a_damaged_input_yaml_is_one_line(generated, tmp_path, capsys, text, words):
+    work = tmp_path / "work"
+    shutil.copytree(generated, work, ignore=shutil.ignore_patterns("segresnet_1"))
+    (work / "input.yaml").write_text(text)
+    rc = run_auto3dseg.main(["--mode", "submit", "--work_dir", str(work)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err and words in err and "--datalist" in err

@@ -46,10 +46,15 @@ _KNOWN_VALUES: dict[str, tuple[Any, str, str]] = {
 
 
 def _config(bundle: Path) -> dict[str, Any]:
+    from auto3dseg.bundles.config import BUNDLE_YAML_FIX, read_yaml_file
+
     cfg: dict[str, Any] = {}
     for f in sorted((bundle / "configs").glob("*")):
         if f.suffix in (".yaml", ".yml"):
-            cfg.update(yaml.safe_load(f.read_text()) or {})
+            data = read_yaml_file(f, BUNDLE_YAML_FIX) or {}
+            if not isinstance(data, Mapping):
+                raise ValueError(f"{f}: holds {type(data).__name__}, not KEY: VALUE lines; {BUNDLE_YAML_FIX}")
+            cfg.update(data)
         elif f.suffix == ".json":
             cfg.update(json.loads(f.read_text()) or {})
     return cfg
@@ -178,6 +183,42 @@ def _lookup(cfg: Mapping[str, Any], key: str) -> Any:
     for part in key.split("#"):
         node = node.get(part) if isinstance(node, Mapping) else None
     return node
+
+
+def _leaves(cfg: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, Any]]:
+    for key, value in cfg.items():
+        if isinstance(value, Mapping):
+            yield from _leaves(value, f"{prefix}{key}#")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def check_bundle_files(bundles: Sequence[Bundle], overrides: Mapping[str, Any] | None = None) -> None:
+    """Raise ``ValueError`` naming the file, key and fix when a bundle's YAML (a person may edit
+    it) does not parse, or holds a value the training would fail on (``num_epochs: abc``,
+    ``learning_rate: -1``): found before anything is trained or moved, not as a traceback of the
+    training process. Keys an override sets are not judged (the override wins); values that are
+    MONAI config expressions (``$...``, ``@...``) are left to MONAI."""
+    given = {str(k).rpartition(":")[2]: str(k).rpartition(":")[0] for k in (overrides or {})}
+    problems: list[str] = []
+    for b in bundles:
+        for f in sorted((b.path / "configs").glob("*.y*ml")):
+            from auto3dseg.bundles.config import BUNDLE_YAML_FIX, read_yaml_file
+
+            data = read_yaml_file(f, BUNDLE_YAML_FIX) or {}
+            if not isinstance(data, Mapping):
+                raise ValueError(f"{f}: holds {type(data).__name__}, not KEY: VALUE lines; {BUNDLE_YAML_FIX}")
+            for key, value in _leaves(data):
+                rule = _KNOWN_VALUES.get(key.split("#")[-1])
+                if rule is None or (isinstance(value, str) and value[:1] in "$@%"):
+                    continue
+                if key in given and given[key] in ("", b.algo):
+                    continue
+                if not rule[0](value):
+                    problems.append(f"{f}: {key}: {_text(value)}: expected {rule[1]}, e.g. {key.split('#')[-1]}: "
+                                    f"{rule[2]}; fix the file (or give --override {b.algo}:{key}=...)")
+    if problems:
+        raise ValueError("\n".join(problems) + "\nnothing was trained")
 
 
 def check_overrides(bundles: Sequence[Bundle], overrides: Mapping[str, Any], algos: Iterable[str] = ()) -> None:

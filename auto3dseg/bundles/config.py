@@ -293,6 +293,33 @@ def apply_overrides(cfg: dict[str, Any], overrides: Mapping[str, Any]) -> dict[s
     return out
 
 
+def read_yaml_file(path: str | os.PathLike, fix: str = "fix the file there") -> Any:
+    """A YAML file a person may have edited; a syntax error is a ``ValueError`` naming the file,
+    line and column, and ``fix``.
+
+    >>> import tempfile
+    >>> f = Path(tempfile.mkdtemp()) / "hp.yaml"
+    >>> _ = f.write_text("learning_rate: [1e-4")
+    >>> read_yaml_file(f)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: .../hp.yaml:1:21: not valid YAML (expected ',' or ']', but got '<stream end>'); fix the file there
+    """
+    try:
+        with open(path) as fh:
+            return yaml.safe_load(fh)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ValueError(f"{where}: not valid YAML ({problem}); {fix}") from None
+
+
+#: what to do about a bundle's YAML file that cannot be read
+BUNDLE_YAML_FIX = ("fix the file there, or generate the bundle again (--mode generate --force moves this one to "
+                   "replaced/)")
+
+
 def load_bundle_config(config_file: str | Sequence[str], overrides: Mapping[str, Any] | None = None) -> dict:
     """Read a bundle's YAML file(s) (comma-separated string or list, later files win)
     and apply ``overrides``. Comma-separated lists are what MONAI's launcher passes."""
@@ -302,8 +329,10 @@ def load_bundle_config(config_file: str | Sequence[str], overrides: Mapping[str,
         f = f.strip().strip("'\"")
         if not f:
             continue
-        with open(f) as fh:
-            cfg.update(yaml.safe_load(fh) or {})
+        data = read_yaml_file(f, BUNDLE_YAML_FIX) or {}
+        if not isinstance(data, Mapping):
+            raise ValueError(f"{f}: holds {type(data).__name__}, not KEY: VALUE lines; {BUNDLE_YAML_FIX}")
+        cfg.update(data)
     first = Path(files[0].strip().strip("'\"")).resolve() if files else None
     if first is not None and first.parent.name == "configs" and (first.parent.parent / "scripts").is_dir():
         cfg = relocate(cfg, first.parent.parent)

@@ -327,8 +327,9 @@ def train_bundles(work_dir: str | os.PathLike, *, algos: Sequence[str] | None = 
 def _check_bundles(work_dir: str | os.PathLike, bundles: Sequence[Bundle], overrides: Mapping[str, Any] | None) -> None:
     """Before any training: overrides name keys of the bundles, and the bundles' class table is
     the datalist's (:mod:`auto3dseg.bundles.checks`); ValueError naming what to fix."""
-    from auto3dseg.bundles.checks import check_class_tables, check_overrides
+    from auto3dseg.bundles.checks import check_bundle_files, check_class_tables, check_overrides
 
+    check_bundle_files(bundles, overrides)
     check_overrides(bundles, overrides or {}, {b.algo for b in list_bundles(Path(work_dir).resolve())})
     try:
         datalist = read_input(work_dir)["datalist"]

@@ -137,7 +137,13 @@ def read_input(work_dir: str | os.PathLike) -> dict[str, Any]:
     f = Path(work_dir) / INPUT_YAML
     if not f.is_file():
         raise FileNotFoundError(f"{f} not found: run --mode generate (or full) with --datalist first")
-    return yaml.safe_load(f.read_text()) or {}
+    from auto3dseg.bundles.config import read_yaml_file
+
+    fix = "fix it there, or delete it and run --mode generate --datalist <your datalist.json> (bundles are kept)"
+    data = read_yaml_file(f, fix) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{f}: holds {type(data).__name__}, not the work_dir's record of its datalist; {fix}")
+    return data
 
 
 def data_kind(datalist: str | os.PathLike | None, source: dict[str, Any] | None = None) -> str | None:

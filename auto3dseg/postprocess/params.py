@@ -150,17 +150,12 @@ def read_user_yaml(path: str | os.PathLike[str]) -> Any:
     ...
     FileNotFoundError: parameter file /nonexistent.yaml not found; check the path
     """
+    from auto3dseg.bundles.config import read_yaml_file
+
     try:
-        with open(path) as fh:
-            return yaml.safe_load(fh)
+        return read_yaml_file(path, "fix the file there (the packaged defaults show the layout)")
     except FileNotFoundError:
         raise FileNotFoundError(f"parameter file {path} not found; check the path") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ValueError(f"{where}: not valid YAML ({problem}); fix the file there "
-                         "(the packaged defaults show the layout)") from None
 
 
 def params_for(params: Mapping[str, Mapping[str, Any]], class_name: str) -> dict[str, Any]:
