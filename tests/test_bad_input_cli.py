@@ -399,6 +399,36 @@ def test_predict_into_a_folder_of_the_work_dir_is_refused(generated, capsys):
     assert _files(generated) == before
 
 
+def test_predict_into_a_converted_dataset_or_a_store_is_refused(generated, converted, tmp_path, capsys):
+    """The converter's output folder is a natural place for "predictions next to the data": its
+    labels/ were moved aside as "previous labels" (the datalist then lost every training label)."""
+    data = tmp_path / "data"
+    shutil.copytree(converted[0], data)
+    store = tmp_path / "truth.zarr"
+    (store / "crop1").mkdir(parents=True)
+    (store / ".zgroup").write_text('{"zarr_format": 2}')
+    foreign = tmp_path / "mine"
+    (foreign / "labels").mkdir(parents=True)
+    (foreign / "labels" / "a.nii.gz").write_bytes(b"x")
+    before = _files(tmp_path)
+    image = next((data / "images").glob("*.nii.gz"))
+    for out, words in ((data, "a converted dataset"), (data / "images", "a folder of a converted dataset"),
+                       (data / "labels", "a folder of a converted dataset"), (store / "crop1", "Zarr store"),
+                       (foreign, "which --mode predict did not write")):
+        rc = run_auto3dseg.main(["--mode", "predict", "--work_dir", str(generated), "--images", str(image),
+                                 "--output_dir", str(out)])
+        err = capsys.readouterr().err
+        assert rc == 2 and words in err and "predictions" in err, err
+    assert _files(tmp_path) == before
+    # the library function refuses too (whoever calls it): a labels/ predict did not write is never moved
+    from auto3dseg.ensembling.predict_labels import retire_stale_labels
+
+    (foreign / "ensemble.json").write_text(json.dumps({"items": []}))
+    with pytest.raises(ValueError, match="not written by --mode predict"):
+        retire_stale_labels(foreign / "ensemble.json")
+    assert (foreign / "labels" / "a.nii.gz").is_file()
+
+
 # ----------------------------------------------------------------------------- hand-edited work_dir files
 @pytest.mark.parametrize("edit, words", [
     (lambda t: t + "  bad: [unclosed\n", [":{end}:1: not valid YAML", "--mode generate --force"]),

@@ -25,12 +25,28 @@ import numpy as np
 
 from auto3dseg.ensembling.probability_maps import maps_signature, read_map_manifest
 
-__all__ = ["postprocess_predictions", "retire_stale_labels"]
+__all__ = ["foreign_labels", "postprocess_predictions", "retire_stale_labels"]
 
 LABELS = "labels"
 SIGNATURE = "labels_signature.txt"
 REPORT = "labels_report.json"
 PARAMS = "labels_params.json"
+
+
+def foreign_labels(folder: str | os.PathLike) -> Path | None:
+    """``<folder>/labels`` when it exists but predict did not write it (none of predict's records
+    beside it: a converter's training labels, say), else None. Such a folder is never moved."""
+    folder = Path(folder)
+    if (folder / LABELS).exists() and not any((folder / f).is_file() for f in (REPORT, SIGNATURE, PARAMS)):
+        return folder / LABELS
+    return None
+
+
+def _refuse_foreign(folder: Path) -> None:
+    foreign = foreign_labels(folder)
+    if foreign is not None:
+        raise ValueError(f"{foreign} was not written by --mode predict (no {REPORT} beside it): it is left alone; "
+                         "predict into another --output_dir")
 
 
 def _write_nifti(data_zyx: np.ndarray, affine: np.ndarray, path: Path) -> None:
@@ -67,6 +83,7 @@ def postprocess_predictions(ensemble_manifest: str | os.PathLike, class_table: l
     if out.is_dir() and sig_file.is_file() and sig_file.read_text().strip() == sig and (folder / REPORT).is_file():
         log(f"labels in {out} are up to date (same maps and parameters); kept")
         return out, json.loads((folder / REPORT).read_text())
+    _refuse_foreign(folder)
     keep_previous(folder, [LABELS, REPORT, PARAMS, SIGNATURE], log, what="labels", first=SIGNATURE,
                   why="made from other images or maps, or with other parameters")
     tmp = folder / f".tmp-{os.getpid()}-{LABELS}"
@@ -101,6 +118,7 @@ def retire_stale_labels(ensemble_manifest: str | os.PathLike, log=print) -> Path
     folder = Path(ensemble_manifest).parent
     if not (folder / LABELS).exists():
         return None
+    _refuse_foreign(folder)
     try:
         params = json.loads((folder / PARAMS).read_text())
         made_from = maps_signature(read_map_manifest(ensemble_manifest), params)

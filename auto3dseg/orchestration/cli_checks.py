@@ -34,10 +34,26 @@ def check_output_dir(work: Path, out: Path) -> None:
     owned = [work, *(work / n for n in steps),
              *(b.path.resolve() for b in list_bundles(work))]
     hit = next((f for f in owned if out == f or (f != work and f in out.parents)), None)
+    own = f"Give a folder of its own (default: {work / 'predictions'})"
     if hit is not None:
         raise ValueError(f"--output_dir {out} is {'the work_dir itself' if hit == work else f'inside {hit}'}, which "
-                         f"the pipeline's own steps write: predict there would replace their files. Give a folder of "
-                         f"its own (default: {work / 'predictions'})")
+                         f"the pipeline's own steps write: predict there would replace their files. {own}")
+    data = next((f for f in (out, out.parent) if (f / "datalist.json").is_file()), None)
+    if data is not None:
+        raise ValueError(f"--output_dir {out} is {'' if data == out else 'a folder of '}a converted dataset "
+                         f"({data / 'datalist.json'}): predict's labels/ and maps there would mix with (or move "
+                         f"aside) the training data. {own}")
+    store = next((f for f in (out, *out.parents) if f.suffix == ".zarr" or (f / ".zgroup").is_file()
+                  or (f / ".zarray").is_file()), None)
+    if store is not None:
+        raise ValueError(f"--output_dir {out} is inside the Zarr store {store}; predict never writes into a store "
+                         f"(it may be your data or truth). {own}")
+    from auto3dseg.ensembling.predict_labels import foreign_labels
+
+    foreign = foreign_labels(out)
+    if foreign is not None:
+        raise ValueError(f"--output_dir {out} holds {foreign}, which --mode predict did not write (it has no "
+                         f"{foreign.parent.name}/labels_report.json): predict would move it aside. {own}")
 
 
 def task_bundle(work: Path, algos: Sequence[str], index: int) -> tuple[list[str], list[int]]:
