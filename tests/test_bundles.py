@@ -200,6 +200,32 @@ def test_predict_mode_writes_probabilities_in_class_order(full_run, converted, t
     assert 0.0 <= prob.min() and prob.max() <= 1.0 and np.allclose(pmap.affine, nib.load(str(image)).affine)
 
 
+def test_predict_names_images_unlike_the_training_data(full_run, converted, tmp_path, capsys):
+    """Another voxel size: a warning on a line of its own (it was glued to the progress bar, where
+    the next redraw hid it); another channel count: one error naming the file (was torch's
+    "Given groups=1, weight of size ...")."""
+    import nibabel as nib
+
+    out, _ = converted
+    src = nib.load(str(out / json.loads((out / "datalist.json").read_text())["testing"][1]["image"]))
+    data = np.asarray(src.dataobj)
+    coarse, two = tmp_path / "coarse.nii.gz", tmp_path / "two_channels.nii.gz"
+    affine = src.affine.copy()
+    affine[:3, :3] *= 2
+    nib.save(nib.Nifti1Image(data, affine), str(coarse))
+    nib.save(nib.Nifti1Image(np.stack([data, data], -1), src.affine), str(two))
+    capsys.readouterr()
+    assert run_auto3dseg.main(["--mode", "predict", "--work_dir", str(full_run), "--algos", "segresnet",
+                               "--images", str(coarse), "--output_dir", str(tmp_path / "p1")]) == 0
+    lines = [ln.split("\r")[-1] for ln in capsys.readouterr().err.splitlines()]
+    assert any(ln.startswith(f"warning: {coarse} has voxel size [16.0, 16.0, 16.0]") for ln in lines), lines
+    rc = run_auto3dseg.main(["--mode", "predict", "--work_dir", str(full_run), "--algos", "segresnet",
+                             "--images", str(two), "--output_dir", str(tmp_path / "p2")])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"{two}: the image has 2 channel(s), the model was trained on 1" in err
+    assert "Given groups" not in err
+
+
 def test_predict_postprocess_writes_labels_as_submit_does(full_run, converted, tmp_path):
     import nibabel as nib
 

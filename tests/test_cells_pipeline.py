@@ -279,3 +279,14 @@ def test_tuning_cells_from_a_start_file_uses_the_packaged_values_when_they_score
     assert not row["kept"] and row["source"] == "packaged defaults" and row["changed"]["min_cell_px"] != 100000000
     assert any("the packaged defaults score higher" in n for n in notes)
     assert load_cell_params(str(copy / TUNED_YAML)) == load_cell_params()
+
+
+def test_predict_of_a_volume_with_a_2d_model_names_the_file(cell_run, converted, tmp_path, capsys):
+    work, _ = cell_run
+    out, _ = converted
+    volume = out / json.loads((out / "datalist.json").read_text())["testing"][0]["image"]
+    rc = run_auto3dseg.main(["--mode", "predict", "--work_dir", str(work), "--images", str(volume),
+                             "--output_dir", str(tmp_path / "p")])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"{volume}: shape" in err and "is not a 2-D image" in err and "converters.cells.convert" in err
+    assert "applying transform" not in err

@@ -10,6 +10,8 @@ GPU as on the CPU, and the image stays in its stored dtype until a block is norm
 
 from __future__ import annotations
 
+import sys
+
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -154,8 +156,12 @@ class InferClass:
             return
         got = np.sqrt((np.asarray(affine)[:-1, :-1] ** 2).sum(0))
         if len(got) == len(want) and not np.allclose(got, want, rtol=0.05):
-            print(f"warning: {path} has voxel size {np.round(got, 3).tolist()}, the model was trained at {want}; "
-                  "convert it at the training spacing (converters --target_spacing) for meaningful predictions")
+            from tqdm import tqdm
+
+            # tqdm.write: on a line of its own, not glued to a progress bar that is being drawn
+            tqdm.write(f"warning: {path} has voxel size {np.round(got, 3).tolist()}, the model was trained at {want}; "
+                       "convert it at the training spacing (converters --target_spacing) for meaningful predictions",
+                       file=sys.stderr)
 
     def load(self, image_file: str | dict) -> tuple[np.ndarray, dict]:
         """The image ``[in_ch, *S]`` in its stored dtype (uint8 EM stays 1 byte per voxel) and its
@@ -178,6 +184,10 @@ class InferClass:
             raise InputError(f"{path}: the image has {image.ndim - 1} spatial dimension(s) after loading (shape "
                              f"{tuple(image.shape[1:])}), the model was trained on {want}-D images: give images "
                              "like the training data's (converted the same way)")
+        have, need = int(image.shape[0]), self.cfg.get("input_channels")
+        if need is not None and have != int(need):
+            raise InputError(f"{path}: the image has {have} channel(s), the model was trained on {int(need)}: give "
+                             "images like the training data's (converted the same way)")
         self._check_spacing(path, image)
         meta = dict(image.meta) if hasattr(image, "meta") else {}
         array = image.numpy() if hasattr(image, "numpy") else np.asarray(image)

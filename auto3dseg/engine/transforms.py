@@ -49,7 +49,7 @@ from monai.transforms import (
 from monai.transforms.croppad.array import Crop
 from monai.transforms.utils import generate_label_classes_crop_centers
 
-from auto3dseg.engine.input_checks import CheckFinited
+from auto3dseg.engine.input_checks import CheckFinited, InputError
 from auto3dseg.engine.preprocessed import CacheParams, cache_dir_of, ensure_entry, percentile_key
 from datalists.annotated import UNANNOTATED, decode_annotated
 
@@ -209,8 +209,10 @@ class DropSingletonDepthd(MapTransform):
             if x.ndim == self.spatial_dims + 2 and x.shape[-1] == 1:
                 d[key] = self.squeeze(x)
             elif x.ndim != self.spatial_dims + 1:
-                raise ValueError(f"{key} of {d.get('image')}: shape {tuple(x.shape)[1:]} is not a "
-                                 f"{self.spatial_dims}-D image (a 2-D bundle takes x, y or x, y, 1 arrays)")
+                source = (getattr(x, "meta", None) or {}).get("filename_or_obj") or key
+                raise InputError(f"{source}: shape {tuple(x.shape)[1:]} is not a "
+                                 f"{self.spatial_dims}-D image (a 2-D bundle takes x, y or x, y, 1 arrays): give "
+                                 "images converted like the training data's (python -m converters.cells.convert)")
         return d
 
 
