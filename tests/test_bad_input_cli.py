@@ -274,6 +274,9 @@ def test_a_moved_datalist_is_named_and_force_new_datalist_repoints_the_work_dir(
 @pytest.mark.parametrize("text, words", [
     ("mito:\n  threshold: abc\n", "mito.threshold = 'abc' has the wrong type: expected a number"),
     ("mito:\n  watershed: 1\n", "mito.watershed = 1 has the wrong type: expected true or false"),
+    # accepted, these keys changed nothing: cyto is never split into objects
+    ("cyto:\n  watershed: true\n  min_distance_nm: 50\n", "cyto is a semantic class (scored as a mask, never "
+     "split into objects): watershed, min_distance_nm apply to instance classes only"),
     (None, "not found"),
 ])
 def test_a_bad_postprocess_params_file_is_one_line_before_any_step(generated, tmp_path, capsys, text, words):

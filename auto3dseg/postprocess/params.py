@@ -22,7 +22,7 @@ import yaml
 
 from datalists.cellmap_classes import class_by_name
 
-__all__ = ["PARAM_TYPES", "load_postprocess_params", "params_for"]
+__all__ = ["INSTANCE_KEYS", "PARAM_TYPES", "load_postprocess_params", "params_for"]
 
 #: every key a class entry may hold, with the type its value must have
 PARAM_TYPES: dict[str, tuple[type, ...]] = {
@@ -34,6 +34,8 @@ PARAM_TYPES: dict[str, tuple[type, ...]] = {
     "h_nm": (int, float),
 }
 _CONNECTIVITIES = (4, 6, 8, 18, 26)
+#: the keys that act only on instance classes (how a mask is split into objects)
+INSTANCE_KEYS = ("connectivity", "min_size_nm3", "watershed", "min_distance_nm", "h_nm")
 
 
 class ParamsTypeError(TypeError, ValueError):
@@ -63,13 +65,19 @@ def _check(entries: Any, source: str) -> dict[str, dict[str, Any]]:
                               f"{type(entries).__name__}")
     checked: dict[str, dict[str, Any]] = {}
     for name, entry in entries.items():
+        semantic = False
         if name != "default":
             try:
-                class_by_name(str(name))
+                semantic = not class_by_name(str(name)).instance
             except KeyError as err:
                 raise ValueError(f"{source}: {err.args[0]}") from None
         if not isinstance(entry, Mapping):
             raise ParamsTypeError(f"{source}: entry {name!r} must be a mapping of parameters")
+        unused = [k for k in entry if k in INSTANCE_KEYS] if semantic else []
+        if unused:  # accepted, they would silently change nothing
+            raise ValueError(f"{source}: {name} is a semantic class (scored as a mask, never split into objects): "
+                             f"{', '.join(unused)} {'applies' if len(unused) == 1 else 'apply'} to instance classes only; remove them from {name!r} "
+                             "(only threshold acts on it)")
         for key, value in entry.items():
             if key not in PARAM_TYPES:
                 raise ValueError(f"{source}: unknown key {key!r} in {name!r}; known keys: {', '.join(PARAM_TYPES)}")

@@ -8,12 +8,10 @@ from typing import Any
 import numpy as np
 
 from auto3dseg.postprocess.instances import label_instances
-from auto3dseg.postprocess.params import load_postprocess_params, params_for
+from auto3dseg.postprocess.params import INSTANCE_KEYS, load_postprocess_params, params_for
 from auto3dseg.postprocess.semantic import ArrayChannels, ClassMasks
 
 __all__ = ["ClassLabels", "iter_class_labels", "postprocess_probabilities"]
-
-_INSTANCE_KEYS = ("connectivity", "min_size_nm3", "watershed", "min_distance_nm", "h_nm")
 
 
 def postprocess_probabilities(prob: np.ndarray, channels: Sequence[str], class_table: Sequence[Mapping[str, Any]],
@@ -85,7 +83,7 @@ class ClassLabels:
             return None
         if self.rows[name].get("instance"):
             p = params_for(self.params, name)
-            return label_instances(mask, self.spacing, **{k: p[k] for k in _INSTANCE_KEYS})
+            return label_instances(mask, self.spacing, **{k: p[k] for k in INSTANCE_KEYS})
         return mask.view(np.uint8)
 
 
