@@ -29,9 +29,10 @@ def generated(converted, tmp_path_factory) -> Path:
     """A work_dir of the built-in CellMap data with segresnet_0/1 generated (1 epoch, 16³ patches), untrained."""
     out, _ = converted
     work = tmp_path_factory.mktemp("bad_cli") / "work"
-    common = ["--datalist", str(out / "datalist.json"), "--work_dir", str(work), "--algos", "segresnet"]
+    common = ["--datalist", str(out / "datalist.json"), "--work_dir", str(work)]
     assert run_auto3dseg.main(["--mode", "analyze", *common, "--workers", "0"]) == 0
-    assert run_auto3dseg.main(["--mode", "generate", *common, "--num_epochs", "1", "--patch_size", "16"]) == 0
+    assert run_auto3dseg.main(["--mode", "generate", *common, "--algos", "segresnet", "--num_epochs", "1",
+                               "--patch_size", "16"]) == 0
     return work
 
 
@@ -317,7 +318,10 @@ def test_algos_matching_no_bundle_lists_the_bundles(generated, capsys):
                                    ["--mode", "full", "--force", "--datalist", "d.json"],
                                    ["--mode", "ensemble", "--n_best", "3"],
                                    ["--mode", "slurm", "--gpus", "2", "--datalist", "d.json"],
-                                   ["--mode", "train", "--slurm_cpus", "4"]])
+                                   ["--mode", "train", "--slurm_cpus", "4"],
+                                   ["--mode", "submit", "--algos", "dints"],
+                                   ["--mode", "tune_postprocess", "--algos", "dints"],
+                                   ["--mode", "analyze", "--algos", "dints", "--datalist", "d.json"]])
 def test_flags_of_another_mode_are_refused_not_ignored(generated, capsys, flags):
     before = _files(generated)
     with pytest.raises(SystemExit) as exc:

@@ -15,9 +15,10 @@ __all__ = ["FLAG_MODES", "CELLMAP_ONLY", "ignored_flags", "cells_problems"]
 _SUBMITTING = ("submit", "full", "slurm")
 
 #: flag (argparse ``dest``) -> the modes in which it changes something. Flags missing here
-#: (work_dir, datalist, algos, debug, ...) are read by every mode, or checked elsewhere (tta, oof, tune).
+#: (work_dir, datalist, debug, ...) are read by every mode, or checked elsewhere (tta, oof, tune).
 FLAG_MODES: dict[str, tuple[str, ...]] = {
     "dataroot": ("validate", "analyze", "generate", "full", "slurm"),  # later modes read input.yaml's
+    "algos": ("generate", "train", "ensemble", "predict", "submit", "oof", "full", "slurm"),  # submit: see below
     "device": ("analyze", "full"),
     "workers": ("analyze", "full"),
     "allow_constant_images": ("analyze", "full", "slurm"),
@@ -66,6 +67,8 @@ _INSTEAD = {
     **{("dataroot", m): "it goes with --datalist; without it this mode uses the one <work_dir>/input.yaml records"
        for m in ("train", "ensemble", "predict", "submit", "oof", "tune_postprocess")},
     ("workers", "slurm"): "the SLURM prep job uses its CPUs (--slurm_cpus) for the analysis",
+    ("algos", "tune_postprocess"): "tuning uses the out-of-fold maps as --mode oof made them: run --mode oof "
+                                   "--algos ... --force first",
 }
 
 
@@ -97,6 +100,10 @@ def ignored_flags(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
             continue
         why = _INSTEAD.get((dest, mode), f"it is read by --mode {', '.join(modes)}")
         lines.append(f"{_flag(dest)} does nothing with --mode {mode}: {why}")
+    if mode == "submit" and _changed(args, parser, "algos") and not args.require_trained:
+        lines.append("--algos does nothing with --mode submit (without --require_trained): the submission is made "
+                     "from the ensemble's maps as they are; to ensemble other networks run --mode ensemble --algos "
+                     "... --force first")
     if mode == "predict" and args.postprocess_params and not args.postprocess:
         lines.append("--postprocess_params does nothing with --mode predict without --postprocess (which writes "
                      "labels with them): add --postprocess")

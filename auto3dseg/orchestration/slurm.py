@@ -293,7 +293,8 @@ def submit_pipeline(work_dir: str | os.PathLike, datalist: str | os.PathLike, *,
                              f"({', '.join(f'{i} {s}' for i, s in active.items())}): watch them with squeue, cancel "
                              "them with scancel, or wait; a re-run after that submits only what is unfinished")
     py, script = sys.executable, str(_PROJECT_ROOT / "run_auto3dseg.py")
-    base = [py, script, "--work_dir", str(work), "--algos", *algos]
+    plain = [py, script, "--work_dir", str(work)]  # modes that read no --algos (it would be refused)
+    base = [*plain, "--algos", *algos]
     existing = bundle_names(work, algos)
     need_prep = not existing or not (work / "datastats.yaml").is_file()
     names = _expected_bundles(datalist, algos, num_fold) if need_prep else existing
@@ -308,7 +309,7 @@ def submit_pipeline(work_dir: str | os.PathLike, datalist: str | os.PathLike, *,
         fold_args = ["--num_fold", str(num_fold)] if num_fold else []
         root = ["--dataroot", str(Path(dataroot).resolve())] if dataroot else []
         steps.append(("prep", "analyze the data and generate the bundles", [
-            [*base, "--mode", "analyze", "--datalist", str(datalist), *root, "--workers",
+            [*plain, "--mode", "analyze", "--datalist", str(datalist), *root, "--workers",
              '"$(( SLURM_CPUS_PER_TASK - 1 ))"'],
             [*base, "--mode", "generate", "--datalist", str(datalist), *root, *fold_args, *generate_args]], 0, None))
     if todo:
@@ -322,7 +323,7 @@ def submit_pipeline(work_dir: str | os.PathLike, datalist: str | os.PathLike, *,
     if oof_args is not None:
         final.append([*base, "--mode", "oof", "--require_trained", *ensemble_args, *oof_args])
         if tune_args is not None:
-            final.append([*base, "--mode", "tune_postprocess", *tune_args])
+            final.append([*plain, "--mode", "tune_postprocess", *tune_args])
             if submit:  # the tuned file holds --postprocess_params' values: passing them again would shadow it
                 final.append([*base, "--mode", "submit", "--require_trained", *_without(submit_args,
                                                                                          "--postprocess_params")])
