@@ -141,6 +141,20 @@ def test_generate_force_moves_the_old_bundle_aside(full_run, converted, tmp_path
     assert not (work / "segresnet_0" / "model").exists()
 
 
+def test_ensemble_names_a_fold_bundle_that_is_gone(full_run, tmp_path, capsys):
+    """A deleted fold's bundle left the ensemble one fold short without a word (deleted weights
+    were already named)."""
+    import shutil
+
+    work = tmp_path / "work"
+    shutil.copytree(full_run, work, ignore=shutil.ignore_patterns("ensemble_output", "segresnet_1"))
+    assert yaml.safe_load((work / "input.yaml").read_text())["num_fold"] == 2
+    capsys.readouterr()
+    assert run_auto3dseg.main(["--mode", "ensemble", "--work_dir", str(work)]) == 0
+    out = capsys.readouterr().out
+    assert "note: segresnet_1 was generated" in out and "num_fold 2" in out and "--mode generate --algos segresnet" in out
+
+
 def test_interrupted_bundle_is_not_counted_as_trained(full_run, tmp_path):
     """progress.yaml alone (an interrupted run) does not make a bundle trained."""
     import shutil

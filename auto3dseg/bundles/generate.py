@@ -427,6 +427,8 @@ def _generate(work: Path, datalist: str | os.PathLike, dataroot: str | os.PathLi
             result.notes += notes
         if problems:
             raise RuntimeError("cannot generate with these templates on this machine:\n  " + "\n  ".join(problems))
+    # the folds generated, so that a fold's bundle deleted later is noticed (ensemble says so)
+    src["num_fold"] = max(int(num_fold), int(src.get("num_fold") or 0))
     write_input(work, src)
 
     for algo in gen.algos:

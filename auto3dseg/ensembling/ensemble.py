@@ -114,6 +114,22 @@ def trained_history(work_dir: str | os.PathLike, algos: Sequence[str] | None = N
     return history
 
 
+def _gone_bundles(work: Path, history: list[dict], src: Mapping[str, Any]) -> list[str]:
+    """Bundles of the folds ``input.yaml`` says were generated (``num_fold``) whose folder is gone,
+    for each network that has trained bundles: the ensemble then covers fewer folds."""
+    from monai.utils.enums import AlgoKeys
+
+    folds = int(src.get("num_fold") or 0)
+    algos = sorted({str(h[AlgoKeys.ID]).rpartition("_")[0] for h in history})
+    gone = [f"{a}_{f}" for a in algos for f in range(folds) if not (work / f"{a}_{f}").exists()]
+    if not gone:
+        return []
+    return [f"{', '.join(gone)} {'was' if len(gone) == 1 else 'were'} generated ({work / 'input.yaml'}: num_fold "
+            f"{folds}) but {'is' if len(gone) == 1 else 'are'} gone: the ensemble has no model of "
+            f"{'that fold' if len(gone) == 1 else 'those folds'}; to restore, run --mode generate --algos "
+            f"{' '.join(sorted({g.rpartition('_')[0] for g in gone}))}, then --mode train"]
+
+
 def select_ensemble(history: list[dict], data_src_cfg: str | os.PathLike, method: str = "best_by_fold",
                     n_best: int = 5) -> tuple[list[dict], list[dict], str]:
     """Bundles chosen by MONAI's ensemble builder, the infer files of the datalist's
@@ -396,6 +412,8 @@ def _run_ensemble(work: Path, out_dir: Path, *, method: str, n_best: int, algos:
     if not history and not allow_unfinished and list_bundles(work):
         raise RuntimeError(f"no bundle of {work} finished training: train them (--mode train), or predict with "
                            "--allow_unfinished to use the best model.pt of bundles that stopped early")
+    for note in _gone_bundles(work, history, src):
+        log(f"note: {note}")
     chosen, infer_files, used = select_ensemble(history, work / "input.yaml", method, n_best)
     _check_chosen(work, chosen, src["datalist"])
     cases = [{"image": str(Path(f).resolve())} for f in images] if images else [
