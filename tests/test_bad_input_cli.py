@@ -475,3 +475,24 @@ def test_a_damaged_input_yaml_is_one_line(generated, tmp_path, capsys, text, wor
     rc = run_auto3dseg.main(["--mode", "submit", "--work_dir", str(work)])
     err = capsys.readouterr().err
     assert rc == 2 and "Traceback" not in err and words in err and "--datalist" in err
+
+
+def test_generate_force_waits_for_no_run_that_uses_the_bundles(generated, tmp_path, capsys):
+    """generate --force moved the bundles away while --mode oof predicted with them."""
+    from auto3dseg.orchestration.locks import LockBusy, step_lock
+
+    work = tmp_path / "work"
+    shutil.copytree(generated, work)
+    (work / "oof").mkdir()
+    before = _files(work)
+    with step_lock(work / "oof", "oof"):
+        with pytest.raises(LockBusy, match="--mode oof of .* is running in another process"):
+            from auto3dseg.bundles.generate import generate
+
+            src = yaml.safe_load((work / "input.yaml").read_text())
+            generate(work, src["datalist"], src["dataroot"], algos=["segresnet"], force=True)
+    assert (work / "segresnet_0" / "algo_object.json").is_file() and not (work / "replaced").exists()
+    def bundles(files):  # input.yaml is rewritten with the same record; the bundles must not move
+        return {k: v for k, v in files.items() if "/segresnet_" in k and not k.endswith(".lock")}
+
+    assert bundles(_files(work)) == bundles(before) and bundles(before)

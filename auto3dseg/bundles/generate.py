@@ -350,7 +350,17 @@ def _set_aside(out: Path, work: Path, force: bool) -> str | None:
         return None if not force else where
     if not force:
         return None
-    with bundle_lock(out):  # never move a bundle away from under its training
+    import contextlib
+
+    from auto3dseg.ensembling.ensemble import ENSEMBLE_DIR
+    from auto3dseg.ensembling.oof import OOF_DIR
+    from auto3dseg.orchestration.locks import step_lock
+
+    with contextlib.ExitStack() as held:  # never move a bundle away from under its training, or a run using it
+        held.enter_context(bundle_lock(out))
+        for folder, step in ((work / OOF_DIR, "oof"), (work / ENSEMBLE_DIR, "ensemble")):
+            if folder.is_dir():
+                held.enter_context(step_lock(folder, step))
         return str(move_aside(out, work))
 
 
