@@ -54,17 +54,17 @@ def _fake_ensemble(out: Path, work: Path, skip: tuple[str, ...] = ()) -> Path:
     (those named in ``skip`` left out), as if the networks had predicted them."""
     dl = json.loads((out / "datalist.json").read_text())
     items = []
-    (work / "maps").mkdir(parents=True, exist_ok=True)
+    maps = work / "ensemble_output"  # a manifest's maps are read from its own folder
+    maps.mkdir(parents=True, exist_ok=True)
     for entry in dl["testing"]:
         stem = Path(entry["image"]).name[: -len(".nii.gz")]
         if stem in skip:
             continue
         img = nib.load(str(out / entry["image"]))  # x, y, 1, channel
-        target = work / "maps" / f"{stem}.nii.gz"
+        target = maps / f"{stem}.nii.gz"
         nib.save(nib.Nifti1Image(np.zeros(img.shape[:3], np.uint8), img.affine), str(target))
         items.append({"image": str(out / entry["image"]), "probabilities": str(target)})
-    manifest = work / "ensemble_output" / "ensemble.json"
-    manifest.parent.mkdir(parents=True, exist_ok=True)
+    manifest = maps / "ensemble.json"
     manifest.write_text(json.dumps({"channels": [r["name"] for r in CELL_CLASS_TABLE], "items": items}))
     return manifest
 
@@ -304,3 +304,82 @@ def test_a_reconversion_with_other_images_keeps_the_previous_datalist(tree, tmp_
     (kept,) = (out / "replaced").glob("datalist-*")
     assert rc == 0 and json.loads((kept / "datalist.json").read_text()) == first and str(kept) in printed
     assert len(json.loads((out / "datalist.json").read_text())["testing"]) == len(first["testing"]) + 1
+
+
+# ----------------------------------------------------------------------------- round 4: probe findings
+def test_swapped_folders_with_a_stray_file_among_the_masks_are_refused(tree, tmp_path, capsys):
+    masks = tmp_path / "masks"  # the labels, plus one file not named <stem>_label.* (an old copy)
+    shutil.copytree(tree / "labels", masks)
+    shutil.copy(masks / "cell_00_fluo16_label.tiff", masks / "cell_00_fluo16_label_old.tiff")
+    out = tmp_path / "out"
+    rc = cc.main(["--images", str(masks), "--labels", str(tree / "images"), "--output_dir", str(out),
+                  "--num_folds", "2", "--no_progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "2 of its 3 files" in err and "swapped" in err and "cell_00_fluo16_label_old.tiff" in err, err
+    assert not (out / "datalist.json").exists()
+
+
+@pytest.mark.parametrize("background", [65535, 1])
+def test_a_label_whose_background_is_not_0_fails_naming_the_value(tree, tmp_path, capsys, background):
+    path = tree / "labels" / "cell_00_fluo16_label.tiff"
+    lab = tifffile.imread(path).astype(np.uint16)
+    tifffile.imwrite(path, np.where(lab > 0, lab + (background == 1), background).astype(np.uint16))
+    rc, printed, report = _convert(tree, tmp_path / "out", capsys)
+    rec = _records(report)["cell_00_fluo16"]
+    assert rc == 1 and (rec["verdict"], rec["reason"]) == ("failed", "background_not_zero")
+    assert f"labels[labels == {background}] = 0" in printed and "cell_00_fluo16_label.tiff" in rec["detail"]
+    assert ("largest value a uint16" in rec["detail"]) == (background == 65535)
+    assert _records(report)["cell_08_sparse"]["verdict"] == "converted"
+
+
+def _grid_label(shape: tuple[int, int], cells: int) -> np.ndarray:
+    """``cells`` 6 x 6 cells with ids 1..cells on a 10-pixel grid (far apart from each other)."""
+    lab = np.zeros(shape, np.int32)
+    per_row = (shape[1] - 4) // 10
+    for i in range(cells):
+        y, x = 2 + 10 * (i // per_row), 2 + 10 * (i % per_row)
+        lab[y:y + 6, x:x + 6] = i + 1
+    return lab
+
+
+def test_8_bit_label_with_wrapped_ids_fails_naming_the_cause(tree, tmp_path, capsys):
+    path = tree / "labels" / "cell_00_fluo16_label.tiff"  # 192 x 192: room for 18 x 18 cells
+    tifffile.imwrite(path, (_grid_label((192, 192), 310) % 256).astype(np.uint8))  # 310 cells -> ids mod 256
+    rc, printed, report = _convert(tree, tmp_path / "out", capsys)
+    rec = _records(report)["cell_00_fluo16"]
+    assert rc == 1 and (rec["verdict"], rec["reason"]) == ("failed", "ids_wrapped")
+    assert "54 of its 255 ids" in rec["detail"] and "8-bit" in rec["detail"] and "uint16" in printed
+
+
+def test_wider_label_with_ids_shared_by_distant_cells_converts_with_a_warning(tree, tmp_path, capsys):
+    path = tree / "labels" / "cell_00_fluo16_label.tiff"
+    lab = _grid_label((192, 192), 300)
+    tifffile.imwrite(path, np.where(lab > 0, (lab - 1) % 200 + 1, 0).astype(np.uint16))  # ids 1..100 twice
+    rc, printed, report = _convert(tree, tmp_path / "out", capsys)
+    rec = _records(report)["cell_00_fluo16"]
+    assert rc == 0 and rec["verdict"] == "converted" and len(rec["warnings"]) == 1
+    assert "100 of its 200 ids" in rec["warnings"][0] and "cell_00_fluo16: warning:" in printed
+    assert report["summary"]["warnings"] == 1
+    assert "**Warnings**" in (tmp_path / "out" / "conversion_report.md").read_text()
+    assert not _records(report)["cell_08_sparse"]["warnings"]  # real masks: no warning
+
+
+def test_a_training_image_too_small_to_train_on_gets_a_warning(tree, tmp_path, capsys):
+    tifffile.imwrite(tree / "images" / "tiny.tif", np.array([[10, 200], [300, 4000]], np.uint16))
+    tifffile.imwrite(tree / "labels" / "tiny_label.tiff", np.array([[0, 1], [1, 1]], np.uint16))
+    rc, printed, report = _convert(tree, tmp_path / "out", capsys)
+    rec = _records(report)["tiny"]
+    assert rc == 0 and rec["verdict"] == "converted"
+    assert "tiny.tif is only 2 x 2 pixels: too small to train on" in rec["warnings"][0]
+    assert "tiny: warning:" in printed and "tiny.tif" in printed
+
+
+def test_a_png_label_read_read_only_is_checked_without_error(tree, tmp_path, capsys):
+    from PIL import Image
+
+    path = tree / "labels" / "cell_00_fluo16_label.tiff"
+    Image.fromarray(tifffile.imread(path).astype(np.uint16)).save(tree / "labels" / "cell_00_fluo16_label.png")
+    path.unlink()  # the PNG is its label now (PIL gives a read-only array, which cc3d refused)
+    rc, printed, report = _convert(tree, tmp_path / "out", capsys)
+    rec = _records(report)["cell_00_fluo16"]
+    assert rc == 0 and rec["verdict"] == "converted" and not rec["warnings"], printed

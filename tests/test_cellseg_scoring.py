@@ -389,3 +389,47 @@ def test_real_labels_perfect_and_perturbed(tmp_path):
     r = cs.score_folders(CELLS2D / "labels", tmp_path / "pred", progress=False)
     assert r["n_images"] == len(labels) and not r["failed"] and not r["missing"]
     assert r["mean_f1"] == pytest.approx(np.mean([row["f1"] for row in r["per_image"]]))
+
+
+# --------------------------------------------------------------------------------------
+# Raw images given as predictions (--pred_suffix matching the images' names)
+# --------------------------------------------------------------------------------------
+def _noise_image(seed: int) -> np.ndarray:
+    """A grey 16-bit "microscopy image": every pixel non-zero, neighbours rarely equal."""
+    return np.random.default_rng(seed).integers(100, 4000, (40, 40)).astype(np.uint16)
+
+
+def test_a_folder_of_raw_images_as_predictions_is_refused(tmp_path, capsys):
+    gt_dir, pred_dir = tmp_path / "gt", tmp_path / "images"
+    a = canvas()
+    a[5:10, 5:10], a[20:30, 20:30] = 1, 2
+    pred_dir.mkdir()
+    for i, name in enumerate(("x", "y", "z")):
+        write(gt_dir, name, a)
+        tifffile.imwrite(pred_dir / f"{name}.tif", _noise_image(i))
+    with pytest.raises(cs.NotInstanceMasks, match="3 of the 3 predictions"):
+        cs.score_folders(gt_dir, pred_dir, pred_suffix=".tif", progress=False)
+    out = tmp_path / "s.json"
+    assert cs.main(["--gt", str(gt_dir), "--pred", str(pred_dir), "--pred_suffix", ".tif", "--out", str(out),
+                    "--no_progress"]) == 2
+    err = capsys.readouterr().err
+    assert "look like raw images, not instance masks" in err and "x.tif" in err and "<stem>.tif" in err, err
+    assert not out.exists()
+
+
+def test_one_raw_image_among_masks_fails_alone_and_float_intensities_too(tmp_path):
+    gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
+    a = canvas()
+    a[5:10, 5:10], a[20:30, 20:30] = 1, 2
+    for name in ("m1", "m2", "m3", "img", "flt"):
+        write(gt_dir, name, a)
+    for name in ("m1", "m2", "m3"):
+        write(pred_dir, name, a)
+    write(pred_dir, "img", _noise_image(0))
+    write(pred_dir, "flt", a.astype(np.float32) * 0.37)
+    r = cs.score_folders(gt_dir, pred_dir, progress=False)
+    errors = {f["name"]: f["error"] for f in r["failed"]}
+    assert set(errors) == {"img_label.tiff", "flt_label.tiff"} and r["n_scored"] == 3
+    assert "raw image" in errors["img_label.tiff"] and "neighbours" in errors["img_label.tiff"]
+    assert "fractional float32" in errors["flt_label.tiff"]
+    assert r["mean_f1"] == pytest.approx(3 / 5)

@@ -43,6 +43,7 @@ import numpy as np
 import tifffile
 from tqdm import tqdm
 
+from auto3dseg.evaluation.cellseg_inputs import NotInstanceMasks, image_like_problem
 from auto3dseg.evaluation.cellseg_metrics import match_instances, remove_border_instances, score_image
 from converters.outputs import atomic_write_text
 
@@ -70,6 +71,18 @@ def _read_mask(path: Path) -> np.ndarray:
 def _listing(folder: Path, suffix: str) -> dict[str, Path]:
     return {p.name[: len(p.name) - len(suffix)]: p for p in sorted(folder.iterdir())
             if p.is_file() and p.name.endswith(suffix)}
+
+
+def _refuse_images(pred_dir: Path, suffix: str, images: list[tuple[str, str]], n: int) -> None:
+    """Raise :class:`NotInstanceMasks` when most of the ``n`` predictions compared look like raw images
+    (a folder of images given as --pred): no score is better than an F1 of 0 without a hint."""
+    if not images or 2 * len(images) <= n:
+        return
+    shown = ", ".join(name for name, _ in images[:3]) + (", ..." if len(images) > 3 else "")
+    raise NotInstanceMasks(f"{len(images)} of the {n} predictions in {pred_dir} ({shown}) look like raw images, "
+                           f"not instance masks ({images[0][0]}: {images[0][1]}). Give --pred the folder of "
+                           f"predicted instance masks (0 = background, one id per cell) named <stem>{suffix}, e.g. "
+                           "the submission folder written by the prediction, not the images folder")
 
 
 def _finite(x: Any) -> float | None:
@@ -104,6 +117,9 @@ def score_folders(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, *, gt_
     ------
     FileNotFoundError
         A folder is missing or holds no truth file.
+    NotInstanceMasks
+        Most predictions look like raw images (colour, fractional values, grey levels that are
+        no blobs); fewer such files fail one by one.
 
     Examples
     --------
@@ -128,16 +144,23 @@ def score_folders(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, *, gt_
     rows: list[dict[str, Any]] = []
     failed: list[dict[str, str]] = []
     warnings: list[str] = []
-    for stem in tqdm(sorted(set(gts) & set(preds)), disable=not progress, desc="CellSeg F1", unit="image"):
+    images: list[tuple[str, str]] = []  # predictions that look like raw images, and why
+    common = sorted(set(gts) & set(preds))
+    for stem in tqdm(common, disable=not progress, desc="CellSeg F1", unit="image"):
         name = preds[stem].name
         try:
-            s = score_image(_read_mask(gts[stem]), _read_mask(preds[stem]), iou_threshold=iou_threshold)
+            pred = _read_mask(preds[stem])
+            if looks := image_like_problem(pred):
+                images.append((name, looks))
+                raise ValueError(f"not an instance mask, a raw image? {looks}")
+            s = score_image(_read_mask(gts[stem]), pred, iou_threshold=iou_threshold)
         except Exception as exc:  # noqa: BLE001 - reported per image, never aborts the batch
             failed.append({"name": name, "error": f"{name} (truth {gts[stem].name}): {exc}"})
             continue
         rows.append({"name": name, **{k: s[k] for k in ROW_KEYS[1:6]},
                      **{k: _finite(np.round(s[k], 4)) for k in ROW_KEYS[6:]}})  # official rounding
         warnings += [f"{name}: {w}" for w in s["warnings"]]
+    _refuse_images(pred_dir, pred_suffix, images, len(common))
     f1s = [math.nan if r["f1"] is None else r["f1"] for r in rows]
     all_f1 = f1s + [0.0] * (len(missing) + len(failed))
     if missing:
@@ -224,7 +247,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns
     -------
     int
-        0 when scored, 2 for bad input (a folder missing, no truth file, ``--iou`` outside (0, 1]).
+        0 when scored, 2 for bad input (a folder missing, no truth file, predictions that are mostly raw
+        images rather than instance masks, ``--iou`` outside (0, 1]).
 
     Examples
     --------
@@ -257,6 +281,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = score_folders(args.gt, args.pred, gt_suffix=args.gt_suffix, pred_suffix=args.pred_suffix,
                                iou_threshold=args.iou, progress=not args.no_progress)
+    except NotInstanceMasks as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except FileNotFoundError as exc:
         print(f"error: {exc}. Pass --gt and --pred folders of <stem>_label.tiff masks, or set --gt_suffix/"
               "--pred_suffix to the file endings you use.", file=sys.stderr)

@@ -18,9 +18,10 @@ Run ``python -m converters.cells.convert --help`` for the options. The steps:
 
 Exit status of the command: 0 when every image was converted, resumed, or skipped for a
 reason that is no defect (:data:`converters.cells.item.SKIP_REASONS`); 1 when any image
-failed (unreadable, invalid, constant training image, binary mask, misnamed label...), with
-the datalist written for the others and every failure named; 2 for usage errors and a full
-disk or read-only output folder.
+failed (unreadable, invalid, constant training image, binary mask, background not 0, 8-bit
+ids wrapped, misnamed label...), with the datalist written for the others and every failure
+named; 2 for usage errors and a full disk or read-only output folder. Converted images that
+need a look (too small to train on, ids shared by distant blobs) are warned about.
 """
 
 from __future__ import annotations
@@ -112,18 +113,32 @@ def _without_label_files(root: Path, files: list[Path], labels_dir: str | os.Pat
     Raises
     ------
     ValueError
-        Every file is named as a label is: --images holds masks (given the labels' folder, or swapped).
+        Most files are named as labels are, and are no other file's label: --images holds
+        masks (given the labels' folder, or swapped), a stray file or two among them or not.
+        (When --images and --labels are one folder, such masks are left out, not refused,
+        unless the folder holds nothing else.)
     """
     from converters.cells.images import image_stem
 
     masks = [f for f in files if image_stem(f).endswith("_label")]
-    if files and len(masks) == len(files):
-        raise ValueError(f"--images {root}: all {len(files)} files are named <stem>_label.*, as label masks are "
-                         f"(e.g. {masks[0].name}): pass the folder of the images as --images and the masks' folder "
-                         "as --labels (were they swapped?)")
     same = labels_dir is not None and Path(labels_dir).resolve() == root.resolve()
     plain = {image_stem(f) for f in files} - {image_stem(f) for f in masks}
+    lone = [f for f in masks if image_stem(f)[: -len("_label")] not in plain]  # the label of no file here
+    if lone and (len(lone) == len(files) or (not same and 2 * len(lone) > len(files))):
+        _refuse_masks_as_images(root, files, lone)
     return [f for f in files if f not in masks or not (same or image_stem(f)[: -len("_label")] in plain)]
+
+
+def _refuse_masks_as_images(root: Path, files: list[Path], masks: list[Path]) -> None:
+    """Raise the error of an --images folder that holds mostly label masks (judged by the majority of its
+    files, so that a stray file or two among the masks cannot turn them all into testing images)."""
+    what = f"all {len(files)}" if len(masks) == len(files) else f"{len(masks)} of its {len(files)}"
+    others = [f.name for f in files if f not in masks]
+    rest = (f"; the other {len(others)} ({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}) would "
+            "become testing images of masks" if others else "")
+    raise ValueError(f"--images {root}: {what} files are named <stem>_label.*, as label masks are (e.g. "
+                     f"{masks[0].name}), and no image there is theirs{rest}: pass the folder of the images as --images "
+                     "and the masks' folder as --labels (were they swapped?)")
 
 
 def _problem(stem: str, image: Path, label: str | None, reason: str, detail: str, kind: str | None = None,
@@ -332,7 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "without a label become 'testing' entries (a blank one too, so that it gets its "
                     "<stem>_label.tiff). A bad image fails, named with its reason, and the others convert: "
                     "unreadable image or label, NaN/inf pixels, label of another size, multi-channel or binary (not "
-                    "instance ids) label, a "
+                    "instance ids) label, a label whose background is not 0 (e.g. 65535), an 8-bit label whose "
+                    "ids wrapped around (cells sharing ids), a "
                     "constant training image, a label named like <stem>_labels.tiff or <stem>_mask.png (misnamed), "
                     "two images with one stem. Labels that match no image are warned about. Exit status: 0 when "
                     "every image was converted, resumed or skipped for a reason that is no defect (empty_label: no "
@@ -390,6 +406,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {r['stem']}: {r['verdict']} ({r['reason']}) {r.get('detail', '')}")
         elif r.get("blank"):
             print(f"  {r['stem']}: note: blank testing image, converted so that it gets its <stem>_label.tiff")
+        for warning in r.get("warnings", []) if r["verdict"] == "converted" else []:
+            print(f"  {r['stem']}: warning: {warning}")
     for u in report.get("unmatched_labels", []):
         print(f"  warning: {u['detail']}")
     folds = report["folds"]

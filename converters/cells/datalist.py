@@ -87,6 +87,7 @@ def build_cell_report(records: Sequence[dict], settings: dict, fold_info: dict, 
             "failed_by_reason": dict(failures),
             "blank_testing_images": sum(1 for r in records if r.get("blank") and r["verdict"] == "converted"),
             "unmatched_labels": len(unmatched_labels),
+            "warnings": sum(len(r.get("warnings", [])) for r in records if r["verdict"] == "converted"),
             "resumed": sum(1 for r in records if r.get("resumed")),
             "tiled": sum(1 for r in records if r.get("tiled")),
             "training_items": sum(len(r["items"]) for r in records if r["kind"] == "train"),
@@ -124,6 +125,10 @@ def render_cell_report_markdown(report: dict) -> str:
     if s.get("failed_by_reason"):
         lines += ["**Failed**: " + ", ".join(f"{k} {v}" for k, v in sorted(s["failed_by_reason"].items()))
                   + " (fix or remove them and run the same command again)", ""]
+    if s.get("warnings"):
+        lines += ["**Warnings** (converted, but check them):", ""]
+        lines += [f"* {_cell(r['stem'])}: {_cell(w)}" for r in report["images"] if r["verdict"] == "converted"
+                  for w in r.get("warnings", [])] + [""]
     if report.get("unmatched_labels"):
         lines += ["Label files that are no image's label (not used):", ""]
         lines += [f"* `{u['label']}`: {u['detail']}" for u in report["unmatched_labels"]] + [""]
@@ -132,7 +137,8 @@ def render_cell_report_markdown(report: dict) -> str:
     for r in report["images"]:
         size = "x".join(str(v) for v in r.get("original_shape", []) or [])
         chans = f"{r.get('channels_in', '')}→3" if r.get("channels_in") else ""
-        notes = "; ".join(list(r.get("notes", [])) + ([r["detail"]] if r.get("detail") else []))
+        notes = "; ".join(list(r.get("notes", [])) + [f"**warning**: {w}" for w in r.get("warnings", [])]
+                          + ([r["detail"]] if r.get("detail") else []))
         lines.append(f"| {_cell(r['stem'])} | {r['kind']} | {r['verdict']} | {_cell(r.get('reason'))} | {size} | "
                      f"{_cell(r.get('dtype'))} | {chans} | {len(r.get('items', []))} | {_cell(r.get('cells'))} | "
                      f"{_cell(notes)} |")

@@ -120,6 +120,29 @@ def _fail(rec: dict, reason: str, detail: str) -> None:
     rec.update(verdict="failed", reason=reason, detail=detail)
 
 
+def _warn(rec: dict, text: str) -> None:
+    """Record a warning: printed by the converter and listed in the report; the image still converts."""
+    rec["warnings"].append(text)
+
+
+def _check_ids(rec: dict, labels: np.ndarray, path: str) -> bool:
+    """Fail (return True) or warn about a label whose ids would convert wrong: a non-zero
+    background, or ids wrapped around (:mod:`converters.cells.label_checks`)."""
+    from converters.cells.label_checks import background_problem, wrapped_ids_problem
+
+    background = background_problem(labels, path)
+    if background:
+        _fail(rec, "background_not_zero", background)
+        return True
+    wrapped = wrapped_ids_problem(labels, path)
+    if wrapped and wrapped[1]:
+        _fail(rec, "ids_wrapped", wrapped[0])
+        return True
+    if wrapped:
+        _warn(rec, wrapped[0])
+    return False
+
+
 def convert_cell_image(src: dict, output_dir: str | os.PathLike, max_pixels: int | None = None,
                        overlap: int = 64) -> dict:
     """Convert one image; return its record. Never raises for a bad image.
@@ -139,11 +162,12 @@ def convert_cell_image(src: dict, output_dir: str | os.PathLike, max_pixels: int
     -------
     dict
         ``verdict`` (converted, skipped, failed), ``reason``, ``detail``, the image's
-        original shape and dtype, what was done to its channels, and its ``items``.
+        original shape and dtype, what was done to its channels, ``notes``, ``warnings``
+        (things the user should check: a tiny image, ids split into many blobs) and its ``items``.
     """
     rec: dict[str, Any] = {"stem": src["stem"], "image": str(src["image"]), "label": src.get("label"),
                            "kind": "train" if src.get("label") else "test", "verdict": None, "reason": "",
-                           "detail": "", "notes": [], "items": []}
+                           "detail": "", "notes": [], "warnings": [], "items": []}
     t0 = time.perf_counter()
     out = Path(output_dir)
     try:
@@ -266,6 +290,7 @@ def _derived_from(plane: np.ndarray, labels: np.ndarray, max_pixels: int = 1_000
 
 def _convert(src: dict, out: Path, rec: dict, max_pixels: int | None, overlap: int) -> None:
     from converters.cells.images import CellImageError, normalise_image, read_cell_image, read_cell_label
+    from converters.cells.label_checks import small_image_note
     from converters.cells.targets import cell_targets
 
     stem = src["stem"]
@@ -278,6 +303,11 @@ def _convert(src: dict, out: Path, rec: dict, max_pixels: int | None, overlap: i
                dtype=str(info.get("dtype", image.dtype)), layout=info.get("layout"),
                channels_in=info.get("channels_in"), channels_used=info.get("channels_used"))
     rec["notes"] += list(info.get("notes", []))
+    small = small_image_note((h, w), str(src["image"]), bool(src.get("label")))
+    if small and src.get("label"):
+        _warn(rec, small)
+    elif small:
+        rec["notes"].append(small)
     nonfinite = _non_finite(image, str(src["image"]))
     if nonfinite:
         return _fail(rec, "non_finite_pixels", nonfinite)
@@ -309,6 +339,8 @@ def _convert(src: dict, out: Path, rec: dict, max_pixels: int | None, overlap: i
         binary = binary_mask_problem(labels, src["label"])
         if binary:
             return _fail(rec, "binary_mask", binary)
+        if _check_ids(rec, labels, str(src["label"])):
+            return None
 
     norm, ninfo = normalise_image(image)
     del image
