@@ -3,6 +3,8 @@ annotated class ids."""
 
 from __future__ import annotations
 
+import os
+
 from collections import Counter, defaultdict
 from typing import Any
 
@@ -215,6 +217,13 @@ class ContentChecks:
             self.problems.append(f"{text}; to check it for analysis only (no training): python -m datalists.validate "
                                  "--allow-single-fold, or validate_datalist(..., allow_single_fold=True)")
 
+    def _same_file(self, path: str) -> str:
+        """One spelling per file: ``./images/a.nii.gz``, ``images//a.nii.gz`` and the absolute
+        path under the data root are one image (compared as strings, they hid a leak)."""
+        root = getattr(self, "root", None)
+        joined = os.path.join(str(root), path) if root is not None else path
+        return os.path.normpath(os.path.abspath(joined))
+
     def check_duplicates(self) -> None:
         first_image: dict[Any, str] = {}
         first_label: dict[str, str] = {}
@@ -222,7 +231,8 @@ class ContentChecks:
             for i, item in self.items(section):
                 image = item.get("image")
                 if _valid_image(image):
-                    key = image if isinstance(image, str) else tuple(image)
+                    key = self._same_file(image) if isinstance(image, str) else tuple(
+                        self._same_file(str(p)) for p in image)
                     if key in first_image:
                         self.problem(
                             self.desc(section, i),
@@ -233,14 +243,15 @@ class ContentChecks:
                         first_image[key] = f"{section}[{i}]"
                 label = item.get("label")
                 if isinstance(label, str) and label and section in _LABELLED_SECTIONS:
-                    if label in first_label:
+                    same = self._same_file(label)
+                    if same in first_label:
                         self.problem(
                             self.desc(section, i),
-                            f"label {label!r} is already used by {first_label[label]}; each item needs its own label",
+                            f"label {label!r} is already used by {first_label[same]}; each item needs its own label",
                         )
                     else:
-                        first_label[label] = f"{section}[{i}]"
-                    if label in _image_paths(item):
+                        first_label[same] = f"{section}[{i}]"
+                    if same in {self._same_file(str(p)) for p in _image_paths(item)}:
                         self.problem(self.desc(section, i),
                                      "label is the same file as the image; point it at the label file")
 

@@ -332,6 +332,23 @@ def test_duplicate_images(dataset):
     assert "training[0]" in msg
 
 
+@pytest.mark.parametrize("spell", [lambda root, p: "./" + p, lambda root, p: str(root / p),
+                                   lambda root, p: p.replace("/", "//")])
+def test_one_image_spelt_two_ways_is_a_duplicate(dataset, spell):
+    """The same crop in two folds, once as ``./images/x`` or an absolute path: a leak that
+    string comparison let through."""
+    import copy
+
+    root, datalist = dataset
+    twin = copy.deepcopy(datalist["training"][0])
+    twin["fold"] = 1 - int(twin["fold"])
+    twin["image"], twin["label"] = spell(root, twin["image"]), spell(root, twin["label"])
+    datalist["training"].append(twin)
+    problems = _problems(datalist, root)
+    assert any("already listed as training[0]" in p for p in problems), problems
+    assert any("is already used by training[0]" in p for p in problems), problems
+
+
 def test_missing_files(dataset):
     root, datalist = dataset
     (root / "labels/synth-2_crop4.nii.gz").unlink()
