@@ -7,6 +7,7 @@ the comments from the rule (never read back from the implementation).
 from __future__ import annotations
 
 import math
+import re
 import sys
 import zipfile
 from pathlib import Path
@@ -320,3 +321,20 @@ def test_cellseg_pred_folder_without_label_files_is_refused_naming_what_it_holds
     err = capsys.readouterr().err
     assert "no prediction file ending in '_label.tiff'" in err and "a.tif" in err and "raw images" in err, err
     assert not (tmp_path / "f1.json").exists()
+
+
+@pytest.mark.parametrize("rules", ["official", "strict"])
+@pytest.mark.parametrize("attrs, words", [
+    (at((4, 4, 4), (0.0, 8.0, 8.0)), "'voxel_size' [0.0, 8.0, 8.0] must be positive sizes"),
+    (at((4, 4, 4), (-8.0, 8.0, 8.0)), "'voxel_size' [-8.0, 8.0, 8.0] must be positive sizes"),
+    (at((float("nan"), 4, 4)), "'translation' [nan, 4.0, 4.0] must be finite numbers"),
+])
+def test_impossible_voxel_size_or_translation_is_named(tmp_path, rules, attrs, words):
+    """voxel_size 0 scored the label 0 in silence, a negative one said "does not reach the crop",
+    a NaN translation ended in numpy's broadcast error or scored as empty."""
+    truth_mito = np.zeros((10, 10, 10), np.uint16)
+    truth_mito[1:4, 1:4, 1:4] = 1
+    truth = write_store(tmp_path / "truth.zarr", {(1, "mito"): (truth_mito, at((4, 4, 4)))})
+    sub = write_store(tmp_path / "sub.zarr", {(1, "mito"): (truth_mito, attrs)})
+    with pytest.raises(ScoringInputError, match=r"crop1/mito: " + re.escape(words)):
+        score(sub, truth, rules=rules)

@@ -18,6 +18,8 @@ Example::
 
 from __future__ import annotations
 
+import math
+
 import contextlib
 import os
 import re
@@ -117,6 +119,10 @@ def label_attr(attrs: Mapping[str, Any], name: str, where: str, aliases: bool = 
         raise ScoringInputError(f"{where}: '{name}' must be 3 numbers (z, y, x, nm), got {value!r}") from None
     if len(vec) != 3:
         raise ScoringInputError(f"{where}: '{name}' must be 3 numbers (z, y, x, nm), got {value!r}")
+    if not all(math.isfinite(v) for v in vec) or (name == "voxel_size" and min(vec) <= 0):
+        need = "positive sizes" if name == "voxel_size" else "finite numbers"
+        raise ScoringInputError(f"{where}: '{name}' {list(vec)} must be {need} (z, y, x, nm): the array cannot be "
+                                "placed on the crop; write it with the crop's voxel_size and translation")
     return vec  # type: ignore[return-value]
 
 
