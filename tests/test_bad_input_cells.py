@@ -383,3 +383,23 @@ def test_a_png_label_read_read_only_is_checked_without_error(tree, tmp_path, cap
     rc, printed, report = _convert(tree, tmp_path / "out", capsys)
     rec = _records(report)["cell_00_fluo16"]
     assert rc == 0 and rec["verdict"] == "converted" and not rec["warnings"], printed
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--max_pixels", "100"], "--max_pixels 100: tiles of at most 100 pixels are too small"),
+    (["--max_pixels", "0"], "--max_pixels 0: tiles of at most 0 pixels"),
+    (["--max_pixels", "40000", "--tile_overlap", "150"], "--tile_overlap 150: tiles of --max_pixels 40000 are about 200"),
+    (["--tile_overlap", "-1"], "--tile_overlap -1: give 0 or more"),
+    (["--workers", "-1"], "--workers -1: give 1 or more"),
+])
+def test_tiling_flags_that_would_run_away_are_refused(synthetic_cells, tmp_path, capsys, flags, words):
+    """--max_pixels 100 wrote 240,000 tiles of one image before it was stopped; an overlap of most
+    of a tile stepped one pixel at a time."""
+    from converters.cells import convert as cc
+
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exc:
+        cc.main(["--images", str(synthetic_cells / "images"), "--labels", str(synthetic_cells / "labels"),
+                 "--output_dir", str(out), *flags])
+    assert exc.value.code == 2 and words in capsys.readouterr().err
+    assert not out.exists()

@@ -168,7 +168,7 @@ def test_rerun_resumes_and_other_settings_are_refused(synthetic_cells, tmp_path,
     assert cc.main(args) == 0
     assert "13 resumed" in capsys.readouterr().out
     assert stamp == {p: p.stat().st_mtime_ns for p in (out / "images").iterdir()}
-    assert cc.main([*args, "--max_pixels", "1000"]) == 2
+    assert cc.main([*args, "--max_pixels", "20000"]) == 2
     assert "other settings" in capsys.readouterr().err
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -375,8 +376,41 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: the fewest pixels a training tile may hold (128 x 128): smaller ones are too small to train on,
+#: and a limit such as 100 cut one image into hundreds of thousands of files
+MIN_TILE_PIXELS = 128 * 128
+
+
+def flag_problems(args: argparse.Namespace) -> list[str]:
+    """Values of the tiling and process flags that would run away or mean nothing, each with the fix.
+
+    >>> flag_problems(build_parser().parse_args(["--images", "i", "--output_dir", "o", "--max_pixels", "100"]))[0][:40]
+    '--max_pixels 100: tiles of at most 100 p'
+    """
+    problems = []
+    if args.workers < 0:
+        problems.append(f"--workers {args.workers}: give 1 or more processes (0 converts in this process)")
+    if args.max_pixels is not None and args.max_pixels < MIN_TILE_PIXELS:
+        problems.append(f"--max_pixels {args.max_pixels}: tiles of at most {args.max_pixels} pixels are too small to "
+                        f"train on (and would be many files); give at least {MIN_TILE_PIXELS} (128 x 128), e.g. "
+                        "4194304 for 2048 x 2048, or leave it out to keep images whole")
+    if args.tile_overlap < 0:
+        problems.append(f"--tile_overlap {args.tile_overlap}: give 0 or more pixels")
+    elif args.max_pixels is not None and args.max_pixels >= MIN_TILE_PIXELS:
+        side = math.isqrt(int(args.max_pixels))
+        if args.tile_overlap * 2 >= side:
+            problems.append(f"--tile_overlap {args.tile_overlap}: tiles of --max_pixels {args.max_pixels} are about "
+                            f"{side} pixels on a side; neighbours would overlap by half of it or more (one image "
+                            f"became tens of thousands of tiles): give an overlap under {side // 2}")
+    return problems
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    problems = flag_problems(args)
+    if problems:
+        parser.error("\n  ".join(problems))
     if args.labels and not Path(args.labels).is_dir():
         print(f"error: --labels {args.labels}: no such folder", file=sys.stderr)
         return 2
