@@ -35,7 +35,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from auto3dseg.orchestration.cli_checks import check_output_dir, check_predict_images, check_trained, task_bundle
+from auto3dseg.orchestration.cli_checks import (check_output_dir, check_predict_images, check_trained,
+                                               expand_predict_images, task_bundle)
 from auto3dseg.orchestration.cli_steps import (
     has_test_labels,
     has_testing,
@@ -120,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--ensemble_method", choices=["best_by_fold", "best_n"], default="best_by_fold",
                    help="MONAI ensemble: best network of each fold, or the N best bundles (default: best_by_fold)")
     g.add_argument("--n_best", type=_positive_int, default=5, help="N of best_n (default: 5)")
-    g.add_argument("--images", nargs="+", help="images for --mode predict (NIfTI)")
+    g.add_argument("--images", nargs="+", help="images for --mode predict (NIfTI, converted as the training data "
+                   "were), or folders of them")
     g.add_argument("--output_dir", help="where --mode predict writes (default: <work_dir>/predictions)")
     g.add_argument("--tta", action="store_true",
                    help="test-time augmentation for ensemble, predict and oof: each block is also predicted mirrored "
@@ -175,14 +177,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "process per GPU")
     g.add_argument("--slurm_cpus", type=_positive_int, help="CPUs per task (default: 8, or the largest node's if "
                    "fewer); threads per process = CPUs / GPUs")
-    g.add_argument("--slurm_mem", help="memory per job, e.g. 64G (default: the partition's)")
-    g.add_argument("--slurm_time", help="time limit per job, e.g. 2-00:00:00 (default: the partition's); a task "
+    g.add_argument("--slurm_mem", type=_slurm_mem, help="memory per job, e.g. 64G (default: the partition's)")
+    g.add_argument("--slurm_time", type=_slurm_time, help="time limit per job, e.g. 2-00:00:00 (default: the partition's); a task "
                    "that runs out resumes from its last epoch when the command is run again")
     g.add_argument("--slurm_args", help="extra sbatch arguments for every job; give them with =, e.g. "
                    "--slurm_args=\"--constraint=a100 --exclusive\"")
     g.add_argument("--dry_run", action="store_true", help="--mode slurm: print the sbatch commands and job "
                    "scripts, submit nothing")
-    p.add_argument("--wait_lock", nargs="?", const="inf", metavar="SECONDS",
+    p.add_argument("--wait_lock", nargs="?", const="inf", metavar="SECONDS", type=_wait_seconds,
                    help="when another run holds this bundle or step (training, analyze, generate, ensemble, submit), "
                    "wait for it (for ever, or SECONDS) instead of stopping with an error naming it")
     p.add_argument("--debug", action="store_true", help="show the Python traceback of an error instead of the one-line "
@@ -305,6 +307,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.truth and not Path(args.truth).exists():  # checked before the work it would score
+        print(f"error: --truth {args.truth}: no such file or folder; give the ground truth (a CellMap store or "
+              "test_truth.zarr; for cells a folder of <stem>_label.tiff), or leave it out", file=sys.stderr)
+        return 2
     from auto3dseg.orchestration.workdir import data_kind
 
     ignored = cells_problems(args, parser) if data_kind(datalist) == "cells" else []
@@ -394,6 +400,34 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _wait_seconds(text: str) -> str:
+    """argparse type of ``--wait_lock``: seconds >= 0, or inf."""
+    if text.strip().lower() in ("inf", "infinity"):
+        return "inf"
+    return str(_non_negative_float(text))
+
+
+def _slurm_time(text: str) -> str:
+    """argparse type of ``--slurm_time``: one of sbatch's forms (minutes, minutes:seconds,
+    hours:minutes:seconds, days-hours, days-hours:minutes, days-hours:minutes:seconds)."""
+    import re
+
+    t = text.strip()
+    if re.fullmatch(r"\d+(:\d{1,2}){0,2}|\d+-\d{1,2}(:\d{1,2}){0,2}", t) or t.upper() in ("UNLIMITED", "INFINITE"):
+        return t
+    raise argparse.ArgumentTypeError(f"{text!r} is not a Slurm time: give e.g. 90 (minutes), 12:00:00 or 2-00:00:00")
+
+
+def _slurm_mem(text: str) -> str:
+    """argparse type of ``--slurm_mem``: a whole number with an optional K, M, G or T unit."""
+    import re
+
+    t = text.strip()
+    if re.fullmatch(r"\d+[KMGTkmgt]?", t) and int(re.sub(r"\D", "", t)) > 0:
+        return t
+    raise argparse.ArgumentTypeError(f"{text!r} is not a Slurm memory size: give e.g. 64G or 16000M")
+
+
 def _gpus_arg(text: str) -> str:
     """argparse type of ``--gpus``: a count >= 0, a list of GPU ids, or cpu."""
     t = text.strip().lower()
@@ -457,6 +491,7 @@ def _run(args: argparse.Namespace, datalist: str, dataroot: str, overrides: dict
     if args.require_trained and mode in ("ensemble", "submit", "oof", "full"):
         check_trained(work, args.algos)
     if mode == "predict":
+        args.images = expand_predict_images(args.images)
         check_predict_images(args.images, datalist)
         if args.output_dir:
             check_output_dir(work, Path(args.output_dir))
@@ -511,5 +546,14 @@ def _settings_overrides(args: argparse.Namespace, work: Path, algos: Sequence[st
     return {**extra, **overrides}
 
 
+def cli() -> int:
+    """The command line (console script ``cellmap-auto3dseg``): :func:`main`, with Ctrl-C as one line."""
+    try:
+        return main()
+    except KeyboardInterrupt:  # Ctrl-C: what was written so far is kept (temporaries, markers written last)
+        print("\ninterrupted: finished work is kept; run the same command again to go on", file=sys.stderr)
+        return 130
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

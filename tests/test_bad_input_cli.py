@@ -496,3 +496,73 @@ def test_generate_force_waits_for_no_run_that_uses_the_bundles(generated, tmp_pa
         return {k: v for k, v in files.items() if "/segresnet_" in k and not k.endswith(".lock")}
 
     assert bundles(_files(work)) == bundles(before) and bundles(before)
+
+
+# ----------------------------------------------------------------------------- probe round 6: smaller messages
+@pytest.mark.parametrize("flags, words", [
+    (["--mode", "submit", "--wait_lock", "-3"], "argument --wait_lock: -3 is not allowed"),
+    (["--mode", "slurm", "--datalist", "d.json", "--slurm_time", "abc"], "'abc' is not a Slurm time"),
+    (["--mode", "slurm", "--datalist", "d.json", "--slurm_mem", "64X"], "'64X' is not a Slurm memory size"),
+    (["--mode", "validate", "--datalist", "d.json", "--force_new_datalist"],
+     "--force_new_datalist does nothing with --mode validate"),
+])
+def test_malformed_or_unread_flags_are_refused_at_parsing(generated, capsys, flags, words):
+    with pytest.raises(SystemExit) as exc:
+        run_auto3dseg.main([*flags, "--work_dir", str(generated)])
+    assert exc.value.code == 2 and words in capsys.readouterr().err
+
+
+def test_a_missing_truth_is_named_before_the_submission_is_made(generated, capsys):
+    before = _files(generated)
+    rc = run_auto3dseg.main(["--mode", "submit", "--work_dir", str(generated), "--truth", "/no/such/truth.zarr"])
+    assert rc == 2 and "--truth /no/such/truth.zarr: no such file or folder" in capsys.readouterr().err
+    assert _files(generated) == before
+
+
+def test_images_may_be_a_folder_of_nifti(tmp_path):
+    from auto3dseg.orchestration.cli_checks import expand_predict_images
+
+    (tmp_path / "b.nii.gz").write_bytes(b"")
+    (tmp_path / "a.nii").write_bytes(b"")
+    (tmp_path / ".hidden.nii.gz").write_bytes(b"")
+    assert expand_predict_images([str(tmp_path), "x.nii.gz"]) == [str(tmp_path / "a.nii"), str(tmp_path / "b.nii.gz"),
+                                                                  "x.nii.gz"]
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "c.tif").write_bytes(b"")
+    assert expand_predict_images([str(raw)]) == [str(raw / "c.tif")]  # the raw-image check then says how to convert
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="the folder is empty"):
+        expand_predict_images([str(tmp_path / "empty")])
+
+
+def test_override_typos_are_named_when_every_bundle_is_trained(generated, tmp_path, capsys, monkeypatch):
+    from auto3dseg.orchestration.workdir import Bundle
+
+    work = tmp_path / "work"
+    shutil.copytree(generated, work)
+    monkeypatch.setattr(Bundle, "done", property(lambda self: {"finished": True}))  # every bundle trained
+    rc = run_auto3dseg.main(["--mode", "train", "--work_dir", str(work), "--override", "num_epoch=5"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "no key 'num_epoch'" in err and "did you mean num_epochs" in err
+
+
+def test_submit_names_an_ensemble_that_is_running(generated, tmp_path, capsys):
+    from auto3dseg.orchestration.locks import step_lock
+
+    work = tmp_path / "work"
+    shutil.copytree(generated, work)
+    with step_lock(work / "ensemble_output", "ensemble"):
+        rc = run_auto3dseg.main(["--mode", "submit", "--work_dir", str(work)])
+    err = capsys.readouterr().err
+    assert rc != 0 and "ensemble.json is not written yet" in err and "running in another process" in err
+
+
+def test_ctrl_c_is_one_line(monkeypatch, capsys):
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_auto3dseg, "main", interrupted)
+    assert run_auto3dseg.cli() == 130
+    err = capsys.readouterr().err
+    assert "interrupted: finished work is kept" in err and "Traceback" not in err

@@ -9,7 +9,29 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["check_output_dir", "check_predict_images", "check_trained", "task_bundle"]
+__all__ = ["check_output_dir", "check_predict_images", "check_trained", "expand_predict_images", "task_bundle"]
+
+
+def expand_predict_images(images: Sequence[str]) -> list[str]:
+    """``--images`` with each folder replaced by the NIfTI images in it (sorted; as nnU-Net's
+    predict takes a folder). A folder without NIfTI gives its other files, so that the raw-image
+    check says how to convert them; an empty one is an error.
+
+    >>> expand_predict_images(["a.nii.gz"])
+    ['a.nii.gz']
+    """
+    out: list[str] = []
+    for entry in images:
+        folder = Path(entry)
+        if not folder.is_dir() or folder.suffix == ".zarr":  # a Zarr store is named by the raw-image check
+            out.append(entry)
+            continue
+        files = sorted(f for f in folder.iterdir() if f.is_file() and not f.name.startswith("."))
+        nifti = [str(f) for f in files if f.name.endswith((".nii.gz", ".nii"))]
+        if not files:
+            raise ValueError(f"--images {entry}: the folder is empty; give NIfTI images or a folder of them")
+        out += nifti or [str(f) for f in files]
+    return out
 
 
 def check_predict_images(images: Sequence[str], datalist: str) -> None:

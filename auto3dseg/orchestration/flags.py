@@ -46,6 +46,8 @@ FLAG_MODES: dict[str, tuple[str, ...]] = {
     "force": ("analyze", "generate", "train", "ensemble", "predict", "submit", "oof", "slurm"),
     **{f"slurm_{k}": ("slurm",) for k in ("partition", "account", "qos", "gpus", "cpus", "mem", "time", "args")},
     "dry_run": ("slurm",),
+    "force_new_datalist": ("analyze", "generate", "train", "ensemble", "predict", "submit", "oof", "tune_postprocess",
+                           "full", "slurm"),  # validate records nothing
 }
 
 #: flags (with a non-default value) that only CellMap data use

@@ -307,6 +307,10 @@ def train_bundles(work_dir: str | os.PathLike, *, algos: Sequence[str] | None = 
     todo = [b for b in bundles if force or not b.done]
     if todo:
         _check_bundles(work_dir, todo, overrides)
+    elif overrides:  # nothing trains now, but a typo is still named (it would be met when something does)
+        from auto3dseg.bundles.checks import check_overrides
+
+        check_overrides(bundles, overrides, {b.algo for b in list_bundles(Path(work_dir).resolve())})
     report = TrainReport()
     note = device_note(gpus) if todo else None
     if note:
