@@ -403,3 +403,20 @@ def test_tiling_flags_that_would_run_away_are_refused(synthetic_cells, tmp_path,
                  "--output_dir", str(out), *flags])
     assert exc.value.code == 2 and words in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_an_output_dir_that_holds_the_input_folders_is_refused(synthetic_cells, tmp_path, capsys):
+    """--output_dir set to the CellSeg layout's root wrote the NIfTI images among the user's images."""
+    import shutil
+
+    from converters.cells import convert as cc
+
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_cells / "images", data / "images")
+    shutil.copytree(synthetic_cells / "labels", data / "labels")
+    before = sorted(p.name for p in data.rglob("*"))
+    for out in (data, data / "images", data / "labels" / "sub"):
+        rc = cc.main(["--images", str(data / "images"), "--labels", str(data / "labels"), "--output_dir", str(out),
+                      "--no_progress"])
+        assert rc == 2 and "would write into the input folder" in capsys.readouterr().err
+    assert sorted(p.name for p in data.rglob("*")) == before

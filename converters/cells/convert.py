@@ -249,6 +249,20 @@ def _validate(datalist: dict, root: Path, allow_single_fold: bool = False) -> di
         return {"ok": False, "problems": list(exc.problems)}
 
 
+def _refuse_output_among_inputs(out: Path, inputs: list[Path]) -> None:
+    """``--output_dir`` writes images/, labels/ and instances/: never into (or over) an input folder.
+    The CellSeg layout's own root (holding images/ and labels/) was taken as the output and the
+    converted files went in among the user's images."""
+    out = out.resolve()
+    for folder in inputs:
+        folder = folder.resolve()
+        if out == folder or folder in out.parents or any(out / sub == folder for sub in
+                                                         ("images", "labels", "instances", "records")):
+            raise ValueError(f"--output_dir {out} would write into the input folder {folder} (the converter writes "
+                             "images/, labels/ and instances/ there): choose a folder of its own, e.g. "
+                             f"{folder.parent / (folder.parent.name + '_nifti')}")
+
+
 def convert_cells(output_dir: str | os.PathLike, images_dir: str | os.PathLike,
                   labels_dir: str | os.PathLike | None = None, *, num_folds: int = 5, max_pixels: int | None = None,
                   tile_overlap: int = 64, workers: int = 1, force: bool = False, dry_run: bool = False,
@@ -278,6 +292,7 @@ def convert_cells(output_dir: str | os.PathLike, images_dir: str | os.PathLike,
     if not sources and not problems:
         raise FileNotFoundError(f"--images {images_dir}: no {'/'.join(IMAGE_EXTENSIONS)} file")
     settings = _settings(max_pixels, tile_overlap)
+    _refuse_output_among_inputs(Path(output_dir), [Path(images_dir), *([Path(labels_dir)] if labels_dir else [])])
     if dry_run:
         return _dry_run(sources, problems, unmatched, settings, num_folds)
     out = Path(output_dir)
