@@ -338,3 +338,12 @@ def test_impossible_voxel_size_or_translation_is_named(tmp_path, rules, attrs, w
     sub = write_store(tmp_path / "sub.zarr", {(1, "mito"): (truth_mito, attrs)})
     with pytest.raises(ScoringInputError, match=r"crop1/mito: " + re.escape(words)):
         score(sub, truth, rules=rules)
+
+
+def test_a_misspelt_label_is_named_beside_the_missing_one(tmp_path):
+    truth_mito = np.zeros((10, 10, 10), np.uint16)
+    truth_mito[1:4, 1:4, 1:4] = 1
+    truth = write_store(tmp_path / "truth.zarr", {(1, "mito"): (truth_mito, at((4, 4, 4)))})
+    sub = write_store(tmp_path / "sub.zarr", {(1, "mitoo"): (truth_mito, at((4, 4, 4)))})
+    got = warned(score(sub, truth), "missing_label")
+    assert len(got) == 1 and "it holds 'mitoo', which is no label of the truth: misspelt?" in got[0]["message"]

@@ -34,6 +34,7 @@ Command line::
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import sys
 from collections.abc import Collection, Sequence
@@ -393,6 +394,11 @@ def score_submission(submission: str | os.PathLike[str], truth: str | os.PathLik
                                               "scored as missing, as the official scorer does"))
                 else:
                     why = "its crop folder is not in the submission" if crop_dir is None else "not in its crop folder"
+                    if crop_dir is not None:  # a misspelt name is the likely cause: say which one
+                        known = {u.label for u in truths if u.crop == t.crop}
+                        near = difflib.get_close_matches(t.label, sorted(set(sub.labels(crop_dir)) - known), n=1)
+                        if near:
+                            why += f"; it holds '{near[0]}', which is no label of the truth: misspelt?"
                     warns.append(make_warning(t.crop, t.label, "missing_label",
                                               f"missing from the submission ({why}): every truth voxel/object "
                                               "counts as a miss; an empty array would score better"))
