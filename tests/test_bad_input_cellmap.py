@@ -273,3 +273,161 @@ def test_blank_em_fails_training_crop_and_test_crop_converts_with_a_note(synthet
     assert "synth-1_crop101: test crop converted although its EM is constant" in captured.err
     datalist = json.loads((tmp_path / "o/datalist.json").read_text())
     assert not any("synth-1_crop1" in t["image"] for t in datalist["training"])
+
+
+# --------------------------------------------------------------------------------------
+# 7. round 4: EM levels whose declared scales disagree with their shapes, a crop listed twice
+#    (or as a training and a test crop), flags too small to mean anything, damaged label metadata
+# --------------------------------------------------------------------------------------
+def _edit_multiscales(group: Path, edit) -> None:
+    """Apply ``edit`` to the ``multiscales`` datasets list of the group's ``.zattrs`` (NaN allowed)."""
+    attrs = json.loads((group / ".zattrs").read_text())
+    edit(attrs["multiscales"][0]["datasets"])
+    (group / ".zattrs").write_text(json.dumps(attrs))
+
+
+def test_em_level_whose_scale_disagrees_with_its_shape_fails_its_crops(synthetic, tmp_path):
+    ds = make_tree(synthetic, tmp_path, ("crop1", "crop6"), ("synth-1", "synth-2"))
+    em = store(ds) / EM
+    # s0 says 4 nm, s1 16 nm, but s0's shape is only 2x s1's: one of them is wrong
+    _edit_multiscales(em, lambda d: d[0]["coordinateTransformations"][0].update(scale=[4.0, 4.0, 4.0]))
+    assert main(cli(ds, tmp_path / "o")) == 1
+    report = json.loads((tmp_path / "o/conversion_report.json").read_text())
+    rec = crop(report, "synth-1_crop1")
+    assert rec["verdict"] == "failed" and not rec["items"], rec
+    detail = rec["detail"]
+    assert f"{em}: the levels of this multiscale group disagree" in detail
+    assert "s0 (scale [4, 4, 4] nm, shape [64, 160, 160]" in detail
+    assert "s1 (scale [16, 16, 16] nm, shape [32, 80, 80]" in detail
+    assert "differ 4x, 4x, 4x but their shapes 2x, 2x, 2x" in detail and "fix that level's scale" in detail
+    assert crop(report, "synth-2_crop6")["verdict"] == "converted"  # its EM group is consistent
+
+
+def test_test_manifest_listing_a_training_crop_is_refused(synthetic, tmp_path, capsys):
+    ds = make_tree(synthetic, tmp_path)
+    manifest = tmp_path / "test_crop_manifest.csv"
+    rows = [r for r in (synthetic / "test_crop_manifest.csv").read_text().splitlines() if "synth-2" not in r]
+    rows.append("1,synth-1,mito,[8.0;8.0;8.0],[128.0;160.0;160.0],[32;64;64]")
+    manifest.write_text("\n".join(rows) + "\n")
+    assert main(cli(ds, tmp_path / "o", "--test_manifest", str(manifest))) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {manifest}:{len(rows)}: test crop synth-1_crop1 is also a training crop ({ds}:1)")
+    assert "remove it from the test manifest or from the datasplit" in err
+    assert not (tmp_path / "o").exists()
+    tests = cz.read_test_manifest(manifest, {"synth-1": str(store(ds))})
+    with pytest.raises(ValueError, match="synth-1_crop1 is also a training crop"):  # the library refuses too
+        convert(tmp_path / "o2", cz.read_datasplit(ds), tests, num_folds=1, progress=False)
+
+
+@pytest.mark.parametrize("where", ["datasplit", "manifest"])
+def test_a_row_listed_twice_is_refused_naming_both_lines(synthetic, tmp_path, capsys, where):
+    ds = make_tree(synthetic, tmp_path)
+    manifest = tmp_path / "test_crop_manifest.csv"
+    manifest.write_text("".join(r + "\n" for r in (synthetic / "test_crop_manifest.csv").read_text().splitlines()
+                                if "synth-2" not in r))
+    target = ds if where == "datasplit" else manifest
+    lines = target.read_text().splitlines()
+    repeated = lines[0] if where == "datasplit" else lines[1]
+    target.write_text("\n".join(lines + [repeated]) + "\n")
+    assert main(cli(ds, tmp_path / "o", "--test_manifest", str(manifest))) == 2
+    err = capsys.readouterr().err.strip()
+    n = len(lines) + 1
+    if where == "datasplit":
+        assert err.startswith(f"error: {ds}:{n}: crop 1 of dataset synth-1 (synth-1_crop1) is listed again "
+                              f"(first at {ds}:1)")
+    else:
+        assert err.startswith(f"error: {manifest}:{n}: test crop 101 of dataset synth-1, label 'mito', is listed "
+                              "again (first at line 2)")
+    assert "remove one of the two rows" in err and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("flag,value,says", [
+    ("--max_voxels", "1", "too small to train on"), ("--max_voxels", "0", "at least 4096"),
+    ("--max_voxels", "4095", "at least 4096"), ("--max_crops", "0", "must be at least 1"),
+    ("--max_crops", "-2", "must be at least 1")])
+def test_flag_values_too_small_are_usage_errors(synthetic, tmp_path, capsys, flag, value, says):
+    # a coarse, dry run: without the check it finishes quickly (rather than writing thousands of one-voxel tiles)
+    quick = ("--target_spacing", "64", "64", "64", "--max_crops", "1", "--dry_run")
+    with pytest.raises(SystemExit) as exc:
+        main(cli(synthetic / "datasplit.csv", tmp_path / "o", *quick, flag, value))
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}: " in err and value in err and says in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_max_voxels_too_small_is_refused_by_the_library(synthetic, tmp_path):
+    with pytest.raises(ValueError, match="--max_voxels 1: tiles of fewer than 4096 voxels"):
+        convert(tmp_path / "o", cz.read_datasplit(synthetic / "datasplit.csv")[:1], num_folds=1, max_voxels=1,
+                target_spacing=(64.0, 64.0, 64.0), progress=False)
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("level", ["s9", "foo"])
+def test_scale_no_em_group_has_is_a_usage_error_naming_the_levels(synthetic, tmp_path, capsys, level):
+    assert main(cli(synthetic / "datasplit.csv", tmp_path / "o", "--scale", level)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: --scale {level}: no EM group has a level named '{level}'")
+    assert "the levels there are s0, s1, s2 in" in err and "--scale auto" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_scale_one_dataset_lacks_skips_its_crops_saying_so(synthetic, tmp_path):
+    ds = make_tree(synthetic, tmp_path, ("crop1", "crop6"), ("synth-1", "synth-2"))
+    em2 = store(ds, "synth-2") / EM
+    _edit_multiscales(em2, lambda d: d.pop(1))  # synth-2 lists s0 and s2 only
+    report = convert(tmp_path / "o", cz.read_datasplit(ds), num_folds=1, scale="s1", progress=False)
+    assert crop(report, "synth-1_crop1")["em_level"] == "s1"
+    rec = crop(report, "synth-2_crop6")
+    assert rec["verdict"] == "skipped"
+    assert rec["detail"].startswith(f"--scale s1: the EM group {em2} has no level 's1' (its levels: s0, s2)")
+
+
+def _zero_size(group: Path) -> None:
+    g = zarr.open_group(str(group), mode="r+")
+    g.create_dataset("s0", shape=(0, 64, 64), dtype=g["s0"].dtype, chunks=(32, 32, 32), overwrite=True)
+
+
+def _mito_narrower(crop_group: Path) -> None:
+    g = zarr.open_group(str(crop_group / "mito"), mode="r+")
+    g.create_dataset("s0", data=g["s0"][:, :32, :], chunks=(32, 32, 32), overwrite=True)
+    shutil.rmtree(crop_group / "all")  # labels are then composed from the class arrays
+
+
+def _scale(value: list[float]):
+    return lambda group: _edit_multiscales(group, lambda d: d[0]["coordinateTransformations"][0].update(scale=value))
+
+
+def _translation(value: list[float]):
+    return lambda group: _edit_multiscales(
+        group, lambda d: d[0]["coordinateTransformations"][1].update(translation=value))
+
+
+@pytest.mark.parametrize("damage,array,says", [
+    (_zero_size, "all/s0", "the label array has shape (0, 64, 64), i.e. no voxels"),
+    (_mito_narrower, "mito/s0", "this class array (shape [32, 32, 64], scale [8, 8, 8] nm"),
+    (_scale([-8.0, 8.0, 8.0]), "all/.zattrs", "scale [-8.0, 8.0, 8.0]"),
+    (_translation([float("nan"), 160.0, 160.0]), "all/.zattrs", "translation [nan, 160.0, 160.0]"),
+], ids=["zero_size", "class_arrays_on_other_grids", "negative_scale", "nan_translation"])
+def test_damaged_label_array_fails_its_crop_naming_the_array(synthetic, tmp_path, damage, array, says):
+    ds = make_tree(synthetic, tmp_path)
+    crop_group = store(ds) / GT / "crop1"
+    damage(crop_group if damage is _mito_narrower else crop_group / "all")
+    assert main(cli(ds, tmp_path / "o")) == 1
+    report = json.loads((tmp_path / "o/conversion_report.json").read_text())
+    rec = crop(report, "synth-1_crop1")
+    assert rec["verdict"] == "failed" and not rec["items"], rec
+    assert f"{crop_group}/{array}: " in rec["detail"] and says in rec["detail"], rec["detail"]
+    for bad in ("zero-size array", "could not be broadcast", "cannot convert float NaN", "ValueError: voxel size"):
+        assert bad not in rec["detail"]
+    assert crop(report, "synth-1_crop2")["verdict"] == "converted"
+
+
+def test_em_too_coarse_message_prints_plain_numbers(synthetic, tmp_path):
+    ds = make_tree(synthetic, tmp_path, ("crop1",))
+    report = convert(tmp_path / "o", cz.read_datasplit(ds), num_folds=1, target_spacing=(4.0, 4.0, 4.0),
+                     max_em_upsample=1.5, progress=False)
+    rec = crop(report, "synth-1_crop1")
+    assert rec["reason"] == "em_too_coarse"
+    assert "s0 at [8, 8, 8] nm, 2x coarser than the target [4, 4, 4] nm" in rec["detail"]
+    assert "np.float64" not in rec["detail"]

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 from dataclasses import asdict
@@ -45,7 +44,14 @@ from converters.cellmap.crop import (
     worker,
 )
 from converters.datalist_writer import build_datalist
-from converters.cellmap.em_level import choose_em_level
+from converters.cellmap.em_level import choose_em_level, refuse_unknown_scale
+from converters.cellmap.input_checks import (
+    check_max_voxels,
+    max_voxels_arg,
+    positive_int,
+    refuse_repeated_crops,
+    spacing_arg,
+)
 from converters.folds import DEFAULT_FOLD_GAP, CropExtent, SplitPlan, plan_spatial_folds
 from converters.geometry import output_grid
 from converters.outputs import (
@@ -182,9 +188,10 @@ def convert(
         Folds to make. With fewer crops than folds, crops are cut into slabs along their
         longest axis, one fold each (see :func:`converters.folds.plan_spatial_folds`).
     scale : str
-        EM level, ``"auto"`` or ``"sN"``.
+        EM level, ``"auto"`` or ``"sN"``; a level no readable EM group has raises ValueError.
     max_voxels : int, optional
-        Crops with more output voxels are written as several tiles.
+        Crops with more output voxels are written as several tiles; at least
+        :data:`~converters.cellmap.input_checks.MIN_TILE_VOXELS` (else ValueError).
     max_em_upsample : float
         Largest factor by which EM may be upsampled (when only coarser EM has data).
     workers : int
@@ -202,9 +209,17 @@ def convert(
     -------
     dict
         The report (also written as ``conversion_report.json``).
+
+    Raises
+    ------
+    ValueError
+        For a bad setting, or a crop listed twice (also as a training and a test crop).
     """
     if num_folds < 1 or fold_gap < 0:
         raise ValueError(f"--num_folds must be >= 1 and --fold_gap >= 0, got {num_folds} and {fold_gap}")
+    check_max_voxels(max_voxels)
+    refuse_repeated_crops(crops, test_crops)
+    refuse_unknown_scale(scale, [*crops, *test_crops])
     out_dir = Path(output_dir)
     inspected, inspect_errors = _inspect_all(crops)
     statuses = {name: found[1] for name, found in inspected.items()}
@@ -352,17 +367,6 @@ def _validate(datalist: dict, root: Path, allow_single_fold: bool = False) -> di
 
 
 # --------------------------------------------------------------------------- CLI
-def _spacing(text: str) -> float:
-    """argparse type: a finite voxel size in nm, greater than 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: a voxel size must be a finite number of nm greater than 0")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m converters.cellmap.convert",
@@ -386,10 +390,11 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--test_manifest", help="test_crop_manifest.csv: convert those crops' EM (no labels) as "
                      "'testing' entries")
     p.add_argument("--output_dir", required=True, help="where images/, labels/, datalist.json and the report go")
-    p.add_argument("--target_spacing", nargs=3, type=_spacing, default=[8.0, 8.0, 8.0], metavar=("Z", "Y", "X"),
+    p.add_argument("--target_spacing", nargs=3, type=spacing_arg, default=[8.0, 8.0, 8.0], metavar=("Z", "Y", "X"),
                    help="output voxel size in nm, z y x")
     p.add_argument("--scale", default="auto", help="EM pyramid level to read: 'auto' picks the coarsest level "
-                   "no coarser than the target that has data in the crop's region; 'sN' forces one")
+                   "no coarser than the target that has data in the crop's region; 'sN' forces one (a level no "
+                   "EM group has is a usage error naming the levels there)")
     p.add_argument("--classes", nargs="+", help="class names to keep (CellMap names, e.g. mito er nuc); "
                    "default: every most-specific class annotated in some crop, plus annotated groups of them")
     p.add_argument("--num_folds", type=int, default=5, help="cross-validation folds; crops of one dataset stay "
@@ -399,9 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "spatial folds of one crop (a slab boundary), so that objects cut there are not on both sides")
     p.add_argument("--workers", type=int, default=1, help="crops converted in parallel (processes); each "
                    "holds about one crop in memory, so fewer when the out-of-memory killer ends one")
-    p.add_argument("--max_crops", type=int, help="convert only the first N crops (a quick try)")
-    p.add_argument("--max_voxels", type=int, help="write crops (or their spatial folds) with more output voxels "
-                   "than this as several tiles")
+    p.add_argument("--max_crops", type=positive_int, help="convert only the first N crops (a quick try; N >= 1)")
+    p.add_argument("--max_voxels", type=max_voxels_arg, help="write crops (or their spatial folds) with more output "
+                   "voxels than this as several tiles (at least 4096, a 16^3 tile)")
     p.add_argument("--max_em_upsample", type=float, default=2.0, help="largest factor EM may be upsampled by "
                    "when only coarser EM has data in a crop's region; beyond it the crop is skipped")
     p.add_argument("--force", action="store_true", help="reconvert finished crops, and accept an output_dir "

@@ -37,6 +37,7 @@ from converters.geometry import (
     split_into_fold_tiles,
 )
 from converters.cellmap.labels import LabelMapper, label_source
+from converters.cellmap.multiscale_checks import check_level_extents
 from converters.outputs import OutputError, atomic_write, atomic_write_json
 from converters.resample import resample_into
 
@@ -181,7 +182,9 @@ def _open_em(src: cz.CropSource | cz.TestCrop, out: Grid, settings: ConvertSetti
                                     "download the dataset's EM (or fix the raw dataset column of the datasplit)")
     where = f"{src.em_zarr}/{src.em_group}"
     group = em[src.em_group]
-    choice = choose_em_level(group, cz.read_levels(group, where), out, settings.target_spacing, settings.scale,
+    levels = cz.read_levels(group, where)
+    check_level_extents(group, levels, where, cz.CellMapFormatError)
+    choice = choose_em_level(group, levels, out, settings.target_spacing, settings.scale,
                              settings.max_em_upsample, where=where)
     if not _use_em(rec, choice):
         return None, None
@@ -229,7 +232,7 @@ def _convert_crop(src: cz.CropSource, settings: ConvertSettings, out_dir: Path, 
     em_arr, level = _open_em(src, out, settings, rec)
     if em_arr is None:
         return None
-    label_src, how = label_source(gt, src.gt_group, statuses)
+    label_src, how = label_source(gt, src.gt_group, statuses, gt_grid)
     if label_src is None:
         return _skip(rec, "nothing_annotated", "annotated classes have no readable array")
     if not how.startswith("all"):

@@ -16,9 +16,10 @@ import numpy as np
 import zarr
 
 from converters.cellmap import zarr_tree as cz
+from converters.cellmap.multiscale_checks import nm_text
 from converters.geometry import Grid, source_coordinates
 
-__all__ = ["UNREADABLE", "EMChoice", "choose_em_level", "level_problem"]
+__all__ = ["UNREADABLE", "EMChoice", "choose_em_level", "level_problem", "refuse_unknown_scale"]
 
 _TOL = 1e-3
 #: skip reason of a crop whose needed EM level is listed but cannot be read (a failure)
@@ -87,7 +88,7 @@ def _unreadable_refusal(broken: dict[str, str], chosen: cz.Level | None, levels:
     lv = needed[-1]
     up = float(np.max(np.asarray(chosen.scale) / target))
     return EMChoice(None, reason=UNREADABLE, coverage=cov,
-                    detail=(f"the target spacing {list(target)} nm needs EM level {lv.path}, which cannot be read: "
+                    detail=(f"the target spacing {nm_text(target)} nm needs EM level {lv.path}, which cannot be read: "
                             f"{broken[lv.path]}. Download that level again; or accept {chosen.path} upsampled "
                             f"{up:g}x with --scale {chosen.path}, or convert at a coarser --target_spacing"))
 
@@ -136,6 +137,8 @@ def choose_em_level(
             usable.append(lv)
     cov = tuple(coverage)
     cov_txt = ", ".join(f"{p}: {f:.0%}" for p, f in coverage)
+    if scale != "auto" and scale not in [lv.path for lv in levels]:
+        return EMChoice(None, reason="no_em_data", coverage=cov, detail=_no_such_level(scale, levels, where))
     choice = _choose(em, levels, usable, overlaps, target, scale, max_em_upsample, cov, cov_txt)
     refusal = _unreadable_refusal(broken, choice.level, levels, target, scale, cov)
     if refusal is not None:
@@ -171,13 +174,57 @@ def _choose(em: zarr.hierarchy.Group, levels: Sequence[cz.Level], usable: list[c
         if up > max_em_upsample * (1 + _TOL):
             return EMChoice(
                 None, reason="em_too_coarse",
-                detail=(f"the finest EM with data here is {chosen.path} at {list(chosen.scale)} nm, {up:g}x coarser "
-                        f"than the target {list(target)} nm (limit --max_em_upsample {max_em_upsample:g}); "
+                detail=(f"the finest EM with data here is {chosen.path} at {nm_text(chosen.scale)} nm, {up:g}x "
+                        f"coarser than the target {nm_text(target)} nm (limit --max_em_upsample {max_em_upsample:g}); "
                         "fetch finer EM for this crop or convert with a coarser --target_spacing"),
                 coverage=cov)
-        warnings.append(f"EM upsampled {up:g}x from {chosen.path} ({list(chosen.scale)} nm)")
+        warnings.append(f"EM upsampled {up:g}x from {chosen.path} ({nm_text(chosen.scale)} nm)")
     if chosen.path != finest_present.path and finest_present not in usable and scale == "auto":
         warnings.append(
             f"EM level {finest_present.path} has no data in this crop's region (the CellMap fetch tool downloads "
             f"EM only near each crop's ground-truth resolution); used {chosen.path}")
     return EMChoice(chosen, up, warnings=tuple(warnings), coverage=cov)
+
+
+def _no_such_level(scale: str, levels: Sequence[cz.Level], where: str) -> str:
+    names = ", ".join(lv.path for lv in levels) or "none"
+    return (f"--scale {scale}: the EM group {where} has no level {scale!r} (its levels: {names}); choose one of them "
+            "or --scale auto")
+
+
+def _em_levels(src) -> tuple[str, list[str]] | None:
+    """``(where, level names)`` of a crop's EM group; None when it cannot be read (its crops fail, named)."""
+    where = f"{src.em_zarr}/{src.em_group}"
+    try:
+        group = cz.open_readonly(src.em_zarr)[src.em_group]
+        return where, [lv.path for lv in cz.read_levels(group, where)]
+    except Exception:  # noqa: BLE001 - a damaged store fails its crops later, each named
+        return None
+
+
+def refuse_unknown_scale(scale: str, sources: Sequence) -> None:
+    """Refuse ``--scale`` when no readable EM group of ``sources`` has that level.
+
+    Reads only the ``multiscales`` metadata of each distinct EM group. A level that exists
+    in some datasets only is left to the crops (those of the others are skipped, saying so).
+
+    Raises
+    ------
+    ValueError
+        Naming the level asked for and the levels each EM group has.
+    """
+    if scale == "auto":
+        return
+    groups = {(s.em_zarr, s.em_group): s for s in sources}
+    found = [f for f in (_em_levels(s) for s in groups.values()) if f is not None]
+    if not found or any(scale in names for _, names in found):
+        return
+    by_levels: dict[tuple[str, ...], list[str]] = {}
+    for where, names in found:
+        by_levels.setdefault(tuple(names), []).append(where)
+    shown = "; ".join(f"{', '.join(names) or 'none'} in {wheres[0]}" + (f" (and {len(wheres) - 1} more EM groups)"
+                                                                       if len(wheres) > 1 else "")
+                      for names, wheres in by_levels.items())
+    raise ValueError(f"--scale {scale}: no EM group has a level named {scale!r}; the levels there are {shown}. "
+                     "Choose one of them, or --scale auto (the coarsest level with data no coarser than "
+                     "--target_spacing)")

@@ -17,6 +17,8 @@ import zarr
 
 from converters.cellmap import zarr_tree as cz
 from converters.cellmap.class_mapping import UNANNOTATED
+from converters.cellmap.multiscale_checks import check_level_extents, nm_text
+from converters.geometry import Grid
 from datalists.cellmap_classes import CELLMAP_BY_ID, CELLMAP_CLASSES
 
 __all__ = ["ComposedLabels", "LabelMapper", "UNANNOTATED", "check_label_dtype", "label_source", "lookup"]
@@ -104,33 +106,68 @@ fix non-integral values first) before writing it, then run the same command agai
         "before writing it, then run the same command again")
 
 
-def label_source(gt: zarr.hierarchy.Group, gt_group: str, statuses: dict[str, cz.ClassStatus]):
+def label_source(gt: zarr.hierarchy.Group, gt_group: str, statuses: dict[str, cz.ClassStatus],
+                 grid: Grid | None = None):
     """The CellMap-id volume of a crop: its ``all`` array, or one composed from class arrays.
 
     Returns ``(source, how)``; ``source`` is None when no annotated class has an array.
     Arrays are wrapped in :class:`~converters.cellmap.zarr_tree.CheckedArray`, so a damaged
-    chunk is reported with its array and chunk key.
+    chunk is reported with its array and chunk key. ``grid`` is the crop's grid (what the
+    labels are resampled from): a class array composed on another grid, or a multiscale
+    group whose levels disagree, raises :class:`~converters.cellmap.zarr_tree.CellMapFormatError`
+    naming the array.
     """
     crop = gt[gt_group]
     where = f"{_store_path(gt)}/{gt_group}"
     if "all" in crop:
-        levels = cz.read_levels(crop["all"], f"{where}/all")
+        levels = _levels(crop["all"], f"{where}/all")
         arr = crop["all"][levels[0].path]
         if arr.nchunks_initialized > 0:
             check_label_dtype(arr, f"{where}/all/{levels[0].path}")
             return cz.CheckedArray(arr, f"{where}/all/{levels[0].path}"), f"all array {where}/all/{levels[0].path}"
-    arrays = []
+    arrays, grids = [], []
     for name, st in statuses.items():
         # a class annotated but not listed in the datasplit still says what its voxels are
         if (st.annotated or st.reason == cz.NOT_LISTED) and name in CELLMAP_CLASSES and name in crop:
-            levels = cz.read_levels(crop[name], f"{where}/{name}")
+            levels = _levels(crop[name], f"{where}/{name}")
             arr = crop[name][levels[0].path]
-            check_label_dtype(arr, f"{where}/{name}/{levels[0].path}", allow_bool=True)
-            arrays.append((CELLMAP_CLASSES[name].cellmap_id, cz.CheckedArray(arr, f"{where}/{name}/{levels[0].path}"),
+            path = f"{where}/{name}/{levels[0].path}"
+            check_label_dtype(arr, path, allow_bool=True)
+            grids.append((path, Grid(levels[0].translation, levels[0].scale, arr.shape)))
+            arrays.append((CELLMAP_CLASSES[name].cellmap_id, cz.CheckedArray(arr, path),
                            st.instance, _encoding(arr, crop[name])))
     if not arrays:
         return None, "none"
+    _check_same_grid(grids, grid, where)
     return ComposedLabels(arrays), f"per-class arrays of {where}"
+
+
+def _levels(group: zarr.hierarchy.Group, where: str) -> list:
+    """A label group's levels, refused when they disagree (:func:`check_level_extents`)."""
+    levels = cz.read_levels(group, where)
+    check_level_extents(group, levels, where, cz.CellMapFormatError)
+    return levels
+
+
+def _grid_text(g: Grid) -> str:
+    return f"shape {nm_text(g.shape)}, scale {nm_text(g.spacing)} nm, translation {nm_text(g.origin)} nm"
+
+
+def _same(a: Grid, b: Grid) -> bool:
+    return (tuple(a.shape) == tuple(b.shape) and np.allclose(a.spacing, b.spacing, rtol=1e-6)
+            and np.allclose(a.origin, b.origin, rtol=0, atol=1e-3 * float(np.min(a.spacing))))
+
+
+def _check_same_grid(grids: Sequence[tuple[str, Grid]], crop_grid: Grid | None, where: str) -> None:
+    """Refuse class arrays (composed voxel by voxel) that do not share one grid, the crop's."""
+    ref_path, ref = (f"the crop {where}", crop_grid) if crop_grid is not None else grids[0]
+    for path, g in grids:
+        if not _same(g, ref):
+            raise cz.CellMapFormatError(
+                f"{path}: this class array ({_grid_text(g)}) is not on the grid of {ref_path} ({_grid_text(ref)}); "
+                "the crop has no 'all' array with data, so its labels are composed voxel by voxel from the class "
+                "arrays, which must all have the same shape, scale and translation: download the crop again (or "
+                "fix that array or its .zattrs), or leave the crop out of the datasplit")
 
 
 def lookup(lut: np.ndarray, block: np.ndarray) -> np.ndarray:

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import csv
 import glob
+import math
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import zarr
 
+from converters.cellmap.chunks import CheckedArray, chunk_coverage  # noqa: F401 - re-exported
 from converters.geometry import Grid
 
 __all__ = [
@@ -91,6 +93,7 @@ class TestCrop:
     em_zarr: str
     em_group: str
     labels: tuple[dict, ...] = field(default_factory=tuple)
+    listed_at: str = ""  # ``file:line`` of its first manifest row, for messages
 
     @property
     def name(self) -> str:
@@ -208,6 +211,9 @@ def _level(ds: dict, group: zarr.hierarchy.Group, to_nm: Sequence[float] = (1.0,
     if len(scale) != 3 or len(translation) != 3 or ndim != 3:
         raise ValueError(f"dataset {ds['path']!r}: scale has {len(scale)} values, translation {len(translation)}, "
                          f"the array {ndim} dimensions; all must be 3 (z, y, x)")
+    if not all(math.isfinite(v) and v > 0 for v in scale) or not all(math.isfinite(v) for v in translation):
+        raise ValueError(f"dataset {ds['path']!r}: scale {list(scale)} and translation {list(translation)}: every "
+                         "scale must be a finite number greater than 0 and every translation a finite number")
     return Level(ds["path"], tuple(v * f for v, f in zip(scale, to_nm)),
                  tuple(v * f for v, f in zip(translation, to_nm)))
 
@@ -288,7 +294,23 @@ def read_datasplit(path: str | os.PathLike) -> list[CropSource]:
                     crops.append(_datasplit_row(row, f"{path}:{lineno}"))
         except csv.Error as exc:
             raise CellMapFormatError(f"{path}:{reader.line_num}: not a CSV line ({exc}); {_DATASPLIT_COLUMNS}") from exc
+    _refuse_repeated_crops(crops)
     return sorted(crops, key=lambda c: (c.dataset, c.crop_id))
+
+
+def _refuse_repeated_crops(crops: Sequence[CropSource]) -> None:
+    """A crop (dataset and crop number) listed on two rows: refuse, naming both ``file:line``.
+
+    Each crop's output files are named after it: converting it twice would write the same
+    files twice and list the same image twice in the datalist.
+    """
+    first: dict[str, CropSource] = {}
+    for src in crops:
+        if src.name in first:
+            raise CellMapFormatError(
+                f"{src.listed_at}: crop {src.crop_id} of dataset {src.dataset} ({src.name}) is listed again (first "
+                f"at {first[src.name].listed_at}); each crop may be listed once: remove one of the two rows")
+        first[src.name] = src
 
 
 _DATASPLIT_COLUMNS = ("expected 5 columns, no header row: usage (train/validate), raw zarr, raw dataset, "
@@ -323,7 +345,16 @@ def _parse_vector(text: str) -> tuple[float, ...]:
 def read_test_manifest_rows(path: str | os.PathLike) -> dict[tuple[str, int], list[dict]]:
     """The labels to predict per ``(dataset, crop id)`` of a ``test_crop_manifest.csv``:
     dicts with ``label``, ``voxel_size``, ``translation`` (z, y, x, nm) and ``shape``."""
-    rows: dict[tuple[str, int], list[dict]] = {}
+    return _manifest_rows(path)[0]
+
+
+_CropKey = tuple[str, int]
+
+
+def _manifest_rows(path: str | os.PathLike) -> tuple[dict[_CropKey, list[dict]], dict[_CropKey, list[int]]]:
+    """:func:`read_test_manifest_rows`, and the line number of each of those rows (same order)."""
+    rows: dict[_CropKey, list[dict]] = {}
+    lines: dict[_CropKey, list[int]] = {}
     with open(path, newline="") as fh:
         reader = csv.DictReader(fh)
         need = {"crop_name", "dataset", "class_label", "voxel_size", "translation", "shape"}
@@ -348,7 +379,20 @@ def read_test_manifest_rows(path: str | os.PathLike) -> dict[tuple[str, int], li
                     "crop_name=101, dataset=jrc_x, class_label=mito, voxel_size/translation/shape=[z;y;x] "
                     "(the columns of the challenge's test_crop_manifest.csv)") from None
             rows.setdefault(key, []).append(entry)
-    return rows
+            lines.setdefault(key, []).append(reader.line_num)
+    return rows, lines
+
+
+def _refuse_repeated_labels(path: str | os.PathLike, key: _CropKey, labels: list[dict], lines: list[int]) -> None:
+    """A manifest listing one label of one test crop on two rows: refuse, naming both lines."""
+    first: dict[str, int] = {}
+    for entry, line in zip(labels, lines):
+        if entry["label"] in first:
+            raise CellMapFormatError(
+                f"{path}:{line}: test crop {key[1]} of dataset {key[0]}, label {entry['label']!r}, is listed again "
+                f"(first at line {first[entry['label']]}); each crop's label may be listed once: remove one of the "
+                "two rows")
+        first[entry["label"]] = line
 
 
 def read_test_manifest(path: str | os.PathLike, em_zarr_by_dataset: dict[str, str]) -> list[TestCrop]:
@@ -357,16 +401,17 @@ def read_test_manifest(path: str | os.PathLike, em_zarr_by_dataset: dict[str, st
     ``em_zarr_by_dataset`` maps a dataset name to its ``.zarr`` path (from the datasplit
     or the data root). A dataset that is not there raises, naming the crop.
     """
-    rows = read_test_manifest_rows(path)
+    rows, lines = _manifest_rows(path)
     crops = []
     for (dataset, crop_id), labels in sorted(rows.items()):
+        _refuse_repeated_labels(path, (dataset, crop_id), labels, lines[(dataset, crop_id)])
         em_zarr = em_zarr_by_dataset.get(dataset)
         if em_zarr is None:
             raise CellMapFormatError(
-                f"{path}: test crop {crop_id} is in dataset {dataset!r}, whose EM store is unknown; "
-                "pass --data_root containing it or a --datasplit that lists it"
-            )
-        crops.append(TestCrop(dataset, crop_id, em_zarr, em_group_of(em_zarr), tuple(labels)))
+                f"{path}:{lines[(dataset, crop_id)][0]}: test crop {crop_id} is in dataset {dataset!r}, whose EM "
+                "store is unknown; pass --data_root containing it or a --datasplit that lists it")
+        crops.append(TestCrop(dataset, crop_id, em_zarr, em_group_of(em_zarr), tuple(labels),
+                              f"{path}:{lines[(dataset, crop_id)][0]}"))
     return crops
 
 
@@ -422,6 +467,7 @@ def crop_annotation(gt_root: zarr.hierarchy.Group, gt_group: str) -> tuple[Grid 
             continue
         arr = group[levels[0].path]
         if grid is None:
+            _refuse_empty(arr, f"{getattr(gt_root.store, 'path', '') or ''}/{gt_group}/{name}/{levels[0].path}")
             grid = Grid(levels[0].translation, levels[0].scale, arr.shape)
         if name == "all":
             continue
@@ -431,72 +477,9 @@ def crop_annotation(gt_root: zarr.hierarchy.Group, gt_group: str) -> tuple[Grid 
     return grid, statuses, notes
 
 
-def chunk_coverage(arr: zarr.Array, start: Iterable[int], stop: Iterable[int]) -> float:
-    """Fraction of the chunks overlapping ``arr[start:stop]`` that exist on disk.
-
-    Missing chunks read as the fill value: a level with missing chunks in a crop's region
-    would give a blank image there (the CellMap fetch tool downloads only some levels
-    near each crop).
-    """
-    start_a = np.maximum(np.asarray(list(start)), 0)
-    stop_a = np.minimum(np.asarray(list(stop)), arr.shape)
-    if np.any(stop_a <= start_a):
-        return 0.0
-    chunks = np.asarray(arr.chunks)
-    first, last = start_a // chunks, (stop_a - 1) // chunks
-    sep = getattr(arr, "_dimension_separator", None) or "."
-    prefix = arr.path + "/" if arr.path else ""
-    store = arr.chunk_store if arr.chunk_store is not None else arr.store
-    total = present = 0
-    for i in range(first[0], last[0] + 1):
-        for j in range(first[1], last[1] + 1):
-            for k in range(first[2], last[2] + 1):
-                total += 1
-                present += f"{prefix}{i}{sep}{j}{sep}{k}" in store
-    return present / total
-
-
-class CheckedArray:
-    """A read-only zarr array whose read errors name the array and the damaged chunk.
-
-    zarr reports a truncated or corrupt chunk as ``error during blosc decompression: -1``
-    with no array and no chunk. On any read error this finds the first chunk of the
-    requested region that cannot be decoded and raises :class:`ChunkReadError` naming the
-    array, the chunk key and its file, and what to do.
-    """
-
-    def __init__(self, arr: zarr.Array, where: str):
-        self.arr, self.where = arr, where
-        self.shape, self.chunks, self.dtype, self.ndim = arr.shape, arr.chunks, arr.dtype, arr.ndim
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        try:
-            return self.arr[key]
-        except Exception as exc:  # noqa: BLE001 - zarr/numcodecs raise many types for a bad chunk
-            raise self._explain(key, exc) from exc
-
-    def _block_ranges(self, key: Any) -> list[range]:
-        key = key if isinstance(key, tuple) else (key,)
-        key = key + (slice(None),) * (self.ndim - len(key))
-        out = []
-        for k, n, c in zip(key, self.shape, self.chunks):
-            start, stop, _ = k.indices(n) if isinstance(k, slice) else (int(k), int(k) + 1, 1)
-            out.append(range(start // c, max(start, stop - 1) // c + 1))
-        return out
-
-    def _explain(self, key: Any, exc: Exception) -> ChunkReadError:
-        import itertools
-
-        for idx in itertools.product(*self._block_ranges(key)):
-            try:
-                self.arr.get_block_selection(idx)
-            except Exception as chunk_exc:  # noqa: BLE001
-                ckey = self.arr._chunk_key(idx).removeprefix(f"{self.arr.path}/")
-                root = getattr(self.arr.store, "path", None)
-                file = Path(root, self.arr.path, ckey) if root else f"{self.where}/{ckey}"
-                return ChunkReadError(
-                    f"{self.where}: chunk {ckey} (block index {tuple(int(i) for i in idx)}) cannot be read "
-                    f"({type(chunk_exc).__name__}: {chunk_exc}); its file {file} is damaged or truncated: delete it "
-                    "and download it again (or the whole crop), then run the same command again")
-        return ChunkReadError(f"{self.where}: reading {key} failed ({type(exc).__name__}: {exc}); check that the "
-                              "array is complete (download it again) and run the same command again")
+def _refuse_empty(arr: zarr.Array, where: str) -> None:
+    """A crop's grid array with no voxels (a zero in its shape): the crop's labels are damaged."""
+    if 0 in arr.shape:
+        raise CellMapFormatError(
+            f"{where}: the label array has shape {tuple(int(n) for n in arr.shape)}, i.e. no voxels; its .zarray "
+            "is damaged or the crop was written empty: download the crop again, or leave it out of the datasplit")
