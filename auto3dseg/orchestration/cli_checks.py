@@ -23,14 +23,17 @@ def expand_predict_images(images: Sequence[str]) -> list[str]:
     out: list[str] = []
     for entry in images:
         folder = Path(entry)
-        if not folder.is_dir() or folder.suffix == ".zarr":  # a Zarr store is named by the raw-image check
+        in_store = any(f.suffix == ".zarr" or (f / ".zgroup").is_file() or (f / ".zattrs").is_file()
+                       for f in (folder, *folder.parents))
+        if not folder.is_dir() or in_store:  # a Zarr store (or a group in one) is named by the raw-image check
             out.append(entry)
             continue
-        files = sorted(f for f in folder.iterdir() if f.is_file() and not f.name.startswith("."))
+        entries = [f for f in folder.iterdir() if not f.name.startswith(".")]
+        files = sorted(f for f in entries if f.is_file())
         nifti = [str(f) for f in files if f.name.endswith((".nii.gz", ".nii"))]
-        if not files:
+        if not entries:
             raise ValueError(f"--images {entry}: the folder is empty; give NIfTI images or a folder of them")
-        out += nifti or [str(f) for f in files]
+        out += nifti or [str(f) for f in files] or [entry]
     return out
 
 
