@@ -201,13 +201,15 @@ def check_bundle_files(bundles: Sequence[Bundle], overrides: Mapping[str, Any] |
     MONAI config expressions (``$...``, ``@...``) are left to MONAI."""
     given = {str(k).rpartition(":")[2]: str(k).rpartition(":")[0] for k in (overrides or {})}
     problems: list[str] = []
+    from auto3dseg.bundles.config import BUNDLE_YAML_FIX, read_yaml_file
+
     for b in bundles:
         for f in sorted((b.path / "configs").glob("*.y*ml")):
-            from auto3dseg.bundles.config import BUNDLE_YAML_FIX, read_yaml_file
-
             data = read_yaml_file(f, BUNDLE_YAML_FIX) or {}
             if not isinstance(data, Mapping):
                 raise ValueError(f"{f}: holds {type(data).__name__}, not KEY: VALUE lines; {BUNDLE_YAML_FIX}")
+            if not data and f.name == "hyper_parameters.yaml":
+                raise ValueError(f"{f}: no settings (an emptied file?); {BUNDLE_YAML_FIX}")
             for key, value in _leaves(data):
                 rule = _KNOWN_VALUES.get(key.split("#")[-1])
                 if rule is None or (isinstance(value, str) and value[:1] in "$@%"):

@@ -333,6 +333,9 @@ def load_bundle_config(config_file: str | Sequence[str], overrides: Mapping[str,
         if not isinstance(data, Mapping):
             raise ValueError(f"{f}: holds {type(data).__name__}, not KEY: VALUE lines; {BUNDLE_YAML_FIX}")
         cfg.update(data)
+    if not cfg and any(str(f).strip() for f in files):
+        raise ValueError(f"{', '.join(str(f).strip() for f in files)}: no settings (an emptied file?); "
+                         f"{BUNDLE_YAML_FIX}")
     first = Path(files[0].strip().strip("'\"")).resolve() if files else None
     if first is not None and first.parent.name == "configs" and (first.parent.parent / "scripts").is_dir():
         cfg = relocate(cfg, first.parent.parent)

@@ -86,6 +86,49 @@ def make_model(cfg: Mapping[str, Any]) -> nn.Module:
     return net
 
 
+#: what training reads from a bundle's config before anything else
+_REQUIRED = ("algo", "fold", "ckpt_path", "patch_size", "class_ids", "class_names", "class_members",
+             "learning_rate", "num_epochs", "data_list_file_path", "dataroot")
+
+
+def preflight(cfg: Mapping[str, Any]) -> None:
+    """Check, without training, what training would fail on at its start: a missing key, values
+    of the wrong type or range, a patch the network cannot take, a network that cannot be built.
+    Run before ``--force`` moves a bundle's weights aside; raises ``ValueError`` naming the key.
+
+    >>> preflight({"algo": "segresnet"})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: missing key(s) fold, ckpt_path, ...
+    """
+    missing = [k for k in _REQUIRED if k not in cfg]
+    if missing:
+        raise ValueError(f"missing key(s) {', '.join(missing)}")
+    dims = int(cfg.get("spatial_dims", 3))
+    patch = cfg["patch_size"]
+    if not isinstance(patch, (list, tuple)) or len(patch) != dims or not all(
+            isinstance(p, int) and not isinstance(p, bool) and p > 0 for p in patch):
+        raise ValueError(f"patch_size {patch!r}: expected {dims} whole numbers > 0 (spatial_dims {dims})")
+    resolution = (cfg.get("network") or {}).get("resolution")
+    if resolution is not None and (not isinstance(resolution, (list, tuple)) or len(resolution) != dims):
+        raise ValueError(f"network#resolution {resolution!r}: expected null or {dims} voxel sizes")
+    _check_patch(cfg)
+    for key in ("learning_rate", "weight_decay"):
+        try:
+            value = float(cfg.get(key, 1e-5))
+        except (TypeError, ValueError):
+            raise ValueError(f"{key} {cfg.get(key)!r}: expected a number") from None
+        if key == "learning_rate" and not value > 0:
+            raise ValueError(f"learning_rate {cfg[key]!r}: expected a number > 0")
+    try:
+        initial_plan(dict(cfg))
+        parse_budget(cfg.get("budget"))
+        build_network(cfg["algo"], int(cfg.get("input_channels", 1)), len(cfg["class_ids"]) + 1, cfg.get("network"),
+                      spatial_dims=dims)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ValueError(f"{type(exc).__name__}: {exc}") from None
+
+
 def make_loss(cfg: Mapping[str, Any]) -> DeepSupervisionLoss:
     base = MaskedDiceCELoss() if cfg.get("output_activation") == "softmax" else MaskedDiceBCELoss()
     return DeepSupervisionLoss(base)

@@ -328,6 +328,28 @@ def train_bundles(work_dir: str | os.PathLike, *, algos: Sequence[str] | None = 
     return report
 
 
+def _preflight(bundles: Sequence[Bundle], overrides: Mapping[str, Any] | None) -> None:
+    """The project's bundles, as their training would read them (files and overrides): what it
+    would fail on at its start is named now, before ``--force`` moves any weights aside."""
+    from auto3dseg.bundles.config import load_bundle_config
+    from auto3dseg.engine.training import preflight
+
+    problems = []
+    for b in bundles:
+        files = _config_files(b.path)
+        cfg = load_bundle_config(files, overrides_for(b.algo, overrides))
+        if "output_activation" not in cfg and cfg:  # another template's bundle: its own script checks it
+            continue
+        try:
+            preflight(cfg)
+        except ValueError as exc:
+            problems.append(f"{b.path / 'configs'}: {b.name} cannot be trained as configured: {exc}; fix the file "
+                            "(or the --override), or generate the bundle again (--mode generate --force moves this "
+                            "one to replaced/)")
+    if problems:
+        raise ValueError("\n".join(problems) + "\nnothing was trained")
+
+
 def _check_bundles(work_dir: str | os.PathLike, bundles: Sequence[Bundle], overrides: Mapping[str, Any] | None) -> None:
     """Before any training: overrides name keys of the bundles, and the bundles' class table is
     the datalist's (:mod:`auto3dseg.bundles.checks`); ValueError naming what to fix."""
@@ -335,6 +357,7 @@ def _check_bundles(work_dir: str | os.PathLike, bundles: Sequence[Bundle], overr
 
     check_bundle_files(bundles, overrides)
     check_overrides(bundles, overrides or {}, {b.algo for b in list_bundles(Path(work_dir).resolve())})
+    _preflight(bundles, overrides)
     try:
         datalist = read_input(work_dir)["datalist"]
     except (FileNotFoundError, KeyError):
