@@ -332,6 +332,24 @@ def test_a_label_whose_background_is_not_0_fails_naming_the_value(tree, tmp_path
     assert _records(report)["cell_08_sparse"]["verdict"] == "converted"
 
 
+def test_one_large_cell_of_a_confluent_mask_converts_with_a_warning(tree, tmp_path, capsys):
+    """No 0 anywhere and cell 1 over 41% of the image, enclosing no other cell: a real cell of dense
+    tissue, not a background (a background surrounds cells). It was refused with a fix that would
+    have erased it."""
+    path = tree / "labels" / "cell_00_fluo16_label.tiff"
+    h, w = tifffile.imread(path).shape[:2]
+    lab = np.ones((h, w), np.uint16)
+    lab[:, int(w * 0.7):] = 2
+    lab[int(h * 0.8):, :int(w * 0.7)] = 3
+    lab[:h // 4, :w // 4] = 4
+    lab[h // 4:int(h * 0.8), :w // 6] = 5
+    tifffile.imwrite(path, lab)
+    rc, printed, report = _convert(tree, tmp_path / "out", capsys)
+    rec = _records(report)["cell_00_fluo16"]
+    assert rc == 0 and rec["verdict"] == "converted", rec
+    assert any("the cell with id 1 covers" in w and "check that 1 is a cell" in w for w in rec["warnings"])
+
+
 def _grid_label(shape: tuple[int, int], cells: int) -> np.ndarray:
     """``cells`` 6 x 6 cells with ids 1..cells on a 10-pixel grid (far apart from each other)."""
     lab = np.zeros(shape, np.int32)

@@ -60,6 +60,12 @@ def background_problem(labels: np.ndarray, path: str) -> str | None:
         return None
     if min(labels.shape) < MIN_SIDE and not saturated:  # a crop of a few pixels may lie inside one cell
         return None
+    if not saturated and not _encloses_cells(labels, value):
+        # a background surrounds cells; a large region that encloses none is more likely one real cell of a
+        # confluent image (no 0 anywhere): said, not refused
+        return (f"{path}: the cell with id {value} covers {100 * count / n:.0f}% of the image and 0 (background) "
+                f"{'is absent' if not zero else f'covers only {100 * zero / n:.2g}%'}: check that {value} is a "
+                "cell, not the background (if it is the background, relabel it to 0)")
     why = f", the largest value a {labels.dtype} pixel holds (what some tools write for 'no cell')" if saturated else ""
     zero_text = "is absent" if not zero else f"covers only {100 * zero / n:.2g}%"
     return (f"{path}: the value {value} covers {100 * count / n:.0f}% of the image and 0 (the background of an "
@@ -67,6 +73,15 @@ def background_problem(labels: np.ndarray, path: str) -> str | None:
             f"cell. Relabel it to 0 (e.g. labels[labels == {value}] = 0) and save <stem>_label.tiff again. The "
             "converter does not guess the background for you: a wrong guess would erase a real cell or train on a "
             "fake one")
+
+
+def _encloses_cells(labels: np.ndarray, value: int) -> bool:
+    """Whether the region of ``value`` surrounds other ids (holes of it hold cells), as a
+    background does and a cell does not."""
+    from scipy import ndimage
+
+    region = labels == value
+    return bool((ndimage.binary_fill_holes(region) & ~region).any())
 
 
 def split_ids(labels: np.ndarray) -> tuple[int, list[int]]:
