@@ -218,11 +218,11 @@ class ContentChecks:
                                  "--allow-single-fold, or validate_datalist(..., allow_single_fold=True)")
 
     def _same_file(self, path: str) -> str:
-        """One spelling per file: ``./images/a.nii.gz``, ``images//a.nii.gz`` and the absolute
-        path under the data root are one image (compared as strings, they hid a leak)."""
+        """One spelling per file: ``./images/a.nii.gz``, ``images//a.nii.gz``, the absolute path
+        under the data root and a symlink to it are one image (compared as strings, they hid a leak)."""
         root = getattr(self, "root", None)
         joined = os.path.join(str(root), path) if root is not None else path
-        return os.path.normpath(os.path.abspath(joined))
+        return os.path.realpath(joined)  # symlinks too: an alias of a crop is the crop
 
     def check_duplicates(self) -> None:
         first_image: dict[Any, str] = {}

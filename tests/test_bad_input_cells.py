@@ -406,7 +406,7 @@ def test_a_png_label_read_read_only_is_checked_without_error(tree, tmp_path, cap
 @pytest.mark.parametrize("flags, words", [
     (["--max_pixels", "100"], "--max_pixels 100: tiles of at most 100 pixels are too small"),
     (["--max_pixels", "0"], "--max_pixels 0: tiles of at most 0 pixels"),
-    (["--max_pixels", "40000", "--tile_overlap", "150"], "--tile_overlap 150: tiles of --max_pixels 40000 are about 200"),
+    (["--max_pixels", "40000", "--tile_overlap", "190"], "--tile_overlap 190: tiles of --max_pixels 40000 are about 200"),
     (["--tile_overlap", "-1"], "--tile_overlap -1: give 0 or more"),
     (["--workers", "-1"], "--workers -1: give 1 or more"),
 ])

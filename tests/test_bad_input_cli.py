@@ -421,6 +421,7 @@ def test_predict_into_a_converted_dataset_or_a_store_is_refused(generated, conve
     image = next((data / "images").glob("*.nii.gz"))
     for out, words in ((data, "a converted dataset"), (data / "images", "a folder of a converted dataset"),
                        (data / "labels", "a folder of a converted dataset"), (store / "crop1", "Zarr store"),
+                       (data / "labels" / "preds", "a converted dataset"),
                        (foreign, "which --mode predict did not write")):
         rc = run_auto3dseg.main(["--mode", "predict", "--work_dir", str(generated), "--images", str(image),
                                  "--output_dir", str(out)])
@@ -530,7 +531,7 @@ def test_a_missing_truth_is_named_before_the_submission_is_made(generated, capsy
     assert _files(generated) == before
 
 
-def test_images_may_be_a_folder_of_nifti(tmp_path):
+def test_images_may_be_a_folder_of_nifti(tmp_path, capsys):
     from auto3dseg.orchestration.cli_checks import expand_predict_images
 
     (tmp_path / "b.nii.gz").write_bytes(b"")
@@ -538,6 +539,9 @@ def test_images_may_be_a_folder_of_nifti(tmp_path):
     (tmp_path / ".hidden.nii.gz").write_bytes(b"")
     assert expand_predict_images([str(tmp_path), "x.nii.gz"]) == [str(tmp_path / "a.nii"), str(tmp_path / "b.nii.gz"),
                                                                   "x.nii.gz"]
+    (tmp_path / "c.tif").write_bytes(b"")  # beside NIfTI: left out, and said
+    assert expand_predict_images([str(tmp_path)]) == [str(tmp_path / "a.nii"), str(tmp_path / "b.nii.gz")]
+    assert "1 file(s) that are not NIfTI left out (c.tif)" in capsys.readouterr().err
     raw = tmp_path / "raw"
     raw.mkdir()
     (raw / "c.tif").write_bytes(b"")

@@ -344,6 +344,7 @@ def test_a_misspelt_label_is_named_beside_the_missing_one(tmp_path):
     truth_mito = np.zeros((10, 10, 10), np.uint16)
     truth_mito[1:4, 1:4, 1:4] = 1
     truth = write_store(tmp_path / "truth.zarr", {(1, "mito"): (truth_mito, at((4, 4, 4)))})
-    sub = write_store(tmp_path / "sub.zarr", {(1, "mitoo"): (truth_mito, at((4, 4, 4)))})
-    got = warned(score(sub, truth), "missing_label")
-    assert len(got) == 1 and "it holds 'mitoo', which is no label of the truth: misspelt?" in got[0]["message"]
+    for wrong in ("mitoo", "mitochondria"):
+        sub = write_store(tmp_path / f"sub_{wrong}.zarr", {(1, wrong): (truth_mito, at((4, 4, 4)))})
+        got = warned(score(sub, truth), "missing_label")
+        assert len(got) == 1 and f"it holds '{wrong}', which is no label of the truth: misspelt?" in got[0]["message"]

@@ -332,8 +332,16 @@ def test_duplicate_images(dataset):
     assert "training[0]" in msg
 
 
+def _symlink(root, p):
+    alias = root / "alias"
+    if not alias.exists():
+        alias.symlink_to(root / "images", target_is_directory=True)
+        (root / "alias_labels").symlink_to(root / "labels", target_is_directory=True)
+    return p.replace("images/", "alias/").replace("labels/", "alias_labels/")
+
+
 @pytest.mark.parametrize("spell", [lambda root, p: "./" + p, lambda root, p: str(root / p),
-                                   lambda root, p: p.replace("/", "//")])
+                                   lambda root, p: p.replace("/", "//"), _symlink])
 def test_one_image_spelt_two_ways_is_a_duplicate(dataset, spell):
     """The same crop in two folds, once as ``./images/x`` or an absolute path: a leak that
     string comparison let through."""

@@ -396,7 +396,9 @@ def score_submission(submission: str | os.PathLike[str], truth: str | os.PathLik
                     why = "its crop folder is not in the submission" if crop_dir is None else "not in its crop folder"
                     if crop_dir is not None:  # a misspelt name is the likely cause: say which one
                         known = {u.label for u in truths if u.crop == t.crop}
-                        near = difflib.get_close_matches(t.label, sorted(set(sub.labels(crop_dir)) - known), n=1)
+                        extra = sorted(set(sub.labels(crop_dir)) - known)
+                        near = difflib.get_close_matches(t.label, extra, n=1, cutoff=0.5) or [
+                            e for e in extra if e.lower().startswith(t.label.lower())][:1]
                         if near:
                             why += f"; it holds '{near[0]}', which is no label of the truth: misspelt?"
                     warns.append(make_warning(t.crop, t.label, "missing_label",

@@ -6,6 +6,7 @@ Each raises ``ValueError`` or ``RuntimeError`` with one line naming what is wron
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -34,6 +35,12 @@ def expand_predict_images(images: Sequence[str]) -> list[str]:
         if not entries:
             raise ValueError(f"--images {entry}: the folder is empty; give NIfTI images or a folder of them")
         out += nifti or [str(f) for f in files] or [entry]
+        others = [f.name for f in files if nifti and str(f) not in nifti]
+        if others:
+            print(f"note: --images {entry}: {len(others)} file(s) that are not NIfTI left out ("
+                  f"{', '.join(others[:3])}{', ...' if len(others) > 3 else ''}): predict reads converted images; "
+                  "convert the others first (python -m converters.cells.convert or converters.cellmap.convert)",
+                  file=sys.stderr)
     return out
 
 
@@ -63,7 +70,9 @@ def check_output_dir(work: Path, out: Path) -> None:
     if hit is not None:
         raise ValueError(f"--output_dir {out} is {'the work_dir itself' if hit == work else f'inside {hit}'}, which "
                          f"the pipeline's own steps write: predict there would replace their files. {own}")
-    data = next((f for f in (out, out.parent) if (f / "datalist.json").is_file()), None)
+    data = next((f for f in (out, out.parent) if (f / "datalist.json").is_file()), None) or next(
+        (f.parent for f in out.parents if f.name in ("images", "labels", "instances", "records")
+         and (f.parent / "datalist.json").is_file()), None)
     if data is not None:
         raise ValueError(f"--output_dir {out} is {'' if data == out else 'a folder of '}a converted dataset "
                          f"({data / 'datalist.json'}): predict's labels/ and maps there would mix with (or move "

@@ -413,10 +413,11 @@ def flag_problems(args: argparse.Namespace) -> list[str]:
         problems.append(f"--tile_overlap {args.tile_overlap}: give 0 or more pixels")
     elif args.max_pixels is not None and args.max_pixels >= MIN_TILE_PIXELS:
         side = math.isqrt(int(args.max_pixels))
-        if args.tile_overlap * 2 >= side:
+        if side - args.tile_overlap < side // 4:  # each tile a few pixels on from the last: a runaway
             problems.append(f"--tile_overlap {args.tile_overlap}: tiles of --max_pixels {args.max_pixels} are about "
-                            f"{side} pixels on a side; neighbours would overlap by half of it or more (one image "
-                            f"became tens of thousands of tiles): give an overlap under {side // 2}")
+                            f"{side} pixels on a side; neighbours would overlap by more than three quarters of it "
+                            f"(one image became tens of thousands of tiles): give an overlap of at most "
+                            f"{side - side // 4}")
     return problems
 
 
