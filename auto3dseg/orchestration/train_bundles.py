@@ -305,8 +305,10 @@ def train_bundles(work_dir: str | os.PathLike, *, algos: Sequence[str] | None = 
             log(f"note: {b.name}: {b.path / 'training_done.json'} is there but its weights are not (deleted?): "
                 "it is trained again")
     todo = [b for b in bundles if force or not b.done]
+    unfit: dict[str, str] = {}
     if todo:
         _check_bundles(work_dir, todo, overrides)
+        unfit = _preflight(todo, overrides)
     elif overrides:  # nothing trains now, but a typo is still named (it would be met when something does)
         from auto3dseg.bundles.checks import check_overrides
 
@@ -317,6 +319,10 @@ def train_bundles(work_dir: str | os.PathLike, *, algos: Sequence[str] | None = 
         log(note)
     log(f"{len(bundles)} bundles: {len(bundles) - len(todo)} already trained, {len(todo)} to train")
     for i, b in enumerate(bundles, 1):
+        if b.name in unfit:  # reported like a failed training, before anything of it was moved or started
+            report.failed[b.name] = unfit[b.name]
+            log(f"[{b.name}] FAILED: {unfit[b.name]}")
+            continue
         if b in todo:
             log(f"--- [{i}/{len(bundles)}] training {b.name}" + (" (resuming)" if b.started else ""))
         status, score, detail = train_bundle(b, overrides=overrides, gpus=gpus, force=force, log=log)
@@ -328,13 +334,14 @@ def train_bundles(work_dir: str | os.PathLike, *, algos: Sequence[str] | None = 
     return report
 
 
-def _preflight(bundles: Sequence[Bundle], overrides: Mapping[str, Any] | None) -> None:
-    """The project's bundles, as their training would read them (files and overrides): what it
-    would fail on at its start is named now, before ``--force`` moves any weights aside."""
+def _preflight(bundles: Sequence[Bundle], overrides: Mapping[str, Any] | None) -> dict[str, str]:
+    """The project's bundles, as their training would read them (files and overrides): what one
+    would fail on at its start, by bundle name, found before ``--force`` moves any weights aside
+    (those bundles are reported failed and the others train)."""
     from auto3dseg.bundles.config import load_bundle_config
     from auto3dseg.engine.training import preflight
 
-    problems = []
+    problems: dict[str, str] = {}
     for b in bundles:
         files = _config_files(b.path)
         cfg = load_bundle_config(files, overrides_for(b.algo, overrides))
@@ -343,11 +350,10 @@ def _preflight(bundles: Sequence[Bundle], overrides: Mapping[str, Any] | None) -
         try:
             preflight(cfg)
         except ValueError as exc:
-            problems.append(f"{b.path / 'configs'}: {b.name} cannot be trained as configured: {exc}; fix the file "
-                            "(or the --override), or generate the bundle again (--mode generate --force moves this "
-                            "one to replaced/)")
-    if problems:
-        raise ValueError("\n".join(problems) + "\nnothing was trained")
+            problems[b.name] = (f"{b.path / 'configs'}: cannot be trained as configured: {exc}; fix the file (or "
+                                "the --override), or generate the bundle again (--mode generate --force moves this "
+                                "one to replaced/); nothing of it was moved or trained")
+    return problems
 
 
 def _check_bundles(work_dir: str | os.PathLike, bundles: Sequence[Bundle], overrides: Mapping[str, Any] | None) -> None:
@@ -357,7 +363,6 @@ def _check_bundles(work_dir: str | os.PathLike, bundles: Sequence[Bundle], overr
 
     check_bundle_files(bundles, overrides)
     check_overrides(bundles, overrides or {}, {b.algo for b in list_bundles(Path(work_dir).resolve())})
-    _preflight(bundles, overrides)
     try:
         datalist = read_input(work_dir)["datalist"]
     except (FileNotFoundError, KeyError):
