@@ -22,7 +22,7 @@ import yaml
 
 from datalists.cellmap_classes import class_by_name
 
-__all__ = ["INSTANCE_KEYS", "PARAM_TYPES", "load_postprocess_params", "params_for"]
+__all__ = ["INSTANCE_KEYS", "PARAM_TYPES", "acting_params", "load_postprocess_params", "params_for"]
 
 #: every key a class entry may hold, with the type its value must have
 PARAM_TYPES: dict[str, tuple[type, ...]] = {
@@ -164,6 +164,23 @@ def read_user_yaml(path: str | os.PathLike[str]) -> Any:
         return read_yaml_file(path, "fix the file there (the packaged defaults show the layout)")
     except FileNotFoundError:
         raise FileNotFoundError(f"parameter file {path} not found; check the path") from None
+
+
+def acting_params(params: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``params`` without the keys that do nothing for their class (instance keys of a semantic
+    class), as a file that :func:`load_postprocess_params` accepts must be written.
+
+    >>> acting_params({"cyto": {"threshold": 0.4, "watershed": False}, "mito": {"watershed": True}})
+    {'cyto': {'threshold': 0.4}, 'mito': {'watershed': True}}
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for name, entry in params.items():
+        try:
+            semantic = name != "default" and not class_by_name(str(name)).instance
+        except KeyError:
+            semantic = False
+        out[str(name)] = {k: v for k, v in dict(entry).items() if not (semantic and k in INSTANCE_KEYS)}
+    return out
 
 
 def params_for(params: Mapping[str, Mapping[str, Any]], class_name: str) -> dict[str, Any]:

@@ -411,8 +411,12 @@ def _write_tuned(work: Path, out: Path, content: dict | None, base: str | None, 
     moved to ``tuning/replaced/`` first, and said. Returns the file written, or None."""
     import yaml
 
+    from auto3dseg.postprocess.params import acting_params
+
     tuned_path = work / TUNED_YAML
     text = None
+    if content and all(isinstance(v, dict) for v in content.values()):  # per class (CellMap), not cells' flat keys
+        content = acting_params(content)  # semantic classes hold no instance keys (the loader refuses them)
     if content is not None:
         text = ("# written by run_auto3dseg.py --mode tune_postprocess: the values that scored higher on the\n"
                 f"# out-of-fold maps than {base or 'the packaged defaults'} (report: {out / 'report.md'}).\n"
