@@ -307,7 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.truth and not Path(args.truth).exists():  # checked before the work it would score
+    if args.truth and args.mode in ("submit", "full") and not Path(args.truth).exists():  # before the work
         print(f"error: --truth {args.truth}: no such file or folder; give the ground truth (a CellMap store or "
               "test_truth.zarr; for cells a folder of <stem>_label.tiff), or leave it out", file=sys.stderr)
         return 2

@@ -199,13 +199,11 @@ def submit_step(args: argparse.Namespace, work: Path, datalist: str) -> int:
     step_banner("submit")
     manifest = work / ENSEMBLE_DIR / "ensemble.json"
     if not manifest.is_file() and manifest.parent.is_dir():
-        from auto3dseg.orchestration.locks import LockBusy, step_lock
+        from auto3dseg.orchestration.locks import busy_message
 
-        try:  # an ensemble running now writes ensemble.json last: name it (with --wait_lock, wait for it)
-            with step_lock(manifest.parent, "ensemble"):
-                pass
-        except LockBusy as exc:
-            raise FileNotFoundError(f"{manifest} is not written yet: {exc}") from None
+        running = busy_message(manifest.parent, "ensemble")  # an ensemble running now writes ensemble.json last
+        if running:
+            raise FileNotFoundError(f"{manifest} is not written yet: {running}")
     if not manifest.is_file():
         partial = " (an interrupted ensemble left only part of the maps)" if manifest.with_name(
             "ensemble.partial.json").is_file() else ""

@@ -277,6 +277,22 @@ def step_lock(folder: str | os.PathLike, step: str, wait: float | None = None, l
     return Lock(Path(folder) / f".{step}.lock", f"--mode {step} of {folder}", wait, log)
 
 
+def busy_message(folder: str | os.PathLike, step: str) -> str | None:
+    """Why ``step``'s lock of ``folder`` is held by a running process (as :class:`LockBusy` would
+    say it), else None. Only looks: a stale holder's record is left for that step's next run."""
+    path = Path(folder) / f".{step}.lock"
+    if not path.is_file():
+        return None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return Lock(path, f"--mode {step} of {folder}")._busy_message(_read_holder(path))
+    finally:
+        os.close(fd)  # closing drops the shared lock taken to look
+    return None
+
+
 def clean_temporaries(folder: str | os.PathLike, names: tuple[str, ...] = ()) -> list[Path]:
     """Remove the pipeline's own temporaries a killed run left in ``folder`` (not recursive):
     ``.tmp-<pid>-*`` and ``.old-<pid>-*``, only those ending in one of ``names`` when given.
