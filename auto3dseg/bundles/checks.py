@@ -46,15 +46,12 @@ _KNOWN_VALUES: dict[str, tuple[Any, str, str]] = {
 
 
 def _config(bundle: Path) -> dict[str, Any]:
-    from auto3dseg.bundles.config import BUNDLE_YAML_FIX, read_yaml_file
+    from auto3dseg.bundles.config import read_bundle_yaml
 
     cfg: dict[str, Any] = {}
     for f in sorted((bundle / "configs").glob("*")):
         if f.suffix in (".yaml", ".yml"):
-            data = read_yaml_file(f, BUNDLE_YAML_FIX) or {}
-            if not isinstance(data, Mapping):
-                raise ValueError(f"{f}: holds {type(data).__name__}, not KEY: VALUE lines; {BUNDLE_YAML_FIX}")
-            cfg.update(data)
+            cfg.update(read_bundle_yaml(f))
         elif f.suffix == ".json":
             cfg.update(json.loads(f.read_text()) or {})
     return cfg
@@ -201,14 +198,12 @@ def check_bundle_files(bundles: Sequence[Bundle], overrides: Mapping[str, Any] |
     in the project's own bundles only; other templates' files only need to parse."""
     given = {str(k).rpartition(":")[2]: str(k).rpartition(":")[0] for k in (overrides or {})}
     problems: list[str] = []
-    from auto3dseg.bundles.config import BUNDLE_YAML_FIX, read_yaml_file
+    from auto3dseg.bundles.config import BUNDLE_YAML_FIX, read_bundle_yaml
 
     for b in bundles:
         files = {}
         for f in sorted((b.path / "configs").glob("*.y*ml")):
-            data = read_yaml_file(f, BUNDLE_YAML_FIX) or {}
-            if not isinstance(data, Mapping):
-                raise ValueError(f"{f}: holds {type(data).__name__}, not KEY: VALUE lines; {BUNDLE_YAML_FIX}")
+            data = read_bundle_yaml(f)
             if not data and f.name == "hyper_parameters.yaml":
                 raise ValueError(f"{f}: no settings (an emptied file?); {BUNDLE_YAML_FIX}")
             files[f] = data

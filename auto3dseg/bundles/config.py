@@ -320,6 +320,24 @@ BUNDLE_YAML_FIX = ("fix the file there, or generate the bundle again (--mode gen
                    "replaced/)")
 
 
+def read_bundle_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    """One YAML file of a bundle as a dict (an empty file gives ``{}``); a syntax error or a file
+    holding something other than ``KEY: VALUE`` lines is a ``ValueError`` naming the file and the fix.
+
+    >>> import tempfile
+    >>> f = Path(tempfile.mkdtemp()) / "hp.yaml"
+    >>> _ = f.write_text("- 1e-4")
+    >>> read_bundle_yaml(f)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: .../hp.yaml: holds list, not KEY: VALUE lines; fix the file there, or generate ...
+    """
+    data = read_yaml_file(path, BUNDLE_YAML_FIX) or {}
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{path}: holds {type(data).__name__}, not KEY: VALUE lines; {BUNDLE_YAML_FIX}")
+    return dict(data)
+
+
 def load_bundle_config(config_file: str | Sequence[str], overrides: Mapping[str, Any] | None = None) -> dict:
     """Read a bundle's YAML file(s) (comma-separated string or list, later files win)
     and apply ``overrides``. Comma-separated lists are what MONAI's launcher passes."""
@@ -329,10 +347,7 @@ def load_bundle_config(config_file: str | Sequence[str], overrides: Mapping[str,
         f = f.strip().strip("'\"")
         if not f:
             continue
-        data = read_yaml_file(f, BUNDLE_YAML_FIX) or {}
-        if not isinstance(data, Mapping):
-            raise ValueError(f"{f}: holds {type(data).__name__}, not KEY: VALUE lines; {BUNDLE_YAML_FIX}")
-        cfg.update(data)
+        cfg.update(read_bundle_yaml(f))
     if not cfg and any(str(f).strip() for f in files):
         raise ValueError(f"{', '.join(str(f).strip() for f in files)}: no settings (an emptied file?); "
                          f"{BUNDLE_YAML_FIX}")
