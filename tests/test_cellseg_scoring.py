@@ -433,3 +433,31 @@ def test_one_raw_image_among_masks_fails_alone_and_float_intensities_too(tmp_pat
     assert "raw image" in errors["img_label.tiff"] and "neighbours" in errors["img_label.tiff"]
     assert "fractional float32" in errors["flt_label.tiff"]
     assert r["mean_f1"] == pytest.approx(3 / 5)
+
+
+def test_binary_predictions_are_named_and_still_scored(tmp_path):
+    gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
+    a = canvas((64, 64))
+    for i in range(6):  # six separate cells away from the 2-px frame
+        a[5 + 8 * i:10 + 8 * i, 5:10] = i + 1
+    for name in ("b1", "b2", "ok"):
+        write(gt_dir, name, a)
+    binary = np.where(a > 0, 255, 0).astype(np.uint8)
+    write(pred_dir, "b1", binary)
+    write(pred_dir, "b2", binary)
+    write(pred_dir, "ok", a)
+    r = cs.score_folders(gt_dir, pred_dir, progress=False)
+    assert r["n_scored"] == 3 and not r["failed"]  # still scored as the official scorer would
+    per = {row["name"]: row for row in r["per_image"]}
+    assert per["b1_label.tiff"]["pred_num"] == 1 and per["ok_label.tiff"]["f1"] == 1.0
+    named = [w for w in r["warnings"] if "one id 255" in w]
+    assert sorted(w.split(":")[0] for w in named) == ["b1_label.tiff", "b2_label.tiff"], r["warnings"]
+    assert "skimage.measure.label" in named[0]
+    assert any("2 of 3 prediction(s) hold a single id" in w for w in r["warnings"])
+    # an image with one true cell predicted as one id is not a binary-mask mistake
+    one = canvas()
+    one[5:10, 5:10] = 7
+    write(gt_dir, "b1", one)
+    write(pred_dir, "b1", one)
+    r = cs.score_folders(gt_dir, pred_dir, progress=False)
+    assert not any(w.startswith("b1_label.tiff") for w in r["warnings"]), r["warnings"]

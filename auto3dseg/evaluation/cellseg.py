@@ -43,7 +43,7 @@ import numpy as np
 import tifffile
 from tqdm import tqdm
 
-from auto3dseg.evaluation.cellseg_inputs import NotInstanceMasks, image_like_problem
+from auto3dseg.evaluation.cellseg_inputs import MIN_CELLS_FOR_BINARY, NotInstanceMasks, binary_mask_id, image_like_problem
 from auto3dseg.evaluation.cellseg_metrics import match_instances, remove_border_instances, score_image
 from converters.outputs import atomic_write_text
 
@@ -145,6 +145,7 @@ def score_folders(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, *, gt_
     failed: list[dict[str, str]] = []
     warnings: list[str] = []
     images: list[tuple[str, str]] = []  # predictions that look like raw images, and why
+    binary: list[str] = []  # predictions holding a single id for many true cells
     common = sorted(set(gts) & set(preds))
     for stem in tqdm(common, disable=not progress, desc="CellSeg F1", unit="image"):
         name = preds[stem].name
@@ -154,6 +155,11 @@ def score_folders(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, *, gt_
                 images.append((name, looks))
                 raise ValueError(f"not an instance mask, a raw image? {looks}")
             s = score_image(_read_mask(gts[stem]), pred, iou_threshold=iou_threshold)
+            if (one := binary_mask_id(pred)) is not None and s["true_num"] >= MIN_CELLS_FOR_BINARY:
+                binary.append(name)
+                warnings.append(f"{name}: every foreground pixel holds the one id {one} while the truth has "
+                                f"{s['true_num']} cells: a binary (semantic) mask scores as one cell; if it is one, give "
+                                "one id per cell (e.g. skimage.measure.label(mask), or run_auto3dseg.py --mode submit)")
         except Exception as exc:  # noqa: BLE001 - reported per image, never aborts the batch
             failed.append({"name": name, "error": f"{name} (truth {gts[stem].name}): {exc}"})
             continue
@@ -163,6 +169,9 @@ def score_folders(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, *, gt_
     _refuse_images(pred_dir, pred_suffix, images, len(common))
     f1s = [math.nan if r["f1"] is None else r["f1"] for r in rows]
     all_f1 = f1s + [0.0] * (len(missing) + len(failed))
+    if len(binary) > 1:
+        warnings.append(f"{len(binary)} of {len(common)} prediction(s) hold a single id for many true cells: "
+                        "binary masks, not instance masks?")
     if missing:
         warnings.append(f"{len(missing)} truth image(s) without prediction count as F1 = 0 in mean_f1")
     if failed:

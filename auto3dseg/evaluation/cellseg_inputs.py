@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["NotInstanceMasks", "image_like_problem"]
+__all__ = ["NotInstanceMasks", "binary_mask_id", "image_like_problem"]
 
 #: under this fraction of equal neighbouring non-zero pixels, an array is an image's grey levels
 _MIN_EQUAL_NEIGHBOURS = 0.5
 #: neighbouring non-zero pairs needed to judge (a mask of a few one-pixel cells is not judged)
 _MIN_PAIRS = 100
+#: true cells from which a prediction holding one id is named as a binary mask
+MIN_CELLS_FOR_BINARY = 5
 #: rows looked at, at most (regularly sampled): the check stays cheap on large images
 _MAX_ROWS = 512
 
@@ -67,3 +69,21 @@ def image_like_problem(arr: np.ndarray) -> str | None:
         return None
     return (f"its non-zero pixels hardly ever equal their neighbours ({100 * equal:.0f}% of {pairs} neighbouring "
             "pairs; in an instance mask most lie in one cell): grey levels of an image, not cell ids")
+
+
+def binary_mask_id(arr: np.ndarray) -> int | None:
+    """The one non-zero value of ``arr`` when all its foreground holds it (a binary/semantic mask), else None.
+
+    Examples
+    --------
+    >>> mask = np.zeros((8, 8), np.uint8); mask[1:3, 1:3] = 255; mask[5:7, 5:7] = 255
+    >>> binary_mask_id(mask)
+    255
+    >>> mask[5:7, 5:7] = 2
+    >>> binary_mask_id(mask) is None
+    True
+    """
+    fg = np.asarray(arr)[np.asarray(arr) != 0]
+    if not fg.size or fg.min() != fg.max():
+        return None
+    return int(fg[0])
