@@ -155,6 +155,22 @@ def test_ensemble_names_a_fold_bundle_that_is_gone(full_run, tmp_path, capsys):
     assert "note: segresnet_1 was generated" in out and "num_fold 2" in out and "--mode generate --algos segresnet" in out
 
 
+def test_ensemble_names_a_gap_in_the_folds_of_an_old_work_dir(full_run, tmp_path, capsys):
+    """A work_dir generated before input.yaml recorded num_fold: a missing fold below one that is
+    there (folds are generated 0..n-1) is still named."""
+    import shutil
+
+    work = tmp_path / "work"
+    shutil.copytree(full_run, work, ignore=shutil.ignore_patterns("ensemble_output", "segresnet_0"))
+    src = yaml.safe_load((work / "input.yaml").read_text())
+    del src["num_fold"]
+    (work / "input.yaml").write_text(yaml.safe_dump(src))
+    capsys.readouterr()
+    assert run_auto3dseg.main(["--mode", "ensemble", "--work_dir", str(work)]) == 0
+    out = capsys.readouterr().out
+    assert "note: segresnet_0 was generated (folds 0 to 1 are generated" in out, out
+
+
 def test_interrupted_bundle_is_not_counted_as_trained(full_run, tmp_path):
     """progress.yaml alone (an interrupted run) does not make a bundle trained."""
     import shutil

@@ -121,11 +121,16 @@ def _gone_bundles(work: Path, history: list[dict], src: Mapping[str, Any]) -> li
 
     folds = int(src.get("num_fold") or 0)
     algos = sorted({str(h[AlgoKeys.ID]).rpartition("_")[0] for h in history})
+    why = f"{work / 'input.yaml'}: num_fold {folds}"
+    if not folds:  # a work_dir generated before input.yaml recorded num_fold: folds are generated 0..n-1, so a gap
+        present = [int(p.name.rpartition("_")[2]) for a in algos for p in work.glob(f"{a}_*")
+                   if p.is_dir() and p.name.rpartition("_")[2].isdigit() and p.name.rpartition("_")[0] == a]
+        folds = max(present, default=-1) + 1
+        why = f"folds 0 to {folds - 1} are generated, fold {folds - 1} is there"
     gone = [f"{a}_{f}" for a in algos for f in range(folds) if not (work / f"{a}_{f}").exists()]
     if not gone:
         return []
-    return [f"{', '.join(gone)} {'was' if len(gone) == 1 else 'were'} generated ({work / 'input.yaml'}: num_fold "
-            f"{folds}) but {'is' if len(gone) == 1 else 'are'} gone: the ensemble has no model of "
+    return [f"{', '.join(gone)} {'was' if len(gone) == 1 else 'were'} generated ({why}) but {'is' if len(gone) == 1 else 'are'} gone: the ensemble has no model of "
             f"{'that fold' if len(gone) == 1 else 'those folds'}; to restore, run --mode generate --algos "
             f"{' '.join(sorted({g.rpartition('_')[0] for g in gone}))}, then --mode train"]
 
