@@ -60,9 +60,9 @@ from converters.outputs import (
     atomic_write_text,
     clean_stale_temporaries,
     hold_previous_datalist,
-    os_error_message,
     settle_previous_datalist,
 )
+from converters.cli import run_reported
 from converters.pool import WorkerPoolBroken, imap_pool
 from converters.cellmap.report import (
     build_report,
@@ -425,36 +425,31 @@ def _em_zarr_by_dataset(crops: Iterable[cz.CropSource], data_root: str | None) -
     return found
 
 
+def _convert_from_args(args: argparse.Namespace) -> dict:
+    crops = cz.read_datasplit(args.datasplit) if args.datasplit else cz.discover_crops(args.data_root)
+    if not crops:
+        raise ValueError(f"no crop found in {args.datasplit or f'{args.data_root}/{cz.GT_GLOB}'}")
+    if args.max_crops:
+        crops = crops[: args.max_crops]
+    tests = []
+    if args.test_manifest:
+        tests = cz.read_test_manifest(args.test_manifest, _em_zarr_by_dataset(crops, args.data_root))
+    return convert(args.output_dir, crops, tests, target_spacing=args.target_spacing, classes=args.classes,
+                   num_folds=args.num_folds, scale=args.scale, max_voxels=args.max_voxels,
+                   max_em_upsample=args.max_em_upsample, workers=args.workers, force=args.force,
+                   dry_run=args.dry_run, progress=not args.no_progress, fold_gap=args.fold_gap)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not args.datasplit and not args.data_root:
         print("error: give --datasplit CSV or --data_root DIR", file=sys.stderr)
         return 2
-    try:
-        crops = cz.read_datasplit(args.datasplit) if args.datasplit else cz.discover_crops(args.data_root)
-        if not crops:
-            where = args.datasplit or f"{args.data_root}/{cz.GT_GLOB}"
-            print(f"error: no crop found in {where}", file=sys.stderr)
-            return 2
-        if args.max_crops:
-            crops = crops[: args.max_crops]
-        tests = []
-        if args.test_manifest:
-            tests = cz.read_test_manifest(args.test_manifest, _em_zarr_by_dataset(crops, args.data_root))
-        report = convert(args.output_dir, crops, tests, target_spacing=args.target_spacing, classes=args.classes,
-                         num_folds=args.num_folds, scale=args.scale, max_voxels=args.max_voxels,
-                         max_em_upsample=args.max_em_upsample, workers=args.workers, force=args.force,
-                         dry_run=args.dry_run, progress=not args.no_progress, fold_gap=args.fold_gap)
-    except (SettingsMismatch, cz.CellMapFormatError, FileNotFoundError, KeyError, ValueError) as exc:
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"error: {msg}", file=sys.stderr)
-        return 2
-    except WorkerPoolBroken as exc:  # the run is incomplete: no datalist, and what to do
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:  # a full disk, a read-only folder, a permission: where, and what to do
-        print(f"error: {os_error_message(exc, too_big_hint='use --max_voxels to write smaller tiles, ')}", file=sys.stderr)
-        return 2
+    report, rc = run_reported(lambda: _convert_from_args(args), (
+        SettingsMismatch, cz.CellMapFormatError, FileNotFoundError, KeyError, ValueError),
+        too_big_hint="use --max_voxels to write smaller tiles, ")
+    if rc is not None:
+        return rc
     if args.dry_run:
         print(json.dumps(report, indent=2))
         print(render_dry_run_text(report), file=sys.stderr, end="")

@@ -44,9 +44,9 @@ from converters.outputs import (
     atomic_write_text,
     clean_stale_temporaries,
     hold_previous_datalist,
-    os_error_message,
     settle_previous_datalist,
 )
+from converters.cli import run_reported
 from converters.pool import WorkerPoolBroken, imap_pool
 
 __all__ = ["IMAGE_EXTENSIONS", "SKIP_REASONS", "convert_cells", "find_cell_images", "main"]
@@ -430,19 +430,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.labels and not Path(args.labels).is_dir():
         print(f"error: --labels {args.labels}: no such folder", file=sys.stderr)
         return 2
-    try:
-        report = convert_cells(args.output_dir, args.images, args.labels, num_folds=args.num_folds,
-                               max_pixels=args.max_pixels, tile_overlap=args.tile_overlap, workers=args.workers,
-                               force=args.force, dry_run=args.dry_run, progress=not args.no_progress)
-    except (SettingsMismatch, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except WorkerPoolBroken as exc:  # the run is incomplete: no datalist, and what to do
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:  # a full disk, a read-only folder, a permission: where, and what to do
-        print(f"error: {os_error_message(exc, too_big_hint='use --max_pixels to write smaller tiles, ')}", file=sys.stderr)
-        return 2
+    report, rc = run_reported(lambda: convert_cells(
+        args.output_dir, args.images, args.labels, num_folds=args.num_folds, max_pixels=args.max_pixels,
+        tile_overlap=args.tile_overlap, workers=args.workers, force=args.force, dry_run=args.dry_run,
+        progress=not args.no_progress), (SettingsMismatch, FileNotFoundError, ValueError),
+        too_big_hint="use --max_pixels to write smaller tiles, ")
+    if rc is not None:
+        return rc
     if args.dry_run:
         print(json.dumps(report, indent=2))
         return 0

@@ -1,0 +1,48 @@
+"""What the converters' command lines share: one rule for errors and exit codes.
+
+* a user mistake (bad flags, a missing or malformed input, settings that contradict an earlier
+  run): one ``error:`` line, exit 2;
+* a worker killed (the out-of-memory killer): the message of
+  :class:`~converters.pool.WorkerPoolBroken`, no datalist written, exit 1;
+* a failing write (full disk, read-only folder, permissions): the file and what to do, exit 2.
+
+Items that fail on their own are not errors of the run: they are reported in the conversion
+report and the run goes on.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Callable
+
+from converters.outputs import os_error_message
+from converters.pool import WorkerPoolBroken
+
+__all__ = ["run_reported"]
+
+
+def run_reported(convert: Callable[[], Any], user_errors: tuple[type[BaseException], ...],
+                 too_big_hint: str = "") -> tuple[Any, int | None]:
+    """Call ``convert()``; return ``(report, None)``, or ``(None, exit code)`` after printing one line.
+
+    Examples
+    --------
+    >>> run_reported(lambda: {"ok": 1}, (ValueError,))
+    ({'ok': 1}, None)
+    >>> def bad():
+    ...     raise KeyError("crop 'x': no label array")
+    >>> run_reported(bad, (KeyError,), "")[1]  # prints "error: crop 'x': no label array" to stderr
+    2
+    """
+    try:
+        return convert(), None
+    except user_errors as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc  # a KeyError's str() adds quotes
+        print(f"error: {msg}", file=sys.stderr)
+        return None, 2
+    except WorkerPoolBroken as exc:  # the run is incomplete: no datalist, and what to do
+        print(f"error: {exc}", file=sys.stderr)
+        return None, 1
+    except OSError as exc:  # a full disk, a read-only folder, a permission: where, and what to do
+        print(f"error: {os_error_message(exc, too_big_hint=too_big_hint)}", file=sys.stderr)
+        return None, 2
