@@ -13,12 +13,13 @@ report and the run goes on.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any, Callable
 
 from converters.outputs import os_error_message
 from converters.pool import WorkerPoolBroken
 
-__all__ = ["run_reported"]
+__all__ = ["print_outputs", "run_reported"]
 
 
 def run_reported(convert: Callable[[], Any], user_errors: tuple[type[BaseException], ...],
@@ -46,3 +47,17 @@ def run_reported(convert: Callable[[], Any], user_errors: tuple[type[BaseExcepti
     except OSError as exc:  # a full disk, a read-only folder, a permission: where, and what to do
         print(f"error: {os_error_message(exc, too_big_hint=too_big_hint)}", file=sys.stderr)
         return None, 2
+
+
+def print_outputs(report: dict, out: Path) -> int:
+    """Print the datalist's validation notes and where the datalist and report are; 1 when the
+    datalist did not validate (its problems on stderr), else 0."""
+    validation = report["datalist_validation"]
+    for warning in validation.get("summary", {}).get("warnings", []):
+        print(f"  note: {warning}")
+    print(f"Datalist: {out / 'datalist.json'}")
+    print(f"Report:   {out / 'conversion_report.md'} (and .json)")
+    if not validation.get("ok", True):
+        print("The datalist did not validate: " + "; ".join(validation["problems"]), file=sys.stderr)
+        return 1
+    return 0

@@ -62,7 +62,7 @@ from converters.outputs import (
     hold_previous_datalist,
     settle_previous_datalist,
 )
-from converters.cli import run_reported
+from converters.cli import print_outputs, run_reported
 from converters.pool import WorkerPoolBroken, imap_pool
 from converters.cellmap.report import (
     build_report,
@@ -467,12 +467,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"Folds: {folds['used']} (requested {folds['requested']})")
     for line in folds.get("how", []) + [f"note: {n}" for n in folds.get("notes", [])]:
         print(f"  {line}")
-    for warning in report["datalist_validation"].get("summary", {}).get("warnings", []):
-        print(f"  note: {warning}")
-    print(f"Datalist: {out / 'datalist.json'}")
-    print(f"Report:   {out / 'conversion_report.md'} (and .json)")
-    if not report["datalist_validation"].get("ok", True):
-        print("The datalist did not validate: " + "; ".join(report["datalist_validation"]["problems"]), file=sys.stderr)
+    if print_outputs(report, out):
         return 1
     return 1 if s["failed"] else 0
 

@@ -46,7 +46,7 @@ from converters.outputs import (
     hold_previous_datalist,
     settle_previous_datalist,
 )
-from converters.cli import run_reported
+from converters.cli import print_outputs, run_reported
 from converters.pool import WorkerPoolBroken, imap_pool
 
 __all__ = ["IMAGE_EXTENSIONS", "SKIP_REASONS", "convert_cells", "find_cell_images", "main"]
@@ -457,12 +457,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     folds = report["folds"]
     if folds["used"] < folds["requested"] and s["training_items"]:
         print(f"  note: {folds['used']} fold(s) instead of {folds['requested']}: fewer training images than folds")
-    for warning in report["datalist_validation"].get("summary", {}).get("warnings", []):
-        print(f"  note: {warning}")
-    print(f"Datalist: {out / 'datalist.json'}")
-    print(f"Report:   {out / 'conversion_report.md'} (and .json)")
-    if not report["datalist_validation"].get("ok", True):
-        print("The datalist did not validate: " + "; ".join(report["datalist_validation"]["problems"]), file=sys.stderr)
+    if print_outputs(report, out):
         return 1
     if s["failed"]:
         why = ", ".join(f"{k} {v}" for k, v in s["failed_by_reason"].items())
