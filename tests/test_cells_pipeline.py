@@ -104,6 +104,30 @@ def test_submit_reports_a_missing_map_and_exits_nonzero(cell_run, tmp_path, caps
     assert before and {p.name: p.read_bytes() for p in (copy / "submission" / "labels").glob("*_label.tiff")} == before
 
 
+def test_submit_refuses_testing_images_added_after_the_ensemble(cell_run, converted_cells, tmp_path, capsys):
+    """A testing image added to the datalist after the ensemble ran was left out of an "up to
+    date" submission without a word."""
+    work, _ = cell_run
+    out, _ = converted_cells
+    data, copy = tmp_path / "nifti", tmp_path / "work"
+    shutil.copytree(out, data)
+    shutil.copytree(work, copy)
+    src = yaml.safe_load((copy / "input.yaml").read_text())
+    src.update(datalist=str(data / "datalist.json"), dataroot=str(data))
+    dl = json.loads((data / "datalist.json").read_text())
+    shutil.copy(data / dl["testing"][0]["image"], data / "images" / "cell_13_new.nii.gz")
+    dl["testing"].append({"image": "images/cell_13_new.nii.gz"})
+    (data / "datalist.json").write_text(json.dumps(dl))
+    src.pop("datalist_sha1", None)
+    (copy / "input.yaml").write_text(yaml.safe_dump(src))
+    before = {p.name: p.read_bytes() for p in (copy / "submission" / "labels").glob("*_label.tiff")}
+    capsys.readouterr()
+    assert run_auto3dseg.main(["--mode", "submit", "--work_dir", str(copy)]) != 0
+    said = capsys.readouterr()
+    assert "cell_13_new.nii.gz" in said.err and "--mode ensemble" in said.err, said.err
+    assert {p.name: p.read_bytes() for p in (copy / "submission" / "labels").glob("*_label.tiff")} == before
+
+
 def test_a_copy_missing_a_map_never_reads_the_original_s(cell_run, tmp_path, capsys):
     """The manifest records the maps' absolute paths: a copied work_dir whose own map is gone must
     not read the original's map of that name (a silently foreign submission); re-running the

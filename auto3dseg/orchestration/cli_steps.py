@@ -191,6 +191,25 @@ def has_test_labels(datalist: str, test_manifest: str | None) -> bool:
     return any(v.get("test_labels") for v in json.loads(items_file.read_text()).values())
 
 
+def check_maps_cover_testing(ens: dict, datalist: str, manifest: Path) -> None:
+    """Refuse a submission that would silently lack testing images the datalist holds now (added
+    after the ensemble ran); name images the ensemble predicted that the datalist no longer lists.
+    Images are compared by file name: a dataset moved as a whole still matches."""
+    testing = [t["image"] if isinstance(t, dict) else t for t in read_json(datalist).get("testing", [])]
+    want = {Path(str(t)).name for t in testing}
+    have = {Path(str(it.get("image", ""))).name for it in ens.get("items", [])}
+    if missing := sorted(want - have):
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise ValueError(f"{datalist} holds {len(missing)} testing image(s) that {manifest} has no probability map "
+                         f"of ({shown}): the datalist changed after the ensemble; run --mode ensemble (it predicts "
+                         "only what is missing), then --mode submit")
+    if extra := sorted(have - want):
+        shown = ", ".join(extra[:5]) + (f" and {len(extra) - 5} more" if len(extra) > 5 else "")
+        print(f"warning: {manifest} holds map(s) of {len(extra)} image(s) that {datalist} no longer lists as testing "
+              f"({shown}); run --mode ensemble --force to predict only the datalist's testing images",
+              file=sys.stderr)
+
+
 def submit_step(args: argparse.Namespace, work: Path, datalist: str) -> int:
     from auto3dseg.ensembling.ensemble import ENSEMBLE_DIR
     from auto3dseg.postprocess.tune import postprocess_params_for
@@ -211,6 +230,7 @@ def submit_step(args: argparse.Namespace, work: Path, datalist: str) -> int:
     from auto3dseg.ensembling.ensemble import changed_bundles
     from datalists.cell_classes import is_cell_datalist
 
+    check_maps_cover_testing(read_json(manifest), datalist, manifest)
     changed = changed_bundles(read_json(manifest), work)
     if changed:  # the maps are still those models' predictions: usable, but not what the work_dir now holds
         print(f"warning: the probability maps in {manifest.parent} were made by bundles that changed since "
