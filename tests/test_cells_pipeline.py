@@ -153,6 +153,27 @@ def test_a_copy_missing_a_map_never_reads_the_original_s(cell_run, tmp_path, cap
     assert all(Path(it["probabilities"]).parent == copy / "ensemble_output" for it in items)
 
 
+def test_predict_refuses_two_images_of_one_name_and_a_label_as_image(cell_run, converted_cells, tmp_path, capsys):
+    """Two images named x.nii.gz from two folders wrote one x_prob.zarr (the first overwritten) while
+    reporting two; a converted label given as an image was predicted without a word."""
+    work, _ = cell_run
+    out, _ = converted_cells
+    dl = json.loads((out / "datalist.json").read_text())
+    for folder, item in (("a", dl["testing"][0]), ("b", dl["testing"][1])):
+        (tmp_path / folder).mkdir()
+        shutil.copy(out / item["image"], tmp_path / folder / "x.nii.gz")
+    capsys.readouterr()
+    rc = run_auto3dseg.main(["--mode", "predict", "--work_dir", str(work), "--images", str(tmp_path / "a" / "x.nii.gz"),
+                             str(tmp_path / "b" / "x.nii.gz"), "--output_dir", str(tmp_path / "p")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "would both write x_prob.zarr" in err and not (tmp_path / "p").exists(), err
+    label = out / dl["training"][0]["label"]
+    rc = run_auto3dseg.main(["--mode", "predict", "--work_dir", str(work), "--images", str(label),
+                             "--output_dir", str(tmp_path / "q")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "a label of the converted dataset" in err and str(out / dl["training"][0]["image"]) in err, err
+
+
 def test_predict_postprocess_writes_label_tiffs(cell_run, converted_cells, synthetic_cells, tmp_path):
     work, _ = cell_run
     out, _ = converted_cells

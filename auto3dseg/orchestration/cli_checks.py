@@ -49,9 +49,50 @@ def check_predict_images(images: Sequence[str], datalist: str) -> None:
     from auto3dseg.bundles.checks import raw_image_problem
     from auto3dseg.orchestration.workdir import data_kind
 
-    problem = raw_image_problem(images, data_kind(datalist))
+    problem = raw_image_problem(images, data_kind(datalist)) or same_name_problem(images) or label_input_problem(images)
     if problem:
         raise ValueError(problem)
+
+
+def _stem(path: str) -> str:
+    name = Path(path).name
+    for suffix in (".nii.gz", ".nii"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def same_name_problem(images: Sequence[str]) -> str | None:
+    """Images whose outputs would share a name (``<stem>_prob.zarr``, ``<stem>_label.tiff``): one
+    would overwrite the other's.
+
+    >>> same_name_problem(["a/x.nii.gz", "b/x.nii.gz"])
+    '--images: a/x.nii.gz and b/x.nii.gz would both write x_prob.zarr (one overwriting the other); predict them with separate --output_dir, or rename one'
+    >>> same_name_problem(["a/x.nii.gz", "a/y.nii.gz"]) is None
+    True
+    """
+    seen: dict[str, str] = {}
+    for image in images:
+        stem = _stem(image)
+        if stem in seen:
+            if Path(seen[stem]).resolve() == Path(image).resolve():
+                return f"--images: {image} is listed twice; give it once"
+            return (f"--images: {seen[stem]} and {image} would both write {stem}_prob.zarr (one overwriting the "
+                    "other); predict them with separate --output_dir, or rename one")
+        seen[stem] = image
+    return None
+
+
+def label_input_problem(images: Sequence[str]) -> str | None:
+    """A file of a converted dataset's ``labels/`` (or ``instances/``) folder given as an image."""
+    for image in images:
+        path = Path(image)
+        twin = path.parent.parent / "images" / path.name
+        if (path.parent.name in ("labels", "instances") and (path.parent.parent / "datalist.json").is_file()
+                and twin.is_file()):
+            return (f"--images {image}: a label of the converted dataset {path.parent.parent}, not an image; "
+                    f"predict its image {twin}")
+    return None
 
 
 def check_output_dir(work: Path, out: Path) -> None:
