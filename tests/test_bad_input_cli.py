@@ -574,6 +574,34 @@ def test_submit_names_an_ensemble_that_is_running(generated, tmp_path, capsys):
     assert rc != 0 and "ensemble.json is not written yet" in err and "running in another process" in err
 
 
+def test_submit_wait_lock_waits_for_a_running_ensemble(generated, tmp_path, capsys, monkeypatch):
+    """--wait_lock was named in submit's message but submit refused at once all the same."""
+    import threading
+
+    from auto3dseg.orchestration.locks import step_lock
+
+    monkeypatch.setenv("AUTO3DSEG_LOCK_WAIT", "0")  # main sets it from --wait_lock: restored after the test
+    work = tmp_path / "work"
+    shutil.copytree(generated, work)
+    held, release = threading.Event(), threading.Event()
+
+    def ensemble_running():
+        with step_lock(work / "ensemble_output", "ensemble", log=lambda m: None):
+            held.set()
+            release.wait(30)
+
+    t = threading.Thread(target=ensemble_running)
+    t.start()
+    held.wait(10)
+    threading.Timer(1.5, release.set).start()
+    rc = run_auto3dseg.main(["--mode", "submit", "--work_dir", str(work), "--wait_lock", "60"])
+    t.join()
+    said = capsys.readouterr()
+    assert "waiting for --mode ensemble" in said.out + said.err
+    # it waited for the ensemble to end, then found no ensemble.json (this one wrote none)
+    assert rc != 0 and "ensemble.json not found" in said.err and "not written yet" not in said.err, said.err
+
+
 def test_ctrl_c_is_one_line(monkeypatch, capsys):
     def interrupted(*a, **k):
         raise KeyboardInterrupt

@@ -217,12 +217,13 @@ def submit_step(args: argparse.Namespace, work: Path, datalist: str) -> int:
 
     step_banner("submit")
     manifest = work / ENSEMBLE_DIR / "ensemble.json"
-    if not manifest.is_file() and manifest.parent.is_dir():
-        from auto3dseg.orchestration.locks import busy_message
+    if manifest.parent.is_dir():
+        from auto3dseg.orchestration.locks import wait_while_busy
 
-        running = busy_message(manifest.parent, "ensemble")  # an ensemble running now writes ensemble.json last
+        running = wait_while_busy(manifest.parent, "ensemble")  # a running ensemble writes ensemble.json last
         if running:
-            raise FileNotFoundError(f"{manifest} is not written yet: {running}")
+            raise FileNotFoundError(f"{manifest} is {'being rewritten' if manifest.is_file() else 'not written yet'}: "
+                                    f"{running}")
     if not manifest.is_file():
         partial = " (an interrupted ensemble left only part of the maps)" if manifest.with_name(
             "ensemble.partial.json").is_file() else ""

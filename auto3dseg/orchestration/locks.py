@@ -293,6 +293,21 @@ def busy_message(folder: str | os.PathLike, step: str) -> str | None:
     return None
 
 
+def wait_while_busy(folder: str | os.PathLike, step: str, wait: float | None = None, log=print,
+                    poll: float = 2.0) -> str | None:
+    """:func:`busy_message`, after waiting up to ``wait`` seconds (default ``AUTO3DSEG_LOCK_WAIT``,
+    ``--wait_lock``) for ``step`` of ``folder`` to end: None once it is free."""
+    limit = _wait_seconds(wait)
+    start = time.monotonic()
+    message = busy_message(folder, step)
+    if message and limit > 0:
+        log(f"waiting for --mode {step} of {folder} to end (--wait_lock): {message.split('. ')[0]}")
+    while message and time.monotonic() - start < limit:
+        time.sleep(min(poll, max(0.0, limit - (time.monotonic() - start))))
+        message = busy_message(folder, step)
+    return message
+
+
 def clean_temporaries(folder: str | os.PathLike, names: tuple[str, ...] = ()) -> list[Path]:
     """Remove the pipeline's own temporaries a killed run left in ``folder`` (not recursive):
     ``.tmp-<pid>-*`` and ``.old-<pid>-*``, only those ending in one of ``names`` when given.
