@@ -91,3 +91,27 @@ def test_unknown_algos_or_templates_folder_name_what_exists(tmp_path):
         check_templates(str(TEMPLATES_DIR), ["segresnt"])
     with pytest.raises(ValueError, match=r"--templates .*nowhere: no such folder"):
         check_templates(str(tmp_path / "nowhere"), ["segresnet"])
+
+
+def test_statistics_of_changed_training_items_are_not_reused(converted, tmp_path, capsys):
+    """A training item removed from the datalist after analyze: a re-run kept datastats.yaml
+    (still computed with it) without a word, and generate built bundles from it."""
+    out, _ = converted
+    wd, dl_path = tmp_path / "wd", tmp_path / "datalist.json"
+    dl = json.loads((out / "datalist.json").read_text())
+    dl_path.write_text(json.dumps(dl))
+    args = ["--mode", "analyze", "--datalist", str(dl_path), "--dataroot", str(out), "--work_dir", str(wd),
+            "--workers", "0"]
+    assert main(args) == 0
+    gone = dl["training"][0]["image"]
+    assert gone in (wd / "datastats_by_case.yaml").read_text()
+    dl["training"] = dl["training"][1:]
+    dl_path.write_text(json.dumps(dl))
+    capsys.readouterr()
+    assert main(["--mode", "generate", "--datalist", str(dl_path), "--dataroot", str(out), "--work_dir", str(wd),
+                 "--algos", "segresnet"]) == 2
+    assert "changed since" in capsys.readouterr().err and not (wd / "segresnet_0").exists()
+    assert main(args) == 0
+    assert "analysing again" in capsys.readouterr().out
+    assert gone not in (wd / "datastats_by_case.yaml").read_text()
+    assert main(args) == 0 and "analysing again" not in capsys.readouterr().out  # now up to date: kept

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from auto3dseg.orchestration.locks import clean_temporaries, step_lock
+from converters.outputs import atomic_write_json
 
 __all__ = ["DATASTATS", "DATASTATS_BY_CASE", "analyze"]
 
@@ -22,6 +23,8 @@ _WRITE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS}
 
 DATASTATS = "datastats.yaml"
 DATASTATS_BY_CASE = "datastats_by_case.yaml"
+#: the training items ``datastats.yaml`` was computed from (their SHA-1), written before it
+DATASTATS_SOURCE = "datastats_source.json"
 
 
 def analyze(
@@ -76,12 +79,43 @@ def analyze(
         _record_datalist(work, datalist, dataroot)
         clean_temporaries(work, (DATASTATS, DATASTATS_BY_CASE))
         final = work / DATASTATS
-        if final.exists() and not force:
+        changed = stale_datastats(work, datalist) if final.exists() else None
+        if changed and not force:
+            print(f"note: {changed}: analysing again")
+        if final.exists() and not force and not changed:
             _review(work, datalist, dataroot, force)
             return final
+        final.unlink(missing_ok=True)  # the marker goes first: its source record then describes the new run
+        atomic_write_json(work / DATASTATS_SOURCE, {"datalist": str(datalist.resolve()),
+                                                    "training_sha1": training_fingerprint(datalist)})
         _run_analyzer(datalist, dataroot, work, device, workers, allow_constant)
         _review(work, datalist, dataroot, force=True)
         return final
+
+
+def training_fingerprint(datalist: str | os.PathLike) -> str:
+    """SHA-1 of a datalist's training items (what the statistics are computed from)."""
+    import hashlib
+    import json
+
+    items = json.loads(Path(datalist).read_text()).get("training") or []
+    return hashlib.sha1(json.dumps(items, sort_keys=True).encode()).hexdigest()
+
+
+def stale_datastats(work: str | os.PathLike, datalist: str | os.PathLike) -> str | None:
+    """Why ``datastats.yaml`` of ``work`` no longer describes ``datalist``'s training items, else
+    None (also when the work_dir predates the record: nothing to compare)."""
+    import json
+
+    record = Path(work) / DATASTATS_SOURCE
+    try:
+        was = json.loads(record.read_text()).get("training_sha1")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if was and was != training_fingerprint(datalist):
+        return (f"the training items of {datalist} changed since {Path(work) / DATASTATS} was written "
+                f"({record} records those it was computed from)")
+    return None
 
 
 def _record_datalist(work: Path, datalist: Path, dataroot: Path) -> None:

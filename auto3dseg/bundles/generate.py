@@ -375,6 +375,10 @@ def _generate(work: Path, datalist: str | os.PathLike, dataroot: str | os.PathLi
     stats = work / DATASTATS
     if not stats.is_file():
         raise FileNotFoundError(f"{stats} not found: run --mode analyze first (or --mode full)")
+    from auto3dseg.analysis.analyze import stale_datastats
+
+    if changed := stale_datastats(work, datalist):
+        raise ValueError(f"{changed}: run --mode analyze (it analyses them again), then --mode generate")
     datalist = Path(datalist).resolve()
     with open(datalist) as fh:
         dl = json.load(fh)

@@ -5,7 +5,8 @@
     <work_dir>/
       input.yaml                 data source config (modality, datalist, dataroot, generation options;
                                  class_names and sigmoid for other templates, e.g. MONAI's official ones)
-      datastats.yaml, datastats_by_case.yaml, datastats_review.md, review/*.png   (--mode analyze)
+      datastats.yaml, datastats_by_case.yaml, datastats_review.md, review/*.png   (--mode analyze;
+                                 datastats_source.json: the training items they describe)
       algorithm_templates/       copy of the templates the bundles were generated from
       <algo>_<fold>/             one MONAI bundle per network and fold (--mode generate)
         configs/hyper_parameters.yaml, scripts/, algo_object.json
