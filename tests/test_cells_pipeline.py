@@ -72,6 +72,27 @@ def test_submit_writes_one_label_tiff_per_test_image_and_scores_it(cell_run, syn
     assert (work / "submission" / "scores.md").is_file() and (work / "submission" / "scores.csv").is_file()
 
 
+def test_submit_truth_of_other_images_is_refused_and_other_scores_are_kept(cell_run, synthetic_cells, tmp_path,
+                                                                           capsys):
+    """--truth at the training labels scored mean F1 0 with exit 0 (no image matched) and
+    overwrote the scores against the real truth."""
+    work, _ = cell_run
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy)
+    first = (copy / "submission" / "scores.json").read_text()
+    capsys.readouterr()
+    rc = run_auto3dseg.main(["--mode", "submit", "--work_dir", str(copy), "--truth", str(synthetic_cells / "labels")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "no truth file" in err and "matches a prediction" in err, err
+    assert (copy / "submission" / "scores.json").read_text() == first
+    other = tmp_path / "truth_copy"
+    shutil.copytree(synthetic_cells / "test_truth", other)
+    assert run_auto3dseg.main(["--mode", "submit", "--work_dir", str(copy), "--truth", str(other)]) == 0
+    assert json.loads((copy / "submission" / "scores.json").read_text())["truth"] == str(other)
+    kept = list((copy / "submission" / "replaced").glob("scores-*/scores.json"))
+    assert len(kept) == 1 and kept[0].read_text() == first
+
+
 def test_second_run_redoes_nothing(cell_run, capsys):
     work, args = cell_run
     files = [p for p in work.rglob("*")

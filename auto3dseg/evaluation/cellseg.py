@@ -140,6 +140,10 @@ def score_folders(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, *, gt_
                                 + (f" (it holds {len(others)} other file(s), e.g. {', '.join(others[:3])}: raw "
                                    "images, or another naming?)" if others else " (it is empty)")
                                 + f"; give the folder of <stem>{pred_suffix} instance masks (--pred)")
+    if not set(gts) & set(preds):  # every image would score 0: another folder's truth, not a result
+        raise FileNotFoundError(f"no truth file in {gt_dir} matches a prediction in {pred_dir} (truth e.g. "
+                                f"{', '.join(sorted(gts)[:3])}; predictions e.g. {', '.join(sorted(preds)[:3])}): "
+                                "give the truth of these images (--gt), named <stem>" + gt_suffix)
     missing, extra = sorted(set(gts) - set(preds)), sorted(set(preds) - set(gts))
     rows: list[dict[str, Any]] = []
     failed: list[dict[str, str]] = []

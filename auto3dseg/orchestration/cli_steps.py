@@ -210,6 +210,15 @@ def check_maps_cover_testing(ens: dict, datalist: str, manifest: Path) -> None:
               file=sys.stderr)
 
 
+def _keep_other_truth_scores(out: Path, cached: dict | None, truth: str, suffixes: list[str]) -> None:
+    """Scores of this submission against another truth are moved to replaced/, not overwritten."""
+    from auto3dseg.submission.previous import keep_previous
+
+    if cached and cached.get("truth") and cached.get("truth") != truth:
+        keep_previous(out.parent, [out.with_suffix(s).name for s in suffixes], what="scores", first=out.name,
+                      why=f"against {cached['truth']}")
+
+
 def submit_step(args: argparse.Namespace, work: Path, datalist: str) -> int:
     from auto3dseg.ensembling.ensemble import ENSEMBLE_DIR
     from auto3dseg.postprocess.tune import postprocess_params_for
@@ -266,6 +275,7 @@ def submit_step(args: argparse.Namespace, work: Path, datalist: str) -> int:
                       file=sys.stderr)
         else:
             scores = score_submission(zip_path, args.truth, rules=args.score_rules, test_manifest=args.test_manifest)
+            _keep_other_truth_scores(out, cached, str(args.truth), [".json", ".md", ".csv"])
             write_scores(scores, out)
         print(format_scores_markdown(scores))
         print(f"Scores: {out} (and {out.with_suffix('.md')})")
@@ -293,6 +303,7 @@ def submit_cells_step(args: argparse.Namespace, work: Path, datalist: str, manif
             result = cached  # these labels were scored against this truth already
         else:
             result = dict(score_folders(args.truth, folder, progress=False), truth=str(args.truth))
+            _keep_other_truth_scores(out, cached, str(args.truth), [".json", ".md", ".csv"])
             write_cellseg_scores(result, out)
         print(format_cellseg_markdown(result))
         print(f"Scores: {out} (and {out.with_suffix('.md')}, {out.with_suffix('.csv')})")
