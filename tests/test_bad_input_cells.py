@@ -438,3 +438,120 @@ def test_an_output_dir_that_holds_the_input_folders_is_refused(synthetic_cells, 
                       "--no_progress"])
         assert rc == 2 and "would write into the input folder" in capsys.readouterr().err
     assert sorted(p.name for p in data.rglob("*")) == before
+
+
+# ----------------------------------------------------------------------------- files in subfolders
+def test_files_in_subfolders_are_named_and_a_label_there_names_its_testing_image(tree, tmp_path, capsys):
+    """An image in images/sub/ was dropped and a label in labels/sub/ made its image a testing image,
+    both without a word ("Converted 2 of 2 images"). Subfolders are still not read, but named."""
+    (tree / "images" / "sub").mkdir()
+    shutil.copy(tree / "images" / "cell_08_sparse.tif", tree / "images" / "sub" / "extra.tif")
+    (tree / "labels" / "sub").mkdir()  # the label of the top-level TEST image, one folder too deep
+    shutil.copy(tree / "labels" / "cell_08_sparse_label.tiff", tree / "labels" / "sub" / f"{TEST}_label.tiff")
+    (tree / "labels" / ".cache").mkdir()  # hidden: not named
+    shutil.copy(tree / "labels" / "cell_00_fluo16_label.tiff", tree / "labels" / ".cache")
+    out = tmp_path / "out"
+    rc, printed, report = _convert(tree, out, capsys)
+    unread = {u["flag"]: u for u in report["unread_subfolders"]}
+    assert rc == 0 and unread["--images"]["files"] == ["sub/extra.tif"] and not unread["--images"]["testing_images"]
+    assert unread["--labels"]["files"] == [f"sub/{TEST}_label.tiff"] and unread["--labels"]["testing_images"] == [TEST]
+    assert report["summary"]["unread_subfolder_files"] == 2 and report["summary"]["images"] == 3
+    assert (f"--labels {tree / 'labels'}: 1 file in subfolders is not read (sub/{TEST}_label.tiff); move it "
+            f"into {tree / 'labels'} itself") in printed
+    assert f"the image {TEST} therefore becomes a testing image" in printed and "warning:" in printed
+    assert "sub/extra.tif" in printed and ".cache" not in printed
+    assert f"sub/{TEST}_label.tiff" in (out / "conversion_report.md").read_text()
+    assert _records(report)[TEST]["kind"] == "test"  # still not read: the behaviour is kept
+
+
+def test_images_only_in_subfolders_are_refused_naming_them(tree, tmp_path, capsys):
+    (tree / "images" / "train").mkdir()
+    for f in list((tree / "images").glob("*.tif")):
+        shutil.move(str(f), tree / "images" / "train")
+    rc = cc.main(["--images", str(tree / "images"), "--labels", str(tree / "labels"), "--output_dir",
+                  str(tmp_path / "out"), "--no_progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "3 in subfolders, e.g. train/cell_00_fluo16.tif" in err, err
+
+
+def test_labels_inside_the_images_folder_are_not_named_as_unread(tree, tmp_path, capsys):
+    shutil.move(str(tree / "labels"), tree / "images" / "labels")  # --labels images/labels: read, not unread
+    rc = cc.main(["--images", str(tree / "images"), "--labels", str(tree / "images" / "labels"), "--output_dir",
+                  str(tmp_path / "out"), "--num_folds", "2", "--no_progress"])
+    report = json.loads((tmp_path / "out" / "conversion_report.json").read_text())
+    assert rc == 0 and report["unread_subfolders"] == [] and "not read" not in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- background with a little 0 left
+def _rare_zero(lab: np.ndarray, how: str) -> np.ndarray:
+    """``lab`` with its background relabelled (1, cells 2..N; or 65535) and a little 0 left in it."""
+    out = np.where(lab > 0, lab + 1, 65535 if how == "65535_and_a_row" else 1).astype(np.uint16)
+    if how == "scattered":
+        spots = np.random.default_rng(0).random(lab.shape) < 0.004
+        out[spots & (lab == 0)] = 0
+    else:
+        out[0] = 0
+    return out
+
+
+@pytest.mark.parametrize("how", ["a_row", "scattered", "65535_and_a_row"])
+def test_a_non_zero_background_with_a_little_0_left_still_fails(tree, tmp_path, capsys, how):
+    """A row of 0 (under 1% of the pixels) beside a background of 1 made the check look at 0 as the
+    largest "cell" (unsigned counts: -1 wrapped to 2**64 - 1): converted as one huge cell, no word."""
+    path = tree / "labels" / "cell_00_fluo16_label.tiff"
+    lab = _rare_zero(tifffile.imread(path).astype(np.uint16), how)
+    assert 0 < np.mean(lab == 0) < 0.01
+    tifffile.imwrite(path, lab)
+    rc, printed, report = _convert(tree, tmp_path / "out", capsys)
+    rec = _records(report)["cell_00_fluo16"]
+    value = 65535 if how == "65535_and_a_row" else 1
+    assert rc == 1 and (rec["verdict"], rec["reason"]) == ("failed", "background_not_zero"), rec
+    assert "covers only" in rec["detail"] and f"labels[labels == {value}] = 0" in printed
+
+
+def test_one_large_cell_beside_a_little_0_converts_with_a_warning(tree, tmp_path, capsys):
+    path = tree / "labels" / "cell_00_fluo16_label.tiff"
+    h, w = tifffile.imread(path).shape[:2]
+    lab = np.ones((h, w), np.uint16)
+    lab[:, int(w * 0.52):] = 2  # two confluent cells, the first over 52% of the image, enclosing none
+    lab[0, :3] = 0
+    tifffile.imwrite(path, lab)
+    rc, printed, report = _convert(tree, tmp_path / "out", capsys)
+    rec = _records(report)["cell_00_fluo16"]
+    assert rc == 0 and rec["verdict"] == "converted", rec
+    assert any("the cell with id 1 covers" in w for w in rec["warnings"])
+
+
+# ----------------------------------------------------------------------------- 32-bit images, unique grey levels
+def _unique_grey_levels(dtype: type) -> tuple[np.ndarray, np.ndarray]:
+    """A 256 x 256 image with (nearly) every pixel a grey level of its own, and its 20-cell label."""
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[:256, :256]
+    lab = np.zeros((256, 256), np.uint16)
+    for i in range(20):
+        c = rng.integers(10, 246, 2)
+        lab[(y - c[0]) ** 2 + (x - c[1]) ** 2 < 64] = i + 1
+    return (((lab > 0) * 3 + rng.random(lab.shape)) * 1e8).astype(dtype), lab
+
+
+@pytest.mark.parametrize("dtype", [np.uint32, np.int32, np.float32])
+def test_a_real_label_of_an_image_with_unique_grey_levels_converts(tree, tmp_path, capsys, dtype):
+    """With nearly every pixel a grey level of its own (uint32), any label is a function of the image:
+    a correct label was refused as label_is_image ("its grey levels rescaled")."""
+    image, lab = _unique_grey_levels(dtype)
+    tifffile.imwrite(tree / "images" / "u32.tif", image)
+    tifffile.imwrite(tree / "labels" / "u32_label.tiff", lab)
+    rc, printed, report = _convert(tree, tmp_path / "out", capsys)
+    rec = _records(report)["u32"]
+    assert rc == 0 and (rec["verdict"], rec["cells"]) == ("converted", 20), rec
+
+
+@pytest.mark.parametrize("invert", [False, True])
+def test_an_8_bit_copy_of_an_image_with_unique_grey_levels_still_fails(tree, tmp_path, capsys, invert):
+    image, _ = _unique_grey_levels(np.uint32)
+    copy = (image.astype(np.float64) / image.max() * 255).astype(np.uint8)
+    tifffile.imwrite(tree / "images" / "u32.tif", image)
+    tifffile.imwrite(tree / "labels" / "u32_label.tiff", 255 - copy if invert else copy)
+    rc, printed, report = _convert(tree, tmp_path / "out", capsys)
+    rec = _records(report)["u32"]
+    assert rc == 1 and rec["reason"] == "label_is_image" and "rescaled" in rec["detail"], rec

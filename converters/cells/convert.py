@@ -6,7 +6,8 @@ Run ``python -m converters.cells.convert --help`` for the options. The steps:
    with ``<stem>_label.tiff`` in ``--labels``; images without a label become ``testing``.
    A label file named like a near miss (``<stem>_labels.tiff``, ``<stem>_mask.png``, other
    case or extension) fails its image (never a silent testing image); a label matching no
-   image is a warning (:mod:`converters.cells.pairing`).
+   image is a warning (:mod:`converters.cells.pairing`). Subfolders are not read; the images
+   and labels in them are a warning (:mod:`converters.cells.subfolders`).
 2. **Convert** each image in parallel (:func:`converters.cells.item.convert_cell_image`):
    read any layout and dtype, normalise to 3 uint8 channels, write NIfTI ``x, y, 1, c``;
    for labelled images the target map (:mod:`datalists.cell_classes`) and a copy of the
@@ -263,6 +264,14 @@ def _refuse_output_among_inputs(out: Path, inputs: list[Path]) -> None:
                              f"{folder.parent / (folder.parent.name + '_nifti')}")
 
 
+def _refuse_no_images(images_dir: str | os.PathLike, unread: list[dict]) -> None:
+    """Raise the error of an --images folder with no image directly in it, naming those in its subfolders."""
+    inside = next((u for u in unread if u["flag"] == "--images"), None)
+    where = (f" directly in it ({len(inside['files'])} in subfolders, e.g. {inside['files'][0]}, which are never "
+             f"read: move them into {images_dir} itself, or pass the subfolder as --images)" if inside else "")
+    raise FileNotFoundError(f"--images {images_dir}: no {'/'.join(IMAGE_EXTENSIONS)} file{where}")
+
+
 def convert_cells(output_dir: str | os.PathLike, images_dir: str | os.PathLike,
                   labels_dir: str | os.PathLike | None = None, *, num_folds: int = 5, max_pixels: int | None = None,
                   tile_overlap: int = 64, workers: int = 1, force: bool = False, dry_run: bool = False,
@@ -288,13 +297,16 @@ def convert_cells(output_dir: str | os.PathLike, images_dir: str | os.PathLike,
     dry_run : bool
         Find and pair images, show tiles and folds; write nothing.
     """
+    from converters.cells.subfolders import unread_subfolders
+
     sources, problems, unmatched = find_cell_images(images_dir, labels_dir)
+    unread = unread_subfolders(images_dir, labels_dir, sources, IMAGE_EXTENSIONS)
     if not sources and not problems:
-        raise FileNotFoundError(f"--images {images_dir}: no {'/'.join(IMAGE_EXTENSIONS)} file")
+        _refuse_no_images(images_dir, unread)
     settings = _settings(max_pixels, tile_overlap)
     _refuse_output_among_inputs(Path(output_dir), [Path(images_dir), *([Path(labels_dir)] if labels_dir else [])])
     if dry_run:
-        return _dry_run(sources, problems, unmatched, settings, num_folds)
+        return dict(_dry_run(sources, problems, unmatched, settings, num_folds), unread_subfolders=unread)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     _check_settings(out, settings, force)
@@ -347,7 +359,7 @@ def convert_cells(output_dir: str | os.PathLike, images_dir: str | os.PathLike,
                       "summary": {"warnings": ["no labelled image: this datalist can only be predicted "
                                                "(run_auto3dseg.py --mode predict --work_dir <trained work_dir> "
                                                "--images ...)"]}}
-    report = build_cell_report(ordered, settings, fold_info, validation, str(out.resolve()), unmatched)
+    report = build_cell_report(ordered, settings, fold_info, validation, str(out.resolve()), unmatched, unread)
     atomic_write_json(out / "conversion_report.json", report)
     atomic_write_text(out / "conversion_report.md", render_cell_report_markdown(report))
     atomic_write_json(out / "datalist.json", datalist)
@@ -366,7 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "instance ids) label, a label whose background is not 0 (e.g. 65535), an 8-bit label whose "
                     "ids wrapped around (cells sharing ids), a "
                     "constant training image, a label named like <stem>_labels.tiff or <stem>_mask.png (misnamed), "
-                    "two images with one stem. Labels that match no image are warned about. Exit status: 0 when "
+                    "two images with one stem. Labels that match no image, and files in subfolders of --images or "
+                    "--labels (which are not read), are warned about. Exit status: 0 when "
                     "every image was converted, resumed or skipped for a reason that is no defect (empty_label: no "
                     "cell annotated); 1 when any image failed (datalist.json still written for the others) or a worker process was "
                     "killed (no datalist.json: run again with fewer --workers, finished images resume); 2 for "
@@ -452,7 +465,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {r['stem']}: note: blank testing image, converted so that it gets its <stem>_label.tiff")
         for warning in r.get("warnings", []) if r["verdict"] == "converted" else []:
             print(f"  {r['stem']}: warning: {warning}")
-    for u in report.get("unmatched_labels", []):
+    for u in [*report.get("unmatched_labels", []), *report.get("unread_subfolders", [])]:
         print(f"  warning: {u['detail']}")
     folds = report["folds"]
     if folds["used"] < folds["requested"] and s["training_items"]:

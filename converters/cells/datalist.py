@@ -65,12 +65,15 @@ def build_cell_datalist(records: Sequence[dict], num_folds: int) -> tuple[dict, 
 
 
 def build_cell_report(records: Sequence[dict], settings: dict, fold_info: dict, validation: dict,
-                      out_dir: str, unmatched_labels: Sequence[dict] = ()) -> dict:
+                      out_dir: str, unmatched_labels: Sequence[dict] = (),
+                      unread_subfolders: Sequence[dict] = ()) -> dict:
     """The report written as ``conversion_report.json``.
 
     ``images`` holds every image's record, testing images that failed included (the
     submission checks against them that no testing image is left without a label file);
-    ``unmatched_labels`` the label files that are no image's label.
+    ``unmatched_labels`` the label files that are no image's label; ``unread_subfolders``
+    the files in subfolders of --images and --labels, which are not read
+    (:func:`converters.cells.subfolders.unread_subfolders`).
     """
     counts = Counter(r["verdict"] for r in records)
     reasons = Counter(r["reason"] for r in records if r["verdict"] == "skipped")
@@ -87,6 +90,7 @@ def build_cell_report(records: Sequence[dict], settings: dict, fold_info: dict, 
             "failed_by_reason": dict(failures),
             "blank_testing_images": sum(1 for r in records if r.get("blank") and r["verdict"] == "converted"),
             "unmatched_labels": len(unmatched_labels),
+            "unread_subfolder_files": sum(len(u["files"]) for u in unread_subfolders),
             "warnings": sum(len(r.get("warnings", [])) for r in records if r["verdict"] == "converted"),
             "resumed": sum(1 for r in records if r.get("resumed")),
             "tiled": sum(1 for r in records if r.get("tiled")),
@@ -98,6 +102,7 @@ def build_cell_report(records: Sequence[dict], settings: dict, fold_info: dict, 
         "datalist_validation": validation,
         "images": list(records),
         "unmatched_labels": list(unmatched_labels),
+        "unread_subfolders": list(unread_subfolders),
     }
 
 
@@ -132,6 +137,9 @@ def render_cell_report_markdown(report: dict) -> str:
     if report.get("unmatched_labels"):
         lines += ["Label files that are no image's label (not used):", ""]
         lines += [f"* `{u['label']}`: {u['detail']}" for u in report["unmatched_labels"]] + [""]
+    if report.get("unread_subfolders"):
+        lines += ["Files in subfolders of the input folders (not read):", ""]
+        lines += [f"* {_cell(u['detail'])}" for u in report["unread_subfolders"]] + [""]
     lines += ["| image | kind | verdict | reason | original size | dtype | channels | tiles | cells | what was done |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["images"]:

@@ -276,9 +276,21 @@ def label_is_image_problem(labels: np.ndarray, image: np.ndarray, label_path: st
 
 
 def _derived_from(plane: np.ndarray, labels: np.ndarray, max_pixels: int = 1_000_000) -> bool:
-    """Is ``labels`` a function of the image's values (an 8-bit rescaled copy, say)? In a real
-    instance mask one grey level falls in many cells and in the background. Checked on a
-    regular sample of pixels; needs at least 16 grey levels and 3 label values."""
+    """Is ``labels`` a monotone function of the image's values (an 8-bit rescaled copy, say)?
+
+    In a real instance mask one grey level falls in many cells and in the background. Being a
+    function alone proves nothing when nearly every pixel has a grey level of its own (a 32-bit
+    image): any label is then a function of the image. A rescaled copy is also monotone (its
+    values rise, or fall, with the grey level), which cell ids interleaved along the grey
+    levels are not. Checked on a regular sample of pixels; needs at least 16 grey levels and
+    3 label values.
+
+    Examples
+    --------
+    >>> img = np.arange(400, dtype=np.uint32).reshape(20, 20) * 1000  # every pixel its own grey level
+    >>> _derived_from(img, (img // 25_000).astype(np.uint8)), _derived_from(img, (img % 7).astype(np.uint8))
+    (True, False)
+    """
     import fastremap  # its unique is ~15x numpy's on a million int64 values (sorting vs hashing)
 
     step = max(1, int(np.ceil(np.sqrt(plane.size / max_pixels))))
@@ -286,8 +298,12 @@ def _derived_from(plane: np.ndarray, labels: np.ndarray, max_pixels: int = 1_000
     levels = fastremap.unique(img)
     if levels.size < 16 or fastremap.unique(lab).size < 3:
         return False
-    pairs = fastremap.unique(img * (int(lab.max()) + 1) + lab)
-    return pairs.size == levels.size
+    base = np.int64(lab.max()) + np.int64(1)  # label values are 0..lab.max() (negative ids were refused on reading)
+    pairs = np.sort(fastremap.unique(img * base + lab))  # by grey level: one pair per level when a function
+    if pairs.size != levels.size:
+        return False
+    steps = np.diff(np.mod(pairs, base))  # the label value of each grey level, in the order of the grey levels
+    return bool((steps >= 0).all() or (steps <= 0).all())
 
 
 def _convert(src: dict, out: Path, rec: dict, max_pixels: int | None, overlap: int) -> None:

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["BACKGROUND_FRACTION", "MIN_SIDE", "SPLIT_ID_FRACTION", "background_problem", "small_image_note",
-           "split_ids", "wrapped_ids_problem"]
+__all__ = ["BACKGROUND_FRACTION", "MIN_SIDE", "RARE_ZERO_FRACTION", "SPLIT_ID_FRACTION", "background_problem",
+           "small_image_note", "split_ids", "wrapped_ids_problem"]
 
 #: a non-zero id covering more than this fraction of the image while 0 is (nearly) absent is the background
 BACKGROUND_FRACTION = 0.4
-#: 0 covering less than this fraction of the image is "nearly absent"
-_RARE_ZERO = 0.01
+#: 0 covering less than this fraction of the image (1%) is "nearly absent": a row of 0 along an edge, or a few
+#: scattered 0 pixels, left in a label whose background is another id, must not hide that background
+RARE_ZERO_FRACTION = 0.01
 #: ids with 2+ separate cell-sized blobs, as a fraction of all ids, from which ids look wrapped
 SPLIT_ID_FRACTION = 0.1
 #: at least this many split ids (a label with 5 cells and 1 split id is no evidence)
@@ -34,9 +35,12 @@ def background_problem(labels: np.ndarray, path: str) -> str | None:
     """Why a label's background looks like a non-zero value, else None.
 
     A non-zero id covering more than :data:`BACKGROUND_FRACTION` of the image is the
-    background when 0 is (nearly) absent, or when that id is the largest value of the
+    background when 0 is (nearly) absent (under :data:`RARE_ZERO_FRACTION` of the pixels)
+    and that id encloses other cells, or when that id is the largest value of the
     label's integer type (65535 in uint16) and covers more than 0 does. Only the latter
     in an image with a side under :data:`MIN_SIDE` (a tiny crop may lie inside one cell).
+    Such an id that encloses no cell is more likely one large cell of a confluent image: the
+    message then starts ``"<path>: the cell with id"`` and is a warning, not a refusal.
 
     Examples
     --------
@@ -45,18 +49,25 @@ def background_problem(labels: np.ndarray, path: str) -> str | None:
     'a_label.tiff: the value 65535 covers 92% of the image'
     >>> lab[lab == 65535] = 0; background_problem(lab, "a_label.tiff") is None
     True
+
+    0 present but rare (a row of 0 along the edge) does not hide a background of 1:
+
+    >>> lab = np.ones((200, 200), np.uint16); lab[20:60, 20:60], lab[100:140, 100:140], lab[0] = 2, 3, 0
+    >>> background_problem(lab, "a_label.tiff")[:49]
+    'a_label.tiff: the value 1 covers 92% of the image'
     """
     import fastremap
 
     ids, counts = fastremap.unique(labels, return_counts=True)
+    counts = counts.astype(np.int64)  # fastremap counts are uint64: a -1 below would wrap to 2**64 - 1
     zero = int(counts[ids == 0].sum())
     cells = ids != 0
     if not cells.any():
         return None
-    top = int(np.argmax(np.where(cells, counts, -1)))
+    top = int(np.argmax(np.where(cells, counts, np.int64(-1))))  # the largest non-zero id, never 0 itself
     value, count, n = ids[top].item(), int(counts[top]), labels.size
     saturated = labels.dtype.kind in "ui" and value == np.iinfo(labels.dtype).max
-    if count <= BACKGROUND_FRACTION * n or not (zero < _RARE_ZERO * n or (saturated and zero < count)):
+    if count <= BACKGROUND_FRACTION * n or not (zero < RARE_ZERO_FRACTION * n or (saturated and zero < count)):
         return None
     if min(labels.shape) < MIN_SIDE and not saturated:  # a crop of a few pixels may lie inside one cell
         return None
