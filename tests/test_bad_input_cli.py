@@ -454,6 +454,11 @@ def test_predict_into_a_converted_dataset_or_a_store_is_refused(generated, conve
     (lambda t: re.sub(r"(?m)^  resolution: .*$", "  resolution: [8, 8]", t),
      ["network#resolution [8, 8]: expected null or 3 voxel sizes"]),
     (lambda t: "", ["no settings (an emptied file?)"]),
+    # a network value the constructor fails on deep inside, naming no key
+    (lambda t: re.sub(r"(?m)^  blocks_down: .*$", "  blocks_down: abc", t),
+     ["network#blocks_down: abc: expected a list of whole numbers >= 1"]),
+    (lambda t: re.sub(r"(?m)^  blocks_down: .*$", '  blocks_down: "$@foo"', t),
+     ["network#blocks_down '$@foo': a MONAI expression or reference"]),
 ])
 def test_a_hand_edited_bundle_config_is_named_before_training(generated, tmp_path, capsys, edit, words):
     """The README invites editing a bundle's YAML: a value training would fail on is one message
@@ -477,6 +482,18 @@ def test_a_hand_edited_bundle_config_is_named_before_training(generated, tmp_pat
     if "num_epochs: abc" in hp.read_text():
         rc = run_auto3dseg.main(["--mode", "train", "--work_dir", str(work), "--override", "num_epochs=1", *TINY])
         assert rc == 0, capsys.readouterr()
+
+
+def test_an_emptied_bundle_config_is_named_before_the_overrides_are_checked(generated, tmp_path, capsys):
+    """Without --force an emptied hyper_parameters.yaml was reported as "no key 'num_workers'"
+    for the first override given."""
+    work = tmp_path / "work"
+    shutil.copytree(generated, work, ignore=shutil.ignore_patterns("segresnet_1"))
+    hp = work / "segresnet_0" / "configs" / "hyper_parameters.yaml"
+    hp.write_text("")
+    rc = run_auto3dseg.main(["--mode", "train", "--work_dir", str(work), *TINY])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"{hp}: no settings (an emptied file?)" in err and "no key" not in err, err
 
 
 @pytest.mark.parametrize("text, words", [("{{{\n", "input.yaml:2:1: not valid YAML"),

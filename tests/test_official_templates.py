@@ -176,8 +176,13 @@ def test_submit_refuses_channels_that_map_to_no_label(converted, tmp_path, capsy
     out, _ = converted
     work = tmp_path / "work"
     (work / "ensemble_output").mkdir(parents=True)
+    testing = json.loads((out / "datalist.json").read_text())["testing"]
+    items = [{"image": str(out / t["image"]), "probabilities": str(work / "ensemble_output" / f"{i}_prob.zarr")}
+             for i, t in enumerate(testing)]  # a map of each testing image (never read: refused before)
+    for it in items:
+        Path(it["probabilities"]).mkdir()
     (work / "ensemble_output" / "ensemble.json").write_text(json.dumps(
-        {"signature": "x", "channels": ["channel_0", "channel_1"], "activation": "sigmoid", "items": []}))
+        {"signature": "x", "channels": ["channel_0", "channel_1"], "activation": "sigmoid", "items": items}))
     (work / "input.yaml").write_text(yaml.safe_dump({"datalist": str(out / "datalist.json"), "dataroot": str(out)}))
     rc = run_auto3dseg.main(["--mode", "submit", "--work_dir", str(work)])
     err = capsys.readouterr().err

@@ -38,6 +38,12 @@ _KNOWN_VALUES: dict[str, tuple[Any, str, str]] = {
     "num_workers": (lambda v: _is_int(v) and int(v) >= 0, "a whole number >= 0", "4"),
     "learning_rate": (lambda v: _is_number(v) and not isinstance(v, bool) and 0 < float(v) < float("inf"),
                       "a number > 0", "2e-4"),
+    # network sizes (a 0 or a word fails deep in the network's constructor, naming no key)
+    **{k: (lambda v: _is_int(v) and int(v) >= 1, "a whole number >= 1", ex) for k, ex in (
+        ("init_filters", "32"), ("dsdepth", "4"), ("feature_size", "48"), ("num_blocks", "6"),
+        ("num_depths", "3"))},
+    "blocks_down": (lambda v: isinstance(v, list) and len(v) >= 1 and all(_is_int(x) and int(x) >= 1 for x in v),
+                    "a list of whole numbers >= 1", "[1,2,2,4]"),
     # segresnet's voxel size (network#resolution): it then skips downsampling a coarse axis first
     "resolution": (lambda v: v is None or (isinstance(v, list) and len(v) in (2, 3) and all(
         _is_number(x) and not isinstance(x, bool) and 0 < float(x) < float("inf") for x in v)),
@@ -46,12 +52,15 @@ _KNOWN_VALUES: dict[str, tuple[Any, str, str]] = {
 
 
 def _config(bundle: Path) -> dict[str, Any]:
-    from auto3dseg.bundles.config import read_bundle_yaml
+    from auto3dseg.bundles.config import BUNDLE_YAML_FIX, read_bundle_yaml
 
     cfg: dict[str, Any] = {}
     for f in sorted((bundle / "configs").glob("*")):
         if f.suffix in (".yaml", ".yml"):
-            cfg.update(read_bundle_yaml(f))
+            data = read_bundle_yaml(f)
+            if not data and f.name == "hyper_parameters.yaml":  # an override check would only say "no key"
+                raise ValueError(f"{f}: no settings (an emptied file?); {BUNDLE_YAML_FIX}")
+            cfg.update(data)
         elif f.suffix == ".json":
             cfg.update(json.loads(f.read_text()) or {})
     return cfg

@@ -123,10 +123,18 @@ def preflight(cfg: Mapping[str, Any]) -> None:
     try:
         initial_plan(dict(cfg))
         parse_budget(cfg.get("budget"))
-        build_network(cfg["algo"], int(cfg.get("input_channels", 1)), len(cfg["class_ids"]) + 1, cfg.get("network"),
-                      spatial_dims=dims)
     except (TypeError, ValueError, KeyError) as exc:
         raise ValueError(f"{type(exc).__name__}: {exc}") from None
+    for key, value in dict(cfg.get("network") or {}).items():
+        if isinstance(value, str) and value[:1] in "$@%":
+            raise ValueError(f"network#{key} {value!r}: a MONAI expression or reference, which this project's engine "
+                             "does not evaluate; write the value itself")
+    try:
+        build_network(cfg["algo"], int(cfg.get("input_channels", 1)), len(cfg["class_ids"]) + 1, cfg.get("network"),
+                      spatial_dims=dims)
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:  # the network's constructor names no key
+        raise ValueError(f"network {dict(cfg.get('network') or {})}: {cfg['algo']} cannot be built with it "
+                         f"({type(exc).__name__}: {exc})") from None
 
 
 def make_loss(cfg: Mapping[str, Any]) -> DeepSupervisionLoss:
