@@ -1,9 +1,7 @@
-"""Checks of a datalist's content: class table and labels, item values, folds, duplicates,
-annotated class ids."""
+"""Checks of a datalist's content: class table and labels, item values, folds, annotated class
+ids (duplicates are in :mod:`datalists.checks_duplicates`)."""
 
 from __future__ import annotations
-
-import os
 
 from collections import Counter, defaultdict
 from typing import Any
@@ -13,16 +11,15 @@ from .schema import (
     _PATH_KEYS,
     _SECTIONS,
     FORMAT_PREFIX,
-    _image_paths,
     _is_int,
     _short,
-    _valid_image,
+    _whole,
 )
 
 
 class ContentChecks:
-    """Checks of a datalist's content: class table and labels, item values, folds, duplicates,
-    annotated class ids.
+    """Checks of a datalist's content: class table and labels, item values, folds, annotated
+    class ids.
 
     Mixed into the validator's checker, which provides ``data``, ``src``, ``problem``, ``items``
     and ``desc``.
@@ -155,11 +152,12 @@ class ContentChecks:
                 "items without a fold into training, and an Auto3DSeg template then divides by zero)"
             )
             return
-        folds = [(i, it["fold"]) for i, it in with_fold if _is_int(it["fold"]) and it["fold"] >= 0]
+        # 1.0 counts as fold 1, as training reads it (int(fold)); 1.5 and "1" are schema problems.
+        folds = [(i, f) for i, f in ((i, _whole(it["fold"])) for i, it in with_fold) if f is not None and f >= 0]
 
         if self.num_folds_arg is not None:
             nf, origin = int(self.num_folds_arg), "the num_folds argument"
-        elif _is_int(self.data.get("num_folds")) and self.data["num_folds"] >= 1:
+        elif (_whole(self.data.get("num_folds")) or 0) >= 1:
             nf, origin = int(self.data["num_folds"]), "the datalist's num_folds"
         elif folds:
             nf, origin = max(f for _, f in folds) + 1, "the largest fold + 1"
@@ -217,44 +215,6 @@ class ContentChecks:
             self.problems.append(f"{text}; to check it for analysis only (no training): python -m datalists.validate "
                                  "--allow-single-fold, or validate_datalist(..., allow_single_fold=True)")
 
-    def _same_file(self, path: str) -> str:
-        """One spelling per file: ``./images/a.nii.gz``, ``images//a.nii.gz``, the absolute path
-        under the data root and a symlink to it are one image (compared as strings, they hid a leak)."""
-        root = getattr(self, "root", None)
-        joined = os.path.join(str(root), path) if root is not None else path
-        return os.path.realpath(joined)  # symlinks too: an alias of a crop is the crop
-
-    def check_duplicates(self) -> None:
-        first_image: dict[Any, str] = {}
-        first_label: dict[str, str] = {}
-        for section in _SECTIONS:
-            for i, item in self.items(section):
-                image = item.get("image")
-                if _valid_image(image):
-                    key = self._same_file(image) if isinstance(image, str) else tuple(
-                        self._same_file(str(p)) for p in image)
-                    if key in first_image:
-                        self.problem(
-                            self.desc(section, i),
-                            f"the same image is already listed as {first_image[key]}; list each image "
-                            "once (a crop in two places leaks between training and validation)",
-                        )
-                    else:
-                        first_image[key] = f"{section}[{i}]"
-                label = item.get("label")
-                if isinstance(label, str) and label and section in _LABELLED_SECTIONS:
-                    same = self._same_file(label)
-                    if same in first_label:
-                        self.problem(
-                            self.desc(section, i),
-                            f"label {label!r} is already used by {first_label[same]}; each item needs its own label",
-                        )
-                    else:
-                        first_label[same] = f"{section}[{i}]"
-                    if same in {self._same_file(str(p)) for p in _image_paths(item)}:
-                        self.problem(self.desc(section, i),
-                                     "label is the same file as the image; point it at the label file")
-
     def _check_annotated_ids(self, where: str, ids: list[int], key: str) -> None:
         if not self.class_names:
             return
@@ -304,3 +264,23 @@ class ContentChecks:
                         f"{self.src}: items list annotated classes but the datalist has no class_table or "
                         "labels, so their ids were not checked"
                     )
+
+    def check_annotated_mask_everywhere(self) -> None:
+        """Refuse labelled items without ``annotated_mask`` when other items have one.
+
+        Training reads an item without ``annotated_mask`` as annotating every class
+        (``annotate_all_if_missing``), so in a datalist whose items say which classes they
+        annotate, one that says nothing would teach its unannotated classes as background.
+        """
+        items = [(s, i, it) for s in _LABELLED_SECTIONS for i, it in self.items(s)]
+        without = [self.desc(s, i) for s, i, it in items if "annotated_mask" not in it]
+        if not without or len(without) == len(items):
+            return
+        shown = "; ".join(without[:3]) + (f"; and {len(without) - 3} more" if len(without) > 3 else "")
+        self.problems.append(
+            f"{self.src}: {len(without)} of {len(items)} labelled items have no 'annotated_mask' (the other "
+            f"{len(items) - len(without)} have it): {shown}; training would treat them as annotating every "
+            "class, so their unannotated classes would be learnt as background; give each an annotated_mask "
+            "(bit id-1 set for every class its label annotates), or re-convert the data "
+            "(python -m converters.cellmap.convert writes it for every item)"
+        )

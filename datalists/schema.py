@@ -197,6 +197,27 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _whole(value: Any) -> int | None:
+    """The whole number a JSON number stands for, or None.
+
+    Parameters
+    ----------
+    value : Any
+        An item or datalist value.
+
+    Returns
+    -------
+    int or None
+        ``1`` for ``1`` and for ``1.0`` (JSON Schema's "integer" accepts both, and training reads
+        ``int(value)``); None for ``1.5``, booleans and non-numbers.
+    """
+    if _is_int(value):
+        return int(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
 def _valid_image(value: Any) -> bool:
     if isinstance(value, str):
         return bool(value)

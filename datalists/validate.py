@@ -42,6 +42,7 @@ __all__ = [
 ]
 
 from .checks_content import ContentChecks
+from .checks_duplicates import DuplicateChecks
 from .checks_files import FileChecks
 from .checks_schema import SchemaChecks
 from .schema import (
@@ -59,7 +60,7 @@ from .schema import (
 # --------------------------------------------------------------------------- the checker
 
 
-class _Checker(SchemaChecks, ContentChecks, FileChecks):
+class _Checker(SchemaChecks, ContentChecks, DuplicateChecks, FileChecks):
     """Collects problems and warnings for one datalist."""
 
     def __init__(
@@ -123,6 +124,7 @@ class _Checker(SchemaChecks, ContentChecks, FileChecks):
         self.check_folds()
         self.check_duplicates()
         self.check_annotated()
+        self.check_annotated_mask_everywhere()
         self.check_items_file()
         self.check_files_on_disk()
 

@@ -55,8 +55,8 @@ def dataset(tmp_path: Path) -> tuple[Path, dict]:
     for n in names:
         _crop(tmp_path, n)
     _crop(tmp_path, "synth-1_crop101", label=False)
-    training = [_item(n, i % 2) for i, n in enumerate(names)]
-    training[0]["annotated_mask"] = 0b111  # the MONAI-safe form of "annotated": [1, 2, 3]
+    # annotated_mask 0b111 is the MONAI-safe form of "annotated": [1, 2, 3]; the converter writes it for every item
+    training = [_item(n, i % 2, annotated_mask=0b111) for i, n in enumerate(names)]
     side = {
         it["image"]: {"dataset": n.split("_")[0], "crop": n.split("_")[1], "annotated": [1, 2, 3]}
         for it, n in zip(training, names)
@@ -166,7 +166,7 @@ def test_list_of_numbers_in_items_breaks_datafold_read(dataset):
     from monai.auto3dseg.utils import datafold_read
 
     root, datalist = dataset
-    datalist["training"][1]["annotated"] = [1, 2]
+    datalist["training"][1]["annotated"] = [1, 2, 3]  # agrees with its annotated_mask 0b111
     with pytest.raises(TypeError):
         datafold_read(datalist, basedir=str(root), fold=0)
     msg = _one(_problems(datalist, root), "training[1]", "synth-1_crop2", "'annotated' is a list of numbers")
@@ -356,6 +356,94 @@ def test_one_image_spelt_two_ways_is_a_duplicate(dataset, spell):
     assert any("already listed as training[0]" in p for p in problems), problems
     assert any("is already used by training[0]" in p for p in problems), problems
 
+
+
+def _twin(root: Path, datalist: dict, make) -> dict:
+    """Item ``training[0]`` again under the name ``h``, in the other fold; ``make(src, dst)`` makes the files."""
+    twin = copy.deepcopy(datalist["training"][0])
+    for key in ("image", "label"):
+        make(root / twin[key], root / twin[key].replace("synth-1_crop1", "h"))
+        twin[key] = twin[key].replace("synth-1_crop1", "h")
+    twin["fold"] = 1 - int(twin["fold"])
+    datalist["training"].append(twin)
+    return twin
+
+
+def test_hard_link_of_an_image_in_another_fold_is_a_duplicate(dataset):
+    """A hard link is the same file (same inode) under another name: realpath alone let it through."""
+    root, datalist = dataset
+    _twin(root, datalist, lambda src, dst: os.link(src, dst))
+    problems = _problems(datalist, root)
+    msg = _one(problems, "training[4]", "images/h.nii.gz", "already listed as training[0]", "hard link")
+    assert "synth-1_crop1" in msg and "fold 0" in msg and "fold 1" in msg
+    assert "leaks between training and validation" in msg and "remove one of the two entries" in msg
+    _one(problems, "training[4]", "labels/h.nii.gz", "is already used by training[0]", "same file")
+
+
+def test_byte_copy_of_an_image_is_a_duplicate(dataset):
+    """A byte-for-byte copy is the same crop: found by size, then content."""
+    import shutil
+
+    root, datalist = dataset
+    _twin(root, datalist, shutil.copyfile)
+    msg = _one(_problems(datalist, root), "training[4]", "images/h.nii.gz", "already listed as training[0]")
+    assert "byte-for-byte copy" in msg and "fold 0" in msg and "fold 1" in msg
+    assert "remove one of the two entries" in msg
+    datalist["training"].pop()  # the copy as a testing item: the test score would include a training crop
+    datalist["testing"].append({"image": "images/h.nii.gz"})
+    msg = _one(_problems(datalist, root), "testing[1]", "already listed as training[0]", "byte-for-byte")
+    assert "fold 0" in msg and "testing" in msg and "test score" in msg
+
+
+def test_equal_labels_and_files_of_equal_size_are_not_duplicates(tmp_path):
+    """Only equal bytes are a copy: files of one size that differ (also past the first MiB) are not;
+    crops with identical labels (all background, say) are fine (the fixture's labels are identical)."""
+    from datalists.same_files import same_content
+
+    big = np.random.default_rng(0).integers(0, 255, 3 << 20, dtype=np.uint8)
+    paths = []
+    for j, tail in enumerate([0, 1, 0]):
+        data = big.copy()
+        data[-1] = tail
+        paths.append(tmp_path / f"f{j}.bin")
+        paths[-1].write_bytes(data.tobytes())
+    (tmp_path / "small.bin").write_bytes(b"x" * 10)
+    found = same_content([str(p) for p in paths] + [str(tmp_path / "small.bin")])
+    assert set(found) == {str(paths[0]), str(paths[2])} and found[str(paths[0])] == found[str(paths[2])]
+
+
+def test_item_without_annotated_mask_among_items_with_one(dataset):
+    """Training reads a missing annotated_mask as 'annotates every class': unannotated classes become background."""
+    root, datalist = dataset
+    del datalist["training"][2]["annotated_mask"]
+    msg = _one(_problems(datalist, root), "1 of 4 labelled items have no 'annotated_mask'")
+    assert "training[2]" in msg and "synth-2_crop3" in msg and "training[1]" not in msg
+    assert "annotating every class" in msg and "re-convert" in msg
+    for item in datalist["training"]:  # no item has one: a plain datalist, every item annotates every class
+        item.pop("annotated_mask", None)
+    validate_datalist(datalist, root)
+
+
+def test_many_items_without_annotated_mask_are_counted(dataset):
+    root, datalist = dataset
+    for item in datalist["training"][1:]:
+        del item["annotated_mask"]
+    msg = _one(_problems(datalist, root), "3 of 4 labelled items have no 'annotated_mask'")
+    assert all(f"training[{j}]" in msg for j in (1, 2, 3))
+
+
+def test_whole_float_fold_is_counted_in_its_fold(dataset):
+    """"fold": 1.0 passes the schema (an integer in JSON Schema) and training reads int(1.0) = 1."""
+    from datalists.validate import format_summary
+
+    root, datalist = dataset
+    datalist["training"][1]["fold"] = 1.0
+    datalist["num_folds"] = 2.0
+    summary = validate_datalist(datalist, root)
+    assert summary["folds"] == {0: 2, 1: 2} and summary["num_folds"] == 2
+    assert "4 training items in 2 folds (0:2 1:2)" in format_summary(summary)
+    datalist["training"][1]["fold"] = 1.5
+    _one(_problems(datalist, root), "training[1]", "'fold' must be an integer")
 
 def test_missing_files(dataset):
     root, datalist = dataset
