@@ -125,7 +125,7 @@ def test_submit_reports_a_missing_map_and_exits_nonzero(cell_run, tmp_path, caps
     assert before and {p.name: p.read_bytes() for p in (copy / "submission" / "labels").glob("*_label.tiff")} == before
 
 
-def test_submit_refuses_testing_images_added_after_the_ensemble(cell_run, converted_cells, tmp_path, capsys):
+def test_submit_reports_testing_images_added_after_the_ensemble(cell_run, converted_cells, tmp_path, capsys):
     """A testing image added to the datalist after the ensemble ran was left out of an "up to
     date" submission without a word."""
     work, _ = cell_run
@@ -139,14 +139,18 @@ def test_submit_refuses_testing_images_added_after_the_ensemble(cell_run, conver
     shutil.copy(data / dl["testing"][0]["image"], data / "images" / "cell_13_new.nii.gz")
     dl["testing"].append({"image": "images/cell_13_new.nii.gz"})
     (data / "datalist.json").write_text(json.dumps(dl))
+    items = json.loads((data / "datalist_items.json").read_text())  # as a conversion with the new image writes it
+    items["images/cell_13_new.nii.gz"] = dict(items[dl["testing"][0]["image"]], stem="cell_13_new")
+    (data / "datalist_items.json").write_text(json.dumps(items))
     src.pop("datalist_sha1", None)
     (copy / "input.yaml").write_text(yaml.safe_dump(src))
-    before = {p.name: p.read_bytes() for p in (copy / "submission" / "labels").glob("*_label.tiff")}
     capsys.readouterr()
-    assert run_auto3dseg.main(["--mode", "submit", "--work_dir", str(copy)]) != 0
+    assert run_auto3dseg.main(["--mode", "submit", "--work_dir", str(copy)]) == 1
     said = capsys.readouterr()
     assert "cell_13_new.nii.gz" in said.err and "--mode ensemble" in said.err, said.err
-    assert {p.name: p.read_bytes() for p in (copy / "submission" / "labels").glob("*_label.tiff")} == before
+    assert "is up to date" not in said.out and "1 failed" in said.out, said.out
+    rows = {Path(r["output"]).name: r for r in json.loads((copy / "submission" / "submission_report.json").read_text())}
+    assert rows["cell_13_new_label.tiff"]["status"] == "missing" and len(rows) == len(dl["testing"])
 
 
 def test_a_copy_missing_a_map_never_reads_the_original_s(cell_run, tmp_path, capsys):

@@ -72,7 +72,8 @@ def _write_cell_submission(ensemble_manifest: str | os.PathLike, datalist: str |
     by_image = {str((dl_path.parent / k).resolve()): v for k, v in items.items()}
     final = out / CELL_SUBMISSION_DIR
     report_path = out / "submission_report.json"
-    sig = maps_signature(ens, dict(params))
+    testing = sorted(Path(t["image"] if isinstance(t, dict) else t).name for t in dl.get("testing", []))
+    sig = maps_signature(ens, dict(params), testing)  # a testing image added since is reported, not left out
     sig_file = out / "submission_signature.txt"
     if (not force and final.is_dir() and report_path.is_file() and sig_file.is_file()
             and sig_file.read_text().strip() == sig):
