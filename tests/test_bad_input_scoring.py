@@ -92,6 +92,19 @@ def test_swapped_zarr_folders_are_refused_naming_both(tmp_path, capsys):
     assert len(err) == 1 and "swapped" in err[0] and str(truth) in err[0]
 
 
+def test_swapped_stores_named_gt_and_pred_are_refused(tmp_path):
+    """gt.zarr / pred.zarr, the commonest names, were scored swapped with no sign (0.36 for 0.49)."""
+    import shutil
+
+    sub, truth = _pair(tmp_path)
+    gt, pred = tmp_path / "mine" / "gt.zarr", tmp_path / "mine" / "pred.zarr"
+    shutil.copytree(truth, gt)
+    shutil.copytree(sub, pred)
+    assert not warned(score(pred, gt), "looks_swapped")
+    with pytest.raises(ScoringInputError, match="named 'gt.zarr'.*named 'pred.zarr'.*swapped"):
+        score(gt, pred)
+
+
 def test_a_zip_given_as_truth_or_cellmap_truth_as_submission_is_refused(tmp_path):
     sub, truth = _pair(tmp_path)
     zipped = tmp_path / "entry.zip"

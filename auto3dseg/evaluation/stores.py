@@ -377,8 +377,8 @@ def find_truth_labels(path: str | os.PathLike[str]) -> list[TruthLabel]:
 # Submissions and the flat truth are the same kind of store (plain arrays crop<N>/<label>
 # with voxel_size, translation and shape, on the manifest's grids), so their contents do not
 # tell them apart; how they are shipped and named does.
-TRUTH_NAME_RE = re.compile(r"truth|ground[_-]?truth", re.IGNORECASE)
-SUBMISSION_NAME_RE = re.compile(r"submission", re.IGNORECASE)
+TRUTH_NAME_RE = re.compile(r"truth|(?<![a-z])gt(?![a-z])", re.IGNORECASE)
+SUBMISSION_NAME_RE = re.compile(r"submission|(?<![a-z])pred(?:s|iction|ictions)?(?![a-z])", re.IGNORECASE)
 # Files the project's submission writer (auto3dseg/submission) leaves beside submission.zarr.
 WRITER_SIDECARS = (SIGNATURE, "submission_report.json")
 
@@ -432,6 +432,9 @@ def swap_check(submission: str | os.PathLike[str], truth: str | os.PathLike[str]
 
     >>> swap_check("/data/test_truth.zarr", "/work/submission/other.zarr")[:40]
     '--submission /data/test_truth.zarr looks'
+    >>> swap_check("/data/gt.zarr", "/work/pred.zarr")  # doctest: +IGNORE_EXCEPTION_DETAIL
+    Traceback (most recent call last):
+    ScoringInputError: ... look swapped ...
     """
     sub, tru = Path(submission), Path(truth)
     if sub.exists() and tru.exists() and sub.resolve() == tru.resolve():
