@@ -88,14 +88,27 @@ CELLMAP_BY_ID: Mapping[int, CellMapClass] = {c.cellmap_id: c for c in CELLMAP_CL
 INSTANCE_CLASSES: frozenset[str] = frozenset(n for n, c in CELLMAP_CLASSES.items() if c.instance)
 
 
+def close_class_names(name: str, n: int = 3) -> list[str]:
+    """CellMap class names a misspelt or spelt-out ``name`` may mean: a class the name starts
+    with (``mitochondria`` -> ``mito``), then names spelt alike.
+
+    >>> close_class_names("mitochondria")[0], close_class_names("nucleus")[0], close_class_names("xyzzy")
+    ('mito', 'nuc', [])
+    """
+    import difflib
+
+    low = name.strip().lower()
+    prefixed = sorted((c for c in CELLMAP_CLASSES if len(c) >= 2 and low.startswith(c)), key=len, reverse=True)
+    alike = difflib.get_close_matches(low, list(CELLMAP_CLASSES), n=n, cutoff=0.5)
+    return list(dict.fromkeys(prefixed + alike))[:n]
+
+
 def class_by_name(name: str) -> CellMapClass:
     """Look a class up by name, with an error that lists close names."""
     try:
         return CELLMAP_CLASSES[name]
     except KeyError:
-        import difflib
-
-        close = difflib.get_close_matches(name, list(CELLMAP_CLASSES), n=3)
+        close = close_class_names(name)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise KeyError(f"unknown CellMap class {name!r}.{hint}") from None
 

@@ -393,3 +393,13 @@ def test_postprocess_params_given_while_a_tuned_file_exists_is_said(tmp_path):
     assert str(tmp_path / TUNED_YAML) in said[-1]
     assert postprocess_params_for(tmp_path, explicit, False, log=said.append)["mito"]["threshold"] == 0.6
     assert "not used" in said[-1] and str(tmp_path / TUNED_YAML) in said[-1] and str(explicit) in said[-1]
+
+
+def test_a_spelt_out_class_name_in_a_parameter_file_gets_the_class_it_means(tmp_path):
+    """`mitochondria:` in a post-processing file was refused with no "did you mean"."""
+    from auto3dseg.postprocess import load_postprocess_params
+
+    f = tmp_path / "pp.yaml"
+    f.write_text("mitochondria:\n  threshold: 0.4\n")
+    with pytest.raises(ValueError, match=r"unknown CellMap class 'mitochondria'\. Did you mean mito\b"):
+        load_postprocess_params(f)

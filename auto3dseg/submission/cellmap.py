@@ -202,14 +202,12 @@ def write_crops(store: Path, wanted: dict[int, list[dict]], prob_by_crop: dict[i
     known = {str(row["name"]) for row in class_table}
     unknown = sorted({t["label"] for targets in wanted.values() for t in targets} - known)
     if unknown:
-        import difflib
-
-        from datalists.cellmap_classes import CELLMAP_CLASSES
+        from datalists.cellmap_classes import CELLMAP_CLASSES, close_class_names
 
         log(f"note: {len(unknown)} requested label(s) are not in the model's class table and are written empty: "
             f"{', '.join(unknown)} (train with them in --classes to predict them)")
         for name in (n for n in unknown if n not in CELLMAP_CLASSES):
-            close = difflib.get_close_matches(name, list(CELLMAP_CLASSES), n=3)
+            close = close_class_names(name)
             log(f"warning: {name!r} is not a CellMap class at all" + (f" (did you mean {', '.join(close)}?)"
                                                                       if close else "") + ": check the test manifest")
     for crop_id in tqdm(sorted(wanted), desc=desc, unit="crop"):

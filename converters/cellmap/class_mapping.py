@@ -17,7 +17,7 @@ import numpy as np
 
 from converters.cellmap.zarr_tree import NOT_LISTED, CellMapFormatError, ClassStatus
 from datalists.annotated import UNANNOTATED  # CellMap's unknown, values that are no class
-from datalists.cellmap_classes import CELLMAP_BY_ID, CELLMAP_CLASSES, class_by_name
+from datalists.cellmap_classes import CELLMAP_BY_ID, CELLMAP_CLASSES, class_by_name, close_class_names
 
 __all__ = ["UNANNOTATED", "leaf_classes", "default_classes", "build_class_table", "cellmap_lookup", "annotated_ids",
            "listed_class_names", "restrict_to_listed"]
@@ -148,12 +148,10 @@ def listed_class_names(text: str, where: str) -> tuple[str, ...]:
     converters.cellmap.zarr_tree.CellMapFormatError: split.csv:2: unknown class 'er_mme' in the row's class list \
 (closest known: er_mem, eres_mem, perox_mem); fix the name or remove it (CellMap class names, as in the toolbox's classes.csv)
     """
-    import difflib
-
     names = [c.strip() for c in text.split(",") if c.strip()]
     for name in names:
         if name not in CELLMAP_CLASSES and name != "all":
-            close = difflib.get_close_matches(name, list(CELLMAP_CLASSES), n=3, cutoff=0.5)
+            close = close_class_names(name)
             hint = f"closest known: {', '.join(close)}" if close else "no known class is close"
             raise CellMapFormatError(f"{where}: unknown class {name!r} in the row's class list ({hint}); fix the "
                                      "name or remove it (CellMap class names, as in the toolbox's classes.csv)")
