@@ -462,7 +462,11 @@ def test_submit_from_maps_of_bundles_trained_again_or_gone_says_so(base, tmp_pat
     proc = _run(work, "--mode", "submit", "--force")
     assert proc.returncode == 0 and "changed since" not in proc.stderr, proc.stderr
     weights = work / "segresnet_0" / "model" / "model.pt"
-    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # as if retrained
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # or copied by cp -r
+    proc = _run(work, "--mode", "submit", "--force")
+    assert proc.returncode == 0 and "segresnet_0's weights have new file times" in proc.stderr, proc.stderr
+    with open(weights, "ab") as fh:  # trained again: other bytes
+        fh.write(b"\0")
     proc = _run(work, "--mode", "submit", "--force")
     assert proc.returncode == 0 and "changed since (segresnet_0 was trained again)" in proc.stderr, proc.stderr
     (work / "segresnet_0" / "model" / "model.pt").unlink()

@@ -295,6 +295,9 @@ def changed_bundles(manifest: Mapping[str, Any], work: str | os.PathLike) -> lis
             out.append(f"{b['name']}'s weights are gone")
         elif gone:
             out.append(f"{b['name']}'s {', '.join(gone)} {'is' if len(gone) == 1 else 'are'} gone")
+        elif [w[:2] for w in now] == [w[:2] for w in b["weights"]] and now != b["weights"]:
+            out.append(f"{b['name']}'s weights have new file times (trained again, or copied without keeping them: "
+                       "cp -a keeps them)")  # sizes equal: a copy by cp -r looks like this too
         elif now != b["weights"]:
             out.append(f"{b['name']} was trained again")
     return out
