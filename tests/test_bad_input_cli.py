@@ -144,7 +144,7 @@ def test_gpus_and_slurm_environment_counts_are_checked(tmp_path, capsys):
     ("num_workers=-1", "expected a whole number >= 0"),
     ("amp=maybe", "expected true or false (segresnet_0 has true), e.g. --override amp=true"),
     ("patch_size=[32,32]", "expected a list of 3 whole numbers or one number"),
-    ("segresnet:network#blocks_down=4", "expected a list of numbers"),
+    ("segresnet:network#blocks_down=4", "expected a list of whole numbers >= 1"),
     ("budget=lots", "expected iterations or a time per bundle"),
     ("num_epochs_per_validation=often", "expected auto or a whole number >= 1"),
 ])

@@ -94,12 +94,12 @@ def analyze(
 
 
 def training_fingerprint(datalist: str | os.PathLike) -> str:
-    """SHA-1 of a datalist's training items (what the statistics are computed from)."""
+    """SHA-1 of a datalist's training items (what the statistics are computed from), in any order."""
     import hashlib
     import json
 
     items = json.loads(Path(datalist).read_text()).get("training") or []
-    return hashlib.sha1(json.dumps(items, sort_keys=True).encode()).hexdigest()
+    return hashlib.sha1(json.dumps(sorted(json.dumps(it, sort_keys=True) for it in items)).encode()).hexdigest()
 
 
 def stale_datastats(work: str | os.PathLike, datalist: str | os.PathLike) -> str | None:
