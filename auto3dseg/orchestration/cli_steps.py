@@ -210,7 +210,8 @@ def check_maps_cover_testing(ens: dict, datalist: str, manifest: Path) -> None:
               file=sys.stderr)
 
 
-def _keep_other_truth_scores(out: Path, cached: dict | None, truth: str, suffixes: list[str]) -> None:
+def _keep_other_truth_scores(out: Path, cached: dict | None, truth: str,
+                             suffixes: tuple[str, ...] = (".json", ".md", ".csv")) -> None:
     """Scores of this submission against another truth are moved to replaced/, not overwritten."""
     from auto3dseg.submission.previous import keep_previous
 
@@ -240,8 +241,9 @@ def submit_step(args: argparse.Namespace, work: Path, datalist: str) -> int:
     from auto3dseg.ensembling.ensemble import changed_bundles
     from datalists.cell_classes import is_cell_datalist
 
-    check_maps_cover_testing(read_json(manifest), datalist, manifest)
-    changed = changed_bundles(read_json(manifest), work)
+    ens = read_json(manifest)
+    check_maps_cover_testing(ens, datalist, manifest)
+    changed = changed_bundles(ens, work)
     if changed:  # the maps are still those models' predictions: usable, but not what the work_dir now holds
         print(f"warning: the probability maps in {manifest.parent} were made by bundles that changed since "
               f"({'; '.join(changed)}): this submission is built from them; run --mode ensemble to predict with the "
@@ -275,7 +277,7 @@ def submit_step(args: argparse.Namespace, work: Path, datalist: str) -> int:
                       file=sys.stderr)
         else:
             scores = score_submission(zip_path, args.truth, rules=args.score_rules, test_manifest=args.test_manifest)
-            _keep_other_truth_scores(out, cached, str(args.truth), [".json", ".md", ".csv"])
+            _keep_other_truth_scores(out, cached, str(args.truth))
             write_scores(scores, out)
         print(format_scores_markdown(scores))
         print(f"Scores: {out} (and {out.with_suffix('.md')})")
@@ -303,7 +305,7 @@ def submit_cells_step(args: argparse.Namespace, work: Path, datalist: str, manif
             result = cached  # these labels were scored against this truth already
         else:
             result = dict(score_folders(args.truth, folder, progress=False), truth=str(args.truth))
-            _keep_other_truth_scores(out, cached, str(args.truth), [".json", ".md", ".csv"])
+            _keep_other_truth_scores(out, cached, str(args.truth))
             write_cellseg_scores(result, out)
         print(format_cellseg_markdown(result))
         print(f"Scores: {out} (and {out.with_suffix('.md')}, {out.with_suffix('.csv')})")
