@@ -65,3 +65,14 @@ def run_faulty(args: Sequence[str], *, kill_at: str | None = None, when: str = "
         full_env["FAULT_FSIZE"] = str(int(max_file_bytes))
     return subprocess.run([sys.executable, *args], cwd=cwd or ROOT, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def retrain_weights(weights: Path) -> None:
+    """Rewrite a bundle's checkpoint with other values, as training it again would (a new file
+    time alone is what ``cp -r`` leaves, and is no change)."""
+    import torch
+
+    ckpt = torch.load(weights, map_location="cpu", weights_only=False)
+    first = next(k for k, v in ckpt["state_dict"].items() if v.is_floating_point())
+    ckpt["state_dict"][first] = ckpt["state_dict"][first] + 1e-3
+    torch.save(ckpt, weights)

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from faults import ROOT, SITE, run_faulty
+from faults import ROOT, SITE, retrain_weights, run_faulty
 
 import run_auto3dseg
 from auto3dseg.ensembling.probability_maps import open_probability_map
@@ -451,10 +451,46 @@ def test_an_ensemble_of_bundles_trained_again_is_not_up_to_date(base, tmp_path):
     manifest = work / "ensemble_output" / "ensemble.json"
     manifest.write_text(manifest.read_text().replace(str(base), str(work)))  # the copy's own maps
     assert "up to date" in _run(work, "--mode", "ensemble", "--algos", "segresnet").stdout
-    weights = work / "segresnet_0" / "model" / "model.pt"
-    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # as if retrained
+    retrain_weights(work / "segresnet_0" / "model" / "model.pt")
     proc = _run(work, "--mode", "ensemble", "--algos", "segresnet")
     assert proc.returncode == 0 and "up to date" not in proc.stdout, proc.stdout
+    assert "0 already there" in proc.stdout, proc.stdout
+
+
+def test_a_copy_with_new_file_times_keeps_its_maps(base, tmp_path):
+    """cp -r gives every file a new time: the weights' bytes, not their times, say whether maps are current."""
+    work = tmp_path / "copied"
+    subprocess.run(["cp", "-r", str(base), str(work)], check=True)  # no -a: new times
+    (work / "segresnet_0" / ".weights_digest.json").unlink(missing_ok=True)  # read the bytes, not the cache
+    maps = sorted((work / "ensemble_output").glob("*_prob.zarr"))
+    before = {m.name: m.stat().st_mtime_ns for m in maps}
+    proc = _run(work, "--mode", "ensemble", "--algos", "segresnet")
+    assert proc.returncode == 0 and "up to date" in proc.stdout, proc.stdout
+    assert {m.name: m.stat().st_mtime_ns for m in maps} == before
+    proc = _run(work, "--mode", "submit")
+    assert proc.returncode == 0 and "changed since" not in proc.stderr, proc.stderr
+
+
+def test_an_ensemble_written_before_digests_is_still_current(base, tmp_path):
+    """Manifests that stamped weights by size and time (before digests) are still recognised."""
+    from monai.utils.enums import AlgoKeys
+
+    from auto3dseg.ensembling.weights_stamp import bundles_signature, weights_stamp
+
+    work = _copy(base, tmp_path)
+    manifest = work / "ensemble_output" / "ensemble.json"
+    data = json.loads(manifest.read_text().replace(str(base), str(work)))
+    algo = {AlgoKeys.ID: "segresnet_0", AlgoKeys.SCORE: data["bundles"][0]["best_avg_dice_score"]}
+    assert data["signature"] == bundles_signature([algo], work)
+    data["signature"] = bundles_signature([algo], work, legacy=True)
+    data["bundles"][0]["weights"] = weights_stamp(work / "segresnet_0", legacy=True)
+    manifest.write_text(json.dumps(data))
+    proc = _run(work, "--mode", "ensemble", "--algos", "segresnet")
+    assert proc.returncode == 0 and "up to date" in proc.stdout, proc.stdout
+    weights = work / "segresnet_0" / "model" / "model.pt"
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    proc = _run(work, "--mode", "submit", "--force")
+    assert proc.returncode == 0 and "segresnet_0's weights have new file times" in proc.stderr, proc.stderr
 
 
 def test_submit_from_maps_of_bundles_trained_again_or_gone_says_so(base, tmp_path):
@@ -462,9 +498,9 @@ def test_submit_from_maps_of_bundles_trained_again_or_gone_says_so(base, tmp_pat
     proc = _run(work, "--mode", "submit", "--force")
     assert proc.returncode == 0 and "changed since" not in proc.stderr, proc.stderr
     weights = work / "segresnet_0" / "model" / "model.pt"
-    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # or copied by cp -r
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # as cp -r leaves it
     proc = _run(work, "--mode", "submit", "--force")
-    assert proc.returncode == 0 and "segresnet_0's weights have new file times" in proc.stderr, proc.stderr
+    assert proc.returncode == 0 and "changed since" not in proc.stderr, proc.stderr
     with open(weights, "ab") as fh:  # trained again: other bytes
         fh.write(b"\0")
     proc = _run(work, "--mode", "submit", "--force")

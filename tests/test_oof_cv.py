@@ -11,8 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from faults import retrain_weights
+
 import run_auto3dseg
-from auto3dseg.ensembling.oof import OutOfFoldLeak, run_oof
+from auto3dseg.ensembling.oof import OutOfFoldLeak, run_oof, stale_reasons
 from auto3dseg.evaluation.cv import run_cv
 from auto3dseg.evaluation.score import score_submission
 
@@ -238,7 +240,9 @@ def test_tuning_refuses_maps_older_than_the_bundles_until_oof_redoes_them(oof_ru
     manifest = copy / "oof" / "oof.json"  # the copy's own maps (a copy otherwise redoes every map)
     manifest.write_text(manifest.read_text().replace(str(work), str(copy)))
     weights = copy / "segresnet_1" / "model" / "model.pt"
-    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # trained again
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # as cp -r leaves it
+    assert stale_reasons(copy, _oof(copy)) == []  # the same weights: the maps stay current
+    retrain_weights(weights)
     with pytest.raises(RuntimeError, match=r"older than the bundles \(fold 1: segresnet_1 trained again.*--mode oof"):
         tune_postprocess(copy, log=lambda *_: None)
     rc = run_auto3dseg.main(["--mode", "tune_postprocess", "--work_dir", str(copy)])

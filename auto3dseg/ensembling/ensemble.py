@@ -25,7 +25,6 @@ sum to 1).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -35,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from auto3dseg.ensembling.probability_maps import map_intact, probability_map_name, write_probability_map
+from auto3dseg.ensembling.weights_stamp import bundles_signature, weights_stamp
 from auto3dseg.orchestration.workdir import ENSEMBLE_DIR, in_directory, list_bundles, prefer_templates, read_input
 
 __all__ = [
@@ -266,51 +266,6 @@ def name_channels(prob: np.ndarray, class_table: Sequence[Mapping[str, Any]], ac
     return [f"channel_{i}" for i in range(n)], activation, source
 
 
-def weights_stamp(bundle: str | os.PathLike) -> list:
-    """Name, size and time of each weights file of a bundle: changes when it is trained again."""
-    from auto3dseg.orchestration.workdir import weight_files
-
-    root = Path(bundle)
-    out = []
-    for name in weight_files(root):
-        try:
-            st = (root / name).stat()
-        except OSError:
-            continue
-        out.append([name, st.st_size, st.st_mtime_ns])
-    return out
-
-
-def changed_bundles(manifest: Mapping[str, Any], work: str | os.PathLike) -> list[str]:
-    """What became of the bundles that made an ``ensemble.json`` since: one phrase per bundle
-    trained again or whose weights are gone (empty for maps of the bundles as they are, and
-    for manifests that recorded no weights)."""
-    out = []
-    for b in manifest.get("bundles", []):
-        if "weights" not in b:
-            continue
-        now = weights_stamp(Path(work) / str(b["name"]))
-        gone = sorted({w[0] for w in b["weights"]} - {w[0] for w in now})
-        if not now:
-            out.append(f"{b['name']}'s weights are gone")
-        elif gone:
-            out.append(f"{b['name']}'s {', '.join(gone)} {'is' if len(gone) == 1 else 'are'} gone")
-        elif [w[:2] for w in now] == [w[:2] for w in b["weights"]] and now != b["weights"]:
-            out.append(f"{b['name']}'s weights have new file times (trained again, or copied without keeping them: "
-                       "cp -a keeps them)")  # sizes equal: a copy by cp -r looks like this too
-        elif now != b["weights"]:
-            out.append(f"{b['name']} was trained again")
-    return out
-
-
-def _signature(chosen: list[dict], work: Path | None = None) -> str:
-    from monai.utils.enums import AlgoKeys
-
-    text = json.dumps(sorted((a[AlgoKeys.ID], float(a[AlgoKeys.SCORE] or 0),
-                              weights_stamp(work / str(a[AlgoKeys.ID])) if work else None) for a in chosen))
-    return hashlib.sha1(text.encode()).hexdigest()[:12]
-
-
 def run_ensemble(work_dir: str | os.PathLike, *, method: str = "best_by_fold", n_best: int = 5,
                  algos: Sequence[str] | None = None, images: Sequence[str] | None = None,
                  output_dir: str | os.PathLike | None = None, force: bool = False, allow_unfinished: bool = False,
@@ -430,9 +385,10 @@ def _run_ensemble(work: Path, out_dir: Path, *, method: str, n_best: int, algos:
         raise RuntimeError(f"nothing to predict: {src['datalist']} has no 'testing' items and no --images given")
     source = "--images" if images else f"'testing' in {src['datalist']}"
     manifest_path, partial_path = out_dir / MANIFEST, out_dir / PARTIAL
-    sig = _signature(chosen, work) + ("-tta" if tta else "")
+    tag = "-tta" if tta else ""
+    sig = bundles_signature(chosen, work) + tag
     previous = _previous_manifest(out_dir)
-    reuse = previous.get("signature") == sig and not force
+    reuse = previous.get("signature") in (sig, bundles_signature(chosen, work, legacy=True) + tag) and not force
     done = {it["image"]: it for it in previous.get("items", [])} if reuse else {}
     complete = [str(c["image"]) for c in cases] == [it["image"] for it in previous.get("items", [])]
     if reuse and complete and manifest_path.is_file() and all(  # maps in this folder (a copy reads its own)

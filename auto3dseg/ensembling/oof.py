@@ -20,7 +20,6 @@ that a killed run resumes). Items of a fold without a trained bundle are listed 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -33,10 +32,10 @@ from auto3dseg.ensembling.ensemble import (
     load_inferers,
     select_ensemble,
     trained_history,
-    weights_stamp,
     write_case_map,
 )
 from auto3dseg.ensembling.probability_maps import map_intact, probability_map_name
+from auto3dseg.ensembling.weights_stamp import bundles_signature
 from auto3dseg.orchestration.workdir import bundle_ckpt_path, read_input
 
 __all__ = ["MANIFEST", "OOF_DIR", "OutOfFoldLeak", "fold_bundles", "run_oof", "stale_reasons", "training_cases",
@@ -134,17 +133,6 @@ def unseen_check(bundle: str | os.PathLike, images: Sequence[str]) -> bool:
     return True
 
 
-def _signature(bundles: Sequence[Mapping[str, Any]], work: Path) -> str:
-    """The bundles, their scores and their weights' size and time: a bundle trained again (or
-    regenerated) after its out-of-fold maps were written changes it."""
-    from monai.utils.enums import AlgoKeys
-
-    text = json.dumps(sorted((str(b[AlgoKeys.ID]), float(b[AlgoKeys.SCORE] or 0),
-                              weights_stamp(work / str(b[AlgoKeys.ID])))
-                             for b in bundles))
-    return hashlib.sha1(text.encode()).hexdigest()[:12]
-
-
 def stale_reasons(work_dir: str | os.PathLike, oof: Mapping[str, Any]) -> list[str]:
     """Why the out-of-fold maps of ``oof`` (``oof.json``) no longer come from ``work_dir``'s
     bundles: a bundle gone, unfinished, or trained again since. Empty when they are current.
@@ -167,8 +155,9 @@ def stale_reasons(work_dir: str | os.PathLike, oof: Mapping[str, Any]) -> list[s
         if gone:
             reasons.append(f"fold {fold}: {', '.join(gone)} no longer trained (regenerated, or its weights deleted)")
             continue
-        now = _signature([history[n] for n in bundles], work) + ("-tta" if oof.get("tta") else "")
-        if now != oof.get("signatures", {}).get(fold):
+        tag = "-tta" if oof.get("tta") else ""
+        now = {bundles_signature([history[n] for n in bundles], work, legacy) + tag for legacy in (False, True)}
+        if oof.get("signatures", {}).get(fold) not in now:
             reasons.append(f"fold {fold}: {', '.join(bundles)} trained again since the maps were written")
     return reasons
 
@@ -224,10 +213,13 @@ def _run_oof(work: Path, out_dir: Path, *, method: str, n_best: int, algos: Sequ
     cases = training_cases(src["datalist"], src.get("dataroot"))
     source = f"'training' in {src['datalist']}"
     previous = {} if force else _previous(out_dir)
-    signatures = {str(f): _signature(b, work) + ("-tta" if tta else "") for f, b in by_fold.items()}
+    tag = "-tta" if tta else ""
+    signatures = {str(f): bundles_signature(b, work) + tag for f, b in by_fold.items()}
+    accepted = {str(f): {signatures[str(f)], bundles_signature(b, work, legacy=True) + tag}  # written before digests
+                for f, b in by_fold.items()}
     done = {it["image"]: {**it, "probabilities": str(out_dir / Path(it["probabilities"]).name)}
             for it in previous.get("items", [])
-            if previous.get("signatures", {}).get(str(it["fold"])) == signatures.get(str(it["fold"]))
+            if previous.get("signatures", {}).get(str(it["fold"])) in accepted.get(str(it["fold"]), ())
             and Path(it["probabilities"]).name == probability_map_name(_case_name(it["image"]))
             and map_intact(out_dir / Path(it["probabilities"]).name)}  # whole maps in this folder (a copy: its own)
     predicted = {c["image"] for c in cases if c["fold"] in by_fold}

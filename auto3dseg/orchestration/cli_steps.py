@@ -238,7 +238,7 @@ def submit_step(args: argparse.Namespace, work: Path, datalist: str) -> int:
         partial = " (an interrupted ensemble left only part of the maps)" if manifest.with_name(
             "ensemble.partial.json").is_file() else ""
         raise FileNotFoundError(f"{manifest} not found{partial}: run --mode ensemble (again: it resumes) first")
-    from auto3dseg.ensembling.ensemble import changed_bundles
+    from auto3dseg.ensembling.weights_stamp import changed_bundles
     from datalists.cell_classes import is_cell_datalist
 
     ens = read_json(manifest)

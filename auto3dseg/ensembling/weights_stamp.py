@@ -1,0 +1,131 @@
+"""What identifies the weights behind a probability map: each file's name, size and content digest.
+
+Maps (ensemble, out-of-fold) are kept while the bundles that made them hold the same weights.
+File times cannot tell: ``cp -r`` of a work_dir gives every file a new time, and its maps
+would all be predicted again. A digest of the bytes can. Each bundle caches its digests in
+``.weights_digest.json``, keyed by size and time, so a file is read once, and once more after
+it is copied or trained again (a read-only bundle keeps them for the process only).
+
+Manifests written before digests recorded ``[name, size, mtime_ns]``; their signatures are
+still recognised (:func:`bundles_signature` with ``legacy=True``), so an upgrade predicts
+nothing again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["DIGEST_CACHE", "bundles_signature", "changed_bundles", "file_digest", "weights_stamp"]
+
+DIGEST_CACHE = ".weights_digest.json"
+_MEMO: dict[tuple[str, int, int], str] = {}
+
+
+def file_digest(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    """``sha1:<hex>`` of a file's bytes.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.NamedTemporaryFile(delete=False) as fh:
+    ...     _ = fh.write(b"abc")
+    >>> file_digest(fh.name)
+    'sha1:a9993e364706816aba3e25717850c26c9cd0d89d'
+    """
+    h = hashlib.sha1()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return "sha1:" + h.hexdigest()
+
+
+def _read_cache(root: Path) -> dict:
+    try:
+        data = json.loads((root / DIGEST_CACHE).read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_cache(root: Path, cache: dict) -> None:
+    tmp = root / f".tmp-{os.getpid()}-{DIGEST_CACHE}"
+    try:
+        tmp.write_text(json.dumps(cache, indent=1))
+        os.replace(tmp, root / DIGEST_CACHE)
+    except OSError:  # a read-only bundle: the in-process memo still spares re-reading
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+
+
+def weights_stamp(bundle: str | os.PathLike, legacy: bool = False) -> list[list[Any]]:
+    """``[name, size, digest]`` of each weights file of a bundle (``legacy``: ``[name, size,
+    mtime_ns]``, the stamp of manifests written before digests). Files that vanish while
+    listed are left out."""
+    from auto3dseg.orchestration.workdir import weight_files
+
+    root = Path(bundle)
+    cache = None if legacy else _read_cache(root)
+    out, dirty = [], False
+    for name in weight_files(root):
+        path = root / name
+        try:
+            st = path.stat()
+            if legacy:
+                out.append([name, st.st_size, st.st_mtime_ns])
+                continue
+            key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+            hit = cache.get(name)
+            if isinstance(hit, dict) and hit.get("size") == st.st_size and hit.get("mtime_ns") == st.st_mtime_ns:
+                digest = str(hit.get("digest"))
+            else:
+                digest = _MEMO.get(key) or file_digest(path)
+                cache[name] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "digest": digest}
+                dirty = True
+            _MEMO[key] = digest
+        except OSError:
+            continue
+        out.append([name, st.st_size, digest])
+    if dirty:
+        _write_cache(root, cache)
+    return out
+
+
+def bundles_signature(bundles: Sequence[Mapping[str, Any]], work: Path | None, legacy: bool = False) -> str:
+    """A short hash of MONAI algo records (their id and score) and their weights' stamps: it
+    changes when a bundle is trained again or replaced, not when the work_dir is copied."""
+    from monai.utils.enums import AlgoKeys
+
+    text = json.dumps(sorted((str(b[AlgoKeys.ID]), float(b[AlgoKeys.SCORE] or 0),
+                              weights_stamp(work / str(b[AlgoKeys.ID]), legacy) if work else None)
+                             for b in bundles))
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def changed_bundles(manifest: Mapping[str, Any], work: str | os.PathLike) -> list[str]:
+    """What became of the bundles that made a manifest (``ensemble.json``) since: one phrase per
+    bundle trained again or whose weights are gone (empty for maps of the bundles as they are,
+    and for manifests that recorded no weights)."""
+    out = []
+    for b in manifest.get("bundles", []):
+        recorded = b.get("weights")
+        if recorded is None:
+            continue
+        legacy = any(len(w) > 2 and not isinstance(w[2], str) for w in recorded)
+        now = weights_stamp(Path(work) / str(b["name"]), legacy)
+        gone = sorted({w[0] for w in recorded} - {w[0] for w in now})
+        if not now:
+            out.append(f"{b['name']}'s weights are gone")
+        elif gone:
+            out.append(f"{b['name']}'s {', '.join(gone)} {'is' if len(gone) == 1 else 'are'} gone")
+        elif legacy and [w[:2] for w in now] == [w[:2] for w in recorded] and now != recorded:
+            out.append(f"{b['name']}'s weights have new file times (trained again, or copied without keeping them: "
+                       "cp -a keeps them; ensembles written from now on tell the two apart)")
+        elif now != recorded:
+            out.append(f"{b['name']} was trained again")
+    return out
