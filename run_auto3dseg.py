@@ -85,8 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "analysis on them; datastats_review.md lists them at the top (also AUTO3DSEG_ALLOW_CONSTANT_IMAGES"
                    "=1, which SLURM jobs inherit)")
     g = p.add_argument_group("bundles")
-    g.add_argument("--algos", nargs="+", default=["segresnet", "dints", "swinunetr"], metavar="ALGO",
-                   help="networks to generate/train/ensemble (default: segresnet dints swinunetr)")
+    g.add_argument("--algos", nargs="+", metavar="ALGO",
+                   help="networks to generate/train/ensemble (default: segresnet dints swinunetr; on a work_dir "
+                   "that holds bundles, generate/full/slurm go on with its networks, said in a note)")
     g.add_argument("--num_fold", type=_positive_int, help="folds to generate (default: the datalist's num_folds)")
     g.add_argument("--num_epochs", type=_positive_int,
                    help="epochs per bundle, 250 iterations each (default: 160, i.e. ~40k iterations, a GPU-sized "
@@ -334,6 +335,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         changed = datalist_changed(args.work_dir)
         if changed:
             print(changed, file=sys.stderr)
+    if args.algos is None:
+        from auto3dseg.orchestration.cli_checks import default_algos
+
+        args.algos, note = default_algos(Path(args.work_dir), args.mode)
+        if note:
+            print(note, file=sys.stderr)
     if args.algos and args.mode in ("train", "ensemble", "predict", "oof"):
         from auto3dseg.orchestration.workdir import list_bundles
 

@@ -115,3 +115,29 @@ def test_statistics_of_changed_training_items_are_not_reused(converted, tmp_path
     assert "analysing again" in capsys.readouterr().out
     assert gone not in (wd / "datastats_by_case.yaml").read_text()
     assert main(args) == 0 and "analysing again" not in capsys.readouterr().out  # now up to date: kept
+
+
+def test_generate_without_algos_goes_on_with_the_networks_of_the_work_dir(converted, tmp_path, capsys):
+    """A work_dir made with --algos segresnet, then the same command without --algos: it added
+    dints and swinunetr bundles (hours of training) where the user meant to resume."""
+    out, _ = converted
+    wd = tmp_path / "wd"
+    base = ["--datalist", str(out / "datalist.json"), "--work_dir", str(wd)]
+    assert main(["--mode", "analyze", *base, "--workers", "0"]) == 0
+    base += ["--num_fold", "1"]
+    assert main(["--mode", "generate", *base, "--algos", "segresnet"]) == 0
+    capsys.readouterr()
+    assert main(["--mode", "generate", *base]) == 0
+    err = capsys.readouterr().err
+    assert "--algos not given: going on with the networks of" in err and "(segresnet)" in err, err
+    assert sorted(p.name for p in wd.glob("*_0")) == ["segresnet_0"]
+    assert main(["--mode", "generate", *base, "--algos", "segresnet", "dints"]) == 0  # named: added
+    assert sorted(p.name for p in wd.glob("*_0")) == ["dints_0", "segresnet_0"]
+    fresh = tmp_path / "fresh"
+    assert main(["--mode", "analyze", "--datalist", str(out / "datalist.json"), "--work_dir", str(fresh),
+                 "--workers", "0"]) == 0
+    capsys.readouterr()
+    assert main(["--mode", "generate", "--datalist", str(out / "datalist.json"), "--work_dir", str(fresh),
+                 "--num_fold", "1"]) == 0  # a new work_dir: the three default networks
+    assert "--algos not given" not in capsys.readouterr().err
+    assert sorted(p.name for p in fresh.glob("*_0")) == ["dints_0", "segresnet_0", "swinunetr_0"]

@@ -157,3 +157,25 @@ def check_trained(work: Path, algos: Sequence[str]) -> None:
         raise RuntimeError(f"not trained: {', '.join(missing)} (of {len(bundles)} bundles in {work}). Train them "
                            "(--mode train, or run the same --mode slurm command again: it submits only what is "
                            "unfinished) before ensembling")
+
+
+def default_algos(work: Path, mode: str) -> tuple[list[str], str | None]:
+    """``--algos`` when it is not given, and a note to print (or None).
+
+    On a work_dir that already holds bundles, the steps that generate (``generate``, ``full``,
+    ``slurm``) go on with its networks: re-running the command that made it resumes, and does
+    not add networks it was not asked for (hours of training). Elsewhere: the defaults.
+
+    Examples
+    --------
+    >>> default_algos(Path("/nonexistent"), "full")
+    (['segresnet', 'dints', 'swinunetr'], None)
+    """
+    from auto3dseg.bundles.generate import DEFAULT_ALGOS
+    from auto3dseg.orchestration.workdir import list_bundles
+
+    have = sorted({b.algo for b in list_bundles(work)}) if mode in ("generate", "full", "slurm") else []
+    if not have or set(have) >= set(DEFAULT_ALGOS):
+        return list(DEFAULT_ALGOS), None
+    return have, (f"note: --algos not given: going on with the networks of {work} ({' '.join(have)}); name "
+                  f"--algos to add others (default: {' '.join(DEFAULT_ALGOS)})")
