@@ -66,3 +66,25 @@ def test_wrong_shape_or_kind_is_refused():
         place_on_grid(np.zeros((3, 2, 2), np.uint8), src, src, "semantic")
     with pytest.raises(ValueError, match="kind"):
         place_on_grid(np.zeros((2, 2, 2), np.uint8), src, src, "binary")
+
+
+def _manifest(path, rows):
+    path.write_text("crop_name,dataset,class_label,voxel_size,translation,shape\n" + "".join(
+        f"{crop},{dataset},{label},[8;8;8],[0;0;0],[4;4;4]\n" for crop, dataset, label in rows))
+    return path
+
+
+def test_a_manifest_placing_a_converted_crop_in_another_dataset_is_refused(tmp_path):
+    """The submission names crops by id only: another dataset's crop of the same id would get this prediction."""
+    from auto3dseg.submission.cellmap import test_labels_by_crop
+
+    items = {"images/crop7.nii.gz": {"usage": "test", "crop_id": 7, "dataset": "jrc_a"}}
+    ok = _manifest(tmp_path / "ok.csv", [(7, "jrc_a", "mito"), (7, "jrc_a", "er"), (9, "jrc_b", "mito")])
+    assert sorted(t["label"] for t in test_labels_by_crop(items, ok)[7]) == ["er", "mito"]
+    other = _manifest(tmp_path / "other.csv", [(7, "jrc_z", "mito")])
+    with pytest.raises(ValueError, match=r"other\.csv puts test crop 7 in dataset jrc_z, but images/crop7\.nii\.gz "
+                                         r"was converted from crop 7 of jrc_a"):
+        test_labels_by_crop(items, other)
+    twice = _manifest(tmp_path / "twice.csv", [(9, "jrc_b", "mito"), (9, "jrc_c", "er")])
+    with pytest.raises(ValueError, match=r"test crop 9 is listed under two datasets \(jrc_b, jrc_c\)"):
+        test_labels_by_crop(items, twice)

@@ -59,13 +59,30 @@ class SubmissionReport:
 
 def test_labels_by_crop(items: dict[str, dict], manifest: str | os.PathLike | None = None) -> dict[int, list[dict]]:
     """What to write per crop id: the manifest's rows when given (every crop, converted or
-    not), else the ``test_labels`` the converter stored for each test image."""
+    not), else the ``test_labels`` the converter stored for each test image.
+
+    The submission names crops by id only, so a manifest that puts a converted test crop in
+    another dataset (another challenge release, or a crop id listed under two datasets) would
+    place one dataset's prediction in another's crop: ValueError naming both."""
     out: dict[int, list[dict]] = {}
     if manifest:
         from converters.cellmap.zarr_tree import read_test_manifest_rows
 
-        for (_, crop_id), labels in read_test_manifest_rows(manifest).items():
+        dataset_of: dict[int, str] = {}
+        for (dataset, crop_id), labels in read_test_manifest_rows(manifest).items():
+            if dataset_of.setdefault(int(crop_id), dataset) != dataset:
+                raise ValueError(f"{manifest}: test crop {crop_id} is listed under two datasets "
+                                 f"({dataset_of[int(crop_id)]}, {dataset}); the submission names crops by id only: "
+                                 "keep the rows of the right one")
             out.setdefault(int(crop_id), []).extend(labels)
+        for name, meta in sorted(items.items()):
+            crop_id, dataset = meta.get("crop_id"), meta.get("dataset")
+            if meta.get("usage") == "test" and dataset and crop_id is not None \
+                    and dataset_of.get(int(crop_id), dataset) != dataset:
+                raise ValueError(f"{manifest} puts test crop {crop_id} in dataset {dataset_of[int(crop_id)]}, but "
+                                 f"{name} was converted from crop {crop_id} of {dataset}: its prediction would be "
+                                 "submitted for another dataset's crop. Use the manifest of the data you converted "
+                                 "(or re-convert with this one)")
         return out
     for meta in items.values():
         if meta.get("usage") == "test" and meta.get("test_labels"):
