@@ -338,9 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.algos is None:
         from auto3dseg.orchestration.cli_checks import default_algos
 
-        args.algos, note = default_algos(Path(args.work_dir), args.mode)
-        if note:
-            print(note, file=sys.stderr)
+        args.algos, args.algos_note = default_algos(Path(args.work_dir), args.mode)  # said when generating
     if args.algos and args.mode in ("train", "ensemble", "predict", "oof"):
         from auto3dseg.orchestration.workdir import list_bundles
 
@@ -469,6 +467,8 @@ def _run(args: argparse.Namespace, datalist: str, dataroot: str, overrides: dict
         from auto3dseg.bundles.generate import generate
 
         step_banner("generate")
+        if getattr(args, "algos_note", None):
+            print(args.algos_note, file=sys.stderr)
         res = generate(work, datalist, dataroot, algos=args.algos, num_fold=args.num_fold, templates=args.templates,
                        num_epochs=args.num_epochs, patch_size=args.patch_size, budget=args.budget,
                        force=args.force and mode == "generate")

@@ -104,6 +104,8 @@ def slurm_step(args: argparse.Namespace, datalist: str) -> int:
     from auto3dseg.orchestration import slurm
 
     work = Path(args.work_dir).resolve()
+    if getattr(args, "algos_note", None):
+        print(args.algos_note, file=sys.stderr)
     flags = {"partition": args.slurm_partition, "account": args.slurm_account, "qos": args.slurm_qos,
              "gpus": args.slurm_gpus, "cpus": args.slurm_cpus, "mem": args.slurm_mem, "time": args.slurm_time,
              "args": args.slurm_args}
