@@ -125,9 +125,10 @@ def test_submit_reports_a_missing_map_and_exits_nonzero(cell_run, tmp_path, caps
     assert before and {p.name: p.read_bytes() for p in (copy / "submission" / "labels").glob("*_label.tiff")} == before
 
 
-def test_submit_reports_testing_images_added_after_the_ensemble(cell_run, converted_cells, tmp_path, capsys):
+@pytest.mark.parametrize("by", ["converter", "hand"])
+def test_submit_reports_testing_images_added_after_the_ensemble(cell_run, converted_cells, tmp_path, capsys, by):
     """A testing image added to the datalist after the ensemble ran was left out of an "up to
-    date" submission without a word."""
+    date" submission without a word (by hand: datalist.json edited, datalist_items.json not)."""
     work, _ = cell_run
     out, _ = converted_cells
     data, copy = tmp_path / "nifti", tmp_path / "work"
@@ -139,9 +140,10 @@ def test_submit_reports_testing_images_added_after_the_ensemble(cell_run, conver
     shutil.copy(data / dl["testing"][0]["image"], data / "images" / "cell_13_new.nii.gz")
     dl["testing"].append({"image": "images/cell_13_new.nii.gz"})
     (data / "datalist.json").write_text(json.dumps(dl))
-    items = json.loads((data / "datalist_items.json").read_text())  # as a conversion with the new image writes it
-    items["images/cell_13_new.nii.gz"] = dict(items[dl["testing"][0]["image"]], stem="cell_13_new")
-    (data / "datalist_items.json").write_text(json.dumps(items))
+    if by == "converter":  # as a conversion with the new image writes it
+        items = json.loads((data / "datalist_items.json").read_text())
+        items["images/cell_13_new.nii.gz"] = dict(items[dl["testing"][0]["image"]], stem="cell_13_new")
+        (data / "datalist_items.json").write_text(json.dumps(items))
     src.pop("datalist_sha1", None)
     (copy / "input.yaml").write_text(yaml.safe_dump(src))
     capsys.readouterr()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +109,7 @@ def _write_cell_submission(ensemble_manifest: str | os.PathLike, datalist: str |
                        error=f"output {row.get('shape')} differs from the image's original size {want}")
             Path(row["output"]).unlink(missing_ok=True)
         row["output"] = str(final / Path(row["output"]).name)
-    rows += _missing_rows(rows, items, dl_path.parent, final)
+    rows += _missing_rows(rows, items, dl_path.parent, final, dl.get("testing", []))
     (tmp / "postprocess_report.json").unlink(missing_ok=True)
     os.replace(tmp, final)  # the previous labels/ went to replaced/ (keep_previous)
     atomic_write_text(report_path, json.dumps(rows, indent=1))
@@ -131,14 +131,23 @@ def _write_cell_submission(ensemble_manifest: str | os.PathLike, datalist: str |
     return final, rows
 
 
-def _expected_test_images(items: Mapping[str, Any], conv_dir: Path) -> dict[str, dict]:
+def _expected_test_images(items: Mapping[str, Any], conv_dir: Path, testing: Sequence[Any] = ()) -> dict[str, dict]:
     """Every testing image the conversion saw, by stem: ``{"source", "why"}`` (why it has no map, if known).
 
-    The datalist's testing entries (``datalist_items.json``), and from ``conversion_report.json``
-    the testing images that failed or were skipped at conversion, which the datalist lacks.
+    The datalist's testing entries (``datalist_items.json``, and ``testing``: the datalist's own
+    list, which a hand edit may have grown), and from ``conversion_report.json`` the testing images
+    that failed or were skipped at conversion, which the datalist lacks.
     """
     expected = {m["stem"]: {"source": m.get("source", m["stem"]), "why": ""}
                 for m in items.values() if m.get("usage") == "test"}
+    known = {str((conv_dir / k).resolve()) for k in items}
+    for t in testing:
+        path = Path(str(t["image"] if isinstance(t, Mapping) else t))
+        path = path if path.is_absolute() else conv_dir / path
+        stem = path.name.removesuffix(".gz").removesuffix(".nii")
+        if str(path.resolve()) not in known and stem not in expected:
+            expected[stem] = {"source": str(path), "why": "it was added to the datalist's testing list after the "
+                              "ensemble: run --mode ensemble (it predicts only what is missing), then --mode submit"}
     report_path = conv_dir / "conversion_report.json"
     try:
         records = json.loads(report_path.read_text()).get("images", []) if report_path.is_file() else []
@@ -152,11 +161,12 @@ def _expected_test_images(items: Mapping[str, Any], conv_dir: Path) -> dict[str,
     return expected
 
 
-def _missing_rows(rows: list[dict], items: Mapping[str, Any], conv_dir: Path, final: Path) -> list[dict]:
-    """A ``missing`` row for every testing image of the conversion without a row of its own."""
+def _missing_rows(rows: list[dict], items: Mapping[str, Any], conv_dir: Path, final: Path,
+                  testing: Sequence[Any] = ()) -> list[dict]:
+    """A ``missing`` row for every testing image of the conversion (or the datalist) without a row of its own."""
     have = {Path(r["output"]).name for r in rows}
     out = []
-    for stem, info in sorted(_expected_test_images(items, conv_dir).items()):
+    for stem, info in sorted(_expected_test_images(items, conv_dir, testing).items()):
         name = f"{stem}_label.tiff"
         if name in have:
             continue
