@@ -141,3 +141,31 @@ def test_generate_without_algos_goes_on_with_the_networks_of_the_work_dir(conver
                  "--num_fold", "1"]) == 0  # a new work_dir: the three default networks
     assert "--algos not given" not in capsys.readouterr().err
     assert sorted(p.name for p in fresh.glob("*_0")) == ["dints_0", "segresnet_0", "swinunetr_0"]
+
+
+def test_statistics_of_a_training_image_rewritten_in_place_are_not_reused(converted, tmp_path, capsys):
+    """Data re-converted in place (same item names, another spacing): analyze kept the old
+    statistics without a word, and generate built bundles for the old spacing."""
+    import shutil
+
+    import nibabel as nib
+    import numpy as np
+
+    out, _ = converted
+    data, wd = tmp_path / "nifti", tmp_path / "wd"
+    shutil.copytree(out, data)
+    args = ["--mode", "analyze", "--datalist", str(data / "datalist.json"), "--work_dir", str(wd), "--workers", "0"]
+    assert main(args) == 0
+    item = json.loads((data / "datalist.json").read_text())["training"][0]
+    path = data / item["image"]
+    img = nib.load(path)
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[::-1].copy(), img.affine, img.header), path)  # other voxels
+    capsys.readouterr()
+    assert main(["--mode", "generate", "--datalist", str(data / "datalist.json"), "--work_dir", str(wd),
+                 "--algos", "segresnet"]) == 2
+    err = capsys.readouterr().err
+    assert "1 training file(s)" in err and item["image"] in err and "run --mode analyze" in err, err
+    assert not (wd / "segresnet_0").exists()
+    assert main(args) == 0
+    assert "were rewritten since" in capsys.readouterr().out
+    assert main(args) == 0 and "analysing again" not in capsys.readouterr().out  # up to date again: kept

@@ -79,7 +79,7 @@ def analyze(
         _record_datalist(work, datalist, dataroot)
         clean_temporaries(work, (DATASTATS, DATASTATS_BY_CASE))
         final = work / DATASTATS
-        changed = stale_datastats(work, datalist) if final.exists() else None
+        changed = stale_datastats(work, datalist, dataroot) if final.exists() else None
         if changed and not force:
             print(f"note: {changed}: analysing again")
         if final.exists() and not force and not changed:
@@ -87,7 +87,8 @@ def analyze(
             return final
         final.unlink(missing_ok=True)  # the marker goes first: its source record then describes the new run
         atomic_write_json(work / DATASTATS_SOURCE, {"datalist": str(datalist.resolve()),
-                                                    "training_sha1": training_fingerprint(datalist)})
+                                                    "training_sha1": training_fingerprint(datalist),
+                                                    "files": training_files(datalist, dataroot)})
         _run_analyzer(datalist, dataroot, work, device, workers, allow_constant)
         _review(work, datalist, dataroot, force=True)
         return final
@@ -102,19 +103,50 @@ def training_fingerprint(datalist: str | os.PathLike) -> str:
     return hashlib.sha1(json.dumps(sorted(json.dumps(it, sort_keys=True) for it in items)).encode()).hexdigest()
 
 
-def stale_datastats(work: str | os.PathLike, datalist: str | os.PathLike) -> str | None:
+def training_files(datalist: str | os.PathLike, dataroot: str | os.PathLike | None = None) -> dict[str, list[int]]:
+    """``[size, mtime_ns]`` of each training image and label file, by its path in the datalist
+    (files that cannot be read are left out: validation names them)."""
+    import json
+
+    root = Path(dataroot) if dataroot is not None else Path(datalist).parent
+    out: dict[str, list[int]] = {}
+    for it in json.loads(Path(datalist).read_text()).get("training") or []:
+        for key in ("image", "label"):
+            for rel in (it.get(key) if isinstance(it.get(key), list) else [it.get(key)]):
+                if isinstance(rel, str) and rel not in out:
+                    try:
+                        st = (root / rel).stat()
+                    except OSError:
+                        continue
+                    out[rel] = [int(st.st_size), int(st.st_mtime_ns)]
+    return out
+
+
+def stale_datastats(work: str | os.PathLike, datalist: str | os.PathLike,
+                    dataroot: str | os.PathLike | None = None) -> str | None:
     """Why ``datastats.yaml`` of ``work`` no longer describes ``datalist``'s training items, else
-    None (also when the work_dir predates the record: nothing to compare)."""
+    None (also when the work_dir predates the record: nothing to compare). The items are
+    compared, then their files' size and time: an image rewritten in place (re-converted at
+    another spacing) has other statistics."""
     import json
 
     record = Path(work) / DATASTATS_SOURCE
     try:
-        was = json.loads(record.read_text()).get("training_sha1")
+        data = json.loads(record.read_text())
+        was = data.get("training_sha1")
     except (OSError, ValueError, AttributeError):
         return None
     if was and was != training_fingerprint(datalist):
         return (f"the training items of {datalist} changed since {Path(work) / DATASTATS} was written "
                 f"({record} records those it was computed from)")
+    files = data.get("files")
+    if isinstance(files, dict) and files:
+        now = training_files(datalist, dataroot)
+        changed = sorted(k for k, v in files.items() if now.get(k) != v)
+        if changed:
+            shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+            return (f"{len(changed)} training file(s) of {datalist} were rewritten since {Path(work) / DATASTATS} "
+                    f"was written ({shown}: other size or time)")
     return None
 
 

@@ -377,7 +377,7 @@ def _generate(work: Path, datalist: str | os.PathLike, dataroot: str | os.PathLi
         raise FileNotFoundError(f"{stats} not found: run --mode analyze first (or --mode full)")
     from auto3dseg.analysis.analyze import stale_datastats
 
-    if changed := stale_datastats(work, datalist):
+    if changed := stale_datastats(work, datalist, dataroot):
         raise ValueError(f"{changed}: run --mode analyze (it analyses them again), then --mode generate")
     datalist = Path(datalist).resolve()
     with open(datalist) as fh:
