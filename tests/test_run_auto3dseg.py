@@ -169,3 +169,30 @@ def test_statistics_of_a_training_image_rewritten_in_place_are_not_reused(conver
     assert main(args) == 0
     assert "were rewritten since" in capsys.readouterr().out
     assert main(args) == 0 and "analysing again" not in capsys.readouterr().out  # up to date again: kept
+
+
+def test_label_values_outside_the_class_table_stop_the_analysis(converted, tmp_path, capsys):
+    """A label holding 40 with 12 classes was validated, analysed and trained on (as background),
+    said only inside datastats_review.md."""
+    import shutil
+
+    import nibabel as nib
+    import numpy as np
+
+    out, _ = converted
+    data, wd = tmp_path / "nifti", tmp_path / "wd"
+    shutil.copytree(out, data)
+    item = json.loads((data / "datalist.json").read_text())["training"][1]
+    path = data / item["label"]
+    lab = nib.load(path)
+    arr = np.asarray(lab.dataobj).copy()
+    arr[:2, :2, :2] = 40
+    nib.save(nib.Nifti1Image(arr, lab.affine, lab.header), path)
+    args = ["--mode", "analyze", "--datalist", str(data / "datalist.json"), "--work_dir", str(wd), "--workers", "0"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "1 training label(s)" in err and f"{path}: values [40]" in err and "Relabel them" in err, err
+    assert not (wd / "datastats.yaml").exists() and not (wd / "datastats_by_case.yaml").exists()
+    arr[:2, :2, :2] = 255  # not annotated: allowed
+    nib.save(nib.Nifti1Image(arr, lab.affine, lab.header), path)
+    assert main(args) == 0 and (wd / "datastats.yaml").is_file()

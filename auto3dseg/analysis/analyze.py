@@ -205,6 +205,7 @@ def _run_analyzer(datalist: Path, dataroot: Path, work: Path, device: str, worke
     if tmp_by_case.exists():
         _check_finite_stats(tmp_by_case, dl, datalist)
         _check_constant_images(tmp_by_case, tmp, dl, datalist, dataroot, allow_constant)
+        _check_label_values(tmp_by_case, tmp, dl, datalist)
         os.replace(tmp_by_case, work / DATASTATS_BY_CASE)
     os.replace(tmp, final)
 
@@ -301,6 +302,42 @@ def _check_constant_images(by_case: Path, summary: Path, dl: dict, datalist: Pat
     by_case.unlink(missing_ok=True)
     summary.unlink(missing_ok=True)
     raise ConstantImageError(constant_message(found, datalist))
+
+
+def _check_label_values(by_case: Path, summary: Path, dl: dict, datalist: Path) -> None:
+    """Label values that are neither background, a class of the class table nor 255 (not
+    annotated): training would take those voxels as background. Stop, naming each item and its
+    values (the statistics are removed, so a re-run analyses again)."""
+    import yaml
+
+    from auto3dseg.analysis.review_cases import case_label_fractions
+    from auto3dseg.engine.input_checks import InputError
+    from datalists.annotated import UNANNOTATED
+
+    table = dl.get("class_table") or []
+    if not table:
+        return
+    known = {0, UNANNOTATED} | {int(r["id"]) for r in table}
+    cases = (yaml.safe_load(by_case.read_text()) or {}).get("stats_by_cases") or []
+    bad = []
+    for c in cases:
+        try:
+            unknown = sorted(int(v) for v in case_label_fractions(c) if int(v) not in known)
+        except (ValueError, TypeError):
+            continue
+        if unknown:
+            path = c.get("label_filepath") or c.get("image_filepath")
+            bad.append(f"{path}: values {unknown[:8]}{' ...' if len(unknown) > 8 else ''}")
+    if not bad:
+        return
+    by_case.unlink(missing_ok=True)
+    summary.unlink(missing_ok=True)
+    shown = "\n  ".join(bad[:10]) + (f"\n  ... and {len(bad) - 10} more" if len(bad) > 10 else "")
+    raise InputError(f"{len(bad)} training label(s) of {datalist} hold values that are no class of its class table "
+                     f"(ids {min(known - {0, UNANNOTATED})}..{max(known - {UNANNOTATED})}; 0 background, "
+                     f"{UNANNOTATED} not annotated): training would take them as background.\n  {shown}\n"
+                     "Relabel them (to a class id, or to 255 to leave them out of training), or add their classes "
+                     "to the class table (python -m datalists.validate <datalist> --label-values lists every value)")
 
 
 def _review(work: Path, datalist: Path, dataroot: Path, force: bool) -> None:
