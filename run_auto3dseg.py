@@ -558,7 +558,9 @@ def cli() -> int:
     try:
         return main()
     except KeyboardInterrupt:  # Ctrl-C: what was written so far is kept (temporaries, markers written last)
-        print("\ninterrupted: finished work is kept; run the same command again to go on", file=sys.stderr)
+        from converters.cli import interrupted_message
+
+        print(f"\n{interrupted_message()}", file=sys.stderr)
         return 130
 
 

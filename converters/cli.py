@@ -4,7 +4,8 @@
   run): one ``error:`` line, exit 2;
 * a worker killed (the out-of-memory killer): the message of
   :class:`~converters.pool.WorkerPoolBroken`, no datalist written, exit 1;
-* a failing write (full disk, read-only folder, permissions): the file and what to do, exit 2.
+* a failing write (full disk, read-only folder, permissions): the file and what to do, exit 2;
+* Ctrl-C: one line saying that finished items are kept and how to go on, exit 130.
 
 Items that fail on their own are not errors of the run: they are reported in the conversion
 report and the run goes on.
@@ -19,7 +20,20 @@ from typing import Any, Callable
 from converters.outputs import os_error_message
 from converters.pool import WorkerPoolBroken
 
-__all__ = ["print_outputs", "run_reported"]
+__all__ = ["interrupted_message", "print_outputs", "run_reported"]
+
+
+def interrupted_message(argv: list[str] | None = None) -> str:
+    """What to say on Ctrl-C: finished work is kept, and how to go on (``--force`` would start over).
+
+    >>> "again without --force" in interrupted_message(["--mode", "train", "--force"])
+    True
+    """
+    argv = sys.argv[1:] if argv is None else argv
+    if "--force" in argv:
+        return ("interrupted: finished work is kept; run the same command again without --force to go on "
+                "(with --force it starts over)")
+    return "interrupted: finished work is kept; run the same command again to go on"
 
 
 def run_reported(convert: Callable[[], Any], user_errors: tuple[type[BaseException], ...],
@@ -47,6 +61,9 @@ def run_reported(convert: Callable[[], Any], user_errors: tuple[type[BaseExcepti
     except OSError as exc:  # a full disk, a read-only folder, a permission: where, and what to do
         print(f"error: {os_error_message(exc, too_big_hint=too_big_hint)}", file=sys.stderr)
         return None, 2
+    except KeyboardInterrupt:  # Ctrl-C: no datalist is written before every item is done
+        print(f"\n{interrupted_message()}", file=sys.stderr)
+        return None, 130
 
 
 def print_outputs(report: dict, out: Path) -> int:

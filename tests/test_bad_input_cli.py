@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -625,5 +626,20 @@ def test_ctrl_c_is_one_line(monkeypatch, capsys):
 
     monkeypatch.setattr(run_auto3dseg, "main", interrupted)
     assert run_auto3dseg.cli() == 130
+    err = capsys.readouterr().err
+    assert "interrupted: finished work is kept" in err and "Traceback" not in err
+    assert "without --force" not in err
+    monkeypatch.setattr(sys, "argv", ["run_auto3dseg.py", "--mode", "train", "--force"])
+    assert run_auto3dseg.cli() == 130  # the same command again would start over: say to leave --force out
+    assert "run the same command again without --force to go on" in capsys.readouterr().err
+
+
+def test_ctrl_c_of_a_converter_is_one_line(capsys):
+    from converters.cli import run_reported
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    assert run_reported(interrupted, (ValueError,)) == (None, 130)
     err = capsys.readouterr().err
     assert "interrupted: finished work is kept" in err and "Traceback" not in err
