@@ -403,16 +403,21 @@ def _translation(value: list[float]):
         group, lambda d: d[0]["coordinateTransformations"][1].update(translation=value))
 
 
+def _no_s0(crop_group: Path) -> None:
+    shutil.rmtree(crop_group / "mito" / "s0")  # multiscales still lists it: an incomplete download
+
+
 @pytest.mark.parametrize("damage,array,says", [
     (_zero_size, "all/s0", "the label array has shape (0, 64, 64), i.e. no voxels"),
+    (_no_s0, "mito/s0", "the multiscales attribute lists this level but there is no such array"),
     (_mito_narrower, "mito/s0", "this class array (shape [32, 32, 64], scale [8, 8, 8] nm"),
     (_scale([-8.0, 8.0, 8.0]), "all/.zattrs", "scale [-8.0, 8.0, 8.0]"),
     (_translation([float("nan"), 160.0, 160.0]), "all/.zattrs", "translation [nan, 160.0, 160.0]"),
-], ids=["zero_size", "class_arrays_on_other_grids", "negative_scale", "nan_translation"])
+], ids=["zero_size", "level_missing", "class_arrays_on_other_grids", "negative_scale", "nan_translation"])
 def test_damaged_label_array_fails_its_crop_naming_the_array(synthetic, tmp_path, damage, array, says):
     ds = make_tree(synthetic, tmp_path)
     crop_group = store(ds) / GT / "crop1"
-    damage(crop_group if damage is _mito_narrower else crop_group / "all")
+    damage(crop_group if damage in (_mito_narrower, _no_s0) else crop_group / "all")
     assert main(cli(ds, tmp_path / "o")) == 1
     report = json.loads((tmp_path / "o/conversion_report.json").read_text())
     rec = crop(report, "synth-1_crop1")

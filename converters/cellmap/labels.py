@@ -121,7 +121,7 @@ def label_source(gt: zarr.hierarchy.Group, gt_group: str, statuses: dict[str, cz
     where = f"{_store_path(gt)}/{gt_group}"
     if "all" in crop:
         levels = _levels(crop["all"], f"{where}/all")
-        arr = crop["all"][levels[0].path]
+        arr = cz.level_array(crop["all"], levels[0], f"{where}/all")
         if arr.nchunks_initialized > 0:
             check_label_dtype(arr, f"{where}/all/{levels[0].path}")
             return cz.CheckedArray(arr, f"{where}/all/{levels[0].path}"), f"all array {where}/all/{levels[0].path}"
@@ -130,7 +130,7 @@ def label_source(gt: zarr.hierarchy.Group, gt_group: str, statuses: dict[str, cz
         # a class annotated but not listed in the datasplit still says what its voxels are
         if (st.annotated or st.reason == cz.NOT_LISTED) and name in CELLMAP_CLASSES and name in crop:
             levels = _levels(crop[name], f"{where}/{name}")
-            arr = crop[name][levels[0].path]
+            arr = cz.level_array(crop[name], levels[0], f"{where}/{name}")
             path = f"{where}/{name}/{levels[0].path}"
             check_label_dtype(arr, path, allow_bool=True)
             grids.append((path, Grid(levels[0].translation, levels[0].scale, arr.shape)))

@@ -28,6 +28,7 @@ __all__ = [
     "ClassStatus",
     "CellMapFormatError",
     "CheckedArray",
+    "level_array",
     "ChunkReadError",
     "open_readonly",
     "read_levels",
@@ -148,6 +149,21 @@ def read_levels(group: zarr.hierarchy.Group, where: str = "") -> list[Level]:
                                  "OME-NGFF 0.4 with 3 axes (z, y, x) and a scale and translation of 3 values "
                                  "per dataset: fix or download that file again") from exc
     return sorted(levels, key=lambda lv: float(np.prod(lv.scale)))
+
+
+def level_array(group: zarr.hierarchy.Group, level: Level, where: str = "") -> zarr.Array:
+    """The array of one multiscale ``level`` of ``group``; CellMapFormatError naming it when the
+    ``multiscales`` attribute lists it but the store has no such array (an incomplete download)."""
+    try:
+        arr = group[level.path]
+    except KeyError:
+        arr = None
+    if not isinstance(arr, zarr.Array):
+        raise CellMapFormatError(
+            f"{where or group.name}/{level.path}: the multiscales attribute lists this level but there is no such "
+            "array (an incomplete download or copy?); download it again, or remove the array's folder to convert "
+            "without it")
+    return arr
 
 
 def zattrs_path(group: zarr.hierarchy.Group, where: str = "") -> str:
@@ -465,7 +481,7 @@ def crop_annotation(gt_root: zarr.hierarchy.Group, gt_group: str) -> tuple[Grid 
             if name != "all":
                 statuses[name] = ClassStatus(name, False, "no multiscales")
             continue
-        arr = group[levels[0].path]
+        arr = level_array(group, levels[0], f"{getattr(gt_root.store, 'path', '') or ''}/{gt_group}/{name}")
         if grid is None:
             _refuse_empty(arr, f"{getattr(gt_root.store, 'path', '') or ''}/{gt_group}/{name}/{levels[0].path}")
             grid = Grid(levels[0].translation, levels[0].scale, arr.shape)
