@@ -436,3 +436,16 @@ def test_em_too_coarse_message_prints_plain_numbers(synthetic, tmp_path):
     assert rec["reason"] == "em_too_coarse"
     assert "s0 at [8, 8, 8] nm, 2x coarser than the target [4, 4, 4] nm" in rec["detail"]
     assert "np.float64" not in rec["detail"]
+
+
+def test_a_label_array_that_is_no_cellmap_class_is_named(synthetic, tmp_path, capsys):
+    """An array named `mitochondria` beside the class arrays was dropped without a word."""
+    ds = make_tree(synthetic, tmp_path)
+    crop_group = store(ds) / GT / "crop1"
+    shutil.copytree(crop_group / "mito", crop_group / "mitochondria")
+    assert main(cli(ds, tmp_path / "o")) == 0
+    err = capsys.readouterr().err
+    assert "synth-1_crop1: label array 'mitochondria' is no CellMap class: not converted (did you mean mito" in err, err
+    report = json.loads((tmp_path / "o/conversion_report.json").read_text())
+    assert crop(report, "synth-1_crop1")["foreign_arrays"] == ["mitochondria"]
+    assert crop(report, "synth-1_crop2")["foreign_arrays"] == []

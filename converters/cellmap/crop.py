@@ -39,6 +39,7 @@ from converters.geometry import (
 from converters.cellmap.labels import LabelMapper, label_source
 from converters.cellmap.multiscale_checks import check_level_extents
 from converters.outputs import OutputError, atomic_write, atomic_write_json
+from datalists.cellmap_classes import CELLMAP_CLASSES
 from converters.resample import resample_into
 
 __all__ = ["ConvertSettings", "convert_crop", "convert_test_crop", "inspect_crop", "listed_classes", "worker"]
@@ -210,6 +211,7 @@ def _convert_crop(src: cz.CropSource, settings: ConvertSettings, out_dir: Path, 
     rec["warnings"].extend(notes)
     rec["annotated"] = sorted(n for n, s in statuses.items() if s.annotated)
     rec["not_annotated"] = {n: s.reason for n, s in sorted(statuses.items()) if not s.annotated}
+    rec["foreign_arrays"] = sorted(n for n in statuses if n not in CELLMAP_CLASSES)  # said, never converted
     if gt_grid is None:
         if any(s.reason == "no multiscales" for s in statuses.values()):  # arrays there, none readable: damaged
             rec.update(verdict="failed", reason="no_ground_truth", detail="no class array of the crop can be read: "

@@ -10,6 +10,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from converters.cellmap.class_mapping import annotated_ids
+from datalists.cellmap_classes import close_class_names
 from converters.datalist_writer import layout_folds, tile_name
 from converters.folds import CropExtent, FoldItem, SplitPlan
 from converters.geometry import split_into_fold_tiles
@@ -100,6 +101,10 @@ def unknown_and_level_warnings(report: dict) -> list[tuple[str, str]]:
                                    f"({values}) written as not annotated (255)"))
         for level, why in (r.get("em_levels_unreadable") or {}).items():
             out.append((r["name"], f"EM level {level} not used: {why}"))
+        for name in r.get("foreign_arrays") or []:
+            close = close_class_names(name)
+            out.append((r["name"], f"label array {name!r} is no CellMap class: not converted"
+                                   + (f" (did you mean {' or '.join(close)}? rename the array)" if close else "")))
         if "constant_em" in r and r.get("verdict") == "converted":
             out.append((r["name"], f"test crop converted although its EM is constant (value {r['constant_em']} "
                                    "everywhere): its prediction will be empty; check that EM level"))
