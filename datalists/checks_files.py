@@ -139,9 +139,10 @@ class FileChecks:
                         present[rel] = full
                     else:
                         n_missing += 1
+                        what = "is a folder, not a file" if full.is_dir() else "file not found"
                         self.problem(
                             where,
-                            f"{key} file not found: {full}; fix the path (relative to the data root {root}) "
+                            f"{key} {what}: {full}; fix the path (relative to the data root {root}) "
                             "or re-run the converter",
                         )
                 if self.check_shapes and label and label in present and images and all(p in present for p in images):

@@ -452,6 +452,8 @@ def test_missing_files(dataset):
     assert str(root / "labels/synth-2_crop4.nii.gz") in msg
     # not checked on request
     validate_datalist(datalist, root, check_files=False)
+    datalist["training"][0]["image"] = "images"  # a folder: said as such, not "not found"
+    _one(_problems(datalist, root), "training[0]", f"image is a folder, not a file: {root / 'images'}")
 
 
 def test_wrong_dataroot_hint(dataset, tmp_path_factory):
