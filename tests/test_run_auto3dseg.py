@@ -196,3 +196,31 @@ def test_label_values_outside_the_class_table_stop_the_analysis(converted, tmp_p
     arr[:2, :2, :2] = 255  # not annotated: allowed
     nib.save(nib.Nifti1Image(arr, lab.affine, lab.header), path)
     assert main(args) == 0 and (wd / "datastats.yaml").is_file()
+
+
+def test_one_crop_saved_twice_in_two_folds_stops_the_analysis(converted, tmp_path, capsys):
+    """The same crop re-saved as .nii (other bytes, same voxels) in another fold passed every
+    check: the cross-validated score would be flattered."""
+    import shutil
+
+    import nibabel as nib
+
+    out, _ = converted
+    data, wd = tmp_path / "nifti", tmp_path / "wd"
+    shutil.copytree(out, data)
+    dl = json.loads((data / "datalist.json").read_text())
+    first = dl["training"][0]
+    other = next(f for f in range(int(dl["num_folds"])) if f != first["fold"])
+    copy = {**first, "fold": other, "image": "images/resaved.nii", "label": "labels/resaved.nii"}
+    for key in ("image", "label"):
+        nib.save(nib.load(data / first[key]), data / copy[key])
+    dl["training"].append(copy)
+    (data / "datalist.json").write_text(json.dumps(dl))
+    args = ["--mode", "analyze", "--datalist", str(data / "datalist.json"), "--work_dir", str(wd), "--workers", "0"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"{first['image']} (fold {first['fold']}) and images/resaved.nii (fold {other})" in err, err
+    assert "flattered" in err and not (wd / "datastats.yaml").exists()
+    copy["fold"] = first["fold"]  # in its original's fold: no leak
+    (data / "datalist.json").write_text(json.dumps(dl))
+    assert main(args) == 0

@@ -206,6 +206,7 @@ def _run_analyzer(datalist: Path, dataroot: Path, work: Path, device: str, worke
         _check_finite_stats(tmp_by_case, dl, datalist)
         _check_constant_images(tmp_by_case, tmp, dl, datalist, dataroot, allow_constant)
         _check_label_values(tmp_by_case, tmp, dl, datalist)
+        _check_repeated_cases(tmp_by_case, tmp, dl, datalist, dataroot)
         os.replace(tmp_by_case, work / DATASTATS_BY_CASE)
     os.replace(tmp, final)
 
@@ -338,6 +339,45 @@ def _check_label_values(by_case: Path, summary: Path, dl: dict, datalist: Path) 
                      f"{UNANNOTATED} not annotated): training would take them as background.\n  {shown}\n"
                      "Relabel them (to a class id, or to 255 to leave them out of training), or add their classes "
                      "to the class table (python -m datalists.validate <datalist> --label-values lists every value)")
+
+
+def _check_repeated_cases(by_case: Path, summary: Path, dl: dict, datalist: Path, dataroot: Path) -> None:
+    """Training items of different folds whose image and label statistics are identical to the
+    last digit hold the same voxels (one crop saved twice, e.g. as .nii and .nii.gz, which the
+    datalist's byte comparison cannot see): a fold would be scored on a crop it trained on, and
+    the cross-validated score flattered. Stop, naming each pair. Constant images are left out
+    (two blank images are alike without being copies)."""
+    import json
+
+    import yaml
+
+    from auto3dseg.analysis.review_cases import match_cases_to_items
+    from auto3dseg.engine.input_checks import InputError
+
+    cases = (yaml.safe_load(by_case.read_text()) or {}).get("stats_by_cases") or []
+    training = [it for it in dl.get("training") or [] if isinstance(it, dict)]
+    items, _ = match_cases_to_items(cases, training, dataroot)
+    first: dict[str, dict] = {}
+    pairs = []
+    for case, item in zip(cases, items):
+        stats = {k: v for k, v in case.items() if not str(k).endswith("filepath")}
+        intensity = (stats.get("image_stats") or {}).get("intensity") or []
+        if item is None or not intensity or any(float(ch.get("stdev") or 0) == 0 for ch in intensity):
+            continue
+        key = json.dumps(stats, sort_keys=True, default=str)
+        seen = first.setdefault(key, item)
+        if seen is not item and seen.get("fold") != item.get("fold"):
+            pairs.append(f"{seen.get('image')} (fold {seen.get('fold')}) and {item.get('image')} "
+                         f"(fold {item.get('fold')})")
+    if not pairs:
+        return
+    by_case.unlink(missing_ok=True)
+    summary.unlink(missing_ok=True)
+    raise InputError(f"{datalist}: training items of different folds hold the same image and label (identical "
+                     "statistics): each fold would be scored on a crop it trained on, and the cross-validated "
+                     "score flattered.\n  " + "\n  ".join(pairs[:10])
+                     + (f"\n  ... and {len(pairs) - 10} more" if len(pairs) > 10 else "")
+                     + "\nRemove the copies from the datalist (or put each copy in its original's fold)")
 
 
 def _review(work: Path, datalist: Path, dataroot: Path, force: bool) -> None:
