@@ -643,3 +643,10 @@ def test_ctrl_c_of_a_converter_is_one_line(capsys):
     assert run_reported(interrupted, (ValueError,)) == (None, 130)
     err = capsys.readouterr().err
     assert "interrupted: finished work is kept" in err and "Traceback" not in err
+
+
+def test_train_of_a_fold_no_bundle_has_names_the_folds_there(generated, capsys):
+    rc = run_auto3dseg.main(["--mode", "train", "--work_dir", str(generated), "--fold", "7"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--fold 7" in err and "segresnet_0, segresnet_1 (folds 0, 1)" in err, err
+    assert "run --mode generate first" not in err

@@ -179,7 +179,8 @@ def score_folders(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, *, gt_
     if missing:
         warnings.append(f"{len(missing)} truth image(s) without prediction count as F1 = 0 in mean_f1")
     if failed:
-        warnings.append(f"{len(failed)} image(s) failed and count as F1 = 0 in mean_f1")
+        why = "; ".join(f["error"] for f in failed[:2]) + (f"; and {len(failed) - 2} more" if len(failed) > 2 else "")
+        warnings.append(f"{len(failed)} image(s) failed and count as F1 = 0 in mean_f1 ({why})")
     return {"mean_f1": _finite(np.mean(all_f1) if all_f1 else None),
             "median_f1": _finite(np.median(all_f1) if all_f1 else None),
             "mean_f1_official": _finite(np.mean(f1s) if f1s else None), "n_images": len(gts),

@@ -292,6 +292,12 @@ def train_bundles(work_dir: str | os.PathLike, *, algos: Sequence[str] | None = 
                   gpus: str | int | None = None, force: bool = False, log=print) -> TrainReport:
     """Train every selected bundle one after another (see module docstring)."""
     bundles = select_bundles(work_dir, algos, folds)
+    have = select_bundles(work_dir, algos, None) if not bundles and folds is not None else []
+    if have:  # bundles there, of other folds
+        raise ValueError(f"--fold {' '.join(str(f) for f in folds)}: {work_dir} has no bundle of that fold; its "
+                         f"bundles{' of ' + ', '.join(algos) if algos else ''} are "
+                         f"{', '.join(b.name for b in have)} (folds "
+                         f"{', '.join(str(f) for f in sorted({b.fold for b in have}))})")
     if not bundles:
         raise FileNotFoundError(f"no generated bundles in {work_dir}"
                                 + (f" for algos {list(algos)}" if algos else "")
