@@ -512,3 +512,26 @@ def test_submit_from_maps_of_bundles_trained_again_or_gone_says_so(base, tmp_pat
     proc = _run(work, "--mode", "submit", "--force")
     assert proc.returncode == 0 and "segresnet_0's weights are gone" in proc.stderr and "--mode ensemble" in proc.stderr
     assert (work / "submission" / "submission.zip").is_file()
+
+
+def test_a_dataset_moved_after_the_ensemble_still_gets_its_maps(base, converted, tmp_path):
+    """The dataset moved and the work_dir re-pointed (--force_new_datalist): the ensemble's maps
+    name the old image paths, and every crop was written empty, "up to date" from then on."""
+    out, _ = converted
+    work, moved = _copy(base, tmp_path), tmp_path / "moved"
+    shutil.copytree(out, moved)
+    proc = _run(work, "--mode", "submit", "--datalist", str(moved / "datalist.json"), "--force_new_datalist",
+                "--force")
+    assert proc.returncode == 0 and "written empty" not in proc.stdout, proc.stdout + proc.stderr
+    got = _zip_arrays(work / "submission" / "submission.zip", tmp_path / "got")
+    want = _zip_arrays(base / "submission" / "submission.zip", tmp_path / "want")
+    assert got.keys() == want.keys() and all(np.array_equal(got[k], want[k]) for k in want)
+    manifest = work / "ensemble_output" / "ensemble.json"
+    ens = json.loads(manifest.read_text())
+    lost = ens["items"].pop(0)  # a test crop of the datalist without a map: refused, nothing moved
+    manifest.write_text(json.dumps(ens))
+    before = (work / "submission" / "submission.zip").read_bytes()
+    proc = _run(work, "--mode", "submit", "--force")
+    crop_id = Path(lost["image"]).name.split("crop")[1].split(".")[0]
+    assert proc.returncode == 2 and f"no probability map of the converted test crop(s) crop{crop_id}" in proc.stderr
+    assert (work / "submission" / "submission.zip").read_bytes() == before

@@ -36,7 +36,7 @@ from auto3dseg.ensembling.ensemble import (
 )
 from auto3dseg.ensembling.probability_maps import map_intact, probability_map_name
 from auto3dseg.ensembling.weights_stamp import bundles_signature
-from auto3dseg.orchestration.workdir import bundle_ckpt_path, read_input
+from auto3dseg.orchestration.workdir import bundle_ckpt_path, moved_key, read_input
 
 __all__ = ["MANIFEST", "OOF_DIR", "OutOfFoldLeak", "fold_bundles", "run_oof", "stale_reasons", "training_cases",
            "unseen_check"]
@@ -102,15 +102,6 @@ def fold_bundles(history: Sequence[Mapping[str, Any]], chosen: Sequence[Mapping[
     return by_fold, notes
 
 
-def _moved_key(path: str | os.PathLike) -> str:
-    """An image's name that survives moving the data: its folder and file name.
-
-    >>> _moved_key("/old/nifti/images/crop1.nii.gz") == _moved_key("/new/place/images/crop1.nii.gz")
-    True
-    """
-    return "/".join(Path(path).parts[-2:])
-
-
 def unseen_check(bundle: str | os.PathLike, images: Sequence[str]) -> bool:
     """True when the bundle's split record shows it trained on none of ``images``; False when
     it has no record (an older or foreign bundle: unverified). Raises :class:`OutOfFoldLeak`
@@ -122,9 +113,9 @@ def unseen_check(bundle: str | os.PathLike, images: Sequence[str]) -> bool:
     except (OSError, ValueError, KeyError):
         return False
     seen, held = set(record.get("training", [])), set(record.get("validation", []))
-    seen_keys = {_moved_key(p) for p in seen}  # the data moved since (--force_new_datalist): match by file
+    seen_keys = {moved_key(p) for p in seen}  # the data moved since (--force_new_datalist): match by file
     leaked = [i for i in images if str(Path(i).resolve()) in seen
-              or (str(Path(i).resolve()) not in held and _moved_key(i) in seen_keys)]
+              or (str(Path(i).resolve()) not in held and moved_key(i) in seen_keys)]
     if leaked:
         shown = ", ".join(leaked[:3]) + (f" and {len(leaked) - 3} more" if len(leaked) > 3 else "")
         raise OutOfFoldLeak(f"{bundle} trained on {shown}, which its fold ({record.get('fold')}) should have held out: "

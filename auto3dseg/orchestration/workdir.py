@@ -41,6 +41,7 @@ __all__ = [
     "Bundle",
     "bundle_ckpt_path",
     "check_input_datalist",
+    "moved_key",
     "data_kind",
     "in_directory",
     "list_bundles",
@@ -339,3 +340,13 @@ def prefer_templates(template_dir: str | os.PathLike, names: Sequence[str]) -> N
         origin = getattr(sys.modules[mod], "__file__", None)
         if not origin or not os.path.abspath(origin).startswith(folder + os.sep):
             del sys.modules[mod]
+
+
+def moved_key(path: str | os.PathLike) -> str:
+    """An image's name that survives moving the data (``--force_new_datalist``): its folder and
+    file name.
+
+    >>> moved_key("/old/nifti/images/crop1.nii.gz") == moved_key("/new/place/images/crop1.nii.gz")
+    True
+    """
+    return "/".join(Path(path).parts[-2:])

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from auto3dseg.ensembling.probability_maps import maps_signature, read_map_manifest
+from auto3dseg.orchestration.workdir import moved_key
 from auto3dseg.submission.placement import grid_of, place_on_grid
 from auto3dseg.submission.previous import PARAMS_FILE, REPORT_FILES, keep_previous, params_text
 from converters.geometry import Grid, grid_from_nifti_affine
@@ -304,11 +305,25 @@ def _write_submission(ensemble_manifest: str | os.PathLike, datalist: str | os.P
     items = json.loads((dl_path.parent / dl.get("items_file", "datalist_items.json")).read_text())
     root = Path(dl_path.parent)
     by_image = {str((root / k).resolve()): v for k, v in items.items()}
+    by_key: dict[str, list[dict]] = {}  # the dataset moved since the ensemble (--force_new_datalist)
+    for k, v in items.items():
+        by_key.setdefault(moved_key(k), []).append(v)
     prob_by_crop: dict[int, list[str]] = {}
     for it in ens["items"]:
         meta = by_image.get(str(Path(it["image"]).resolve()))
+        if meta is None and len(by_key.get(moved_key(it["image"]), [])) == 1:
+            meta = by_key[moved_key(it["image"])][0]
         if meta is not None and meta.get("usage") == "test":
             prob_by_crop.setdefault(int(meta["crop_id"]), []).append(it["probabilities"])
+    testing = {moved_key(t["image"] if isinstance(t, dict) else t) for t in dl.get("testing", [])}
+    unmapped = sorted({int(m["crop_id"]) for k, m in items.items()
+                       if m.get("usage") == "test" and moved_key(k) in testing} - set(prob_by_crop))
+    if unmapped:
+        shown = ", ".join(f"crop{c}" for c in unmapped[:8]) + (f" and {len(unmapped) - 8} more" if len(unmapped) > 8
+                                                                 else "")
+        raise RuntimeError(f"{ensemble_manifest} has no probability map of the converted test crop(s) {shown} of "
+                           f"{dl_path} (its maps were made from {ens.get('datalist')}): run --mode ensemble, then "
+                           "--mode submit")
     wanted = test_labels_by_crop(items, test_manifest)
     if not wanted:
         raise RuntimeError(f"no test labels to write: {dl_path.parent / 'datalist_items.json'} has no test crops "

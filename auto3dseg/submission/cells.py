@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from auto3dseg.ensembling.probability_maps import maps_signature, read_map_manifest
+from auto3dseg.orchestration.workdir import moved_key
 from auto3dseg.submission.previous import PARAMS_FILE, REPORT_FILES, keep_previous, params_text
 from converters.outputs import atomic_write_text
 
@@ -85,8 +86,9 @@ def _write_cell_submission(ensemble_manifest: str | os.PathLike, datalist: str |
     names: dict[str, str] = {}
     shapes: dict[str, list[int]] = {}
     inputs = []
+    by_key = {moved_key(k): v for k, v in items.items()}  # the dataset moved since the ensemble
     for it in ens.get("items", []):
-        meta = by_image.get(str(Path(it["image"]).resolve()))
+        meta = by_image.get(str(Path(it["image"]).resolve())) or by_key.get(moved_key(it["image"]))
         if meta is None:
             log(f"note: {it['image']} is not in {dl_path.parent / 'datalist_items.json'}; named after its file")
         else:
