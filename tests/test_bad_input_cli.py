@@ -650,3 +650,28 @@ def test_train_of_a_fold_no_bundle_has_names_the_folds_there(generated, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "--fold 7" in err and "segresnet_0, segresnet_1 (folds 0, 1)" in err, err
     assert "run --mode generate first" not in err
+
+
+def test_force_new_datalist_repoints_the_bundles_configs_too(converted, tmp_path, capsys):
+    """input.yaml was re-pointed but each bundle's hyper_parameters.yaml still named the old
+    datalist: training read the old data (or failed once it was gone, after --force moved the model)."""
+    import shutil
+
+    data, work, moved = tmp_path / "a", tmp_path / "work", tmp_path / "b"
+    shutil.copytree(converted[0], data)
+    common = ["--datalist", str(data / "datalist.json"), "--work_dir", str(work)]
+    assert run_auto3dseg.main(["--mode", "analyze", *common, "--workers", "0"]) == 0
+    assert run_auto3dseg.main(["--mode", "generate", *common, "--algos", "segresnet", "--num_fold", "1"]) == 0
+    config = work / "segresnet_0" / "configs" / "hyper_parameters.yaml"
+    config.write_text("# a comment the user wrote\n" + config.read_text())
+    data.rename(moved)
+    capsys.readouterr()
+    assert run_auto3dseg.main(["--mode", "generate", "--work_dir", str(work), "--datalist",
+                               str(moved / "datalist.json"), "--force_new_datalist", "--algos", "segresnet",
+                               "--num_fold", "1"]) == 0
+    assert "the bundles' configs name the new datalist" in capsys.readouterr().err
+    hp = yaml.safe_load(config.read_text())
+    assert hp["data_list_file_path"] == str((moved / "datalist.json").resolve())
+    assert hp["dataroot"] == str(moved.resolve())
+    assert config.read_text().startswith("# a comment the user wrote\n")
+    assert not [line for line in config.read_text().splitlines() if str(data) in line and not line.startswith("#")]

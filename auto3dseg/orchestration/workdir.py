@@ -42,6 +42,7 @@ __all__ = [
     "bundle_ckpt_path",
     "check_input_datalist",
     "moved_key",
+    "repoint_bundles",
     "data_kind",
     "in_directory",
     "list_bundles",
@@ -203,7 +204,8 @@ def check_input_datalist(work_dir: str | os.PathLike, datalist: str | os.PathLik
                          f"{names[kind_new]} datalist {new}: a work_dir holds one data set; use another --work_dir "
                          "for it (nothing was changed)")
     if allow_other:
-        return f"note: --force_new_datalist: {work} now works on {new} (was {old}; its statistics and bundles are kept)"
+        return (f"note: --force_new_datalist: {work} now works on {new} (was {old}; its statistics and bundles are "
+                "kept, and the bundles' configs name the new datalist)")
     state = ("; that one no longer exists" if not old.is_file() else
              "; same content, another data root" if _same_file_content(old, new) else "")
     raise ValueError(f"--work_dir {work} was set up for the datalist {old} ({f}{state}), not {new}"
@@ -216,8 +218,39 @@ def repoint_input(work_dir: str | os.PathLike, datalist: str | os.PathLike, data
     """Make ``<work_dir>/input.yaml`` name ``datalist`` and ``dataroot`` (absolute), keeping its
     other keys: what a run accepted with ``--force_new_datalist`` (or a same-content copy) uses."""
     src = yaml.safe_load((Path(work_dir) / INPUT_YAML).read_text()) or {}
-    return write_input(work_dir, {**src, "datalist": str(Path(datalist).resolve()),
-                                  "dataroot": str(Path(dataroot).resolve())})
+    new = {"datalist": str(Path(datalist).resolve()), "dataroot": str(Path(dataroot).resolve())}
+    repoint_bundles(work_dir, {str(src.get("datalist")): new["datalist"], str(src.get("dataroot")): new["dataroot"]})
+    return write_input(work_dir, {**src, **new})
+
+
+#: the keys of a bundle's configs that name the data: ours, and MONAI's official templates'
+DATA_KEYS = ("data_list_file_path", "dataroot", "data_file_base_dir")
+
+
+def repoint_bundles(work_dir: str | os.PathLike, moves: Mapping[str, str]) -> list[Path]:
+    """Make the bundles' configs name the data where ``input.yaml`` now does: each top-level
+    :data:`DATA_KEYS` line whose value is a key of ``moves`` gets its value (their training
+    scripts read these, not input.yaml). Other lines, comments included, are kept; each file is
+    written under a temporary name and renamed. Returns the files changed."""
+    import re
+
+    from converters.outputs import atomic_write_text
+
+    pattern = re.compile(rf"^({'|'.join(DATA_KEYS)}):[ \t]*(.*?)[ \t]*$", re.M)
+
+    def swap(m: re.Match) -> str:
+        value = m.group(2).strip("'\"")
+        return f"{m.group(1)}: {json.dumps(moves[value])}" if value in moves else m.group(0)
+
+    changed = []
+    for bundle in list_bundles(work_dir):
+        for f in sorted((bundle.path / "configs").glob("*.yaml")):
+            text = f.read_text()
+            new = pattern.sub(swap, text)
+            if new != text:
+                atomic_write_text(f, new)
+                changed.append(f)
+    return changed
 
 
 def write_input(work_dir: str | os.PathLike, data: dict[str, Any]) -> Path:
