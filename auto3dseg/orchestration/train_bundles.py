@@ -319,6 +319,11 @@ def train_bundles(work_dir: str | os.PathLike, *, algos: Sequence[str] | None = 
         from auto3dseg.bundles.checks import check_overrides
 
         check_overrides(bundles, overrides, {b.algo for b in list_bundles(Path(work_dir).resolve())})
+    done = [b.name for b in bundles if b not in todo]
+    if done and overrides:  # what they were trained with stays: say so, not drop the flag without a word
+        shown = ", ".join(done[:4]) + (f" and {len(done) - 4} more" if len(done) > 4 else "")
+        log(f"note: {shown} {'is' if len(done) == 1 else 'are'} trained already: not retrained with "
+            f"{', '.join(f'{k}={v}' for k, v in overrides.items())} (--force retrains; the old model/ is moved aside)")
     report = TrainReport()
     note = device_note(gpus) if todo else None
     if note:
