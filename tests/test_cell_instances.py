@@ -227,3 +227,27 @@ def test_a_nook_at_the_image_border_is_not_filled():
     m[3, 3] = False  # a real hole
     out = fill_small_holes(m, 4)
     assert not out[0, 2] and out[3, 3]
+
+
+def test_the_cli_never_writes_over_truth_or_input_folders(tmp_path, capsys):
+    """--output_dir given the ground-truth folder overwrote the truth with predictions (then F1 1.0)."""
+    maps = tmp_path / "ensemble_output"
+    maps.mkdir()
+    write_probability_map(np.full((3, 8, 8), 0.5, np.float32), np.eye(4), maps / "a_prob.zarr",
+                          ["cell_interior", "cell_contact", "cell"], "sigmoid")
+    truth = tmp_path / "test_truth"
+    truth.mkdir()
+    tifffile.imwrite(truth / "a_label.tiff", np.ones((8, 8), np.uint16))
+    before = (truth / "a_label.tiff").read_bytes()
+    data = tmp_path / "nifti"
+    (data / "labels").mkdir(parents=True)
+    (data / "datalist.json").write_text("{}")
+    for out, says in ((truth, "holds 1 image or label file(s) this tool did not write (e.g. a_label.tiff"),
+                      (maps, "is the folder of the input"), (data / "labels", "inside the converted dataset")):
+        assert cells_cli.main([str(maps), "--output_dir", str(out), "--no_progress"]) == 2
+        err = capsys.readouterr().err
+        assert says in err and "give a folder of its own" in err, err
+    assert (truth / "a_label.tiff").read_bytes() == before
+    out = tmp_path / "labels"
+    assert cells_cli.main([str(maps), "--output_dir", str(out), "--no_progress"]) == 0
+    assert cells_cli.main([str(maps), "--output_dir", str(out), "--no_progress"]) == 0  # its own folder: rewritten

@@ -283,8 +283,36 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+_RAW_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
+
+
+def output_dir_problem(out: str | os.PathLike, inputs: Sequence[str | os.PathLike]) -> str | None:
+    """Why ``out`` must not receive ``<stem>_label.tiff`` files, or None: a folder of the inputs,
+    a converted dataset, or a folder holding images or label files this tool did not write (no
+    ``postprocess_report.json``: the ground truth, say), which would be overwritten."""
+    out = Path(out).resolve()
+    for i in inputs:
+        p = Path(i).resolve()
+        if out in (p, p.parent):
+            return f"--output_dir {out} is the folder of the input {p}"
+    for f in (out, *out.parents):
+        if (f / "datalist.json").is_file():
+            return f"--output_dir {out} is {'' if f == out else 'inside '}the converted dataset {f}"
+    if out.is_dir() and not (out / "postprocess_report.json").is_file():
+        found = sorted(p.name for p in out.iterdir() if p.suffix.lower() in _RAW_SUFFIXES)
+        if found:
+            return (f"--output_dir {out} holds {len(found)} image or label file(s) this tool did not write (e.g. "
+                    f"{found[0]}; there is no postprocess_report.json): the ground truth or the raw images? They "
+                    "would be overwritten")
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    problem = output_dir_problem(args.output_dir, args.inputs)
+    if problem:
+        print(f"error: {problem}; give a folder of its own", file=sys.stderr)
+        return 2
     try:
         params = load_cell_params(args.params)
         report = postprocess_cells(args.inputs, args.output_dir, params=params, channels=args.channels,
