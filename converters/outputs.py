@@ -18,7 +18,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 __all__ = ["OutputError", "atomic_write", "atomic_write_json", "atomic_write_text", "clean_stale_temporaries",
            "hold_previous_datalist", "os_error_message", "settle_previous_datalist", "temporary_path"]
@@ -107,7 +107,8 @@ def clean_stale_temporaries(folders: Iterable[Path]) -> list[Path]:
     return removed
 
 
-def check_output_file(path: str | os.PathLike, flag: str = "--out", suffix: str = ".json") -> Path:
+def check_output_file(path: str | os.PathLike, flag: str = "--out", suffix: str = ".json",
+                      inputs: Sequence[str | os.PathLike | None] = ()) -> Path:
     """``path`` as an output file named by ``flag``, refused early (``OSError`` naming it) when it
     is a folder, a file stands where one of its folders should be, or it does not end in
     ``suffix`` (the reports written beside it take its stem: ``--out scores.md`` or
@@ -131,6 +132,12 @@ def check_output_file(path: str | os.PathLike, flag: str = "--out", suffix: str 
                 raise NotADirectoryError(errno.ENOTDIR, f"{parent} is a file, not a folder: choose another {flag}",
                                          str(out))
             break
+    resolved = out.resolve()
+    for given in inputs:  # the truth or the submission: an input store is never written into
+        if given and Path(given).resolve() in resolved.parents:
+            raise OSError(errno.EINVAL, f"is inside the input {given}: reports are never written into an input "
+                          f"store or folder; give {flag} elsewhere (e.g. {Path(given).resolve().parent / out.name})",
+                          str(out))
     return out
 
 

@@ -361,3 +361,27 @@ def test_a_misspelt_label_is_named_beside_the_missing_one(tmp_path):
         sub = write_store(tmp_path / f"sub_{wrong}.zarr", {(1, wrong): (truth_mito, at((4, 4, 4)))})
         got = warned(score(sub, truth), "missing_label")
         assert len(got) == 1 and f"it holds '{wrong}', which is no label of the truth: misspelt?" in got[0]["message"]
+
+
+def test_out_inside_the_truth_or_the_predictions_is_refused(tmp_path, capsys):
+    """Reports were written into the truth store (scores.json among the crops) and truth folder."""
+    import tifffile
+
+    from auto3dseg.evaluation import cellseg as cs
+
+    sub, truth = _pair(tmp_path)
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    for d in (gt, pred):
+        d.mkdir()
+        tifffile.imwrite(d / "a_label.tiff", np.eye(8, dtype=np.uint16))
+    for run, inside in ((lambda o: sc.main(["--submission", str(sub), "--truth", str(truth), "--out", str(o)]),
+                         (truth, sub)),
+                        (lambda o: cs.main(["--gt", str(gt), "--pred", str(pred), "--out", str(o), "--no_progress"]),
+                         (gt, pred))):
+        for folder in inside:
+            if not Path(folder).is_dir():
+                continue
+            assert run(folder / "scores.json") == 2
+            err = capsys.readouterr().err
+            assert f"is inside the input {folder}" in err and "never written into an input" in err, err
+            assert not (folder / "scores.json").exists()

@@ -288,7 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from converters.outputs import check_output_file, os_error_message
 
     try:
-        check_output_file(args.out)  # before scoring, which can take long
+        check_output_file(args.out, inputs=(args.gt, args.pred))  # before scoring, which can take long
     except OSError as exc:
         print(f"error: {os_error_message(exc, '--out')}", file=sys.stderr)
         return 2
@@ -303,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               "--pred_suffix to the file endings you use.", file=sys.stderr)
         return 2
     try:
-        write_cellseg_scores(result, check_output_file(args.out))
+        write_cellseg_scores(result, check_output_file(args.out, inputs=(args.gt, args.pred)))
     except OSError as exc:
 
         print(f"error: {os_error_message(exc, '--out')}", file=sys.stderr)

@@ -463,7 +463,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.out:
-            check_output_file(args.out)  # before scoring, which can take long
+            check_output_file(args.out, inputs=(args.truth, args.submission))  # before scoring: it can take long
     except OSError as exc:
         print(f"error: {os_error_message(exc, '--out')}", file=sys.stderr)
         return 2
@@ -476,7 +476,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(format_scores_markdown(scores), end="")
     if args.out:
         try:
-            out = write_scores(scores, check_output_file(args.out))
+            out = write_scores(scores, check_output_file(args.out, inputs=(args.truth, args.submission)))
         except OSError as exc:
             print(f"error: {os_error_message(exc, '--out')}", file=sys.stderr)
             return 2
