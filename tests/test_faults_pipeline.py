@@ -535,3 +535,12 @@ def test_a_dataset_moved_after_the_ensemble_still_gets_its_maps(base, converted,
     crop_id = Path(lost["image"]).name.split("crop")[1].split(".")[0]
     assert proc.returncode == 2 and f"no probability map of the converted test crop(s) crop{crop_id}" in proc.stderr
     assert (work / "submission" / "submission.zip").read_bytes() == before
+
+
+def test_an_untrained_network_asked_for_is_named_when_left_out(base, tmp_path):
+    """`--algos segresnet dints` with dints generated but never trained ensembled segresnet alone, without a word."""
+    work = _copy(base, tmp_path)
+    assert _run(work, "--mode", "generate", "--algos", "dints", "--num_fold", "1").returncode == 0
+    proc = _run(work, "--mode", "ensemble", "--algos", "segresnet", "dints")
+    assert proc.returncode == 0, proc.stderr
+    assert "note: dints_0 is not trained: left out" in proc.stdout + proc.stderr, proc.stdout + proc.stderr

@@ -85,7 +85,7 @@ def trained_history(work_dir: str | os.PathLike, algos: Sequence[str] | None = N
 
     from auto3dseg.bundles.migrate import migrate_work_dir, old_module_aliases
 
-    history = []
+    history, untrained = [], []
     migrate_work_dir(Path(work_dir).resolve(), log=log)  # bundles of before the layout change
     for b in list_bundles(Path(work_dir).resolve()):
         if algos and b.algo not in algos:
@@ -101,6 +101,7 @@ def trained_history(work_dir: str | os.PathLike, algos: Sequence[str] | None = N
                 log(f"note: {b.name} did not finish training; using its best model so far (validation Dice "
                     f"{done['best_avg_dice_score']:.4f} at epoch {done['epoch']})")
         if not done:
+            untrained.append(b.name)
             continue
         template_path = json.loads((b.path / "algo_object.json").read_text()).get("template_path")
         if template_path:  # not a same-named template imported from another folder in this process
@@ -111,6 +112,10 @@ def trained_history(work_dir: str | os.PathLike, algos: Sequence[str] | None = N
         if score is None:
             score = algo.get_score()
         history.append({AlgoKeys.ID: b.name, AlgoKeys.ALGO: algo, AlgoKeys.SCORE: score, AlgoKeys.IS_TRAINED: True})
+    if untrained and history:  # without any trained bundle the caller's error says what to do
+        shown = ", ".join(untrained[:6]) + (f" and {len(untrained) - 6} more" if len(untrained) > 6 else "")
+        log(f"note: {shown} {'is' if len(untrained) == 1 else 'are'} not trained: left out (train with --mode train; "
+            "--require_trained refuses instead, --allow_unfinished uses a best model so far)")
     return history
 
 
