@@ -222,3 +222,30 @@ def settle_previous_datalist(out: Path, log: Callable[[str], Any] = print) -> Pa
     log(f"note: the previous datalist.json of {out} (other items, folds or settings) is kept in {dest}; work_dirs "
         "made from it refuse this one unless given --force_new_datalist")
     return dest
+
+
+def source_stamp(paths: Iterable[str | os.PathLike]) -> list[int]:
+    """``[files, bytes, newest mtime_ns]`` of the files at ``paths`` (a folder counts every file
+    under it; a missing path counts nothing): what a converted item's record keeps of its
+    source, so that a source edited after the conversion is converted again, not resumed.
+
+    >>> import tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> _ = open(os.path.join(d, "a"), "w").write("xyz")
+    >>> source_stamp([d])[:2]
+    [1, 3]
+    """
+    n = size = newest = 0
+    for p in paths:
+        p = str(p)
+        if os.path.isdir(p):
+            files = (os.path.join(root, f) for root, _, names in os.walk(p) for f in names)
+        else:
+            files = iter([p])
+        for f in files:
+            try:
+                st = os.stat(f)
+            except OSError:
+                continue
+            n, size, newest = n + 1, size + st.st_size, max(newest, st.st_mtime_ns)
+    return [n, size, newest]

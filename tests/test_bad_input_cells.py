@@ -253,6 +253,20 @@ def test_resume_redoes_an_image_whose_instances_file_was_deleted(tree, tmp_path,
     assert np.array_equal(tifffile.imread(inst), tifffile.imread(tree / "labels" / "cell_00_fluo16_label.tiff"))
 
 
+def test_resume_converts_again_an_image_or_label_edited_since(tree, tmp_path, capsys):
+    """A label corrected after the conversion was "resumed": the old target stayed, without a word."""
+    out = tmp_path / "out"
+    assert _convert(tree, out, capsys)[0] == 0
+    label = tree / "labels" / "cell_00_fluo16_label.tiff"
+    fixed = tifffile.imread(label)[::-1].copy()
+    tifffile.imwrite(label, fixed)
+    rc, printed, report = _convert(tree, out, capsys)
+    recs = _records(report)
+    assert rc == 0 and not recs["cell_00_fluo16"].get("resumed") and recs["cell_08_sparse"]["resumed"]
+    assert "cell_00_fluo16: its image or label changed since it was converted" in printed
+    assert np.array_equal(tifffile.imread(out / "instances" / "cell_00_fluo16_label.tiff"), fixed)
+
+
 # ----------------------------------------------------------------------------- case 6: exit codes
 def test_unreadable_image_is_a_failure_with_exit_1_and_the_others_converted(tree, tmp_path, capsys):
     (tree / "images" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")

@@ -240,6 +240,26 @@ def test_resume_skips_finished_crops_and_redoes_missing_ones(synthetic, tmp_path
     assert (out / "images/synth-1_crop2.nii.gz").exists()
 
 
+def test_resume_converts_again_a_crop_whose_truth_was_edited(synthetic, tmp_path, capsys):
+    """An annotation corrected in the store after the conversion was "resumed" with the old label."""
+    import zarr
+
+    data = _copy(synthetic, tmp_path / "data")
+    crops = [c for c in cz.read_datasplit(data / "datasplit.csv") if c.crop_id in (1, 2)]
+    out = tmp_path / "o"
+    convert(out, crops, num_folds=2, progress=False)
+    arr = zarr.open(str(data / "synth-1/synth-1.zarr/recon-1/labels/groundtruth/crop1/all/s0"), mode="r+")
+    edited = arr[...]
+    edited[:, :, :10] = 0
+    arr[...] = edited
+    capsys.readouterr()
+    report = convert(out, crops, num_folds=2, progress=False)
+    assert not _crop(report, "synth-1_crop1").get("resumed") and _crop(report, "synth-1_crop2")["resumed"]
+    assert "synth-1_crop1: its ground truth changed in the store since it was converted" in capsys.readouterr().err
+    report = convert(out, crops, num_folds=2, progress=False)  # converted from the edit: resumed from now on
+    assert report["summary"]["resumed"] == 2
+
+
 def test_other_settings_refused_unless_forced(synthetic, tmp_path):
     crops = [c for c in cz.read_datasplit(synthetic / "datasplit.csv") if c.crop_id in (1, 6)]
     out = tmp_path / "o"

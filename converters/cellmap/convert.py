@@ -35,6 +35,7 @@ from converters.cellmap.class_mapping import annotated_ids, build_class_table, d
 from converters.cellmap.crop import (
     ConvertSettings,
     cleanup_items,
+    gt_stamp,
     convert_crop,
     convert_test_crop,
     inspect_crop,
@@ -92,6 +93,11 @@ def _previous_record(output_dir: Path, src: cz.CropSource | cz.TestCrop, fingerp
     if rec.get("settings_fingerprint") != fingerprint:
         return None
     if rec.get("listed_classes") != listed_classes(src):  # its datasplit row lists other classes now
+        return None
+    if rec.get("source_stamp") is not None and rec.get("verdict") != "failed" \
+            and rec["source_stamp"] != gt_stamp(src):
+        print(f"note: {src.name}: its ground truth changed in the store since it was converted: converting it again",
+              file=sys.stderr)
         return None
     return rec
 

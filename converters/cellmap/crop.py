@@ -38,7 +38,7 @@ from converters.geometry import (
 )
 from converters.cellmap.labels import LabelMapper, label_source
 from converters.cellmap.multiscale_checks import check_level_extents
-from converters.outputs import OutputError, atomic_write, atomic_write_json
+from converters.outputs import OutputError, atomic_write, atomic_write_json, source_stamp
 from datalists.cellmap_classes import CELLMAP_CLASSES
 from converters.resample import resample_into
 
@@ -93,6 +93,14 @@ def source_fields(src: cz.CropSource | cz.TestCrop) -> dict:
     return {"gt_zarr": str(Path(gt).resolve()), "gt_group": src.gt_group} if gt else {}
 
 
+def gt_stamp(src: cz.CropSource | cz.TestCrop) -> list[int] | None:
+    """:func:`~converters.outputs.source_stamp` of a training crop's ground-truth group (every
+    class array's chunks): an annotation corrected in the store after the conversion is then
+    converted again. None for a test crop (its EM is not stamped: too large to list)."""
+    gt = getattr(src, "gt_zarr", None)
+    return source_stamp([Path(gt) / src.gt_group]) if gt else None
+
+
 def record_base(src: cz.CropSource | cz.TestCrop, kind: str) -> dict:
     """The record every crop starts with (verdict None until decided)."""
     return {"name": src.name, "dataset": src.dataset, "crop_id": src.crop_id, "kind": kind,
@@ -137,6 +145,7 @@ def convert_crop(src: cz.CropSource, settings: ConvertSettings, output_dir: str 
     """
     rec = record_base(src, "train")
     rec["split"] = split.to_dict() if split else None
+    rec["source_stamp"] = gt_stamp(src)  # before reading: an edit during the conversion is seen next time
     t0 = time.perf_counter()
     try:
         _convert_crop(src, settings, Path(output_dir), rec, inspected, split)

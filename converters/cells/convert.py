@@ -46,6 +46,7 @@ from converters.outputs import (
     clean_stale_temporaries,
     hold_previous_datalist,
     settle_previous_datalist,
+    source_stamp,
 )
 from converters.cli import print_outputs, run_reported
 from converters.pool import WorkerPoolBroken, imap_pool
@@ -180,6 +181,10 @@ def _finished(out: Path, src: dict, fingerprint: str) -> dict | None:
     if (rec.get("settings_fingerprint") != fingerprint or rec.get("image") != src["image"]
             or rec.get("label") != src["label"]):
         return None
+    if "source_stamp" in rec and rec["source_stamp"] != _source_stamp(src):
+        print(f"note: {src['stem']}: its image or label changed since it was converted: converting it again",
+              file=sys.stderr)
+        return None
     if rec.get("verdict") == "skipped":  # only a documented, non-defect skip stands; the rest is tried again
         return rec if rec.get("reason") in SKIP_REASONS else None
     if rec.get("verdict") != "converted" or not rec.get("items"):
@@ -195,10 +200,16 @@ def _outputs(rec: dict) -> list[str]:
     return files
 
 
+def _source_stamp(src: dict) -> list[int]:
+    return source_stamp([p for p in (src["image"], src["label"]) if p])
+
+
 def _worker(job: tuple) -> dict:
     src, out, max_pixels, overlap, fingerprint = job
+    stamp = _source_stamp(src)  # before reading: an edit during the conversion is seen next time
     rec = convert_cell_image(src, out, max_pixels, overlap)
     rec["settings_fingerprint"] = fingerprint
+    rec["source_stamp"] = stamp
     if rec["verdict"] != "failed":
         atomic_write_json(Path(out) / "records" / f"{src['stem']}.json", rec)
     return rec
