@@ -544,3 +544,19 @@ def test_an_untrained_network_asked_for_is_named_when_left_out(base, tmp_path):
     proc = _run(work, "--mode", "ensemble", "--algos", "segresnet", "dints")
     assert proc.returncode == 0, proc.stderr
     assert "note: dints_0 is not trained: left out" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+
+
+def test_one_bad_image_does_not_stop_the_others(base, tmp_path, converted, capsys):
+    """A NaN image first in --images stopped the batch: the good image after it got no map."""
+    image = converted[0] / json.loads((converted[0] / "datalist.json").read_text())["testing"][0]["image"]
+    bad = _nan_copy(image, tmp_path / "nan_image.nii.gz")
+    out = tmp_path / "out"
+    args = ["--mode", "predict", "--work_dir", str(base), "--algos", "segresnet", "--output_dir", str(out)]
+    rc = run_auto3dseg.main([*args, "--images", str(bad), str(image)])
+    err = capsys.readouterr().err
+    assert rc == 2 and str(bad) in err and "not finite" in err, err
+    assert "1 of 2 image(s) could not be predicted" in err and "other 1 map(s) are written and kept" in err, err
+    assert not (out / "ensemble.json").exists()  # no completion marker for an incomplete set
+    rc = run_auto3dseg.main([*args, "--images", str(image)])  # the bad one removed: the good map is resumed
+    said = capsys.readouterr()
+    assert rc == 0 and "0 probability maps written, 1 already there" in said.out, said.out + said.err

@@ -111,7 +111,11 @@ def _unreadable(path: Any, exc: BaseException) -> Exception | None:
             break
         root = nxt
     reason = (str(root).strip().splitlines() or [type(root).__name__])[0]
-    return InputError(f"{path}: cannot read the image ({reason}); check that it is a complete NIfTI or TIFF file "
+    if not str(path).lower().endswith((".nii", ".nii.gz")):  # a raw image: the bundles read converted ones
+        return InputError(f"{path}: cannot read the image ({reason}); the bundles read images converted like their "
+                          "training data (NIfTI): convert it first (python -m converters.cells.convert for cell "
+                          "images, python -m converters.cellmap.convert for CellMap crops)")
+    return InputError(f"{path}: cannot read the image ({reason}); check that it is a complete NIfTI file "
                       "(re-convert or re-copy it)")
 
 

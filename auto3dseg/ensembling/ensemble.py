@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -375,6 +376,8 @@ def _run_ensemble(work: Path, out_dir: Path, *, method: str, n_best: int, algos:
     from monai.utils.enums import AlgoKeys
     from tqdm import tqdm
 
+    from auto3dseg.engine.input_checks import InputError
+
     src = read_input(work)
     history = trained_history(work, algos, allow_unfinished=allow_unfinished, log=log)
     if not history and not allow_unfinished and list_bundles(work):
@@ -409,7 +412,8 @@ def _run_ensemble(work: Path, out_dir: Path, *, method: str, n_best: int, algos:
     activation: dict[str, str] = {k: previous[k] for k in ("activation", "activation_source") if k in previous} \
         if reuse else {}
     acts: dict[str, str | None] = {}
-    items = []
+    items: list[dict] = []
+    failed: list[str] = []
     computed = 0
     for index, case in enumerate(tqdm(cases, desc="Ensembling", unit="image")):
         f = str(case["image"])
@@ -419,11 +423,20 @@ def _run_ensemble(work: Path, out_dir: Path, *, method: str, n_best: int, algos:
             continue
         if not inferers:  # load each bundle once, only when something is left to do
             inferers, acts = load_inferers(work, chosen, tta, log)
-        shape, channels, activation = write_case_map(inferers, acts, case, out, channels, activation,
-                                                     src["datalist"], index, source, log)
+        try:
+            shape, channels, activation = write_case_map(inferers, acts, case, out, channels, activation,
+                                                         src["datalist"], index, source, log)
+        except (FileNotFoundError, InputError) as exc:  # one bad image: named, and the others still predicted
+            failed.append(f)
+            print(f"error: {exc}", file=sys.stderr)
+            continue
         items.append({"image": f, "probabilities": str(out), "shape": shape})
         computed += 1
         _write_manifest(partial_path, sig, used, chosen, channels, activation, src, items, work)
+    if failed:  # no completion marker: the maps written are kept in the partial record, and resumed
+        raise InputError(f"{len(failed)} of {len(cases)} image(s) could not be predicted (each named above); the "
+                         f"other {len(items)} map(s) are written and kept: fix or remove those items, then run the "
+                         "same command again (it predicts only what is missing)")
     _write_manifest(manifest_path, sig, used, chosen, channels, activation, src, items, work)  # last: complete
     partial_path.unlink(missing_ok=True)
     log(f"{computed} probability maps written, {len(items) - computed} already there")
