@@ -224,3 +224,19 @@ def test_one_crop_saved_twice_in_two_folds_stops_the_analysis(converted, tmp_pat
     copy["fold"] = first["fold"]  # in its original's fold: no leak
     (data / "datalist.json").write_text(json.dumps(dl))
     assert main(args) == 0
+
+
+def test_a_truncated_training_image_is_named_by_the_analysis(converted, tmp_path, capsys):
+    """MONAI's DataAnalyzer failed on a truncated image naming no file (and the command it pointed at said OK)."""
+    import shutil
+
+    out, _ = converted
+    data, wd = tmp_path / "nifti", tmp_path / "wd"
+    shutil.copytree(out, data)
+    item = json.loads((data / "datalist.json").read_text())["training"][2]
+    path = data / item["image"]
+    path.write_bytes(path.read_bytes()[:3000])  # the header reads, the voxels do not
+    assert main(["--mode", "analyze", "--datalist", str(data / "datalist.json"), "--work_dir", str(wd),
+                 "--workers", "0"]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: cannot read its voxels" in err and "training item 2, its image" in err, err

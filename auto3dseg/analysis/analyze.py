@@ -196,11 +196,9 @@ def _run_analyzer(datalist: Path, dataroot: Path, work: Path, device: str, worke
         if exc.errno in _WRITE_ERRNOS:  # a full disk or a limit while writing the statistics, not a bad image
             exc.filename = exc.filename or str(tmp)
             raise
-        raise InputError(f"MONAI's DataAnalyzer failed on {datalist} ({type(exc).__name__}: {exc}); find the image "
-                         f"with: python -m datalists.validate {datalist} --label-values") from exc
-    except Exception as exc:  # noqa: BLE001 - MONAI names no file: say which datalist and how to find the image
-        raise InputError(f"MONAI's DataAnalyzer failed on {datalist} ({type(exc).__name__}: {exc}); find the image "
-                         f"with: python -m datalists.validate {datalist} --label-values") from exc
+        raise _analyzer_failure(exc, dl, dataroot, datalist) from exc
+    except Exception as exc:  # noqa: BLE001 - MONAI names no file: find it, or say which datalist
+        raise _analyzer_failure(exc, dl, dataroot, datalist) from exc
     tmp_by_case = tmp.with_name(tmp.name.replace(".yaml", "_by_case.yaml"))
     if tmp_by_case.exists():
         _check_finite_stats(tmp_by_case, dl, datalist)
@@ -209,6 +207,40 @@ def _run_analyzer(datalist: Path, dataroot: Path, work: Path, device: str, worke
         _check_repeated_cases(tmp_by_case, tmp, dl, datalist, dataroot)
         os.replace(tmp_by_case, work / DATASTATS_BY_CASE)
     os.replace(tmp, final)
+
+
+def _analyzer_failure(exc: BaseException, dl: dict, dataroot: Path, datalist: Path) -> Exception:
+    """The error to raise for a DataAnalyzer failure: the file it stopped on, when one cannot be read."""
+    from auto3dseg.engine.input_checks import InputError
+
+    culprit = unreadable_training_file(dl, dataroot)
+    if culprit:
+        return InputError(f"{culprit} ({datalist}); MONAI's DataAnalyzer stopped on it")
+    return InputError(f"MONAI's DataAnalyzer failed on {datalist} ({type(exc).__name__}: {exc}); find the image "
+                      f"with: python -m datalists.validate {datalist} --label-values")
+
+
+def unreadable_training_file(dl: dict, dataroot: Path) -> str | None:
+    """The first training image or label whose voxels cannot be read (a truncated or damaged
+    file), as ``"<path>: cannot read its voxels (<reason>): re-convert or re-copy it (training
+    item i)"``; None when all read. Reads every file whole: for after a failure only."""
+    import nibabel as nib
+    import numpy as np
+
+    for i, it in enumerate(dl.get("training") or []):
+        for key in ("image", "label"):
+            rel = it.get(key) if isinstance(it, dict) else None
+            for one in rel if isinstance(rel, list) else [rel]:
+                if not isinstance(one, str) or not one.endswith((".nii", ".nii.gz")):
+                    continue
+                path = dataroot / one
+                try:
+                    np.asanyarray(nib.load(str(path)).dataobj)
+                except Exception as exc:  # noqa: BLE001 - whatever the file's damage, name the file
+                    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                    return (f"{path}: cannot read its voxels ({reason}): re-convert or re-copy it (training item "
+                            f"{i}, its {key})")
+    return None
 
 
 def _case_stats(job: tuple[str, str, str, int, int]) -> dict:
