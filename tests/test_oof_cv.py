@@ -140,6 +140,8 @@ def test_folds_changed_after_training_are_refused(oof_run, tmp_path):
     try:
         dl_path.write_text(json.dumps(dl))
         with pytest.raises(OutOfFoldLeak, match="trained on .* should have held out"):
+            run_oof(copy, log=lambda *_: None)  # without --force too: its maps were not "up to date"
+        with pytest.raises(OutOfFoldLeak, match="trained on .* should have held out"):
             run_oof(copy, force=True, log=lambda *_: None)
     finally:
         dl_path.write_text(original)

@@ -208,9 +208,11 @@ def _run_oof(work: Path, out_dir: Path, *, method: str, n_best: int, algos: Sequ
     signatures = {str(f): bundles_signature(b, work) + tag for f, b in by_fold.items()}
     accepted = {str(f): {signatures[str(f)], bundles_signature(b, work, legacy=True) + tag}  # written before digests
                 for f, b in by_fold.items()}
+    fold_now = {c["image"]: c["fold"] for c in cases}
     done = {it["image"]: {**it, "probabilities": str(out_dir / Path(it["probabilities"]).name)}
             for it in previous.get("items", [])
-            if previous.get("signatures", {}).get(str(it["fold"])) in accepted.get(str(it["fold"]), ())
+            if fold_now.get(it["image"]) == it["fold"]  # an item moved to another fold is checked again (a leak?)
+            and previous.get("signatures", {}).get(str(it["fold"])) in accepted.get(str(it["fold"]), ())
             and Path(it["probabilities"]).name == probability_map_name(_case_name(it["image"]))
             and map_intact(out_dir / Path(it["probabilities"]).name)}  # whole maps in this folder (a copy: its own)
     predicted = {c["image"] for c in cases if c["fold"] in by_fold}
