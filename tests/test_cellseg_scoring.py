@@ -353,11 +353,12 @@ def test_cli_writes_json_csv_md(folders, tmp_path, capsys):
 
 
 def test_cli_bad_input_exits_2(tmp_path, capsys):
-    out = str(tmp_path / "s.json")
-    assert cs.main(["--gt", str(tmp_path / "nope"), "--pred", str(tmp_path), "--out", out]) == 2
+    out, pred = str(tmp_path / "s.json"), tmp_path / "pred"
+    pred.mkdir()
+    assert cs.main(["--gt", str(tmp_path / "nope"), "--pred", str(pred), "--out", out]) == 2
     assert "does not exist" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
-    assert cs.main(["--gt", str(tmp_path / "empty"), "--pred", str(tmp_path), "--out", out]) == 2
+    assert cs.main(["--gt", str(tmp_path / "empty"), "--pred", str(pred), "--out", out]) == 2
     assert "_label.tiff" in capsys.readouterr().err
     assert not Path(out).exists()
 
@@ -462,3 +463,12 @@ def test_binary_predictions_are_named_and_still_scored(tmp_path):
     write(pred_dir, "b1", one)
     r = cs.score_folders(gt_dir, pred_dir, progress=False)
     assert not any(w.startswith("b1_label.tiff") for w in r["warnings"]), r["warnings"]
+
+
+def test_a_misnamed_prediction_or_a_truth_file_given_as_folder_is_named(folders, tmp_path):
+    gt_dir, pred_dir = folders
+    (pred_dir / "e_label.tiff").rename(pred_dir / "C_label.tiff")  # "c" spelt with a capital
+    r = cs.score_folders(gt_dir, pred_dir, progress=False)
+    assert any("c (is C it, misnamed?)" in w for w in r["warnings"]), r["warnings"]
+    with pytest.raises(FileNotFoundError, match=r"truth folder .*a_label\.tiff is a file: give the folder that holds"):
+        cs.score_folders(gt_dir / "a_label.tiff", pred_dir, progress=False)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import difflib
 import io
 import json
 import math
@@ -129,6 +130,9 @@ def score_folders(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, *, gt_
     """
     gt_dir, pred_dir = Path(gt_dir), Path(pred_dir)
     for folder, what in ((gt_dir, "truth"), (pred_dir, "prediction")):
+        if folder.is_file():
+            raise FileNotFoundError(f"{what} folder {folder} is a file: give the folder that holds it "
+                                    f"({folder.parent})")
         if not folder.is_dir():
             raise FileNotFoundError(f"{what} folder {folder} does not exist")
     gts, preds = _listing(gt_dir, gt_suffix), _listing(pred_dir, pred_suffix)
@@ -177,7 +181,11 @@ def score_folders(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, *, gt_
         warnings.append(f"{len(binary)} of {len(common)} prediction(s) hold a single id for many true cells: "
                         "binary masks, not instance masks?")
     if missing:
-        warnings.append(f"{len(missing)} truth image(s) without prediction count as F1 = 0 in mean_f1")
+        lower = {e.lower(): e for e in extra}
+        close = {m: difflib.get_close_matches(m.lower(), list(lower), n=1, cutoff=0.8) for m in missing}
+        named = "; ".join(f"{m} (is {lower[c[0]]} it, misnamed?)" for m, c in close.items() if c)
+        warnings.append(f"{len(missing)} truth image(s) without prediction count as F1 = 0 in mean_f1"
+                        + (f": {named}" if named else ""))
     if failed:
         why = "; ".join(f["error"] for f in failed[:2]) + (f"; and {len(failed) - 2} more" if len(failed) > 2 else "")
         warnings.append(f"{len(failed)} image(s) failed and count as F1 = 0 in mean_f1 ({why})")
