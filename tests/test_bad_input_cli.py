@@ -579,9 +579,12 @@ def test_override_typos_are_named_when_every_bundle_is_trained(generated, tmp_pa
     rc = run_auto3dseg.main(["--mode", "train", "--work_dir", str(work), "--override", "num_epoch=5"])
     err = capsys.readouterr().err
     assert rc == 2 and "no key 'num_epoch'" in err and "did you mean num_epochs" in err
+    marker = work / "segresnet_1" / "training_done.json"
+    marker.write_text(json.dumps({"command": ["train.py", "--learning_rate=0.01"]}))
     rc = run_auto3dseg.main(["--mode", "train", "--work_dir", str(work), "--override", "learning_rate=0.01"])
     out = capsys.readouterr().out
-    assert rc == 0 and "segresnet_0, segresnet_1 are trained already: not retrained with learning_rate=0.01" in out, out
+    assert rc == 0 and "segresnet_0 is trained already: not retrained with learning_rate=0.01" in out, out
+    assert "segresnet_1 is trained" not in out  # trained with that value: nothing to say
 
 
 def test_submit_names_an_ensemble_that_is_running(generated, tmp_path, capsys):

@@ -240,3 +240,25 @@ def test_a_truncated_training_image_is_named_by_the_analysis(converted, tmp_path
                  "--workers", "0"]) == 2
     err = capsys.readouterr().err
     assert f"{path}: cannot read its voxels" in err and "training item 2, its image" in err, err
+
+
+def test_a_label_with_fractional_values_stops_the_analysis(converted, tmp_path, capsys):
+    """A float label holding 1.5 (resampled linearly) was cast to class 1 by the statistics and training, silently."""
+    import shutil
+
+    import nibabel as nib
+    import numpy as np
+
+    out, _ = converted
+    data, wd = tmp_path / "nifti", tmp_path / "wd"
+    shutil.copytree(out, data)
+    item = json.loads((data / "datalist.json").read_text())["training"][0]
+    path = data / item["label"]
+    lab = nib.load(path)
+    arr = np.asarray(lab.dataobj).astype(np.float32)
+    arr[:2, :2, :2] = 1.5
+    nib.save(nib.Nifti1Image(arr, lab.affine), path)
+    assert main(["--mode", "analyze", "--datalist", str(data / "datalist.json"), "--work_dir", str(wd),
+                 "--workers", "0"]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: label holds non-whole values (1.5; training item 0)" in err and "nearest-neighbour" in err, err

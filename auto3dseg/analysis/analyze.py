@@ -178,7 +178,7 @@ def _run_analyzer(datalist: Path, dataroot: Path, work: Path, device: str, worke
     from auto3dseg.engine.input_checks import InputError, image_shapes_problems
 
     dl = json.loads(datalist.read_text())
-    problems = image_shapes_problems(dl, dataroot, str(datalist))
+    problems = image_shapes_problems(dl, dataroot, str(datalist)) + fractional_labels(dl, dataroot)
     if problems:
         raise InputError("images the analysis cannot take:\n  " + "\n  ".join(problems))
     final = work / DATASTATS
@@ -207,6 +207,34 @@ def _run_analyzer(datalist: Path, dataroot: Path, work: Path, device: str, worke
         _check_repeated_cases(tmp_by_case, tmp, dl, datalist, dataroot)
         os.replace(tmp_by_case, work / DATASTATS_BY_CASE)
     os.replace(tmp, final)
+
+
+def fractional_labels(dl: dict, dataroot: Path) -> list[str]:
+    """Training labels stored as floats that hold non-whole values (a label resampled with linear
+    interpolation): MONAI's statistics and training cast them to integers (1.5 becomes class 1)
+    without a word. Only labels of a float dtype are read."""
+    import nibabel as nib
+    import numpy as np
+
+    out = []
+    for i, it in enumerate(dl.get("training") or []):
+        rel = it.get("label") if isinstance(it, dict) else None
+        if not isinstance(rel, str) or not rel.endswith((".nii", ".nii.gz")):
+            continue
+        try:
+            img = nib.load(str(dataroot / rel))
+            slope = img.dataobj.slope if hasattr(img.dataobj, "slope") else 1.0
+            if img.get_data_dtype().kind != "f" and float(slope) == 1.0:
+                continue
+            data = np.asanyarray(img.dataobj)
+        except Exception:  # noqa: BLE001 - an unreadable file is named by the checks that read it
+            continue
+        frac = np.unique(data[np.isfinite(data) & (np.mod(data, 1) != 0)])
+        if frac.size:
+            shown = ", ".join(f"{v:g}" for v in frac[:3]) + (" ..." if frac.size > 3 else "")
+            out.append(f"{dataroot / rel}: label holds non-whole values ({shown}; training item {i}), which training "
+                       "would truncate to classes: re-make it with nearest-neighbour resampling (or round it)")
+    return out
 
 
 def _analyzer_failure(exc: BaseException, dl: dict, dataroot: Path, datalist: Path) -> Exception:
@@ -354,13 +382,15 @@ def _check_label_values(by_case: Path, summary: Path, dl: dict, datalist: Path) 
     cases = (yaml.safe_load(by_case.read_text()) or {}).get("stats_by_cases") or []
     bad = []
     for c in cases:
-        try:
-            unknown = sorted(int(v) for v in case_label_fractions(c) if int(v) not in known)
+        try:  # 1.5 (a label resampled linearly) is no class either, not class 1
+            unknown = sorted(v for v in (float(x) for x in case_label_fractions(c)) if not v.is_integer()
+                             or int(v) not in known)
         except (ValueError, TypeError):
             continue
         if unknown:
             path = c.get("label_filepath") or c.get("image_filepath")
-            bad.append(f"{path}: values {unknown[:8]}{' ...' if len(unknown) > 8 else ''}")
+            shown = [int(v) if v.is_integer() else v for v in unknown[:8]]
+            bad.append(f"{path}: values {shown}{' ...' if len(unknown) > 8 else ''}")
     if not bad:
         return
     by_case.unlink(missing_ok=True)

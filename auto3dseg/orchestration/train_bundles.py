@@ -268,6 +268,19 @@ def _train_locked(bundle: Bundle, lock: Lock, *, overrides: Mapping[str, Any] | 
     return "trained", score, ""
 
 
+def _not_trained_with(bundle: Bundle, overrides: Mapping[str, Any] | None) -> list[str]:
+    """The ``key=value`` overrides of ``bundle`` that its training command (in its done marker)
+    did not pass: those a run now would change. An override it was trained with is no news."""
+    given = overrides_for(bundle.algo, overrides)
+    if not given:
+        return []
+    try:
+        command = set(json.loads((bundle.path / DONE_MARKER).read_text()).get("command") or [])
+    except (OSError, ValueError, AttributeError):
+        command = set()
+    return [f"{k}={v}" for k, v in given.items() if f"--{k}={_fire_value(v)}" not in command]
+
+
 def launch_training(cmd: list[str], env: Mapping[str, str], cwd: Path, lock: Lock) -> subprocess.Popen:
     """Start ``cmd`` (its output piped) under ``lock``: the child keeps the lock file open (the bundle
     stays locked while it trains), is recorded in it, and gets SIGTERM when this process dies, however
@@ -319,11 +332,11 @@ def train_bundles(work_dir: str | os.PathLike, *, algos: Sequence[str] | None = 
         from auto3dseg.bundles.checks import check_overrides
 
         check_overrides(bundles, overrides, {b.algo for b in list_bundles(Path(work_dir).resolve())})
-    done = [b.name for b in bundles if b not in todo]
-    if done and overrides:  # what they were trained with stays: say so, not drop the flag without a word
-        shown = ", ".join(done[:4]) + (f" and {len(done) - 4} more" if len(done) > 4 else "")
-        log(f"note: {shown} {'is' if len(done) == 1 else 'are'} trained already: not retrained with "
-            f"{', '.join(f'{k}={v}' for k, v in overrides.items())} (--force retrains; the old model/ is moved aside)")
+    unapplied = {b.name: other for b in bundles if b not in todo and (other := _not_trained_with(b, overrides))}
+    if unapplied:  # what they were trained with stays: say so, not drop the flag without a word
+        for name, other in unapplied.items():
+            log(f"note: {name} is trained already: not retrained with {', '.join(other)} (--force retrains it; "
+                "the old model/ is moved aside)")
     report = TrainReport()
     note = device_note(gpus) if todo else None
     if note:
