@@ -121,8 +121,10 @@ def check_output_file(path: str | os.PathLike, flag: str = "--out", suffix: str 
     """
     out = Path(path)
     if out.is_dir():
-        raise IsADirectoryError(errno.EISDIR, f"is a folder: {flag} needs a file name (e.g. {out / 'scores.json'})",
-                                str(out))
+        inside = any(g and (Path(g).resolve() == out.resolve() or Path(g).resolve() in out.resolve().parents)
+                     for g in inputs)  # an input folder: suggest a name beside it, not in it
+        example = out.resolve().parent / f"{out.name}_scores.json" if inside else out / "scores.json"
+        raise IsADirectoryError(errno.EISDIR, f"is a folder: {flag} needs a file name (e.g. {example})", str(out))
     if suffix and out.suffix.lower() != suffix:
         raise OSError(errno.EINVAL, f"{flag} must name a {suffix} file (the .md and .csv reports go beside it "
                       f"with the same stem), e.g. {out.with_suffix(suffix)}; nothing was written", str(out))

@@ -385,3 +385,6 @@ def test_out_inside_the_truth_or_the_predictions_is_refused(tmp_path, capsys):
             err = capsys.readouterr().err
             assert f"is inside the input {folder}" in err and "never written into an input" in err, err
             assert not (folder / "scores.json").exists()
+            assert run(folder) == 2  # the folder itself: the example name given lies beside it, not in it
+            err = capsys.readouterr().err
+            assert f"(e.g. {Path(folder).resolve().parent / (Path(folder).name + '_scores.json')})" in err, err

@@ -556,6 +556,7 @@ def test_one_bad_image_does_not_stop_the_others(base, tmp_path, converted, capsy
     err = capsys.readouterr().err
     assert rc == 2 and str(bad) in err and "not finite" in err, err
     assert "1 of 2 image(s) could not be predicted" in err and "other 1 map(s) are written and kept" in err, err
+    assert "labels are made once every image has its map" in err and "from the datalist" not in err, err
     assert not (out / "ensemble.json").exists()  # no completion marker for an incomplete set
     rc = run_auto3dseg.main([*args, "--images", str(image)])  # the bad one removed: the good map is resumed
     said = capsys.readouterr()

@@ -368,7 +368,8 @@ def _predict(inferers: Sequence[Any], case: Mapping[str, Any], index: int, sourc
         where = f" (item {index} of {source})"
         if isinstance(found, FileNotFoundError):
             raise FileNotFoundError(f"{found}{where}: fix the path or remove the item, then run again") from exc
-        raise InputError(f"{found}{where}") from exc
+        text = str(found) if source != "--images" else str(found).replace("from the datalist", "from --images")
+        raise InputError(f"{text}{where}") from exc
 
 
 def _run_ensemble(work: Path, out_dir: Path, *, method: str, n_best: int, algos: Sequence[str] | None,
@@ -436,7 +437,8 @@ def _run_ensemble(work: Path, out_dir: Path, *, method: str, n_best: int, algos:
     if failed:  # no completion marker: the maps written are kept in the partial record, and resumed
         raise InputError(f"{len(failed)} of {len(cases)} image(s) could not be predicted (each named above); the "
                          f"other {len(items)} map(s) are written and kept: fix or remove those items, then run the "
-                         "same command again (it predicts only what is missing)")
+                         "same command again (it predicts only what is missing"
+                         + ("; labels are made once every image has its map)" if images else ")"))
     _write_manifest(manifest_path, sig, used, chosen, channels, activation, src, items, work)  # last: complete
     partial_path.unlink(missing_ok=True)
     log(f"{computed} probability maps written, {len(items) - computed} already there")
