@@ -196,7 +196,9 @@ def _run_oof(work: Path, out_dir: Path, *, method: str, n_best: int, algos: Sequ
     src = read_input(work)
     history = trained_history(work, algos, allow_unfinished=allow_unfinished, log=log)
     if not history:
-        raise RuntimeError(f"no bundle of {work} finished training: run --mode train first (or --allow_unfinished)")
+        among = f" among --algos {' '.join(algos)}" if algos else ""
+        raise RuntimeError(f"no bundle of {work}{among} finished training: run --mode train first (or "
+                           "--allow_unfinished)")
     chosen, _, used = select_ensemble(history, work / "input.yaml", method, n_best)
     by_fold, notes = fold_bundles(history, chosen)
     for note in notes:
