@@ -561,3 +561,21 @@ def test_one_bad_image_does_not_stop_the_others(base, tmp_path, converted, capsy
     rc = run_auto3dseg.main([*args, "--images", str(image)])  # the bad one removed: the good map is resumed
     said = capsys.readouterr()
     assert rc == 0 and "0 probability maps written, 1 already there" in said.out, said.out + said.err
+
+
+def test_ensemble_reuses_maps_of_moved_images_and_redoes_rewritten_ones(base, converted, tmp_path):
+    """Maps were keyed by image path only: a moved dataset re-predicted every map, and an image
+    re-converted in place kept its old map as "up to date"."""
+    out, _ = converted
+    work, data = _copy(base, tmp_path), tmp_path / "moved"
+    shutil.copytree(out, data)  # copy2 keeps the times: the same images at another place
+    proc = _run(work, "--mode", "ensemble", "--datalist", str(data / "datalist.json"), "--force_new_datalist")
+    n = len(json.loads((data / "datalist.json").read_text())["testing"])
+    assert proc.returncode == 0 and f"0 probability maps written, {n} already there" in proc.stdout, proc.stdout
+    assert "up to date" in _run(work, "--mode", "ensemble").stdout
+    image = data / json.loads((data / "datalist.json").read_text())["testing"][0]["image"]
+    img = nib.load(image)
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[::-1].copy(), img.affine, img.header), image)  # re-converted
+    proc = _run(work, "--mode", "ensemble")
+    assert proc.returncode == 0 and f"{image} changed since its map was written" in proc.stdout, proc.stdout
+    assert f"1 probability maps written, {n - 1} already there" in proc.stdout, proc.stdout

@@ -35,8 +35,15 @@ from typing import Any
 import numpy as np
 
 from auto3dseg.ensembling.probability_maps import map_intact, probability_map_name, write_probability_map
-from auto3dseg.ensembling.weights_stamp import bundles_signature, weights_stamp
-from auto3dseg.orchestration.workdir import ENSEMBLE_DIR, in_directory, list_bundles, prefer_templates, read_input
+from auto3dseg.ensembling.weights_stamp import bundles_signature, image_stamp, same_source, weights_stamp
+from auto3dseg.orchestration.workdir import (
+    ENSEMBLE_DIR,
+    in_directory,
+    list_bundles,
+    moved_key,
+    prefer_templates,
+    read_input,
+)
 
 __all__ = [
     "ENSEMBLE_METHODS",
@@ -399,9 +406,11 @@ def _run_ensemble(work: Path, out_dir: Path, *, method: str, n_best: int, algos:
     previous = _previous_manifest(out_dir)
     reuse = previous.get("signature") in (sig, bundles_signature(chosen, work, legacy=True) + tag) and not force
     done = {it["image"]: it for it in previous.get("items", [])} if reuse else {}
+    keys = [moved_key(it["image"]) for it in done.values()]
+    done_moved = {k: it for k, it in zip(keys, done.values()) if keys.count(k) == 1}  # the dataset moved since
     complete = [str(c["image"]) for c in cases] == [it["image"] for it in previous.get("items", [])]
     if reuse and complete and manifest_path.is_file() and all(  # maps in this folder (a copy reads its own)
-            map_intact(out_dir / Path(it["probabilities"]).name) for it in previous["items"]):
+            map_intact(out_dir / Path(it["probabilities"]).name) and same_source(it) for it in previous["items"]):
         log(f"ensemble in {out_dir} is up to date ({len(cases)} maps of the same bundles); kept")
         return manifest_path
     manifest_path.unlink(missing_ok=True)  # removed first: from here on nothing looks complete
@@ -419,8 +428,12 @@ def _run_ensemble(work: Path, out_dir: Path, *, method: str, n_best: int, algos:
     for index, case in enumerate(tqdm(cases, desc="Ensembling", unit="image")):
         f = str(case["image"])
         out = out_dir / probability_map_name(_case_name(f))
-        if f in done and Path(done[f]["probabilities"]).name == out.name and map_intact(out):
-            items.append({**done[f], "probabilities": str(out)})  # a copied work_dir's own map: recorded as such
+        was = done.get(f) or done_moved.get(moved_key(f))
+        if was and not same_source(was, f):
+            log(f"note: {f} changed since its map was written (other size or time): predicting it again")
+            was = None
+        if was and Path(was["probabilities"]).name == out.name and map_intact(out):
+            items.append({**was, "image": f, "probabilities": str(out)})  # a copy's own map; a moved image's path
             continue
         if not inferers:  # load each bundle once, only when something is left to do
             inferers, acts = load_inferers(work, chosen, tta, log)
@@ -431,7 +444,7 @@ def _run_ensemble(work: Path, out_dir: Path, *, method: str, n_best: int, algos:
             failed.append(f)
             print(f"error: {exc}", file=sys.stderr)
             continue
-        items.append({"image": f, "probabilities": str(out), "shape": shape})
+        items.append({"image": f, "probabilities": str(out), "shape": shape, "source_stamp": image_stamp(f)})
         computed += 1
         _write_manifest(partial_path, sig, used, chosen, channels, activation, src, items, work)
     if failed:  # no completion marker: the maps written are kept in the partial record, and resumed

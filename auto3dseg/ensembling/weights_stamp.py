@@ -6,6 +6,9 @@ would all be predicted again. A digest of the bytes can. Each bundle caches its 
 ``.weights_digest.json``, keyed by size and time, so a file is read once, and once more after
 it is copied or trained again (a read-only bundle keeps them for the process only).
 
+Each map also records its image's size and time (:func:`image_stamp`): an image rewritten
+since (re-converted in place) is predicted again.
+
 Manifests written before digests recorded ``[name, size, mtime_ns]``; their signatures are
 still recognised (:func:`bundles_signature` with ``legacy=True``), so an upgrade predicts
 nothing again.
@@ -21,7 +24,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DIGEST_CACHE", "bundles_signature", "changed_bundles", "file_digest", "weights_stamp"]
+__all__ = ["DIGEST_CACHE", "bundles_signature", "changed_bundles", "file_digest", "image_stamp", "same_source",
+           "weights_stamp"]
 
 DIGEST_CACHE = ".weights_digest.json"
 _MEMO: dict[tuple[str, int, int], str] = {}
@@ -129,3 +133,20 @@ def changed_bundles(manifest: Mapping[str, Any], work: str | os.PathLike) -> lis
         elif now != recorded:
             out.append(f"{b['name']} was trained again")
     return out
+
+
+def image_stamp(path: str | os.PathLike) -> list[int] | None:
+    """``[size, mtime_ns]`` of an image, recorded with its map: an image rewritten since (re-converted
+    in place) is predicted again, not taken as up to date."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [int(st.st_size), int(st.st_mtime_ns)]
+
+
+def same_source(item: Mapping[str, Any], image: str | None = None) -> bool:
+    """The map of ``item`` was made from ``image`` (default: its own) as it is now; maps recorded
+    before stamps were kept are taken as current."""
+    recorded = item.get("source_stamp")
+    return recorded is None or recorded == image_stamp(image or item["image"])
