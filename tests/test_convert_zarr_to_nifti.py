@@ -258,6 +258,11 @@ def test_resume_converts_again_a_crop_whose_truth_was_edited(synthetic, tmp_path
     assert "synth-1_crop1: its ground truth changed in the store since it was converted" in capsys.readouterr().err
     report = convert(out, crops, num_folds=2, progress=False)  # converted from the edit: resumed from now on
     assert report["summary"]["resumed"] == 2
+    em = zarr.open(str(data / "synth-1/synth-1.zarr/recon-1/em/fibsem-uint8/s0"), mode="r+")
+    em[:4] = 255 - em[:4]  # the EM edited (or downloaded again) where crop 1 reads it
+    report = convert(out, crops, num_folds=2, progress=False)
+    assert "synth-1_crop1: its EM changed in the store since it was converted" in capsys.readouterr().err
+    assert not _crop(report, "synth-1_crop1").get("resumed")
 
 
 def test_other_settings_refused_unless_forced(synthetic, tmp_path):

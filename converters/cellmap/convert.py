@@ -45,7 +45,7 @@ from converters.cellmap.crop import (
     worker,
 )
 from converters.datalist_writer import build_datalist
-from converters.cellmap.em_level import choose_em_level, refuse_unknown_scale
+from converters.cellmap.em_level import choose_em_level, em_stamp, refuse_unknown_scale
 from converters.cellmap.input_checks import (
     check_max_voxels,
     max_voxels_arg,
@@ -54,7 +54,7 @@ from converters.cellmap.input_checks import (
     spacing_arg,
 )
 from converters.folds import DEFAULT_FOLD_GAP, CropExtent, SplitPlan, plan_spatial_folds
-from converters.geometry import output_grid
+from converters.geometry import Grid, output_grid
 from converters.outputs import (
     OutputError,
     atomic_write_json,
@@ -97,6 +97,12 @@ def _previous_record(output_dir: Path, src: cz.CropSource | cz.TestCrop, fingerp
     if rec.get("source_stamp") is not None and rec.get("verdict") != "failed" \
             and rec["source_stamp"] != gt_stamp(src):
         print(f"note: {src.name}: its ground truth changed in the store since it was converted: converting it again",
+              file=sys.stderr)
+        return None
+    grid = rec.get("output_grid")
+    if rec.get("em_stamp") is not None and grid and rec.get("em_level") and rec["em_stamp"] != em_stamp(
+            src.em_zarr, src.em_group, rec["em_level"], Grid(grid["origin"], grid["spacing"], grid["shape"])):
+        print(f"note: {src.name}: its EM changed in the store since it was converted: converting it again",
               file=sys.stderr)
         return None
     return rec

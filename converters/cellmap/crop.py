@@ -26,7 +26,7 @@ import numpy as np
 from converters.cellmap import zarr_tree as cz
 from converters.cellmap.class_mapping import UNANNOTATED, annotated_ids, cellmap_lookup, restrict_to_listed
 from converters.datalist_writer import tile_name
-from converters.cellmap.em_level import UNREADABLE, EMChoice, choose_em_level
+from converters.cellmap.em_level import UNREADABLE, EMChoice, choose_em_level, em_stamp
 from converters.folds import SpatialSplit
 from converters.geometry import (
     Grid,
@@ -243,6 +243,7 @@ def _convert_crop(src: cz.CropSource, settings: ConvertSettings, out_dir: Path, 
     em_arr, level = _open_em(src, out, settings, rec)
     if em_arr is None:
         return None
+    rec["em_stamp"] = em_stamp(src.em_zarr, src.em_group, level.path, out)
     label_src, how = label_source(gt, src.gt_group, statuses, gt_grid)
     if label_src is None:
         return _skip(rec, "nothing_annotated", "annotated classes have no readable array")
@@ -321,6 +322,7 @@ def _convert_test_crop(src: cz.TestCrop, settings: ConvertSettings, out_dir: Pat
     em_arr, level = _open_em(src, out, settings, rec)
     if em_arr is None:
         return
+    rec["em_stamp"] = em_stamp(src.em_zarr, src.em_group, level.path, out)
     image, padded = _convert_image_tile(em_arr, level, out, src.name)
     lo, hi = fastremap.minmax(image)
     if lo == hi:  # still converted: the submission needs a prediction for every test crop

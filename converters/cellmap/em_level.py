@@ -8,6 +8,7 @@ blank exactly where a coarse crop lies.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -228,3 +229,35 @@ def refuse_unknown_scale(scale: str, sources: Sequence) -> None:
     raise ValueError(f"--scale {scale}: no EM group has a level named {scale!r}; the levels there are {shown}. "
                      "Choose one of them, or --scale auto (the coarsest level with data no coarser than "
                      "--target_spacing)")
+
+
+def em_stamp(em_zarr: str | os.PathLike, em_group: str, level_path: str, grid: Grid) -> list[int] | None:
+    """:func:`~converters.outputs.source_stamp` of the EM chunk files a crop's ``grid`` (nm) reads at
+    level ``level_path`` (a voxel of margin on every side): an EM edited or downloaded again there
+    since the conversion is converted again, not resumed. None when the level cannot be read (the
+    conversion names that).
+
+    Only the chunks under the crop are listed: a 500³ crop of 64³ chunks is ~600 files, not the
+    dataset's millions.
+    """
+    from converters.outputs import source_stamp
+
+    try:
+        group = cz.open_readonly(em_zarr)[em_group]
+        level = next(lv for lv in cz.read_levels(group) if lv.path == level_path)
+        arr = group[level_path]
+    except Exception:  # noqa: BLE001 - a level that cannot be read gets no stamp (and fails its crop)
+        return None
+    scale, shift = np.asarray(level.scale, float), np.asarray(level.translation, float)
+    lower = np.asarray(grid.lower_edge, float)
+    upper = np.asarray(grid.upper_edge, float)
+    lo = np.clip(np.floor((lower - shift) / scale).astype(int) - 1, 0, arr.shape)
+    hi = np.clip(np.ceil((upper - shift) / scale).astype(int) + 1, 0, arr.shape)
+    if np.any(hi <= lo):
+        return [0, 0, 0]
+    first, last = lo // np.asarray(arr.chunks), (hi - 1) // np.asarray(arr.chunks)
+    sep = getattr(arr, "_dimension_separator", None) or "."
+    root = Path(em_zarr) / em_group / level_path
+    paths = [root / sep.join(str(int(i)) for i in np.asarray(offset) + first)
+             for offset in np.ndindex(*(last - first + 1))]
+    return source_stamp(paths)
