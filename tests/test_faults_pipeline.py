@@ -573,9 +573,12 @@ def test_ensemble_reuses_maps_of_moved_images_and_redoes_rewritten_ones(base, co
     n = len(json.loads((data / "datalist.json").read_text())["testing"])
     assert proc.returncode == 0 and f"0 probability maps written, {n} already there" in proc.stdout, proc.stdout
     assert "up to date" in _run(work, "--mode", "ensemble").stdout
+    assert "is up to date" in _run(work, "--mode", "submit").stdout  # the same maps: the submission stands
     image = data / json.loads((data / "datalist.json").read_text())["testing"][0]["image"]
     img = nib.load(image)
     nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[::-1].copy(), img.affine, img.header), image)  # re-converted
     proc = _run(work, "--mode", "ensemble")
     assert proc.returncode == 0 and f"{image} changed since its map was written" in proc.stdout, proc.stdout
     assert f"1 probability maps written, {n - 1} already there" in proc.stdout, proc.stdout
+    proc = _run(work, "--mode", "submit")  # a map written again: the submission is made again, not "up to date"
+    assert proc.returncode == 0 and "is up to date" not in proc.stdout, proc.stdout

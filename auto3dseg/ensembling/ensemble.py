@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -444,7 +445,8 @@ def _run_ensemble(work: Path, out_dir: Path, *, method: str, n_best: int, algos:
             failed.append(f)
             print(f"error: {exc}", file=sys.stderr)
             continue
-        items.append({"image": f, "probabilities": str(out), "shape": shape, "source_stamp": image_stamp(f)})
+        items.append({"image": f, "probabilities": str(out), "shape": shape, "source_stamp": image_stamp(f),
+                      "map_id": uuid.uuid4().hex[:12]})
         computed += 1
         _write_manifest(partial_path, sig, used, chosen, channels, activation, src, items, work)
     if failed:  # no completion marker: the maps written are kept in the partial record, and resumed

@@ -275,14 +275,16 @@ def maps_signature(manifest: dict[str, Any], *made_with: Any) -> str:
     """A short hash of the maps a manifest (``ensemble.json``/``oof.json``) lists and of what labels
     are made from them with (post-processing parameters, the labels asked for): labels whose
     recorded hash differs were made from other maps or parameters. Map file names, not paths,
-    count, so a copied work_dir stays up to date.
+    count, so a copied work_dir stays up to date, and each map's ``map_id`` (new each time the
+    map is written), so a map predicted again (its image changed) is not taken for the old one.
 
     >>> maps_signature({"signature": "a1", "items": [{"probabilities": "/w/x.nii.gz"}]}, {"t": 0.5})
     '377cb9343eeb'
     """
     import hashlib
 
-    names = [Path(it["probabilities"]).name for it in manifest.get("items", [])]
+    names = [[Path(it["probabilities"]).name, it["map_id"]] if it.get("map_id") else Path(it["probabilities"]).name
+             for it in manifest.get("items", [])]  # map_id: each writing of a map (older manifests have none)
     text = json.dumps([manifest.get("signature"), names, *made_with], sort_keys=True, default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
