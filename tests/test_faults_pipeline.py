@@ -582,3 +582,20 @@ def test_ensemble_reuses_maps_of_moved_images_and_redoes_rewritten_ones(base, co
     assert f"1 probability maps written, {n - 1} already there" in proc.stdout, proc.stdout
     proc = _run(work, "--mode", "submit")  # a map written again: the submission is made again, not "up to date"
     assert proc.returncode == 0 and "is up to date" not in proc.stdout, proc.stdout
+
+
+def test_bundles_trained_before_their_training_files_changed_are_named(base, converted, tmp_path):
+    """A training label fixed after training: --mode full re-analysed, then called the bundles
+    trained on the old label "already trained" without a word."""
+    out, _ = converted
+    work, data = _copy(base, tmp_path), tmp_path / "data"
+    shutil.copytree(out, data)  # the same files (times kept) at another place
+    proc = _run(work, "--mode", "train", *TINY, "--datalist", str(data / "datalist.json"), "--force_new_datalist")
+    assert proc.returncode == 0 and "was trained before" not in proc.stdout, proc.stdout
+    label = data / json.loads((data / "datalist.json").read_text())["training"][0]["label"]
+    img = nib.load(label)
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[::-1].copy(), img.affine, img.header), label)  # fixed
+    proc = _run(work, "--mode", "train", *TINY)
+    assert proc.returncode == 0, proc.stderr
+    rel = label.relative_to(data)
+    assert f"segresnet_0 was trained before 1 of its training file(s) changed ({rel})" in proc.stdout, proc.stdout

@@ -239,6 +239,7 @@ def _train_locked(bundle: Bundle, lock: Lock, *, overrides: Mapping[str, Any] | 
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_PROJECT_ROOT), env.get("PYTHONPATH", "")]))
     env.setdefault("PYTHONUNBUFFERED", "1")
     log_path = bundle.path / "training.log"
+    data_files = bundle_data_files(bundle.path)  # before training reads them: an edit meanwhile is seen later
     t0 = time.time()
     with open(log_path, "a") as logf:
         logf.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n")
@@ -263,9 +264,42 @@ def _train_locked(bundle: Bundle, lock: Lock, *, overrides: Mapping[str, Any] | 
         log(f"[{bundle.name}] note: could not record the score in algo_object.json ({exc})")
     record = {"best_avg_dice_score": score, "seconds": round(time.time() - t0, 1),
               "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "command": cmd,
-              "weights": weight_files(bundle.path)}  # what the marker vouches for (Bundle.weights_lost)
+              "weights": weight_files(bundle.path),  # what the marker vouches for (Bundle.weights_lost)
+              "training_files": data_files}  # what it learnt from: a file rewritten since is said
     _write_json_atomic(bundle.path / DONE_MARKER, record)  # last: the marker that the bundle is trained
     return "trained", score, ""
+
+
+def bundle_data_files(bundle: Path) -> dict[str, list[int]]:
+    """``[size, mtime_ns]`` of the training files of the datalist a bundle's configs name
+    (:func:`auto3dseg.analysis.analyze.training_files`); empty when they name none it can read."""
+    from auto3dseg.analysis.analyze import training_files
+    from auto3dseg.orchestration.workdir import DATA_KEYS
+
+    found: dict[str, str] = {}
+    for f in sorted((bundle / "configs").glob("*.yaml")):
+        try:
+            cfg = yaml.safe_load(f.read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            continue
+        if isinstance(cfg, dict):
+            found.update({k: str(cfg[k]) for k in DATA_KEYS if isinstance(cfg.get(k), str) and k not in found})
+    datalist = found.get("data_list_file_path")
+    root = found.get("dataroot") or found.get("data_file_base_dir")
+    try:
+        return training_files(datalist, root) if datalist else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _trained_on_other_files(bundle: Bundle) -> list[str]:
+    """Training files of ``bundle``'s datalist rewritten (or added) since it was trained (its done
+    marker records them); empty for bundles trained before markers did."""
+    recorded = (bundle.done or {}).get("training_files")
+    if not isinstance(recorded, dict) or not recorded:
+        return []
+    now = bundle_data_files(bundle.path)
+    return sorted(k for k in set(now) | set(recorded) if now.get(k) != recorded.get(k))
 
 
 def _not_trained_with(bundle: Bundle, overrides: Mapping[str, Any] | None) -> list[str]:
@@ -332,6 +366,11 @@ def train_bundles(work_dir: str | os.PathLike, *, algos: Sequence[str] | None = 
         from auto3dseg.bundles.checks import check_overrides
 
         check_overrides(bundles, overrides, {b.algo for b in list_bundles(Path(work_dir).resolve())})
+    for b in bundles:
+        if b not in todo and (changed := _trained_on_other_files(b)):
+            shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+            log(f"note: {b.name} was trained before {len(changed)} of its training file(s) changed ({shown}): it "
+                "still predicts what it learnt from the old ones; --force retrains it (the old model/ is moved aside)")
     unapplied = {b.name: other for b in bundles if b not in todo and (other := _not_trained_with(b, overrides))}
     if unapplied:  # what they were trained with stays: say so, not drop the flag without a word
         for name, other in unapplied.items():
