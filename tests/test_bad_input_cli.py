@@ -681,3 +681,12 @@ def test_force_new_datalist_repoints_the_bundles_configs_too(converted, tmp_path
     assert hp["dataroot"] == str(moved.resolve())
     assert config.read_text().startswith("# a comment the user wrote\n")
     assert not [line for line in config.read_text().splitlines() if str(data) in line and not line.startswith("#")]
+
+
+def test_submit_truth_that_is_the_own_submission_is_refused(generated, tmp_path, capsys):
+    work = tmp_path / "work"
+    shutil.copytree(generated, work)
+    (work / "submission" / "labels").mkdir(parents=True)
+    rc = run_auto3dseg.main(["--mode", "submit", "--work_dir", str(work), "--truth", str(work / "submission" / "labels")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "is this work_dir's own submission: scored against itself it is 1.0" in err, err

@@ -388,3 +388,19 @@ def test_out_inside_the_truth_or_the_predictions_is_refused(tmp_path, capsys):
             assert run(folder) == 2  # the folder itself: the example name given lies beside it, not in it
             err = capsys.readouterr().err
             assert f"(e.g. {Path(folder).resolve().parent / (Path(folder).name + '_scores.json')})" in err, err
+
+
+def test_a_prediction_scored_against_itself_is_refused(tmp_path, capsys):
+    """Both scorers gave 1.0, exit 0, for a folder or store given as its own truth."""
+    import tifffile
+
+    from auto3dseg.evaluation import cellseg as cs
+
+    sub, _ = _pair(tmp_path)
+    assert sc.main(["--submission", str(sub), "--truth", str(sub)]) == 2
+    assert "are the same store" in capsys.readouterr().err
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    tifffile.imwrite(pred / "a_label.tiff", np.eye(8, dtype=np.uint16))
+    assert cs.main(["--gt", str(pred), "--pred", str(pred), "--out", str(tmp_path / "f1.json"), "--no_progress"]) == 2
+    assert "are the same folder" in capsys.readouterr().err

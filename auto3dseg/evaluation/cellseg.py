@@ -290,6 +290,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pred_suffix", default="_label.tiff", help="prediction file ending (default _label.tiff)")
     parser.add_argument("--no_progress", action="store_true", help="do not show the progress bar")
     args = parser.parse_args(argv)
+    if Path(args.gt).resolve() == Path(args.pred).resolve():
+        print(f"error: --gt and --pred are the same folder ({args.gt}): scored against itself it is 1.0; give the "
+              "ground truth as --gt", file=sys.stderr)
+        return 2
     if not 0 < args.iou <= 1:
         print(f"error: --iou must be in (0, 1], got {args.iou}", file=sys.stderr)
         return 2

@@ -461,6 +461,11 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry point; returns the exit code (0 scored, 2 unreadable input)."""
     args = _parser().parse_args(argv)
+    sub, truth = Path(args.submission).resolve(), Path(args.truth).resolve()
+    if sub == truth or truth in sub.parents or sub in truth.parents:
+        print(f"error: --submission {args.submission} and --truth {args.truth} are the same store: scored against "
+              "itself a store is 1.0; give the ground truth as --truth", file=sys.stderr)
+        return 2
     try:
         if args.out:
             check_output_file(args.out, inputs=(args.truth, args.submission))  # before scoring: it can take long

@@ -228,6 +228,9 @@ def submit_step(args: argparse.Namespace, work: Path, datalist: str) -> int:
     from auto3dseg.submission.cellmap import write_submission
 
     step_banner("submit")
+    if args.truth and (work / "submission").resolve() in (t := Path(args.truth).resolve(), *t.parents):
+        raise ValueError(f"--truth {args.truth} is this work_dir's own submission: scored against itself it is 1.0; "
+                         "give the ground truth")
     manifest = work / ENSEMBLE_DIR / "ensemble.json"
     if manifest.parent.is_dir():
         from auto3dseg.orchestration.locks import wait_while_busy
