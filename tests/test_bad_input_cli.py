@@ -690,3 +690,19 @@ def test_submit_truth_that_is_the_own_submission_is_refused(generated, tmp_path,
     rc = run_auto3dseg.main(["--mode", "submit", "--work_dir", str(work), "--truth", str(work / "submission" / "labels")])
     err = capsys.readouterr().err
     assert rc == 2 and "is this work_dir's own submission: scored against itself it is 1.0" in err, err
+
+
+def test_force_new_datalist_with_another_class_table_changes_nothing(generated, converted, tmp_path, capsys):
+    """It re-pointed input.yaml, then refused: the work_dir stayed pointed at the wrong data."""
+    work, other = tmp_path / "work", tmp_path / "other"
+    shutil.copytree(generated, work)
+    shutil.copytree(converted[0], other)
+    dl = json.loads((other / "datalist.json").read_text())
+    dl["class_table"] = dl["class_table"][::-1]  # the classes in another order
+    (other / "datalist.json").write_text(json.dumps(dl))
+    before = (work / "input.yaml").read_text()
+    rc = run_auto3dseg.main(["--mode", "train", "--work_dir", str(work), "--datalist", str(other / "datalist.json"),
+                             "--force_new_datalist"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "has another class table than the bundles" in err and "nothing was changed" in err, err
+    assert (work / "input.yaml").read_text() == before

@@ -204,6 +204,13 @@ def check_input_datalist(work_dir: str | os.PathLike, datalist: str | os.PathLik
                          f"{names[kind_new]} datalist {new}: a work_dir holds one data set; use another --work_dir "
                          "for it (nothing was changed)")
     if allow_other:
+        from auto3dseg.bundles.checks import check_class_tables
+
+        try:  # before anything is re-pointed: bundles of another class table cannot work on it
+            check_class_tables(list_bundles(work), new, work)
+        except ValueError as exc:
+            raise ValueError(f"--force_new_datalist: {new} has another class table than the bundles of {work} "
+                             f"(nothing was changed; it still works on {old}): {exc}") from exc
         return (f"note: --force_new_datalist: {work} now works on {new} (was {old}; its statistics and bundles are "
                 "kept, and the bundles' configs name the new datalist)")
     state = ("; that one no longer exists" if not old.is_file() else
