@@ -418,12 +418,16 @@ def test_predict_into_a_converted_dataset_or_a_store_is_refused(generated, conve
     foreign = tmp_path / "mine"
     (foreign / "labels").mkdir(parents=True)
     (foreign / "labels" / "a.nii.gz").write_bytes(b"x")
+    truth = tmp_path / "test_truth"  # the cells' ground truth
+    truth.mkdir()
+    (truth / "a_label.tiff").write_bytes(b"x")
     before = _files(tmp_path)
     image = next((data / "images").glob("*.nii.gz"))
     for out, words in ((data, "a converted dataset"), (data / "images", "a folder of a converted dataset"),
                        (data / "labels", "a folder of a converted dataset"), (store / "crop1", "Zarr store"),
                        (data / "labels" / "preds", "a converted dataset"),
-                       (foreign, "which --mode predict did not write")):
+                       (foreign, "which --mode predict did not write"),
+                       (truth, "holds 1 image or label file(s) predict did not write (e.g. a_label.tiff)")):
         rc = run_auto3dseg.main(["--mode", "predict", "--work_dir", str(generated), "--images", str(image),
                                  "--output_dir", str(out)])
         err = capsys.readouterr().err

@@ -123,6 +123,12 @@ def check_output_dir(work: Path, out: Path) -> None:
     if store is not None:
         raise ValueError(f"--output_dir {out} is inside the Zarr store {store}; predict never writes into a store "
                          f"(it may be your data or truth). {own}")
+    raw = sorted(p.name for p in out.iterdir() if p.is_file() and p.suffix.lower() in
+                 (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")) if out.is_dir() else []
+    if raw:
+        raise ValueError(f"--output_dir {out} holds {len(raw)} image or label file(s) predict did not write (e.g. "
+                         f"{raw[0]}): the ground truth or your images? Maps and labels/ would be written among them. "
+                         f"{own}")
     from auto3dseg.ensembling.predict_labels import foreign_labels
 
     foreign = foreign_labels(out)
