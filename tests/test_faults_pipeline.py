@@ -599,3 +599,20 @@ def test_bundles_trained_before_their_training_files_changed_are_named(base, con
     assert proc.returncode == 0, proc.stderr
     rel = label.relative_to(data)
     assert f"segresnet_0 was trained before 1 of its training file(s) changed ({rel})" in proc.stdout, proc.stdout
+
+
+def test_train_force_with_a_missing_training_file_moves_nothing(base, converted, tmp_path):
+    """train --force moved the trained model/ aside, then failed on a label deleted from the data."""
+    out, _ = converted
+    work, data = _copy(base, tmp_path), tmp_path / "data"
+    shutil.copytree(out, data)
+    assert _run(work, "--mode", "ensemble", "--datalist", str(data / "datalist.json"),
+                "--force_new_datalist").returncode == 0
+    label = data / json.loads((data / "datalist.json").read_text())["training"][0]["label"]
+    label.unlink()
+    weights = (work / "segresnet_0" / "model" / "model.pt").read_bytes()
+    proc = _run(work, "--mode", "train", *TINY, "--force")
+    assert proc.returncode != 0 and f"are not there ({label}" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    assert "nothing of it was moved or trained" in proc.stdout + proc.stderr
+    assert (work / "segresnet_0" / "model" / "model.pt").read_bytes() == weights
+    assert (work / "segresnet_0" / "training_done.json").is_file()

@@ -240,9 +240,12 @@ def submit_step(args: argparse.Namespace, work: Path, datalist: str) -> int:
             raise FileNotFoundError(f"{manifest} is {'being rewritten' if manifest.is_file() else 'not written yet'}: "
                                     f"{running}")
     if not manifest.is_file():
-        partial = " (an interrupted ensemble left only part of the maps)" if manifest.with_name(
-            "ensemble.partial.json").is_file() else ""
-        raise FileNotFoundError(f"{manifest} not found{partial}: run --mode ensemble (again: it resumes) first")
+        partial = manifest.with_name("ensemble.partial.json").is_file()
+        why = (" (an ensemble interrupted, or stopped by an image it could not predict, left only part of the maps)"
+               if partial else "")
+        raise FileNotFoundError(f"{manifest} not found{why}: run --mode ensemble (again: it resumes; an image it "
+                                "names must be fixed or removed first) first" if partial else
+                                f"{manifest} not found: run --mode ensemble first")
     from auto3dseg.ensembling.weights_stamp import changed_bundles
     from datalists.cell_classes import is_cell_datalist
 

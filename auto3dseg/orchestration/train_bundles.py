@@ -387,7 +387,8 @@ def train_bundles(work_dir: str | os.PathLike, *, algos: Sequence[str] | None = 
             log(f"[{b.name}] FAILED: {unfit[b.name]}")
             continue
         if b in todo:
-            log(f"--- [{i}/{len(bundles)}] training {b.name}" + (" (resuming)" if b.started else ""))
+            log(f"--- [{i}/{len(bundles)}] training {b.name}"
+                + (" (from the first epoch: --force)" if force and b.started else " (resuming)" if b.started else ""))
         status, score, detail = train_bundle(b, overrides=overrides, gpus=gpus, force=force, log=log)
         if status == "failed":
             report.failed[b.name] = detail
@@ -416,7 +417,31 @@ def _preflight(bundles: Sequence[Bundle], overrides: Mapping[str, Any] | None) -
             problems[b.name] = (f"{b.path / 'configs'}: cannot be trained as configured: {exc}; fix the file (or "
                                 "the --override), or generate the bundle again (--mode generate --force moves this "
                                 "one to replaced/); nothing of it was moved or trained")
+            continue
+        missing = _missing_data_files(cfg)
+        if missing:
+            shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+            problems[b.name] = (f"{len(missing)} file(s) of its datalist {cfg.get('data_list_file_path')} are not "
+                                f"there ({shown}): restore them or fix the datalist; nothing of it was moved or trained")
     return problems
+
+
+def _missing_data_files(cfg: Mapping[str, Any]) -> list[str]:
+    """Training images and labels of the datalist a bundle's config names that do not exist."""
+    datalist, root = cfg.get("data_list_file_path"), cfg.get("dataroot")
+    try:
+        items = json.loads(Path(str(datalist)).read_text()).get("training") or []
+    except (OSError, ValueError, TypeError):
+        return []  # a missing or damaged datalist is named by the training's own checks
+    base = Path(str(root)) if root else Path(str(datalist)).parent
+    out = []
+    for it in items:
+        for key in ("image", "label"):
+            rel = it.get(key) if isinstance(it, dict) else None
+            for one in rel if isinstance(rel, list) else [rel]:
+                if isinstance(one, str) and not (base / one).is_file():
+                    out.append(str(base / one))
+    return out
 
 
 def _check_bundles(work_dir: str | os.PathLike, bundles: Sequence[Bundle], overrides: Mapping[str, Any] | None) -> None:
