@@ -236,7 +236,14 @@ def test_a_datalist_reconverted_in_place_is_warned(converted, tmp_path, capsys):
     rc = run_auto3dseg.main(["--mode", "generate", "--datalist", str(data / "datalist.json"), "--work_dir",
                              str(work), "--algos", "segresnet", "--num_fold", "1", "--patch_size", "16"])
     err = capsys.readouterr().err
-    assert rc == 0 and f"{data / 'datalist.json'} changed since" in err and "--force" in err, err
+    assert rc == 0 and f"{data / 'datalist.json'} changed since" in err and "not its training items" in err, err
+    assert "--force" not in err  # the bundles stand: no advice to throw them away
+    dl["training"][0]["fold"] = 1 - int(dl["training"][0]["fold"])  # the training items themselves changed
+    (data / "datalist.json").write_text(json.dumps(dl))
+    rc = run_auto3dseg.main(["--mode", "generate", "--datalist", str(data / "datalist.json"), "--work_dir",
+                             str(work), "--algos", "segresnet", "--num_fold", "1", "--patch_size", "16"])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"warning: {data / 'datalist.json'} changed since" in err and "--force" in err, err
 
 
 def test_override_counts_are_checked_before_the_analysis_of_full(converted, tmp_path, capsys):

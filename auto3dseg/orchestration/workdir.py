@@ -292,6 +292,15 @@ def datalist_changed(work_dir: str | os.PathLike) -> str | None:
     if not recorded or not now or recorded == now:
         return None
     dl = Path(str(src["datalist"]))
+    try:  # the training items as analysed: when they are the same, only the testing list (or notes) changed
+        from auto3dseg.analysis.analyze import DATASTATS_SOURCE, training_fingerprint
+
+        analysed = json.loads((Path(work_dir) / DATASTATS_SOURCE).read_text()).get("training_sha1")
+        if analysed and analysed == training_fingerprint(dl):
+            return (f"note: {dl} changed since {work_dir} was set up with it, but not its training items: the "
+                    "bundles stand; --mode ensemble predicts any new testing item")
+    except (OSError, ValueError, AttributeError):
+        pass
     return (f"warning: {dl} changed since {work_dir} was set up with it (re-converted in place?): its statistics "
             f"and bundles were made for the earlier one (a converter keeps it in {dl.parent / 'replaced'}/). "
             "--mode oof refuses changed folds; run analyze and generate with --force to start over on this one")
