@@ -267,6 +267,15 @@ def test_resume_converts_again_an_image_or_label_edited_since(tree, tmp_path, ca
     assert np.array_equal(tifffile.imread(out / "instances" / "cell_00_fluo16_label.tiff"), fixed)
 
 
+def test_a_training_image_whose_label_went_missing_is_said_to_become_testing(tree, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert _convert(tree, out, capsys)[0] == 0
+    shutil.move(tree / "labels" / "cell_00_fluo16_label.tiff", tmp_path / "misplaced_label.tiff")
+    rc, printed, report = _convert(tree, out, capsys)
+    assert "cell_00_fluo16 was a training image" in printed and "it becomes a testing image" in printed, printed
+    assert _records(report)["cell_00_fluo16"]["kind"] == "test"
+
+
 # ----------------------------------------------------------------------------- case 6: exit codes
 def test_unreadable_image_is_a_failure_with_exit_1_and_the_others_converted(tree, tmp_path, capsys):
     (tree / "images" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")

@@ -200,6 +200,21 @@ def _outputs(rec: dict) -> list[str]:
     return files
 
 
+def _say_lost_label(out: Path, src: dict) -> None:
+    """A training image of the previous conversion whose label is no longer given becomes a
+    testing image: said, since a misplaced label file is the likelier cause."""
+    if src["label"]:
+        return
+    try:
+        rec = json.loads((out / "records" / f"{src['stem']}.json").read_text())
+    except (OSError, ValueError):
+        return
+    if rec.get("kind") == "train" and rec.get("label"):
+        print(f"warning: {src['stem']} was a training image (label {rec['label']}), but --labels holds no label of it "
+              "now: it becomes a testing image. Put the label back (and run again) if it was moved by mistake",
+              file=sys.stderr)
+
+
 def _source_stamp(src: dict) -> list[int]:
     return source_stamp([p for p in (src["image"], src["label"]) if p])
 
@@ -331,6 +346,7 @@ def convert_cells(output_dir: str | os.PathLike, images_dir: str | os.PathLike,
     records: dict[str, dict] = {}
     jobs = []
     for src in sources:
+        _say_lost_label(out, src)
         done = None if force else _finished(out, src, fingerprint)
         if done is not None:
             records[src["stem"]] = dict(done, resumed=True)
