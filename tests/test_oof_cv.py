@@ -244,7 +244,20 @@ def test_tuning_refuses_maps_older_than_the_bundles_until_oof_redoes_them(oof_ru
     weights = copy / "segresnet_1" / "model" / "model.pt"
     os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # as cp -r leaves it
     assert stale_reasons(copy, _oof(copy)) == []  # the same weights: the maps stay current
+    from auto3dseg.postprocess.tune import TUNED_YAML, TUNING_DIR, postprocess_params_for
+
+    (copy / TUNED_YAML).write_text("mito:\n  threshold: 0.4\n")  # tuned on these maps: used, nothing to say
+    (copy / TUNING_DIR).mkdir(exist_ok=True)
+    (copy / TUNING_DIR / "report.json").write_text(json.dumps({"oof_signatures": _oof(copy)["signatures"]}))
+    said: list[str] = []
+    postprocess_params_for(copy, None, cells=False, log=said.append)
+    assert not [s for s in said if "changed since" in s], said
     retrain_weights(weights)
+    postprocess_params_for(copy, None, cells=False, log=said.append)  # submit would use them: said
+    assert any("was tuned on out-of-fold maps of bundles that changed since" in s and "segresnet_1" in s
+               for s in said), said
+    (copy / TUNED_YAML).unlink()
+    (copy / TUNING_DIR / "report.json").unlink()
     with pytest.raises(RuntimeError, match=r"older than the bundles \(fold 1: segresnet_1 trained again.*--mode oof"):
         tune_postprocess(copy, log=lambda *_: None)
     rc = run_auto3dseg.main(["--mode", "tune_postprocess", "--work_dir", str(copy)])

@@ -103,11 +103,31 @@ def postprocess_params_for(work_dir: str | os.PathLike, explicit: str | os.PathL
     tuned = Path(work_dir) / TUNED_YAML
     if explicit is None and tuned.is_file():
         log(f"post-processing parameters: {tuned} (from --mode tune_postprocess; --postprocess_params overrides it)")
+        stale = _tuned_on_other_maps(Path(work_dir))
+        if stale:
+            log(f"note: {tuned} was tuned on out-of-fold maps of bundles that changed since ({stale}): run --mode oof "
+                "and --mode tune_postprocess again to tune for the bundles as they are")
         return load(str(tuned))
     if explicit is not None and tuned.is_file():
         log(f"note: post-processing parameters: {explicit} (--postprocess_params); the tuned values in {tuned} are "
             "not used (leave out --postprocess_params to use them)")
     return load(None if explicit is None else str(explicit))
+
+
+def _tuned_on_other_maps(work: Path) -> str | None:
+    """Why the tuned parameters no longer fit the work_dir's bundles (the out-of-fold maps they
+    were tuned on were written again since, or are stale themselves), else None."""
+    from auto3dseg.ensembling.oof import MANIFEST, OOF_DIR, stale_reasons
+
+    try:
+        tuned_on = json.loads((work / TUNING_DIR / "report.json").read_text()).get("oof_signatures")
+        oof = json.loads((work / OOF_DIR / MANIFEST).read_text())
+    except (OSError, ValueError, AttributeError):
+        return None
+    if tuned_on and tuned_on != oof.get("signatures"):
+        return "the out-of-fold maps were written again after tuning"
+    reasons = stale_reasons(work, oof)
+    return "; ".join(reasons) if reasons else None
 
 
 # --------------------------------------------------------------------------------------
