@@ -616,3 +616,16 @@ def test_train_force_with_a_missing_training_file_moves_nothing(base, converted,
     assert "nothing of it was moved or trained" in proc.stdout + proc.stderr
     assert (work / "segresnet_0" / "model" / "model.pt").read_bytes() == weights
     assert (work / "segresnet_0" / "training_done.json").is_file()
+
+
+def test_a_testing_image_listed_twice_is_predicted_once(base, converted, tmp_path):
+    out, _ = converted
+    work, data = _copy(base, tmp_path), tmp_path / "data"
+    shutil.copytree(out, data)
+    dl = json.loads((data / "datalist.json").read_text())
+    dl["testing"].append(dict(dl["testing"][0]))
+    (data / "datalist.json").write_text(json.dumps(dl))
+    proc = _run(work, "--mode", "ensemble", "--datalist", str(data / "datalist.json"), "--force_new_datalist")
+    n = len(dl["testing"]) - 1
+    assert proc.returncode == 0 and "1 image(s) are listed more than once; each is predicted once" in proc.stdout
+    assert f"0 probability maps written, {n} already there" in proc.stdout, proc.stdout

@@ -400,6 +400,11 @@ def _run_ensemble(work: Path, out_dir: Path, *, method: str, n_best: int, algos:
         dict(f) if isinstance(f, Mapping) else {"image": str(f)} for f in infer_files]
     if not cases:
         raise RuntimeError(f"nothing to predict: {src['datalist']} has no 'testing' items and no --images given")
+    seen: set[str] = set()
+    unique = [c for c in cases if not (str(c["image"]) in seen or seen.add(str(c["image"])))]  # listed twice: once
+    if len(unique) < len(cases):
+        log(f"note: {len(cases) - len(unique)} image(s) are listed more than once; each is predicted once")
+        cases = unique
     source = "--images" if images else f"'testing' in {src['datalist']}"
     manifest_path, partial_path = out_dir / MANIFEST, out_dir / PARTIAL
     tag = "-tta" if tta else ""
