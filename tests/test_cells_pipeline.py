@@ -362,3 +362,21 @@ def test_predict_of_a_volume_with_a_2d_model_names_the_file(cell_run, converted,
     err = capsys.readouterr().err
     assert rc == 2 and f"{volume}: shape" in err and "is not a 2-D image" in err and "converters.cells.convert" in err
     assert "applying transform" not in err
+
+
+def test_cell_scores_against_a_truth_corrected_since_are_computed_again(cell_run, synthetic_cells, tmp_path):
+    import tifffile
+
+    work, _ = cell_run
+    copy, truth = tmp_path / "work", tmp_path / "truth"
+    shutil.copytree(work, copy)
+    shutil.copytree(synthetic_cells / "test_truth", truth)
+    args = ["--mode", "submit", "--work_dir", str(copy), "--truth", str(truth)]
+    assert run_auto3dseg.main(args) == 0
+    scores = copy / "submission" / "scores.json"
+    first = json.loads(scores.read_text())
+    assert run_auto3dseg.main(args) == 0 and json.loads(scores.read_text()) == first  # cached
+    label = next(truth.glob("*_label.tiff"))
+    tifffile.imwrite(label, np.zeros_like(tifffile.imread(label)))  # corrected in place
+    assert run_auto3dseg.main(args) == 0
+    assert json.loads(scores.read_text())["truth_stamp"] != first["truth_stamp"]

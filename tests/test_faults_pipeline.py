@@ -629,3 +629,23 @@ def test_a_testing_image_listed_twice_is_predicted_once(base, converted, tmp_pat
     n = len(dl["testing"]) - 1
     assert proc.returncode == 0 and "1 image(s) are listed more than once; each is predicted once" in proc.stdout
     assert f"0 probability maps written, {n} already there" in proc.stdout, proc.stdout
+
+
+def test_scores_against_a_truth_corrected_since_are_computed_again(base, synthetic, tmp_path):
+    """The truth store edited in place (an annotation corrected): submit kept the old scores as up to date."""
+    import zarr
+
+    work, truth = _copy(base, tmp_path), tmp_path / "truth.zarr"
+    shutil.copytree(synthetic / "test_truth.zarr", truth)
+    assert _run(work, "--mode", "submit", "--truth", str(truth)).returncode == 0
+    scores = work / "submission" / "scores.json"
+    first = json.loads(scores.read_text())
+    assert first["truth_stamp"] and _run(work, "--mode", "submit", "--truth", str(truth)).returncode == 0
+    assert json.loads(scores.read_text()) == first  # the same truth: the cached scores stand
+    crop = next(p for p in truth.iterdir() if p.name.startswith("crop"))
+    label = next(p for p in crop.iterdir() if p.is_dir())
+    arr = zarr.open(str(label), mode="r+")
+    arr[...] = 0  # the annotation corrected in place
+    assert _run(work, "--mode", "submit", "--truth", str(truth)).returncode == 0
+    again = json.loads(scores.read_text())
+    assert again["truth_stamp"] != first["truth_stamp"] and again["labels"] != first["labels"]

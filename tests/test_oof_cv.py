@@ -503,3 +503,17 @@ def test_tuning_searches_a_sample_of_crops_within_the_voxel_budget(oof_run):
         assert len(sample) == 1 or sum(sizes.values()) <= budget
         assert part.search_crops(label) == sample  # seeded: the same sample every time
     assert len(part.search_crops("mito")) < len(full.crops_of("mito"))
+
+
+def test_the_cv_signature_changes_with_the_truth_it_scores_against(tmp_path):
+    """A crop's annotation corrected in its store after the CV was scored: the CV said up to date."""
+    from auto3dseg.evaluation.cv import _signature
+
+    truth = tmp_path / "crop1" / "mito" / "s0"
+    truth.mkdir(parents=True)
+    (truth / "0.0.0").write_bytes(b"old")
+    oof = {"signatures": {"0": "abc"}, "items": [{"probabilities": "x_prob.zarr"}]}
+    before = _signature(oof, {"mito": {}}, "official", None, [tmp_path / "crop1"])
+    assert _signature(oof, {"mito": {}}, "official", None, [tmp_path / "crop1"]) == before
+    (truth / "0.0.0").write_bytes(b"corrected")
+    assert _signature(oof, {"mito": {}}, "official", None, [tmp_path / "crop1"]) != before

@@ -25,7 +25,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -143,10 +143,14 @@ def _drop_missing_truth(plan: dict[str, Any]) -> None:
     plan["truth"] = [s for s in plan["truth"] if s not in broken]
 
 
-def _signature(oof: Mapping[str, Any], params: Any, rules: str, plan: Mapping[str, Any] | None = None) -> str:
+def _signature(oof: Mapping[str, Any], params: Any, rules: str, plan: Mapping[str, Any] | None = None,
+               truth: Sequence[str | os.PathLike] = ()) -> str:
+    from converters.outputs import source_stamp
+
     scored = sorted(plan["only"]) if plan else None  # a truth array gone since changes what is scored
+    stamp = source_stamp(truth) if truth else None  # a truth edited since (annotations corrected) too
     text = json.dumps([oof.get("signatures"), [it["probabilities"] for it in oof.get("items", [])], params, rules,
-                       scored], sort_keys=True, default=str)
+                       scored] + ([stamp] if stamp else []), sort_keys=True, default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
@@ -201,7 +205,8 @@ def _run_cv(work: Path, out: Path, oof: dict, params: Any, rules: str, force: bo
 
             params = load_postprocess_params()
     plan = None if cells else cellmap_cv_plan(oof, datalist)
-    sig = _signature(oof, params, rules, plan)
+    truth = [datalist.parent / "instances"] if cells else sorted(set(plan["where"].values()))
+    sig = _signature(oof, params, rules, plan, truth)
     scores_path = out / scores_name(rules)
     if not force and scores_path.is_file():
         try:

@@ -476,3 +476,18 @@ def read_manifest_grids(path: str | os.PathLike[str]) -> dict[tuple[int, str], G
         for row in labels:
             grids[(crop, row["label"])] = grid_of(row["voxel_size"], row["translation"], row["shape"])
     return grids
+
+
+def truth_stamp(path: str | os.PathLike[str]) -> list[int] | None:
+    """:func:`~converters.outputs.source_stamp` of the truth arrays at ``path`` (only their
+    folders: a CellMap dataset's EM is not listed): scores cached against a truth edited since
+    are computed again. None when the truth cannot be read (scoring names why)."""
+    from converters.outputs import source_stamp
+
+    try:
+        found = find_truth_labels(path)
+    except ScoringInputError:
+        return None
+    folders = [Path(root) / t.array.path for t in found
+               if (root := getattr(getattr(t.array, "store", None), "path", None))]
+    return source_stamp(folders)

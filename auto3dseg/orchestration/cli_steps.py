@@ -271,13 +271,15 @@ def submit_step(args: argparse.Namespace, work: Path, datalist: str) -> int:
             score_submission,
             write_scores,
         )
+        from auto3dseg.evaluation.stores import truth_stamp
 
         # one file per rules: strict scores never replace the official ones
         out = zip_path.parent / ("scores.json" if args.score_rules == "official" else f"scores_{args.score_rules}.json")
         cached = json.loads(out.read_text()) if out.is_file() else None
         manifest = str(args.test_manifest) if args.test_manifest else None
+        stamp = truth_stamp(args.truth)  # a truth corrected since is scored again
         if (cached and cached.get("truth") == str(args.truth) and cached.get("rules") == args.score_rules
-                and cached.get("test_manifest") == manifest and not args.force
+                and cached.get("test_manifest") == manifest and not args.force and cached.get("truth_stamp") == stamp
                 and out.stat().st_mtime >= zip_path.stat().st_mtime):
             scores = cached  # this submission was scored against this truth, with these rules, already
             for w in scores.get("warnings", []):
@@ -285,6 +287,7 @@ def submit_step(args: argparse.Namespace, work: Path, datalist: str) -> int:
                       file=sys.stderr)
         else:
             scores = score_submission(zip_path, args.truth, rules=args.score_rules, test_manifest=args.test_manifest)
+            scores["truth_stamp"] = stamp
             _keep_other_truth_scores(out, cached, str(args.truth))
             write_scores(scores, out)
         print(format_scores_markdown(scores))
@@ -308,11 +311,14 @@ def submit_cells_step(args: argparse.Namespace, work: Path, datalist: str, manif
         out = folder.parent / "scores.json"
         cached = read_json(out) if out.is_file() else None
         signature = folder.parent / "submission_signature.txt"
+        from converters.outputs import source_stamp
+
+        stamp = source_stamp([args.truth])  # a truth corrected since is scored again
         if (cached and cached.get("truth") == str(args.truth) and not args.force and signature.is_file()
-                and out.stat().st_mtime >= signature.stat().st_mtime):
+                and cached.get("truth_stamp") == stamp and out.stat().st_mtime >= signature.stat().st_mtime):
             result = cached  # these labels were scored against this truth already
         else:
-            result = dict(score_folders(args.truth, folder, progress=False), truth=str(args.truth))
+            result = dict(score_folders(args.truth, folder, progress=False), truth=str(args.truth), truth_stamp=stamp)
             _keep_other_truth_scores(out, cached, str(args.truth))
             write_cellseg_scores(result, out)
         print(format_cellseg_markdown(result))
