@@ -649,3 +649,20 @@ def test_scores_against_a_truth_corrected_since_are_computed_again(base, synthet
     assert _run(work, "--mode", "submit", "--truth", str(truth)).returncode == 0
     again = json.loads(scores.read_text())
     assert again["truth_stamp"] != first["truth_stamp"] and again["labels"] != first["labels"]
+
+
+def test_a_converted_crop_left_out_of_the_testing_list_is_named_as_such(base, converted, tmp_path):
+    """A crop taken out of the testing list was written empty as "crop not converted"."""
+    out, _ = converted
+    work, data = _copy(base, tmp_path), tmp_path / "data"
+    shutil.copytree(out, data)
+    dl = json.loads((data / "datalist.json").read_text())
+    dropped = dl["testing"].pop(0)
+    (data / "datalist.json").write_text(json.dumps(dl))
+    assert _run(work, "--mode", "ensemble", "--datalist", str(data / "datalist.json"),
+                "--force_new_datalist").returncode == 0
+    crop_id = json.loads((data / "datalist_items.json").read_text())[dropped["image"]]["crop_id"]
+    proc = _run(work, "--mode", "submit")
+    assert proc.returncode == 0, proc.stderr
+    assert f"crop{crop_id}/" in proc.stdout and "its image is not in the datalist's testing list" in proc.stdout, (
+        proc.stdout)

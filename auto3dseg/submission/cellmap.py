@@ -17,7 +17,7 @@ import os
 import shutil
 import warnings
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -200,9 +200,17 @@ def _report_row(crop_id: int, target: dict, kind: str, status: str, data: np.nda
     return row
 
 
+def _empty_reason(has_maps: bool, converted: bool, in_table: bool) -> str:
+    """Why a requested label is written empty (the submission report's status)."""
+    if not has_maps:
+        return ("no map (its image is not in the datalist's testing list)" if converted
+                else "no image (crop not converted)")
+    return "not predicted by the model" if in_table else "not in the model's class table"
+
+
 def write_crops(store: Path, wanted: dict[int, list[dict]], prob_by_crop: dict[int, list[str]],
                 channels: Sequence[str], class_table: list[dict], params: dict[str, Any], log=print,
-                desc: str = "Writing submission") -> SubmissionReport:
+                desc: str = "Writing submission", converted: Collection[int] = ()) -> SubmissionReport:
     """Write ``store/crop<N>/<label>`` for every target of ``wanted`` (crop id → target grids
     ``{label, voxel_size, translation, shape}``) from the crop's probability maps (its tiles);
     labels without a map or channel are written empty. Returns the report rows.
@@ -244,9 +252,8 @@ def write_crops(store: Path, wanted: dict[int, list[dict]], prob_by_crop: dict[i
                 log(f"note: crop{crop_id}/{label}: {note}")
             for target in (t for t in wanted[crop_id] if t["label"] == label):
                 data = place_tiles(arrays, target, kind)
-                status = "predicted" if data is not None else (
-                    "no image (crop not converted)" if not maps else "not in the model's class table"
-                    if label not in known else "not predicted by the model")
+                status = "predicted" if data is not None else _empty_reason(bool(maps), crop_id in converted,
+                                                                           label in known)
                 if data is None:
                     data = np.zeros(tuple(int(s) for s in target["shape"]),
                                     dtype=np.uint16 if kind == "instance" else np.uint8)
@@ -346,7 +353,9 @@ def _write_submission(ensemble_manifest: str | os.PathLike, datalist: str | os.P
     keep_previous(out, ["submission.zip", *REPORT_FILES], log)  # its signature too: removed first, written last
     tmp_store = out / f".tmp-{os.getpid()}-{SUBMISSION_STORE}"
     shutil.rmtree(tmp_store, ignore_errors=True)
-    report = write_crops(tmp_store, wanted, prob_by_crop, ens["channels"], dl["class_table"], params, log)
+    converted = {int(m["crop_id"]) for m in items.values() if m.get("usage") == "test"}
+    report = write_crops(tmp_store, wanted, prob_by_crop, ens["channels"], dl["class_table"], params, log,
+                         converted=converted)
     final_store = out / SUBMISSION_STORE
     if final_store.exists():
         old = out / f".old-{os.getpid()}-{SUBMISSION_STORE}"
