@@ -5,6 +5,7 @@ wrong type, a work_dir of another data set, raw images given to predict. Each is
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import sys
@@ -238,6 +239,13 @@ def test_a_datalist_reconverted_in_place_is_warned(converted, tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 0 and f"{data / 'datalist.json'} changed since" in err and "not its training items" in err, err
     assert "--force" not in err  # the bundles stand: no advice to throw them away
+    from auto3dseg.orchestration.workdir import datalist_changed
+
+    (data / "datalist.json").write_text(json.dumps(dl))  # the items in their first order: content changed again
+    assert datalist_changed(work).startswith("note:")
+    image = data / dl["training"][1]["image"]  # and re-converted in place: the same items, other files
+    os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10**9))
+    assert datalist_changed(work).startswith("warning:") and "--force" in datalist_changed(work)
     dl["training"][0]["fold"] = 1 - int(dl["training"][0]["fold"])  # the training items themselves changed
     (data / "datalist.json").write_text(json.dumps(dl))
     rc = run_auto3dseg.main(["--mode", "generate", "--datalist", str(data / "datalist.json"), "--work_dir",

@@ -292,13 +292,12 @@ def datalist_changed(work_dir: str | os.PathLike) -> str | None:
     if not recorded or not now or recorded == now:
         return None
     dl = Path(str(src["datalist"]))
-    try:  # the training items as analysed: when they are the same, only the testing list (or notes) changed
-        from auto3dseg.analysis.analyze import DATASTATS_SOURCE, training_fingerprint
+    try:  # the training items and files as analysed: when they are the same, only the testing list changed
+        from auto3dseg.analysis.analyze import DATASTATS_SOURCE, stale_datastats
 
-        analysed = json.loads((Path(work_dir) / DATASTATS_SOURCE).read_text()).get("training_sha1")
-        if analysed and analysed == training_fingerprint(dl):
-            return (f"note: {dl} changed since {work_dir} was set up with it, but not its training items: the "
-                    "bundles stand; --mode ensemble predicts any new testing item")
+        if (Path(work_dir) / DATASTATS_SOURCE).is_file() and stale_datastats(work_dir, dl, src.get("dataroot")) is None:
+            return (f"note: {dl} changed since {work_dir} was set up with it, but not its training items or files: "
+                    "the bundles stand; --mode ensemble predicts any new testing item")
     except (OSError, ValueError, AttributeError):
         pass
     return (f"warning: {dl} changed since {work_dir} was set up with it (re-converted in place?): its statistics "
