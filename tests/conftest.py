@@ -72,3 +72,11 @@ def slurm(tmp_path_factory):
             os.environ.pop("SLURM_CONF", None)
         else:
             os.environ["SLURM_CONF"] = old
+
+
+@pytest.fixture(scope="session")
+def trained_work(converted, tmp_path_factory) -> Path:
+    """The converted synthetic data through ``--mode full`` (tests/pipeline_work.py); copy before changing it."""
+    from pipeline_work import build_trained_work
+
+    return build_trained_work(converted[0] / "datalist.json", tmp_path_factory.mktemp("faults") / "work")

@@ -380,3 +380,19 @@ def test_cell_scores_against_a_truth_corrected_since_are_computed_again(cell_run
     tifffile.imwrite(label, np.zeros_like(tifffile.imread(label)))  # corrected in place
     assert run_auto3dseg.main(args) == 0
     assert json.loads(scores.read_text())["truth_stamp"] != first["truth_stamp"]
+
+
+def test_submit_truth_of_links_to_its_own_labels_is_refused(cell_run, tmp_path, capsys):
+    """--truth a folder of per-file links to the submission's own labels scored mean F1 1.0."""
+    work, _ = cell_run
+    copy, links = tmp_path / "work", tmp_path / "links"
+    shutil.copytree(work, copy)
+    links.mkdir()
+    for f in (copy / "submission" / "labels").glob("*_label.tiff"):
+        (links / f.name).symlink_to(f)
+    before = (copy / "submission" / "scores.json").read_text()
+    capsys.readouterr()
+    rc = run_auto3dseg.main(["--mode", "submit", "--work_dir", str(copy), "--truth", str(links)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "are the truth files themselves" in err and "scored against itself" in err, err
+    assert (copy / "submission" / "scores.json").read_text() == before

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import doctest
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -472,3 +473,22 @@ def test_a_misnamed_prediction_or_a_truth_file_given_as_folder_is_named(folders,
     assert any("c (is C it, misnamed?)" in w for w in r["warnings"]), r["warnings"]
     with pytest.raises(FileNotFoundError, match=r"truth folder .*a_label\.tiff is a file: give the folder that holds"):
         cs.score_folders(gt_dir / "a_label.tiff", pred_dir, progress=False)
+
+
+@pytest.mark.parametrize("link", ["symlink", "hardlink"])
+def test_predictions_that_are_links_to_the_truth_files_are_refused(folders, tmp_path, capsys, link):
+    """A folder of per-file links to the truth scored 1.0 without a word (the CLI compared folders only)."""
+    gt_dir, pred_dir = folders
+    links = tmp_path / "links"
+    links.mkdir()
+    for f in sorted(gt_dir.glob("*_label.tiff")):
+        if link == "symlink":
+            (links / f.name).symlink_to(f)
+        else:
+            os.link(f, links / f.name)
+    with pytest.raises(cs.TruthAsPrediction, match=r"4 prediction\(s\) in .*links are the truth files themselves"):
+        cs.score_folders(gt_dir, links, progress=False)
+    out = tmp_path / "s.json"
+    assert cs.main(["--gt", str(gt_dir), "--pred", str(links), "--out", str(out), "--no_progress"]) == 2
+    assert "scored against itself it is 1.0" in capsys.readouterr().err and not out.exists()
+    assert cs.score_folders(gt_dir, pred_dir, progress=False)["n_scored"] == 2  # copies of truth files still score

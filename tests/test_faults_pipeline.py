@@ -20,36 +20,16 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from faults import ROOT, SITE, retrain_weights, run_faulty
+from faults import ROOT, SITE, run_faulty
+from pipeline_work import SCRIPT, TINY, copy_work, nan_copy, run_work, zip_arrays
 
 import run_auto3dseg
 from auto3dseg.ensembling.probability_maps import open_probability_map
 
-TINY = ["--algos", "segresnet", "--override", "num_workers=0", "--override", "num_iterations_per_epoch=1",
-        "--override", "segresnet:network#init_filters=8", "--override", "segresnet:network#dsdepth=2",
-        "--override", "sw_batch_size=4"]
-SCRIPT = str(ROOT / "run_auto3dseg.py")
-
 
 @pytest.fixture(scope="module")
-def base(converted, tmp_path_factory) -> Path:
-    """analyze → generate (1 fold) → train 2 epochs → ensemble → submit, uninterrupted."""
-    out, _ = converted
-    work = tmp_path_factory.mktemp("faults") / "work"
-    rc = run_auto3dseg.main(["--mode", "full", "--datalist", str(out / "datalist.json"), "--work_dir", str(work),
-                             "--workers", "0", "--num_fold", "1", "--num_epochs", "2", "--patch_size", "16", *TINY])
-    assert rc == 0
-    return work
-
-
-def _copy(base: Path, tmp_path: Path) -> Path:
-    work = tmp_path / "work"
-    shutil.copytree(base, work, symlinks=True)
-    return work
-
-
-def _run(work: Path, *args: str, **fault) -> subprocess.CompletedProcess:
-    return run_faulty([SCRIPT, "--work_dir", str(work), *args], **fault)
+def base(trained_work) -> Path:
+    return trained_work
 
 
 def _progress(work: Path) -> list:
@@ -79,31 +59,31 @@ def _temporaries(folder: Path) -> list[str]:
 def test_a_step_held_by_another_run_is_refused_naming_it(base, tmp_path, step, folder, args):
     from auto3dseg.orchestration.locks import step_lock
 
-    work = _copy(base, tmp_path)
+    work = copy_work(base, tmp_path)
     before = {p.name: p.stat().st_mtime_ns for p in (work / folder).iterdir() if p.is_file()}
     with step_lock(work / folder, step, log=lambda *a: None):
-        proc = _run(work, *args)
+        proc = run_work(work, *args)
     assert proc.returncode != 0 and f"pid {os.getpid()}" in proc.stderr, proc.stderr
     after = {p.name: p.stat().st_mtime_ns for p in (work / folder).iterdir() if p.is_file()}
     assert {k: v for k, v in after.items() if not k.endswith(".lock")} == \
         {k: v for k, v in before.items() if not k.endswith(".lock")}  # nothing of the holder's touched
-    proc = _run(work, *args)  # released: the same command now runs
+    proc = run_work(work, *args)  # released: the same command now runs
     assert proc.returncode == 0, proc.stderr
 
 
 # --------------------------------------------------------------------------------------- analysis
 def test_killed_reanalysis_leaves_no_statistics_to_generate_from(base, converted, tmp_path):
-    work = _copy(base, tmp_path)
+    work = copy_work(base, tmp_path)
     datalist = str(converted[0] / "datalist.json")
     before = yaml.safe_load((work / "datastats.yaml").read_text())
-    proc = _run(work, "--mode", "analyze", "--datalist", datalist, "--workers", "0", "--force",
+    proc = run_work(work, "--mode", "analyze", "--datalist", datalist, "--workers", "0", "--force",
                 kill_at="datastats.yaml", when="before")
     assert proc.returncode == -9
     assert not (work / "datastats.yaml").exists()  # removed first: the old one would look like this run's
-    proc = _run(work, "--mode", "generate", "--datalist", datalist, "--num_fold", "1", "--algos", "segresnet",
+    proc = run_work(work, "--mode", "generate", "--datalist", datalist, "--num_fold", "1", "--algos", "segresnet",
                 "--force")
     assert proc.returncode == 2 and "datastats.yaml not found: run --mode analyze" in proc.stderr
-    proc = _run(work, "--mode", "analyze", "--datalist", datalist, "--workers", "0")
+    proc = run_work(work, "--mode", "analyze", "--datalist", datalist, "--workers", "0")
     assert proc.returncode == 0, proc.stderr
     after = yaml.safe_load((work / "datastats.yaml").read_text())
     assert after["stats_summary"] == before["stats_summary"] and _temporaries(work) == []
@@ -113,11 +93,11 @@ def test_killed_reanalysis_leaves_no_statistics_to_generate_from(base, converted
 @pytest.mark.parametrize("kill_at,when,nth", [("last.pt", "before", 2), ("last.pt", "after", 1)])
 def test_training_killed_between_checkpoint_and_progress_resumes_to_the_same_result(base, tmp_path, kill_at,
                                                                                      when, nth):
-    work = _copy(base, tmp_path)
-    proc = _run(work, "--mode", "train", "--force", *TINY, kill_at=kill_at, when=when, nth=nth)
+    work = copy_work(base, tmp_path)
+    proc = run_work(work, "--mode", "train", "--force", *TINY, kill_at=kill_at, when=when, nth=nth)
     assert proc.returncode == 1, proc.stderr  # the training process was killed; the parent reports it
     assert not (work / "segresnet_0" / "training_done.json").exists()  # removed first, never written
-    proc = _run(work, "--mode", "train", *TINY)
+    proc = run_work(work, "--mode", "train", *TINY)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "resuming" in proc.stdout
     assert _progress(work) == _progress(base)  # no entry twice, none missing
@@ -130,9 +110,9 @@ def test_training_killed_between_checkpoint_and_progress_resumes_to_the_same_res
 
 
 def test_a_checkpoint_that_cannot_be_written_is_named_and_leaves_no_temporary(base, tmp_path):
-    work = _copy(base, tmp_path)
+    work = copy_work(base, tmp_path)
     size = (work / "segresnet_0" / "model" / "model.pt").stat().st_size
-    proc = _run(work, "--mode", "train", "--algo", "segresnet", "--fold", "0", "--force", "--override",
+    proc = run_work(work, "--mode", "train", "--algo", "segresnet", "--fold", "0", "--force", "--override",
                 "num_epochs=1", max_file_bytes=size // 2)  # a full disk: the checkpoint's write fails part-way
     assert proc.returncode != 0
     log = (work / "segresnet_0" / "training.log").read_text()
@@ -143,7 +123,7 @@ def test_a_checkpoint_that_cannot_be_written_is_named_and_leaves_no_temporary(ba
 
 
 def test_second_train_of_a_bundle_refuses_or_waits_and_the_first_result_stays(base, tmp_path):
-    work = _copy(base, tmp_path)
+    work = copy_work(base, tmp_path)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SITE), str(ROOT)])}
     first = subprocess.Popen([sys.executable, SCRIPT, "--work_dir", str(work), "--mode", "train", "--force", *TINY,
                               "--override", "num_epochs=3"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
@@ -157,7 +137,7 @@ def test_second_train_of_a_bundle_refuses_or_waits_and_the_first_result_stays(ba
     waiter = subprocess.Popen([sys.executable, SCRIPT, "--work_dir", str(work), "--mode", "train", *TINY,
                                "--wait_lock"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True)
-    second = _run(work, "--mode", "train", *TINY)
+    second = run_work(work, "--mode", "train", *TINY)
     first_out, _ = first.communicate(timeout=300)
     waiter_out, _ = waiter.communicate(timeout=300)
     assert second.returncode == 1
@@ -173,16 +153,17 @@ def test_second_train_of_a_bundle_refuses_or_waits_and_the_first_result_stays(ba
 
 
 def test_corrupt_checkpoints_name_the_file_and_the_fix(base, tmp_path, converted):
-    work = _copy(base, tmp_path)
+    work = copy_work(base, tmp_path)
     model = work / "segresnet_0" / "model"
     (model / "model.pt").write_bytes((model / "model.pt").read_bytes()[:100])
     image = json.loads((converted[0] / "datalist.json").read_text())["testing"][0]["image"]
-    proc = _run(work, "--mode", "predict", "--images", str(converted[0] / image), "--output_dir", str(tmp_path / "p"))
+    proc = run_work(work, "--mode", "predict", "--images", str(converted[0] / image),
+                    "--output_dir", str(tmp_path / "p"))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert str(model / "model.pt") in proc.stderr and "--force" in proc.stderr
     (model / "last.pt").write_bytes(b"not a checkpoint")
     (work / "segresnet_0" / "training_done.json").unlink()
-    proc = _run(work, "--mode", "train", *TINY)
+    proc = run_work(work, "--mode", "train", *TINY)
     assert proc.returncode == 1
     assert f"error: {model / 'last.pt'} is damaged" in proc.stdout and "Delete it to restart" in proc.stdout
 
@@ -196,14 +177,14 @@ def _maps(work: Path) -> dict[str, np.ndarray]:
 
 @pytest.mark.parametrize("kill_at,nth", [("*_prob.zarr", 2), ("ensemble.json", 1)])
 def test_killed_ensemble_is_never_taken_as_complete(base, tmp_path, kill_at, nth):
-    work = _copy(base, tmp_path)
-    proc = _run(work, "--mode", "ensemble", "--force", "--algos", "segresnet", kill_at=kill_at, nth=nth)
+    work = copy_work(base, tmp_path)
+    proc = run_work(work, "--mode", "ensemble", "--force", "--algos", "segresnet", kill_at=kill_at, nth=nth)
     assert proc.returncode == -9
     assert not (work / "ensemble_output" / "ensemble.json").exists()
-    proc = _run(work, "--mode", "submit")
+    proc = run_work(work, "--mode", "submit")
     assert proc.returncode == 2 and "ensemble.json not found" in proc.stderr
     assert "crop not converted" not in proc.stdout
-    proc = _run(work, "--mode", "ensemble", "--algos", "segresnet")
+    proc = run_work(work, "--mode", "ensemble", "--algos", "segresnet")
     assert proc.returncode == 0, proc.stderr
     assert "ended without finishing" in proc.stdout  # the killed run's lock was found stale
     got, want = _maps(work), _maps(base)
@@ -213,8 +194,8 @@ def test_killed_ensemble_is_never_taken_as_complete(base, tmp_path, kill_at, nth
 
 
 def test_a_failing_write_is_one_line_and_leaves_no_ensemble(base, tmp_path):
-    work = _copy(base, tmp_path)
-    proc = _run(work, "--mode", "ensemble", "--force", "--algos", "segresnet", max_file_bytes=2000)
+    work = copy_work(base, tmp_path)
+    proc = run_work(work, "--mode", "ensemble", "--force", "--algos", "segresnet", max_file_bytes=2000)
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr and "File too large" in proc.stderr
     assert str(work / "ensemble_output") in proc.stderr
@@ -226,8 +207,8 @@ def test_a_failing_write_is_one_line_and_leaves_no_ensemble(base, tmp_path):
     ("submit", "submission/submission_signature.txt", 20000),  # zarr chunk writes name no file
 ])
 def test_a_failing_write_names_a_file_of_the_step(base, converted, tmp_path, mode, marker, limit):
-    work = _copy(base, tmp_path)
-    proc = _run(work, "--mode", mode, "--force", "--datalist", str(converted[0] / "datalist.json"),
+    work = copy_work(base, tmp_path)
+    proc = run_work(work, "--mode", mode, "--force", "--datalist", str(converted[0] / "datalist.json"),
                 *(["--workers", "0"] if mode == "analyze" else []), max_file_bytes=limit)
     assert proc.returncode == 2, proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
@@ -237,31 +218,22 @@ def test_a_failing_write_names_a_file_of_the_step(base, converted, tmp_path, mod
 
 
 # --------------------------------------------------------------------------------------- submission
-def _zip_arrays(zip_path: Path, tmp: Path) -> dict[str, np.ndarray]:
-    import zipfile
-
-    import zarr
-
-    with zipfile.ZipFile(zip_path) as zf:
-        zf.extractall(tmp)
-    store = zarr.open_group(str(tmp / "submission.zarr"), mode="r")
-    return {f"{c}/{n}": np.asarray(a[...]) for c, g in store.groups() for n, a in g.arrays()}
 
 
 def test_submission_killed_after_the_zip_is_rebuilt_not_kept(base, tmp_path):
-    work = _copy(base, tmp_path)
+    work = copy_work(base, tmp_path)
     params = tmp_path / "pp.yaml"
     params.write_text("default:\n  threshold: 0.05\n")
     # the 1st rename onto submission.zip moves the previous one aside; the 2nd is the new zip's
-    proc = _run(work, "--mode", "submit", "--postprocess_params", str(params), kill_at="submission.zip",
+    proc = run_work(work, "--mode", "submit", "--postprocess_params", str(params), kill_at="submission.zip",
                 when="after", nth=2)
     assert proc.returncode == -9
     assert not (work / "submission" / "submission_signature.txt").exists()
-    proc = _run(work, "--mode", "submit")  # the default parameters again: the zip on disk is not theirs
+    proc = run_work(work, "--mode", "submit")  # the default parameters again: the zip on disk is not theirs
     assert proc.returncode == 0, proc.stderr
     assert "up to date" not in proc.stdout
-    got = _zip_arrays(work / "submission" / "submission.zip", tmp_path / "got")
-    want = _zip_arrays(base / "submission" / "submission.zip", tmp_path / "want")
+    got = zip_arrays(work / "submission" / "submission.zip", tmp_path / "got")
+    want = zip_arrays(base / "submission" / "submission.zip", tmp_path / "want")
     assert got and got.keys() == want.keys() and all(np.array_equal(got[k], want[k]) for k in want)
     assert _temporaries(work / "submission") == [] and not list((work / "submission").glob(".old-*"))
     # nothing was overwritten: the base submission, then the killed run's zip, were moved aside in turn
@@ -269,14 +241,14 @@ def test_submission_killed_after_the_zip_is_rebuilt_not_kept(base, tmp_path):
     assert len(kept) == 2 and all((k / "submission.zip").is_file() for k in kept)
     assert (kept[0] / "submission.zip").read_bytes() == (base / "submission" / "submission.zip").read_bytes()
     assert (kept[0] / "submission_signature.txt").is_file() and not (kept[1] / "submission_signature.txt").exists()
-    proc = _run(work, "--mode", "submit")
+    proc = run_work(work, "--mode", "submit")
     assert "up to date" in proc.stdout
     assert len(list((work / "submission" / "replaced").glob("submission-*"))) == 2  # kept: nothing moved
 
 
 # --------------------------------------------------------------------------------------- bad input
 def test_typo_in_an_override_lists_the_nearest_keys(base, tmp_path, capsys):
-    work = _copy(base, tmp_path)
+    work = copy_work(base, tmp_path)
     before = (work / "segresnet_0" / "model" / "last.pt").stat().st_mtime_ns
     for bad, hint in (("num_epoch=1", "num_epochs"), ("segresnt:num_epochs=1", "segresnet"),
                       ("network#init_filter=4", "network#init_filters")):
@@ -288,7 +260,7 @@ def test_typo_in_an_override_lists_the_nearest_keys(base, tmp_path, capsys):
 
 
 def test_bundles_of_another_class_table_are_refused(base, tmp_path, converted, capsys):
-    work = _copy(base, tmp_path)
+    work = copy_work(base, tmp_path)
     dl = json.loads((converted[0] / "datalist.json").read_text())
     names = [r["name"] for r in dl["class_table"]]
     dl["class_table"][0]["name"], dl["class_table"][1]["name"] = names[1], names[0]  # re-converted, other order
@@ -303,17 +275,9 @@ def test_bundles_of_another_class_table_are_refused(base, tmp_path, converted, c
     assert (work / "segresnet_0" / "training_done.json").is_file()
 
 
-def _nan_copy(src: Path, dst: Path) -> Path:
-    img = nib.load(str(src))
-    data = np.asarray(img.dataobj, dtype=np.float32).copy()
-    data[(0,) * data.ndim] = np.nan
-    nib.save(nib.Nifti1Image(data, img.affine), str(dst))
-    return dst
-
-
 def test_nan_missing_unreadable_or_2d_image_at_prediction_is_named(base, tmp_path, converted, capsys):
     image = converted[0] / json.loads((converted[0] / "datalist.json").read_text())["testing"][0]["image"]
-    bad = _nan_copy(image, tmp_path / "nan_image.nii.gz")
+    bad = nan_copy(image, tmp_path / "nan_image.nii.gz")
     garbage = tmp_path / "garbage.nii.gz"
     garbage.write_bytes(b"not an image")
     flat = tmp_path / "flat.nii.gz"  # a 2-D image given to 3-D bundles
@@ -333,7 +297,7 @@ def test_nan_image_in_training_data_is_named(converted, tmp_path):
 
     dl = json.loads((converted[0] / "datalist.json").read_text())
     item = dl["training"][0]
-    bad = _nan_copy(converted[0] / item["image"], tmp_path / "nan.nii.gz")
+    bad = nan_copy(converted[0] / item["image"], tmp_path / "nan.nii.gz")
     cfg = {"intensity": {"mode": "zscore"}, "class_ids": [r["id"] for r in dl["class_table"]]}
     with pytest.raises(Exception) as info:
         validation_transforms(cfg)({"image": str(bad), "label": str(converted[0] / item["label"]),
@@ -381,7 +345,7 @@ def test_a_requested_label_outside_the_class_table_is_written_empty_and_named(ba
 
     from datalists.cellmap_classes import CELLMAP_CLASSES
 
-    work = _copy(base, tmp_path)
+    work = copy_work(base, tmp_path)
     table = {r["name"] for r in json.loads((converted[0] / "datalist.json").read_text())["class_table"]}
     extra = next(name for name in CELLMAP_CLASSES if name not in table)
     with open(synthetic / "test_crop_manifest.csv", newline="") as fh:
@@ -396,7 +360,7 @@ def test_a_requested_label_outside_the_class_table_is_written_empty_and_named(ba
         writer.writeheader()
         writer.writerows(rows + [{**row, "class_label": extra} for row in first.values()]
                          + [{**next(iter(first.values())), "class_label": "mitoo"}])
-    proc = _run(work, "--mode", "submit", "--test_manifest", str(manifest))
+    proc = run_work(work, "--mode", "submit", "--test_manifest", str(manifest))
     assert proc.returncode == 0, proc.stderr
     assert extra in proc.stdout and "not in the model's class table" in proc.stdout
     assert "'mitoo' is not a CellMap class at all (did you mean mito" in proc.stdout
@@ -411,7 +375,7 @@ def test_a_requested_label_outside_the_class_table_is_written_empty_and_named(ba
 
 @pytest.mark.parametrize("lose", ["weights", "model_folder", "best_only"])
 def test_a_done_marker_whose_weights_are_gone_is_trained_again(base, tmp_path, lose):
-    work = _copy(base, tmp_path)
+    work = copy_work(base, tmp_path)
     model = work / "segresnet_0" / "model"
     if lose == "weights":
         for f in model.glob("*.pt"):
@@ -420,9 +384,9 @@ def test_a_done_marker_whose_weights_are_gone_is_trained_again(base, tmp_path, l
         (model / "model.pt").unlink()
     else:
         shutil.rmtree(model)
-    proc = _run(work, "--mode", "ensemble", "--algos", "segresnet")
+    proc = run_work(work, "--mode", "ensemble", "--algos", "segresnet")
     assert proc.returncode == 2 and "Errno" not in proc.stderr and "--mode train" in proc.stderr, proc.stderr
-    proc = _run(work, "--mode", "train", *TINY)
+    proc = run_work(work, "--mode", "train", *TINY)
     assert proc.returncode == 0, proc.stderr
     assert "training_done.json is there but its weights are not" in proc.stdout
     assert "0 already trained, 1 to train" in proc.stdout
@@ -431,238 +395,4 @@ def test_a_done_marker_whose_weights_are_gone_is_trained_again(base, tmp_path, l
     if lose == "best_only":
         (kept,) = (work / "replaced").glob("model-*")
         assert (kept / "last.pt").is_file() and "training from the first epoch" in proc.stdout
-    assert _run(work, "--mode", "ensemble", "--force", "--algos", "segresnet").returncode == 0
-
-
-def test_a_copied_work_dir_reads_its_own_maps(base, tmp_path):
-    first = _copy(base, tmp_path)
-    second = tmp_path / "second"
-    shutil.copytree(first, second, symlinks=True)  # its ensemble.json names first's maps
-    shutil.move(str(first / "ensemble_output"), str(tmp_path / "moved_away"))
-    proc = _run(second, "--mode", "submit", "--force")
-    assert proc.returncode == 0, proc.stderr
-    got = _zip_arrays(second / "submission" / "submission.zip", tmp_path / "got")
-    want = _zip_arrays(base / "submission" / "submission.zip", tmp_path / "want")
-    assert got.keys() == want.keys() and all(np.array_equal(got[k], want[k]) for k in want)
-
-
-def test_an_ensemble_of_bundles_trained_again_is_not_up_to_date(base, tmp_path):
-    work = _copy(base, tmp_path)
-    manifest = work / "ensemble_output" / "ensemble.json"
-    manifest.write_text(manifest.read_text().replace(str(base), str(work)))  # the copy's own maps
-    assert "up to date" in _run(work, "--mode", "ensemble", "--algos", "segresnet").stdout
-    retrain_weights(work / "segresnet_0" / "model" / "model.pt")
-    proc = _run(work, "--mode", "ensemble", "--algos", "segresnet")
-    assert proc.returncode == 0 and "up to date" not in proc.stdout, proc.stdout
-    assert "0 already there" in proc.stdout, proc.stdout
-
-
-def test_a_copy_with_new_file_times_keeps_its_maps(base, tmp_path):
-    """cp -r gives every file a new time: the weights' bytes, not their times, say whether maps are current."""
-    work = tmp_path / "copied"
-    subprocess.run(["cp", "-r", str(base), str(work)], check=True)  # no -a: new times
-    (work / "segresnet_0" / ".weights_digest.json").unlink(missing_ok=True)  # read the bytes, not the cache
-    maps = sorted((work / "ensemble_output").glob("*_prob.zarr"))
-    before = {m.name: m.stat().st_mtime_ns for m in maps}
-    proc = _run(work, "--mode", "ensemble", "--algos", "segresnet")
-    assert proc.returncode == 0 and "up to date" in proc.stdout, proc.stdout
-    assert {m.name: m.stat().st_mtime_ns for m in maps} == before
-    proc = _run(work, "--mode", "submit")
-    assert proc.returncode == 0 and "changed since" not in proc.stderr, proc.stderr
-
-
-def test_an_ensemble_written_before_digests_is_still_current(base, tmp_path):
-    """Manifests that stamped weights by size and time (before digests) are still recognised."""
-    from monai.utils.enums import AlgoKeys
-
-    from auto3dseg.ensembling.weights_stamp import bundles_signature, weights_stamp
-
-    work = _copy(base, tmp_path)
-    manifest = work / "ensemble_output" / "ensemble.json"
-    data = json.loads(manifest.read_text().replace(str(base), str(work)))
-    algo = {AlgoKeys.ID: "segresnet_0", AlgoKeys.SCORE: data["bundles"][0]["best_avg_dice_score"]}
-    assert data["signature"] == bundles_signature([algo], work)
-    data["signature"] = bundles_signature([algo], work, legacy=True)
-    data["bundles"][0]["weights"] = weights_stamp(work / "segresnet_0", legacy=True)
-    manifest.write_text(json.dumps(data))
-    proc = _run(work, "--mode", "ensemble", "--algos", "segresnet")
-    assert proc.returncode == 0 and "up to date" in proc.stdout, proc.stdout
-    weights = work / "segresnet_0" / "model" / "model.pt"
-    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
-    proc = _run(work, "--mode", "submit", "--force")
-    assert proc.returncode == 0 and "segresnet_0's weights have new file times" in proc.stderr, proc.stderr
-
-
-def test_submit_from_maps_of_bundles_trained_again_or_gone_says_so(base, tmp_path):
-    work = _copy(base, tmp_path)
-    proc = _run(work, "--mode", "submit", "--force")
-    assert proc.returncode == 0 and "changed since" not in proc.stderr, proc.stderr
-    weights = work / "segresnet_0" / "model" / "model.pt"
-    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # as cp -r leaves it
-    proc = _run(work, "--mode", "submit", "--force")
-    assert proc.returncode == 0 and "changed since" not in proc.stderr, proc.stderr
-    with open(weights, "ab") as fh:  # trained again: other bytes
-        fh.write(b"\0")
-    proc = _run(work, "--mode", "submit", "--force")
-    assert proc.returncode == 0 and "changed since (segresnet_0 was trained again)" in proc.stderr, proc.stderr
-    (work / "segresnet_0" / "model" / "model.pt").unlink()
-    proc = _run(work, "--mode", "submit", "--force")
-    assert proc.returncode == 0 and "segresnet_0's model/model.pt is gone" in proc.stderr, proc.stderr
-    shutil.rmtree(work / "segresnet_0" / "model")
-    proc = _run(work, "--mode", "submit", "--force")
-    assert proc.returncode == 0 and "segresnet_0's weights are gone" in proc.stderr and "--mode ensemble" in proc.stderr
-    assert (work / "submission" / "submission.zip").is_file()
-
-
-def test_a_dataset_moved_after_the_ensemble_still_gets_its_maps(base, converted, tmp_path):
-    """The dataset moved and the work_dir re-pointed (--force_new_datalist): the ensemble's maps
-    name the old image paths, and every crop was written empty, "up to date" from then on."""
-    out, _ = converted
-    work, moved = _copy(base, tmp_path), tmp_path / "moved"
-    shutil.copytree(out, moved)
-    proc = _run(work, "--mode", "submit", "--datalist", str(moved / "datalist.json"), "--force_new_datalist",
-                "--force")
-    assert proc.returncode == 0 and "written empty" not in proc.stdout, proc.stdout + proc.stderr
-    got = _zip_arrays(work / "submission" / "submission.zip", tmp_path / "got")
-    want = _zip_arrays(base / "submission" / "submission.zip", tmp_path / "want")
-    assert got.keys() == want.keys() and all(np.array_equal(got[k], want[k]) for k in want)
-    manifest = work / "ensemble_output" / "ensemble.json"
-    ens = json.loads(manifest.read_text())
-    lost = ens["items"].pop(0)  # a test crop of the datalist without a map: refused, nothing moved
-    manifest.write_text(json.dumps(ens))
-    before = (work / "submission" / "submission.zip").read_bytes()
-    proc = _run(work, "--mode", "submit", "--force")
-    crop_id = Path(lost["image"]).name.split("crop")[1].split(".")[0]
-    assert proc.returncode == 2 and f"no probability map of the converted test crop(s) crop{crop_id}" in proc.stderr
-    assert (work / "submission" / "submission.zip").read_bytes() == before
-
-
-def test_an_untrained_network_asked_for_is_named_when_left_out(base, tmp_path):
-    """`--algos segresnet dints` with dints generated but never trained ensembled segresnet alone, without a word."""
-    work = _copy(base, tmp_path)
-    assert _run(work, "--mode", "generate", "--algos", "dints", "--num_fold", "1").returncode == 0
-    proc = _run(work, "--mode", "ensemble", "--algos", "segresnet", "dints")
-    assert proc.returncode == 0, proc.stderr
-    assert "note: dints_0 is not trained: left out" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
-
-
-def test_one_bad_image_does_not_stop_the_others(base, tmp_path, converted, capsys):
-    """A NaN image first in --images stopped the batch: the good image after it got no map."""
-    image = converted[0] / json.loads((converted[0] / "datalist.json").read_text())["testing"][0]["image"]
-    bad = _nan_copy(image, tmp_path / "nan_image.nii.gz")
-    out = tmp_path / "out"
-    args = ["--mode", "predict", "--work_dir", str(base), "--algos", "segresnet", "--output_dir", str(out)]
-    rc = run_auto3dseg.main([*args, "--images", str(bad), str(image)])
-    err = capsys.readouterr().err
-    assert rc == 2 and str(bad) in err and "not finite" in err, err
-    assert "1 of 2 image(s) could not be predicted" in err and "other 1 map(s) are written and kept" in err, err
-    assert "labels are made once every image has its map" in err and "from the datalist" not in err, err
-    assert not (out / "ensemble.json").exists()  # no completion marker for an incomplete set
-    rc = run_auto3dseg.main([*args, "--images", str(image)])  # the bad one removed: the good map is resumed
-    said = capsys.readouterr()
-    assert rc == 0 and "0 probability maps written, 1 already there" in said.out, said.out + said.err
-
-
-def test_ensemble_reuses_maps_of_moved_images_and_redoes_rewritten_ones(base, converted, tmp_path):
-    """Maps were keyed by image path only: a moved dataset re-predicted every map, and an image
-    re-converted in place kept its old map as "up to date"."""
-    out, _ = converted
-    work, data = _copy(base, tmp_path), tmp_path / "moved"
-    shutil.copytree(out, data)  # copy2 keeps the times: the same images at another place
-    proc = _run(work, "--mode", "ensemble", "--datalist", str(data / "datalist.json"), "--force_new_datalist")
-    n = len(json.loads((data / "datalist.json").read_text())["testing"])
-    assert proc.returncode == 0 and f"0 probability maps written, {n} already there" in proc.stdout, proc.stdout
-    assert "up to date" in _run(work, "--mode", "ensemble").stdout
-    assert "is up to date" in _run(work, "--mode", "submit").stdout  # the same maps: the submission stands
-    image = data / json.loads((data / "datalist.json").read_text())["testing"][0]["image"]
-    img = nib.load(image)
-    nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[::-1].copy(), img.affine, img.header), image)  # re-converted
-    proc = _run(work, "--mode", "ensemble")
-    assert proc.returncode == 0 and f"{image} changed since its map was written" in proc.stdout, proc.stdout
-    assert f"1 probability maps written, {n - 1} already there" in proc.stdout, proc.stdout
-    proc = _run(work, "--mode", "submit")  # a map written again: the submission is made again, not "up to date"
-    assert proc.returncode == 0 and "is up to date" not in proc.stdout, proc.stdout
-
-
-def test_bundles_trained_before_their_training_files_changed_are_named(base, converted, tmp_path):
-    """A training label fixed after training: --mode full re-analysed, then called the bundles
-    trained on the old label "already trained" without a word."""
-    out, _ = converted
-    work, data = _copy(base, tmp_path), tmp_path / "data"
-    shutil.copytree(out, data)  # the same files (times kept) at another place
-    proc = _run(work, "--mode", "train", *TINY, "--datalist", str(data / "datalist.json"), "--force_new_datalist")
-    assert proc.returncode == 0 and "was trained before" not in proc.stdout, proc.stdout
-    label = data / json.loads((data / "datalist.json").read_text())["training"][0]["label"]
-    img = nib.load(label)
-    nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[::-1].copy(), img.affine, img.header), label)  # fixed
-    proc = _run(work, "--mode", "train", *TINY)
-    assert proc.returncode == 0, proc.stderr
-    rel = label.relative_to(data)
-    assert f"segresnet_0 was trained before 1 of its training file(s) changed ({rel})" in proc.stdout, proc.stdout
-
-
-def test_train_force_with_a_missing_training_file_moves_nothing(base, converted, tmp_path):
-    """train --force moved the trained model/ aside, then failed on a label deleted from the data."""
-    out, _ = converted
-    work, data = _copy(base, tmp_path), tmp_path / "data"
-    shutil.copytree(out, data)
-    assert _run(work, "--mode", "ensemble", "--datalist", str(data / "datalist.json"),
-                "--force_new_datalist").returncode == 0
-    label = data / json.loads((data / "datalist.json").read_text())["training"][0]["label"]
-    label.unlink()
-    weights = (work / "segresnet_0" / "model" / "model.pt").read_bytes()
-    proc = _run(work, "--mode", "train", *TINY, "--force")
-    assert proc.returncode != 0 and f"are not there ({label}" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
-    assert "nothing of it was moved or trained" in proc.stdout + proc.stderr
-    assert (work / "segresnet_0" / "model" / "model.pt").read_bytes() == weights
-    assert (work / "segresnet_0" / "training_done.json").is_file()
-
-
-def test_a_testing_image_listed_twice_is_predicted_once(base, converted, tmp_path):
-    out, _ = converted
-    work, data = _copy(base, tmp_path), tmp_path / "data"
-    shutil.copytree(out, data)
-    dl = json.loads((data / "datalist.json").read_text())
-    dl["testing"].append(dict(dl["testing"][0]))
-    (data / "datalist.json").write_text(json.dumps(dl))
-    proc = _run(work, "--mode", "ensemble", "--datalist", str(data / "datalist.json"), "--force_new_datalist")
-    n = len(dl["testing"]) - 1
-    assert proc.returncode == 0 and "1 image(s) are listed more than once; each is predicted once" in proc.stdout
-    assert f"0 probability maps written, {n} already there" in proc.stdout, proc.stdout
-
-
-def test_scores_against_a_truth_corrected_since_are_computed_again(base, synthetic, tmp_path):
-    """The truth store edited in place (an annotation corrected): submit kept the old scores as up to date."""
-    import zarr
-
-    work, truth = _copy(base, tmp_path), tmp_path / "truth.zarr"
-    shutil.copytree(synthetic / "test_truth.zarr", truth)
-    assert _run(work, "--mode", "submit", "--truth", str(truth)).returncode == 0
-    scores = work / "submission" / "scores.json"
-    first = json.loads(scores.read_text())
-    assert first["truth_stamp"] and _run(work, "--mode", "submit", "--truth", str(truth)).returncode == 0
-    assert json.loads(scores.read_text()) == first  # the same truth: the cached scores stand
-    crop = next(p for p in truth.iterdir() if p.name.startswith("crop"))
-    label = next(p for p in crop.iterdir() if p.is_dir())
-    arr = zarr.open(str(label), mode="r+")
-    arr[...] = 0  # the annotation corrected in place
-    assert _run(work, "--mode", "submit", "--truth", str(truth)).returncode == 0
-    again = json.loads(scores.read_text())
-    assert again["truth_stamp"] != first["truth_stamp"] and again["labels"] != first["labels"]
-
-
-def test_a_converted_crop_left_out_of_the_testing_list_is_named_as_such(base, converted, tmp_path):
-    """A crop taken out of the testing list was written empty as "crop not converted"."""
-    out, _ = converted
-    work, data = _copy(base, tmp_path), tmp_path / "data"
-    shutil.copytree(out, data)
-    dl = json.loads((data / "datalist.json").read_text())
-    dropped = dl["testing"].pop(0)
-    (data / "datalist.json").write_text(json.dumps(dl))
-    assert _run(work, "--mode", "ensemble", "--datalist", str(data / "datalist.json"),
-                "--force_new_datalist").returncode == 0
-    crop_id = json.loads((data / "datalist_items.json").read_text())[dropped["image"]]["crop_id"]
-    proc = _run(work, "--mode", "submit")
-    assert proc.returncode == 0, proc.stderr
-    assert f"crop{crop_id}/" in proc.stdout and "its image is not in the datalist's testing list" in proc.stdout, (
-        proc.stdout)
+    assert run_work(work, "--mode", "ensemble", "--force", "--algos", "segresnet").returncode == 0

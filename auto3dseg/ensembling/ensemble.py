@@ -94,7 +94,7 @@ def trained_history(work_dir: str | os.PathLike, algos: Sequence[str] | None = N
 
     from auto3dseg.bundles.migrate import migrate_work_dir, old_module_aliases
 
-    history, untrained = [], []
+    history, untrained, used = [], [], []
     migrate_work_dir(Path(work_dir).resolve(), log=log)  # bundles of before the layout change
     for b in list_bundles(Path(work_dir).resolve()):
         if algos and b.algo not in algos:
@@ -121,6 +121,11 @@ def trained_history(work_dir: str | os.PathLike, algos: Sequence[str] | None = N
         if score is None:
             score = algo.get_score()
         history.append({AlgoKeys.ID: b.name, AlgoKeys.ALGO: algo, AlgoKeys.SCORE: score, AlgoKeys.IS_TRAINED: True})
+        used.append(b)
+    from auto3dseg.orchestration.train_bundles import stale_bundles_note
+
+    if note := stale_bundles_note(used, "maps made with them show what was learnt from the old files"):
+        log(note)
     if untrained and history:  # without any trained bundle the caller's error says what to do
         shown = ", ".join(untrained[:6]) + (f" and {len(untrained) - 6} more" if len(untrained) > 6 else "")
         log(f"note: {shown} {'is' if len(untrained) == 1 else 'are'} not trained: left out (train with --mode train; "
@@ -414,6 +419,7 @@ def _run_ensemble(work: Path, out_dir: Path, *, method: str, n_best: int, algos:
     done = {it["image"]: it for it in previous.get("items", [])} if reuse else {}
     keys = [moved_key(it["image"]) for it in done.values()]
     done_moved = {k: it for k, it in zip(keys, done.values()) if keys.count(k) == 1}  # the dataset moved since
+    owners = {Path(it["probabilities"]).name: it["image"] for it in previous.get("items", [])}
     complete = [str(c["image"]) for c in cases] == [it["image"] for it in previous.get("items", [])]
     if reuse and complete and manifest_path.is_file() and all(  # maps in this folder (a copy reads its own)
             map_intact(out_dir / Path(it["probabilities"]).name) and same_source(it) for it in previous["items"]):
@@ -443,6 +449,7 @@ def _run_ensemble(work: Path, out_dir: Path, *, method: str, n_best: int, algos:
             continue
         if not inferers:  # load each bundle once, only when something is left to do
             inferers, acts = load_inferers(work, chosen, tta, log)
+        _keep_other_images_map(out, owners.get(out.name), f, out_dir, log)
         try:
             shape, channels, activation = write_case_map(inferers, acts, case, out, channels, activation,
                                                          src["datalist"], index, source, log)
@@ -463,6 +470,18 @@ def _run_ensemble(work: Path, out_dir: Path, *, method: str, n_best: int, algos:
     partial_path.unlink(missing_ok=True)
     log(f"{computed} probability maps written, {len(items) - computed} already there")
     return manifest_path
+
+
+def _keep_other_images_map(out: Path, owner: str | None, image: str, out_dir: Path, log) -> None:
+    """``out`` holds the map of ``owner``, another image of the same file name (predicted into the
+    same folder before): move it to ``replaced/`` with a note, not overwrite it without a word."""
+    if owner is None or owner == image or moved_key(owner) == moved_key(image) or not out.exists():
+        return
+    from auto3dseg.orchestration.workdir import move_aside
+
+    kept = move_aside(out, out_dir)
+    log(f"note: {out.name} in {out_dir} held the map of another image of the same file name ({owner}): moved to "
+        f"{kept}; the map of {image} takes its place (predict each into its own --output_dir to keep both)")
 
 
 def write_case_map(inferers: Sequence[Any], acts: Mapping[str, str | None], case: Mapping[str, Any], out: Path,

@@ -118,6 +118,8 @@ def score_folders(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, *, gt_
     ------
     FileNotFoundError
         A folder is missing or holds no truth file.
+    TruthAsPrediction
+        A prediction file is the truth file itself (a link to it).
     NotInstanceMasks
         Most predictions look like raw images (colour, fractional values, grey levels that are
         no blobs); fewer such files fail one by one.
@@ -149,6 +151,7 @@ def score_folders(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, *, gt_
                                 f"{', '.join(sorted(gts)[:3])}; predictions e.g. {', '.join(sorted(preds)[:3])}): "
                                 "give the truth of these images (--gt), named <stem>" + gt_suffix)
     missing, extra = sorted(set(gts) - set(preds)), sorted(set(preds) - set(gts))
+    _refuse_truth_as_prediction(gts, preds, pred_dir)
     rows: list[dict[str, Any]] = []
     failed: list[dict[str, str]] = []
     warnings: list[str] = []
@@ -194,6 +197,28 @@ def score_folders(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, *, gt_
             "mean_f1_official": _finite(np.mean(f1s) if f1s else None), "n_images": len(gts),
             "n_scored": len(rows), "missing": missing, "extra": extra, "failed": failed, "per_image": rows,
             "iou_threshold": float(iou_threshold), "rules": RULES, "warnings": warnings}
+
+
+class TruthAsPrediction(ValueError):
+    """A prediction file is one of the truth files (a symlink or hard link to it)."""
+
+
+def _refuse_truth_as_prediction(gts: dict[str, Path], preds: dict[str, Path], pred_dir: Path) -> None:
+    """Refuse predictions that are the truth file itself: a folder of links to the truth scores
+    1.0 without a word (the same-folder check of the CLI sees only folders)."""
+    same = [s for s in sorted(set(gts) & set(preds)) if _same_file(gts[s], preds[s])]
+    if same:
+        raise TruthAsPrediction(
+            f"{len(same)} prediction(s) in {pred_dir} are the truth files themselves (links to them: e.g. "
+            f"{preds[same[0]].name} and {gts[same[0]]} are one file): scored against itself it is 1.0; give the "
+            "ground truth and the predictions as files of their own")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _fmt(v: Any) -> str:
@@ -307,7 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = score_folders(args.gt, args.pred, gt_suffix=args.gt_suffix, pred_suffix=args.pred_suffix,
                                iou_threshold=args.iou, progress=not args.no_progress)
-    except NotInstanceMasks as exc:
+    except (NotInstanceMasks, TruthAsPrediction) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except FileNotFoundError as exc:

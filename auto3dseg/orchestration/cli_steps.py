@@ -256,6 +256,13 @@ def submit_step(args: argparse.Namespace, work: Path, datalist: str) -> int:
         print(f"warning: the probability maps in {manifest.parent} were made by bundles that changed since "
               f"({'; '.join(changed)}): this submission is built from them; run --mode ensemble to predict with the "
               "bundles as they are now", file=sys.stderr)
+    from auto3dseg.orchestration.train_bundles import stale_bundles_note
+    from auto3dseg.orchestration.workdir import list_bundles
+
+    names = {str(b.get("name")) for b in ens.get("bundles", [])}
+    if note := stale_bundles_note([b for b in list_bundles(work) if b.name in names],
+                                  "this submission is built from their maps"):
+        print(note)
     if is_cell_datalist(read_json(datalist)):
         return submit_cells_step(args, work, datalist, manifest)
     params = postprocess_params_for(work, args.postprocess_params, cells=False)
@@ -282,6 +289,9 @@ def submit_step(args: argparse.Namespace, work: Path, datalist: str) -> int:
                 and cached.get("test_manifest") == manifest and not args.force and cached.get("truth_stamp") == stamp
                 and out.stat().st_mtime >= zip_path.stat().st_mtime):
             scores = cached  # this submission was scored against this truth, with these rules, already
+            if scores.get("submission") != str(zip_path):  # a copied work_dir: its report names its own zip
+                scores = {**scores, "submission": str(zip_path)}
+                write_scores(scores, out)
             for w in scores.get("warnings", []):
                 print(f"warning: {w.get('crop')}/{w.get('label')} [{w.get('kind')}]: {w.get('message')}",
                       file=sys.stderr)

@@ -302,6 +302,22 @@ def _trained_on_other_files(bundle: Bundle) -> list[str]:
     return sorted(k for k in set(now) | set(recorded) if now.get(k) != recorded.get(k))
 
 
+def stale_bundles_note(bundles: Sequence[Bundle], consequence: str) -> str | None:
+    """One note naming the trained ``bundles`` whose training files changed since they were
+    trained (an edited or re-converted label or image), and what follows (``consequence``);
+    None when every one was trained on the files as they are."""
+    stale = {b.name: changed for b in bundles if b.done and (changed := _trained_on_other_files(b))}
+    if not stale:
+        return None
+    files = sorted(set().union(*stale.values()))
+    shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+    names = ", ".join(list(stale)[:4]) + (f" and {len(stale) - 4} more" if len(stale) > 4 else "")
+    one = len(stale) == 1
+    return (f"note: {names} {'was' if one else 'were'} trained before {len(files)} of {'its' if one else 'their'} "
+            f"training file(s) changed ({shown}): {consequence}; --mode train --force retrains "
+            f"{'it' if one else 'them'} (the old model/ is moved aside)")
+
+
 def _not_trained_with(bundle: Bundle, overrides: Mapping[str, Any] | None) -> list[str]:
     """The ``key=value`` overrides of ``bundle`` that its training command (in its done marker)
     did not pass: those a run now would change. An override it was trained with is no news."""

@@ -1,0 +1,296 @@
+"""Results kept only while what made them is unchanged: maps, submissions and scores of a work_dir
+copied, moved, re-trained or re-pointed are re-used when they still hold, and made again (or named)
+when their bundles, images, training files or truth changed since.
+
+Each test copies the tiny trained work_dir of ``tests/pipeline_work.py`` before changing it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from faults import retrain_weights
+from pipeline_work import TINY, copy_work, nan_copy, run_work, zip_arrays
+
+import run_auto3dseg
+
+
+def test_a_copied_work_dir_reads_its_own_maps(trained_work, tmp_path):
+    first = copy_work(trained_work, tmp_path)
+    second = tmp_path / "second"
+    shutil.copytree(first, second, symlinks=True)  # its ensemble.json names first's maps
+    shutil.move(str(first / "ensemble_output"), str(tmp_path / "moved_away"))
+    proc = run_work(second, "--mode", "submit", "--force")
+    assert proc.returncode == 0, proc.stderr
+    got = zip_arrays(second / "submission" / "submission.zip", tmp_path / "got")
+    want = zip_arrays(trained_work / "submission" / "submission.zip", tmp_path / "want")
+    assert got.keys() == want.keys() and all(np.array_equal(got[k], want[k]) for k in want)
+
+
+def test_an_ensemble_of_bundles_trained_again_is_not_up_to_date(trained_work, tmp_path):
+    work = copy_work(trained_work, tmp_path)
+    manifest = work / "ensemble_output" / "ensemble.json"
+    manifest.write_text(manifest.read_text().replace(str(trained_work), str(work)))  # the copy's own maps
+    assert "up to date" in run_work(work, "--mode", "ensemble", "--algos", "segresnet").stdout
+    retrain_weights(work / "segresnet_0" / "model" / "model.pt")
+    proc = run_work(work, "--mode", "ensemble", "--algos", "segresnet")
+    assert proc.returncode == 0 and "up to date" not in proc.stdout, proc.stdout
+    assert "0 already there" in proc.stdout, proc.stdout
+
+
+def test_a_copy_with_new_file_times_keeps_its_maps(trained_work, tmp_path):
+    """cp -r gives every file a new time: the weights' bytes, not their times, say whether maps are current."""
+    work = tmp_path / "copied"
+    subprocess.run(["cp", "-r", str(trained_work), str(work)], check=True)  # no -a: new times
+    (work / "segresnet_0" / ".weights_digest.json").unlink(missing_ok=True)  # read the bytes, not the cache
+    maps = sorted((work / "ensemble_output").glob("*_prob.zarr"))
+    before = {m.name: m.stat().st_mtime_ns for m in maps}
+    proc = run_work(work, "--mode", "ensemble", "--algos", "segresnet")
+    assert proc.returncode == 0 and "up to date" in proc.stdout, proc.stdout
+    assert {m.name: m.stat().st_mtime_ns for m in maps} == before
+    proc = run_work(work, "--mode", "submit")
+    assert proc.returncode == 0 and "changed since" not in proc.stderr, proc.stderr
+
+
+def test_an_ensemble_written_before_digests_is_still_current(trained_work, tmp_path):
+    """Manifests that stamped weights by size and time (before digests) are still recognised."""
+    from monai.utils.enums import AlgoKeys
+
+    from auto3dseg.ensembling.weights_stamp import bundles_signature, weights_stamp
+
+    work = copy_work(trained_work, tmp_path)
+    manifest = work / "ensemble_output" / "ensemble.json"
+    data = json.loads(manifest.read_text().replace(str(trained_work), str(work)))
+    algo = {AlgoKeys.ID: "segresnet_0", AlgoKeys.SCORE: data["bundles"][0]["best_avg_dice_score"]}
+    assert data["signature"] == bundles_signature([algo], work)
+    data["signature"] = bundles_signature([algo], work, legacy=True)
+    data["bundles"][0]["weights"] = weights_stamp(work / "segresnet_0", legacy=True)
+    manifest.write_text(json.dumps(data))
+    proc = run_work(work, "--mode", "ensemble", "--algos", "segresnet")
+    assert proc.returncode == 0 and "up to date" in proc.stdout, proc.stdout
+    weights = work / "segresnet_0" / "model" / "model.pt"
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    proc = run_work(work, "--mode", "submit", "--force")
+    assert proc.returncode == 0 and "segresnet_0's weights have new file times" in proc.stderr, proc.stderr
+
+
+def test_submit_from_maps_of_bundles_trained_again_or_gone_says_so(trained_work, tmp_path):
+    work = copy_work(trained_work, tmp_path)
+    proc = run_work(work, "--mode", "submit", "--force")
+    assert proc.returncode == 0 and "changed since" not in proc.stderr, proc.stderr
+    weights = work / "segresnet_0" / "model" / "model.pt"
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # as cp -r leaves it
+    proc = run_work(work, "--mode", "submit", "--force")
+    assert proc.returncode == 0 and "changed since" not in proc.stderr, proc.stderr
+    with open(weights, "ab") as fh:  # trained again: other bytes
+        fh.write(b"\0")
+    proc = run_work(work, "--mode", "submit", "--force")
+    assert proc.returncode == 0 and "changed since (segresnet_0 was trained again)" in proc.stderr, proc.stderr
+    (work / "segresnet_0" / "model" / "model.pt").unlink()
+    proc = run_work(work, "--mode", "submit", "--force")
+    assert proc.returncode == 0 and "segresnet_0's model/model.pt is gone" in proc.stderr, proc.stderr
+    shutil.rmtree(work / "segresnet_0" / "model")
+    proc = run_work(work, "--mode", "submit", "--force")
+    assert proc.returncode == 0 and "segresnet_0's weights are gone" in proc.stderr and "--mode ensemble" in proc.stderr
+    assert (work / "submission" / "submission.zip").is_file()
+
+
+def test_a_dataset_moved_after_the_ensemble_still_gets_its_maps(trained_work, converted, tmp_path):
+    """The dataset moved and the work_dir re-pointed (--force_new_datalist): the ensemble's maps
+    name the old image paths, and every crop was written empty, "up to date" from then on."""
+    out, _ = converted
+    work, moved = copy_work(trained_work, tmp_path), tmp_path / "moved"
+    shutil.copytree(out, moved)
+    proc = run_work(work, "--mode", "submit", "--datalist", str(moved / "datalist.json"), "--force_new_datalist",
+                "--force")
+    assert proc.returncode == 0 and "written empty" not in proc.stdout, proc.stdout + proc.stderr
+    got = zip_arrays(work / "submission" / "submission.zip", tmp_path / "got")
+    want = zip_arrays(trained_work / "submission" / "submission.zip", tmp_path / "want")
+    assert got.keys() == want.keys() and all(np.array_equal(got[k], want[k]) for k in want)
+    manifest = work / "ensemble_output" / "ensemble.json"
+    ens = json.loads(manifest.read_text())
+    lost = ens["items"].pop(0)  # a test crop of the datalist without a map: refused, nothing moved
+    manifest.write_text(json.dumps(ens))
+    before = (work / "submission" / "submission.zip").read_bytes()
+    proc = run_work(work, "--mode", "submit", "--force")
+    crop_id = Path(lost["image"]).name.split("crop")[1].split(".")[0]
+    assert proc.returncode == 2 and f"no probability map of the converted test crop(s) crop{crop_id}" in proc.stderr
+    assert (work / "submission" / "submission.zip").read_bytes() == before
+
+
+def test_an_untrained_network_asked_for_is_named_when_left_out(trained_work, tmp_path):
+    """`--algos segresnet dints` with dints generated but never trained ensembled segresnet alone, without a word."""
+    work = copy_work(trained_work, tmp_path)
+    assert run_work(work, "--mode", "generate", "--algos", "dints", "--num_fold", "1").returncode == 0
+    proc = run_work(work, "--mode", "ensemble", "--algos", "segresnet", "dints")
+    assert proc.returncode == 0, proc.stderr
+    assert "note: dints_0 is not trained: left out" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+
+
+def test_one_bad_image_does_not_stop_the_others(trained_work, tmp_path, converted, capsys):
+    """A NaN image first in --images stopped the batch: the good image after it got no map."""
+    image = converted[0] / json.loads((converted[0] / "datalist.json").read_text())["testing"][0]["image"]
+    bad = nan_copy(image, tmp_path / "nan_image.nii.gz")
+    out = tmp_path / "out"
+    args = ["--mode", "predict", "--work_dir", str(trained_work), "--algos", "segresnet", "--output_dir", str(out)]
+    rc = run_auto3dseg.main([*args, "--images", str(bad), str(image)])
+    err = capsys.readouterr().err
+    assert rc == 2 and str(bad) in err and "not finite" in err, err
+    assert "1 of 2 image(s) could not be predicted" in err and "other 1 map(s) are written and kept" in err, err
+    assert "labels are made once every image has its map" in err and "from the datalist" not in err, err
+    assert not (out / "ensemble.json").exists()  # no completion marker for an incomplete set
+    rc = run_auto3dseg.main([*args, "--images", str(image)])  # the bad one removed: the good map is resumed
+    said = capsys.readouterr()
+    assert rc == 0 and "0 probability maps written, 1 already there" in said.out, said.out + said.err
+
+
+def test_ensemble_reuses_maps_of_moved_images_and_redoes_rewritten_ones(trained_work, converted, tmp_path):
+    """Maps were keyed by image path only: a moved dataset re-predicted every map, and an image
+    re-converted in place kept its old map as "up to date"."""
+    out, _ = converted
+    work, data = copy_work(trained_work, tmp_path), tmp_path / "moved"
+    shutil.copytree(out, data)  # copy2 keeps the times: the same images at another place
+    proc = run_work(work, "--mode", "ensemble", "--datalist", str(data / "datalist.json"), "--force_new_datalist")
+    n = len(json.loads((data / "datalist.json").read_text())["testing"])
+    assert proc.returncode == 0 and f"0 probability maps written, {n} already there" in proc.stdout, proc.stdout
+    assert "up to date" in run_work(work, "--mode", "ensemble").stdout
+    assert "is up to date" in run_work(work, "--mode", "submit").stdout  # the same maps: the submission stands
+    image = data / json.loads((data / "datalist.json").read_text())["testing"][0]["image"]
+    img = nib.load(image)
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[::-1].copy(), img.affine, img.header), image)  # re-converted
+    proc = run_work(work, "--mode", "ensemble")
+    assert proc.returncode == 0 and f"{image} changed since its map was written" in proc.stdout, proc.stdout
+    assert f"1 probability maps written, {n - 1} already there" in proc.stdout, proc.stdout
+    proc = run_work(work, "--mode", "submit")  # a map written again: the submission is made again, not "up to date"
+    assert proc.returncode == 0 and "is up to date" not in proc.stdout, proc.stdout
+
+
+def test_bundles_trained_before_their_training_files_changed_are_named(trained_work, converted, tmp_path):
+    """A training label fixed after training: --mode full re-analysed, then called the bundles
+    trained on the old label "already trained" without a word."""
+    out, _ = converted
+    work, data = copy_work(trained_work, tmp_path), tmp_path / "data"
+    shutil.copytree(out, data)  # the same files (times kept) at another place
+    proc = run_work(work, "--mode", "train", *TINY, "--datalist", str(data / "datalist.json"), "--force_new_datalist")
+    assert proc.returncode == 0 and "was trained before" not in proc.stdout, proc.stdout
+    label = data / json.loads((data / "datalist.json").read_text())["training"][0]["label"]
+    img = nib.load(label)
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[::-1].copy(), img.affine, img.header), label)  # fixed
+    proc = run_work(work, "--mode", "train", *TINY)
+    assert proc.returncode == 0, proc.stderr
+    rel = label.relative_to(data)
+    assert f"segresnet_0 was trained before 1 of its training file(s) changed ({rel})" in proc.stdout, proc.stdout
+    for mode, then in (("ensemble", "maps made with them show what was learnt from the old files"),
+                       ("submit", "this submission is built from their maps")):  # not only train says so
+        proc = run_work(work, "--mode", mode)
+        assert proc.returncode == 0, proc.stderr
+        assert f"segresnet_0 was trained before 1 of its training file(s) changed ({rel}): {then}" in proc.stdout, (
+            proc.stdout)
+
+
+def test_train_force_with_a_missing_training_file_moves_nothing(trained_work, converted, tmp_path):
+    """train --force moved the trained model/ aside, then failed on a label deleted from the data."""
+    out, _ = converted
+    work, data = copy_work(trained_work, tmp_path), tmp_path / "data"
+    shutil.copytree(out, data)
+    assert run_work(work, "--mode", "ensemble", "--datalist", str(data / "datalist.json"),
+                "--force_new_datalist").returncode == 0
+    label = data / json.loads((data / "datalist.json").read_text())["training"][0]["label"]
+    label.unlink()
+    weights = (work / "segresnet_0" / "model" / "model.pt").read_bytes()
+    proc = run_work(work, "--mode", "train", *TINY, "--force")
+    assert proc.returncode != 0 and f"are not there ({label}" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    assert "nothing of it was moved or trained" in proc.stdout + proc.stderr
+    assert (work / "segresnet_0" / "model" / "model.pt").read_bytes() == weights
+    assert (work / "segresnet_0" / "training_done.json").is_file()
+
+
+def test_a_testing_image_listed_twice_is_predicted_once(trained_work, converted, tmp_path):
+    out, _ = converted
+    work, data = copy_work(trained_work, tmp_path), tmp_path / "data"
+    shutil.copytree(out, data)
+    dl = json.loads((data / "datalist.json").read_text())
+    dl["testing"].append(dict(dl["testing"][0]))
+    (data / "datalist.json").write_text(json.dumps(dl))
+    proc = run_work(work, "--mode", "ensemble", "--datalist", str(data / "datalist.json"), "--force_new_datalist")
+    n = len(dl["testing"]) - 1
+    assert proc.returncode == 0 and "1 image(s) are listed more than once; each is predicted once" in proc.stdout
+    assert f"0 probability maps written, {n} already there" in proc.stdout, proc.stdout
+
+
+def test_scores_against_a_truth_corrected_since_are_computed_again(trained_work, synthetic, tmp_path):
+    """The truth store edited in place (an annotation corrected): submit kept the old scores as up to date."""
+    import zarr
+
+    work, truth = copy_work(trained_work, tmp_path), tmp_path / "truth.zarr"
+    shutil.copytree(synthetic / "test_truth.zarr", truth)
+    assert run_work(work, "--mode", "submit", "--truth", str(truth)).returncode == 0
+    scores = work / "submission" / "scores.json"
+    first = json.loads(scores.read_text())
+    assert first["truth_stamp"] and run_work(work, "--mode", "submit", "--truth", str(truth)).returncode == 0
+    assert json.loads(scores.read_text()) == first  # the same truth: the cached scores stand
+    crop = next(p for p in truth.iterdir() if p.name.startswith("crop"))
+    label = next(p for p in crop.iterdir() if p.is_dir())
+    arr = zarr.open(str(label), mode="r+")
+    arr[...] = 0  # the annotation corrected in place
+    assert run_work(work, "--mode", "submit", "--truth", str(truth)).returncode == 0
+    again = json.loads(scores.read_text())
+    assert again["truth_stamp"] != first["truth_stamp"] and again["labels"] != first["labels"]
+
+
+def test_a_converted_crop_left_out_of_the_testing_list_is_named_as_such(trained_work, converted, tmp_path):
+    """A crop taken out of the testing list was written empty as "crop not converted"."""
+    out, _ = converted
+    work, data = copy_work(trained_work, tmp_path), tmp_path / "data"
+    shutil.copytree(out, data)
+    dl = json.loads((data / "datalist.json").read_text())
+    dropped = dl["testing"].pop(0)
+    (data / "datalist.json").write_text(json.dumps(dl))
+    assert run_work(work, "--mode", "ensemble", "--datalist", str(data / "datalist.json"),
+                "--force_new_datalist").returncode == 0
+    crop_id = json.loads((data / "datalist_items.json").read_text())[dropped["image"]]["crop_id"]
+    proc = run_work(work, "--mode", "submit")
+    assert proc.returncode == 0, proc.stderr
+    assert f"crop{crop_id}/" in proc.stdout and "its image is not in the datalist's testing list" in proc.stdout, (
+        proc.stdout)
+
+
+def test_a_copied_work_dirs_kept_scores_name_its_own_submission(trained_work, synthetic, tmp_path):
+    """cp -a of a scored work_dir: the scores kept as up to date named the original's submission.zip."""
+    first = copy_work(trained_work, tmp_path)
+    truth = str(synthetic / "test_truth.zarr")
+    assert run_work(first, "--mode", "submit", "--truth", truth).returncode == 0
+    second = tmp_path / "second"
+    subprocess.run(["cp", "-a", str(first), str(second)], check=True)
+    proc = run_work(second, "--mode", "submit", "--truth", truth)
+    assert proc.returncode == 0 and "is up to date" in proc.stdout, proc.stdout
+    scores = json.loads((second / "submission" / "scores.json").read_text())
+    own = second / "submission" / "submission.zip"
+    assert scores["submission"] == str(own) and str(own) in (second / "submission" / "scores.md").read_text()
+    assert scores["labels"] == json.loads((first / "submission" / "scores.json").read_text())["labels"]
+
+
+def test_predict_into_a_folder_holding_another_images_map_keeps_it(trained_work, converted, tmp_path):
+    """Another image of the same file name predicted into the same --output_dir overwrote the
+    first one's map without a word."""
+    out, _ = converted
+    images = [out / t["image"] for t in json.loads((out / "datalist.json").read_text())["testing"][:2]]
+    dest = tmp_path / "preds"
+    for folder, image in zip(("a", "b"), images):
+        (tmp_path / folder).mkdir()
+        shutil.copy2(image, tmp_path / folder / "x.nii.gz")
+        proc = run_work(trained_work, "--mode", "predict", "--images", str(tmp_path / folder),
+                        "--output_dir", str(dest))
+        assert proc.returncode == 0, proc.stderr
+    assert f"x_prob.zarr in {dest} held the map of another image of the same file name ({tmp_path / 'a'}" in (
+        proc.stdout), proc.stdout
+    (kept,) = (dest / "replaced").glob("x_prob.zarr-*")
+    from auto3dseg.ensembling.probability_maps import open_probability_map
+
+    first, second = (open_probability_map(p).probabilities() for p in (kept, dest / "x_prob.zarr"))
+    assert first.shape != second.shape or not np.array_equal(first, second)
