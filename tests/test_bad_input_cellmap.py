@@ -6,6 +6,7 @@ real pool worker, and checks what the user sees: the message, the report, the da
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -449,3 +450,16 @@ def test_a_label_array_that_is_no_cellmap_class_is_named(synthetic, tmp_path, ca
     report = json.loads((tmp_path / "o/conversion_report.json").read_text())
     assert crop(report, "synth-1_crop1")["foreign_arrays"] == ["mitochondria"]
     assert crop(report, "synth-1_crop2")["foreign_arrays"] == []
+
+
+def test_csv_files_saved_by_excel_with_a_byte_order_mark_are_read(synthetic, tmp_path):
+    """A test_crop_manifest.csv saved as Excel's "CSV UTF-8" (a BOM, CRLF) was refused with
+    columns ['\\ufeffcrop_name', ...]: the same rows as the plain file, for both CSV files."""
+    for name, read in (("test_crop_manifest.csv", cz.read_test_manifest_rows), ("datasplit.csv", cz.read_datasplit)):
+        text = (synthetic / name).read_text()
+        bom = tmp_path / name
+        bom.write_bytes(b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode())
+        got, want = read(bom), read(synthetic / name)
+        if name == "datasplit.csv":  # each crop names its file and line
+            got, want = ([dataclasses.replace(c, listed_at="") for c in crops] for crops in (got, want))
+        assert got == want and got

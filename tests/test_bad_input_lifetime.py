@@ -262,3 +262,23 @@ def test_lock_names_the_live_child_when_its_recorded_holder_is_dead(tmp_path):
     with bundle_lock(bundle, log=notes.append):  # the child gone: the lock is taken over, saying whose it was
         pass
     assert any(f"pid {parent.pid}" in n and "stale" in n for n in notes)
+
+
+def test_a_lock_that_cannot_be_recorded_names_its_file_and_is_not_held(tmp_path, monkeypatch):
+    """A full disk when a step's lock was recorded said "(unknown file): No space left on device"."""
+    import errno
+
+    from auto3dseg.orchestration import locks
+    from converters.outputs import os_error_message
+
+    def full(*_):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(locks.os, "pwrite", full)
+    with pytest.raises(OSError) as info:
+        locks.step_lock(tmp_path, "ensemble").acquire()
+    assert info.value.filename == str(tmp_path / ".ensemble.lock")
+    assert f"{tmp_path / '.ensemble.lock'}: No space left on device" in os_error_message(info.value)
+    monkeypatch.undo()
+    with locks.step_lock(tmp_path, "ensemble", wait=0):  # the failed run holds nothing
+        pass

@@ -300,7 +300,7 @@ def read_datasplit(path: str | os.PathLike) -> list[CropSource]:
     Each row is ``usage, raw zarr, raw dataset, gt zarr, gt dataset/[cls,cls,...]``.
     """
     crops = []
-    with open(path, newline="") as fh:
+    with open(path, newline="", encoding="utf-8-sig") as fh:  # Excel writes a BOM
         reader = csv.reader(fh, strict=True)
         lineno = 0
         try:
@@ -371,7 +371,7 @@ def _manifest_rows(path: str | os.PathLike) -> tuple[dict[_CropKey, list[dict]],
     """:func:`read_test_manifest_rows`, and the line number of each of those rows (same order)."""
     rows: dict[_CropKey, list[dict]] = {}
     lines: dict[_CropKey, list[int]] = {}
-    with open(path, newline="") as fh:
+    with open(path, newline="", encoding="utf-8-sig") as fh:  # Excel writes a BOM
         reader = csv.DictReader(fh)
         need = {"crop_name", "dataset", "class_label", "voxel_size", "translation", "shape"}
         if not reader.fieldnames or not need <= set(reader.fieldnames):
