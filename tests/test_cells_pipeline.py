@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -396,3 +397,34 @@ def test_submit_truth_of_links_to_its_own_labels_is_refused(cell_run, tmp_path, 
     err = capsys.readouterr().err
     assert rc == 2 and "are the truth files themselves" in err and "scored against itself" in err, err
     assert (copy / "submission" / "scores.json").read_text() == before
+
+
+def test_cells_cv_ends_on_a_full_disk_and_keeps_no_score_over_fewer_images(cell_run, tmp_path, monkeypatch):
+    """A full disk while one label was written made it an "unscored item": exit 0, a score over
+    fewer images, kept as up to date once the disk was freed."""
+    import errno
+
+    from auto3dseg.evaluation.cv import run_cv
+    from auto3dseg.postprocess import cells as cell_post
+
+    work, _ = cell_run
+    if not (work / "oof" / "oof.json").is_file():
+        assert run_auto3dseg.main(["--mode", "oof", "--work_dir", str(work)]) == 0
+    full = json.loads((work / "cv" / "scores.json").read_text())
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy, symlinks=True)
+    real = cell_post.write_label_tiff
+    victim = sorted(full["cv"]["scored"])[-1]
+
+    def disk_full(cells, path, *args, **kwargs):
+        if Path(path).name.startswith(victim):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real(cells, path, *args, **kwargs)
+
+    monkeypatch.setattr(cell_post, "write_label_tiff", disk_full)
+    with pytest.raises(OSError, match="No space left on device"):
+        run_cv(copy, force=True, log=lambda *_: None)
+    assert not (copy / "cv" / "scores.json").exists()  # the previous scores moved aside, none over fewer images
+    monkeypatch.setattr(cell_post, "write_label_tiff", real)
+    again = json.loads(run_cv(copy, log=lambda *_: None).read_text())
+    assert again["cv"]["scored"] == full["cv"]["scored"] and again["mean_f1"] == full["mean_f1"]

@@ -331,10 +331,12 @@ def _cells_cv(work: Path, out: Path, oof: dict, datalist: Path, params: Any, log
         try:
             cells = cells_from_probabilities(case["prob"], case["channels"], dl["class_table"], params,
                                              scale=case["scale"])
-            write_label_tiff(cells, labels / f"{case['stem']}_label.tiff")
         except Exception as exc:  # noqa: BLE001 - reported, never silently left out
             unscored.append({"item": case["stem"], "reason": f"post-processing failed: {type(exc).__name__}: {exc}"})
             continue
+        # a full disk or a read-only cv/ ends the step (as for CellMap): a score over fewer images
+        # would be kept as up to date once the disk is freed
+        write_label_tiff(cells, labels / f"{case['stem']}_label.tiff")
         os.symlink(Path(case["truth"]).resolve(), truth / f"{case['stem']}_label.tiff")
         scored.append(case["stem"])
     for u in unscored:
