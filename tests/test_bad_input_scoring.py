@@ -404,3 +404,32 @@ def test_a_prediction_scored_against_itself_is_refused(tmp_path, capsys):
     tifffile.imwrite(pred / "a_label.tiff", np.eye(8, dtype=np.uint16))
     assert cs.main(["--gt", str(pred), "--pred", str(pred), "--out", str(tmp_path / "f1.json"), "--no_progress"]) == 2
     assert "are the same folder" in capsys.readouterr().err
+
+
+def test_truth_stamp_sees_a_cellmap_label_groups_attributes(synthetic, tmp_path):
+    """A CellMap-layout truth whose label group's multiscales voxel size was corrected kept its
+    cached scores: the stamp covered each label's s0 folder only."""
+    import json
+    import os
+    import shutil
+
+    from auto3dseg.evaluation.stores import truth_stamp
+
+    truth = tmp_path / "synth-1.zarr"
+    shutil.copytree(synthetic / "synth-1" / "synth-1.zarr", truth)
+    first = truth_stamp(truth)
+    assert first and first == truth_stamp(truth)
+    group = truth / "recon-1" / "labels" / "groundtruth" / "crop1" / "mito"
+    attrs = json.loads((group / ".zattrs").read_text())
+    transform = attrs["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]
+    transform["scale"] = [2 * v for v in transform["scale"]]  # 8 nm corrected to 16 nm
+    (group / ".zattrs").write_text(json.dumps(attrs))
+    os.utime(group / ".zattrs", ns=(first[2] - 10**9, first[2] - 10**9))  # an older time: the bytes differ
+    assert truth_stamp(truth) != first
+    em = truth / "recon-1" / "em"
+    assert em.is_dir()
+    stamp = truth_stamp(truth)
+    for f in em.rglob("*"):
+        if f.is_file():
+            f.write_bytes(f.read_bytes())  # the EM is not scored: rewriting it changes nothing
+    assert truth_stamp(truth) == stamp

@@ -26,7 +26,7 @@ import re
 import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import zarr
@@ -479,15 +479,20 @@ def read_manifest_grids(path: str | os.PathLike[str]) -> dict[tuple[int, str], G
 
 
 def truth_stamp(path: str | os.PathLike[str]) -> list[int] | None:
-    """:func:`~converters.outputs.source_stamp` of the truth arrays at ``path`` (only their
-    folders: a CellMap dataset's EM is not listed): scores cached against a truth edited since
-    are computed again. None when the truth cannot be read (scoring names why)."""
+    """:func:`~converters.outputs.source_stamp` of the crop groups of the truth at ``path``
+    (their arrays and attributes, as a CellMap label group's multiscales voxel size; a CellMap
+    dataset's EM is not listed): scores cached against a truth edited since are computed
+    again. None when the truth cannot be read (scoring names why)."""
     from converters.outputs import source_stamp
 
     try:
         found = find_truth_labels(path)
     except ScoringInputError:
         return None
-    folders = [Path(root) / t.array.path for t in found
-               if (root := getattr(getattr(t.array, "store", None), "path", None))]
-    return source_stamp(folders)
+    folders = set()
+    for t in found:
+        root = getattr(getattr(t.array, "store", None), "path", None)
+        if root:
+            array = PurePosixPath(t.array.path)
+            folders.add(Path(root) / next((a for a in array.parents if CROP_RE.match(a.name)), array))
+    return source_stamp(sorted(folders))
