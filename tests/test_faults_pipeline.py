@@ -275,6 +275,31 @@ def test_bundles_of_another_class_table_are_refused(base, tmp_path, converted, c
     assert (work / "segresnet_0" / "training_done.json").is_file()
 
 
+@pytest.mark.parametrize("edit", ["renamed", "reordered"])
+def test_submit_refuses_maps_of_another_class_table_as_ensemble_does(base, tmp_path, converted, edit):
+    """A class renamed in the datalist after the ensemble: ensemble refused, submit wrote the
+    class empty ("not in the model's class table"); a mere reorder was called "another class
+    table" to regenerate while the datalist note said "the bundles stand"."""
+    work, data = copy_work(base, tmp_path), tmp_path / "data"
+    shutil.copytree(converted[0], data)
+    datalist = data / "datalist.json"
+    assert run_work(work, "--mode", "ensemble", "--datalist", str(datalist), "--force_new_datalist").returncode == 0
+    dl = json.loads(datalist.read_text())
+    if edit == "renamed":
+        dl["class_table"][0]["name"] += "_renamed"
+    else:
+        dl["class_table"].reverse()
+    datalist.write_text(json.dumps(dl))
+    before = (work / "submission" / "submission.zip").read_bytes()
+    for mode in ("ensemble", "submit"):
+        proc = run_work(work, "--mode", mode)
+        said = proc.stdout + proc.stderr
+        assert proc.returncode == 2 and "bundles were generated for another class table" in said, said
+        assert "but its class table" in said and "the bundles stand" not in said, said
+        assert ("Only the order of the rows differs" in said) == (edit == "reordered"), said
+    assert (work / "submission" / "submission.zip").read_bytes() == before
+
+
 def test_nan_missing_unreadable_or_2d_image_at_prediction_is_named(base, tmp_path, converted, capsys):
     image = converted[0] / json.loads((converted[0] / "datalist.json").read_text())["testing"][0]["image"]
     bad = nan_copy(image, tmp_path / "nan_image.nii.gz")

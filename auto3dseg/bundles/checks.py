@@ -303,23 +303,29 @@ def check_class_tables(bundles: Sequence[Bundle], datalist: str | os.PathLike, w
     if not dl.get("class_table"):
         return
     names, ids = _table_of(dl)
-    bad = []
+    bad, reordered = [], []
     for b in bundles:
         cfg = _config(b.path)
         if "class_ids" in cfg and "class_names" in cfg:  # the project's templates
             have = (list(map(str, cfg["class_names"])), [int(i) for i in cfg["class_ids"]])
             if have != (names, ids):
                 bad.append(f"{b.name}: classes {have[0]} (ids {have[1]})")
+                reordered.append(sorted(zip(*have)) == sorted(zip(names, ids)))
         elif isinstance(cfg.get("class_names"), list):  # MONAI's official templates: names from input.yaml
             have_names = _names(cfg["class_names"])
-            if have_names != _names(official_class_config(dl)[0]["class_names"]):
+            if have_names != (now := _names(official_class_config(dl)[0]["class_names"])):
                 bad.append(f"{b.name}: class_names {have_names}")
+                reordered.append(sorted(have_names) == sorted(now))
     if bad:
+        regenerate = (f"run_auto3dseg.py --mode generate --datalist {datalist} --work_dir {work_dir} --force (old "
+                      "bundles are moved to replaced/; then train again)")
+        fix = f"Their outputs would be read as the wrong classes. Regenerate them: {regenerate}"
+        if all(reordered):
+            fix = (f"Only the order of the rows differs, and it is the order of the networks' output channels: put "
+                   f"the class_table rows of {datalist} back in the bundles' order (or regenerate: {regenerate})")
         raise ValueError(
             f"bundles were generated for another class table than {datalist} has now (classes {names}, ids {ids}):\n  "
-            + "\n  ".join(bad) + "\nTheir outputs would be read as the wrong classes. Regenerate them: run_auto3dseg.py "
-            f"--mode generate --datalist {datalist} --work_dir {work_dir} --force (old bundles are moved to replaced/; "
-            "then train again)")
+            + "\n  ".join(bad) + "\n" + fix)
 
 
 #: image files as they come from a microscope or the CellSeg challenge: never what predict reads

@@ -259,9 +259,12 @@ def submit_step(args: argparse.Namespace, work: Path, datalist: str) -> int:
     from auto3dseg.orchestration.train_bundles import stale_bundles_note
     from auto3dseg.orchestration.workdir import list_bundles
 
+    from auto3dseg.bundles.checks import check_class_tables
+
     names = {str(b.get("name")) for b in ens.get("bundles", [])}
-    if note := stale_bundles_note([b for b in list_bundles(work) if b.name in names],
-                                  "this submission is built from their maps"):
+    made_by = [b for b in list_bundles(work) if b.name in names]
+    check_class_tables(made_by, datalist, work)  # the datalist's table names the maps' channels, as for ensemble
+    if note := stale_bundles_note(made_by, "this submission is built from their maps"):
         print(note)
     if is_cell_datalist(read_json(datalist)):
         return submit_cells_step(args, work, datalist, manifest)

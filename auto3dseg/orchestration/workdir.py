@@ -296,6 +296,14 @@ def datalist_changed(work_dir: str | os.PathLike) -> str | None:
         from auto3dseg.analysis.analyze import DATASTATS_SOURCE, stale_datastats
 
         if (Path(work_dir) / DATASTATS_SOURCE).is_file() and stale_datastats(work_dir, dl, src.get("dataroot")) is None:
+            from auto3dseg.bundles.checks import check_class_tables
+
+            try:
+                check_class_tables(list_bundles(Path(work_dir).resolve()), dl, work_dir)
+            except ValueError:
+                return (f"warning: {dl} changed since {work_dir} was set up with it: not its training items or files, "
+                        "but its class table, which is not the one the bundles were generated for (ensemble and "
+                        "submit refuse them, saying what to do)")
             return (f"note: {dl} changed since {work_dir} was set up with it, but not its training items or files: "
                     "the bundles stand; --mode ensemble predicts any new testing item")
     except (OSError, ValueError, AttributeError):
