@@ -403,3 +403,26 @@ def test_a_spelt_out_class_name_in_a_parameter_file_gets_the_class_it_means(tmp_
     f.write_text("mitochondria:\n  threshold: 0.4\n")
     with pytest.raises(ValueError, match=r"unknown CellMap class 'mitochondria'\. Did you mean mito\b"):
         load_postprocess_params(f)
+
+
+def test_parameters_for_a_class_the_model_does_not_predict_are_named(tmp_path):
+    """`nuc:` in --postprocess_params of a model without nuc was accepted without a word."""
+    import json
+
+    import yaml
+
+    from auto3dseg.postprocess.tune import postprocess_params_for
+
+    datalist = tmp_path / "datalist.json"
+    datalist.write_text(json.dumps({"class_table": [{"id": 1, "name": "mito", "kind": "instance"},
+                                                    {"id": 2, "name": "er", "kind": "semantic"}]}))
+    (tmp_path / "input.yaml").write_text(yaml.safe_dump({"datalist": str(datalist)}))
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("default:\n  threshold: 0.5\nmito:\n  threshold: 0.6\nnuc:\n  threshold: 0.4\n")
+    said = []
+    assert postprocess_params_for(tmp_path, mine, False, log=said.append)["mito"]["threshold"] == 0.6
+    assert len(said) == 1 and "sets parameters for nuc, which the model does not predict" in said[0], said
+    mine.write_text("mito:\n  threshold: 0.6\n")
+    said.clear()
+    postprocess_params_for(tmp_path, mine, False, log=said.append)
+    assert said == []

@@ -111,7 +111,26 @@ def postprocess_params_for(work_dir: str | os.PathLike, explicit: str | os.PathL
     if explicit is not None and tuned.is_file():
         log(f"note: post-processing parameters: {explicit} (--postprocess_params); the tuned values in {tuned} are "
             "not used (leave out --postprocess_params to use them)")
-    return load(None if explicit is None else str(explicit))
+    params = load(None if explicit is None else str(explicit))  # a bad file is named first
+    if explicit is not None and not cells and (unused := _classes_not_predicted(Path(work_dir), explicit)):
+        log(f"note: {explicit} sets parameters for {', '.join(unused)}, which the model does not predict (not in the "
+            "class table of its datalist): they are not used")
+    return params
+
+
+def _classes_not_predicted(work: Path, explicit: str | os.PathLike) -> list[str]:
+    """Class names of a user's parameter file that the work_dir's class table lacks (the packaged
+    defaults cover every CellMap class; a user file names the ones it means)."""
+    from auto3dseg.orchestration.workdir import read_input
+    from auto3dseg.postprocess.params import read_user_yaml
+
+    try:
+        table = json.loads(Path(read_input(work)["datalist"]).read_text())["class_table"]
+        user = read_user_yaml(explicit)
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    names = {str(r.get("name")) for r in table if isinstance(r, dict)}
+    return sorted(str(k) for k in user if str(k) != "default" and str(k) not in names) if isinstance(user, dict) else []
 
 
 def _tuned_on_other_maps(work: Path) -> str | None:
