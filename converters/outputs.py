@@ -226,22 +226,30 @@ def settle_previous_datalist(out: Path, log: Callable[[str], Any] = print) -> Pa
     return dest
 
 
-def source_stamp(paths: Iterable[str | os.PathLike]) -> list[int]:
+def source_stamp(paths: Iterable[str | os.PathLike], listing: bool = False) -> list[Any]:
     """``[files, bytes, newest mtime_ns]`` of the files at ``paths`` (a folder counts every file
     under it; a missing path counts nothing): what a converted item's record keeps of its
     source, so that a source edited after the conversion is converted again, not resumed.
+
+    ``listing`` adds a digest of every file's name, size and time: one file replaced by another
+    of the same size and an older time (a backup restored with ``cp -p``) changes it too.
 
     >>> import tempfile
     >>> d = tempfile.mkdtemp()
     >>> _ = open(os.path.join(d, "a"), "w").write("xyz")
     >>> source_stamp([d])[:2]
     [1, 3]
+    >>> len(source_stamp([d], listing=True))
+    4
     """
+    import hashlib
+
     n = size = newest = 0
+    digest = hashlib.sha1()
     for p in paths:
         p = str(p)
         if os.path.isdir(p):
-            files = (os.path.join(root, f) for root, _, names in os.walk(p) for f in names)
+            files = (os.path.join(root, f) for root, _, names in sorted(os.walk(p)) for f in sorted(names))
         else:
             files = iter([p])
         for f in files:
@@ -250,4 +258,6 @@ def source_stamp(paths: Iterable[str | os.PathLike]) -> list[int]:
             except OSError:
                 continue
             n, size, newest = n + 1, size + st.st_size, max(newest, st.st_mtime_ns)
-    return [n, size, newest]
+            if listing:
+                digest.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return [n, size, newest, digest.hexdigest()[:16]] if listing else [n, size, newest]

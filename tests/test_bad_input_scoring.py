@@ -426,6 +426,12 @@ def test_truth_stamp_sees_a_cellmap_label_groups_attributes(synthetic, tmp_path)
     (group / ".zattrs").write_text(json.dumps(attrs))
     os.utime(group / ".zattrs", ns=(first[2] - 10**9, first[2] - 10**9))  # an older time: the bytes differ
     assert truth_stamp(truth) != first
+    stamp = truth_stamp(truth)
+    chunk = next(f for f in (group / "s0").iterdir() if not f.name.startswith("."))
+    older = chunk.stat().st_mtime_ns - 10**9
+    chunk.write_bytes(bytes(reversed(chunk.read_bytes())))  # restored from a backup: same size, an older time
+    os.utime(chunk, ns=(older, older))
+    assert truth_stamp(truth) != stamp
     em = truth / "recon-1" / "em"
     assert em.is_dir()
     stamp = truth_stamp(truth)

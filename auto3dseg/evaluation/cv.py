@@ -148,7 +148,7 @@ def _signature(oof: Mapping[str, Any], params: Any, rules: str, plan: Mapping[st
     from converters.outputs import source_stamp
 
     scored = sorted(plan["only"]) if plan else None  # a truth array gone since changes what is scored
-    stamp = source_stamp(truth) if truth else None  # a truth edited since (annotations corrected) too
+    stamp = source_stamp(truth, listing=True) if truth else None  # a truth edited since (annotations corrected) too
     text = json.dumps([oof.get("signatures"), [it["probabilities"] for it in oof.get("items", [])], params, rules,
                        scored] + ([stamp] if stamp else []), sort_keys=True, default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:12]

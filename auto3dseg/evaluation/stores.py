@@ -495,4 +495,4 @@ def truth_stamp(path: str | os.PathLike[str]) -> list[int] | None:
         if root:
             array = PurePosixPath(t.array.path)
             folders.add(Path(root) / next((a for a in array.parents if CROP_RE.match(a.name)), array))
-    return source_stamp(sorted(folders))
+    return source_stamp(sorted(folders), listing=True)

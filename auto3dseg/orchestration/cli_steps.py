@@ -326,7 +326,7 @@ def submit_cells_step(args: argparse.Namespace, work: Path, datalist: str, manif
         signature = folder.parent / "submission_signature.txt"
         from converters.outputs import source_stamp
 
-        stamp = source_stamp([args.truth])  # a truth corrected since is scored again
+        stamp = source_stamp([args.truth], listing=True)  # a truth corrected since is scored again
         if (cached and cached.get("truth") == str(args.truth) and not args.force and signature.is_file()
                 and cached.get("truth_stamp") == stamp and out.stat().st_mtime >= signature.stat().st_mtime):
             result = cached  # these labels were scored against this truth already
