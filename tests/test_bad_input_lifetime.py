@@ -282,3 +282,12 @@ def test_a_lock_that_cannot_be_recorded_names_its_file_and_is_not_held(tmp_path,
     monkeypatch.undo()
     with locks.step_lock(tmp_path, "ensemble", wait=0):  # the failed run holds nothing
         pass
+
+
+def test_step_locks_name_the_mode_that_runs_them(tmp_path):
+    """Stale-lock notes named "--mode cv" and "--mode tune", which do not exist."""
+    from auto3dseg.orchestration.locks import step_lock
+
+    assert step_lock(tmp_path, "tune").what.startswith("--mode tune_postprocess of ")
+    assert "--mode oof" in step_lock(tmp_path, "cv").what and "--mode cv" not in step_lock(tmp_path, "cv").what
+    assert step_lock(tmp_path, "ensemble").what == f"--mode ensemble of {tmp_path}"

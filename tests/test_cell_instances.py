@@ -251,3 +251,21 @@ def test_the_cli_never_writes_over_truth_or_input_folders(tmp_path, capsys):
     out = tmp_path / "labels"
     assert cells_cli.main([str(maps), "--output_dir", str(out), "--no_progress"]) == 0
     assert cells_cli.main([str(maps), "--output_dir", str(out), "--no_progress"]) == 0  # its own folder: rewritten
+
+
+def test_a_label_tiff_that_cannot_be_written_names_its_file(tmp_path, monkeypatch):
+    """A full disk while a label was written said "(unknown file)": tifffile's error names none."""
+    import errno
+    import os
+
+    from converters.outputs import os_error_message
+
+    def full(*_, **__):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(tifffile, "imwrite", full)
+    target = tmp_path / "labels" / "cell_00_label.tiff"
+    with pytest.raises(OSError) as info:
+        cells_cli.write_label_tiff(np.zeros((4, 4), np.uint16), target)
+    assert info.value.filename == str(target) and str(target) in os_error_message(info.value)
+    assert not list(target.parent.iterdir())  # no temporary left

@@ -294,3 +294,14 @@ def test_predict_into_a_folder_holding_another_images_map_keeps_it(trained_work,
 
     first, second = (open_probability_map(p).probabilities() for p in (kept, dest / "x_prob.zarr"))
     assert first.shape != second.shape or not np.array_equal(first, second)
+
+
+def test_a_bundle_config_that_cannot_be_read_gives_no_stale_bundle_note(trained_work, tmp_path):
+    """A hyper_parameters.yaml that is no valid YAML made ensemble say the bundle was trained
+    before every training file changed, then name the YAML error."""
+    work = copy_work(trained_work, tmp_path)
+    config = work / "segresnet_0" / "configs" / "hyper_parameters.yaml"
+    config.write_text(config.read_text() + "bad: [unclosed\n")
+    proc = run_work(work, "--mode", "ensemble", "--force")
+    assert proc.returncode == 2 and str(config) in proc.stderr, proc.stderr
+    assert "was trained before" not in proc.stdout + proc.stderr, proc.stdout

@@ -300,6 +300,24 @@ def test_submit_refuses_maps_of_another_class_table_as_ensemble_does(base, tmp_p
     assert (work / "submission" / "submission.zip").read_bytes() == before
 
 
+@pytest.mark.parametrize("damaged, mode, says", [
+    ("segresnet_0/training_done.json", "ensemble", "is damaged"),
+    ("ensemble_output/ensemble.json", "submit", "run --mode ensemble (it writes it again"),
+    ("input.yaml", "ensemble", "num_fold 'x' is not a whole number"),
+])
+def test_a_work_dir_file_cut_short_or_mistyped_is_named(base, tmp_path, damaged, mode, says):
+    """A truncated training_done.json or ensemble.json, or `num_fold: x` in input.yaml, ended in
+    a bare JSON or int() message naming no file."""
+    work = copy_work(base, tmp_path)
+    f = work / damaged
+    text = f.read_text()
+    f.write_text(yaml.safe_dump({**yaml.safe_load(text), "num_fold": "x"}) if f.name == "input.yaml"
+                 else text[: len(text) // 2])
+    proc = run_work(work, "--mode", mode, "--force") if mode == "ensemble" else run_work(work, "--mode", mode)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"{f}" in proc.stderr and says in proc.stderr, proc.stderr
+
+
 def test_nan_missing_unreadable_or_2d_image_at_prediction_is_named(base, tmp_path, converted, capsys):
     image = converted[0] / json.loads((converted[0] / "datalist.json").read_text())["testing"][0]["image"]
     bad = nan_copy(image, tmp_path / "nan_image.nii.gz")

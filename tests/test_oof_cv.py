@@ -128,6 +128,19 @@ def test_a_fold_without_a_trained_bundle_is_listed_not_dropped(oof_run, tmp_path
     assert len(scores["cv"]["scored"]) == len(oof["items"])
 
 
+def test_weights_copied_from_another_fold_are_refused(oof_run, tmp_path):
+    """segresnet_1's model.pt copied over segresnet_0's: oof scored fold 0 with a model trained
+    on it (a flattered CV) and called segresnet_0 "trained again"."""
+    work, _ = oof_run
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy, symlinks=True)
+    shutil.copy2(copy / "segresnet_1" / "model" / "model.pt", copy / "segresnet_0" / "model" / "model.pt")
+    with pytest.raises(OutOfFoldLeak, match=r"segresnet_0 and segresnet_1 have the same weights \(one copied over"):
+        run_oof(copy, log=lambda *_: None)
+    with pytest.raises(OutOfFoldLeak, match="Retrain the copied bundle"):
+        run_oof(copy, force=True, log=lambda *_: None)
+
+
 def test_folds_changed_after_training_are_refused(oof_run, tmp_path):
     work, data = oof_run
     copy = tmp_path / "work"

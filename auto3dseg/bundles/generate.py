@@ -30,7 +30,14 @@ from pathlib import Path
 from typing import Any
 
 from auto3dseg.bundles.bundle_algo import TEMPLATES_DIR
-from auto3dseg.orchestration.workdir import DATASTATS, in_directory, move_aside, prefer_templates, write_input
+from auto3dseg.orchestration.workdir import (
+    DATASTATS,
+    in_directory,
+    move_aside,
+    prefer_templates,
+    recorded_folds,
+    write_input,
+)
 
 __all__ = ["DEFAULT_ALGOS", "OFFICIAL_KEYS", "GenerateResult", "check_templates", "generate", "is_own_templates",
            "official_class_config", "official_settings", "template_problems"]
@@ -442,7 +449,7 @@ def _generate(work: Path, datalist: str | os.PathLike, dataroot: str | os.PathLi
         if problems:
             raise RuntimeError("cannot generate with these templates on this machine:\n  " + "\n  ".join(problems))
     # the folds generated, so that a fold's bundle deleted later is noticed (ensemble says so)
-    src["num_fold"] = max(int(num_fold), int(src.get("num_fold") or 0))
+    src["num_fold"] = max(int(num_fold), recorded_folds(work, src))
     write_input(work, src)
 
     for algo in gen.algos:

@@ -44,6 +44,7 @@ from auto3dseg.orchestration.workdir import (
     moved_key,
     prefer_templates,
     read_input,
+    recorded_folds,
 )
 
 __all__ = [
@@ -138,7 +139,7 @@ def _gone_bundles(work: Path, history: list[dict], src: Mapping[str, Any]) -> li
     for each network that has trained bundles: the ensemble then covers fewer folds."""
     from monai.utils.enums import AlgoKeys
 
-    folds = int(src.get("num_fold") or 0)
+    folds = recorded_folds(work, src)
     algos = sorted({str(h[AlgoKeys.ID]).rpartition("_")[0] for h in history})
     why = f"{work / 'input.yaml'}: num_fold {folds}"
     if not folds:  # a work_dir generated before input.yaml recorded num_fold: folds are generated 0..n-1, so a gap

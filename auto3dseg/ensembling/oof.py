@@ -35,7 +35,7 @@ from auto3dseg.ensembling.ensemble import (
     write_case_map,
 )
 from auto3dseg.ensembling.probability_maps import map_intact, probability_map_name
-from auto3dseg.ensembling.weights_stamp import bundles_signature
+from auto3dseg.ensembling.weights_stamp import bundles_signature, copied_weights
 from auto3dseg.orchestration.workdir import bundle_ckpt_path, moved_key, read_input
 
 __all__ = ["MANIFEST", "OOF_DIR", "OutOfFoldLeak", "fold_bundles", "run_oof", "stale_reasons", "training_cases",
@@ -201,6 +201,11 @@ def _run_oof(work: Path, out_dir: Path, *, method: str, n_best: int, algos: Sequ
                            "--allow_unfinished)")
     chosen, _, used = select_ensemble(history, work / "input.yaml", method, n_best)
     by_fold, notes = fold_bundles(history, chosen)
+    if copies := copied_weights(sorted({str(work / str(b[AlgoKeys.ID])) for bs in by_fold.values() for b in bs})):
+        raise OutOfFoldLeak("; ".join(f"{b} and {a} have the same weights (one copied over the other?)"
+                                      for a, b in copies)
+                            + ": a model of another fold would predict items it was trained on as out-of-fold. "
+                            "Retrain the copied bundle (--mode train --force --fold N), or restore its own weights")
     for note in notes:
         log(f"note: {note}")
     cases = training_cases(src["datalist"], src.get("dataroot"))

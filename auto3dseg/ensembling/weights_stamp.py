@@ -24,7 +24,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DIGEST_CACHE", "bundles_signature", "changed_bundles", "file_digest", "image_stamp", "same_source",
+__all__ = ["DIGEST_CACHE", "bundles_signature", "changed_bundles", "copied_weights", "file_digest", "image_stamp",
+           "same_source",
            "weights_stamp"]
 
 DIGEST_CACHE = ".weights_digest.json"
@@ -150,3 +151,27 @@ def same_source(item: Mapping[str, Any], image: str | None = None) -> bool:
     before stamps were kept are taken as current."""
     recorded = item.get("source_stamp")
     return recorded is None or recorded == image_stamp(image or item["image"])
+
+
+def copied_weights(bundles: Sequence[str | os.PathLike]) -> list[tuple[str, str]]:
+    """Pairs ``(bundle, other)`` of ``bundles`` whose best weights (``model/model.pt``, else
+    their first weights file) are the same bytes: one copied over the other. Bundles of
+    different folds never train to the same weights, so such a model predicts items it was
+    trained on as "out-of-fold".
+
+    >>> copied_weights([])
+    []
+    """
+    first: dict[str, str] = {}
+    pairs = []
+    for b in bundles:
+        stamp = weights_stamp(b)
+        best = next((w for w in stamp if w[0].endswith("model.pt")), stamp[0] if stamp else None)
+        if best is None:
+            continue
+        name = Path(b).name
+        if best[2] in first:
+            pairs.append((name, first[best[2]]))
+        else:
+            first[best[2]] = name
+    return pairs

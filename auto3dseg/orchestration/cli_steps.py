@@ -167,10 +167,13 @@ def slurm_step(args: argparse.Namespace, datalist: str) -> int:
     return 0
 
 
-def read_json(path: str | Path) -> dict:
+def read_json(path: str | Path, fix: str = "fix it, or write it again with the step that made it") -> dict:
     import json
 
-    return json.loads(Path(path).read_text())
+    try:
+        return json.loads(Path(path).read_text())
+    except ValueError as exc:  # a file cut short (disk full, a copy interrupted) or edited by hand
+        raise ValueError(f"{path} is not valid JSON ({exc}): {fix}") from None
 
 
 def has_testing(datalist: str) -> bool:
@@ -249,7 +252,7 @@ def submit_step(args: argparse.Namespace, work: Path, datalist: str) -> int:
     from auto3dseg.ensembling.weights_stamp import changed_bundles
     from datalists.cell_classes import is_cell_datalist
 
-    ens = read_json(manifest)
+    ens = read_json(manifest, "run --mode ensemble (it writes it again, keeping the maps that are whole)")
     check_maps_cover_testing(ens, datalist, manifest)
     changed = changed_bundles(ens, work)
     if changed:  # the maps are still those models' predictions: usable, but not what the work_dir now holds

@@ -276,9 +276,13 @@ def bundle_lock(bundle: str | os.PathLike, wait: float | None = None, log=print)
     return Lock(bundle / ".train.lock", f"training of {bundle.name}", wait, log)
 
 
+#: what runs a step whose lock is not named after a --mode
+_STEP_RUNS = {"cv": "cross-validated scoring (--mode oof, tune_postprocess or full)", "tune": "--mode tune_postprocess"}
+
+
 def step_lock(folder: str | os.PathLike, step: str, wait: float | None = None, log=print) -> Lock:
     """The lock of a work_dir step (analyze, generate, ensemble, submit): ``<folder>/.<step>.lock``."""
-    return Lock(Path(folder) / f".{step}.lock", f"--mode {step} of {folder}", wait, log)
+    return Lock(Path(folder) / f".{step}.lock", f"{_STEP_RUNS.get(step, f'--mode {step}')} of {folder}", wait, log)
 
 
 def busy_message(folder: str | os.PathLike, step: str) -> str | None:

@@ -299,6 +299,8 @@ def _trained_on_other_files(bundle: Bundle) -> list[str]:
     if not isinstance(recorded, dict) or not recorded:
         return []
     now = bundle_data_files(bundle.path)
+    if not now:  # its configs or datalist cannot be read now: unknown, and said where they are read
+        return []
     return sorted(k for k in set(now) | set(recorded) if now.get(k) != recorded.get(k))
 
 

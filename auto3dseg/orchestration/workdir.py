@@ -92,7 +92,13 @@ class Bundle:
 
     def _marker(self) -> dict | None:
         f = self.path / DONE_MARKER
-        return json.loads(f.read_text()) if f.is_file() else None
+        if not f.is_file():
+            return None
+        try:
+            return json.loads(f.read_text())
+        except ValueError as exc:
+            raise ValueError(f"{f} is damaged ({exc}): delete it and run --mode train (the bundle resumes from its "
+                             "last checkpoint), or restore it") from None
 
     @property
     def started(self) -> bool:
@@ -396,6 +402,17 @@ def prefer_templates(template_dir: str | os.PathLike, names: Sequence[str]) -> N
         origin = getattr(sys.modules[mod], "__file__", None)
         if not origin or not os.path.abspath(origin).startswith(folder + os.sep):
             del sys.modules[mod]
+
+
+def recorded_folds(work_dir: str | os.PathLike, src: dict[str, Any]) -> int:
+    """``num_fold`` of ``input.yaml`` (0 when it records none); a value that is no whole number
+    is a ``ValueError`` naming the file."""
+    value = src.get("num_fold") or 0
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{Path(work_dir) / INPUT_YAML}: num_fold {value!r} is not a whole number: fix it there (the "
+                         "number of folds its bundles were generated with)") from None
 
 
 def moved_key(path: str | os.PathLike) -> str:

@@ -176,6 +176,10 @@ def write_label_tiff(labels: np.ndarray, path: str | os.PathLike) -> Path:
     try:
         tifffile.imwrite(tmp, labels, compression="zlib")
         os.replace(tmp, path)
+    except OSError as exc:
+        if exc.filename:
+            raise
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc  # tifffile's errors name no file
     finally:
         tmp.unlink(missing_ok=True)
     return path
