@@ -305,3 +305,17 @@ def test_a_bundle_config_that_cannot_be_read_gives_no_stale_bundle_note(trained_
     proc = run_work(work, "--mode", "ensemble", "--force")
     assert proc.returncode == 2 and str(config) in proc.stderr, proc.stderr
     assert "was trained before" not in proc.stdout + proc.stderr, proc.stdout
+
+
+def test_a_truth_whose_crops_link_into_the_own_submission_is_refused(trained_work, synthetic, tmp_path):
+    """--truth a store whose crop folders are links into submission.zarr scored 1.0 (only the
+    --truth path itself was compared with the submission)."""
+    work, truth = copy_work(trained_work, tmp_path), tmp_path / "truth.zarr"
+    store = work / "submission" / "submission.zarr"
+    truth.mkdir()
+    shutil.copy2(synthetic / "test_truth.zarr" / ".zgroup", truth / ".zgroup")
+    for crop in sorted(p for p in store.iterdir() if p.name.startswith("crop")):
+        (truth / crop.name).symlink_to(crop)
+    proc = run_work(work, "--mode", "submit", "--truth", str(truth))
+    assert proc.returncode == 2 and "links into this work_dir's own submission" in proc.stderr, proc.stderr
+    assert not (work / "submission" / "scores.json").exists()

@@ -88,3 +88,17 @@ def test_a_manifest_placing_a_converted_crop_in_another_dataset_is_refused(tmp_p
     twice = _manifest(tmp_path / "twice.csv", [(9, "jrc_b", "mito"), (9, "jrc_c", "er")])
     with pytest.raises(ValueError, match=r"test crop 9 is listed under two datasets \(jrc_b, jrc_c\)"):
         test_labels_by_crop(items, twice)
+
+
+def test_a_manifest_of_another_dataset_is_refused_not_written_empty(tmp_path):
+    """A manifest naming none of the converted test crops wrote every label empty, exit 0."""
+    from auto3dseg.submission.cellmap import test_labels_by_crop
+
+    items = {"images/crop101.nii.gz": {"usage": "test", "crop_id": 101, "dataset": "synth-1"},
+             "images/crop102.nii.gz": {"usage": "test", "crop_id": 102, "dataset": "synth-2"}}
+    other = _manifest(tmp_path / "other.csv", [(555, "other-ds", "mito"), (556, "other-ds", "er")])
+    with pytest.raises(ValueError, match=r"none of the 2 crop\(s\) of .*other\.csv is a converted test crop of this "
+                                         r"dataset \(those are crop 101, 102\)"):
+        test_labels_by_crop(items, other)
+    some = _manifest(tmp_path / "some.csv", [(101, "synth-1", "mito"), (556, "other-ds", "er")])
+    assert set(test_labels_by_crop(items, some)) == {101, 556}  # crops not converted stay empty, as before

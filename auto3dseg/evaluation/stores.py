@@ -496,3 +496,18 @@ def truth_stamp(path: str | os.PathLike[str]) -> list[int] | None:
             array = PurePosixPath(t.array.path)
             folders.add(Path(root) / next((a for a in array.parents if CROP_RE.match(a.name)), array))
     return source_stamp(sorted(folders), listing=True)
+
+
+def truth_inside(path: str | os.PathLike[str], folder: str | os.PathLike[str]) -> str | None:
+    """The first truth array at ``path`` that is really under ``folder`` (links resolved): a truth
+    whose crops link into a submission would score it against itself. None when none is."""
+    folder = Path(folder).resolve()
+    try:
+        found = find_truth_labels(path)
+    except ScoringInputError:
+        return None
+    for t in found:
+        root = getattr(getattr(t.array, "store", None), "path", None)
+        if root and (folder == (real := (Path(root) / t.array.path).resolve()) or folder in real.parents):
+            return str(Path(root) / t.array.path)
+    return None

@@ -234,6 +234,12 @@ def submit_step(args: argparse.Namespace, work: Path, datalist: str) -> int:
     if args.truth and (work / "submission").resolve() in (t := Path(args.truth).resolve(), *t.parents):
         raise ValueError(f"--truth {args.truth} is this work_dir's own submission: scored against itself it is 1.0; "
                          "give the ground truth")
+    if args.truth and Path(args.truth).is_dir():
+        from auto3dseg.evaluation.stores import truth_inside
+
+        if linked := truth_inside(args.truth, work / "submission"):
+            raise ValueError(f"--truth {args.truth}: {linked} links into this work_dir's own submission: scored "
+                             "against itself it is 1.0; give the ground truth")
     manifest = work / ENSEMBLE_DIR / "ensemble.json"
     if manifest.parent.is_dir():
         from auto3dseg.orchestration.locks import wait_while_busy

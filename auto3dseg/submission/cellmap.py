@@ -84,6 +84,13 @@ def test_labels_by_crop(items: dict[str, dict], manifest: str | os.PathLike | No
                                  f"{name} was converted from crop {crop_id} of {dataset}: its prediction would be "
                                  "submitted for another dataset's crop. Use the manifest of the data you converted "
                                  "(or re-convert with this one)")
+        converted = sorted({int(m["crop_id"]) for m in items.values()
+                            if m.get("usage") == "test" and m.get("crop_id") is not None})
+        if converted and out and not set(out) & set(converted):  # every crop would be written empty
+            raise ValueError(f"none of the {len(out)} crop(s) of {manifest} is a converted test crop of this dataset "
+                             f"(those are crop {', '.join(map(str, converted[:6]))}"
+                             f"{' and more' if len(converted) > 6 else ''}): the manifest of another dataset? Use the "
+                             "manifest of the data you converted (or convert its crops)")
         return out
     for meta in items.values():
         if meta.get("usage") == "test" and meta.get("test_labels"):
