@@ -319,3 +319,17 @@ def test_a_truth_whose_crops_link_into_the_own_submission_is_refused(trained_wor
     proc = run_work(work, "--mode", "submit", "--truth", str(truth))
     assert proc.returncode == 2 and "links into this work_dir's own submission" in proc.stderr, proc.stderr
     assert not (work / "submission" / "scores.json").exists()
+
+
+def test_channel_names_edited_in_the_ensemble_manifest_are_refused(trained_work, tmp_path):
+    """Two channel names swapped by hand in ensemble.json built each class from the other's channel."""
+    work = copy_work(trained_work, tmp_path)
+    manifest = work / "ensemble_output" / "ensemble.json"
+    ens = json.loads(manifest.read_text())
+    ens["channels"][-1], ens["channels"][-2] = ens["channels"][-2], ens["channels"][-1]
+    manifest.write_text(json.dumps(ens))
+    before = (work / "submission" / "submission.zip").read_bytes()
+    proc = run_work(work, "--mode", "submit", "--force")
+    assert proc.returncode == 2 and "the manifest was edited or mixed up" in proc.stderr, proc.stderr
+    assert "--mode ensemble --force" in proc.stderr
+    assert (work / "submission" / "submission.zip").read_bytes() == before

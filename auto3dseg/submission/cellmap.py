@@ -307,6 +307,21 @@ def write_submission(ensemble_manifest: str | os.PathLike, datalist: str | os.Pa
                                  force=force, log=log)
 
 
+def _check_map_channels(manifest: str | os.PathLike, ens: dict[str, Any], maps: Sequence[str]) -> None:
+    """The channel names ``ensemble.json`` gives are those each map records (labels are cut from
+    the channels by name: names swapped by a hand edit would build each class from another)."""
+    from auto3dseg.ensembling.probability_maps import open_probability_map
+
+    for path in maps:
+        try:
+            recorded = open_probability_map(path).channels
+        except (OSError, ValueError, KeyError):
+            continue  # a map that cannot be read is named where it is read
+        if recorded and list(recorded) != list(ens.get("channels") or []):
+            raise RuntimeError(f"{manifest} names the channels {ens.get('channels')}, but {path} records {recorded}: "
+                               "the manifest was edited or mixed up; run --mode ensemble --force to write it again")
+
+
 def _write_submission(ensemble_manifest: str | os.PathLike, datalist: str | os.PathLike, out: Path, *,
                       params: dict[str, Any] | None, test_manifest: str | os.PathLike | None, force: bool,
                       log) -> tuple[Path, SubmissionReport]:
@@ -338,6 +353,7 @@ def _write_submission(ensemble_manifest: str | os.PathLike, datalist: str | os.P
         raise RuntimeError(f"{ensemble_manifest} has no probability map of the converted test crop(s) {shown} of "
                            f"{dl_path} (its maps were made from {ens.get('datalist')}): run --mode ensemble, then "
                            "--mode submit")
+    _check_map_channels(ensemble_manifest, ens, sorted({p for ps in prob_by_crop.values() for p in ps}))
     wanted = test_labels_by_crop(items, test_manifest)
     if not wanted:
         raise RuntimeError(f"no test labels to write: {dl_path.parent / 'datalist_items.json'} has no test crops "
