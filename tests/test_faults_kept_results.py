@@ -333,3 +333,17 @@ def test_channel_names_edited_in_the_ensemble_manifest_are_refused(trained_work,
     assert proc.returncode == 2 and "the manifest was edited or mixed up" in proc.stderr, proc.stderr
     assert "--mode ensemble --force" in proc.stderr
     assert (work / "submission" / "submission.zip").read_bytes() == before
+
+
+def test_maps_kept_after_an_inference_setting_was_edited_are_named(trained_work, converted, tmp_path):
+    """sw_overlap edited in a bundle's config: ensemble kept the maps made with the old value without a word."""
+    out, _ = converted
+    work, data = copy_work(trained_work, tmp_path), tmp_path / "moved"
+    shutil.copytree(out, data)  # a moved dataset re-points the configs: that alone is no edit
+    proc = run_work(work, "--mode", "ensemble", "--datalist", str(data / "datalist.json"), "--force_new_datalist")
+    assert proc.returncode == 0 and "configs of" not in proc.stdout, proc.stdout
+    config = work / "segresnet_0" / "configs" / "hyper_parameters.yaml"
+    config.write_text(config.read_text().replace("sw_overlap: 0.25", "sw_overlap: 0.5"))
+    proc = run_work(work, "--mode", "ensemble")
+    assert proc.returncode == 0 and "the configs of segresnet_0 changed since the maps" in proc.stdout, proc.stdout
+    assert "--force predicts every map again" in proc.stdout

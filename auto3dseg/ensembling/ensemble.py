@@ -36,7 +36,13 @@ from typing import Any
 import numpy as np
 
 from auto3dseg.ensembling.probability_maps import map_intact, probability_map_name, write_probability_map
-from auto3dseg.ensembling.weights_stamp import bundles_signature, image_stamp, same_source, weights_stamp
+from auto3dseg.ensembling.weights_stamp import (
+    bundles_signature,
+    configs_digest,
+    image_stamp,
+    same_source,
+    weights_stamp,
+)
 from auto3dseg.orchestration.workdir import (
     ENSEMBLE_DIR,
     in_directory,
@@ -420,6 +426,10 @@ def _run_ensemble(work: Path, out_dir: Path, *, method: str, n_best: int, algos:
     done = {it["image"]: it for it in previous.get("items", [])} if reuse else {}
     keys = [moved_key(it["image"]) for it in done.values()]
     done_moved = {k: it for k, it in zip(keys, done.values()) if keys.count(k) == 1}  # the dataset moved since
+    if reuse and (edited := [str(b["name"]) for b in previous.get("bundles", [])
+                             if b.get("configs") and b["configs"] != configs_digest(work / str(b["name"]))]):
+        log(f"note: the configs of {', '.join(edited)} changed since the maps in {out_dir} were written: the kept maps "
+            "were made with the earlier settings; --force predicts every map again with the settings as they are now")
     owners = {Path(it["probabilities"]).name: it["image"] for it in previous.get("items", [])}
     complete = [str(c["image"]) for c in cases] == [it["image"] for it in previous.get("items", [])]
     if reuse and complete and manifest_path.is_file() and all(  # maps in this folder (a copy reads its own)
@@ -556,7 +566,8 @@ def _write_manifest(path: Path, sig: str, method: str, chosen: list[dict], chann
         "signature": sig,
         "method": method,
         "bundles": [{"name": a[AlgoKeys.ID], "best_avg_dice_score": a[AlgoKeys.SCORE],
-                     "weights": weights_stamp(work / str(a[AlgoKeys.ID]))} for a in chosen],
+                     "weights": weights_stamp(work / str(a[AlgoKeys.ID])),
+                     "configs": configs_digest(work / str(a[AlgoKeys.ID]))} for a in chosen],
         "activation": activation.get("activation"),
         "activation_source": activation.get("activation_source"),
         "channels": channels,

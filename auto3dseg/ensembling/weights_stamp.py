@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DIGEST_CACHE", "bundles_signature", "changed_bundles", "copied_weights", "file_digest", "image_stamp",
+__all__ = ["DIGEST_CACHE", "bundles_signature", "changed_bundles", "configs_digest", "copied_weights", "file_digest", "image_stamp",
            "same_source",
            "weights_stamp"]
 
@@ -175,3 +175,27 @@ def copied_weights(bundles: Sequence[str | os.PathLike]) -> list[tuple[str, str]
         else:
             first[best[2]] = name
     return pairs
+
+
+def configs_digest(bundle: str | os.PathLike) -> str | None:
+    """A short hash of a bundle's ``configs/*.yaml`` settings, leaving out where its data are
+    (re-pointed when the dataset moves): maps made before an inference setting was edited
+    (``sw_overlap``, ...) are told apart. None when a config cannot be read.
+
+    >>> len(configs_digest("/no/such/bundle"))  # no configs: the digest of nothing
+    12
+    """
+    import yaml
+
+    from auto3dseg.orchestration.workdir import DATA_KEYS
+
+    h = hashlib.sha1()
+    for f in sorted((Path(bundle) / "configs").glob("*.yaml")):
+        try:
+            cfg = yaml.safe_load(f.read_text())
+        except (OSError, yaml.YAMLError):
+            return None
+        if isinstance(cfg, dict):
+            cfg = {k: v for k, v in cfg.items() if k not in DATA_KEYS}
+        h.update(f.name.encode() + json.dumps(cfg, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:12]
