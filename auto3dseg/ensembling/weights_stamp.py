@@ -24,9 +24,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DIGEST_CACHE", "bundles_signature", "changed_bundles", "configs_digest", "copied_weights", "file_digest", "image_stamp",
-           "same_source",
-           "weights_stamp"]
+__all__ = ["DIGEST_CACHE", "bundles_signature", "changed_bundles", "configs_digest", "copied_weights", "file_digest",
+           "image_stamp", "same_source", "weights_stamp"]
 
 DIGEST_CACHE = ".weights_digest.json"
 _MEMO: dict[tuple[str, int, int], str] = {}

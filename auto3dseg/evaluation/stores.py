@@ -478,7 +478,7 @@ def read_manifest_grids(path: str | os.PathLike[str]) -> dict[tuple[int, str], G
     return grids
 
 
-def truth_stamp(path: str | os.PathLike[str]) -> list[int] | None:
+def truth_stamp(path: str | os.PathLike[str]) -> list[Any] | None:
     """:func:`~converters.outputs.source_stamp` of the crop groups of the truth at ``path``
     (their arrays and attributes, as a CellMap label group's multiscales voxel size; a CellMap
     dataset's EM is not listed): scores cached against a truth edited since are computed
