@@ -16,6 +16,7 @@ True
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -76,3 +77,12 @@ def retrain_weights(weights: Path) -> None:
     first = next(k for k, v in ckpt["state_dict"].items() if v.is_floating_point())
     ckpt["state_dict"][first] = ckpt["state_dict"][first] + 1e-3
     torch.save(ckpt, weights)
+    bundle = weights.parent.parent  # training again also records the digests of what it wrote
+    record_path = bundle / "training_done.json"
+    if record_path.exists():
+        from auto3dseg.ensembling.weights_stamp import weights_stamp
+
+        record = json.loads(record_path.read_text())
+        if isinstance(record.get("weights_digest"), dict):
+            record["weights_digest"] = {w[0]: w[2] for w in weights_stamp(bundle)}
+            record_path.write_text(json.dumps(record))

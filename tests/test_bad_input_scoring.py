@@ -439,3 +439,16 @@ def test_truth_stamp_sees_a_cellmap_label_groups_attributes(synthetic, tmp_path)
         if f.is_file():
             f.write_bytes(f.read_bytes())  # the EM is not scored: rewriting it changes nothing
     assert truth_stamp(truth) == stamp
+
+
+def test_a_truth_whose_crops_link_into_the_submission_is_refused(tmp_path, capsys):
+    """--truth a store whose crop folders link into --submission scored 1.0 (only the two paths were compared)."""
+    sub, _ = _pair(tmp_path)
+    linked = tmp_path / "linked_truth.zarr"
+    linked.mkdir()
+    (linked / ".zgroup").write_text((sub / ".zgroup").read_text())
+    (linked / "crop1").symlink_to(sub / "crop1")
+    out = tmp_path / "s.json"
+    assert sc.main(["--submission", str(sub), "--truth", str(linked), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "links into --submission" in err and "scored against itself" in err and not out.exists(), err

@@ -300,19 +300,23 @@ def test_submit_refuses_maps_of_another_class_table_as_ensemble_does(base, tmp_p
     assert (work / "submission" / "submission.zip").read_bytes() == before
 
 
-@pytest.mark.parametrize("damaged, mode, says", [
-    ("segresnet_0/training_done.json", "ensemble", "is damaged"),
-    ("ensemble_output/ensemble.json", "submit", "run --mode ensemble (it writes it again"),
-    ("input.yaml", "ensemble", "num_fold 'x' is not a whole number"),
+@pytest.mark.parametrize("damaged, content, mode, says", [
+    ("segresnet_0/training_done.json", None, "ensemble", "is damaged"),
+    ("segresnet_0/training_done.json", "[]", "ensemble", "is damaged (a list, not the record of a training)"),
+    ("segresnet_0/training_done.json", "null", "ensemble", "is damaged (null, not the record of a training)"),
+    ("ensemble_output/ensemble.json", None, "submit", "run --mode ensemble (it writes it again"),
+    ("input.yaml", "num_fold", "ensemble", "num_fold 'x' is not a whole number"),
 ])
-def test_a_work_dir_file_cut_short_or_mistyped_is_named(base, tmp_path, damaged, mode, says):
-    """A truncated training_done.json or ensemble.json, or `num_fold: x` in input.yaml, ended in
-    a bare JSON or int() message naming no file."""
+def test_a_work_dir_file_cut_short_or_mistyped_is_named(base, tmp_path, damaged, content, mode, says):
+    """A truncated training_done.json or ensemble.json, a marker of another shape, or `num_fold: x`
+    in input.yaml, ended in a bare JSON or int() message (or a traceback) naming no file."""
     work = copy_work(base, tmp_path)
     f = work / damaged
     text = f.read_text()
-    f.write_text(yaml.safe_dump({**yaml.safe_load(text), "num_fold": "x"}) if f.name == "input.yaml"
-                 else text[: len(text) // 2])
+    if content == "num_fold":
+        f.write_text(yaml.safe_dump({**yaml.safe_load(text), "num_fold": "x"}))
+    else:
+        f.write_text(content if content is not None else text[: len(text) // 2])
     proc = run_work(work, "--mode", mode, "--force") if mode == "ensemble" else run_work(work, "--mode", mode)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert f"{f}" in proc.stderr and says in proc.stderr, proc.stderr

@@ -141,6 +141,19 @@ def test_weights_copied_from_another_fold_are_refused(oof_run, tmp_path):
         run_oof(copy, force=True, log=lambda *_: None)
 
 
+def test_weights_saved_again_from_another_fold_are_refused(oof_run, tmp_path):
+    """Another fold's weights loaded and saved again (same tensors, other bytes) passed the copy check."""
+    import torch
+
+    work, _ = oof_run
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy, symlinks=True)
+    other = torch.load(copy / "segresnet_1" / "model" / "model.pt", map_location="cpu", weights_only=False)
+    torch.save(other, copy / "segresnet_0" / "model" / "model.pt", _use_new_zipfile_serialization=False)
+    with pytest.raises(OutOfFoldLeak, match=r"segresnet_0's model/model\.pt is not the weights its training wrote"):
+        run_oof(copy, force=True, log=lambda *_: None)
+
+
 def test_folds_changed_after_training_are_refused(oof_run, tmp_path):
     work, data = oof_run
     copy = tmp_path / "work"

@@ -429,7 +429,8 @@ def _run_ensemble(work: Path, out_dir: Path, *, method: str, n_best: int, algos:
     if reuse and (edited := [str(b["name"]) for b in previous.get("bundles", [])
                              if b.get("configs") and b["configs"] != configs_digest(work / str(b["name"]))]):
         log(f"note: the configs of {', '.join(edited)} changed since the maps in {out_dir} were written: the kept maps "
-            "were made with the earlier settings; --force predicts every map again with the settings as they are now")
+            "were made with the earlier settings; if the change is one prediction uses (sw_overlap, patch size, ...), "
+            "--force predicts every map again with it (a training-only setting needs --mode train --force)")
     owners = {Path(it["probabilities"]).name: it["image"] for it in previous.get("items", [])}
     complete = [str(c["image"]) for c in cases] == [it["image"] for it in previous.get("items", [])]
     if reuse and complete and manifest_path.is_file() and all(  # maps in this folder (a copy reads its own)

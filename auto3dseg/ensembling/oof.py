@@ -35,8 +35,8 @@ from auto3dseg.ensembling.ensemble import (
     write_case_map,
 )
 from auto3dseg.ensembling.probability_maps import map_intact, probability_map_name
-from auto3dseg.ensembling.weights_stamp import bundles_signature, copied_weights
-from auto3dseg.orchestration.workdir import bundle_ckpt_path, moved_key, read_input
+from auto3dseg.ensembling.weights_stamp import bundles_signature, copied_weights, replaced_weights
+from auto3dseg.orchestration.workdir import DONE_MARKER, bundle_ckpt_path, moved_key, read_input
 
 __all__ = ["MANIFEST", "OOF_DIR", "OutOfFoldLeak", "fold_bundles", "run_oof", "stale_reasons", "training_cases",
            "unseen_check"]
@@ -149,8 +149,19 @@ def stale_reasons(work_dir: str | os.PathLike, oof: Mapping[str, Any]) -> list[s
         tag = "-tta" if oof.get("tta") else ""
         now = {bundles_signature([history[n] for n in bundles], work, legacy) + tag for legacy in (False, True)}
         if oof.get("signatures", {}).get(fold) not in now:
-            reasons.append(f"fold {fold}: {', '.join(bundles)} trained again since the maps were written")
+            swapped = [n for n in bundles if replaced_weights(work / n, _done_record(work / n))]
+            reasons.append(f"fold {fold}: {', '.join(swapped)} hold weights their training did not write (replaced "
+                           "since)" if swapped else f"fold {fold}: {', '.join(bundles)} trained again since the maps "
+                           "were written")
     return reasons
+
+
+def _done_record(bundle: Path) -> dict | None:
+    try:
+        record = json.loads((bundle / DONE_MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def run_oof(work_dir: str | os.PathLike, *, method: str = "best_by_fold", n_best: int = 5,
@@ -206,6 +217,12 @@ def _run_oof(work: Path, out_dir: Path, *, method: str, n_best: int, algos: Sequ
                                       for a, b in copies)
                             + ": a model of another fold would predict items it was trained on as out-of-fold. "
                             "Retrain the copied bundle (--mode train --force --fold N), or restore its own weights")
+    for name in sorted({str(b[AlgoKeys.ID]) for bs in by_fold.values() for b in bs}):
+        if replaced := replaced_weights(work / name, _done_record(work / name)):
+            raise OutOfFoldLeak(f"{name}'s {', '.join(replaced)} {'is' if len(replaced) == 1 else 'are'} not the "
+                                "weights its training wrote (replaced since: another fold's model?): its out-of-fold "
+                                "maps could come from a model trained on those items. Retrain it (--mode train "
+                                "--force --fold N), or restore its own weights")
     for note in notes:
         log(f"note: {note}")
     cases = training_cases(src["datalist"], src.get("dataroot"))

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["DIGEST_CACHE", "bundles_signature", "changed_bundles", "configs_digest", "copied_weights", "file_digest",
-           "image_stamp", "same_source", "weights_stamp"]
+           "image_stamp", "replaced_weights", "same_source", "weights_stamp"]
 
 DIGEST_CACHE = ".weights_digest.json"
 _MEMO: dict[tuple[str, int, int], str] = {}
@@ -198,3 +198,14 @@ def configs_digest(bundle: str | os.PathLike) -> str | None:
             cfg = {k: v for k, v in cfg.items() if k not in DATA_KEYS}
         h.update(f.name.encode() + json.dumps(cfg, sort_keys=True, default=str).encode())
     return h.hexdigest()[:12]
+
+
+def replaced_weights(bundle: str | os.PathLike, record: Mapping[str, Any] | None) -> list[str]:
+    """Weights files of ``bundle`` that are not the bytes its training wrote (``record``: its
+    ``training_done.json``, which keeps their digests): replaced since, by hand or by another
+    bundle's model. Empty for records written before digests were kept."""
+    recorded = (record or {}).get("weights_digest")
+    if not isinstance(recorded, dict) or not recorded:
+        return []
+    now = {w[0]: w[2] for w in weights_stamp(bundle)}
+    return sorted(name for name, digest in recorded.items() if name in now and now[name] != digest)

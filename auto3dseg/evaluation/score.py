@@ -64,6 +64,7 @@ from auto3dseg.evaluation.stores import (
     open_submission,
     read_manifest_grids,
     swap_check,
+    truth_inside,
 )
 from auto3dseg.evaluation.strict import aggregate_scores, score_label, strict_kind
 from auto3dseg.evaluation.traps import (
@@ -464,6 +465,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub, truth = Path(args.submission).resolve(), Path(args.truth).resolve()
     if sub == truth or truth in sub.parents or sub in truth.parents:
         print(f"error: --submission {args.submission} and --truth {args.truth} are the same store: scored against "
+              "itself a store is 1.0; give the ground truth as --truth", file=sys.stderr)
+        return 2
+    if sub.is_dir() and truth.is_dir() and (linked := truth_inside(truth, sub)):
+        print(f"error: --truth {args.truth}: {linked} links into --submission {args.submission}: scored against "
               "itself a store is 1.0; give the ground truth as --truth", file=sys.stderr)
         return 2
     try:

@@ -262,9 +262,12 @@ def _train_locked(bundle: Bundle, lock: Lock, *, overrides: Mapping[str, Any] | 
         _record_score(bundle.path, score)
     except Exception as exc:  # noqa: BLE001 - the done marker is what counts; the algo object is a convenience
         log(f"[{bundle.name}] note: could not record the score in algo_object.json ({exc})")
+    from auto3dseg.ensembling.weights_stamp import weights_stamp
+
     record = {"best_avg_dice_score": score, "seconds": round(time.time() - t0, 1),
               "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "command": cmd,
               "weights": weight_files(bundle.path),  # what the marker vouches for (Bundle.weights_lost)
+              "weights_digest": {w[0]: w[2] for w in weights_stamp(bundle.path)},  # a file replaced later is seen
               "training_files": data_files}  # what it learnt from: a file rewritten since is said
     _write_json_atomic(bundle.path / DONE_MARKER, record)  # last: the marker that the bundle is trained
     return "trained", score, ""

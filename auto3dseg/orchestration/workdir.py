@@ -95,10 +95,15 @@ class Bundle:
         if not f.is_file():
             return None
         try:
-            return json.loads(f.read_text())
+            record = json.loads(f.read_text())
         except ValueError as exc:
-            raise ValueError(f"{f} is damaged ({exc}): delete it and run --mode train (the bundle resumes from its "
-                             "last checkpoint), or restore it") from None
+            record = exc
+        if isinstance(record, dict):
+            return record
+        kind = "null" if record is None else f"a {type(record).__name__}"
+        why = record if isinstance(record, ValueError) else f"{kind}, not the record of a training"
+        raise ValueError(f"{f} is damaged ({why}): delete it and run --mode train (the bundle resumes from its "
+                         "last checkpoint), or restore it")
 
     @property
     def started(self) -> bool:
@@ -109,6 +114,9 @@ class Bundle:
 
 def _lost(bundle: Path, record: Mapping[str, Any]) -> bool:
     recorded = record.get("weights") or []
+    if not isinstance(recorded, list):  # a marker edited by hand: it vouches for nothing
+        return False
+    recorded = [str(n) for n in recorded]
     best = [n for n in recorded if Path(n).name == "model.pt"] or recorded  # the weights inference uses
     return bool(best) and not any((bundle / name).is_file() for name in best)
 
