@@ -47,6 +47,15 @@ from auto3dseg.orchestration.cli_steps import (
     submit_step,
     tune_step,
 )
+from auto3dseg.orchestration.flags import (
+    gpus_arg,
+    non_negative_float,
+    non_negative_int,
+    positive_int,
+    slurm_mem,
+    slurm_time,
+    wait_seconds,
+)
 
 MODES = ("validate", "analyze", "generate", "train", "ensemble", "predict", "submit", "oof", "tune_postprocess", "full",
          "slurm")
@@ -77,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataroot", help="folder the datalist's paths are relative to (default: the datalist's folder)")
     g = p.add_argument_group("analysis")
     g.add_argument("--device", default="cpu", help="device for the data analysis: cpu or cuda (default: cpu)")
-    g.add_argument("--workers", type=_non_negative_int, default=2,
+    g.add_argument("--workers", type=non_negative_int, default=2,
                    help="processes computing the analysis' per-case statistics (MONAI's DataAnalyzer split between "
                    "them; the same datastats.yaml as one; 0 = in this process; default: 2)")
     g.add_argument("--allow_constant_images", action="store_true",
@@ -88,15 +97,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--algos", nargs="+", metavar="ALGO",
                    help="networks to generate/train/ensemble (default: segresnet dints swinunetr; on a work_dir "
                    "that holds bundles, generate/full/slurm go on with its networks, said in a note)")
-    g.add_argument("--num_fold", type=_positive_int, help="folds to generate (default: the datalist's num_folds)")
-    g.add_argument("--num_epochs", type=_positive_int,
+    g.add_argument("--num_fold", type=positive_int, help="folds to generate (default: the datalist's num_folds)")
+    g.add_argument("--num_epochs", type=positive_int,
                    help="epochs per bundle, 250 iterations each (default: 160, i.e. ~40k iterations, a GPU-sized "
                    "budget; MONAI's official templates get it under their own key). Given to --mode train, it goes to "
                    "the generated bundles that hold another value, as an override (each named)")
     g.add_argument("--budget", help="training budget per bundle instead of --num_epochs: iterations (5000) or a time "
                    "(30min, 2h, 1d), the epochs then fitted to it after the first one. A CPU user wants this. Applies "
                    "at generation and, as an override, at training")
-    g.add_argument("--patch_size", type=_positive_int,
+    g.add_argument("--patch_size", type=positive_int,
                    help="largest patch side, on every axis (rounded to what each network takes and capped at the "
                    "median image size). Without it: as many voxels as a cube of segresnet 128, dints 96, swinunetr "
                    "96, shaped to the same extent in nm on every axis (anisotropic data get fewer slices and a "
@@ -107,12 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "default: the project's own in auto3dseg/bundles/algorithm_templates (offline)")
     g = p.add_argument_group("training")
     g.add_argument("--algo", help="train only this network (with --fold: one bundle, e.g. for a SLURM array task)")
-    g.add_argument("--fold", type=_non_negative_int, help="train only this fold")
-    g.add_argument("--gpus", type=_gpus_arg, help="GPUs for training: a count (4), a list (0,1) or cpu; default: "
+    g.add_argument("--fold", type=non_negative_int, help="train only this fold")
+    g.add_argument("--gpus", type=gpus_arg, help="GPUs for training: a count (4), a list (0,1) or cpu; default: "
                    "every visible GPU (torchrun with one process per GPU when more than one)")
     g.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                    help="training override passed to each bundle (repeatable; see below)")
-    g.add_argument("--task_index", type=_non_negative_int, metavar="I",
+    g.add_argument("--task_index", type=non_negative_int, metavar="I",
                    help="train only the I-th bundle of the work dir among --algos (names sorted), e.g. "
                    "$SLURM_ARRAY_TASK_ID; --mode slurm passes it to its array tasks")
     g.add_argument("--require_trained", action="store_true",
@@ -121,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("ensemble and prediction")
     g.add_argument("--ensemble_method", choices=["best_by_fold", "best_n"], default="best_by_fold",
                    help="MONAI ensemble: best network of each fold, or the N best bundles (default: best_by_fold)")
-    g.add_argument("--n_best", type=_positive_int, default=5, help="N of best_n (default: 5)")
+    g.add_argument("--n_best", type=positive_int, default=5, help="N of best_n (default: 5)")
     g.add_argument("--images", nargs="+", help="images for --mode predict (NIfTI, converted as the training data "
                    "were), or folders of them")
     g.add_argument("--output_dir", help="where --mode predict writes (default: <work_dir>/predictions)")
@@ -132,18 +141,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--tune", action="store_true",
                    help="--mode full and slurm, with --oof: then tune the post-processing on the out-of-fold maps and "
                    "submit again with it (as --mode tune_postprocess, then submit)")
-    g.add_argument("--tune_budget", type=_positive_int, default=24,
+    g.add_argument("--tune_budget", type=positive_int, default=24,
                    help="tune_postprocess: at most this many parameter sets tried per class (default: 24)")
-    g.add_argument("--tune_min_crops", type=_positive_int, default=2,
+    g.add_argument("--tune_min_crops", type=positive_int, default=2,
                    help="tune_postprocess: a class annotated in fewer crops (cells: untiled images) keeps its defaults "
                    "(default: 2)")
-    g.add_argument("--tune_min_objects", type=_positive_int, default=5,
+    g.add_argument("--tune_min_objects", type=positive_int, default=5,
                    help="tune_postprocess: an instance class with fewer truth objects keeps its defaults (default: 5)")
-    g.add_argument("--tune_max_voxels", type=_non_negative_int, default=200_000_000,
+    g.add_argument("--tune_max_voxels", type=non_negative_int, default=200_000_000,
                    help="tune_postprocess (CellMap): search each class on a seeded sample of its crops holding at "
                    "most this many voxels (its figures before and after are on all crops); 0 = all crops "
                    "(default: 200000000)")
-    g.add_argument("--tune_min_gain", type=_non_negative_float, default=0.005,
+    g.add_argument("--tune_min_gain", type=non_negative_float, default=0.005,
                    help="tune_postprocess: a class keeps its defaults unless tuning raises its score by this much "
                    "(default: 0.005)")
     g.add_argument("--oof", action="store_true",
@@ -173,19 +182,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--slurm_partition", help="partition (default: the cluster's default)")
     g.add_argument("--slurm_account", help="account to charge")
     g.add_argument("--slurm_qos", help="quality of service")
-    g.add_argument("--slurm_gpus", type=_non_negative_int, help="GPUs per training task (default: 1 if the "
+    g.add_argument("--slurm_gpus", type=non_negative_int, help="GPUs per training task (default: 1 if the "
                    "partition's nodes have GPUs, else 0 = train on CPUs); more than 1 trains with torchrun, one "
                    "process per GPU")
-    g.add_argument("--slurm_cpus", type=_positive_int, help="CPUs per task (default: 8, or the largest node's if "
+    g.add_argument("--slurm_cpus", type=positive_int, help="CPUs per task (default: 8, or the largest node's if "
                    "fewer); threads per process = CPUs / GPUs")
-    g.add_argument("--slurm_mem", type=_slurm_mem, help="memory per job, e.g. 64G (default: the partition's)")
-    g.add_argument("--slurm_time", type=_slurm_time, help="time limit per job, e.g. 2-00:00:00 (default: the partition's); a task "
+    g.add_argument("--slurm_mem", type=slurm_mem, help="memory per job, e.g. 64G (default: the partition's)")
+    g.add_argument("--slurm_time", type=slurm_time, help="time limit per job, e.g. 2-00:00:00 (default: the partition's); a task "
                    "that runs out resumes from its last epoch when the command is run again")
     g.add_argument("--slurm_args", help="extra sbatch arguments for every job; give them with =, e.g. "
                    "--slurm_args=\"--constraint=a100 --exclusive\"")
     g.add_argument("--dry_run", action="store_true", help="--mode slurm: print the sbatch commands and job "
                    "scripts, submit nothing")
-    p.add_argument("--wait_lock", nargs="?", const="inf", metavar="SECONDS", type=_wait_seconds,
+    p.add_argument("--wait_lock", nargs="?", const="inf", metavar="SECONDS", type=wait_seconds,
                    help="when another run holds this bundle or step (training, analyze, generate, ensemble, submit), "
                    "wait for it (for ever, or SECONDS) instead of stopping with an error naming it")
     p.add_argument("--debug", action="store_true", help="show the Python traceback of an error instead of the one-line "
@@ -373,73 +382,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {os_error_message(exc)}", file=sys.stderr)
         return 2
-
-
-def _positive_int(text: str, minimum: int = 1) -> int:
-    """argparse type: a whole number >= 1 (0 would silently mean "the default")."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < minimum:
-        raise argparse.ArgumentTypeError(f"{value} is not allowed: give a whole number >= {minimum}, or leave the "
-                                         "flag out for the default")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    """argparse type: a whole number >= 0 (a fold, an index, a count where 0 means none)."""
-    return _positive_int(text, minimum=0)
-
-
-def _non_negative_float(text: str) -> float:
-    """argparse type: a finite number >= 0."""
-    import math
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"{text} is not allowed: give a number >= 0")
-    return value
-
-
-def _wait_seconds(text: str) -> str:
-    """argparse type of ``--wait_lock``: seconds >= 0, or inf."""
-    if text.strip().lower() in ("inf", "infinity"):
-        return "inf"
-    return str(_non_negative_float(text))
-
-
-def _slurm_time(text: str) -> str:
-    """argparse type of ``--slurm_time``: one of sbatch's forms (minutes, minutes:seconds,
-    hours:minutes:seconds, days-hours, days-hours:minutes, days-hours:minutes:seconds)."""
-    import re
-
-    t = text.strip()
-    if re.fullmatch(r"\d+(:\d{1,2}){0,2}|\d+-\d{1,2}(:\d{1,2}){0,2}", t) or t.upper() in ("UNLIMITED", "INFINITE"):
-        return t
-    raise argparse.ArgumentTypeError(f"{text!r} is not a Slurm time: give e.g. 90 (minutes), 12:00:00 or 2-00:00:00")
-
-
-def _slurm_mem(text: str) -> str:
-    """argparse type of ``--slurm_mem``: a whole number with an optional K, M, G or T unit."""
-    import re
-
-    t = text.strip()
-    if re.fullmatch(r"\d+[KMGTkmgt]?", t) and int(re.sub(r"\D", "", t)) > 0:
-        return t
-    raise argparse.ArgumentTypeError(f"{text!r} is not a Slurm memory size: give e.g. 64G or 16000M")
-
-
-def _gpus_arg(text: str) -> str:
-    """argparse type of ``--gpus``: a count >= 0, a list of GPU ids, or cpu."""
-    t = text.strip().lower()
-    if t in ("cpu", "none") or t.isdigit() or (
-            "," in t and all(i.strip().isdigit() for i in t.split(",") if i.strip()) and t.strip(", ")):
-        return text.strip()
-    raise argparse.ArgumentTypeError(f"{text!r} is not allowed: give a GPU count (2), GPU ids (0,1) or cpu")
 
 
 def os_error_message(exc: OSError) -> str:

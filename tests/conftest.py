@@ -80,3 +80,12 @@ def trained_work(converted, tmp_path_factory) -> Path:
     from pipeline_work import build_trained_work
 
     return build_trained_work(converted[0] / "datalist.json", tmp_path_factory.mktemp("faults") / "work")
+
+
+@pytest.fixture(scope="module")
+def generated(converted, tmp_path_factory) -> Path:
+    """A work_dir of the built-in CellMap data with segresnet_0/1 generated (1 epoch, 16³ patches), untrained;
+    one per test module (tests/pipeline_work.py)."""
+    from pipeline_work import generate_work
+
+    return generate_work(converted[0] / "datalist.json", tmp_path_factory.mktemp("generated") / "work")

@@ -16,9 +16,10 @@ import nibabel as nib
 import numpy as np
 from faults import ROOT, run_faulty
 
-TINY = ["--algos", "segresnet", "--override", "num_workers=0", "--override", "num_iterations_per_epoch=1",
-        "--override", "segresnet:network#init_filters=8", "--override", "segresnet:network#dsdepth=2",
-        "--override", "sw_batch_size=4"]
+TINY_NET = ["--override", "num_workers=0", "--override", "num_iterations_per_epoch=1",
+            "--override", "segresnet:network#init_filters=8", "--override", "segresnet:network#dsdepth=2",
+            "--override", "sw_batch_size=4"]
+TINY = ["--algos", "segresnet", *TINY_NET]
 SCRIPT = str(ROOT / "run_auto3dseg.py")
 
 
@@ -59,3 +60,26 @@ def nan_copy(src: Path, dst: Path) -> Path:
     data[(0,) * data.ndim] = np.nan
     nib.save(nib.Nifti1Image(data, img.affine), str(dst))
     return dst
+
+
+def generate_work(datalist: Path, work: Path) -> Path:
+    """analyze + generate of segresnet_0/1 (1 epoch, 16³ patches) on ``datalist`` into ``work``: untrained."""
+    import run_auto3dseg
+
+    common = ["--datalist", str(datalist), "--work_dir", str(work)]
+    assert run_auto3dseg.main(["--mode", "analyze", *common, "--workers", "0"]) == 0
+    assert run_auto3dseg.main(["--mode", "generate", *common, "--algos", "segresnet", "--num_epochs", "1",
+                               "--patch_size", "16"]) == 0
+    return work
+
+
+def bundle_hp(work: Path, name: str) -> dict:
+    """The hyper_parameters.yaml of bundle ``name`` of ``work``."""
+    import yaml
+
+    return yaml.safe_load((work / name / "configs" / "hyper_parameters.yaml").read_text())
+
+
+def file_times(work: Path) -> dict[str, int]:
+    """Every file under ``work`` (locks aside) with its time: what a refused command must leave as it was."""
+    return {str(p): p.stat().st_mtime_ns for p in work.rglob("*") if p.is_file() and not p.name.endswith(".lock")}

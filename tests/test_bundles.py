@@ -15,7 +15,8 @@ import yaml
 
 import run_auto3dseg
 from auto3dseg.bundles.generate import generate
-from auto3dseg.ensembling.ensemble import run_ensemble, trained_history
+from auto3dseg.ensembling.ensemble import run_ensemble
+from auto3dseg.ensembling.selection import trained_history
 from auto3dseg.ensembling.probability_maps import open_probability_map
 from auto3dseg.orchestration.train_bundles import train_bundles
 from auto3dseg.orchestration.workdir import DONE_MARKER, list_bundles

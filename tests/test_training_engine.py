@@ -26,6 +26,7 @@ from auto3dseg.engine.transforms import (
     channel_members,
     training_transforms,
 )
+from auto3dseg.engine.validation import dice_per_class
 
 TINY_NETWORK = {"segresnet": {"init_filters": 8, "dsdepth": 2}, "dints": {"num_blocks": 2, "channel_mul": 0.25},
                 "swinunetr": {"feature_size": 12}}
@@ -158,10 +159,10 @@ def test_dice_per_class_skips_unannotated_and_scores_groups():
     prob = torch.zeros(3, 4, 4)
     prob[0, 0] = 0.9  # class 1 exact
     prob[2, :2] = 0.9  # group {1, 2} exact
-    scores = training.dice_per_class(prob, lab, [[1], [2], [1, 2, 3]], torch.tensor([1.0, 0.0, 1.0]))
+    scores = dice_per_class(prob, lab, [[1], [2], [1, 2, 3]], torch.tensor([1.0, 0.0, 1.0]))
     assert scores == [1.0, None, 1.0]
     prob[1] = 0.9  # class 2 predicted everywhere: 4 of 16 true
-    assert training.dice_per_class(prob, lab, [[1], [2], [1, 2, 3]], torch.ones(3))[1] == pytest.approx(8 / 20)
+    assert dice_per_class(prob, lab, [[1], [2], [1, 2, 3]], torch.ones(3))[1] == pytest.approx(8 / 20)
 
 
 # ----------------------------------------------------------------------------- resume
@@ -235,3 +236,13 @@ def test_patches_of_unequal_sides_always_stack(converted, tmp_path, cache):
         transforms.set_random_state(seed=seed)
         batch = list_data_collate([transforms(dict(train_items[0])), transforms(dict(train_items[-1]))])
         assert tuple(batch["image"].shape[2:]) == (24, 16, 32)
+
+
+def test_validation_dice_examples_hold():
+    """The docstring examples of the per-block Dice counts are run, so they stay true."""
+    import doctest
+
+    from auto3dseg.engine import validation
+
+    result = doctest.testmod(validation)
+    assert result.attempted >= 3 and result.failed == 0

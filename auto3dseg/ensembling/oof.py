@@ -5,7 +5,7 @@ item's own fold, which validated on it. Their mean probability map is the item's
 out-of-fold (OOF) prediction, the input of the cross-validated score
 (:mod:`auto3dseg.evaluation.cv`) and of post-processing tuning.
 
-The networks are chosen as for the test set (:func:`~auto3dseg.ensembling.ensemble.select_ensemble`):
+The networks are chosen as for the test set (:func:`~auto3dseg.ensembling.selection.select_ensemble`):
 with ``best_by_fold`` the best network of the item's fold, with ``best_n`` the chosen
 bundles of that fold (else that fold's best, said in the log). Before a bundle predicts an
 item, the bundle's ``model/training_items.json`` (written by the training) must show that it
@@ -30,11 +30,10 @@ from auto3dseg.ensembling.ensemble import (
     MAP_FORMAT,
     _case_name,
     load_inferers,
-    select_ensemble,
-    trained_history,
     write_case_map,
 )
 from auto3dseg.ensembling.probability_maps import map_intact, probability_map_name
+from auto3dseg.ensembling.selection import select_ensemble, trained_history
 from auto3dseg.ensembling.weights_stamp import bundles_signature, copied_weights, replaced_weights
 from auto3dseg.orchestration.workdir import DONE_MARKER, bundle_ckpt_path, moved_key, read_input
 

@@ -9,8 +9,11 @@ every such flag of a command line, with the modes that use it.
 from __future__ import annotations
 
 import argparse
+import math
+import re
 
-__all__ = ["FLAG_MODES", "CELLMAP_ONLY", "ignored_flags", "cells_problems"]
+__all__ = ["FLAG_MODES", "CELLMAP_ONLY", "cells_problems", "gpus_arg", "ignored_flags", "non_negative_float",
+           "non_negative_int", "positive_int", "slurm_mem", "slurm_time", "wait_seconds"]
 
 _SUBMITTING = ("submit", "full", "slurm")
 
@@ -128,3 +131,65 @@ def cells_problems(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
                             if dest == "tune_min_objects"
                             else "cells are scored by the official CellSeg F1 only"))
     return lines
+
+
+# ----------------------------------------------------------------------------- argparse types: a value refused at parsing
+def positive_int(text: str, minimum: int = 1) -> int:
+    """argparse type: a whole number >= 1 (0 would silently mean "the default")."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"{value} is not allowed: give a whole number >= {minimum}, or leave the "
+                                         "flag out for the default")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: a whole number >= 0 (a fold, an index, a count where 0 means none)."""
+    return positive_int(text, minimum=0)
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is not allowed: give a number >= 0")
+    return value
+
+
+def wait_seconds(text: str) -> str:
+    """argparse type of ``--wait_lock``: seconds >= 0, or inf."""
+    if text.strip().lower() in ("inf", "infinity"):
+        return "inf"
+    return str(non_negative_float(text))
+
+
+def slurm_time(text: str) -> str:
+    """argparse type of ``--slurm_time``: one of sbatch's forms (minutes, minutes:seconds,
+    hours:minutes:seconds, days-hours, days-hours:minutes, days-hours:minutes:seconds)."""
+    t = text.strip()
+    if re.fullmatch(r"\d+(:\d{1,2}){0,2}|\d+-\d{1,2}(:\d{1,2}){0,2}", t) or t.upper() in ("UNLIMITED", "INFINITE"):
+        return t
+    raise argparse.ArgumentTypeError(f"{text!r} is not a Slurm time: give e.g. 90 (minutes), 12:00:00 or 2-00:00:00")
+
+
+def slurm_mem(text: str) -> str:
+    """argparse type of ``--slurm_mem``: a whole number with an optional K, M, G or T unit."""
+    t = text.strip()
+    if re.fullmatch(r"\d+[KMGTkmgt]?", t) and int(re.sub(r"\D", "", t)) > 0:
+        return t
+    raise argparse.ArgumentTypeError(f"{text!r} is not a Slurm memory size: give e.g. 64G or 16000M")
+
+
+def gpus_arg(text: str) -> str:
+    """argparse type of ``--gpus``: a count >= 0, a list of GPU ids, or cpu."""
+    t = text.strip().lower()
+    if t in ("cpu", "none") or t.isdigit() or (
+            "," in t and all(i.strip().isdigit() for i in t.split(",") if i.strip()) and t.strip(", ")):
+        return text.strip()
+    raise argparse.ArgumentTypeError(f"{text!r} is not allowed: give a GPU count (2), GPU ids (0,1) or cpu")
