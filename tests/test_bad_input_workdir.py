@@ -8,7 +8,10 @@ import json
 import os
 import re
 import shutil
+from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
 import yaml
 
@@ -258,3 +261,64 @@ def test_force_new_datalist_with_another_class_table_changes_nothing(generated, 
     err = capsys.readouterr().err
     assert rc == 2 and "has another class table than the bundles" in err and "nothing was changed" in err, err
     assert (work / "input.yaml").read_text() == before
+
+
+# ----------------------------------------------------------------------------- training files rewritten after analyze
+@pytest.fixture()
+def own_data(converted, tmp_path) -> tuple[Path, Path, dict]:
+    """A copy of the converted data, analysed and generated (untrained), and its first training item."""
+    from pipeline_work import generate_work
+
+    data = tmp_path / "nifti"
+    shutil.copytree(converted[0], data)
+    work = generate_work(data / "datalist.json", tmp_path / "work")
+    return data, work, json.loads((data / "datalist.json").read_text())["training"][0]
+
+
+def _rewrite(path: Path, change) -> None:
+    img = nib.load(path)
+    nib.save(nib.Nifti1Image(change(np.asarray(img.dataobj).copy()), img.affine, img.header), path)
+
+
+def _label_40(a: np.ndarray) -> np.ndarray:
+    a[0, 0, :4] = 40  # no class of the class table
+    return a
+
+
+@pytest.mark.parametrize("key, change, says", [
+    ("label", _label_40, "values [40] (training item 0)"),
+    ("image", lambda a: np.stack([a, a], axis=-1), "is 4-D"),
+], ids=["label_value_not_in_class_table", "image_made_4d"])
+def test_training_files_rewritten_after_the_analysis_are_checked_at_train(own_data, capsys, key, change, says):
+    """`--mode train --force` trained on a label holding 40 (as background) and on a 4-D image (a conv
+    traceback naming no file): analyze refuses both, train never looked again."""
+    data, work, item = own_data
+    _rewrite(data / item[key], change)
+    rc = run_auto3dseg.main(["--mode", "train", "--work_dir", str(work), "--fold", "0", "--force", *TINY_NET])
+    err = capsys.readouterr().err
+    assert rc == 2 and "were rewritten since the analysis" in err and says in err, err
+    assert str(data / item[key]) in err and "run --mode analyze" in err and "Traceback" not in err
+    assert not (work / "segresnet_0" / "training_done.json").exists() and not (work / "segresnet_0" / "model").exists()
+
+
+def test_a_rewritten_training_file_the_analysis_accepts_is_a_note_at_train(own_data):
+    from auto3dseg.analysis.recheck import recheck_rewritten
+    from auto3dseg.orchestration.train_bundles import _recheck_training_files
+
+    data, work, item = own_data
+    assert recheck_rewritten(work, data / "datalist.json", data) == ([], [])
+    _rewrite(data / item["label"], lambda a: a)  # saved again: the same values
+    assert recheck_rewritten(work, data / "datalist.json", data) == ([item["label"]], [])
+    said: list[str] = []
+    _recheck_training_files(work, said.append)
+    assert len(said) == 1 and f"1 training file(s) were rewritten since the analysis ({item['label']})" in said[0]
+    assert "--mode analyze, then --mode generate --force" in said[0]
+
+
+def test_label_values_example_holds():
+    import doctest
+
+    from auto3dseg.analysis import recheck
+
+    result = doctest.testmod(recheck)
+    assert result.attempted >= 3 and result.failed == 0

@@ -139,15 +139,27 @@ def stale_datastats(work: str | os.PathLike, datalist: str | os.PathLike,
     if was and was != training_fingerprint(datalist):
         return (f"the training items of {datalist} changed since {Path(work) / DATASTATS} was written "
                 f"({record} records those it was computed from)")
-    files = data.get("files")
-    if isinstance(files, dict) and files:
-        now = training_files(datalist, dataroot)
-        changed = sorted(k for k, v in files.items() if now.get(k) != v)
-        if changed:
-            shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
-            return (f"{len(changed)} training file(s) of {datalist} were rewritten since {Path(work) / DATASTATS} "
-                    f"was written ({shown}: other size or time)")
+    if changed := rewritten_training_files(work, datalist, dataroot):
+        shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+        return (f"{len(changed)} training file(s) of {datalist} were rewritten since {Path(work) / DATASTATS} "
+                f"was written ({shown}: other size or time)")
     return None
+
+
+def rewritten_training_files(work: str | os.PathLike, datalist: str | os.PathLike,
+                             dataroot: str | os.PathLike | None = None) -> list[str]:
+    """Training files (as the datalist names them) whose size or time differ from those
+    ``datastats_source.json`` records; empty when nothing changed or nothing is recorded."""
+    import json
+
+    try:
+        files = json.loads((Path(work) / DATASTATS_SOURCE).read_text()).get("files")
+    except (OSError, ValueError, AttributeError):
+        return []
+    if not isinstance(files, dict) or not files:
+        return []
+    now = training_files(datalist, dataroot)
+    return sorted(k for k, v in files.items() if now.get(k) != v)
 
 
 def _record_datalist(work: Path, datalist: Path, dataroot: Path) -> None:

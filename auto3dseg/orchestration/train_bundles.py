@@ -382,6 +382,7 @@ def train_bundles(work_dir: str | os.PathLike, *, algos: Sequence[str] | None = 
     unfit: dict[str, str] = {}
     if todo:
         _check_bundles(work_dir, todo, overrides)
+        _recheck_training_files(work_dir, log)
         unfit = _preflight(todo, overrides)
     elif overrides:  # nothing trains now, but a typo is still named (it would be met when something does)
         from auto3dseg.bundles.checks import check_overrides
@@ -463,6 +464,29 @@ def _missing_data_files(cfg: Mapping[str, Any]) -> list[str]:
                 if isinstance(one, str) and not (base / one).is_file():
                     out.append(str(base / one))
     return out
+
+
+def _recheck_training_files(work_dir: str | os.PathLike, log) -> None:
+    """Training files rewritten since the analysis get its input checks again (InputError naming
+    what it would refuse); otherwise a note that the bundles were planned on the earlier files."""
+    from auto3dseg.analysis.analyze import DATASTATS
+    from auto3dseg.analysis.recheck import recheck_rewritten
+    from auto3dseg.engine.input_checks import InputError
+
+    try:
+        src = read_input(work_dir)
+        changed, problems = recheck_rewritten(work_dir, src["datalist"], src.get("dataroot"))
+    except (FileNotFoundError, KeyError, OSError, ValueError):
+        return  # no record to compare with: the steps that read the files name them
+    if problems:
+        raise InputError(f"{len(changed)} training file(s) were rewritten since the analysis "
+                         f"({Path(work_dir) / DATASTATS}), and it would refuse them:\n  " + "\n  ".join(problems)
+                         + "\nFix them, then run --mode analyze (it checks them again) and train")
+    if changed:
+        shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+        log(f"note: {len(changed)} training file(s) were rewritten since the analysis ({shown}): the bundles were "
+            "planned from the earlier statistics; to plan them on these files, run --mode analyze, then --mode "
+            "generate --force")
 
 
 def _check_bundles(work_dir: str | os.PathLike, bundles: Sequence[Bundle], overrides: Mapping[str, Any] | None) -> None:

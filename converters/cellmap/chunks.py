@@ -9,7 +9,7 @@ from typing import Any, Iterable
 import numpy as np
 import zarr
 
-__all__ = ["CheckedArray", "chunk_coverage"]
+__all__ = ["CheckedArray", "chunk_coverage", "complement_mismatch", "missing_chunks"]
 
 
 def chunk_coverage(arr: zarr.Array, start: Iterable[int], stop: Iterable[int]) -> float:
@@ -35,6 +35,43 @@ def chunk_coverage(arr: zarr.Array, start: Iterable[int], stop: Iterable[int]) -
                 total += 1
                 present += f"{prefix}{i}{sep}{j}{sep}{k}" in store
     return present / total
+
+
+def missing_chunks(arr: zarr.Array) -> list[str]:
+    """Keys of the chunks of ``arr`` that are not on disk (in chunk-grid order).
+
+    >>> a = zarr.zeros((4, 4), chunks=(2, 2), dtype="u1"); a[:2, :2] = 1
+    >>> missing_chunks(a)
+    ['0.1', '1.0', '1.1']
+    """
+    if arr.nchunks_initialized >= arr.nchunks:
+        return []
+    sep = getattr(arr, "_dimension_separator", None) or "."
+    prefix = arr.path + "/" if arr.path else ""
+    store = arr.chunk_store if arr.chunk_store is not None else arr.store
+    grid = [range(-(-n // c)) for n, c in zip(arr.shape, arr.chunks)]
+    return [key for idx in np.ndindex(*[len(g) for g in grid])
+            if f"{prefix}{(key := sep.join(str(i) for i in idx))}" not in store]
+
+
+def complement_mismatch(arr: zarr.Array, counts: dict, encoding: dict) -> list[str]:
+    """Where the voxels ``arr`` reads disagree with its ``complement_counts``: one
+    ``"absent: 119200 recorded, 130428 read"`` per value that differs (read slab by slab).
+
+    >>> a = zarr.zeros((4, 4), chunks=(2, 2), dtype="u1"); a[:2] = 1
+    >>> complement_mismatch(a, {"absent": 8, "unknown": 0}, {"absent": 0, "present": 1, "unknown": 255})
+    []
+    >>> complement_mismatch(a, {"absent": 4}, {"absent": 0})
+    ['absent: 4 recorded, 8 read']
+    """
+    keys = [k for k in ("absent", "unknown") if k in counts and k in encoding]
+    seen = dict.fromkeys(keys, 0)
+    step = max(int(arr.chunks[0]), 1)
+    for z in range(0, int(arr.shape[0]), step):
+        block = arr[z:z + step]
+        for k in keys:
+            seen[k] += int(np.count_nonzero(block == encoding[k]))
+    return [f"{k}: {int(counts[k])} recorded, {seen[k]} read" for k in keys if int(counts[k]) != seen[k]]
 
 
 class CheckedArray:

@@ -248,7 +248,10 @@ def _convert_crop(src: cz.CropSource, settings: ConvertSettings, out_dir: Path, 
     if label_src is None:
         return _skip(rec, "nothing_annotated", "annotated classes have no readable array")
     if not how.startswith("all"):
-        rec["warnings"].append(f"labels composed from {how} (no 'all' array with data)")
+        rec["warnings"].append(f"labels composed from {how}" + ("" if " lacks " in how else " (no 'all' array with data)"))
+    elif "not on disk" in how:
+        rec["warnings"].append(f"labels read from the {how}: no class array to check it against; if the download was "
+                               "cut short, fetch the crop again")
     mapper = LabelMapper(cellmap_lookup(settings.class_table))
     tiles = (split_into_fold_tiles(out.shape, settings.max_voxels, split.parts, split.gap, split.axis) if split
              else split_into_fold_tiles(out.shape, settings.max_voxels))

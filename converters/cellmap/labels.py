@@ -119,12 +119,19 @@ def label_source(gt: zarr.hierarchy.Group, gt_group: str, statuses: dict[str, cz
     """
     crop = gt[gt_group]
     where = f"{_store_path(gt)}/{gt_group}"
+    partial_all = ""
     if "all" in crop:
         levels = _levels(crop["all"], f"{where}/all")
         arr = cz.level_array(crop["all"], levels[0], f"{where}/all")
-        if arr.nchunks_initialized > 0:
+        gone = cz.missing_chunks(arr)
+        # chunks missing from `all` read as 0: the class arrays (checked against their counts) say more, if any
+        if arr.nchunks_initialized > 0 and not (gone and any(
+                st.annotated and name in CELLMAP_CLASSES and name in crop for name, st in statuses.items())):
             check_label_dtype(arr, f"{where}/all/{levels[0].path}")
-            return cz.CheckedArray(arr, f"{where}/all/{levels[0].path}"), f"all array {where}/all/{levels[0].path}"
+            return cz.CheckedArray(arr, f"{where}/all/{levels[0].path}"), f"all array {where}/all/{levels[0].path}" + (
+                f" ({len(gone)} of {arr.nchunks} chunk(s) not on disk, read as {arr.fill_value})" if gone else "")
+        if arr.nchunks_initialized > 0:
+            partial_all = f"; {where}/all/{levels[0].path} lacks {len(gone)} of {arr.nchunks} chunk(s)"
     arrays, grids = [], []
     for name, st in statuses.items():
         # a class annotated but not listed in the datasplit still says what its voxels are
@@ -139,7 +146,7 @@ def label_source(gt: zarr.hierarchy.Group, gt_group: str, statuses: dict[str, cz
     if not arrays:
         return None, "none"
     _check_same_grid(grids, grid, where)
-    return ComposedLabels(arrays), f"per-class arrays of {where}"
+    return ComposedLabels(arrays), f"per-class arrays of {where}{partial_all}"
 
 
 def _levels(group: zarr.hierarchy.Group, where: str) -> list:

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 import zarr
 
-from converters.cellmap.chunks import CheckedArray, chunk_coverage  # noqa: F401 - re-exported
+from converters.cellmap.chunks import CheckedArray, chunk_coverage, complement_mismatch, missing_chunks  # noqa: F401
 from converters.geometry import Grid
 
 __all__ = [
@@ -435,17 +435,39 @@ def _annotation(attrs: Any) -> dict:
     return dict(attrs.get("cellmap", {}).get("annotation", {}))
 
 
-def _array_status(arr: zarr.Array) -> tuple[bool, str]:
-    """Annotated or not, from an array's ``complement_counts`` or its chunks on disk."""
+def _array_status(arr: zarr.Array, group: zarr.hierarchy.Group | None = None, where: str = "") -> tuple[bool, str]:
+    """Annotated or not, from an array's ``complement_counts`` or its chunks on disk.
+
+    An array with chunks missing (they read as the fill value) whose voxels disagree with its
+    ``complement_counts`` is damaged, as an interrupted download leaves it: raises
+    :class:`CellMapFormatError` naming the array and the missing chunks."""
     ann = _annotation(arr.attrs)
     counts = ann.get("complement_counts")
     if counts is not None:
         if int(counts.get("unknown", 0)) >= arr.size:
             return False, "all unknown"
+        if arr.nchunks_initialized < arr.nchunks and (bad := complement_mismatch(arr, counts, _counted_values(
+                ann, _annotation(group.attrs) if group is not None else {}))):
+            missing = missing_chunks(arr)
+            shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+            raise CellMapFormatError(
+                f"{where}: {len(missing)} of {arr.nchunks} chunk(s) are not on disk ({shown}) and the voxels read "
+                f"disagree with the array's complement_counts ({'; '.join(bad)}): the download was cut short? Fetch "
+                "this crop again (missing chunks read as the fill value, which would train as background)")
         return True, "annotated"
     if arr.nchunks_initialized == 0:
         return False, "no chunk on disk"
     return True, "annotated"
+
+
+def _counted_values(ann: dict, group_ann: dict) -> dict[str, int]:
+    """The values ``complement_counts`` counts (``absent``, ``unknown``), from the array's or its
+    group's encoding; CellMap's defaults (absent 0; unknown 255 for semantic arrays) otherwise."""
+    kind = (ann.get("annotation_type") or group_ann.get("annotation_type") or {})
+    enc = kind.get("encoding") or {}
+    out = {"absent": 0} if kind.get("type") == "instance_segmentation" else {"absent": 0, "unknown": 255}
+    out.update({str(k): int(v) for k, v in enc.items() if k in ("absent", "unknown")})
+    return out
 
 
 def crop_annotation(gt_root: zarr.hierarchy.Group, gt_group: str) -> tuple[Grid | None, dict[str, ClassStatus], list[str]]:
@@ -488,7 +510,12 @@ def crop_annotation(gt_root: zarr.hierarchy.Group, gt_group: str) -> tuple[Grid 
         if name == "all":
             continue
         kind = _annotation(group.attrs).get("annotation_type", {}).get("type", "")
-        annotated, why = _array_status(arr)
+        where = f"{getattr(gt_root.store, 'path', '') or ''}/{gt_group}/{name}/{levels[0].path}"
+        annotated, why = _array_status(arr, group, where)
+        if annotated and "complement_counts" not in _annotation(arr.attrs) and (gone := missing_chunks(arr)):
+            notes.append(f"{name}/{levels[0].path}: {len(gone)} of {arr.nchunks} chunk(s) are not on disk; they read "
+                         f"as the fill value {arr.fill_value} and there are no complement_counts to check them "
+                         "against: if the download was cut short, fetch the crop again")
         statuses[name] = ClassStatus(name, annotated, why, kind == "instance_segmentation")
     return grid, statuses, notes
 
