@@ -439,6 +439,24 @@ def test_em_too_coarse_message_prints_plain_numbers(synthetic, tmp_path):
     assert "np.float64" not in rec["detail"]
 
 
+def test_dry_run_shows_the_em_skip_the_run_makes(synthetic, tmp_path, capsys):
+    """--dry_run planned folds and tiles for a crop whose EM is too coarse; the run then skipped it
+    (an empty datalist, exit 1)."""
+    ds = make_tree(synthetic, tmp_path)
+    coarse = ("--target_spacing", "4", "4", "4", "--max_em_upsample", "1.5")
+    assert main(cli(ds, tmp_path / "o", *coarse, "--dry_run")) == 0
+    out, err = capsys.readouterr()
+    plan = {r["name"]: r for r in json.loads(out)["crops"]}
+    assert not plan["synth-1_crop1"]["tiles"] and "skipped (em_too_coarse): the finest EM" in plan["synth-1_crop1"]["error"]
+    assert "synth-1_crop1: would not convert (skipped (em_too_coarse): the finest EM with data here is s0" in err
+    assert "no crop would convert" in err and not (tmp_path / "o").exists()
+    assert main(cli(ds, tmp_path / "o", *coarse)) == 1
+    assert crop(json.loads((tmp_path / "o/conversion_report.json").read_text()), "synth-1_crop1")["reason"] == \
+        "em_too_coarse"
+    assert main(cli(ds, tmp_path / "p", "--dry_run")) == 0  # a crop that converts names its EM level
+    assert "synth-1_crop1: 1 tile(s) of 32 x 64 x 64 from EM s0" in capsys.readouterr().err
+
+
 def test_a_label_array_that_is_no_cellmap_class_is_named(synthetic, tmp_path, capsys):
     """An array named `mitochondria` beside the class arrays was dropped without a word."""
     ds = make_tree(synthetic, tmp_path)

@@ -275,6 +275,15 @@ def test_predict_on_raw_images_says_how_to_convert(generated, converted_cells, t
     assert "a Zarr store (and 1 more raw image(s))" in err
 
 
+def test_predict_on_a_converted_dataset_folder_names_its_images_folder(generated, converted, capsys):
+    """--images <converted dataset>: each JSON file there was told to be "converted first"."""
+    rc = run_auto3dseg.main(["--mode", "predict", "--work_dir", str(generated), "--images", str(converted[0])])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"give --images {converted[0] / 'images'}" in err and "convert it first" not in err
+    assert not (generated / "predictions").exists()
+
+
 def test_predict_into_a_folder_of_the_work_dir_is_refused(generated, capsys):
     before = file_times(generated)
     for sub in ("ensemble_output", "segresnet_0/model", "submission", ".", "preprocessed", "review"):

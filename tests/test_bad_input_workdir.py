@@ -17,7 +17,7 @@ import yaml
 
 import run_auto3dseg
 from auto3dseg.orchestration.workdir import check_input_datalist
-from pipeline_work import TINY_NET, file_times
+from pipeline_work import TINY_NET, bundle_hp, file_times
 
 
 # ----------------------------------------------------------------------------- 4. a work_dir of another datalist
@@ -322,3 +322,62 @@ def test_label_values_example_holds():
 
     result = doctest.testmod(recheck)
     assert result.attempted >= 3 and result.failed == 0
+
+
+def test_datastats_of_another_work_dir_is_refused_by_generate(converted, converted_cells, tmp_path, capsys):
+    """The cells work_dir's datastats.yaml copied into a CellMap one: generate wrote 2-D, 3-channel
+    bundles for 3-D EM (exit 0), and training failed in a transform traceback."""
+    from auto3dseg.analysis.source_record import DATASTATS_SOURCE
+
+    datalist = converted[0] / "datalist.json"
+    work, cells_work = tmp_path / "work", tmp_path / "cells_work"
+    for dl, w in ((datalist, work), (converted_cells[0] / "datalist.json", cells_work)):
+        assert run_auto3dseg.main(["--mode", "analyze", "--datalist", str(dl), "--work_dir", str(w),
+                                   "--workers", "0"]) == 0
+    shutil.copy(cells_work / "datastats.yaml", work / "datastats.yaml")
+    capsys.readouterr()
+    generate = ["--mode", "generate", "--work_dir", str(work), "--datalist", str(datalist), "--algos", "segresnet",
+                "--num_fold", "1", "--patch_size", "16", "--force"]
+    assert run_auto3dseg.main(generate) == 2
+    err = capsys.readouterr().err
+    assert f"{work / 'datastats.yaml'} is not the file the analysis of" in err and "copied from another" in err, err
+    assert "run --mode analyze" in err and not list(work.glob("segresnet_*"))
+    record = json.loads((work / DATASTATS_SOURCE).read_text())  # a work_dir analysed before digests were kept
+    (work / DATASTATS_SOURCE).write_text(json.dumps({k: v for k, v in record.items() if k != "datastats_sha1"}))
+    assert run_auto3dseg.main(generate) == 2
+    assert re.search(r"describes \d+ case\(s\), but .* has \d+ training item\(s\)", capsys.readouterr().err)
+    assert run_auto3dseg.main(["--mode", "analyze", "--datalist", str(datalist), "--work_dir", str(work),
+                               "--workers", "0"]) == 0  # analyses again, as the error says
+    assert run_auto3dseg.main(generate) == 0
+    assert bundle_hp(work, "segresnet_0")["input_channels"] == 1
+
+
+def test_a_template_whose_algo_py_does_not_import_is_one_line(generated, tmp_path, capsys):
+    """A syntax error in a custom template's scripts/algo.py ended generate in a pydoc traceback."""
+    from auto3dseg.bundles.bundle_algo import TEMPLATES_DIR
+
+    templates = tmp_path / "templates"
+    shutil.copytree(TEMPLATES_DIR / "segresnet", templates / "segresnet")
+    algo = templates / "segresnet" / "scripts" / "algo.py"
+    good = algo.read_text()
+    algo.write_text(good + "\ndef broken(:\n")
+    work = tmp_path / "work"
+    shutil.copytree(generated, work, ignore=shutil.ignore_patterns("segresnet_*"))
+    generate = ["--mode", "generate", "--work_dir", str(work), "--algos", "segresnet", "--num_fold", "1",
+                "--patch_size", "16", "--templates", str(templates)]
+    assert run_auto3dseg.main(generate) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert "segresnet/scripts/algo.py does not import (SyntaxError:" in err and "fix it in the template" in err
+    algo.write_text(good)  # fixed: the next run copies the template again
+    assert run_auto3dseg.main(generate) == 0 and (work / "segresnet_0" / "configs").is_dir()
+
+
+def test_templates_at_an_unreachable_url_say_what_to_do_offline(generated, tmp_path, capsys):
+    work = tmp_path / "work"
+    shutil.copytree(generated, work, ignore=shutil.ignore_patterns("segresnet_*"))
+    rc = run_auto3dseg.main(["--mode", "generate", "--work_dir", str(work), "--algos", "segresnet", "--num_fold", "1",
+                             "--templates", "http://127.0.0.1:9/templates.tar.gz"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "no templates could be fetched (is this machine offline?)" in err, err
+    assert "give their folder as --templates" in err and "check --algos" not in err

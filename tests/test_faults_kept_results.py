@@ -193,6 +193,20 @@ def test_bundles_trained_before_their_training_files_changed_are_named(trained_w
             proc.stdout)
 
 
+def test_training_files_dropped_from_the_datalist_are_named_as_such(trained_work, tmp_path):
+    """An item removed from the datalist was named as a file that "changed"."""
+    from auto3dseg.orchestration.train_bundles import stale_bundles_note
+    from auto3dseg.orchestration.workdir import list_bundles
+
+    work = copy_work(trained_work, tmp_path)
+    marker = work / "segresnet_0" / "training_done.json"
+    record = json.loads(marker.read_text())
+    record["training_files"]["images/gone_crop9.nii.gz"] = [10, 20]
+    marker.write_text(json.dumps(record))
+    note = stale_bundles_note(list_bundles(work), "so what")
+    assert note and "1 of its training file(s) changed (images/gone_crop9.nii.gz (no longer in the datalist))" in note
+
+
 def test_train_force_with_a_missing_training_file_moves_nothing(trained_work, converted, tmp_path):
     """train --force moved the trained model/ aside, then failed on a label deleted from the data."""
     out, _ = converted

@@ -13,6 +13,14 @@ import errno
 import os
 from pathlib import Path
 
+from auto3dseg.analysis.source_record import (
+    DATASTATS,
+    DATASTATS_SOURCE,
+    record_stats_digest,
+    stale_datastats,
+    training_files,
+    training_fingerprint,
+)
 from auto3dseg.orchestration.locks import clean_temporaries, step_lock
 from converters.outputs import atomic_write_json
 
@@ -21,10 +29,7 @@ __all__ = ["DATASTATS", "DATASTATS_BY_CASE", "analyze"]
 #: errors of writing (the disk, a quota, a file-size limit, a read-only folder), not of reading an image
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS}
 
-DATASTATS = "datastats.yaml"
 DATASTATS_BY_CASE = "datastats_by_case.yaml"
-#: the training items ``datastats.yaml`` was computed from (their SHA-1), written before it
-DATASTATS_SOURCE = "datastats_source.json"
 
 
 def analyze(
@@ -94,74 +99,6 @@ def analyze(
         return final
 
 
-def training_fingerprint(datalist: str | os.PathLike) -> str:
-    """SHA-1 of a datalist's training items (what the statistics are computed from), in any order."""
-    import hashlib
-    import json
-
-    items = json.loads(Path(datalist).read_text()).get("training") or []
-    return hashlib.sha1(json.dumps(sorted(json.dumps(it, sort_keys=True) for it in items)).encode()).hexdigest()
-
-
-def training_files(datalist: str | os.PathLike, dataroot: str | os.PathLike | None = None) -> dict[str, list[int]]:
-    """``[size, mtime_ns]`` of each training image and label file, by its path in the datalist
-    (files that cannot be read are left out: validation names them)."""
-    import json
-
-    root = Path(dataroot) if dataroot is not None else Path(datalist).parent
-    out: dict[str, list[int]] = {}
-    for it in json.loads(Path(datalist).read_text()).get("training") or []:
-        for key in ("image", "label"):
-            for rel in (it.get(key) if isinstance(it.get(key), list) else [it.get(key)]):
-                if isinstance(rel, str) and rel not in out:
-                    try:
-                        st = (root / rel).stat()
-                    except OSError:
-                        continue
-                    out[rel] = [int(st.st_size), int(st.st_mtime_ns)]
-    return out
-
-
-def stale_datastats(work: str | os.PathLike, datalist: str | os.PathLike,
-                    dataroot: str | os.PathLike | None = None) -> str | None:
-    """Why ``datastats.yaml`` of ``work`` no longer describes ``datalist``'s training items, else
-    None (also when the work_dir predates the record: nothing to compare). The items are
-    compared, then their files' size and time: an image rewritten in place (re-converted at
-    another spacing) has other statistics."""
-    import json
-
-    record = Path(work) / DATASTATS_SOURCE
-    try:
-        data = json.loads(record.read_text())
-        was = data.get("training_sha1")
-    except (OSError, ValueError, AttributeError):
-        return None
-    if was and was != training_fingerprint(datalist):
-        return (f"the training items of {datalist} changed since {Path(work) / DATASTATS} was written "
-                f"({record} records those it was computed from)")
-    if changed := rewritten_training_files(work, datalist, dataroot):
-        shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
-        return (f"{len(changed)} training file(s) of {datalist} were rewritten since {Path(work) / DATASTATS} "
-                f"was written ({shown}: other size or time)")
-    return None
-
-
-def rewritten_training_files(work: str | os.PathLike, datalist: str | os.PathLike,
-                             dataroot: str | os.PathLike | None = None) -> list[str]:
-    """Training files (as the datalist names them) whose size or time differ from those
-    ``datastats_source.json`` records; empty when nothing changed or nothing is recorded."""
-    import json
-
-    try:
-        files = json.loads((Path(work) / DATASTATS_SOURCE).read_text()).get("files")
-    except (OSError, ValueError, AttributeError):
-        return []
-    if not isinstance(files, dict) or not files:
-        return []
-    now = training_files(datalist, dataroot)
-    return sorted(k for k, v in files.items() if now.get(k) != v)
-
-
 def _record_datalist(work: Path, datalist: Path, dataroot: Path) -> None:
     """A new work_dir's ``input.yaml`` names the datalist from its first step on (generation
     completes it), so that a later step with another datalist is refused, not mixed in."""
@@ -218,6 +155,7 @@ def _run_analyzer(datalist: Path, dataroot: Path, work: Path, device: str, worke
         _check_label_values(tmp_by_case, tmp, dl, datalist)
         _check_repeated_cases(tmp_by_case, tmp, dl, datalist, dataroot)
         os.replace(tmp_by_case, work / DATASTATS_BY_CASE)
+    record_stats_digest(work, tmp)
     os.replace(tmp, final)
 
 

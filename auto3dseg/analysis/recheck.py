@@ -61,7 +61,8 @@ def recheck_rewritten(work: str | os.PathLike, datalist: str | os.PathLike,
                       dataroot: str | os.PathLike | None = None) -> tuple[list[str], list[str]]:
     """``(rewritten, problems)``: the training files rewritten since ``work``'s analysis, and what
     the analysis would refuse in them (one message each, naming the file and the fix)."""
-    from auto3dseg.analysis.analyze import fractional_labels, rewritten_training_files
+    from auto3dseg.analysis.analyze import fractional_labels
+    from auto3dseg.analysis.source_record import rewritten_training_files
     from auto3dseg.engine.input_checks import image_shapes_problems
 
     changed = rewritten_training_files(work, datalist, dataroot)

@@ -382,7 +382,7 @@ def _generate(work: Path, datalist: str | os.PathLike, dataroot: str | os.PathLi
     stats = work / DATASTATS
     if not stats.is_file():
         raise FileNotFoundError(f"{stats} not found: run --mode analyze first (or --mode full)")
-    from auto3dseg.analysis.analyze import stale_datastats
+    from auto3dseg.analysis.source_record import stale_datastats
 
     if changed := stale_datastats(work, datalist, dataroot):
         raise ValueError(f"{changed}: run --mode analyze (it analyses them again), then --mode generate")
@@ -408,8 +408,14 @@ def _generate(work: Path, datalist: str | os.PathLike, dataroot: str | os.PathLi
             gen = BundleGen(algo_path=str(work), algos=list(algos), templates_path_or_url=template_src,
                             data_stats_filename=str(stats), data_src_cfg_name=str(src_cfg))
     except ValueError as exc:
+        if "://" in template_src:
+            raise ValueError(f"templates {template_src}: {str(exc).rstrip('. ')}: no templates could be fetched (is this "
+                             "machine offline?); download and unpack them elsewhere, then give their folder as "
+                             "--templates (or leave --templates out for the project's own)") from exc
         raise ValueError(f"templates {template_src}: {exc}. Available algorithms are the folders with "
                          "scripts/algo.py; check --algos") from exc
+    except Exception as exc:  # noqa: BLE001 - a template's algo.py that does not import or build
+        raise ValueError(template_import_error(exc, template_src)) from None
     foreign = [a for a in gen.algos if not isinstance(a, CellmapBundleAlgo)]
     result = GenerateResult()
     if budget and foreign:
@@ -485,6 +491,26 @@ def _generate(work: Path, datalist: str | os.PathLike, dataroot: str | os.PathLi
             if name not in result.replaced:
                 result.generated.append(name)
     return result
+
+
+def template_import_error(exc: BaseException, template_src: str) -> str:
+    """One line for a template whose ``scripts/algo.py`` MONAI could not import or build: the
+    file, the error and its line, and the fix (the copy under ``algorithm_templates`` is
+    made again from the template on the next run)."""
+    import pydoc
+
+    cause, seen = exc, set()
+    while cause is not None and not isinstance(cause, pydoc.ErrorDuringImport) and id(cause) not in seen:
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, pydoc.ErrorDuringImport):
+        copy = str(cause.filename)
+        rel = copy.split("algorithm_templates/", 1)[-1]
+        return (f"templates {template_src}: {rel} does not import ({cause.exc.__name__}: {cause.value}): fix it in "
+                f"the template (the copy that failed is {copy}), then run --mode generate again")
+    return (f"templates {template_src}: MONAI could not build its algorithms ({type(exc).__name__}: "
+            f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}); check each <algo>/scripts/algo.py "
+            "there (MONAI's layout: its Algo class, configs/, scripts/)")
 
 
 def _cuda() -> bool:

@@ -34,6 +34,9 @@ def expand_predict_images(images: Sequence[str]) -> list[str]:
         nifti = [str(f) for f in files if f.name.endswith((".nii.gz", ".nii"))]
         if not entries:
             raise ValueError(f"--images {entry}: the folder is empty; give NIfTI images or a folder of them")
+        if not nifti and (folder / "datalist.json").is_file() and (folder / "images").is_dir():
+            raise ValueError(f"--images {entry}: a converted dataset (its datalist.json, images/, labels/), not a "
+                             f"folder of images: give --images {folder / 'images'} (or some of the files there)")
         out += nifti or [str(f) for f in files] or [entry]
         others = [f.name for f in files if nifti and str(f) not in nifti]
         if others:

@@ -275,8 +275,8 @@ def _train_locked(bundle: Bundle, lock: Lock, *, overrides: Mapping[str, Any] | 
 
 def bundle_data_files(bundle: Path) -> dict[str, list[int]]:
     """``[size, mtime_ns]`` of the training files of the datalist a bundle's configs name
-    (:func:`auto3dseg.analysis.analyze.training_files`); empty when they name none it can read."""
-    from auto3dseg.analysis.analyze import training_files
+    (:func:`auto3dseg.analysis.source_record.training_files`); empty when they name none it can read."""
+    from auto3dseg.analysis.source_record import training_files
     from auto3dseg.orchestration.workdir import DATA_KEYS
 
     found: dict[str, str] = {}
@@ -296,15 +296,17 @@ def bundle_data_files(bundle: Path) -> dict[str, list[int]]:
 
 
 def _trained_on_other_files(bundle: Bundle) -> list[str]:
-    """Training files of ``bundle``'s datalist rewritten (or added) since it was trained (its done
-    marker records them); empty for bundles trained before markers did."""
+    """Training files of ``bundle``'s datalist rewritten since it was trained (its done marker
+    records them), and those added or dropped (so marked); empty for bundles trained before
+    markers did."""
     recorded = (bundle.done or {}).get("training_files")
     if not isinstance(recorded, dict) or not recorded:
         return []
     now = bundle_data_files(bundle.path)
     if not now:  # its configs or datalist cannot be read now: unknown, and said where they are read
         return []
-    return sorted(k for k in set(now) | set(recorded) if now.get(k) != recorded.get(k))
+    return sorted(k + (" (no longer in the datalist)" if k not in now else " (new in the datalist)" if k not in recorded
+                       else "") for k in set(now) | set(recorded) if now.get(k) != recorded.get(k))
 
 
 def stale_bundles_note(bundles: Sequence[Bundle], consequence: str) -> str | None:
@@ -469,7 +471,7 @@ def _missing_data_files(cfg: Mapping[str, Any]) -> list[str]:
 def _recheck_training_files(work_dir: str | os.PathLike, log) -> None:
     """Training files rewritten since the analysis get its input checks again (InputError naming
     what it would refuse); otherwise a note that the bundles were planned on the earlier files."""
-    from auto3dseg.analysis.analyze import DATASTATS
+    from auto3dseg.analysis.source_record import DATASTATS
     from auto3dseg.analysis.recheck import recheck_rewritten
     from auto3dseg.engine.input_checks import InputError
 

@@ -307,7 +307,7 @@ def datalist_changed(work_dir: str | os.PathLike) -> str | None:
         return None
     dl = Path(str(src["datalist"]))
     try:  # the training items and files as analysed: when they are the same, only the testing list changed
-        from auto3dseg.analysis.analyze import DATASTATS_SOURCE, stale_datastats
+        from auto3dseg.analysis.source_record import DATASTATS_SOURCE, stale_datastats
 
         if (Path(work_dir) / DATASTATS_SOURCE).is_file() and stale_datastats(work_dir, dl, src.get("dataroot")) is None:
             from auto3dseg.bundles.checks import check_class_tables

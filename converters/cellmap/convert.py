@@ -38,6 +38,7 @@ from converters.cellmap.crop import (
     gt_stamp,
     convert_crop,
     convert_test_crop,
+    em_plan,
     inspect_crop,
     listed_classes,
     record_base,
@@ -245,9 +246,12 @@ def convert(
     settings = ConvertSettings(tuple(float(v) for v in target_spacing), scale, max_voxels, max_em_upsample,
                                build_class_table(names))
     extents = _extents(crops, inspected, settings)
-    if dry_run:
+    if dry_run:  # the EM level each crop would use: a crop its EM cannot serve is shown skipped, as the run skips it
+        em = {src.name: em_plan(src, output_grid(inspected[src.name][0], settings.target_spacing), settings)
+              for src in crops if src.name in {e.name for e in extents}}
+        extents = [e for e in extents if "verdict" not in em[e.name]]
         plan = plan_spatial_folds(extents, num_folds, fold_gap)
-        return dry_run_report(crops, test_crops, statuses, inspect_errors, settings, extents, plan, num_folds)
+        return dry_run_report(crops, test_crops, statuses, inspect_errors, settings, extents, plan, num_folds, em)
     _refuse_inside_inputs(out_dir, [*crops, *test_crops])
     out_dir.mkdir(parents=True, exist_ok=True)
     _check_settings(out_dir, settings, force)

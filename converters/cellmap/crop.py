@@ -42,7 +42,8 @@ from converters.outputs import OutputError, atomic_write, atomic_write_json, sou
 from datalists.cellmap_classes import CELLMAP_CLASSES
 from converters.resample import resample_into
 
-__all__ = ["ConvertSettings", "convert_crop", "convert_test_crop", "inspect_crop", "listed_classes", "worker"]
+__all__ = ["ConvertSettings", "convert_crop", "convert_test_crop", "em_plan", "inspect_crop", "listed_classes",
+           "worker"]
 
 
 @dataclass
@@ -199,6 +200,19 @@ def _open_em(src: cz.CropSource | cz.TestCrop, out: Grid, settings: ConvertSetti
     if not _use_em(rec, choice):
         return None, None
     return cz.CheckedArray(group[choice.level.path], f"{where}/{choice.level.path}"), choice.level
+
+
+def em_plan(src: cz.CropSource | cz.TestCrop, out: Grid, settings: ConvertSettings) -> dict:
+    """What the conversion would do with a crop's EM, from metadata and chunk listings only (what
+    ``--dry_run`` shows): ``{"em_level", "em_upsample"}``, or ``{"verdict", "reason", "detail"}``
+    of the skip or failure the conversion would record."""
+    rec: dict = {"warnings": []}
+    try:
+        arr, _ = _open_em(src, out, settings, rec)
+    except cz.CellMapFormatError as exc:
+        return {"verdict": "failed", "reason": "em_format", "detail": str(exc)}
+    keys = ("em_level", "em_upsample", "warnings") if arr is not None else ("verdict", "reason", "detail")
+    return {k: rec[k] for k in keys if k in rec}
 
 
 def _record_unknown(rec: dict, mapper: LabelMapper, how: str) -> None:

@@ -139,12 +139,15 @@ def render_folds(folds: dict) -> list[str]:
 
 
 def dry_run_report(crops, test_crops, statuses, inspect_errors, settings, extents: Sequence[CropExtent] = (),
-                   plan: SplitPlan | None = None, num_folds: int = 5) -> dict:
+                   plan: SplitPlan | None = None, num_folds: int = 5, em: dict | None = None) -> dict:
     """The plan ``--dry_run`` prints: every crop, and for those that would convert, its tiles and folds.
 
     ``extents`` are the crops inspection says will convert, ``plan`` their spatial folds
-    (:func:`converters.folds.plan_spatial_folds`). Nothing is written.
+    (:func:`converters.folds.plan_spatial_folds`); ``em`` each crop's EM plan
+    (:func:`converters.cellmap.crop.em_plan`): a skip there is shown as the run would record it.
+    Nothing is written.
     """
+    em = em or {}
     plan = plan or SplitPlan()
     by_name = {e.name: e for e in extents}
     layout = [(FoldItem(e.name, e.dataset, frozenset(annotated_ids(statuses.get(e.name, {}), settings.class_table)),
@@ -157,6 +160,10 @@ def dry_run_report(crops, test_crops, statuses, inspect_errors, settings, extent
         row = {"name": src.name, "kind": "train", "error": inspect_errors.get(src.name),
                "annotated": sorted(n for n, s in st.items() if s.annotated),
                "not_annotated": {n: s.reason for n, s in st.items() if not s.annotated}, "tiles": []}
+        if "verdict" in em.get(src.name, {}):
+            row["error"] = f"{em[src.name]['verdict']} ({em[src.name]['reason']}): {em[src.name]['detail']}"
+        elif src.name in em:
+            row["em_level"], row["em_upsample"] = em[src.name].get("em_level"), em[src.name].get("em_upsample")
         if src.name in by_name:
             e, split = by_name[src.name], plan.split_of(src.name)
             boxes = split_into_fold_tiles(e.shape, settings.max_voxels, split.parts, split.gap, split.axis) if split \
@@ -186,7 +193,11 @@ def render_dry_run_text(plan: dict) -> str:
             why = row.get("error") or "nothing selected is annotated"
             lines.append(f"  {row['name']}: would not convert ({why})")
         else:
-            lines.append(f"  {row['name']}: {len(row['tiles'])} tile(s) of {' x '.join(map(str, row['output_shape']))}")
+            em = f" from EM {row['em_level']}" if row.get("em_level") else ""
+            if em and float(row.get("em_upsample") or 1) > 1:
+                em += f" (upsampled {float(row['em_upsample']):g}x)"
+            lines.append(f"  {row['name']}: {len(row['tiles'])} tile(s) of {' x '.join(map(str, row['output_shape']))}"
+                         + em)
             lines += [f"    {Path(t['image']).name.removesuffix('.nii.gz')}: {_box(t['start'], t['stop'])} -> "
                       f"fold {t['fold']}" for t in row["tiles"]]
     return "\n".join(lines) + "\n"
