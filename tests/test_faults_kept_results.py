@@ -149,6 +149,19 @@ def test_one_bad_image_does_not_stop_the_others(trained_work, tmp_path, converte
     assert rc == 0 and "0 probability maps written, 1 already there" in said.out, said.out + said.err
 
 
+def test_a_blank_image_is_predicted_and_named(trained_work, tmp_path, converted, capsys):
+    """An all-zero image given to predict gave a map of ~0.5 everywhere, and labels, without a word."""
+    image = converted[0] / json.loads((converted[0] / "datalist.json").read_text())["testing"][0]["image"]
+    img = nib.load(image)
+    blank = tmp_path / "blank.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros(img.shape, img.get_data_dtype()), img.affine, img.header), blank)
+    rc = run_auto3dseg.main(["--mode", "predict", "--work_dir", str(trained_work), "--algos", "segresnet",
+                             "--output_dir", str(tmp_path / "out"), "--images", str(blank), str(image)])
+    said = capsys.readouterr()
+    assert rc == 0 and f"note: {blank} is constant (0 everywhere: blank?)" in said.out, said.out + said.err
+    assert str(image) + " is constant" not in said.out and (tmp_path / "out" / "ensemble.json").is_file()
+
+
 def test_ensemble_reuses_maps_of_moved_images_and_redoes_rewritten_ones(trained_work, converted, tmp_path):
     """Maps were keyed by image path only: a moved dataset re-predicted every map, and an image
     re-converted in place kept its old map as "up to date"."""

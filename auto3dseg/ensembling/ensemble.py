@@ -220,14 +220,20 @@ def _blockwise(inferers: Sequence[Any]) -> bool:
 
 
 def _predict_map_blockwise(inferers: Sequence[Any], case: Mapping[str, Any], out: Path, channels: list[str],
-                           activation: str | None) -> list[int]:
-    """Average the bundles' probabilities block by block into the map ``out``; returns its shape."""
+                           activation: str | None, log=print) -> list[int]:
+    """Average the bundles' probabilities block by block into the map ``out``; returns its shape.
+    A constant image (blank: nothing to segment) is predicted, and named."""
     from tqdm import tqdm
 
     from auto3dseg.engine.blockwise import block_core, chunk_shape, plan_blocks, sw_memory_bytes
     from auto3dseg.ensembling.probability_maps import ProbabilityMapWriter
 
     image, meta = inferers[0].load(case)
+    if image.numel() if hasattr(image, "numel") else image.size:
+        lo, hi = float(image.min()), float(image.max())
+        if lo == hi:
+            log(f"note: {case['image']} is constant ({lo:g} everywhere: blank?); its map and labels say nothing "
+                "about it")
     spatial = tuple(int(s) for s in image.shape[1:])
     params = [inf.intensity_parameters(image) for inf in inferers]
     patch = np.max([np.asarray(inf.cfg["patch_size"], dtype=int) for inf in inferers], axis=0).tolist()
@@ -389,7 +395,7 @@ def write_case_map(inferers: Sequence[Any], acts: Mapping[str, str | None], case
             activation = {"activation": act or ("softmax" if channels[0] == "background" else "sigmoid"),
                           "activation_source": "config" if act else "inferer"}
         shape = _predict(inferers, case, index, source, lambda: _predict_map_blockwise(
-            inferers, case, out, channels, activation["activation"]))
+            inferers, case, out, channels, activation["activation"], log))
         return shape, channels, activation
     prob, affine = _predict(inferers, case, index, source, lambda: ensemble_probabilities(inferers, case))
     if channels is None:
