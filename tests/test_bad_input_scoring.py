@@ -363,6 +363,17 @@ def test_a_misspelt_label_is_named_beside_the_missing_one(tmp_path):
         assert len(got) == 1 and f"it holds '{wrong}', which is no label of the truth: misspelt?" in got[0]["message"]
 
 
+def test_a_submitted_crop_the_truth_lacks_is_named(tmp_path):
+    """A truth store without crop2 scored crop1 alone, without a word (with a manifest it was named)."""
+    truth = write_store(tmp_path / "truth.zarr", {(1, "er"): (ER, at((4, 4, 4)))})
+    sub = write_store(tmp_path / "sub.zarr", {(1, "er"): (ER, at((4, 4, 4))), (2, "er"): (ER, at((4, 4, 4)))})
+    got = warned(score(sub, truth), "no_truth")
+    assert [(w["crop"], w["label"]) for w in got] == [(2, "*")], got
+    assert "in the submission but not in the truth: not scored" in got[0]["message"]
+    assert not warned(score(sub, truth, only=[(1, "er")]), "no_truth")  # a chosen subset (the CV) says nothing
+    assert not warned(score(write_store(tmp_path / "one.zarr", {(1, "er"): (ER, at((4, 4, 4)))}), truth), "no_truth")
+
+
 def test_out_inside_the_truth_or_the_predictions_is_refused(tmp_path, capsys):
     """Reports were written into the truth store (scores.json among the crops) and truth folder."""
     import tifffile

@@ -374,3 +374,26 @@ def test_maps_kept_after_an_inference_setting_was_edited_are_named(trained_work,
     proc = run_work(work, "--mode", "ensemble")
     assert proc.returncode == 0 and "the configs of segresnet_0 changed since the maps" in proc.stdout, proc.stdout
     assert "--force predicts every map again" in proc.stdout
+
+
+def test_training_files_written_again_with_the_same_sizes_are_not_called_changed(trained_work, converted, tmp_path):
+    """The same data converted again (byte-identical files, new times) was reported as 20 changed files
+    to retrain for."""
+    import os
+
+    from auto3dseg.orchestration.train_bundles import stale_bundles_note
+    from auto3dseg.orchestration.workdir import list_bundles
+
+    out, _ = converted
+    work, data = copy_work(trained_work, tmp_path), tmp_path / "data"
+    shutil.copytree(out, data)
+    proc = run_work(work, "--mode", "train", *TINY, "--datalist", str(data / "datalist.json"), "--force_new_datalist")
+    assert proc.returncode == 0, proc.stderr
+    item = json.loads((data / "datalist.json").read_text())["training"][0]
+    for key in ("image", "label"):  # written again, the same bytes
+        f = data / item[key]
+        os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 10**9))
+    note = stale_bundles_note(list_bundles(work), "maps show what was learnt from the old files")
+    assert note and "were written again since it was trained, with the same sizes" in note, note
+    assert f"({item['image']}, {item['label']})" in note and "if they were only re-converted or copied" in note
+    assert "changed (" not in note

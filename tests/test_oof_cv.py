@@ -114,6 +114,23 @@ def test_cv_of_other_rules_or_parameters_keeps_the_earlier_scores_and_says_what_
     assert "not comparable" not in capsys.readouterr().out
 
 
+def test_a_test_score_of_other_networks_is_not_set_beside_the_cv_score(oof_run, tmp_path, capsys):
+    """`oof --algos dints` printed the segresnet submission's test score beside the dints CV score."""
+    work, _ = oof_run
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy, symlinks=True)
+    assert run_auto3dseg.main(["--mode", "oof", "--work_dir", str(copy)]) == 0
+    assert "not comparable" not in capsys.readouterr().out  # the same networks
+    manifest = copy / "ensemble_output" / "ensemble.json"  # as if the submission's maps came from dints
+    ens = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({**ens, "bundles": [{**b, "name": b["name"].replace("segresnet", "dints")}
+                                                       for b in ens["bundles"]]}))
+    assert run_auto3dseg.main(["--mode", "oof", "--work_dir", str(copy)]) == 0
+    printed = capsys.readouterr().out
+    assert "the submission's maps come from dints, the CV score's from segresnet" in printed, printed
+    assert "not comparable" in printed
+
+
 def test_a_fold_without_a_trained_bundle_is_listed_not_dropped(oof_run, tmp_path):
     work, _ = oof_run
     copy = tmp_path / "work"

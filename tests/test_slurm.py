@@ -207,3 +207,45 @@ def test_dry_run_with_tune_submits_again_after_tuning(converted, tmp_path, capsy
                 '"$(( SLURM_CPUS_PER_TASK - 1 ))"', "1"))
             argv = argv[argv.index(next(a for a in argv if a.endswith("run_auto3dseg.py"))) + 1:]
             assert ignored_flags(parser.parse_args(argv), parser) == [], line
+
+
+def _fake_bundles(work: Path, names: list[str], trained: bool = True) -> None:
+    """Bundle folders as list_bundles finds them (algo_object.json), with a training record."""
+    for name in names:
+        (work / name).mkdir(parents=True)
+        (work / name / "algo_object.json").write_text("{}")
+        if trained:
+            (work / name / "training_done.json").write_text(json.dumps({"best_avg_dice_score": 0.5}))
+
+
+def test_a_network_added_to_the_command_is_generated_by_a_prep_job(converted, tmp_path, capsys, monkeypatch):
+    """segresnet trained, `--algos segresnet dints`: only a final job was submitted, which ensembled
+    segresnet alone (exit 0, dints never mentioned)."""
+    out, _ = converted
+    folds = sorted({int(it["fold"]) for it in json.loads((out / "datalist.json").read_text())["training"]})
+    work = tmp_path / "w"
+    _fake_bundles(work, [f"segresnet_{f}" for f in folds])
+    (work / "datastats.yaml").write_text("stats_summary: {}\n")
+    monkeypatch.setattr(slurm_mod, "probe_cluster", lambda p=None: slurm_mod.ClusterInfo(4, 16000, 0))
+    rc = run_auto3dseg.main(["--mode", "slurm", "--datalist", str(out / "datalist.json"), "--work_dir", str(work),
+                             "--dry_run", "--algos", "segresnet", "dints", "--slurm_cpus", "1"])
+    said = capsys.readouterr()
+    sbatch = [line for line in said.out.splitlines() if line.startswith("sbatch ")]
+    assert rc == 0 and len(sbatch) == 3 and "a3d-prep" in sbatch[0], said.out
+    assert f"--array={','.join(str(i) for i in range(len(folds)))} " in sbatch[1]  # dints_* sort first; segresnet done
+    assert "--mode generate" in said.out and ", ".join(f"dints_{f}" for f in folds) + " not generated yet" in said.err
+    rc = run_auto3dseg.main(["--mode", "slurm", "--datalist", str(out / "datalist.json"), "--work_dir", str(work),
+                             "--dry_run", "--algos", "segresnet", "--num_fold", str(len(folds) + 1)])
+    assert rc == 2 and f"has no training items in fold(s) [{len(folds)}]" in capsys.readouterr().err
+    with pytest.raises(RuntimeError, match="--algos dints: .* has no bundle of it \\(not generated\\)"):
+        check_trained(work, ["segresnet", "dints"])
+
+
+def test_a_cpu_request_above_the_cluster_is_refused_once_with_its_size(converted, tmp_path, capsys, monkeypatch):
+    """The dry run said "has 2" in a note, then "has 8" (an assumed cluster) in the error."""
+    out, _ = converted
+    monkeypatch.setattr(slurm_mod, "probe_cluster", lambda p=None: slurm_mod.ClusterInfo(2, 16000, 0))
+    rc = run_auto3dseg.main(["--mode", "slurm", "--datalist", str(out / "datalist.json"), "--work_dir",
+                             str(tmp_path / "w"), "--dry_run", "--slurm_cpus", "64", *TINY])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "has 2" in err and "--slurm_cpus 2 or less" in err, err

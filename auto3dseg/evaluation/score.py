@@ -380,6 +380,11 @@ def score_submission(submission: str | os.PathLike[str], truth: str | os.PathLik
     with open_submission(submission, rules) as sub:
         dirs, crop_warns = _crop_dirs(sub, {t.crop for t in truths}, rules)
         warns += crop_warns
+        if only is None and wanted is None:  # a submitted crop the truth lacks (the manifest's are named above)
+            scored = {t.crop for t in truths} | {c for c, _ in grids}
+            for n in sorted({int(m.group(1)) for d in sub.crop_dirs() if (m := CROP_RE.match(d))} - scored):
+                warns.append(make_warning(n, "*", "no_truth", "in the submission but not in the truth: not scored "
+                                          "(the score covers the other crops only)"))
         for t in truths:
             target = _target(t, grids, rules)
             truth_arr = np.asarray(t.array[...])

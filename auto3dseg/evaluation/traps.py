@@ -33,7 +33,7 @@ kind                   raised when
 ``no_translation``     / ``no_voxel_size``: the attribute is absent
 ``truth_unknown``      an 8-bit truth with value 255 (official: semantic foreground, or one
                        more instance object; strict: left out)
-``not_in_manifest``    / ``no_truth`` / ``grid_mismatch``: truth and manifest disagree
+``not_in_manifest``    / ``no_truth`` / ``grid_mismatch``: truth and manifest (or submission) disagree
 =====================  ==============================================================
 
 >>> make_warning(101, "ves", "missing_label", "not in the submission")["kind"]

@@ -160,8 +160,12 @@ def check_trained(work: Path, algos: Sequence[str]) -> None:
 
     bundles = [b for b in list_bundles(work.resolve()) if b.algo in algos]
     missing = [b.name for b in bundles if not b.done]
+    again = "(in a --mode slurm chain: run the same --mode slurm command again, it submits only what is unfinished)"
     if not bundles:
-        raise RuntimeError(f"{work} has no bundle of {', '.join(algos)}: run --mode generate and train first")
+        raise RuntimeError(f"{work} has no bundle of {', '.join(algos)}: run --mode generate and train first {again}")
+    if absent := [a for a in algos if not any(b.algo == a for b in bundles)]:
+        raise RuntimeError(f"--algos {' '.join(absent)}: {work} has no bundle of {'it' if len(absent) == 1 else 'them'} "
+                           f"(not generated): run --mode generate --algos {' '.join(algos)}, then --mode train {again}")
     if missing:
         raise RuntimeError(f"not trained: {', '.join(missing)} (of {len(bundles)} bundles in {work}). Train them "
                            "(--mode train, or run the same --mode slurm command again: it submits only what is "

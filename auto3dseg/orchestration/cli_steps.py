@@ -66,6 +66,30 @@ def test_score(work: Path, rules: str = "official") -> float | None:
     return t.get("mean_f1") if "mean_f1" in t else (t.get("overall") or {}).get("score")
 
 
+def _networks_differ(work: Path) -> str | None:
+    """How the networks of the submission's maps (``ensemble.json``) differ from those of the
+    out-of-fold maps (``oof/oof.json``), or None (the same, or a file unreadable)."""
+    import json
+
+    from auto3dseg.ensembling.oof import MANIFEST, OOF_DIR
+    from auto3dseg.orchestration.workdir import ENSEMBLE_DIR
+
+    def nets(names) -> set[str]:
+        return {str(n).rpartition("_")[0] for n in names}
+
+    try:
+        ens = json.loads((work / ENSEMBLE_DIR / "ensemble.json").read_text())
+        oof = json.loads((work / OOF_DIR / MANIFEST).read_text())
+        test = nets(b["name"] for b in ens.get("bundles", []))
+        cv = nets(n for it in oof.get("items", []) for n in it.get("bundles", []))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if not test or not cv or test == cv:
+        return None
+    return (f"the submission's maps come from {', '.join(sorted(test))}, the CV score's from {', '.join(sorted(cv))}; "
+            "run --mode ensemble and submit with the same --algos to compare")
+
+
 def oof_step(args: argparse.Namespace, work: Path, datalist: str) -> int:
     from auto3dseg.evaluation.cv import cv_summary, oof_and_cv
     from auto3dseg.orchestration.workdir import data_kind
@@ -87,12 +111,14 @@ def oof_step(args: argparse.Namespace, work: Path, datalist: str) -> int:
         scored = read_json(work / "submission" / name)
         rules = "official" if "mean_f1" in scored else scored.get("rules", "official")  # cells: always official
         other = params_differ(work / "submission", params)
+        nets = _networks_differ(work)
         print(f"Test score (submission against --truth, {rules} rules): {figure:.4f}"
               + ("" if rules == args.score_rules else f"  (the CV score above uses {args.score_rules} rules: "
                  "not comparable; score the submission again with --mode submit --score_rules "
                  f"{args.score_rules})")
               + (f"  (the submission was {other}, not with those of the CV score above: not comparable; run "
-                 "--mode submit --force with the same parameters to compare)" if other else ""))
+                 "--mode submit --force with the same parameters to compare)" if other else "")
+              + (f"  ({nets}: not comparable)" if nets else ""))
     from auto3dseg.evaluation.cv import scores_name
 
     name = scores_name(args.score_rules)
@@ -112,13 +138,17 @@ def slurm_step(args: argparse.Namespace, datalist: str) -> int:
     try:
         partition = args.slurm_partition or os.environ.get("AUTO3DSEG_SLURM_PARTITION")
         cluster = slurm.probe_cluster(partition)
-        res = slurm.resolve_resources(flags, cluster)
-    except slurm.SlurmError as exc:
+    except slurm.SlurmError as exc:  # no cluster to ask: a dry run assumes one
         if not args.dry_run:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         print(f"note: {exc}; the dry run assumes one GPU and 8 CPUs per task", file=sys.stderr)
-        res = slurm.resolve_resources(flags, slurm.ClusterInfo(8, 0, 1))
+        cluster = slurm.ClusterInfo(8, 0, 1)
+    try:  # what was asked for against the cluster found (the real run checks the same)
+        res = slurm.resolve_resources(flags, cluster)
+    except slurm.SlurmError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     generate_args = [*(["--num_epochs", str(args.num_epochs)] if args.num_epochs else []),
                      *(["--budget", str(args.budget)] if args.budget else []),
                      *(["--patch_size", str(args.patch_size)] if args.patch_size else []),
@@ -157,6 +187,8 @@ def slurm_step(args: argparse.Namespace, datalist: str) -> int:
         for (step, text), cmd in zip(result.scripts.items(), result.commands):
             print(f"# --- {step}: {work / slurm.SLURM_DIR / (step + '.sbatch')}\n{text}")
             print(" ".join(slurm.shlex.quote(c) for c in cmd) + "\n")
+        for note in result.notes:
+            print(f"note: {note}", file=sys.stderr)
         return 0
     print(f"Submitted to SLURM for {work} ({len(result.bundles)} bundles; array tasks {result.array or 'none'}):")
     for step, job in result.jobs.items():

@@ -214,9 +214,14 @@ def bundle_names(work_dir: str | os.PathLike, algos: Sequence[str]) -> list[str]
 
 
 def _expected_bundles(datalist: Path, algos: Sequence[str], num_fold: int | None) -> list[str]:
+    """The bundles generate makes for ``algos`` (``<algo>_<fold>``); ValueError, as generate's,
+    when ``num_fold`` asks for folds the datalist has no training item in."""
     dl = json.loads(datalist.read_text())
-    folds = int(num_fold or dl.get("num_folds") or 1 + max((int(it.get("fold", 0)) for it in dl["training"]),
-                                                             default=0))
+    present = sorted({int(it["fold"]) for it in dl.get("training") or [] if isinstance(it, dict) and "fold" in it})
+    folds = int(num_fold or dl.get("num_folds") or 1 + max(present, default=0))
+    if present and (missing := [f for f in range(folds) if f not in present]):
+        raise ValueError(f"{datalist} has no training items in fold(s) {missing}; it has folds {present}. Use "
+                         f"--num_fold {len(present)} or re-convert with more folds")
     return sorted(f"{a}_{f}" for a in algos for f in range(folds))
 
 
@@ -296,8 +301,10 @@ def submit_pipeline(work_dir: str | os.PathLike, datalist: str | os.PathLike, *,
     plain = [py, script, "--work_dir", str(work)]  # modes that read no --algos (it would be refused)
     base = [*plain, "--algos", *algos]
     existing = bundle_names(work, algos)
-    need_prep = not existing or not (work / "datastats.yaml").is_file()
-    names = _expected_bundles(datalist, algos, num_fold) if need_prep else existing
+    expected = _expected_bundles(datalist, algos, num_fold)
+    lacking = [n for n in expected if n not in existing]  # a network or fold added to the command: generated first
+    need_prep = not existing or bool(lacking) or not (work / "datastats.yaml").is_file()
+    names = sorted(set(existing) | set(expected))  # as the array's --task_index will find them after the prep job
     done = {b.name for b in list_bundles(work) if (b.path / DONE_MARKER).is_file()}
     todo = [i for i, n in enumerate(names) if n not in done]
     result.bundles = names
@@ -353,6 +360,9 @@ def submit_pipeline(work_dir: str | os.PathLike, datalist: str | os.PathLike, *,
         previous = job
     if not need_prep:
         result.notes.append(f"bundles exist ({len(names)}): no prep job")
+    elif existing and lacking:
+        result.notes.append(f"{', '.join(lacking)} not generated yet: the prep job generates {'it' if len(lacking) == 1 else 'them'} "
+                            f"(the {len(existing)} bundle(s) there are kept)")
     if not todo:
         result.notes.append("every bundle is trained: no training job")
     if not dry_run:

@@ -305,8 +305,18 @@ def _trained_on_other_files(bundle: Bundle) -> list[str]:
     now = bundle_data_files(bundle.path)
     if not now:  # its configs or datalist cannot be read now: unknown, and said where they are read
         return []
-    return sorted(k + (" (no longer in the datalist)" if k not in now else " (new in the datalist)" if k not in recorded
-                       else "") for k in set(now) | set(recorded) if now.get(k) != recorded.get(k))
+    def how(k: str) -> str:
+        if k not in now:
+            return " (no longer in the datalist)"
+        if k not in recorded:
+            return " (new in the datalist)"
+        return SAME_SIZE if list(now[k])[:1] == list(recorded[k])[:1] else ""
+
+    return sorted(k + how(k) for k in set(now) | set(recorded) if now.get(k) != recorded.get(k))
+
+
+#: how :func:`_trained_on_other_files` marks a file whose size is the one trained on, its time not
+SAME_SIZE = " (same size, other time)"
 
 
 def stale_bundles_note(bundles: Sequence[Bundle], consequence: str) -> str | None:
@@ -317,9 +327,15 @@ def stale_bundles_note(bundles: Sequence[Bundle], consequence: str) -> str | Non
     if not stale:
         return None
     files = sorted(set().union(*stale.values()))
-    shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
     names = ", ".join(list(stale)[:4]) + (f" and {len(stale) - 4} more" if len(stale) > 4 else "")
     one = len(stale) == 1
+    if all(f.endswith(SAME_SIZE) for f in files):  # re-converted or copied without times: perhaps the same bytes
+        shown = ", ".join(f.removesuffix(SAME_SIZE) for f in files[:3]) + (
+            f" and {len(files) - 3} more" if len(files) > 3 else "")
+        return (f"note: {len(files)} training file(s) of {names} were written again since {'it was' if one else 'they were'} "
+                f"trained, with the same sizes ({shown}): if they were only re-converted or copied, nothing changed; if "
+                f"their contents changed, {consequence}, and --mode train --force retrains {'it' if one else 'them'}")
+    shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
     return (f"note: {names} {'was' if one else 'were'} trained before {len(files)} of {'its' if one else 'their'} "
             f"training file(s) changed ({shown}): {consequence}; --mode train --force retrains "
             f"{'it' if one else 'them'} (the old model/ is moved aside)")
@@ -390,11 +406,9 @@ def train_bundles(work_dir: str | os.PathLike, *, algos: Sequence[str] | None = 
         from auto3dseg.bundles.checks import check_overrides
 
         check_overrides(bundles, overrides, {b.algo for b in list_bundles(Path(work_dir).resolve())})
-    for b in bundles:
-        if b not in todo and (changed := _trained_on_other_files(b)):
-            shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
-            log(f"note: {b.name} was trained before {len(changed)} of its training file(s) changed ({shown}): it "
-                "still predicts what it learnt from the old ones; --force retrains it (the old model/ is moved aside)")
+    if note := stale_bundles_note([b for b in bundles if b not in todo],
+                                  "their predictions show what was learnt from the old files"):
+        log(note)
     unapplied = {b.name: other for b in bundles if b not in todo and (other := _not_trained_with(b, overrides))}
     if unapplied:  # what they were trained with stays: say so, not drop the flag without a word
         for name, other in unapplied.items():
