@@ -42,6 +42,7 @@ from auto3dseg.orchestration.cli_steps import (
     has_testing,
     oof_step,
     read_json,
+    review_flag_lines,
     slurm_step,
     step_banner,
     submit_step,
@@ -405,6 +406,8 @@ def _run(args: argparse.Namespace, datalist: str, dataroot: str, overrides: dict
                         force=args.force and mode == "analyze", validate=False)  # validated in main()
         print(f"Data statistics: {stats}")
         print(f"Review:          {stats.parent / 'datastats_review.md'} (plots in {stats.parent / 'review'})")
+        if flagged := review_flag_lines(stats.parent):
+            print("\n".join(flagged))
     if mode in ("generate", "full"):
         from auto3dseg.bundles.generate import generate
 

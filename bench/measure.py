@@ -158,4 +158,9 @@ def floor_io(inputs: Sequence[str | os.PathLike], out_bytes: int, scratch: str |
 
 
 if __name__ == "__main__":  # a smoke run: python bench/measure.py CMD...
+    if len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help"):
+        print("usage: python bench/measure.py CMD [ARG ...]\n\nRun CMD and print its wall time, CPU time, peak memory "
+              "of its process tree and of its largest process\n(the bench scripts use run_measured() from here).",
+              file=sys.stdout if len(sys.argv) > 1 else sys.stderr)
+        sys.exit(0 if len(sys.argv) > 1 else 2)
     print(run_measured(sys.argv[1:]))

@@ -158,6 +158,9 @@ def test_override_counts_are_checked_before_the_analysis_of_full(converted, tmp_
     ("cyto:\n  watershed: true\n  min_distance_nm: 50\n", "cyto is a semantic class (scored as a mask, never "
      "split into objects): watershed, min_distance_nm apply to instance classes only"),
     (None, "not found"),
+    # a key given twice: YAML keeps the last one (0.3) without a word
+    ("mito:\n  threshold: 0.5\n  threshold: 0.3\n", ":3:3: not valid YAML (key 'threshold' given twice (also on line 2)"),
+    ("ves:\n  threshold: 0.4\nves:\n  min_size_nm3: 9\n", "key 'ves' given twice (also on line 1)"),
 ])
 def test_a_bad_postprocess_params_file_is_one_line_before_any_step(generated, tmp_path, capsys, text, words):
     params = tmp_path / "pp.yaml"

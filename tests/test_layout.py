@@ -126,3 +126,15 @@ def test_no_source_file_over_600_lines():
     sources.append(ROOT / "run_auto3dseg.py")
     long = {str(p.relative_to(ROOT)): n for p in sources if (n := len(p.read_text().splitlines())) > 600}
     assert long == {}
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "bench").glob("*.py")
+                                          if "__main__" in p.read_text()))
+def test_every_bench_script_answers_help(script):
+    """`python bench/measure.py --help` ran "--help" as the command to measure (a traceback)."""
+    import subprocess
+
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--help"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0 and "usage" in proc.stdout.lower() and "Traceback" not in proc.stderr, (
+        proc.stdout[-500:] + proc.stderr[-2000:])

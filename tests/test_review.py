@@ -228,6 +228,21 @@ def test_find_flags_direct():
     assert grp[9]["mean_fraction_annotated"] == pytest.approx(0.5)
 
 
+def test_the_console_names_classes_no_crop_annotates(reviewed, capsys):
+    """A class no crop annotates (38 of 48, converted with --classes) was said in the review only."""
+    from auto3dseg.analysis.review import flag_summary
+    from auto3dseg.orchestration.cli_steps import review_flag_lines
+
+    _, wd, _, _, _, _ = reviewed
+    flags = json.loads((wd / REVIEW_JSON).read_text())["flags"]
+    lines = review_flag_lines(wd)
+    assert lines == flag_summary(flags) and lines[0].startswith("review flags: ") and "1 annotated-absent" in lines[0]
+    never = "[never-annotated] class 3 'c': no crop annotates it"
+    assert flag_summary([never, "[few-annotated] class 1 'a': x"]) == [
+        "review flags: 1 few-annotated, 1 never-annotated", f"  {never}"]
+    assert flag_summary([]) == [] and review_flag_lines(wd / "nowhere") == []
+
+
 def test_figures_are_png_and_linked(reviewed):
     _, wd, md, _, images, _ = reviewed
     text = md.read_text()

@@ -85,6 +85,7 @@ __all__ = [
     "case_label_fractions",
     "class_info",
     "find_flags",
+    "flag_summary",
     "histogram_percentiles",
     "match_cases_to_items",
     "monai_positional_fraction",
@@ -399,3 +400,20 @@ def write_review(
     md_path = work / REVIEW_MD
     atomic_write_text(md_path, render_markdown(review))
     return md_path
+
+
+def flag_summary(flags: Sequence[str]) -> list[str]:
+    """What the console says of the review's flags: their counts by kind, then each class no crop
+    annotates (its channel learns nothing), which the review alone would hide in a long list.
+
+    >>> flag_summary(["[never-annotated] class 3 'er': no crop annotates it", "[few-annotated] x", "[few-annotated] y"])
+    ['review flags: 2 few-annotated, 1 never-annotated', "  [never-annotated] class 3 'er': no crop annotates it"]
+    """
+    import re
+    from collections import Counter
+
+    kinds = Counter(m.group(1) for f in flags if (m := re.match(r"\[([a-z-]+)\]", f)))
+    if not kinds:
+        return []
+    head = "review flags: " + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0])))
+    return [head, *(f"  {f}" for f in flags if f.startswith("[never-annotated]"))]

@@ -293,9 +293,24 @@ def apply_overrides(cfg: dict[str, Any], overrides: Mapping[str, Any]) -> dict[s
     return out
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe loader that refuses a mapping key given twice (YAML would keep the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice (also on line {seen[key].line + 1}): YAML would keep the "
+                    "last one without a word; keep one", key_node.start_mark)
+            seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml_file(path: str | os.PathLike, fix: str = "fix the file there") -> Any:
-    """A YAML file a person may have edited; a syntax error is a ``ValueError`` naming the file,
-    line and column, and ``fix``.
+    """A YAML file a person may have edited; a syntax error, or a key given twice in one mapping,
+    is a ``ValueError`` naming the file, line and column, and ``fix``.
 
     >>> import tempfile
     >>> f = Path(tempfile.mkdtemp()) / "hp.yaml"
@@ -307,7 +322,7 @@ def read_yaml_file(path: str | os.PathLike, fix: str = "fix the file there") -> 
     """
     try:
         with open(path) as fh:
-            return yaml.safe_load(fh)
+            return yaml.load(fh, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)

@@ -199,6 +199,19 @@ def slurm_step(args: argparse.Namespace, datalist: str) -> int:
     return 0
 
 
+def review_flag_lines(work: Path) -> list[str]:
+    """The review's flags as the console shows them after the analysis (none when it has none)."""
+    import json
+
+    from auto3dseg.analysis.review import REVIEW_JSON, flag_summary
+
+    try:
+        flags = json.loads((work / REVIEW_JSON).read_text()).get("flags") or []
+    except (OSError, ValueError, AttributeError):
+        return []
+    return flag_summary([str(f) for f in flags])
+
+
 def read_json(path: str | Path, fix: str = "fix it, or write it again with the step that made it") -> dict:
     import json
 
