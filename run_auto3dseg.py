@@ -205,7 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "same data moved or re-converted); without it such a work_dir is refused")
     p.add_argument("--force", action="store_true",
                    help="redo a finished step: analyze again, regenerate bundles (old ones moved to "
-                   "<work_dir>/replaced/), retrain (old model/ moved aside), recompute ensemble maps; with --mode "
+                   "<work_dir>/replaced/), retrain (old model/ moved aside), recompute ensemble maps, search the "
+                   "post-processing again (tune_postprocess keeps an up-to-date tuning otherwise); with --mode "
                    "slurm it only submits although jobs of an earlier chain are still queued or running (the jobs "
                    "still skip finished work)")
     return p

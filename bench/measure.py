@@ -163,4 +163,12 @@ if __name__ == "__main__":  # a smoke run: python bench/measure.py CMD...
               "of its process tree and of its largest process\n(the bench scripts use run_measured() from here).",
               file=sys.stdout if len(sys.argv) > 1 else sys.stderr)
         sys.exit(0 if len(sys.argv) > 1 else 2)
-    print(run_measured(sys.argv[1:]))
+    command = sys.argv[2:] if sys.argv[1] == "--" else sys.argv[1:]
+    if not command:
+        print("error: no command to measure after --", file=sys.stderr)
+        sys.exit(2)
+    try:
+        print(run_measured(command))
+    except FileNotFoundError:
+        print(f"error: command not found: {command[0] if command else '(none)'}", file=sys.stderr)
+        sys.exit(127)

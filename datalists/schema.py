@@ -116,7 +116,9 @@ def load_datalist(path: str | os.PathLike[str]) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise DatalistError([f"{p}: cannot read the datalist: {exc}"], source=str(p)) from exc
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_unique_keys)
+    except RepeatedKey as exc:
+        raise DatalistError([f"{p}: {exc}"], source=str(p)) from None
     except json.JSONDecodeError as exc:
         raise DatalistError(
             [f"{p}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}; "
@@ -130,6 +132,42 @@ def load_datalist(path: str | os.PathLike[str]) -> dict[str, Any]:
             source=str(p),
         )
     return data
+
+
+class RepeatedKey(ValueError):
+    """A JSON object that gives one key twice (``json`` keeps the last value without a word)."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` refusing a key given twice, naming the object (by its ``image`` when
+    it is an item).
+
+    >>> json.loads('{"fold": 0, "image": "a.nii.gz", "fold": 1}', object_pairs_hook=_unique_keys)
+    Traceback (most recent call last):
+    ...
+    datalists.schema.RepeatedKey: key 'fold' given twice in the item of image 'a.nii.gz' (values 0 and 1): JSON keeps the last one without a word; keep one
+    """
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            keys = dict(pairs)
+            if isinstance(keys.get("image"), str):
+                where = f"the item of image {keys['image']!r}"
+            elif "training" in keys or "testing" in keys:
+                where = "the top level"
+            elif "id" in keys and "name" in keys:
+                where = f"the class-table row of id {keys['id']!r}"
+            else:
+                where = "one object"
+            shown = [_brief(out[key]), _brief(value)]
+            raise RepeatedKey(f"key {key!r} given twice in {where} (values {shown[0]} and {shown[1]}): JSON keeps the "
+                              "last one without a word; keep one")
+        out[key] = value
+    return out
+
+
+def _brief(value: Any) -> str:
+    return f"a list of {len(value)}" if isinstance(value, list) else repr(value)[:40]
 
 
 @lru_cache(maxsize=1)

@@ -282,6 +282,19 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def _folds_arg(text: str) -> int:
+    """argparse type of ``--num-folds``: a whole number >= 1."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not allowed: give a number of folds >= 1")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ``python -m datalists.validate DATALIST [options]``.
 
@@ -316,7 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="read every label and check its values are class ids 0..K (slow on big data)",
     )
     parser.add_argument(
-        "--num-folds", type=int, default=None, metavar="N",
+        "--num-folds", type=_folds_arg, default=None, metavar="N",
         help="expected number of folds (default: the datalist's num_folds, else the largest fold + 1)",
     )
     parser.add_argument(

@@ -544,3 +544,12 @@ def test_chunk_helpers_examples_hold():
 
     result = doctest.testmod(chunks)
     assert result.attempted >= 5 and result.failed == 0
+
+
+def test_datasplit_and_data_root_together_say_which_crops_convert(synthetic, tmp_path, capsys):
+    """Both given: only the datasplit's crops converted, without a word (the help said every crop under
+    --data_root)."""
+    ds = make_tree(synthetic, tmp_path, ("crop1",))
+    assert main(cli(ds, tmp_path / "o", "--data_root", str(tmp_path), "--dry_run")) == 0
+    err = capsys.readouterr().err
+    assert "note: --datasplit" in err and "lists the crops converted" in err and "synth-1_crop2" not in err

@@ -597,6 +597,32 @@ def test_load_datalist_errors(tmp_path):
         validate_datalist(tmp_path / "list.json")
 
 
+def test_a_key_given_twice_is_refused_naming_it(dataset, tmp_path):
+    """A second "training" list (or an item's "fold" given twice) was read as the last one: validate
+    said "2 training items" for a file holding 7, exit 0."""
+    root, datalist = dataset
+    text = json.dumps(datalist)
+    twice = root / "twice.json"
+    twice.write_text(text[:-1] + ', "training": ' + json.dumps(datalist["training"][:2]) + "}")
+    with pytest.raises(DatalistError, match=r"key 'training' given twice in the top level \(values a list of \d+ and "
+                                            r"a list of 2\): JSON keeps the last one"):
+        validate_datalist(twice, root)
+    item = datalist["training"][0]
+    fold = json.dumps(item)[:-1] + f', "fold": {1 - int(item["fold"])}' + "}"
+    (root / "fold.json").write_text(text.replace(json.dumps(item), fold, 1))
+    with pytest.raises(DatalistError, match=f"key 'fold' given twice in the item of image '{item['image']}'"):
+        load_datalist(root / "fold.json")
+
+
+def test_cli_num_folds_below_one_is_a_usage_error(dataset, capsys):
+    root, datalist = dataset
+    path = _save(root, datalist)
+    for n in ("0", "-2"):
+        with pytest.raises(SystemExit) as exit_:
+            main([str(path), "--num-folds", n])
+        assert exit_.value.code == 2 and "--num-folds" in capsys.readouterr().err
+
+
 def test_cli_exit_codes(dataset, capsys):
     root, datalist = dataset
     path = _save(root, datalist)

@@ -138,3 +138,14 @@ def test_every_bench_script_answers_help(script):
                           text=True, timeout=300)
     assert proc.returncode == 0 and "usage" in proc.stdout.lower() and "Traceback" not in proc.stderr, (
         proc.stdout[-500:] + proc.stderr[-2000:])
+
+
+def test_measure_names_a_command_that_is_not_there():
+    import subprocess
+
+    run = [sys.executable, str(ROOT / "bench" / "measure.py")]
+    for extra, rc, says in ((["nosuchcmd_x"], 127, "command not found: nosuchcmd_x"),
+                            (["--", "nosuchcmd_x"], 127, "command not found: nosuchcmd_x"),
+                            (["--"], 2, "no command to measure")):
+        proc = subprocess.run(run + extra, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == rc and says in proc.stderr and "Traceback" not in proc.stderr, proc.stderr

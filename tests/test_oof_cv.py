@@ -260,6 +260,31 @@ def test_tuning_fixes_a_wrong_default_and_keeps_it_where_data_are_few(oof_run, t
     assert cv["overall"]["score"] == pytest.approx(report["after"]["overall"]["score"], abs=1e-12)
 
 
+def test_an_up_to_date_tuning_is_kept_not_searched_again(oof_run, tmp_path):
+    """A third `make demo` searched the post-processing again for the same maps and settings."""
+    from auto3dseg.postprocess.tune import TUNED_YAML, _kept_report, tune_postprocess
+
+    work, _ = oof_run
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy, symlinks=True)
+    _purpose_built_maps(copy, 0.4)
+    first = tune_postprocess(copy, budget=2, log=lambda *_: None)
+    report, tuned = (copy / "tuning" / "report.json").read_bytes(), (copy / TUNED_YAML).read_bytes()
+    said: list[str] = []
+    again = tune_postprocess(copy, budget=2, log=said.append)
+    assert any("tuning is up to date" in s for s in said) and again["classes"] == json.loads(report)["classes"]
+    assert (copy / "tuning" / "report.json").read_bytes() == report and (copy / TUNED_YAML).read_bytes() == tuned
+    settings = json.loads(report)["settings"]
+    assert _kept_report(copy / "tuning", settings, _oof(copy), copy / TUNED_YAML) is not None
+    assert _kept_report(copy / "tuning", {**settings, "budget": 3}, _oof(copy), copy / TUNED_YAML) is None
+    said.clear()
+    tune_postprocess(copy, budget=2, force=True, log=said.append)  # --force: searched again
+    assert not any("up to date" in s for s in said)
+    (copy / TUNED_YAML).write_text((copy / TUNED_YAML).read_text() + "# edited\n")  # edited by hand: searched again
+    assert _kept_report(copy / "tuning", settings, _oof(copy), copy / TUNED_YAML) is None
+    assert first["tuned_file"]
+
+
 def test_tuning_keeps_the_defaults_when_they_are_right(oof_run, tmp_path):
     from auto3dseg.postprocess.tune import TUNED_YAML, tune_postprocess
 

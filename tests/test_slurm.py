@@ -249,3 +249,19 @@ def test_a_cpu_request_above_the_cluster_is_refused_once_with_its_size(converted
                              str(tmp_path / "w"), "--dry_run", "--slurm_cpus", "64", *TINY])
     err = capsys.readouterr().err
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "has 2" in err and "--slurm_cpus 2 or less" in err, err
+
+
+def test_convert_script_names_a_missing_project_and_a_dry_run_ends_well(synthetic, tmp_path):
+    """Submitted from elsewhere without PROJECT it failed with "./.venv/bin/python: No such file";
+    with --dry_run its validation step failed (no datalist), so Slurm marked the job FAILED."""
+    script = ROOT / "sbatch" / "convert_cellmap.sbatch"
+    env = {**os.environ, "PY": sys.executable}
+    env.pop("PROJECT", None)
+    env.pop("SLURM_SUBMIT_DIR", None)
+    proc = subprocess.run(["bash", str(script), str(synthetic), str(tmp_path / "o")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "pass --export=ALL,PROJECT=<repository>" in proc.stderr, proc.stderr
+    proc = subprocess.run(["bash", str(script), str(synthetic), str(tmp_path / "o"), "--dry_run"], cwd=tmp_path,
+                          env={**env, "PROJECT": str(ROOT)}, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "Plan (nothing written)" in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "o").exists()

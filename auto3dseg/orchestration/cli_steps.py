@@ -31,7 +31,8 @@ def tune_step(args: argparse.Namespace, work: Path, datalist: str) -> int:
                "the earlier tuned post-processing" if (work / TUNED_YAML).is_file() else "the default post-processing")
     report = tune_postprocess(work, budget=args.tune_budget, min_crops=args.tune_min_crops,
                               min_objects=args.tune_min_objects, min_gain=args.tune_min_gain, rules=args.score_rules,
-                              max_voxels=args.tune_max_voxels or None, base=args.postprocess_params)
+                              max_voxels=args.tune_max_voxels or None, base=args.postprocess_params,
+                              force=args.force and args.mode == "tune_postprocess")
     print(tuning_summary(report))
     print(f"Tuning report: {work / 'tuning' / 'report.md'}")
     cells = data_kind(datalist) == "cells"

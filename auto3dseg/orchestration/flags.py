@@ -46,7 +46,7 @@ FLAG_MODES: dict[str, tuple[str, ...]] = {
     "test_manifest": _SUBMITTING,
     "score_rules": ("submit", "oof", "tune_postprocess", "full", "slurm"),
     "truth": _SUBMITTING,
-    "force": ("analyze", "generate", "train", "ensemble", "predict", "submit", "oof", "slurm"),
+    "force": ("analyze", "generate", "train", "ensemble", "predict", "submit", "oof", "tune_postprocess", "slurm"),
     **{f"slurm_{k}": ("slurm",) for k in ("partition", "account", "qos", "gpus", "cpus", "mem", "time", "args")},
     "dry_run": ("slurm",),
     "force_new_datalist": ("analyze", "generate", "train", "ensemble", "predict", "submit", "oof", "tune_postprocess",
@@ -60,8 +60,6 @@ CELLMAP_ONLY = ("test_manifest", "score_rules", "tune_max_voxels", "tune_min_obj
 _INSTEAD = {
     ("gpus", "slurm"): "--slurm_gpus sets the GPUs of each SLURM training task",
     ("force", "full"): "--mode full never redoes finished work: redo one step with its own --mode and --force",
-    ("force", "tune_postprocess"): "tune_postprocess always searches again (an earlier tuned file goes to "
-                                   "tuning/replaced/)",
     ("allow_unfinished", "slurm"): "the SLURM jobs ensemble only finished bundles: run --mode ensemble "
                                    "--allow_unfinished after them",
     ("truth", "oof"): "the cross-validated score is computed from the training labels; --truth scores a "

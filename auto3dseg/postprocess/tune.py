@@ -363,13 +363,14 @@ def tune_cellmap(objective: CellMapObjective, defaults: Mapping[str, Any], *, bu
 # --------------------------------------------------------------------------------------
 def tune_postprocess(work_dir: str | os.PathLike, *, budget: int = 24, min_crops: int = 2, min_objects: int = 5,
                      min_gain: float = 0.005, rules: str = "official", max_voxels: int | None = 200_000_000,
-                     base: str | os.PathLike | None = None, log=print) -> dict:
+                     base: str | os.PathLike | None = None, force: bool = False, log=print) -> dict:
     """Tune on ``work_dir``'s out-of-fold maps (``--mode oof`` first); write
     ``postprocess_tuned.yaml`` and ``tuning/report.md``/``.json``; returns the report.
 
     Starts from the packaged defaults, or from ``base`` (a parameter file, ``--postprocess_params``:
     then the tuned file holds its values too), never from an earlier tuning, so a re-run is the
-    same search. CellMap: each class is searched on a seeded sample of its crops of at most
+    same search: it is kept instead (a note) when the out-of-fold maps, the settings and the start
+    file are those of the last report and its tuned file is as written; ``force`` searches again. CellMap: each class is searched on a seeded sample of its crops of at most
     ``max_voxels`` voxels (None: all), and its figures before and after are on all of them.
     An earlier ``postprocess_tuned.yaml`` that the run would replace or remove is kept in
     ``tuning/replaced/``. One run at a time (``tuning/.tune.lock``).
@@ -395,11 +396,11 @@ def tune_postprocess(work_dir: str | os.PathLike, *, budget: int = 24, min_crops
     with step_lock(oof_path.parent, "oof", log=log), step_lock(out, "tune", log=log):
         return _tune_locked(work, oof_path, out, budget=budget, min_crops=min_crops, min_objects=min_objects,
                             min_gain=min_gain, rules=rules, max_voxels=max_voxels,
-                            base=None if base is None else str(base), log=log)
+                            base=None if base is None else str(base), force=force, log=log)
 
 
 def _tune_locked(work: Path, oof_path: Path, out: Path, *, budget: int, min_crops: int, min_objects: int,
-                 min_gain: float, rules: str, max_voxels: int | None, base: str | None, log) -> dict:
+                 min_gain: float, rules: str, max_voxels: int | None, base: str | None, force: bool, log) -> dict:
     from auto3dseg.ensembling.oof import stale_reasons
     from auto3dseg.ensembling.probability_maps import read_map_manifest
     from auto3dseg.orchestration.workdir import data_kind, read_input
@@ -420,6 +421,13 @@ def _tune_locked(work: Path, oof_path: Path, out: Path, *, budget: int, min_crop
                            "parameters for networks that no longer exist")
     src = read_input(work)
     datalist = oof.get("datalist") or src["datalist"]
+    settings = {"budget": budget, "min_crops": min_crops, "min_objects": min_objects, "min_gain": min_gain,
+                "rules": rules, "max_voxels": max_voxels, "start": base or "packaged defaults",
+                "start_sha1": _text_sha1(Path(base)) if base else None}
+    if not force and (kept := _kept_report(out, settings, oof, work / TUNED_YAML)) is not None:
+        log(f"tuning is up to date (the same out-of-fold maps, settings and start): kept {out / 'report.md'}; "
+            "--force searches again")
+        return kept
     if data_kind(datalist, src) == "cells":
         packaged, start = load_cell_params(), load_cell_params(base)
         from auto3dseg.postprocess.tune_cells import tune_cells
@@ -436,13 +444,36 @@ def _tune_locked(work: Path, oof_path: Path, out: Path, *, budget: int, min_crop
         tuned = any(not r["kept"] for r in report["classes"])
         content = {name: diff for name, entry in report["params"].items()
                    if (diff := {k: v for k, v in entry.items() if packaged.get(name, {}).get(k) != v})}
-    report.update(settings={"budget": budget, "min_crops": min_crops, "min_objects": min_objects,
-                            "min_gain": min_gain, "rules": rules, "max_voxels": max_voxels, "start": base or
-                            "packaged defaults"}, oof_signatures=oof.get("signatures"))
+    report.update(settings=settings, oof_signatures=oof.get("signatures"))
     report["tuned_file"] = _write_tuned(work, out, content if tuned else None, base, log)
+    report["tuned_sha1"] = _text_sha1(Path(report["tuned_file"])) if report["tuned_file"] else None
     atomic_write_text(out / "report.md", format_tuning_markdown(report))
     atomic_write_text(out / "report.json", json.dumps(_plain(report), indent=1))
     return report
+
+
+def _text_sha1(path: Path) -> str | None:
+    import hashlib
+
+    try:
+        return hashlib.sha1(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def _kept_report(out: Path, settings: dict, oof: Mapping[str, Any], tuned_path: Path) -> dict | None:
+    """The last tuning's report when a new search would be the same one (the same out-of-fold maps,
+    settings and start file) and its tuned file is there as it wrote it (or absent as it left it)."""
+    try:
+        prev = json.loads((out / "report.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(prev, dict) or "tuned_sha1" not in prev:  # a report of before this record: search again
+        return None
+    if prev.get("settings") != _plain(settings) or prev.get("oof_signatures") != oof.get("signatures"):
+        return None
+    now = _text_sha1(tuned_path) if tuned_path.is_file() else None
+    return prev if prev.get("tuned_sha1") == now and bool(prev.get("tuned_file")) == (now is not None) else None
 
 
 def _write_tuned(work: Path, out: Path, content: dict | None, base: str | None, log) -> str | None:

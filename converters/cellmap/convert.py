@@ -399,10 +399,11 @@ def build_parser() -> argparse.ArgumentParser:
                "with fewer --workers, finished crops are resumed); 2 for usage errors (flags, a bad datasplit or "
                "manifest line, an unknown class) and when outputs cannot be written (full disk, read-only folder).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    src = p.add_argument_group("input (one of --datasplit / --data_root)")
+    src = p.add_argument_group("input (--datasplit, or --data_root)")
     src.add_argument("--datasplit", help="the toolbox's header-less datasplit.csv listing training crops")
-    src.add_argument("--data_root", help="folder holding <dataset>/<dataset>.zarr stores; every "
-                     "*/*.zarr/recon-1/labels/groundtruth/crop* is converted")
+    src.add_argument("--data_root", help="folder holding <dataset>/<dataset>.zarr stores; without --datasplit "
+                     "every */*.zarr/recon-1/labels/groundtruth/crop* is converted; with it, only the datasplit's "
+                     "crops are, and this folder only locates the EM stores of --test_manifest's datasets")
     src.add_argument("--test_manifest", help="test_crop_manifest.csv: convert those crops' EM (no labels) as "
                      "'testing' entries")
     p.add_argument("--output_dir", required=True, help="where images/, labels/, datalist.json and the report go")
@@ -461,6 +462,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.datasplit and not args.data_root:
         print("error: give --datasplit CSV or --data_root DIR", file=sys.stderr)
         return 2
+    if args.datasplit and args.data_root:
+        print(f"note: --datasplit {args.datasplit} lists the crops converted; --data_root {args.data_root} only "
+              "locates the EM stores of --test_manifest's datasets (without --datasplit it would convert every "
+              "crop under it)", file=sys.stderr)
     report, rc = run_reported(lambda: _convert_from_args(args), (
         SettingsMismatch, cz.CellMapFormatError, FileNotFoundError, KeyError, ValueError),
         too_big_hint="use --max_voxels to write smaller tiles, ")
