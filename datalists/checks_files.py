@@ -26,6 +26,22 @@ from .schema import (
 )
 
 
+def odd_label_values(values: np.ndarray, allowed: set[int]) -> tuple[list[float], list[int]]:
+    """Of a label's distinct ``values``: the non-whole ones, and the whole ones not in ``allowed``
+    (what training would take as background).
+
+    >>> odd_label_values(np.array([0.0, 1.0, 1.5, 40.0]), {0, 1, 255})
+    ([1.5], [40])
+    """
+    values = np.asarray(values)
+    non_integer: list[float] = []
+    if values.dtype.kind == "f":
+        values = values[np.isfinite(values)]
+        non_integer = values[values != np.round(values)].tolist()
+        values = values[values == np.round(values)]
+    return non_integer, [int(v) for v in values.tolist() if int(v) not in allowed]
+
+
 class FileChecks:
     """Checks against the files a datalist names: the side items file, images and labels on disk,
     their shapes, and label values.
@@ -198,21 +214,16 @@ class FileChecks:
             return
         if arr is None:
             return
-        values = np.unique(np.asarray(arr))
-        allowed = {0, UNANNOTATED, *self.class_names}
         k = max(self.class_names) if self.class_names else 0
-        if values.dtype.kind == "f":
-            non_integer = values[values != np.round(values)]
-            if non_integer.size:
-                self.problem(
-                    where,
-                    f"label {path} has non-integer values {non_integer[:10].tolist()}; labels must hold "
-                    "class ids 0..K: re-convert it (nearest-neighbour resampling)",
-                )
-            values = values[values == np.round(values)]
-        bad = [v for v in values.tolist() if int(v) not in allowed]
+        non_integer, bad = odd_label_values(np.unique(np.asarray(arr)), {0, UNANNOTATED, *self.class_names})
+        if non_integer:
+            self.problem(
+                where,
+                f"label {path} has non-integer values {non_integer[:10]}; labels must hold "
+                "class ids 0..K: re-convert it (nearest-neighbour resampling)",
+            )
         if bad:
-            shown = [int(v) for v in bad[:10]] + (["..."] if len(bad) > 10 else [])
+            shown = bad[:10] + (["..."] if len(bad) > 10 else [])
             self.problem(
                 where,
                 f"label {path} has values {shown} that are not class ids (allowed: 0..{k}, and "

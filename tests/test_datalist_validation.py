@@ -661,3 +661,12 @@ def test_label_on_another_grid_than_its_image_is_a_problem(dataset, affine, word
     assert "on another grid than image" in msg and "re-convert this crop" in msg
     nib.save(nib.Nifti1Image(arr, np.eye(4) + 1e-7), str(path))  # float noise in a header is the same grid
     validate_datalist(datalist, root)
+
+
+def test_label_value_helper_example_holds():
+    import doctest
+
+    from datalists import checks_files
+
+    result = doctest.testmod(checks_files)
+    assert result.attempted >= 1 and result.failed == 0

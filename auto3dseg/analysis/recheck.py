@@ -35,6 +35,7 @@ def label_values_problems(datalist: dict, dataroot: str | os.PathLike, only: set
     import numpy as np
 
     from datalists.annotated import UNANNOTATED
+    from datalists.checks_files import odd_label_values
 
     table = datalist.get("class_table") or []
     if not table:
@@ -49,11 +50,10 @@ def label_values_problems(datalist: dict, dataroot: str | os.PathLike, only: set
             data = np.asanyarray(nib.load(str(Path(dataroot) / rel)).dataobj)
         except Exception:  # noqa: BLE001 - an unreadable file is named when training reads it
             continue
-        values = fastremap.unique(data) if data.dtype.kind in "ui" else np.unique(data[np.isfinite(data)])
-        bad = [v for v in (float(x) for x in values) if not v.is_integer() or int(v) not in known]
-        if bad:
-            shown = [int(v) if v.is_integer() else v for v in bad[:8]]
-            out.append(f"{Path(dataroot) / rel}: values {shown}{' ...' if len(bad) > 8 else ''} (training item {i})")
+        non_integer, bad = odd_label_values(fastremap.unique(data) if data.dtype.kind in "ui" else np.unique(data),
+                                            known)
+        if odd := non_integer + bad:
+            out.append(f"{Path(dataroot) / rel}: values {odd[:8]}{' ...' if len(odd) > 8 else ''} (training item {i})")
     return out
 
 
