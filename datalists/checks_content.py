@@ -4,7 +4,6 @@ ids (duplicates are in :mod:`datalists.checks_duplicates`)."""
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from typing import Any
 
 from .schema import (
     _LABELLED_SECTIONS,

@@ -444,12 +444,13 @@ def test_dry_run_shows_the_em_skip_the_run_makes(synthetic, tmp_path, capsys):
     (an empty datalist, exit 1)."""
     ds = make_tree(synthetic, tmp_path)
     coarse = ("--target_spacing", "4", "4", "4", "--max_em_upsample", "1.5")
-    assert main(cli(ds, tmp_path / "o", *coarse, "--dry_run")) == 0
+    assert main(cli(ds, tmp_path / "o", *coarse, "--dry_run")) == 1  # as the run ends
     out, err = capsys.readouterr()
     plan = {r["name"]: r for r in json.loads(out)["crops"]}
     assert not plan["synth-1_crop1"]["tiles"] and "skipped (em_too_coarse): the finest EM" in plan["synth-1_crop1"]["error"]
     assert "synth-1_crop1: would not convert (skipped (em_too_coarse): the finest EM with data here is s0" in err
     assert "no crop would convert" in err and not (tmp_path / "o").exists()
+    assert "error: no crop would convert" in err
     assert main(cli(ds, tmp_path / "o", *coarse)) == 1
     assert crop(json.loads((tmp_path / "o/conversion_report.json").read_text()), "synth-1_crop1")["reason"] == \
         "em_too_coarse"

@@ -470,3 +470,17 @@ def test_submit_truth_that_is_the_own_submission_is_refused(generated, tmp_path,
     assert rc == 2 and "is this work_dir's own submission: scored against itself it is 1.0" in err, err
 
 
+
+
+def test_a_quoted_pattern_in_images_is_expanded_or_named_before_any_model_loads(tmp_path):
+    """`--images "dir/*.nii.gz"` (quoted in a SLURM script) was reported per image only after every
+    bundle had loaded, as one image that does not exist."""
+    from auto3dseg.orchestration.cli_checks import expand_predict_images
+
+    for name in ("b_0000.nii.gz", "a_0000.nii.gz", "c.tif"):
+        (tmp_path / name).write_bytes(b"")
+    assert expand_predict_images([str(tmp_path / "*_0000.nii.gz")]) == [str(tmp_path / "a_0000.nii.gz"),
+                                                                       str(tmp_path / "b_0000.nii.gz")]
+    with pytest.raises(ValueError, match=r"--images .*\*\.nii: no file matches this pattern"):
+        expand_predict_images([str(tmp_path / "*.nii")])
+    assert expand_predict_images([str(tmp_path / "missing.nii.gz")]) == [str(tmp_path / "missing.nii.gz")]

@@ -19,9 +19,9 @@ from converters.cellmap.convert import (
     ConvertSettings,
     SettingsMismatch,
     convert,
-    convert_test_crop,
     main,
 )
+from converters.cellmap.crop import convert_test_crop
 from converters.geometry import grid_from_nifti_affine, source_coordinates
 from datalists.annotated import decode_annotated
 from datalists.validate import validate_datalist

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from faults import ROOT, SITE, run_faulty
+from faults import ROOT, SITE
 from pipeline_work import SCRIPT, TINY, copy_work, nan_copy, run_work, zip_arrays
 
 import run_auto3dseg

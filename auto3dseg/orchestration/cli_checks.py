@@ -6,6 +6,7 @@ Each raises ``ValueError`` or ``RuntimeError`` with one line naming what is wron
 
 from __future__ import annotations
 
+import glob
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,12 +19,21 @@ def expand_predict_images(images: Sequence[str]) -> list[str]:
     predict takes a folder). A folder without NIfTI gives its other files, so that the raw-image
     check says how to convert them; an empty one is an error.
 
+    A pattern the shell did not expand (quoted) is expanded here, as the shell would.
+
     >>> expand_predict_images(["a.nii.gz"])
     ['a.nii.gz']
     """
     out: list[str] = []
     for entry in images:
         folder = Path(entry)
+        if not folder.exists() and glob.has_magic(entry):  # quoted, so the shell left it (a SLURM script, a Makefile)
+            matches = sorted(glob.glob(entry))
+            if not matches:
+                raise ValueError(f"--images {entry}: no file matches this pattern; check the folder and the "
+                                 "file names (or give the folder: its NIfTI images are read)")
+            out += expand_predict_images(matches)
+            continue
         in_store = any(f.suffix == ".zarr" or (f / ".zgroup").is_file() or (f / ".zattrs").is_file()
                        for f in (folder, *folder.parents))
         if not folder.is_dir() or in_store:  # a Zarr store (or a group in one) is named by the raw-image check

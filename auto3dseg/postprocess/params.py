@@ -22,7 +22,7 @@ import yaml
 
 from datalists.cellmap_classes import class_by_name
 
-__all__ = ["INSTANCE_KEYS", "PARAM_TYPES", "acting_params", "load_postprocess_params", "params_for"]
+__all__ = ["INSTANCE_KEYS", "PARAM_TYPES", "acting_params", "load_postprocess_params", "params_for", "refuse_empty_file"]
 
 #: every key a class entry may hold, with the type its value must have
 PARAM_TYPES: dict[str, tuple[type, ...]] = {
@@ -164,6 +164,25 @@ def read_user_yaml(path: str | os.PathLike[str]) -> Any:
         return read_yaml_file(path, "fix the file there (the packaged defaults show the layout)")
     except FileNotFoundError:
         raise FileNotFoundError(f"parameter file {path} not found; check the path") from None
+
+
+def refuse_empty_file(path: str | os.PathLike[str], flag: str = "--postprocess_params") -> None:
+    """Refuse a user's parameter file that sets nothing (empty, or comments only): the run would
+    use the packaged defaults while its user believes the file's values act.
+
+    >>> import tempfile
+    >>> f = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False); _ = f.write("# todo\\n"); f.close()
+    >>> refuse_empty_file(f.name)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: --postprocess_params ...yaml sets no parameter (empty, or comments only): ...
+    """
+    content = read_user_yaml(path)
+    if content is None or (isinstance(content, Mapping) and not content):
+        raise ValueError(f"{flag} {path} sets no parameter (empty, or comments only): the packaged defaults would be "
+                         "used as if it were not given; write the values it should change (the layout: "
+                         "auto3dseg/resources/postprocess.yaml, or postprocess_cells.yaml for cells), or leave "
+                         f"{flag} out to use the defaults")
 
 
 def acting_params(params: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -37,7 +37,6 @@ from converters.cellmap.crop import (
     cleanup_items,
     gt_stamp,
     convert_crop,
-    convert_test_crop,
     em_plan,
     inspect_crop,
     listed_classes,
@@ -429,7 +428,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="reconvert finished crops, and accept an output_dir "
                    "converted with other settings (overwrites its files)")
     p.add_argument("--dry_run", action="store_true", help="inspect crops and print the plan (JSON on stdout: "
-                   "classes, tiles with their boxes and folds; a summary on stderr); write nothing")
+                   "classes, tiles with their boxes and folds; a summary on stderr); write nothing; exit 1 "
+                   "when no crop would convert")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
     return p
 
@@ -474,6 +474,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.dry_run:
         print(json.dumps(report, indent=2))
         print(render_dry_run_text(report), file=sys.stderr, end="")
+        if not report["folds"]["used"]:  # as the run ends: a plan that converts nothing is not a success
+            print("error: no crop would convert (each crop's reason is above): the run would write no training item",
+                  file=sys.stderr)
+            return 1
         return 0
     s = report["summary"]
     out = Path(args.output_dir)
