@@ -428,7 +428,7 @@ def test_parameters_for_a_class_the_model_does_not_predict_are_named(tmp_path):
     assert said == []
 
 
-@pytest.mark.parametrize("text", ["", "# the values for mito, to do\n", "{}\n"])
+@pytest.mark.parametrize("text", ["", "# the values for mito, to do\n"])
 @pytest.mark.parametrize("cells", [False, True])
 def test_a_parameter_file_that_sets_nothing_is_refused(tmp_path, text, cells):
     """An empty --postprocess_params file ran with the packaged defaults, as if it set values."""
@@ -437,11 +437,12 @@ def test_a_parameter_file_that_sets_nothing_is_refused(tmp_path, text, cells):
     (tmp_path / TUNED_YAML).write_text("mito:\n  threshold: 0.3\n" if not cells else "min_cell_px: 4\n")
     mine = tmp_path / "mine.yaml"
     mine.write_text(text)
-    with pytest.raises(ValueError, match=rf"--postprocess_params {mine} sets no parameter .*leave "
-                                         r"--postprocess_params out to use the defaults"):
+    with pytest.raises(ValueError, match=rf"--postprocess_params {mine} holds no setting .*or write {{}} "
+                                         r"to mean the packaged defaults"):
         postprocess_params_for(tmp_path, mine, cells, log=print)
-    mine.write_text("default:\n  threshold: 0.4\n" if not cells else "min_cell_px: 4\n")  # one value: used
-    assert postprocess_params_for(tmp_path, mine, cells, log=print)
+    mine.write_text("{}\n")  # the packaged defaults on purpose (over the tuned file): accepted
+    assert postprocess_params_for(tmp_path, mine, cells, log=print) == postprocess_params_for(tmp_path / "no", None,
+                                                                                            cells, log=print)
 
 
 def test_an_empty_start_file_for_tuning_is_refused_before_any_search(tmp_path):
@@ -451,6 +452,6 @@ def test_an_empty_start_file_for_tuning_is_refused_before_any_search(tmp_path):
     (tmp_path / "oof" / "oof.json").write_text("{}")
     start = tmp_path / "start.yaml"
     start.write_text("# nothing yet\n")
-    with pytest.raises(ValueError, match="sets no parameter"):
+    with pytest.raises(ValueError, match="holds no setting"):
         tune_postprocess(tmp_path, base=start, log=print)
     assert not (tmp_path / "tuning" / "report.json").exists()

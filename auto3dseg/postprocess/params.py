@@ -167,22 +167,22 @@ def read_user_yaml(path: str | os.PathLike[str]) -> Any:
 
 
 def refuse_empty_file(path: str | os.PathLike[str], flag: str = "--postprocess_params") -> None:
-    """Refuse a user's parameter file that sets nothing (empty, or comments only): the run would
-    use the packaged defaults while its user believes the file's values act.
+    """Refuse a user's parameter file that holds nothing (empty, or comments only: a file not yet
+    written or cut short): the run would use the packaged defaults while its user believes the
+    file's values act. ``{}`` says "the packaged defaults" on purpose and is accepted.
 
     >>> import tempfile
     >>> f = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False); _ = f.write("# todo\\n"); f.close()
     >>> refuse_empty_file(f.name)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: --postprocess_params ...yaml sets no parameter (empty, or comments only): ...
+    ValueError: --postprocess_params ...yaml holds no setting (empty, or comments only): ...
     """
-    content = read_user_yaml(path)
-    if content is None or (isinstance(content, Mapping) and not content):
-        raise ValueError(f"{flag} {path} sets no parameter (empty, or comments only): the packaged defaults would be "
+    if read_user_yaml(path) is None:
+        raise ValueError(f"{flag} {path} holds no setting (empty, or comments only): the packaged defaults would be "
                          "used as if it were not given; write the values it should change (the layout: "
-                         "auto3dseg/resources/postprocess.yaml, or postprocess_cells.yaml for cells), or leave "
-                         f"{flag} out to use the defaults")
+                         "auto3dseg/resources/postprocess.yaml, or postprocess_cells.yaml for cells), or write {} "
+                         "to mean the packaged defaults")
 
 
 def acting_params(params: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
