@@ -404,6 +404,11 @@ def _translation(value: list[float]):
         group, lambda d: d[0]["coordinateTransformations"][1].update(translation=value))
 
 
+def _all_halved(crop_group: Path) -> None:
+    g = zarr.open_group(str(crop_group / "all"), mode="r+")
+    g.create_dataset("s0", data=g["s0"][::2, ::2, ::2], chunks=(32, 32, 32), overwrite=True)
+
+
 def _no_s0(crop_group: Path) -> None:
     shutil.rmtree(crop_group / "mito" / "s0")  # multiscales still lists it: an incomplete download
 
@@ -414,11 +419,15 @@ def _no_s0(crop_group: Path) -> None:
     (_mito_narrower, "mito/s0", "this class array (shape [32, 32, 64], scale [8, 8, 8] nm"),
     (_scale([-8.0, 8.0, 8.0]), "all/.zattrs", "scale [-8.0, 8.0, 8.0]"),
     (_translation([float("nan"), 160.0, 160.0]), "all/.zattrs", "translation [nan, 160.0, 160.0]"),
-], ids=["zero_size", "level_missing", "class_arrays_on_other_grids", "negative_scale", "nan_translation"])
+    # `all` alone was trusted for the crop's grid: labels laid over the wrong EM, exit 0 (probe C11, C12)
+    (_all_halved, "all", "the crop's 'all' array (shape [16, 32, 32], scale [8, 8, 8] nm"),
+    (_scale([4.0, 4.0, 4.0]), "all", "is not on the grid of any of its"),
+], ids=["zero_size", "level_missing", "class_arrays_on_other_grids", "negative_scale", "nan_translation",
+        "all_halved", "all_rescaled"])
 def test_damaged_label_array_fails_its_crop_naming_the_array(synthetic, tmp_path, damage, array, says):
     ds = make_tree(synthetic, tmp_path)
     crop_group = store(ds) / GT / "crop1"
-    damage(crop_group if damage in (_mito_narrower, _no_s0) else crop_group / "all")
+    damage(crop_group if damage in (_mito_narrower, _no_s0, _all_halved) else crop_group / "all")
     assert main(cli(ds, tmp_path / "o")) == 1
     report = json.loads((tmp_path / "o/conversion_report.json").read_text())
     rec = crop(report, "synth-1_crop1")
@@ -427,6 +436,20 @@ def test_damaged_label_array_fails_its_crop_naming_the_array(synthetic, tmp_path
     for bad in ("zero-size array", "could not be broadcast", "cannot convert float NaN", "ValueError: voxel size"):
         assert bad not in rec["detail"]
     assert crop(report, "synth-1_crop2")["verdict"] == "converted"
+
+
+def test_a_class_array_off_the_grid_of_all_is_named_and_all_is_used(synthetic, tmp_path):
+    """One class array's scale contradicting `all` (and every other array) was ignored without a word."""
+    ds = make_tree(synthetic, tmp_path, ("crop1",))
+    crop_group = store(ds) / GT / "crop1"
+    intact = convert(tmp_path / "ref", cz.read_datasplit(ds), num_folds=1, progress=False)
+    _scale([16.0, 16.0, 16.0])(crop_group / "er")
+    report = convert(tmp_path / "o", cz.read_datasplit(ds), num_folds=1, progress=False)
+    rec = crop(report, "synth-1_crop1")
+    assert rec["verdict"] == "converted", rec
+    assert any(f"{crop_group}/er/s0: this class array (shape" in w and "scale [16, 16, 16] nm" in w
+               and "the labels are read from 'all'" in w for w in rec["warnings"]), rec["warnings"]
+    assert rec["class_voxels"] == crop(intact, "synth-1_crop1")["class_voxels"]
 
 
 def test_em_too_coarse_message_prints_plain_numbers(synthetic, tmp_path):

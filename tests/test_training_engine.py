@@ -88,6 +88,25 @@ def test_group_channel_is_union_of_parts_and_padding_is_invalid():
     assert out["valid"].flatten().tolist() == [1, 1, 1, 1, 0]
 
 
+def test_a_cellmap_class_inside_another_group_counts_for_it():
+    """A crop annotating er and er_mem_all (not ne_*) stores er_mem_all on the nuclear envelope; the
+    er channel counted only er's own id and its atomic parts: 43% of er was trained as "not er"
+    (probe C2). Softmax is then out: the classes overlap."""
+    from auto3dseg.bundles.config import output_activation
+    from converters.cellmap.class_mapping import build_class_table
+
+    table = build_class_table(["er_mem", "er", "er_mem_all", "nuc"])
+    ids = {r["name"]: r["id"] for r in table}
+    lab = torch.tensor([[0, ids["er_mem"], ids["er_mem_all"], ids["er"], ids["nuc"]]], dtype=torch.uint8)
+    out = LabelToChannelsd("label", channel_members(table))({"label": lab.reshape(1, 5, 1, 1)})
+    channels = {r["name"]: out["label"][i, :, 0, 0].tolist() for i, r in enumerate(table)}
+    assert channels["er"] == [0, 1, 1, 1, 0]  # er_mem_all ⊂ er
+    assert channels["er_mem_all"] == [0, 1, 1, 0, 0]  # er_mem ⊂ er_mem_all; an er voxel may be lumen: not counted
+    assert channels["nuc"] == [0, 0, 0, 0, 1]  # er_mem_all shares ne_mem with nuc but is not inside it
+    everything = {"class_table": table, "training": [{"annotated_mask": 15}]}
+    assert output_activation(everything) == "sigmoid"
+
+
 def _bundle_cfg(converted, algo="segresnet", tmp_path=None, fold=0, **extra):
     from auto3dseg.analysis.analyze import analyze
 

@@ -83,9 +83,12 @@ def output_activation(datalist: Mapping[str, Any]) -> str:
     'softmax'
     >>> output_activation({"class_table": table, "training": [{"annotated_mask": 1}]})
     'sigmoid'
+    >>> nested = [{"id": 1, "cellmap_id": 51, "parts": []}, {"id": 2, "cellmap_id": 64, "parts": []}]  # er, er_mem_all
+    >>> output_activation({"class_table": nested, "training": [{"annotated_mask": 3}]})
+    'sigmoid'
     """
     table = datalist["class_table"]
-    if any(r.get("parts") for r in table):
+    if any(len(m) > 1 for m in channel_members(table)):  # a group, or a CellMap class inside another (er_mem_all, er)
         return "sigmoid"
     every = sum(1 << (int(r["id"]) - 1) for r in table)
     items = datalist.get("training", [])

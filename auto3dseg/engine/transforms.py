@@ -80,12 +80,19 @@ def channel_members(class_table: Sequence[Mapping[str, Any]]) -> list[list[int]]
     """Label values that count as each class, in class-table order.
 
     A leaf class is its own id; a group (``parts``) is its own id plus, recursively, the
-    ids of its parts: the label map holds the most specific selected class per voxel.
+    ids of its parts: the label map holds the most specific selected class per voxel. A
+    CellMap group also counts every selected class whose atomic parts are a subset of its
+    own: a voxel labelled ``er_mem_all`` (er_mem, eres_mem, ne_mem) is ``er`` too, though
+    ``er_mem_all`` is no part of ``er`` (CellMap's parts are atomic classes).
 
     >>> table = [{"id": 1, "parts": []}, {"id": 2, "parts": []}, {"id": 3, "parts": [1, 2]}]
     >>> channel_members(table)
     [[1], [2], [1, 2, 3]]
+    >>> channel_members([{"id": 1, "cellmap_id": 51, "parts": []}, {"id": 2, "cellmap_id": 64, "parts": []}])  # er, er_mem_all
+    [[1, 2], [2]]
     """
+    from datalists.cellmap_classes import CELLMAP_BY_ID
+
     by_id = {int(r["id"]): [int(p) for p in r.get("parts") or []] for r in class_table}
 
     def expand(i: int, seen: frozenset = frozenset()) -> set[int]:
@@ -95,7 +102,19 @@ def channel_members(class_table: Sequence[Mapping[str, Any]]) -> list[list[int]]
                 out |= expand(p, seen | {i})
         return out
 
-    return [sorted(expand(int(r["id"]))) for r in class_table]
+    atoms: dict[int, frozenset[int]] = {}
+    for r in class_table:
+        known = CELLMAP_BY_ID.get(int(r["cellmap_id"])) if isinstance(r.get("cellmap_id"), int) else None
+        if known is not None:
+            atoms[int(r["id"])] = frozenset(known.parts or (known.cellmap_id,))
+    members = []
+    for r in class_table:
+        i = int(r["id"])
+        mine = expand(i)
+        if i in atoms:
+            mine |= {j for j, theirs in atoms.items() if theirs <= atoms[i]}
+        members.append(sorted(mine))
+    return members
 
 
 def class_mask_from_annotated(annotated_mask: int, class_ids: Sequence[int]) -> np.ndarray:

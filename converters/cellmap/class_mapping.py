@@ -20,7 +20,7 @@ from datalists.annotated import UNANNOTATED  # CellMap's unknown, values that ar
 from datalists.cellmap_classes import CELLMAP_BY_ID, CELLMAP_CLASSES, class_by_name, close_class_names
 
 __all__ = ["UNANNOTATED", "leaf_classes", "default_classes", "build_class_table", "cellmap_lookup", "annotated_ids",
-           "listed_class_names", "restrict_to_listed"]
+           "listed_class_names", "overlap_warnings", "restrict_to_listed"]
 
 
 
@@ -81,6 +81,36 @@ def build_class_table(names: Sequence[str]) -> list[dict]:
 def _atomic(cellmap_id: int) -> set[int]:
     c = CELLMAP_BY_ID[cellmap_id]
     return set(c.parts) if c.parts else {cellmap_id}
+
+
+def overlap_warnings(annotated: Sequence[str]) -> list[str]:
+    """Pairs of annotated classes that overlap (neither inside the other) where no annotated class
+    covers what they share: one label value per voxel cannot say "both" there, so one of the two is
+    trained as absent on those voxels. Each warning names the pair and the shared atomic classes.
+
+    >>> overlap_warnings(["nuc", "er"])[0][:70]
+    'nuc and er are both annotated and share ne_lum, ne_mem, np_in, np_out,'
+
+    >>> overlap_warnings(["nuc", "er", "ne"]), overlap_warnings(["er", "er_mem_all"])
+    ([], [])
+    """
+    known = [class_by_name(n) for n in annotated if n in CELLMAP_CLASSES]
+    atoms = {c.name: _atomic(c.cellmap_id) for c in known}
+    out = []
+    for i, a in enumerate(known):
+        for b in known[i + 1:]:
+            shared = atoms[a.name] & atoms[b.name]
+            if not shared or atoms[a.name] <= atoms[b.name] or atoms[b.name] <= atoms[a.name]:
+                continue
+            # a class annotated inside the shared part labels those voxels, and counts for both
+            covered = set().union(*[atoms[c.name] for c in known if atoms[c.name] <= shared] or [set()])
+            if shared - covered:
+                names = ", ".join(sorted(CELLMAP_BY_ID[x].name for x in shared - covered))
+                out.append(f"{a.name} and {b.name} are both annotated and share {names}, which no class annotated "
+                           "in this crop covers: a voxel in both holds one label value, so training counts it for "
+                           f"one of the two only (the other learns 'absent' there); convert with --classes naming "
+                           "the shared classes, or only one of the two")
+    return out
 
 
 def cellmap_lookup(class_table: Sequence[Mapping]) -> np.ndarray:
@@ -146,7 +176,7 @@ def listed_class_names(text: str, where: str) -> tuple[str, ...]:
     Traceback (most recent call last):
     ...
     converters.cellmap.zarr_tree.CellMapFormatError: split.csv:2: unknown class 'er_mme' in the row's class list \
-(closest known: er_mem, eres_mem, perox_mem); fix the name or remove it (CellMap class names, as in the toolbox's classes.csv)
+(closest known: er, er_mem, eres_mem); fix the name or remove it (CellMap class names, as in the toolbox's classes.csv)
     """
     names = [c.strip() for c in text.split(",") if c.strip()]
     for name in names:

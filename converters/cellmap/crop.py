@@ -24,7 +24,7 @@ import nibabel as nib
 import numpy as np
 
 from converters.cellmap import zarr_tree as cz
-from converters.cellmap.class_mapping import UNANNOTATED, annotated_ids, cellmap_lookup, restrict_to_listed
+from converters.cellmap.class_mapping import UNANNOTATED, annotated_ids, cellmap_lookup, overlap_warnings, restrict_to_listed
 from converters.datalist_writer import tile_name
 from converters.cellmap.em_level import UNREADABLE, EMChoice, choose_em_level, em_stamp
 from converters.folds import SpatialSplit
@@ -248,6 +248,8 @@ def _convert_crop(src: cz.CropSource, settings: ConvertSettings, out_dir: Path, 
                      "no class is annotated in this crop (every class is all unknown or has no data)")
     ids = annotated_ids(statuses, settings.class_table)
     rec["annotated_ids"] = ids
+    selected = {r["name"] for r in settings.class_table}
+    rec["warnings"].extend(overlap_warnings([n for n in rec["annotated"] if n in selected]))
     if not ids:
         return _skip(rec, "no_selected_class",
                      f"the crop annotates {rec['annotated']}, none of which is among the selected classes")

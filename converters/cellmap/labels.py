@@ -17,7 +17,7 @@ import zarr
 
 from converters.cellmap import zarr_tree as cz
 from converters.cellmap.class_mapping import UNANNOTATED
-from converters.cellmap.multiscale_checks import check_level_extents, nm_text
+from converters.cellmap.multiscale_checks import check_level_extents, grid_text, same_grid
 from converters.geometry import Grid
 from datalists.cellmap_classes import CELLMAP_BY_ID, CELLMAP_CLASSES
 
@@ -156,22 +156,13 @@ def _levels(group: zarr.hierarchy.Group, where: str) -> list:
     return levels
 
 
-def _grid_text(g: Grid) -> str:
-    return f"shape {nm_text(g.shape)}, scale {nm_text(g.spacing)} nm, translation {nm_text(g.origin)} nm"
-
-
-def _same(a: Grid, b: Grid) -> bool:
-    return (tuple(a.shape) == tuple(b.shape) and np.allclose(a.spacing, b.spacing, rtol=1e-6)
-            and np.allclose(a.origin, b.origin, rtol=0, atol=1e-3 * float(np.min(a.spacing))))
-
-
 def _check_same_grid(grids: Sequence[tuple[str, Grid]], crop_grid: Grid | None, where: str) -> None:
     """Refuse class arrays (composed voxel by voxel) that do not share one grid, the crop's."""
     ref_path, ref = (f"the crop {where}", crop_grid) if crop_grid is not None else grids[0]
     for path, g in grids:
-        if not _same(g, ref):
+        if not same_grid(g, ref):
             raise cz.CellMapFormatError(
-                f"{path}: this class array ({_grid_text(g)}) is not on the grid of {ref_path} ({_grid_text(ref)}); "
+                f"{path}: this class array ({grid_text(g)}) is not on the grid of {ref_path} ({grid_text(ref)}); "
                 "the crop has no 'all' array with data, so its labels are composed voxel by voxel from the class "
                 "arrays, which must all have the same shape, scale and translation: download the crop again (or "
                 "fix that array or its .zattrs), or leave the crop out of the datasplit")

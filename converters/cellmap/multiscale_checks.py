@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 import zarr
 
-__all__ = ["check_level_extents", "level_extent_problem", "nm_text"]
+__all__ = ["all_array_grid_problem", "check_level_extents", "grid_text", "level_extent_problem", "nm_text", "same_grid"]
 
 _TOL = 1e-3
 
@@ -91,3 +91,49 @@ def check_level_extents(group: zarr.hierarchy.Group, levels: Sequence, where: st
                 f"box, so one level's 'scale' in {where}/.zattrs is wrong (its voxels would be placed at the wrong "
                 "physical positions, misregistering EM and labels): fix that level's scale (multiscales -> datasets "
                 "-> coordinateTransformations), or download the group again")
+
+
+def grid_text(g) -> str:
+    """``shape .., scale .. nm, translation .. nm`` of a :class:`~converters.geometry.Grid`."""
+    return f"shape {nm_text(g.shape)}, scale {nm_text(g.spacing)} nm, translation {nm_text(g.origin)} nm"
+
+
+def same_grid(a, b) -> bool:
+    """Two grids with the same shape and scale, and origins within a thousandth of a voxel.
+
+    >>> from converters.geometry import Grid
+    >>> same_grid(Grid((0, 0, 0), (8, 8, 8), (4, 4, 4)), Grid((0, 0, 0.001), (8, 8, 8), (4, 4, 4)))
+    True
+    """
+    return (tuple(a.shape) == tuple(b.shape) and np.allclose(a.spacing, b.spacing, rtol=1e-6)
+            and np.allclose(a.origin, b.origin, rtol=0, atol=1e-3 * float(np.min(a.spacing))))
+
+
+def all_array_grid_problem(where: str, all_grid, class_grids: dict, error=ValueError) -> str | None:
+    """Check a crop's ``all`` array against its class arrays: CellMap writes them on one grid.
+
+    When every class array disagrees with ``all`` (its shape, scale or translation was damaged, or
+    theirs), the crop's labels would be laid over the wrong EM: ``error`` is raised naming both.
+    When only some disagree, the labels still come from ``all`` and the note returned names them;
+    None when all agree.
+
+    >>> from converters.geometry import Grid
+    >>> g = Grid((0, 0, 0), (8, 8, 8), (4, 4, 4))
+    >>> note = all_array_grid_problem("c", g, {"mito": g, "er": Grid((0, 0, 0), (16, 16, 16), (4, 4, 4))})
+    >>> note.startswith("c/er/s0: this class array (shape [4, 4, 4], scale [16, 16, 16] nm")
+    True
+    """
+    off = {name: g for name, g in class_grids.items() if not same_grid(g, all_grid)}
+    if not off:
+        return None
+    if len(off) == len(class_grids):
+        name, g = next(iter(off.items()))
+        raise error(
+            f"{where}/all: the crop's 'all' array ({grid_text(all_grid)}) is not on the grid of any of its "
+            f"{len(class_grids)} class array(s) ({name}: {grid_text(g)}): one side's .zarray or .zattrs is damaged, "
+            "and the labels would be laid over the wrong EM; download the crop again (or fix that metadata), or "
+            "leave the crop out of the datasplit")
+    shown = "; ".join(f"{where}/{n}/s0: this class array ({grid_text(g)})" for n, g in list(off.items())[:3])
+    more = f" (and {len(off) - 3} more)" if len(off) > 3 else ""
+    return (f"{shown}{more} is not on the grid of {where}/all ({grid_text(all_grid)}); the labels are read from "
+            "'all', which the other class arrays agree with: fix or download again the disagreeing array(s)")

@@ -19,6 +19,7 @@ import numpy as np
 import zarr
 
 from converters.cellmap.chunks import CheckedArray, chunk_coverage, complement_mismatch, missing_chunks  # noqa: F401
+from converters.cellmap.multiscale_checks import all_array_grid_problem
 from converters.geometry import Grid
 
 __all__ = [
@@ -490,6 +491,7 @@ def crop_annotation(gt_root: zarr.hierarchy.Group, gt_group: str) -> tuple[Grid 
         if sub != "all" and sub not in names:
             statuses[sub] = ClassStatus(sub, False, "not in class_names")
     grid = None
+    all_grid, class_grids = None, {}
     for name in ["all", *names]:
         if name not in crop:
             if name != "all":
@@ -508,7 +510,9 @@ def crop_annotation(gt_root: zarr.hierarchy.Group, gt_group: str) -> tuple[Grid 
             _refuse_empty(arr, f"{getattr(gt_root.store, 'path', '') or ''}/{gt_group}/{name}/{levels[0].path}")
             grid = Grid(levels[0].translation, levels[0].scale, arr.shape)
         if name == "all":
+            all_grid = grid
             continue
+        class_grids[name] = Grid(levels[0].translation, levels[0].scale, arr.shape)
         kind = _annotation(group.attrs).get("annotation_type", {}).get("type", "")
         where = f"{getattr(gt_root.store, 'path', '') or ''}/{gt_group}/{name}/{levels[0].path}"
         annotated, why = _array_status(arr, group, where)
@@ -517,6 +521,10 @@ def crop_annotation(gt_root: zarr.hierarchy.Group, gt_group: str) -> tuple[Grid 
                          f"as the fill value {arr.fill_value} and there are no complement_counts to check them "
                          "against: if the download was cut short, fetch the crop again")
         statuses[name] = ClassStatus(name, annotated, why, kind == "instance_segmentation")
+    if all_grid is not None and class_grids and (
+            note := all_array_grid_problem(f"{getattr(gt_root.store, 'path', '') or ''}/{gt_group}", all_grid,
+                                           class_grids, CellMapFormatError)):
+        notes.append(note)
     return grid, statuses, notes
 
 
