@@ -49,11 +49,13 @@ from auto3dseg.orchestration.cli_steps import (
     tune_step,
 )
 from auto3dseg.orchestration.flags import (
+    device_arg,
     gpus_arg,
     non_negative_float,
     non_negative_int,
     positive_int,
     slurm_mem,
+    slurm_name,
     slurm_time,
     wait_seconds,
 )
@@ -86,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "later modes read it from <work_dir>/input.yaml")
     p.add_argument("--dataroot", help="folder the datalist's paths are relative to (default: the datalist's folder)")
     g = p.add_argument_group("analysis")
-    g.add_argument("--device", default="cpu", help="device for the data analysis: cpu or cuda (default: cpu)")
+    g.add_argument("--device", type=device_arg, default="cpu", help="device for the data analysis: cpu or cuda (default: cpu)")
     g.add_argument("--workers", type=non_negative_int, default=2,
                    help="processes computing the analysis' per-case statistics (MONAI's DataAnalyzer split between "
                    "them; the same datastats.yaml as one; 0 = in this process; default: 2)")
@@ -180,9 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "<work_dir>/submission/scores.json and .md")
     g = p.add_argument_group("SLURM (--mode slurm; each also read from AUTO3DSEG_SLURM_<NAME>, e.g. "
                              "AUTO3DSEG_SLURM_PARTITION)")
-    g.add_argument("--slurm_partition", help="partition (default: the cluster's default)")
-    g.add_argument("--slurm_account", help="account to charge")
-    g.add_argument("--slurm_qos", help="quality of service")
+    g.add_argument("--slurm_partition", type=slurm_name, help="partition (default: the cluster's default)")
+    g.add_argument("--slurm_account", type=slurm_name, help="account to charge")
+    g.add_argument("--slurm_qos", type=slurm_name, help="quality of service")
     g.add_argument("--slurm_gpus", type=non_negative_int, help="GPUs per training task (default: 1 if the "
                    "partition's nodes have GPUs, else 0 = train on CPUs); more than 1 trains with torchrun, one "
                    "process per GPU")
@@ -447,7 +449,7 @@ def _run(args: argparse.Namespace, datalist: str, dataroot: str, overrides: dict
         args.images = expand_predict_images(args.images)
         check_predict_images(args.images, datalist)
         if args.output_dir:
-            check_output_dir(work, Path(args.output_dir))
+            check_output_dir(work, Path(args.output_dir), args.images)
     if mode in ("ensemble", "predict", "full"):
         from auto3dseg.ensembling.ensemble import run_ensemble
 

@@ -168,7 +168,12 @@ if __name__ == "__main__":  # a smoke run: python bench/measure.py CMD...
         print("error: no command to measure after --", file=sys.stderr)
         sys.exit(2)
     try:
-        print(run_measured(command))
+        measured = run_measured(command)
     except FileNotFoundError:
         print(f"error: command not found: {command[0] if command else '(none)'}", file=sys.stderr)
         sys.exit(127)
+    except OSError as exc:  # a folder, a file that is not executable
+        print(f"error: cannot run {command[0]}: {exc.strerror or exc}", file=sys.stderr)
+        sys.exit(126)
+    print(measured)
+    sys.exit(measured.returncode if 0 <= measured.returncode < 256 else 1)  # a failed command is no success

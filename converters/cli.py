@@ -72,9 +72,15 @@ def print_outputs(report: dict, out: Path) -> int:
     validation = report["datalist_validation"]
     for warning in validation.get("summary", {}).get("warnings", []):
         print(f"  note: {warning}")
-    print(f"Datalist: {out / 'datalist.json'}")
+    if validation.get("ok", True):
+        print(f"Datalist: {out / 'datalist.json'}")
     print(f"Report:   {out / 'conversion_report.md'} (and .json)")
     if not validation.get("ok", True):
         print("The datalist did not validate: " + "; ".join(validation["problems"]), file=sys.stderr)
+        nothing = not report.get("summary", {}).get("training_items", 1)
+        print(f"No datalist.json was written (no step would take it as finished); what it would hold is in "
+              f"{out / 'datalist.invalid.json'}"
+              + (". Nothing was converted for training: fix what the report says of each crop or image above "
+                 "and run the same command again" if nothing else ""), file=sys.stderr)
         return 1
     return 0

@@ -26,6 +26,8 @@ __all__ = ["OutputError", "atomic_write", "atomic_write_json", "atomic_write_tex
 #: where a run holds the previous complete datalist (and its side files) while it writes a new one
 HELD = ".previous-datalist"
 DATALIST_FILES = ("datalist.json", "datalist_items.json", "conversion_report.json", "conversion_report.md")
+#: where a datalist that did not validate goes: never the completion marker
+INVALID_DATALIST = "datalist.invalid.json"
 
 #: our temporaries: ``.tmp-<pid>-<name>`` (and ``.<name>.tmp-<pid>`` from earlier versions)
 _TMP_RE = re.compile(r"^(?:\.tmp-(?P<pid>\d+)-.+|\..+\.tmp-(?P<old>\d+))$")
@@ -163,6 +165,26 @@ def os_error_message(exc: OSError, folder_flag: str = "--output_dir", too_big_hi
             errno.EPERM: f"Check the permissions of that folder, or choose another {folder_flag}",
             errno.EDQUOT: f"Your disk quota is exhausted: free some space {again}"}
     return f"{where}: {what}. {todo.get(exc.errno, 'Fix that file or folder and run the same command again')}"
+
+
+def write_datalist_marker(out: Path, datalist: dict, validation: dict) -> Path:
+    """Write ``datalist.json``, the completion marker, when the datalist validated; one that did
+    not (every crop failed, say) goes to ``datalist.invalid.json`` to be read, so that no later
+    step takes it for a finished conversion. Returns the file written.
+
+    >>> import tempfile
+    >>> out = Path(tempfile.mkdtemp())
+    >>> write_datalist_marker(out, {"training": []}, {"ok": False}).name, (out / "datalist.json").exists()
+    ('datalist.invalid.json', False)
+    >>> write_datalist_marker(out, {"training": [1]}, {"ok": True}).name, (out / INVALID_DATALIST).exists()
+    ('datalist.json', False)
+    """
+    if not validation.get("ok", True):
+        atomic_write_json(out / INVALID_DATALIST, datalist)
+        return out / INVALID_DATALIST
+    (out / INVALID_DATALIST).unlink(missing_ok=True)
+    atomic_write_json(out / "datalist.json", datalist)
+    return out / "datalist.json"
 
 
 def hold_previous_datalist(out: Path) -> None:

@@ -577,3 +577,16 @@ def test_datasplit_and_data_root_together_say_which_crops_convert(synthetic, tmp
     assert main(cli(ds, tmp_path / "o", "--data_root", str(tmp_path), "--dry_run")) == 0
     err = capsys.readouterr().err
     assert "note: --datasplit" in err and "lists the crops converted" in err and "synth-1_crop2" not in err
+
+
+def test_when_every_crop_fails_no_datalist_claims_a_finished_conversion(synthetic, tmp_path, capsys):
+    """Every crop failed, yet datalist.json (the completion marker) was written with no training item
+    and num_folds 0 (probe C14)."""
+    ds = make_tree(synthetic, tmp_path, ("crop1",))
+    _mito_narrower(store(ds) / GT / "crop1")  # fails while converting (inspection reads only metadata)
+    out = tmp_path / "o"
+    assert main(cli(ds, out)) == 1
+    err = capsys.readouterr().err
+    assert not (out / "datalist.json").exists() and (out / "datalist.invalid.json").is_file()
+    assert "No datalist.json was written" in err and "Nothing was converted for training" in err, err
+    assert crop(json.loads((out / "conversion_report.json").read_text()), "synth-1_crop1")["verdict"] == "failed"

@@ -311,8 +311,15 @@ def test_predict_into_a_converted_dataset_or_a_store_is_refused(generated, conve
     truth = tmp_path / "test_truth"  # the cells' ground truth
     truth.mkdir()
     (truth / "a_label.tiff").write_bytes(b"x")
+    loose = tmp_path / "to_predict"  # a folder of images, not a converted dataset (probe B32)
+    loose.mkdir()
+    shutil.copy(next((data / "images").glob("*.nii.gz")), loose / "new.nii.gz")
     before = file_times(tmp_path)
     image = next((data / "images").glob("*.nii.gz"))
+    rc = run_auto3dseg.main(["--mode", "predict", "--work_dir", str(generated), "--images", str(loose),
+                             "--output_dir", str(loose)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "is the folder of the images to predict (new.nii.gz)" in err, err
     for out, words in ((data, "a converted dataset"), (data / "images", "a folder of a converted dataset"),
                        (data / "labels", "a folder of a converted dataset"), (store / "crop1", "Zarr store"),
                        (data / "labels" / "preds", "a converted dataset"),
@@ -337,6 +344,11 @@ def test_predict_into_a_converted_dataset_or_a_store_is_refused(generated, conve
     (["--mode", "submit", "--wait_lock", "-3"], "argument --wait_lock: -3 is not allowed"),
     (["--mode", "slurm", "--datalist", "d.json", "--slurm_time", "abc"], "'abc' is not a Slurm time"),
     (["--mode", "slurm", "--datalist", "d.json", "--slurm_mem", "64X"], "'64X' is not a Slurm memory size"),
+    # probe round 17: ranges of a time, a name with a space, a device torch does not know (after the work began)
+    (["--mode", "slurm", "--datalist", "d.json", "--slurm_time", "99:99"], "'99:99' is not a Slurm time: minutes"),
+    (["--mode", "slurm", "--datalist", "d.json", "--slurm_time", "1-25:00:00"], "hours after days up to 23"),
+    (["--mode", "slurm", "--datalist", "d.json", "--slurm_partition", "gpu a100"], "'gpu a100' is not a Slurm name"),
+    (["--mode", "analyze", "--datalist", "d.json", "--device", "gpu"], "'gpu' is not a device: give cpu, cuda"),
     (["--mode", "validate", "--datalist", "d.json", "--force_new_datalist"],
      "--force_new_datalist does nothing with --mode validate"),
 ])

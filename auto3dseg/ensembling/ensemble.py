@@ -349,7 +349,9 @@ def _run_ensemble(work: Path, out_dir: Path, *, method: str, n_best: int, algos:
                                                          src["datalist"], index, source, log)
         except (FileNotFoundError, InputError) as exc:  # one bad image: named, and the others still predicted
             failed.append(f)
-            print(f"error: {exc}", file=sys.stderr)
+            # a line of its own in a log file too (SLURM), where the bar's text is not cleared: `grep -v` of the
+            # bar would drop it with the bar
+            tqdm.write(("" if sys.stderr.isatty() else "\n") + f"error: {exc}", file=sys.stderr)
             continue
         items.append({"image": f, "probabilities": str(out), "shape": shape, "source_stamp": image_stamp(f),
                       "map_id": uuid.uuid4().hex[:12]})

@@ -108,10 +108,10 @@ def label_input_problem(images: Sequence[str]) -> str | None:
     return None
 
 
-def check_output_dir(work: Path, out: Path) -> None:
+def check_output_dir(work: Path, out: Path, images: Sequence[str] = ()) -> None:
     """Refuse a ``--output_dir`` that is a folder of the work_dir's own steps: predict would replace
     the test ensemble's ensemble.json (a later submit then writes empty labels), a bundle's files or
-    the submission."""
+    the submission; or the folder of the ``images`` themselves (an input folder)."""
     from auto3dseg.orchestration.workdir import list_bundles
 
     out, work = out.resolve(), work.resolve()
@@ -136,6 +136,10 @@ def check_output_dir(work: Path, out: Path) -> None:
     if store is not None:
         raise ValueError(f"--output_dir {out} is inside the Zarr store {store}; predict never writes into a store "
                          f"(it may be your data or truth). {own}")
+    inputs = next((Path(i) for i in images if Path(i).resolve().parent == out), None)
+    if inputs is not None:
+        raise ValueError(f"--output_dir {out} is the folder of the images to predict ({inputs.name}): maps, labels/ "
+                         f"and records would be written among your input files. {own}")
     raw = sorted(p.name for p in out.iterdir() if p.is_file() and p.suffix.lower() in
                  (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")) if out.is_dir() else []
     if raw:

@@ -12,8 +12,8 @@ import argparse
 import math
 import re
 
-__all__ = ["FLAG_MODES", "CELLMAP_ONLY", "cells_problems", "gpus_arg", "ignored_flags", "non_negative_float",
-           "non_negative_int", "positive_int", "slurm_mem", "slurm_time", "wait_seconds"]
+__all__ = ["device_arg", "FLAG_MODES", "CELLMAP_ONLY", "cells_problems", "gpus_arg", "ignored_flags", "non_negative_float",
+           "non_negative_int", "positive_int", "slurm_mem", "slurm_name", "slurm_time", "wait_seconds"]
 
 _SUBMITTING = ("submit", "full", "slurm")
 
@@ -171,9 +171,41 @@ def slurm_time(text: str) -> str:
     """argparse type of ``--slurm_time``: one of sbatch's forms (minutes, minutes:seconds,
     hours:minutes:seconds, days-hours, days-hours:minutes, days-hours:minutes:seconds)."""
     t = text.strip()
-    if re.fullmatch(r"\d+(:\d{1,2}){0,2}|\d+-\d{1,2}(:\d{1,2}){0,2}", t) or t.upper() in ("UNLIMITED", "INFINITE"):
+    if t.upper() in ("UNLIMITED", "INFINITE"):
         return t
+    if re.fullmatch(r"\d+(:\d{1,2}){0,2}|\d+-\d{1,2}(:\d{1,2}){0,2}", t):
+        days, _, clock = t.rpartition("-")
+        fields = [int(f) for f in clock.split(":")]
+        # the first field is free (90 minutes, 36 hours) unless days come first; the others are on a clock
+        if all(f <= 59 for f in fields[1:]) and (not days or fields[0] <= 23):
+            return t
+        raise argparse.ArgumentTypeError(f"{text!r} is not a Slurm time: minutes and seconds after the first field go "
+                                         "up to 59, hours after days up to 23 (e.g. 1-23:59:00, 2-00:00:00)")
     raise argparse.ArgumentTypeError(f"{text!r} is not a Slurm time: give e.g. 90 (minutes), 12:00:00 or 2-00:00:00")
+
+
+def device_arg(text: str) -> str:
+    """argparse type of ``--device``: a torch device string (cpu, cuda, cuda:1, ...).
+
+    >>> device_arg("cuda:1")
+    'cuda:1'
+    """
+    import torch
+
+    try:
+        torch.device(text.strip())
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device: give cpu, cuda or cuda:N") from None
+    return text.strip()
+
+
+def slurm_name(text: str) -> str:
+    """argparse type of ``--slurm_partition`` / ``_account`` / ``_qos``: a name (or a comma-separated
+    list of them), with no spaces: sbatch would refuse it only after the jobs were written."""
+    t = text.strip()
+    if t and not re.search(r"\s", t) and all(t.split(",")):
+        return t
+    raise argparse.ArgumentTypeError(f"{text!r} is not a Slurm name: no spaces (several partitions: gpu,gpu_long)")
 
 
 def slurm_mem(text: str) -> str:

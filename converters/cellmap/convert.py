@@ -62,6 +62,7 @@ from converters.outputs import (
     clean_stale_temporaries,
     hold_previous_datalist,
     settle_previous_datalist,
+    write_datalist_marker,
 )
 from converters.cli import print_outputs, run_reported
 from converters.pool import WorkerPoolBroken, imap_pool
@@ -300,7 +301,7 @@ def convert(
     report = build_report(ordered, settings, statuses, fold_info, validation, out_dir)
     atomic_write_json(out_dir / "conversion_report.json", report)
     atomic_write_text(out_dir / "conversion_report.md", render_report_markdown(report))
-    atomic_write_json(out_dir / "datalist.json", datalist)  # the completion marker: last
+    write_datalist_marker(out_dir, datalist, validation)  # the completion marker (when valid): last
     settle_previous_datalist(out_dir)
     return report
 

@@ -46,6 +46,7 @@ from converters.outputs import (
     clean_stale_temporaries,
     hold_previous_datalist,
     settle_previous_datalist,
+    write_datalist_marker,
     source_stamp,
 )
 from converters.cli import print_outputs, run_reported
@@ -389,7 +390,7 @@ def convert_cells(output_dir: str | os.PathLike, images_dir: str | os.PathLike,
     report = build_cell_report(ordered, settings, fold_info, validation, str(out.resolve()), unmatched, unread)
     atomic_write_json(out / "conversion_report.json", report)
     atomic_write_text(out / "conversion_report.md", render_cell_report_markdown(report))
-    atomic_write_json(out / "datalist.json", datalist)
+    write_datalist_marker(out, datalist, validation)  # the completion marker (when valid): last
     settle_previous_datalist(out)
     return report
 
