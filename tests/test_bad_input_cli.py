@@ -496,3 +496,15 @@ def test_a_quoted_pattern_in_images_is_expanded_or_named_before_any_model_loads(
     with pytest.raises(ValueError, match=r"--images .*\*\.nii: no file matches this pattern"):
         expand_predict_images([str(tmp_path / "*.nii")])
     assert expand_predict_images([str(tmp_path / "missing.nii.gz")]) == [str(tmp_path / "missing.nii.gz")]
+
+
+def test_one_image_under_two_names_is_named(tmp_path):
+    """A symlink given beside its target made one map, and the second name had none, without a word."""
+    from auto3dseg.orchestration.cli_checks import same_name_problem
+
+    (tmp_path / "ok.nii.gz").write_bytes(b"x")
+    (tmp_path / "oklink.nii.gz").symlink_to(tmp_path / "ok.nii.gz")
+    problem = same_name_problem([str(tmp_path / "ok.nii.gz"), str(tmp_path / "oklink.nii.gz")])
+    assert problem is not None and "are the same file (one links to the other)" in problem
+    (tmp_path / "other.nii.gz").write_bytes(b"x")
+    assert same_name_problem([str(tmp_path / "ok.nii.gz"), str(tmp_path / "other.nii.gz")]) is None

@@ -334,6 +334,15 @@ def test_predict_postprocess_uses_the_tuned_parameters_as_submit_does(full_run, 
     assert run_auto3dseg.main([*plain, "--tta"]) == 0
     assert not (dest / "labels").exists() and len(list((dest / "replaced").glob("labels-*"))) == 2
 
+    # a chunk of the map cut short after it was finished: named with what to do, no half-made labels folder (B28)
+    chunk = next(p for p in sorted(Path(prob).rglob("*")) if p.is_file() and not p.name.startswith("."))
+    chunk.write_bytes(chunk.read_bytes()[:10])
+    capsys.readouterr()
+    assert run_auto3dseg.main([*args, "--tta"]) == 1  # the maps of the --tta run are kept: only labels are made
+    said = capsys.readouterr()
+    assert "no labels written for it" in said.out + said.err and "--mode predict --force" in said.out + said.err
+    assert not case.exists()
+
 
 def test_predict_uses_unfinished_bundles_only_when_allowed(full_run, converted, tmp_path, capsys):
     import shutil

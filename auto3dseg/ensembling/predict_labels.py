@@ -150,10 +150,10 @@ def _volume_labels(ens: dict, out: Path, class_table: list[dict], params: Any, l
     rows = []
     for it in ens["items"]:
         row = {"input": it["probabilities"], "status": "failed", "error": "", "outputs": []}
+        case = out / _case_name(it["image"])
         try:
             make, grid = map_labels(it["probabilities"], ens["channels"], class_table, params)
             affine = nifti_affine(grid)
-            case = out / _case_name(it["image"])
             case.mkdir(parents=True, exist_ok=True)
             for name in (r["name"] for r in class_table):  # one class in memory at a time
                 data = make(name)
@@ -164,7 +164,10 @@ def _volume_labels(ens: dict, out: Path, class_table: list[dict], params: Any, l
                 del data
             row["status"] = "written"
         except Exception as exc:  # one bad map must not stop the others
+            shutil.rmtree(case, ignore_errors=True)  # no half-made folder beside the complete ones
             row["error"] = f"{type(exc).__name__}: {exc}"
-            log(f"error: {it['probabilities']}: {row['error']}")
+            row["outputs"] = []
+            log(f"error: {it['probabilities']}: {row['error']}; no labels written for it. If the map is damaged (a "
+                "chunk cut short or deleted), predict it again: --mode predict --force with the same --images")
         rows.append(row)
     return rows

@@ -84,6 +84,13 @@ def same_name_problem(images: Sequence[str]) -> str | None:
     >>> same_name_problem(["a/x.nii.gz", "a/y.nii.gz"]) is None
     True
     """
+    files: dict[Path, str] = {}
+    for image in images:  # one file under two names (a link): one map, the other name silently dropped
+        real = Path(image).resolve()
+        if real in files and _stem(files[real]) != _stem(image):
+            return (f"--images: {files[real]} and {image} are the same file (one links to the other); give it once, "
+                    "under the name its outputs should have")
+        files.setdefault(real, image)
     seen: dict[str, str] = {}
     for image in images:
         stem = _stem(image)
