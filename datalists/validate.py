@@ -279,7 +279,10 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         parts.append(f"{len(classes)} classes ({', '.join(classes.values())})")
     checked = [k.replace("_", " ") for k, v in summary.get("checked", {}).items() if v]
     parts.append(f"checked: {', '.join(checked)}" if checked else "files not checked")
-    return ", ".join(parts)
+    text = ", ".join(parts)
+    if summary.get("checked", {}).get("files"):  # a truncated image passes a header read (probe F8)
+        text += " (images: headers only; --mode analyze reads every voxel)"
+    return text
 
 
 def _folds_arg(text: str) -> int:

@@ -192,6 +192,9 @@ def test_crop_outside_em_is_skipped(synthetic, tmp_path):
                         "shape": (8, 8, 8)},))
     rec = convert_test_crop(far, ConvertSettings(), tmp_path)
     assert (rec["verdict"], rec["reason"]) == ("skipped", "outside_em")
+    # both boxes, and what to do (probe C8: "does not overlap the EM volume at any level" only)
+    assert "the crop spans 1e+06..1.00006e+06" in rec["detail"] and "the EM (s0) spans 0.." in rec["detail"], rec
+    assert "fix the metadata or the datasplit row" in rec["detail"]
 
 
 def test_constant_image_fails_the_crop(synthetic, tmp_path):

@@ -265,3 +265,9 @@ def test_convert_script_names_a_missing_project_and_a_dry_run_ends_well(syntheti
                           env={**env, "PROJECT": str(ROOT)}, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and "Plan (nothing written)" in proc.stderr, proc.stderr[-2000:]
     assert not (tmp_path / "o").exists()
+    # relative paths are those of the folder the job starts in, not of PROJECT (probe A5d)
+    (tmp_path / "data").symlink_to(synthetic)
+    proc = subprocess.run(["bash", str(script), "data", "o", "--num_folds", "2"], cwd=tmp_path,
+                          env={**env, "PROJECT": str(ROOT)}, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "o" / "datalist.json").is_file() and not (ROOT / "o").exists()

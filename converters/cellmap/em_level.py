@@ -140,6 +140,8 @@ def choose_em_level(
     cov_txt = ", ".join(f"{p}: {f:.0%}" for p, f in coverage)
     if scale != "auto" and scale not in [lv.path for lv in levels]:
         return EMChoice(None, reason="no_em_data", coverage=cov, detail=_no_such_level(scale, levels, where))
+    if not overlaps:  # damaged metadata (of the crop or of the EM): both boxes say which
+        return EMChoice(None, reason="outside_em", coverage=cov, detail=_outside_detail(out, em, levels, broken))
     choice = _choose(em, levels, usable, overlaps, target, scale, max_em_upsample, cov, cov_txt)
     refusal = _unreadable_refusal(broken, choice.level, levels, target, scale, cov)
     if refusal is not None:
@@ -147,6 +149,24 @@ def choose_em_level(
     notes = tuple(f"EM level {p} not used: {why}" for p, why in broken.items())
     return EMChoice(choice.level, choice.upsample, choice.reason, choice.detail, notes + choice.warnings, cov,
                     tuple(broken.items()))
+
+
+def _box_text(origin, size) -> str:
+    lo = np.asarray(origin, float)
+    hi = lo + np.asarray(size, float)
+    return " x ".join(f"{a:g}..{b:g}" for a, b in zip(lo, hi)) + " nm (z y x)"
+
+
+def _outside_detail(out, em: zarr.hierarchy.Group, levels: Sequence[cz.Level], broken: dict) -> str:
+    crop = _box_text(out.origin, np.asarray(out.shape) * np.asarray(out.spacing))
+    ok = [lv for lv in levels if lv.path not in broken]
+    if not ok:
+        return f"the crop ({crop}) does not overlap the EM volume at any level"
+    lv = ok[0]
+    em_box = _box_text(lv.translation, np.asarray(em[lv.path].shape) * np.asarray(lv.scale))
+    return (f"the crop spans {crop}, the EM ({lv.path}) spans {em_box}: they do not overlap. The crop's or the EM's "
+            "translation/scale (.zattrs) is damaged, or the crop belongs to another dataset: fix the metadata or the "
+            "datasplit row, or download the crop again")
 
 
 def _choose(em: zarr.hierarchy.Group, levels: Sequence[cz.Level], usable: list[cz.Level], overlaps: bool,
