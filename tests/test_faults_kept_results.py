@@ -41,6 +41,8 @@ def test_an_ensemble_of_bundles_trained_again_is_not_up_to_date(trained_work, tm
     proc = run_work(work, "--mode", "ensemble", "--algos", "segresnet")
     assert proc.returncode == 0 and "up to date" not in proc.stdout, proc.stdout
     assert "0 already there" in proc.stdout, proc.stdout
+    # the earlier, finished maps were written over without a word (probe F5): named now
+    assert "note: the maps in" in proc.stdout and "made by segresnet_0; they are predicted again" in proc.stdout
 
 
 def test_a_copy_with_new_file_times_keeps_its_maps(trained_work, tmp_path):

@@ -305,6 +305,11 @@ def _run_ensemble(work: Path, out_dir: Path, *, method: str, n_best: int, algos:
     sig = bundles_signature(chosen, work) + tag
     previous = _previous_manifest(out_dir)
     reuse = previous.get("signature") in (sig, bundles_signature(chosen, work, legacy=True) + tag) and not force
+    if previous.get("items") and not reuse and manifest_path.is_file():  # a finished ensemble is written over
+        made = ", ".join(str(b.get("name")) for b in previous.get("bundles", [])) or "other bundles"
+        log(f"note: the maps in {out_dir} were made by {made}; they are predicted again now "
+            f"({used}{', --force' if force else ''}) and each is replaced when its turn comes (copy the folder "
+            "first to keep them)")
     done = {it["image"]: it for it in previous.get("items", [])} if reuse else {}
     keys = [moved_key(it["image"]) for it in done.values()]
     done_moved = {k: it for k, it in zip(keys, done.values()) if keys.count(k) == 1}  # the dataset moved since
