@@ -399,3 +399,23 @@ def test_training_files_written_again_with_the_same_sizes_are_not_called_changed
     assert note and "were written again since it was trained, with the same sizes" in note, note
     assert f"({item['image']}, {item['label']})" in note and "if they were only re-converted or copied" in note
     assert "changed (" not in note
+
+
+def test_a_map_made_from_an_image_of_another_voxel_size_says_so_whenever_it_is_kept(trained_work, tmp_path,
+                                                                                     converted, capsys):
+    """The voxel-size warning was printed once, by the run that wrote the map: a re-run (or
+    --postprocess) used the map with no word and nothing recorded it (probe B4)."""
+    image = converted[0] / json.loads((converted[0] / "datalist.json").read_text())["testing"][0]["image"]
+    nii = nib.load(str(image))
+    half = tmp_path / "half_spacing.nii.gz"
+    nib.save(nib.Nifti1Image(np.asarray(nii.dataobj), nii.affine @ np.diag([0.5, 0.5, 0.5, 1.0])), str(half))
+    out = tmp_path / "out"
+    args = ["--mode", "predict", "--work_dir", str(trained_work), "--algos", "segresnet", "--output_dir", str(out),
+            "--images", str(half)]
+    assert run_auto3dseg.main(args) == 0
+    assert "the model was trained at" in capsys.readouterr().err
+    (item,) = json.loads((out / "ensemble.json").read_text())["items"]
+    assert any("the model was trained at" in w for w in item["warnings"]), item
+    assert run_auto3dseg.main(args) == 0  # kept: said again
+    said = capsys.readouterr()
+    assert "up to date" in said.out and "the kept map of half_spacing.nii.gz was made with it" in said.out, said

@@ -148,6 +148,8 @@ class InferClass:
                                    (want if want not in ("auto", "cuda") else "cpu"))
         self.model, run_cfg = load_trained_model(cfg, self.device, checkpoint)
         self.cfg = {**run_cfg, **known}
+        #: image path -> the warning its voxel size gave (recorded with its map, said again when kept)
+        self.spacing_warnings: dict[str, str] = {}
         self.loader = raw_image_loader(int(self.cfg.get("spatial_dims", 3)))
         self.channel_names = (["background"] if self.cfg.get("output_activation") == "softmax" else []) + list(
             self.cfg["class_names"])
@@ -163,9 +165,10 @@ class InferClass:
             from tqdm import tqdm
 
             # tqdm.write: on a line of its own, not glued to a progress bar that is being drawn
-            tqdm.write(f"warning: {path} has voxel size {np.round(got, 3).tolist()}, the model was trained at {want}; "
-                       "convert it at the training spacing (converters --target_spacing) for meaningful predictions",
-                       file=sys.stderr)
+            text = (f"{path} has voxel size {np.round(got, 3).tolist()}, the model was trained at {want}; convert "
+                    "it at the training spacing (converters --target_spacing) for meaningful predictions")
+            self.spacing_warnings[str(path)] = text
+            tqdm.write(f"warning: {text}", file=sys.stderr)
 
     def load(self, image_file: str | dict) -> tuple[np.ndarray, dict]:
         """The image ``[in_ch, *S]`` in its stored dtype (uint8 EM stays 1 byte per voxel) and its

@@ -323,6 +323,8 @@ def _run_ensemble(work: Path, out_dir: Path, *, method: str, n_best: int, algos:
     if reuse and complete and manifest_path.is_file() and all(  # maps in this folder (a copy reads its own)
             map_intact(out_dir / Path(it["probabilities"]).name) and same_source(it) for it in previous["items"]):
         log(f"ensemble in {out_dir} is up to date ({len(cases)} maps of the same bundles); kept")
+        for it in previous["items"]:
+            _say_again(it, log)
         return manifest_path
     manifest_path.unlink(missing_ok=True)  # removed first: from here on nothing looks complete
     log(f"ensemble ({used}{', test-time mirroring' if tta else ''}) of {len(chosen)} bundles: "
@@ -345,6 +347,7 @@ def _run_ensemble(work: Path, out_dir: Path, *, method: str, n_best: int, algos:
             was = None
         if was and Path(was["probabilities"]).name == out.name and map_intact(out):
             items.append({**was, "image": f, "probabilities": str(out)})  # a copy's own map; a moved image's path
+            _say_again(was, log)
             continue
         if not inferers:  # load each bundle once, only when something is left to do
             inferers, acts = load_inferers(work, chosen, tta, log)
@@ -358,8 +361,9 @@ def _run_ensemble(work: Path, out_dir: Path, *, method: str, n_best: int, algos:
             # bar would drop it with the bar
             tqdm.write(("" if sys.stderr.isatty() else "\n") + f"error: {exc}", file=sys.stderr)
             continue
+        warned = sorted({w for inf in inferers if (w := getattr(inf, "spacing_warnings", {}).get(f))})
         items.append({"image": f, "probabilities": str(out), "shape": shape, "source_stamp": image_stamp(f),
-                      "map_id": uuid.uuid4().hex[:12]})
+                      "map_id": uuid.uuid4().hex[:12], **({"warnings": warned} if warned else {})})
         computed += 1
         _write_manifest(partial_path, sig, used, chosen, channels, activation, src, items, work)
     if failed:  # no completion marker: the maps written are kept in the partial record, and resumed
@@ -383,6 +387,13 @@ def _keep_other_images_map(out: Path, owner: str | None, image: str, out_dir: Pa
     kept = move_aside(out, out_dir)
     log(f"note: {out.name} in {out_dir} held the map of another image of the same file name ({owner}): moved to "
         f"{kept}; the map of {image} takes its place (predict each into its own --output_dir to keep both)")
+
+
+def _say_again(item: Mapping[str, Any], log) -> None:
+    """The warnings a kept map was made with (a voxel size unlike the training data's): a re-run,
+    or labels made from it, would otherwise look clean."""
+    for w in item.get("warnings", []):
+        log(f"warning (the kept map of {Path(str(item['image'])).name} was made with it): {w}")
 
 
 def write_case_map(inferers: Sequence[Any], acts: Mapping[str, str | None], case: Mapping[str, Any], out: Path,
