@@ -189,12 +189,17 @@ def test_a_reconversion_with_other_crops_keeps_the_previous_datalist(synthetic, 
 # 3. a float label array fails its crop, naming the array, its dtype and the fix
 # --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("values", ["integral", "fractional"])
-def test_float_label_array_fails_its_crop_naming_dtype(synthetic, tmp_path, values):
+def test_float_label_array_fails_its_crop_naming_dtype(synthetic, tmp_path, values, capsys):
     ds = make_tree(synthetic, tmp_path)
     group = zarr.open_group(str(store(ds) / GT / "crop1/all"), mode="r+")
     old = group["s0"]
     data = old[:].astype(np.float32) + (0.5 if values == "fractional" else 0.0)
     group.create_dataset("s0", data=data, chunks=old.chunks, overwrite=True)
+    # the dry run, which reads the same header, planned the crop as converting (probe C15)
+    assert main(cli(ds, tmp_path / "plan", "--dry_run")) == 0
+    planned = {r["name"]: r for r in json.loads(capsys.readouterr().out)["crops"]}
+    assert "label array of dtype float32" in planned["synth-1_crop1"]["error"] and not planned["synth-1_crop1"]["tiles"]
+    assert planned["synth-1_crop2"]["tiles"]
     assert main(cli(ds, tmp_path / "o")) == 1
     report = json.loads((tmp_path / "o/conversion_report.json").read_text())
     rec = crop(report, "synth-1_crop1")

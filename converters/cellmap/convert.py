@@ -38,6 +38,7 @@ from converters.cellmap.crop import (
     gt_stamp,
     convert_crop,
     em_plan,
+    labels_plan,
     inspect_crop,
     listed_classes,
     record_base,
@@ -249,6 +250,9 @@ def convert(
     if dry_run:  # the EM level each crop would use: a crop its EM cannot serve is shown skipped, as the run skips it
         em = {src.name: em_plan(src, output_grid(inspected[src.name][0], settings.target_spacing), settings)
               for src in crops if src.name in {e.name for e in extents}}
+        for src in crops:  # labels the run could not read (a float array, say) fail the crop there too
+            if src.name in em and "verdict" not in em[src.name]:
+                em[src.name].update(labels_plan(src, inspected[src.name][1], inspected[src.name][0]))
         extents = [e for e in extents if "verdict" not in em[e.name]]
         plan = plan_spatial_folds(extents, num_folds, fold_gap)
         return dry_run_report(crops, test_crops, statuses, inspect_errors, settings, extents, plan, num_folds, em)

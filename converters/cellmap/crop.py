@@ -215,6 +215,17 @@ def em_plan(src: cz.CropSource | cz.TestCrop, out: Grid, settings: ConvertSettin
     return {k: rec[k] for k in keys if k in rec}
 
 
+def labels_plan(src: cz.CropSource, statuses: dict, grid: Grid | None) -> dict:
+    """What the conversion would say of a crop's labels, from metadata and chunk listings only
+    (``--dry_run``): ``{}`` when they can be read, else the failure it would record (a float
+    label array, class arrays off the crop's grid, ...)."""
+    try:
+        label_source(cz.open_readonly(src.gt_zarr), src.gt_group, statuses, grid)
+    except cz.CellMapFormatError as exc:
+        return {"verdict": "failed", "reason": "error", "detail": f"{type(exc).__name__}: {exc}"}
+    return {}
+
+
 def _record_unknown(rec: dict, mapper: LabelMapper, how: str) -> None:
     rec["unannotated_voxels"] = int(sum(mapper.counts.values()))
     rec["unknown_label_values"] = {str(v): n for v, n in sorted(mapper.counts.items())}
