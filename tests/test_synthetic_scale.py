@@ -284,7 +284,7 @@ def test_converter_accepts_the_tree(tree, tmp_path):
     assert {c["name"] for c in table} == set(TESTED_CLASSES)
 
 
-def test_every_annotated_class_is_in_its_training_channel_or_the_crop_says_why(tmp_path):
+def test_every_annotated_class_is_in_its_training_channel_or_the_crop_says_why(tmp_path, capsys):
     """On the scale-2 tree (seed 0), 3133 of 7244 `er` voxels of a crop were stored as `er_mem_all`
     and trained as "not er", and a group-only crop's nucleus was stored as `er` where the two
     overlap, without a word (probe C2). Every semantic class's truth must now be in its channel,
@@ -298,6 +298,7 @@ def test_every_annotated_class_is_in_its_training_channel_or_the_crop_says_why(t
     S.generate_synthetic_cellmap(tree, seed=0, scale=2.0)
     assert convert(["--datasplit", str(tree / "datasplit.csv"), "--output_dir", str(nifti), "--num_folds", "2",
                     "--workers", "0", "--no_progress"]) == 0
+    assert "warning: synth-1_crop3: er and nuc are both annotated and share" in capsys.readouterr().err
     table = json.loads((nifti / "datalist.json").read_text())["class_table"]
     members = dict(zip([c["name"] for c in table], channel_members(table)))
     checked, warned = 0, set()

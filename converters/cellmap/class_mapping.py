@@ -108,8 +108,8 @@ def overlap_warnings(annotated: Sequence[str]) -> list[str]:
                 names = ", ".join(sorted(CELLMAP_BY_ID[x].name for x in shared - covered))
                 out.append(f"{a.name} and {b.name} are both annotated and share {names}, which no class annotated "
                            "in this crop covers: a voxel in both holds one label value, so training counts it for "
-                           f"one of the two only (the other learns 'absent' there); convert with --classes naming "
-                           "the shared classes, or only one of the two")
+                           f"one of the two only (the other learns 'absent' there); to train without that error, "
+                           "list only one of the two in this crop's datasplit.csv row (its class list)")
     return out
 
 

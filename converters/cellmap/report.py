@@ -85,7 +85,8 @@ def render_report_markdown(report: dict) -> str:
 
 
 def unknown_and_level_warnings(report: dict) -> list[tuple[str, str]]:
-    """``(crop, message)`` for each crop's unknown label values, unreadable EM levels and constant test EM.
+    """``(crop, message)`` for each crop's unknown label values, unreadable EM levels, constant test EM,
+    overlapping annotated classes and class arrays off the grid of ``all``.
 
     >>> unknown_and_level_warnings({"crops": [{"name": "c1", "unknown_label_values": {"255": 8},
     ...                                         "em_levels_unreadable": {"s0": "/d/s0/.zarray is missing"}}]})
@@ -105,6 +106,9 @@ def unknown_and_level_warnings(report: dict) -> list[tuple[str, str]]:
             close = close_class_names(name)
             out.append((r["name"], f"label array {name!r} is no CellMap class: not converted"
                                    + (f" (did you mean {' or '.join(close)}? rename the array)" if close else "")))
+        for w in r.get("warnings") or []:  # labels that train less than the crop annotates: said on the console
+            if " are both annotated and share " in w or "is not on the grid of" in w:
+                out.append((r["name"], w))
         if "constant_em" in r and r.get("verdict") == "converted":
             out.append((r["name"], f"test crop converted although its EM is constant (value {r['constant_em']} "
                                    "everywhere): its prediction will be empty; check that EM level"))
