@@ -117,12 +117,18 @@ def cellmap_lookup(class_table: Sequence[Mapping]) -> np.ndarray:
     """Lookup table from CellMap ids (0..255) to our ids.
 
     A CellMap id maps to its own class when selected, else to the smallest selected
-    group that contains it, else to 0 (background: annotated as another class). A value
-    that is no CellMap class (255 ``unknown``, say) maps to :data:`UNANNOTATED`.
+    group that contains it, else to 0 (background: annotated as another class). When two
+    selected groups hold it and neither holds the other (``ne_mem`` with ``nuc`` and ``er``
+    selected), no id says both: it maps to :data:`UNANNOTATED`, as does a value that is no
+    CellMap class (255 ``unknown``, say).
 
     >>> lut = cellmap_lookup(build_class_table(["mito", "er_mem"]))
     >>> lut[[0, 3, 4, 50, 16, 17, 255, 200]].tolist()
     [0, 1, 1, 1, 2, 0, 255, 255]
+    >>> from datalists.cellmap_classes import CELLMAP_CLASSES as C
+    >>> lut = cellmap_lookup(build_class_table(["nuc", "er"]))
+    >>> lut[[C["ne_mem"].cellmap_id, C["er_lum"].cellmap_id, C["chrom"].cellmap_id]].tolist()
+    [255, 2, 1]
     """
     if len(class_table) >= UNANNOTATED:
         raise ValueError(f"{len(class_table)} classes: at most {UNANNOTATED - 1} fit beside the "
@@ -138,13 +144,12 @@ def cellmap_lookup(class_table: Sequence[Mapping]) -> np.ndarray:
             lut[cid] = selected[cid]
             continue
         mine = _atomic(cid)
-        best = None
-        for sid, our in selected.items():
-            theirs = _atomic(sid)
-            if CELLMAP_BY_ID[sid].parts and mine <= theirs and (best is None or len(theirs) < best[0]):
-                best = (len(theirs), our)
-        if best is not None:
-            lut[cid] = best[1]
+        holders = {sid: _atomic(sid) for sid in selected if CELLMAP_BY_ID[sid].parts and mine <= _atomic(sid)}
+        smallest = [sid for sid, a in holders.items() if not any(b < a for b in holders.values())]
+        if len(smallest) == 1:  # it counts for every bigger group too (channels hold the classes inside them)
+            lut[cid] = selected[smallest[0]]
+        elif smallest:  # in two selected groups neither holding the other (ne_mem: nuc and er): no one id says
+            lut[cid] = UNANNOTATED  # both, and either would train the other as absent: left out of training
     return lut
 
 

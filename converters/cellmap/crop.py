@@ -259,8 +259,7 @@ def _convert_crop(src: cz.CropSource, settings: ConvertSettings, out_dir: Path, 
                      "no class is annotated in this crop (every class is all unknown or has no data)")
     ids = annotated_ids(statuses, settings.class_table)
     rec["annotated_ids"] = ids
-    selected = {r["name"] for r in settings.class_table}
-    rec["warnings"].extend(overlap_warnings([n for n in rec["annotated"] if n in selected]))
+
     if not ids:
         return _skip(rec, "no_selected_class",
                      f"the crop annotates {rec['annotated']}, none of which is among the selected classes")
@@ -274,11 +273,18 @@ def _convert_crop(src: cz.CropSource, settings: ConvertSettings, out_dir: Path, 
     label_src, how = label_source(gt, src.gt_group, statuses, gt_grid)
     if label_src is None:
         return _skip(rec, "nothing_annotated", "annotated classes have no readable array")
-    if not how.startswith("all"):
+    overlaps = overlap_warnings([n for n in rec["annotated"] if n in {r["name"] for r in settings.class_table}])
+    if how.startswith("all"):  # composed labels hold what overlapping classes share; `all` cannot
+        rec["warnings"].extend(overlaps)
+        if "not on disk" in how:
+            rec["warnings"].append(f"labels read from the {how}: no class array to check it against; if the download "
+                                   "was cut short, fetch the crop again")
+    elif overlaps:
+        rec["warnings"].append(f"labels composed from {how}: the crop annotates classes that overlap (e.g. "
+                               f"{overlaps[0].split(' are both')[0]}), which one value per voxel of 'all' cannot hold; "
+                               "the voxels in both take the class of what they share")
+    else:
         rec["warnings"].append(f"labels composed from {how}" + ("" if " lacks " in how else " (no 'all' array with data)"))
-    elif "not on disk" in how:
-        rec["warnings"].append(f"labels read from the {how}: no class array to check it against; if the download was "
-                               "cut short, fetch the crop again")
     mapper = LabelMapper(cellmap_lookup(settings.class_table))
     tiles = (split_into_fold_tiles(out.shape, settings.max_voxels, split.parts, split.gap, split.axis) if split
              else split_into_fold_tiles(out.shape, settings.max_voxels))

@@ -16,7 +16,7 @@ import numpy as np
 import zarr
 
 from converters.cellmap import zarr_tree as cz
-from converters.cellmap.class_mapping import UNANNOTATED
+from converters.cellmap.class_mapping import UNANNOTATED, overlap_warnings
 from converters.cellmap.multiscale_checks import check_level_extents, grid_text, same_grid
 from converters.geometry import Grid
 from datalists.cellmap_classes import CELLMAP_BY_ID, CELLMAP_CLASSES
@@ -54,10 +54,14 @@ class ComposedLabels:
         self._arrays = sorted(arrays, key=lambda a: -len(_parts(a[0])))
         self.shape = self._arrays[0][1].shape
         self.chunks = getattr(self._arrays[0][1], "chunks", None)
+        # a voxel in two classes that overlap without one holding the other (nuc and er) takes the class
+        # of what they share (ne), which counts for both; 255 (unknown) when CellMap has no such class
+        ids = [a[0] for a in self._arrays]
+        self._meets = [{p: meet_of(p, c) for p in ids[:i] if overlap_only(p, c)} for i, c in enumerate(ids)]
 
     def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
         out = unknown = None
-        for cid, arr, instance, enc in self._arrays:
+        for (cid, arr, instance, enc), meets in zip(self._arrays, self._meets):
             block = np.asarray(arr[key])
             if out is None:
                 out = np.zeros(block.shape, dtype=np.uint8)
@@ -70,9 +74,37 @@ class ComposedLabels:
                 present = block == enc.get("present", 1)
                 unk = ~present & (block != absent)
             unknown |= unk
-            out[present] = cid
+            if meets:
+                before = out[present]
+                painted = np.full(before.shape, cid, dtype=np.uint8)
+                for earlier, meet in meets.items():
+                    painted[before == earlier] = meet
+                out[present] = painted
+            else:
+                out[present] = cid
         out[unknown & (out == 0)] = CELLMAP_UNKNOWN
         return out
+
+
+def _atoms(cellmap_id: int) -> frozenset[int]:
+    return frozenset(_parts(cellmap_id) or (cellmap_id,))
+
+
+def overlap_only(a: int, b: int) -> bool:
+    """Two CellMap classes that share atomic parts, neither holding the other (nuc 37, er 16)."""
+    x, y = _atoms(a), _atoms(b)
+    return bool(x & y) and not x <= y and not y <= x
+
+
+def meet_of(a: int, b: int) -> int:
+    """The CellMap class made of exactly the parts ``a`` and ``b`` share, else 255 (unknown).
+
+    >>> from datalists.cellmap_classes import CELLMAP_CLASSES as C
+    >>> CELLMAP_BY_ID[meet_of(C["nuc"].cellmap_id, C["er"].cellmap_id)].name
+    'ne'
+    """
+    shared = _atoms(a) & _atoms(b)
+    return next((c for c in sorted(CELLMAP_BY_ID) if _atoms(c) == shared), CELLMAP_UNKNOWN)
 
 
 def _parts(cellmap_id: int) -> tuple[int, ...]:
@@ -120,7 +152,10 @@ def label_source(gt: zarr.hierarchy.Group, gt_group: str, statuses: dict[str, cz
     crop = gt[gt_group]
     where = f"{_store_path(gt)}/{gt_group}"
     partial_all = ""
-    if "all" in crop:
+    # one value per voxel in `all` cannot say "nuc and er" where a crop annotates both as groups: their
+    # arrays can (ComposedLabels writes what they share), so they are read instead
+    with_arrays = [n for n, st in statuses.items() if st.annotated and n in CELLMAP_CLASSES and n in crop]
+    if "all" in crop and not overlap_warnings(with_arrays):
         levels = _levels(crop["all"], f"{where}/all")
         arr = cz.level_array(crop["all"], levels[0], f"{where}/all")
         gone = cz.missing_chunks(arr)
