@@ -281,7 +281,7 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     parts.append(f"checked: {', '.join(checked)}" if checked else "files not checked")
     text = ", ".join(parts)
     if summary.get("checked", {}).get("files"):  # a truncated image passes a header read (probe F8)
-        text += " (images: headers only; --mode analyze reads every voxel)"
+        text += " (images: headers only; the analysis reads every voxel)"
     return text
 
 

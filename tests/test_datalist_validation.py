@@ -443,7 +443,7 @@ def test_whole_float_fold_is_counted_in_its_fold(dataset):
     assert summary["folds"] == {0: 2, 1: 2} and summary["num_folds"] == 2
     assert "4 training items in 2 folds (0:2 1:2)" in format_summary(summary)
     # "checked: files, shapes" passed a truncated image without saying voxels were not read (probe F8)
-    assert format_summary(summary).endswith("(images: headers only; --mode analyze reads every voxel)")
+    assert format_summary(summary).endswith("(images: headers only; the analysis reads every voxel)")
     datalist["training"][1]["fold"] = 1.5
     _one(_problems(datalist, root), "training[1]", "'fold' must be an integer")
 

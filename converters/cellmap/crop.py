@@ -259,7 +259,6 @@ def _convert_crop(src: cz.CropSource, settings: ConvertSettings, out_dir: Path, 
                      "no class is annotated in this crop (every class is all unknown or has no data)")
     ids = annotated_ids(statuses, settings.class_table)
     rec["annotated_ids"] = ids
-
     if not ids:
         return _skip(rec, "no_selected_class",
                      f"the crop annotates {rec['annotated']}, none of which is among the selected classes")
