@@ -8,6 +8,7 @@ import numpy as np
 
 from converters.folds import FoldItem, SpatialSplit, assign_part_folds, describe_split
 from datalists.annotated import ANNOTATED_KEY, encode_annotated
+from datalists.cellmap_classes import LABEL_RULES
 
 __all__ = ["DATALIST_FORMAT", "build_datalist", "layout_folds", "split_from_dict", "tile_name"]
 
@@ -137,6 +138,7 @@ def build_datalist(records: Sequence[dict], class_table: Sequence[dict], target_
         "num_folds": fold_info["used"],
         "labels": {"0": "background", **{str(r["id"]): r["name"] for r in class_table}},
         "class_table": class_table,
+        "label_rules": LABEL_RULES,
         "items_file": "datalist_items.json",
         "training": training,
         "testing": testing,

@@ -228,9 +228,12 @@ def settle_previous_datalist(out: Path, log: Callable[[str], Any] = print) -> Pa
         shutil.rmtree(held, ignore_errors=True)
         return None
 
-    def same(name: str) -> bool:
+    from datalists.schema import _unique_keys
+
+    def same(name: str) -> bool:  # a key given twice (a hand edit) is no copy of the new file
         try:
-            return json.loads((held / name).read_text()) == json.loads((out / name).read_text())
+            return json.loads((held / name).read_text(), object_pairs_hook=_unique_keys) == json.loads(
+                (out / name).read_text())
         except (OSError, ValueError):
             return not (held / name).exists() and not (out / name).exists()
 
@@ -243,9 +246,44 @@ def settle_previous_datalist(out: Path, log: Callable[[str], Any] = print) -> Pa
         dest, n = out / "replaced" / f"datalist-{stamp}-{n}", n + 1
     dest.parent.mkdir(parents=True, exist_ok=True)
     os.replace(held, dest)
-    log(f"note: the previous datalist.json of {out} (other items, folds or settings) is kept in {dest}; work_dirs "
+    log(f"note: the previous datalist.json of {out} ({_what_differs(dest, out)}) is kept in {dest}; work_dirs "
         "made from it refuse this one unless given --force_new_datalist")
     return dest
+
+
+def _what_differs(old: Path, new: Path) -> str:
+    """How the datalist.json in ``old`` differs from the one in ``new``, in a few words.
+
+    >>> import tempfile
+    >>> a, b = Path(tempfile.mkdtemp()), Path(tempfile.mkdtemp())
+    >>> _ = (a / "datalist.json").write_text('{"num_folds": 2, "training": [1, 2], "num_folds": 3}')
+    >>> _ = (b / "datalist.json").write_text('{"num_folds": 2, "training": [1]}')
+    >>> _what_differs(a, b)
+    "key 'num_folds' given twice in the top level (values 2 and 3), a hand edit?"
+    >>> _ = (a / "datalist.json").write_text('{"num_folds": 3, "training": [1, 2], "x": 1}')
+    >>> _what_differs(a, b)
+    'other values of num_folds, training (2 -> 1 items); key x only in the previous one'
+    """
+    from datalists.schema import RepeatedKey, _unique_keys
+
+    try:
+        before = json.loads((old / "datalist.json").read_text(), object_pairs_hook=_unique_keys)
+        after = json.loads((new / "datalist.json").read_text())
+    except RepeatedKey as exc:
+        return str(exc).split(":")[0] + ", a hand edit?"
+    except (OSError, ValueError) as exc:
+        return f"it could not be read: {exc}"
+    if not isinstance(before, dict) or not isinstance(after, dict):
+        return "it is no JSON object"
+    changed = [k for k in after if k in before and before[k] != after[k]]
+    said = [f"{k} ({len(before[k])} -> {len(after[k])} items)" if isinstance(before[k], list) and
+            isinstance(after[k], list) and len(before[k]) != len(after[k]) else k for k in changed]
+    parts = [f"other values of {', '.join(said)}"] if said else []
+    if gone := [k for k in before if k not in after]:
+        parts.append(f"key {', '.join(gone)} only in the previous one")
+    if new_keys := [k for k in after if k not in before]:
+        parts.append(f"key {', '.join(new_keys)} only in the new one")
+    return "; ".join(parts) or "other items in datalist_items.json"
 
 
 def source_stamp(paths: Iterable[str | os.PathLike], listing: bool = False) -> list[Any]:

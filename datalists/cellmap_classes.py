@@ -26,11 +26,19 @@ __all__ = [
     "CELLMAP_BY_ID",
     "CELLMAP_CLASSES",
     "INSTANCE_CLASSES",
+    "LABEL_RULES",
     "CellMapClass",
     "atomic_ids",
     "class_by_name",
     "load_class_table",
+    "uncovered_overlaps",
 ]
+
+#: Version of the rules that turn CellMap annotations into one label value per voxel, written
+#: into the datalist as ``label_rules``. 2: a voxel of two overlapping classes (nuc and er) takes
+#: the class of what they share (ne), or 255 (not annotated) where none is selected; before, it
+#: took one of the two, and the other was trained as absent there.
+LABEL_RULES = 2
 
 
 @dataclass(frozen=True)
@@ -124,3 +132,28 @@ def atomic_ids(names: Iterable[str]) -> set[int]:
         c = class_by_name(n)
         ids.update(c.parts if c.parts else (c.cellmap_id,))
     return ids
+
+
+def uncovered_overlaps(names: Iterable[str]) -> list[tuple[str, str, list[str]]]:
+    """Pairs of ``names`` that overlap, neither inside the other, where no class of ``names``
+    covers what they share: ``(a, b, shared atomic class names)``. One label value per voxel
+    cannot say "both" there. Names that are no CellMap class are left out.
+
+    >>> uncovered_overlaps(["nuc", "er"])[0][:2]
+    ('nuc', 'er')
+    >>> uncovered_overlaps(["nuc", "er", "ne"]), uncovered_overlaps(["er", "er_mem_all"])
+    ([], [])
+    """
+    known = [CELLMAP_CLASSES[n] for n in names if n in CELLMAP_CLASSES]
+    atoms = {c.name: set(c.parts) if c.parts else {c.cellmap_id} for c in known}
+    out = []
+    for i, a in enumerate(known):
+        for b in known[i + 1:]:
+            shared = atoms[a.name] & atoms[b.name]
+            if not shared or atoms[a.name] <= atoms[b.name] or atoms[b.name] <= atoms[a.name]:
+                continue
+            # a class inside the shared part labels those voxels, and counts for both
+            covered = set().union(*[atoms[c.name] for c in known if atoms[c.name] <= shared] or [set()])
+            if shared - covered:
+                out.append((a.name, b.name, sorted(CELLMAP_BY_ID[x].name for x in shared - covered)))
+    return out

@@ -111,6 +111,40 @@ class ContentChecks:
 
     # ----------------------------------------------------------------- items
 
+    def check_label_rules(self) -> None:
+        """A CellMap datalist converted before the label rules changed (:data:`LABEL_RULES`) with
+        training items that annotate two overlapping classes: a voxel of both counts for one."""
+        from .annotated import decode_annotated
+        from .cellmap_classes import LABEL_RULES, uncovered_overlaps
+
+        table = self.data.get("class_table")
+        rules = self.data.get("label_rules", 1)
+        if not str(self.data.get("format", "")).startswith(FORMAT_PREFIX) or not _is_int(rules) \
+                or rules >= LABEL_RULES or not isinstance(table, list):
+            return
+        names = {r["id"]: str(r.get("name")) for r in table if isinstance(r, dict) and "cellmap_id" in r
+                 and _is_int(r.get("id"))}
+        seen: dict[tuple, list] = {}
+        hits = []
+        for i, it in self.items("training"):
+            ids = it.get("annotated")
+            if not isinstance(ids, list):
+                mask = it.get("annotated_mask")
+                ids = decode_annotated(int(mask)) if _is_int(mask) and int(mask) >= 0 else list(names)
+            key = tuple(names[j] for j in sorted(j for j in ids if _is_int(j)) if j in names)
+            if key not in seen:
+                seen[key] = uncovered_overlaps(key)
+            if seen[key]:
+                hits.append((i, it, seen[key]))
+        if hits:
+            a, b, shared = hits[0][2][0]
+            self.warnings.append(
+                f"{self.src}: converted by an older version (label_rules {rules}, now {LABEL_RULES}): {len(hits)} "
+                f"training item(s) annotate two overlapping classes, e.g. {hits[0][1].get('image')} ({a} and {b}, "
+                f"sharing {', '.join(shared[:3])}{', ...' if len(shared) > 3 else ''}). There a voxel of both was "
+                "labelled as one of them, and the other is trained as absent. Run the converter's command again on "
+                "the same --output_dir (those crops convert again), then --mode analyze --force")
+
     def check_item_values(self) -> None:
         for section in _SECTIONS:
             for i, item in self.items(section):

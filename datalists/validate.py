@@ -120,6 +120,7 @@ class _Checker(SchemaChecks, ContentChecks, DuplicateChecks, FileChecks):
         self.check_schema()
         self.check_format()
         self.check_classes()
+        self.check_label_rules()
         self.check_item_values()
         self.check_folds()
         self.check_duplicates()

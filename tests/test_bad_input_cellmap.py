@@ -182,7 +182,15 @@ def test_a_reconversion_with_other_crops_keeps_the_previous_datalist(synthetic, 
     (kept,) = (out / "replaced").glob("datalist-*")
     assert json.loads((kept / "datalist.json").read_text()) == first and (kept / "datalist_items.json").is_file()
     assert len(json.loads((out / "datalist.json").read_text())["training"]) < len(first["training"])
-    assert str(kept) in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert str(kept) in said and "other values of " in said and "training (" in said, said  # what differs
+    # a hand edit that gives a key twice: kept aside too, and the key is named (probe A1e)
+    text = (out / "datalist.json").read_text()
+    (out / "datalist.json").write_text(text.replace('"num_folds":', '"num_folds": 9, "num_folds":', 1))
+    assert main(cli(ds, out)) == 0
+    said = capsys.readouterr().out
+    assert "key 'num_folds' given twice in the top level (values 9 and" in said, said
+    assert len(list((out / "replaced").glob("datalist-*"))) == 2
 
 
 # --------------------------------------------------------------------------------------

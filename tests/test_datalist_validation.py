@@ -672,3 +672,27 @@ def test_label_value_helper_example_holds():
 
     result = doctest.testmod(checks_files)
     assert result.attempted >= 1 and result.failed == 0
+
+
+@pytest.mark.parametrize("rules, classes, warned", [
+    (None, ["nuc", "er", "mito"], True),  # converted before the rules changed, classes overlap
+    (1, ["nuc", "er", "mito"], True),
+    (2, ["nuc", "er", "mito"], False),  # converted now
+    (None, ["nuc", "er", "ne"], False),  # what nuc and er share is a class of its own: labelled the same then
+    (None, ["mito_mem", "mito_lum", "mito"], False),  # nested only
+])
+def test_a_datalist_of_overlapping_classes_converted_before_the_label_rules_changed_is_named(dataset, rules, classes,
+                                                                                              warned):
+    """Before label_rules 2 a voxel of both nuc and er was labelled as one of them, the other
+    trained as absent there; the datalist carried no sign of it."""
+    from converters.cellmap.class_mapping import build_class_table
+
+    root, datalist = dataset
+    datalist["class_table"] = build_class_table(classes)
+    datalist["labels"] = {"0": "background", **{str(r["id"]): r["name"] for r in datalist["class_table"]}}
+    if rules is not None:
+        datalist["label_rules"] = rules
+    said = [w for w in validate_datalist(datalist, root)["warnings"] if "label_rules" in w]
+    assert bool(said) == warned, said
+    if warned:
+        assert "nuc and er" in said[0] and "Run the converter's command again" in said[0], said

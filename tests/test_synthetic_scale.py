@@ -319,3 +319,37 @@ def test_every_annotated_class_is_in_its_training_channel(tmp_path, capsys):
         if rec["name"] == "synth-1_crop3":  # group-only: nuc and er overlap, read from the class arrays
             assert any("the voxels in both take the class of what they share" in w for w in rec["warnings"])
     assert checked > 60
+
+    # a conversion by an older version (label_rules 1) is named by the datalist's check, and the
+    # crops it labelled otherwise convert again when the converter runs again; the others resume
+    from datalists.validate import validate_datalist
+
+    dl_path, record = nifti / "datalist.json", nifti / "records" / "synth-1_crop3.json"
+    assert json.loads(dl_path.read_text())["label_rules"] == 2
+    dl = json.loads(dl_path.read_text())
+    del dl["label_rules"]
+    said = [w for w in validate_datalist(dl, nifti)["warnings"] if "label_rules" in w]
+    assert len(said) == 1 and "nuc and er" in said[0], said
+    rec = json.loads(record.read_text())
+    record.write_text(json.dumps({k: v for k, v in rec.items() if k != "label_rules"}))
+    capsys.readouterr()
+    assert convert(["--datasplit", str(tree / "datasplit.csv"), "--output_dir", str(nifti), "--num_folds", "2",
+                    "--workers", "0", "--no_progress"]) == 0
+    assert "synth-1_crop3: converted by an older version" in capsys.readouterr().err
+    again = {r["name"]: r.get("resumed") for r in json.loads((nifti / "conversion_report.json").read_text())["crops"]}
+    assert not again["synth-1_crop3"] and sum(bool(v) for v in again.values()) == len(again) - 1, again
+
+
+def test_a_crop_read_from_class_arrays_says_why_when_the_overlapping_classes_are_not_selected(tmp_path):
+    """crop3 annotates nuc and er (overlapping groups) and has an 'all' array: it is read from its
+    class arrays even when neither is selected, and its warning said '(no all array with data)'."""
+    from converters.cellmap.convert import main as convert
+
+    tree, nifti = tmp_path / "tree", tmp_path / "nifti"
+    S.generate_synthetic_cellmap(tree, seed=0, scale=2.0)
+    assert convert(["--datasplit", str(tree / "datasplit.csv"), "--output_dir", str(nifti), "--num_folds", "2",
+                    "--workers", "0", "--no_progress", "--classes", "endo"]) == 0
+    rec = json.loads((nifti / "records" / "synth-1_crop3.json").read_text())
+    assert "all" in zarr.open_group(rec["gt_zarr"], mode="r")[rec["gt_group"]]
+    composed = [w for w in rec["warnings"] if w.startswith("labels composed from")]
+    assert len(composed) == 1 and "er and nuc" in composed[0] and "no 'all' array" not in composed[0], composed

@@ -196,10 +196,12 @@ def _check_chosen(work: Path, chosen: list[dict], datalist: str) -> None:
     """The chosen bundles' class table is the datalist's (ValueError naming both otherwise)."""
     from monai.utils.enums import AlgoKeys
 
-    from auto3dseg.bundles.checks import check_class_tables
+    from auto3dseg.bundles.checks import check_class_tables, older_channels_note
 
     ids = {a[AlgoKeys.ID] for a in chosen}
     check_class_tables([b for b in list_bundles(work) if b.name in ids], datalist, work)
+    if note := older_channels_note([b for b in list_bundles(work) if b.name in ids], datalist, work):
+        print(note, file=sys.stderr)
 
 
 def _previous_manifest(out_dir: Path) -> dict:

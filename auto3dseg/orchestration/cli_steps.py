@@ -311,13 +311,15 @@ def submit_step(args: argparse.Namespace, work: Path, datalist: str) -> int:
         print(f"warning: the probability maps in {manifest.parent} were made by bundles that changed since "
               f"({'; '.join(changed)}): this submission is built from them; run --mode ensemble to predict with the "
               "bundles as they are now", file=sys.stderr)
-    from auto3dseg.bundles.checks import check_class_tables
+    from auto3dseg.bundles.checks import check_class_tables, older_channels_note
     from auto3dseg.orchestration.train_bundles import stale_bundles_note
     from auto3dseg.orchestration.workdir import list_bundles
 
     names = {str(b.get("name")) for b in ens.get("bundles", [])}
     made_by = [b for b in list_bundles(work) if b.name in names]
     check_class_tables(made_by, datalist, work)  # the datalist's table names the maps' channels, as for ensemble
+    if note := older_channels_note(made_by, datalist, work):
+        print(note, file=sys.stderr)
     if note := stale_bundles_note(made_by, "this submission is built from their maps"):
         print(note)
     if is_cell_datalist(read_json(datalist)):

@@ -17,7 +17,8 @@ import numpy as np
 
 from converters.cellmap.zarr_tree import NOT_LISTED, CellMapFormatError, ClassStatus
 from datalists.annotated import UNANNOTATED  # CellMap's unknown, values that are no class
-from datalists.cellmap_classes import CELLMAP_BY_ID, CELLMAP_CLASSES, class_by_name, close_class_names
+from datalists.cellmap_classes import (CELLMAP_BY_ID, CELLMAP_CLASSES, class_by_name, close_class_names,
+                                       uncovered_overlaps)
 
 __all__ = ["UNANNOTATED", "leaf_classes", "default_classes", "build_class_table", "cellmap_lookup", "annotated_ids",
            "listed_class_names", "overlap_warnings", "restrict_to_listed"]
@@ -94,23 +95,10 @@ def overlap_warnings(annotated: Sequence[str]) -> list[str]:
     >>> overlap_warnings(["nuc", "er", "ne"]), overlap_warnings(["er", "er_mem_all"])
     ([], [])
     """
-    known = [class_by_name(n) for n in annotated if n in CELLMAP_CLASSES]
-    atoms = {c.name: _atomic(c.cellmap_id) for c in known}
-    out = []
-    for i, a in enumerate(known):
-        for b in known[i + 1:]:
-            shared = atoms[a.name] & atoms[b.name]
-            if not shared or atoms[a.name] <= atoms[b.name] or atoms[b.name] <= atoms[a.name]:
-                continue
-            # a class annotated inside the shared part labels those voxels, and counts for both
-            covered = set().union(*[atoms[c.name] for c in known if atoms[c.name] <= shared] or [set()])
-            if shared - covered:
-                names = ", ".join(sorted(CELLMAP_BY_ID[x].name for x in shared - covered))
-                out.append(f"{a.name} and {b.name} are both annotated and share {names}, which no class annotated "
-                           "in this crop covers: a voxel in both holds one label value, so training counts it for "
-                           f"one of the two only (the other learns 'absent' there); to train without that error, "
-                           "list only one of the two in this crop's datasplit.csv row (its class list)")
-    return out
+    return [f"{a} and {b} are both annotated and share {', '.join(shared)}, which no class annotated in this crop "
+            "covers: a voxel in both holds one label value, so training counts it for one of the two only (the other "
+            "learns 'absent' there); to train without that error, list only one of the two in this crop's "
+            "datasplit.csv row (its class list)" for a, b, shared in uncovered_overlaps(annotated)]
 
 
 def cellmap_lookup(class_table: Sequence[Mapping]) -> np.ndarray:

@@ -74,6 +74,7 @@ from converters.cellmap.report import (
     render_report_markdown,
     unknown_and_level_warnings,
 )
+from datalists.cellmap_classes import LABEL_RULES, uncovered_overlaps
 
 __all__ = ["ConvertSettings", "convert", "convert_crop", "choose_em_level", "main"]
 
@@ -83,8 +84,10 @@ class SettingsMismatch(RuntimeError):
 
 
 # --------------------------------------------------------------------------- orchestration
-def _previous_record(output_dir: Path, src: cz.CropSource | cz.TestCrop, fingerprint: str) -> dict | None:
-    """The record a previous run left for ``src`` with the same settings and class list (any verdict)."""
+def _previous_record(output_dir: Path, src: cz.CropSource | cz.TestCrop, fingerprint: str,
+                     classes: Sequence[str] = ()) -> dict | None:
+    """The record a previous run left for ``src`` with the same settings and class list (any verdict),
+    and, for a crop annotating two overlapping ``classes``, the same label rules."""
     path = output_dir / "records" / f"{src.name}.json"
     if not path.exists():
         return None
@@ -95,6 +98,11 @@ def _previous_record(output_dir: Path, src: cz.CropSource | cz.TestCrop, fingerp
     if rec.get("settings_fingerprint") != fingerprint:
         return None
     if rec.get("listed_classes") != listed_classes(src):  # its datasplit row lists other classes now
+        return None
+    if int(rec.get("label_rules") or 1) < LABEL_RULES and uncovered_overlaps(
+            [n for n in rec.get("annotated") or [] if n in classes]):
+        print(f"note: {src.name}: converted by an older version, which labelled a voxel of two overlapping classes as "
+              "one of them: converting it again", file=sys.stderr)
         return None
     if rec.get("source_stamp") is not None and rec.get("verdict") != "failed" \
             and rec["source_stamp"] != gt_stamp(src):
@@ -265,7 +273,9 @@ def convert(
     atomic_write_json(out_dir / "conversion_settings.json", asdict(settings))
 
     fingerprint = settings.fingerprint()
-    previous = {} if force else {s.name: _previous_record(out_dir, s, fingerprint) for s in [*crops, *test_crops]}
+    table_names = [r["name"] for r in settings.class_table]
+    previous = {} if force else {s.name: _previous_record(out_dir, s, fingerprint, table_names)
+                                for s in [*crops, *test_crops]}
     done = {name: rec for name, rec in previous.items() if _is_finished(out_dir, rec)}
     # crops a previous run skipped or failed give no fold group: plan without them, as that run ended up doing
     # (a failed crop is tried again; should it convert now, the others are cut again below)

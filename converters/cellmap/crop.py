@@ -39,7 +39,7 @@ from converters.geometry import (
 from converters.cellmap.labels import LabelMapper, label_source
 from converters.cellmap.multiscale_checks import check_level_extents
 from converters.outputs import OutputError, atomic_write, atomic_write_json, source_stamp
-from datalists.cellmap_classes import CELLMAP_CLASSES
+from datalists.cellmap_classes import CELLMAP_CLASSES, LABEL_RULES
 from converters.resample import resample_into
 
 __all__ = ["ConvertSettings", "convert_crop", "convert_test_crop", "em_plan", "inspect_crop", "listed_classes",
@@ -278,7 +278,7 @@ def _convert_crop(src: cz.CropSource, settings: ConvertSettings, out_dir: Path, 
         if "not on disk" in how:
             rec["warnings"].append(f"labels read from the {how}: no class array to check it against; if the download "
                                    "was cut short, fetch the crop again")
-    elif overlaps:
+    elif overlaps or (overlaps := overlap_warnings(rec["annotated"])):  # unselected classes too: `all` was not read
         rec["warnings"].append(f"labels composed from {how}: the crop annotates classes that overlap (e.g. "
                                f"{overlaps[0].split(' are both')[0]}), which one value per voxel of 'all' cannot hold; "
                                "the voxels in both take the class of what they share")
@@ -379,6 +379,7 @@ def worker(job: tuple) -> dict:
     else:
         rec = convert_test_crop(src, settings, output_dir)
     rec["settings_fingerprint"] = settings.fingerprint()
+    rec["label_rules"] = LABEL_RULES
     # a failed crop's record too: a re-run tries it again, but plans folds as this run ended up doing
     atomic_write_json(Path(output_dir) / "records" / f"{rec['name']}.json", rec)
     return rec
