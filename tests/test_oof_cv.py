@@ -338,7 +338,10 @@ def test_tuning_refuses_maps_older_than_the_bundles_until_oof_redoes_them(oof_ru
     assert tune_postprocess(copy, budget=2, log=lambda *_: None)["kind"] == "cellmap"
 
 
-def test_a_map_that_lost_a_chunk_is_named_and_written_again(oof_run, tmp_path, capsys):
+@pytest.mark.parametrize("damage", ["deleted", "cut short"])
+def test_a_map_that_lost_a_chunk_is_named_and_written_again(oof_run, tmp_path, capsys, damage):
+    """A deleted chunk read as 0; one cut short (a full disk, a copy stopped) was kept as an
+    up-to-date map until labels were made from it (probe B28)."""
     from auto3dseg.ensembling.probability_maps import open_probability_map
 
     work, _ = oof_run
@@ -347,9 +350,14 @@ def test_a_map_that_lost_a_chunk_is_named_and_written_again(oof_run, tmp_path, c
     manifest = copy / "oof" / "oof.json"
     manifest.write_text(manifest.read_text().replace(str(work), str(copy)))
     damaged = Path(_oof(copy)["items"][0]["probabilities"])
-    chunk = next(f for f in sorted(damaged.iterdir()) if not f.name.startswith("."))
-    chunk.unlink()  # its values would read as 0: an empty region, silently
-    with pytest.raises(ValueError, match=rf"{damaged}: 1 of the \d+ chunks it was written with are missing"):
+    chunk = max((f for f in damaged.iterdir() if not f.name.startswith(".")), key=lambda f: f.stat().st_size)
+    if damage == "deleted":
+        chunk.unlink()  # its values would read as 0: an empty region, silently
+        said = rf"{damaged}: 1 of the \d+ chunks it was written with are missing"
+    else:
+        chunk.write_bytes(chunk.read_bytes()[: chunk.stat().st_size // 2])
+        said = rf"{damaged}: its chunks hold \d+ bytes, not the \d+ they were written with"
+    with pytest.raises(ValueError, match=said):
         open_probability_map(damaged)
     capsys.readouterr()
     assert run_auto3dseg.main(["--mode", "oof", "--work_dir", str(copy)]) == 0

@@ -134,7 +134,9 @@ class ProbabilityMapWriter:
             "format": _FORMAT, "channels": list(channels) if channels else None, "activation": activation,
             "axes": ["class", *("zyx"[3 - dims:])], "scale": 255, "nifti_affine": self.affine.tolist(),
             # all-zero chunks are not stored: this count tells a deleted chunk from an empty one
-            "stored_chunks": int(self.array.nchunks_initialized), **_grid_attrs(self.affine, dims)})
+            "stored_chunks": int(self.array.nchunks_initialized), **_grid_attrs(self.affine, dims),
+            # and their bytes tell a chunk cut short (a full disk, a copy stopped) from a whole one at open
+            "stored_bytes": _chunk_bytes(self.tmp)})
         if self.path.exists():
             old = self.path.with_name(f".old-{os.getpid()}-{self.path.name}")
             os.replace(self.path, old)
@@ -196,6 +198,10 @@ class ProbabilityMap:
             raise ValueError(f"{self.path}: {int(stored) - self._array.nchunks_initialized} of the {stored} chunks it "
                              "was written with are missing (deleted or not copied?): its values would read as 0; "
                              "write it again (--mode ensemble / predict / oof with --force)")
+        if attrs.get("stored_bytes") is not None and (size := _chunk_bytes(self.path)) != int(attrs["stored_bytes"]):
+            raise ValueError(f"{self.path}: its chunks hold {size} bytes, not the {attrs['stored_bytes']} they were "
+                             "written with (a chunk cut short or changed?): write it again (--mode ensemble / predict "
+                             "/ oof with --force)")
         self.n_channels = int(self._array.shape[0])
         self.shape = tuple(int(s) for s in self._array.shape[1:])
         self.channels = attrs.get("channels")
@@ -287,6 +293,12 @@ def maps_signature(manifest: dict[str, Any], *made_with: Any) -> str:
              for it in manifest.get("items", [])]  # map_id: each writing of a map (older manifests have none)
     text = json.dumps([manifest.get("signature"), names, *made_with], sort_keys=True, default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def _chunk_bytes(folder: str | os.PathLike) -> int:
+    """Bytes of the chunk files of the Zarr v2 array in ``folder`` (its ``.z*`` metadata left out)."""
+    with os.scandir(folder) as entries:
+        return sum(e.stat().st_size for e in entries if not e.name.startswith(".") and e.is_file())
 
 
 def map_intact(path: str | os.PathLike) -> bool:
