@@ -6,6 +6,11 @@ from pathlib import Path
 
 import pytest
 
+# MONAI's Auto3DSeg loggers bind sys.stdout when their module is first imported. Imported inside a
+# test that captures output (capsys), they would keep that test's stream, closed after it, and a
+# later test would read "--- Logging error ---" in its output. Imported here, they bind the
+# session's stream.
+import monai.apps.auto3dseg  # noqa: F401
 from converters.cellmap import zarr_tree as cz
 from converters.cellmap.convert import convert
 from converters.cellmap.synthetic import generate_synthetic_cellmap
