@@ -303,14 +303,14 @@ def test_training_files_rewritten_after_the_analysis_are_checked_at_train(own_da
 
 def test_a_rewritten_training_file_the_analysis_accepts_is_a_note_at_train(own_data):
     from auto3dseg.analysis.recheck import recheck_rewritten
-    from auto3dseg.orchestration.train_bundles import _recheck_training_files
+    from auto3dseg.orchestration.training_checks import recheck_training_files
 
     data, work, item = own_data
     assert recheck_rewritten(work, data / "datalist.json", data) == ([], [])
     _rewrite(data / item["label"], lambda a: a)  # saved again: the same values
     assert recheck_rewritten(work, data / "datalist.json", data) == ([item["label"]], [])
     said: list[str] = []
-    _recheck_training_files(work, said.append)
+    recheck_training_files(work, said.append)
     assert len(said) == 1 and f"1 training file(s) were rewritten since the analysis ({item['label']})" in said[0]
     assert "--mode analyze, then --mode generate --force" in said[0]
 

@@ -468,7 +468,9 @@ def read_manifest_grids(path: str | os.PathLike[str]) -> dict[tuple[int, str], G
         If the file is missing or lacks the toolbox's columns.
     """
     try:
-        rows = cz.read_test_manifest_rows(path)
+        from converters.cellmap.listings import read_test_manifest_rows
+
+        rows = read_test_manifest_rows(path)
     except (OSError, cz.CellMapFormatError, ValueError) as exc:
         raise ScoringInputError(f"{path}: not a readable test crop manifest ({exc})") from exc
     grids: dict[tuple[int, str], Grid] = {}

@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from auto3dseg.orchestration.locks import Lock, LockBusy, bundle_lock, clean_temporaries
-from auto3dseg.orchestration.workdir import DONE_MARKER, Bundle, list_bundles, move_aside, read_input, weight_files
+from auto3dseg.orchestration.workdir import DONE_MARKER, Bundle, list_bundles, move_aside, weight_files
 
 __all__ = [
     "TrainReport",
@@ -399,9 +399,11 @@ def train_bundles(work_dir: str | os.PathLike, *, algos: Sequence[str] | None = 
     todo = [b for b in bundles if force or not b.done]
     unfit: dict[str, str] = {}
     if todo:
-        _check_bundles(work_dir, todo, overrides)
-        _recheck_training_files(work_dir, log)
-        unfit = _preflight(todo, overrides)
+        from auto3dseg.orchestration.training_checks import check_bundles, preflight_bundles, recheck_training_files
+
+        check_bundles(work_dir, todo, overrides)
+        recheck_training_files(work_dir, log)
+        unfit = preflight_bundles(todo, overrides)
     elif overrides:  # nothing trains now, but a typo is still named (it would be met when something does)
         from auto3dseg.bundles.checks import check_overrides
 
@@ -434,92 +436,3 @@ def train_bundles(work_dir: str | os.PathLike, *, algos: Sequence[str] | None = 
         else:
             getattr(report, status)[b.name] = score
     return report
-
-
-def _preflight(bundles: Sequence[Bundle], overrides: Mapping[str, Any] | None) -> dict[str, str]:
-    """The project's bundles, as their training would read them (files and overrides): what one
-    would fail on at its start, by bundle name, found before ``--force`` moves any weights aside
-    (those bundles are reported failed and the others train)."""
-    from auto3dseg.bundles.config import load_bundle_config
-    from auto3dseg.engine.training import preflight
-
-    problems: dict[str, str] = {}
-    for b in bundles:
-        files = _config_files(b.path)
-        cfg = load_bundle_config(files, overrides_for(b.algo, overrides))
-        if "output_activation" not in cfg and cfg:  # another template's bundle: its own script checks it
-            continue
-        try:
-            preflight(cfg)
-        except ValueError as exc:
-            problems[b.name] = (f"{b.path / 'configs'}: cannot be trained as configured: {exc}; fix the file (or "
-                                "the --override), or generate the bundle again (--mode generate --force moves this "
-                                "one to replaced/); nothing of it was moved or trained")
-            continue
-        missing = _missing_data_files(cfg)
-        if missing:
-            shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
-            problems[b.name] = (f"{len(missing)} file(s) of its datalist {cfg.get('data_list_file_path')} are not "
-                                f"there ({shown}): restore them or fix the datalist; nothing of it was moved or trained")
-    return problems
-
-
-def _missing_data_files(cfg: Mapping[str, Any]) -> list[str]:
-    """Training images and labels of the datalist a bundle's config names that do not exist."""
-    datalist, root = cfg.get("data_list_file_path"), cfg.get("dataroot")
-    try:
-        items = json.loads(Path(str(datalist)).read_text()).get("training") or []
-    except (OSError, ValueError, TypeError):
-        return []  # a missing or damaged datalist is named by the training's own checks
-    base = Path(str(root)) if root else Path(str(datalist)).parent
-    out = []
-    for it in items:
-        for key in ("image", "label"):
-            rel = it.get(key) if isinstance(it, dict) else None
-            for one in rel if isinstance(rel, list) else [rel]:
-                if isinstance(one, str) and not (base / one).is_file():
-                    out.append(str(base / one))
-    return out
-
-
-def _recheck_training_files(work_dir: str | os.PathLike, log) -> None:
-    """Training files rewritten since the analysis get its input checks again (InputError naming
-    what it would refuse); otherwise a note that the bundles were planned on the earlier files."""
-    from auto3dseg.analysis.source_record import DATASTATS
-    from auto3dseg.analysis.recheck import recheck_rewritten
-    from auto3dseg.engine.input_checks import InputError
-
-    try:
-        src = read_input(work_dir)
-        changed, problems = recheck_rewritten(work_dir, src["datalist"], src.get("dataroot"))
-    except (FileNotFoundError, KeyError, OSError, ValueError):
-        return  # no record to compare with: the steps that read the files name them
-    if problems:
-        raise InputError(f"{len(changed)} training file(s) were rewritten since the analysis "
-                         f"({Path(work_dir) / DATASTATS}), and it would refuse them:\n  " + "\n  ".join(problems)
-                         + "\nFix them, then run --mode analyze (it checks them again) and train")
-    if changed:
-        shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
-        log(f"note: {len(changed)} training file(s) were rewritten since the analysis ({shown}): the bundles were "
-            "planned from the earlier statistics; to plan them on these files, run --mode analyze, then --mode "
-            "generate --force")
-
-
-def _check_bundles(work_dir: str | os.PathLike, bundles: Sequence[Bundle], overrides: Mapping[str, Any] | None) -> None:
-    """Before any training: overrides name keys of the bundles, and the bundles' class table is
-    the datalist's (:mod:`auto3dseg.bundles.checks`); ValueError naming what to fix."""
-    from auto3dseg.bundles.checks import channel_rule_changes, check_bundle_files, check_class_tables, check_overrides
-
-    check_bundle_files(bundles, overrides)
-    check_overrides(bundles, overrides or {}, {b.algo for b in list_bundles(Path(work_dir).resolve())})
-    try:
-        datalist = read_input(work_dir)["datalist"]
-    except (FileNotFoundError, KeyError):
-        return
-    check_class_tables(bundles, datalist, work_dir)
-    if changes := channel_rule_changes(bundles, datalist):
-        raise ValueError(
-            f"{len(changes)} bundle(s) were generated by an older version, whose channels leave out classes that lie "
-            "inside the channel's class (a voxel of er_mem_all was trained as 'not er'):\n  " + "\n  ".join(changes)
-            + f"\nRegenerate them: run_auto3dseg.py --mode generate --work_dir {work_dir} --force (the old bundles "
-            "are moved to replaced/), then train; nothing was trained")

@@ -67,7 +67,7 @@ def test_labels_by_crop(items: dict[str, dict], manifest: str | os.PathLike | No
     place one dataset's prediction in another's crop: ValueError naming both."""
     out: dict[int, list[dict]] = {}
     if manifest:
-        from converters.cellmap.zarr_tree import read_test_manifest_rows
+        from converters.cellmap.listings import read_test_manifest_rows
 
         dataset_of: dict[int, str] = {}
         for (dataset, crop_id), labels in read_test_manifest_rows(manifest).items():

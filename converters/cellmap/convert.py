@@ -32,6 +32,7 @@ from typing import Iterable, Sequence
 
 from converters.cellmap import zarr_tree as cz
 from converters.cellmap.class_mapping import annotated_ids, build_class_table, default_classes
+from converters.cellmap.listings import read_datasplit, read_test_manifest
 from converters.cellmap.crop import (
     ConvertSettings,
     cleanup_items,
@@ -201,8 +202,8 @@ def convert(
         Where ``images/``, ``labels/``, ``datalist.json`` and the report go.
     crops, test_crops : sequences
         Training crops (:func:`converters.cellmap.zarr_tree.discover_crops` or
-        :func:`~converters.cellmap.zarr_tree.read_datasplit`) and test crops
-        (:func:`~converters.cellmap.zarr_tree.read_test_manifest`).
+        :func:`~converters.cellmap.listings.read_datasplit`) and test crops
+        (:func:`~converters.cellmap.listings.read_test_manifest`).
     target_spacing : (z, y, x) nm
     classes : list of str, optional
         Class names to keep; default every most-specific class annotated in some crop.
@@ -458,14 +459,14 @@ def _em_zarr_by_dataset(crops: Iterable[cz.CropSource], data_root: str | None) -
 
 
 def _convert_from_args(args: argparse.Namespace) -> dict:
-    crops = cz.read_datasplit(args.datasplit) if args.datasplit else cz.discover_crops(args.data_root)
+    crops = read_datasplit(args.datasplit) if args.datasplit else cz.discover_crops(args.data_root)
     if not crops:
         raise ValueError(f"no crop found in {args.datasplit or f'{args.data_root}/{cz.GT_GLOB}'}")
     if args.max_crops:
         crops = crops[: args.max_crops]
     tests = []
     if args.test_manifest:
-        tests = cz.read_test_manifest(args.test_manifest, _em_zarr_by_dataset(crops, args.data_root))
+        tests = read_test_manifest(args.test_manifest, _em_zarr_by_dataset(crops, args.data_root))
     return convert(args.output_dir, crops, tests, target_spacing=args.target_spacing, classes=args.classes,
                    num_folds=args.num_folds, scale=args.scale, max_voxels=args.max_voxels,
                    max_em_upsample=args.max_em_upsample, workers=args.workers, force=args.force,
