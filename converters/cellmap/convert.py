@@ -32,6 +32,7 @@ from typing import Iterable, Sequence
 
 from converters.cellmap import zarr_tree as cz
 from converters.cellmap.class_mapping import annotated_ids, build_class_table, default_classes
+from converters.cellmap.flags import build_parser
 from converters.cellmap.listings import read_datasplit, read_test_manifest
 from converters.cellmap.crop import (
     ConvertSettings,
@@ -48,13 +49,7 @@ from converters.cellmap.crop import (
 )
 from converters.datalist_writer import build_datalist
 from converters.cellmap.em_level import choose_em_level, em_stamp, refuse_unknown_scale
-from converters.cellmap.input_checks import (
-    check_max_voxels,
-    max_voxels_arg,
-    positive_int,
-    refuse_repeated_crops,
-    spacing_arg,
-)
+from converters.cellmap.input_checks import check_max_voxels, refuse_repeated_crops
 from converters.folds import DEFAULT_FOLD_GAP, CropExtent, SplitPlan, plan_spatial_folds
 from converters.geometry import Grid, output_grid
 from converters.outputs import (
@@ -397,59 +392,7 @@ def _validate(datalist: dict, root: Path, allow_single_fold: bool = False) -> di
         return {"ok": False, "problems": list(exc.problems)}
 
 
-# --------------------------------------------------------------------------- CLI
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m converters.cellmap.convert",
-        description="Convert CellMap Zarr crops (EM + ground truth) to NIfTI images/labels and a MONAI "
-                    "datalist.json with folds, a class table and which classes each crop annotates. Label values nobody "
-                    "annotated (255 unknown, values that are no CellMap class) are written as 255 (not annotated) and "
-                    "counted in the report; a crop whose EM has NaN/inf values, a damaged chunk, or whose target "
-                    "spacing needs an unreadable EM level fails (named; the others convert). datalist.json is "
-                    "written last: without it the conversion is not complete.",
-        epilog="Exit status: 0 when every crop was converted, resumed, or skipped for a reason that is not a defect "
-               "(nothing annotated, outside the EM, EM too coarse for --max_em_upsample); 1 when some crop failed "
-               "(unreadable, damaged, invalid: each named in the summary and the report, the datalist written for "
-               "the others), or when a worker process was killed (most likely out of memory: no datalist; run again "
-               "with fewer --workers, finished crops are resumed); 2 for usage errors (flags, a bad datasplit or "
-               "manifest line, an unknown class) and when outputs cannot be written (full disk, read-only folder).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    src = p.add_argument_group("input (--datasplit, or --data_root)")
-    src.add_argument("--datasplit", help="the toolbox's header-less datasplit.csv listing training crops")
-    src.add_argument("--data_root", help="folder holding <dataset>/<dataset>.zarr stores; without --datasplit "
-                     "every */*.zarr/recon-1/labels/groundtruth/crop* is converted; with it, only the datasplit's "
-                     "crops are, and this folder only locates the EM stores of --test_manifest's datasets")
-    src.add_argument("--test_manifest", help="test_crop_manifest.csv: convert those crops' EM (no labels) as "
-                     "'testing' entries")
-    p.add_argument("--output_dir", required=True, help="where images/, labels/, datalist.json and the report go")
-    p.add_argument("--target_spacing", nargs=3, type=spacing_arg, default=[8.0, 8.0, 8.0], metavar=("Z", "Y", "X"),
-                   help="output voxel size in nm, z y x")
-    p.add_argument("--scale", default="auto", help="EM pyramid level to read: 'auto' picks the coarsest level "
-                   "no coarser than the target that has data in the crop's region; 'sN' forces one (a level no "
-                   "EM group has is a usage error naming the levels there)")
-    p.add_argument("--classes", nargs="+", help="class names to keep (CellMap names, e.g. mito er nuc); "
-                   "default: every most-specific class annotated in some crop, plus annotated groups of them")
-    p.add_argument("--num_folds", type=int, default=5, help="cross-validation folds; crops of one dataset stay "
-                   "together when there are at least this many datasets, else crops do; with fewer crops than folds, "
-                   "crops are cut into slabs along their longest axis, one fold each (spatial folds)")
-    p.add_argument("--fold_gap", type=int, default=DEFAULT_FOLD_GAP, help="output voxels left out between two "
-                   "spatial folds of one crop (a slab boundary), so that objects cut there are not on both sides")
-    p.add_argument("--workers", type=int, default=1, help="crops converted in parallel (processes); each "
-                   "holds about one crop in memory, so fewer when the out-of-memory killer ends one")
-    p.add_argument("--max_crops", type=positive_int, help="convert only the first N crops (a quick try; N >= 1)")
-    p.add_argument("--max_voxels", type=max_voxels_arg, help="write crops (or their spatial folds) with more output "
-                   "voxels than this as several tiles (at least 4096, a 16^3 tile)")
-    p.add_argument("--max_em_upsample", type=float, default=2.0, help="largest factor EM may be upsampled by "
-                   "when only coarser EM has data in a crop's region; beyond it the crop is skipped")
-    p.add_argument("--force", action="store_true", help="reconvert finished crops, and accept an output_dir "
-                   "converted with other settings (overwrites its files)")
-    p.add_argument("--dry_run", action="store_true", help="inspect crops and print the plan (JSON on stdout: "
-                   "classes, tiles with their boxes and folds; a summary on stderr); write nothing; exit 1 "
-                   "when no crop would convert")
-    p.add_argument("--no_progress", action="store_true", help="no progress bar")
-    return p
-
-
+# --------------------------------------------------------------------------- CLI (flags: converters/cellmap/flags.py)
 def _em_zarr_by_dataset(crops: Iterable[cz.CropSource], data_root: str | None) -> dict[str, str]:
     found = {c.dataset: c.em_zarr for c in crops}
     if data_root:
