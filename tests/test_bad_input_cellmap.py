@@ -203,10 +203,13 @@ def test_float_label_array_fails_its_crop_naming_dtype(synthetic, tmp_path, valu
     old = group["s0"]
     data = old[:].astype(np.float32) + (0.5 if values == "fractional" else 0.0)
     group.create_dataset("s0", data=data, chunks=old.chunks, overwrite=True)
-    # the dry run, which reads the same header, planned the crop as converting (probe C15)
-    assert main(cli(ds, tmp_path / "plan", "--dry_run")) == 0
-    planned = {r["name"]: r for r in json.loads(capsys.readouterr().out)["crops"]}
+    # the dry run, which reads the same header, planned the crop as converting, and exited 0 where the
+    # run exits 1 (probe C15, twice)
+    assert main(cli(ds, tmp_path / "plan", "--dry_run")) == 1
+    out, err = capsys.readouterr()
+    planned = {r["name"]: r for r in json.loads(out)["crops"]}
     assert "label array of dtype float32" in planned["synth-1_crop1"]["error"] and not planned["synth-1_crop1"]["tiles"]
+    assert "error: 1 crop(s) would fail (synth-1_crop1;" in err and "exit 1" in err, err
     assert planned["synth-1_crop2"]["tiles"]
     assert main(cli(ds, tmp_path / "o")) == 1
     report = json.loads((tmp_path / "o/conversion_report.json").read_text())

@@ -137,6 +137,7 @@ def test_a_moved_datalist_is_named_and_force_new_datalist_repoints_the_work_dir(
     (lambda t: re.sub(r"(?m)^num_epochs: .*$", "num_epochs: abc", t),
      ["num_epochs: abc: expected a whole number >= 1", "--override segresnet:num_epochs="]),
     (lambda t: re.sub(r"(?m)^learning_rate: .*$", "learning_rate: -1", t), ["learning_rate: -1: expected a number > 0"]),
+    (lambda t: re.sub(r"(?m)^sw_memory_gb: .*$", "sw_memory_gb: 0", t), ["sw_memory_gb: 0: expected a number > 0 or auto"]),
     # what only building the run would meet: a MONAI expression (our engine evaluates none), a network
     # value of the wrong type, a patch or voxel size of the wrong length, an emptied file
     (lambda t: re.sub(r"(?m)^learning_rate: .*$", 'learning_rate: "$@weight_decay"', t),
@@ -145,6 +146,9 @@ def test_a_moved_datalist_is_named_and_force_new_datalist_repoints_the_work_dir(
      ["cannot be trained as configured", "Unsupported option 'BOGUS'"]),
     (lambda t: re.sub(r"(?m)^patch_size: .*$", "patch_size: [16, 16]", t),
      ["patch_size [16, 16]: expected 3 whole numbers"]),
+    # a patch the network shrinks to one voxel: its normalisation's traceback in every rank (probe C3)
+    (lambda t: re.sub(r"(?m)^patch_size: .*$", "patch_size: [8, 8, 8]", t),
+     ["patch_size [8, 8, 8]: segresnet downsamples it by [8, 8, 8] to a single voxel", "smallest patch is [16, 16, 16]"]),
     (lambda t: re.sub(r"(?m)^  resolution: .*$", "  resolution: [8, 8]", t),
      ["network#resolution [8, 8]: expected null or 3 voxel sizes"]),
     (lambda t: "", ["no settings (an emptied file?)"]),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -150,6 +151,22 @@ def test_second_train_of_a_bundle_refuses_or_waits_and_the_first_result_stays(ba
     state = torch.load(work / "segresnet_0" / "model" / "last.pt", map_location="cpu", weights_only=False)["state"]
     assert state["epoch"] == 3 and done["best_avg_dice_score"] == progress[-1]["best_avg_dice_score"]
     assert lock.read_text() == ""  # released cleanly: no holder left behind
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "abc"])
+def test_a_meaningless_sw_memory_gb_is_named_by_predict(base, tmp_path, converted, value):
+    """0 or -1 ran silently in the smallest blocks; 'abc' said only "could not convert string to
+    float", naming neither the file nor the key (probe M2, M3)."""
+    work = copy_work(base, tmp_path)
+    hp = work / "segresnet_0" / "configs" / "hyper_parameters.yaml"
+    text = hp.read_text()
+    assert "\nsw_memory_gb: " in text
+    hp.write_text(re.sub(r"(?m)^sw_memory_gb: .*$", f"sw_memory_gb: {value}", text))
+    image = json.loads((converted[0] / "datalist.json").read_text())["testing"][0]["image"]
+    proc = run_work(work, "--mode", "predict", "--images", str(converted[0] / image),
+                    "--output_dir", str(tmp_path / "p"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"{hp.parent}: sw_memory_gb " in proc.stderr and "expected the GB one sliding-window block" in proc.stderr
 
 
 def test_corrupt_checkpoints_name_the_file_and_the_fix(base, tmp_path, converted):

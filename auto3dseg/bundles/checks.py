@@ -36,6 +36,8 @@ _KNOWN_VALUES: dict[str, tuple[Any, str, str]] = {
         ("num_epochs", "50"), ("num_iterations_per_epoch", "250"), ("batch_size", "2"),
         ("num_patches_per_image", "2"), ("sw_batch_size", "4"), ("num_images_per_batch", "2"))},
     "num_workers": (lambda v: _is_int(v) and int(v) >= 0, "a whole number >= 0", "4"),
+    "sw_memory_gb": (lambda v: v in (None, "auto") or (_is_number(v) and 0 < float(v) < 1e6), "a number > 0 or auto",
+                     "8"),
     "learning_rate": (lambda v: _is_number(v) and not isinstance(v, bool) and 0 < float(v) < float("inf"),
                       "a number > 0", "2e-4"),
     # network sizes (a 0 or a word fails deep in the network's constructor, naming no key)

@@ -148,6 +148,11 @@ class InferClass:
                                    (want if want not in ("auto", "cuda") else "cpu"))
         self.model, run_cfg = load_trained_model(cfg, self.device, checkpoint)
         self.cfg = {**run_cfg, **known}
+        gb = self.cfg.get("sw_memory_gb")
+        if gb not in (None, "auto") and (isinstance(gb, bool) or not isinstance(gb, (int, float)) or not 0 < gb < 1e6):
+            where = "the override" if "sw_memory_gb" in known else f"{Path(files[0]).parent if files else 'its config'}"
+            raise ValueError(f"{where}: sw_memory_gb {gb!r}: expected the GB one sliding-window block may use, a "
+                             "number > 0 (4 is the default), or auto; fix that key")
         #: image path -> the warning its voxel size gave (recorded with its map, said again when kept)
         self.spacing_warnings: dict[str, str] = {}
         self.loader = raw_image_loader(int(self.cfg.get("spatial_dims", 3)))

@@ -25,8 +25,9 @@ NETWORKS = ("segresnet", "dints", "swinunetr")
 
 #: every patch side must be a multiple of this for the network to round-trip its input size
 _PATCH_MULTIPLE = {"segresnet": 8, "dints": 16, "swinunetr": 32}
-#: SwinUNETR downsamples 5 times and instance-normalises its bottleneck, which needs > 1 voxel
-_MIN_PATCH_SIDE = {"segresnet": 8, "dints": 16, "swinunetr": 64}
+#: the networks instance-normalise their bottleneck, which needs > 1 voxel: 2 a side after
+#: segresnet's 8x and SwinUNETR's 32x downsampling
+_MIN_PATCH_SIDE = {"segresnet": 16, "dints": 16, "swinunetr": 64}
 
 
 def patch_multiple(algo: str, network: Mapping[str, Any] | None = None) -> int:

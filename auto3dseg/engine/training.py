@@ -31,7 +31,7 @@ from auto3dseg.bundles.config import load_bundle_config, write_yaml_atomic
 from auto3dseg.engine.budget import epochs_for_time, initial_plan, parse_budget
 from auto3dseg.engine.checkpoints import atomic_torch_save, load_checkpoint, resume_progress, write_progress
 from auto3dseg.engine.losses import DeepSupervisionLoss, MaskedDiceBCELoss, MaskedDiceCELoss
-from auto3dseg.engine.networks import as_list, build_network, load_pretrained, patch_multiples
+from auto3dseg.engine.networks import as_list, build_network, load_pretrained, min_patch_sides, patch_multiples
 from auto3dseg.engine.training_data import fold_items, make_loader, prepare_cache, write_split_record
 from auto3dseg.engine.training_report import format_eta, plot_progress, tensorboard_writer
 from auto3dseg.engine.validation import validate
@@ -111,6 +111,10 @@ def preflight(cfg: Mapping[str, Any]) -> None:
     resolution = (cfg.get("network") or {}).get("resolution")
     if resolution is not None and (not isinstance(resolution, (list, tuple)) or len(resolution) != dims):
         raise ValueError(f"network#resolution {resolution!r}: expected null or {dims} voxel sizes")
+    for key, value in dict(cfg.get("network") or {}).items():
+        if isinstance(value, str) and value[:1] in "$@%":
+            raise ValueError(f"network#{key} {value!r}: a MONAI expression or reference, which this project's engine "
+                             "does not evaluate; write the value itself")
     _check_patch(cfg)
     for key in ("learning_rate", "weight_decay"):
         try:
@@ -124,10 +128,6 @@ def preflight(cfg: Mapping[str, Any]) -> None:
         parse_budget(cfg.get("budget"))
     except (TypeError, ValueError, KeyError) as exc:
         raise ValueError(f"{type(exc).__name__}: {exc}") from None
-    for key, value in dict(cfg.get("network") or {}).items():
-        if isinstance(value, str) and value[:1] in "$@%":
-            raise ValueError(f"network#{key} {value!r}: a MONAI expression or reference, which this project's engine "
-                             "does not evaluate; write the value itself")
     try:
         build_network(cfg["algo"], int(cfg.get("input_channels", 1)), len(cfg["class_ids"]) + 1, cfg.get("network"),
                       spatial_dims=dims)
@@ -148,6 +148,11 @@ def _check_patch(cfg: Mapping[str, Any]) -> None:
         raise ValueError(f"patch_size {cfg['patch_size']}: every side must be a multiple of {need} for {cfg['algo']}; "
                          f"edit {cfg.get('bundle_root', '')}/configs/hyper_parameters.yaml, or train with "
                          f"--override patch_size=[...] (--patch_size applies when bundles are generated)")
+    if math.prod(int(p) // m for p, m in zip(cfg["patch_size"], mults)) <= 1:  # a 1-voxel bottleneck: no norm
+        low = min_patch_sides(cfg["algo"], cfg.get("network"), len(cfg["patch_size"]))
+        raise ValueError(f"patch_size {cfg['patch_size']}: {cfg['algo']} downsamples it by {mults} to a single voxel, "
+                         f"which its normalisation cannot train on; its smallest patch is {low}: generate with a larger "
+                         f"--patch_size (--mode generate --force), or train with --override patch_size=[...]")
 
 
 def train_step(model: nn.Module, batch: Mapping[str, torch.Tensor], loss_fn: nn.Module,

@@ -437,6 +437,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("error: no crop would convert (each crop's reason is above): the run would write no training item",
                   file=sys.stderr)
             return 1
+        failing = [r["name"] for r in report["crops"] if r.get("would_fail")]
+        if failing:
+            print(f"error: {len(failing)} crop(s) would fail ({', '.join(failing[:5])}{', ...' if len(failing) > 5 else ''};"
+                  " why is above): the run would convert the others and exit 1", file=sys.stderr)
+            return 1
         return 0
     s = report["summary"]
     out = Path(args.output_dir)

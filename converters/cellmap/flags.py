@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="reconvert finished crops, and accept an output_dir "
                    "converted with other settings (overwrites its files)")
     p.add_argument("--dry_run", action="store_true", help="inspect crops and print the plan (JSON on stdout: "
-                   "classes, tiles with their boxes and folds; a summary on stderr); write nothing; exit 1 "
-                   "when no crop would convert")
+                   "classes, tiles with their boxes and folds; a summary on stderr); write nothing; exit 1, as the run "
+                   "would, when some crop would fail or none would convert")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
     return p

@@ -168,6 +168,8 @@ def dry_run_report(crops, test_crops, statuses, inspect_errors, settings, extent
             row["error"] = f"{em[src.name]['verdict']} ({em[src.name]['reason']}): {em[src.name]['detail']}"
         elif src.name in em:
             row["em_level"], row["em_upsample"] = em[src.name].get("em_level"), em[src.name].get("em_upsample")
+        # a crop the run could not read is a failure (its exit status 1); one it skips is not
+        row["would_fail"] = src.name in inspect_errors or em.get(src.name, {}).get("verdict") == "failed"
         if src.name in by_name:
             e, split = by_name[src.name], plan.split_of(src.name)
             boxes = split_into_fold_tiles(e.shape, settings.max_voxels, split.parts, split.gap, split.axis) if split \
