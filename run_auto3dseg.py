@@ -284,6 +284,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.tta and args.mode not in ("ensemble", "predict", "oof", "full", "slurm"):
         parser.error(f"--tta is used by --mode ensemble, predict, oof, full and slurm; --mode {args.mode} makes no "
                      "probability maps")
+    empty = [f"--{k}" for k, v in vars(args).items() if isinstance(v, str) and not v.strip()]
+    if empty:  # "--work_dir $WORK" with WORK unset: the current folder would take the outputs
+        parser.error(f"{', '.join(empty)} is empty (an unset shell variable?): give a path")
+    if args.fold is not None and args.task_index is not None:
+        parser.error("--fold and --task_index both choose the bundle to train: give one (--task_index I is the I-th "
+                     "bundle, for SLURM array tasks)")
+    if args.num_epochs and args.budget:
+        parser.error("--num_epochs and --budget both set the training length: give one (--budget wins in the bundle)")
     changed = [f"--{k}" for k in ("tune_budget", "tune_min_crops", "tune_min_objects", "tune_max_voxels",
                                   "tune_min_gain") if getattr(args, k) != parser.get_default(k)]
     if changed and not (args.mode == "tune_postprocess" or args.tune):
@@ -294,6 +302,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ignored = ignored_flags(args, parser)
     if ignored:
         parser.error("\n  ".join(ignored))
+    if args.test_manifest and not Path(args.test_manifest).is_file():
+        parser.error(f"--test_manifest {args.test_manifest}: no such file (give the challenge's test_crop_manifest.csv)"
+                     if not Path(args.test_manifest).exists() else
+                     f"--test_manifest {args.test_manifest} is a folder: give the test_crop_manifest.csv file")
     if args.allow_constant_images:  # read by the analysis, here or in a SLURM job (sbatch exports the environment)
         os.environ["AUTO3DSEG_ALLOW_CONSTANT_IMAGES"] = "1"
     try:

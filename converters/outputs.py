@@ -153,6 +153,8 @@ def os_error_message(exc: OSError, folder_flag: str = "--output_dir", too_big_hi
 
     >>> os_error_message(OSError(28, "No space left on device", "/o/images/a.nii.gz"))
     '/o/images/a.nii.gz: No space left on device. Free some space there (or choose another --output_dir) and run the same command again: finished work is kept'
+    >>> os_error_message(FileExistsError(17, "File exists", "/etc/passwd"))
+    '/etc/passwd: /etc/passwd is a file, not a folder: give a folder as --output_dir (or move that file away)'
     """
     where = exc.filename or "(unknown file)"
     what = exc.strerror or str(exc)
@@ -164,6 +166,12 @@ def os_error_message(exc: OSError, folder_flag: str = "--output_dir", too_big_hi
             errno.EACCES: f"Check the permissions of that folder, or choose another {folder_flag}",
             errno.EPERM: f"Check the permissions of that folder, or choose another {folder_flag}",
             errno.EDQUOT: f"Your disk quota is exhausted: free some space {again}"}
+    if exc.errno in (errno.EEXIST, errno.ENOTDIR) and exc.filename and not Path(exc.filename).is_dir():
+        # mkdir on a file (or below one): "File exists" reads as if an earlier output were in the way
+        blocking = next((q for q in [Path(exc.filename), *Path(exc.filename).parents] if q.is_file()), None)
+        if blocking is not None:
+            return (f"{where}: {blocking} is a file, not a folder: give a folder as {folder_flag} (or move that "
+                    "file away)")
     return f"{where}: {what}. {todo.get(exc.errno, 'Fix that file or folder and run the same command again')}"
 
 

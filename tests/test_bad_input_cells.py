@@ -161,6 +161,21 @@ def test_a_labels_folder_given_as_images_is_refused(tree, tmp_path, capsys):
         assert not (out / "datalist.json").exists()
 
 
+def test_a_labels_folder_matching_no_image_and_an_image_file_as_images_are_refused(tree, tmp_path, capsys):
+    """--labels given the images folder made every image a testing item, with a note only; --images
+    given a file said "no such folder" (probe X8, X12)."""
+    out = tmp_path / "out"
+    rc = cc.main(["--images", str(tree / "images"), "--labels", str(tree / "images"), "--output_dir", str(out),
+                  "--no_progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "no <stem>_label.tiff there matches an image" in err and "(it is the --images folder)" in err
+    assert not out.exists()
+    image = next((tree / "images").iterdir())
+    rc = cc.main(["--images", str(image), "--output_dir", str(out), "--no_progress"])
+    assert rc == 2 and "a file, not a folder: give the folder that holds the images" in capsys.readouterr().err
+    assert cc.main(["--images", str(tree / "images"), "--output_dir", str(out), "--no_progress"]) == 0  # test-only
+
+
 def test_label_without_an_image_is_a_warning_naming_the_closest_stems(tree, tmp_path, capsys):
     shutil.copy(tree / "labels" / "cell_08_sparse_label.tiff", tree / "labels" / "cell_8_sparse_label.tiff")
     shutil.copy(tree / "labels" / "cell_08_sparse_label.tiff", tree / "labels" / "zzz_label.tiff")

@@ -213,6 +213,25 @@ def test_flags_of_another_mode_are_refused_not_ignored(generated, capsys, flags)
     assert file_times(generated) == before
 
 
+@pytest.mark.parametrize("flags, said", [
+    (["--mode", "analyze", "--work_dir", ""], "--work_dir is empty (an unset shell variable?)"),
+    (["--mode", "predict", "--output_dir", " ", "--images", "a.nii.gz"], "--output_dir is empty"),
+    (["--mode", "train", "--fold", "1", "--task_index", "0"], "--fold and --task_index both choose the bundle"),
+    (["--mode", "generate", "--num_epochs", "2", "--budget", "100"], "--num_epochs and --budget both set"),
+    (["--mode", "submit", "--test_manifest", "nope.csv"], "--test_manifest nope.csv: no such file"),
+])
+def test_flags_that_cannot_mean_what_they_say_are_refused(generated, tmp_path, monkeypatch, capsys, flags, said):
+    """An empty --work_dir wrote the analysis into the current folder; --fold beside --task_index,
+    and --num_epochs beside --budget, were ignored without a word (probe C13, C7, C4)."""
+    monkeypatch.chdir(tmp_path)
+    if "--work_dir" not in flags:
+        flags = [*flags, "--work_dir", str(generated)]
+    with pytest.raises(SystemExit) as exc:
+        run_auto3dseg.main(flags)
+    assert exc.value.code == 2 and said in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
 def test_every_flag_a_mode_reads_is_accepted(generated, capsys):
     # the flags the SLURM jobs pass to each step are among those the step reads (the final job's oof and tuning
     # get the scoring flags, not --truth or --test_manifest)

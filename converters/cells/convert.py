@@ -83,7 +83,8 @@ def find_cell_images(images_dir: str | os.PathLike, labels_dir: str | os.PathLik
 
     root = Path(images_dir)
     if not root.is_dir():
-        raise FileNotFoundError(f"--images {root}: no such folder")
+        raise FileNotFoundError(f"--images {root}: " + ("a file, not a folder: give the folder that holds the images"
+                                                         if root.exists() else "no such folder"))
     files = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
                    and not p.name.startswith("."))
     files = _without_label_files(root, files, labels_dir)
@@ -330,6 +331,13 @@ def convert_cells(output_dir: str | os.PathLike, images_dir: str | os.PathLike,
     unread = unread_subfolders(images_dir, labels_dir, sources, IMAGE_EXTENSIONS)
     if not sources and not problems:
         _refuse_no_images(images_dir, unread)
+    if labels_dir is not None and sources and not any(src.get("label") for src in sources) and not unmatched:
+        # --labels was given to label images: none of them matching is a wrong folder, not a test set
+        raise ValueError(f"--labels {labels_dir}: no <stem>_label.tiff there matches an image of --images "
+                         f"{images_dir}" + (" (it is the --images folder)" if Path(labels_dir).resolve() ==
+                                            Path(images_dir).resolve() else "")
+                         + "; give the folder of the label masks, or leave --labels out to convert the images "
+                         "for prediction only")
     settings = _settings(max_pixels, tile_overlap)
     _refuse_output_among_inputs(Path(output_dir), [Path(images_dir), *([Path(labels_dir)] if labels_dir else [])])
     if dry_run:
@@ -469,7 +477,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if problems:
         parser.error("\n  ".join(problems))
     if args.labels and not Path(args.labels).is_dir():
-        print(f"error: --labels {args.labels}: no such folder", file=sys.stderr)
+        print(f"error: --labels {args.labels}: " + ("a file, not a folder: give the folder of the label masks" if
+                                                    Path(args.labels).exists() else "no such folder"), file=sys.stderr)
         return 2
     report, rc = run_reported(lambda: convert_cells(
         args.output_dir, args.images, args.labels, num_folds=args.num_folds, max_pixels=args.max_pixels,
