@@ -314,6 +314,8 @@ def test_score_folders_missing_failed_extra(folders):
     assert [f["name"] for f in r["failed"]] == ["d_label.tiff"]
     assert "d_label.tiff" in r["failed"][0]["error"] and "differs" in r["failed"][0]["error"]
     assert any("1 image(s) failed" in w and "differs" in w for w in r["warnings"])  # the reason said with it
+    # a prediction whose truth file is lost is not scored, as officially, but said (probe S6)
+    assert any("1 prediction(s) have no truth file" in w and "e_label.tiff" in w for w in r["warnings"]), r["warnings"]
     rows = {row["name"]: row for row in r["per_image"]}
     assert set(rows) == {"a_label.tiff", "b_label.tiff"}
     assert rows["b_label.tiff"]["f1"] == 0.8 and rows["b_label.tiff"]["recall"] == 0.6667  # rounded as the CSV

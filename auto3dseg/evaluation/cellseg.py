@@ -189,6 +189,9 @@ def score_folders(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, *, gt_
         named = "; ".join(f"{m} (is {lower[c[0]]} it, misnamed?)" for m, c in close.items() if c)
         warnings.append(f"{len(missing)} truth image(s) without prediction count as F1 = 0 in mean_f1"
                         + (f": {named}" if named else ""))
+    if extra:  # as the official scorer, which goes by the truth files: said, so that a lost truth file shows
+        shown = ", ".join(preds[e].name for e in extra[:5]) + (f" and {len(extra) - 5} more" if len(extra) > 5 else "")
+        warnings.append(f"{len(extra)} prediction(s) have no truth file in {gt_dir} and are not scored: {shown}")
     if failed:
         why = "; ".join(f["error"] for f in failed[:2]) + (f"; and {len(failed) - 2} more" if len(failed) > 2 else "")
         warnings.append(f"{len(failed)} image(s) failed and count as F1 = 0 in mean_f1 ({why})")
