@@ -26,6 +26,11 @@ from .schema import (
 )
 
 
+#: file endings MONAI's image readers (and this project's) take: a path with none of them is no image
+_IMAGE_SUFFIXES = (".nii", ".nii.gz", ".tif", ".tiff", ".npy", ".npz", ".nrrd", ".nhdr", ".mha", ".mhd", ".png",
+                   ".jpg", ".jpeg", ".bmp", ".dcm", ".hdr", ".img")
+
+
 def odd_label_values(values: np.ndarray, allowed: set[int]) -> tuple[list[float], list[int]]:
     """Of a label's distinct ``values``: the non-whole ones, and the whole ones not in ``allowed``
     (what training would take as background).
@@ -153,6 +158,10 @@ class FileChecks:
                     n_checked += 1
                     if full.is_file():
                         present[rel] = full
+                        if not full.name.lower().endswith(_IMAGE_SUFFIXES):  # /etc/passwd: MONAI fails in a transform
+                            self.problem(where, f"{key} {full} is not an image file by its name (give .nii.gz, as "
+                                         "the converters write, or .nii, .tif, .tiff, .npy, .nrrd, .mha, .png): fix "
+                                         "the path or convert the image")
                     else:
                         n_missing += 1
                         what = "is a folder, not a file" if full.is_dir() else "file not found"

@@ -696,3 +696,13 @@ def test_a_datalist_of_overlapping_classes_converted_before_the_label_rules_chan
     assert bool(said) == warned, said
     if warned:
         assert "nuc and er" in said[0] and "Run the converter's command again" in said[0], said
+
+
+def test_a_file_that_is_no_image_by_its_name_is_a_problem(dataset, tmp_path):
+    """/etc/passwd as a training image passed validate ("checked: files, shapes"); the analysis
+    then failed inside MONAI's LoadImaged and sent the user back to validate (probe D16)."""
+    root, datalist = dataset
+    other = tmp_path / "notes.txt"
+    other.write_text("not an image")
+    datalist["training"][0]["image"] = str(other)
+    _one(_problems(datalist, root), "training[0]", f"image {other} is not an image file by its name")
