@@ -226,6 +226,16 @@ def test_find_flags_direct():
     # a group's fraction counts its parts' values
     grp = per_class_stats([case], [1, 9], [None], parts={9: [1, 7]})
     assert grp[9]["mean_fraction_annotated"] == pytest.approx(0.5)
+    # a value of a class not annotated in the item is a stray, unless an annotated class counts it: the
+    # converter writes what two annotated classes share (ne of nuc and er), which counts for both (probe W2)
+    shared = {**case, "label_stats": {"labels": [0, 3], "label": [{"foreground_percentage": 0.5},
+                                                               {"foreground_percentage": 0.5}]}}
+    stats = per_class_stats([shared], [1, 2, 3], [[1, 2]])
+    assert any(f.startswith("[present-unannotated] images/a.nii.gz: label values [3]") for f in find_flags(
+        [shared], [[1, 2]], stats, names={1: "nuc", 2: "er", 3: "ne"}, dataroot="/d"))
+    assert not any(f.startswith("[present-unannotated]") for f in find_flags(
+        [shared], [[1, 2]], stats, names={1: "nuc", 2: "er", 3: "ne"}, dataroot="/d",
+        members={1: {1, 3}, 2: {2, 3}, 3: {3}}))
 
 
 def test_the_console_names_classes_no_crop_annotates(reviewed, capsys):

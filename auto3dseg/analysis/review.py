@@ -279,8 +279,17 @@ def write_review(
 
     stats = per_class_stats(cases, class_ids, annotated, folds, parts)
     mismatches = positional_summary_mismatches(summary.get("label_stats") or {}, cases, names)
+    members = None
+    if isinstance(datalist.get("class_table"), list):
+        from auto3dseg.engine.transforms import channel_members
+
+        try:
+            table = datalist["class_table"]
+            members = {int(r["id"]): set(m) for r, m in zip(table, channel_members(table))}
+        except (KeyError, TypeError, ValueError):
+            members = None  # the table's own problems are named by validation
     flags = find_flags(cases, annotated, stats, names=names, num_folds=num_folds, mismatches=mismatches,
-                       unmatched_items=unmatched, dataroot=root)
+                       unmatched_items=unmatched, dataroot=root, members=members)
     constant = constant_training_images(cases, datalist, root)
     skipped = {c.image for c in constant if not c.analysed}
     flags = [f for f in flags if not (f.startswith("[not-analysed] ") and f.split()[1].rstrip(":") in skipped)]

@@ -249,6 +249,7 @@ def find_flags(
     mismatches: Sequence[Mapping[str, Any]] = (),
     unmatched_items: Sequence[Mapping[str, Any]] = (),
     dataroot: str | os.PathLike[str] | None = None,
+    members: Mapping[int, Collection[int]] | None = None,
 ) -> list[str]:
     """Things in the data a person should look at before training.
 
@@ -271,6 +272,10 @@ def find_flags(
         Datalist training items with no by-case statistics.
     dataroot : path, optional
         Image paths are shown relative to it.
+    members : mapping, optional
+        Class id → the label values its training channel counts
+        (:func:`auto3dseg.engine.transforms.channel_members`): a value inside an annotated
+        class (``ne`` where the converter wrote what ``nuc`` and ``er`` share) is no stray.
 
     Returns
     -------
@@ -312,7 +317,9 @@ def find_flags(
             flags.append(f"[not-annotated-voxels] {img[k]}: {_pct(fr[UNANNOTATED])} of the label is "
                          f"{UNANNOTATED} (not annotated: left out of training); the conversion report says "
                          "which source values they came from")
-        stray = sorted(v for v in fr if v != 0 and v in all_ids and v not in annotated[k] and fr[v] > 0)
+        inside = {v for a in annotated[k] for v in (members or {}).get(a, ())}
+        stray = sorted(v for v in fr if v != 0 and v in all_ids and v not in annotated[k] and v not in inside
+                       and fr[v] > 0)
         if stray:
             flags.append(f"[present-unannotated] {img[k]}: label values {stray} present but not in the item's "
                          f"annotated classes {sorted(annotated[k])}")
