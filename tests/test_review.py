@@ -8,6 +8,7 @@ label arrays with NumPy, never copied from MONAI's output.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -330,3 +331,27 @@ def test_unreadable_images_are_a_flag_not_an_empty_plot(reviewed, tmp_path):
     review = json.loads((copy / "wd" / REVIEW_JSON).read_text())
     assert review["header"]["intensity"]["hist_images"] == 0 and review["header"]["intensity"]["pooled_p00_5"] is None
     assert "[unreadable-image] 5 of 5 image(s)" in md.read_text()
+
+
+def test_a_review_follows_a_class_renamed_in_the_datalist(reviewed, tmp_path, capsys):
+    """A class renamed in the datalist after the analysis kept the old name in the review, as the
+    statistics themselves do not change (probe D21)."""
+    from auto3dseg.analysis.analyze import _review
+    from auto3dseg.analysis.review import REVIEW_MD
+
+    root, wd, _, _, _, datalist = reviewed
+    work, data = tmp_path / "wd", tmp_path / "data"
+    shutil.copytree(wd, work)
+    shutil.copytree(root, data, ignore=shutil.ignore_patterns("wd"))
+    dl_path = data / "datalist.json"
+    write_review(work, dl_path, data)
+    before = (work / REVIEW_MD).read_text()
+    _review(work, dl_path, data, force=False)  # unchanged: kept
+    assert (work / REVIEW_MD).read_text() == before and "note:" not in capsys.readouterr().out
+    old = datalist["class_table"][0]["name"]
+    edited = json.loads(dl_path.read_text())
+    edited["class_table"][0]["name"] = f"{old}_renamed"
+    dl_path.write_text(json.dumps(edited))
+    _review(work, dl_path, data, force=False)
+    assert "writing it again" in capsys.readouterr().out
+    assert f"{old}_renamed" in (work / REVIEW_MD).read_text() and f"{old}_renamed" not in before

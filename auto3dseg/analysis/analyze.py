@@ -395,5 +395,16 @@ def _check_repeated_cases(by_case: Path, summary: Path, dl: dict, datalist: Path
 def _review(work: Path, datalist: Path, dataroot: Path, force: bool) -> None:
     from auto3dseg.analysis.review import REVIEW_MD, write_review
 
-    if force or not (work / REVIEW_MD).exists():
-        write_review(work, datalist, dataroot)
+    if not force and (work / REVIEW_MD).exists():
+        import json
+
+        from auto3dseg.analysis.review import REVIEW_JSON, file_sha1
+
+        try:
+            was = json.loads((work / REVIEW_JSON).read_text())["sources"].get("datalist_sha1")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            was = None
+        if was in (None, file_sha1(datalist)):
+            return
+        print(f"note: {datalist} changed since {work / REVIEW_MD} was written (its class table, say): writing it again")
+    write_review(work, datalist, dataroot)

@@ -211,6 +211,16 @@ def _jsonable(x: Any) -> Any:
 
 
 # --------------------------------------------------------------------------- entry point
+def file_sha1(path: str | os.PathLike[str]) -> str | None:
+    """SHA-1 of a file's bytes, None when it cannot be read."""
+    import hashlib
+
+    try:
+        return hashlib.sha1(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
 def write_review(
     work_dir: str | os.PathLike[str],
     datalist_path: str | os.PathLike[str],
@@ -366,6 +376,7 @@ def write_review(
             "datastats": str(summary_path if summary_path.is_file() else by_case_path),
             "datastats_by_case": str(by_case_path),
             "datalist": str(datalist_path),
+            "datalist_sha1": file_sha1(datalist_path),  # a class renamed since: the review is written again
             "dataroot": str(root),
         },
         "header": {

@@ -318,8 +318,9 @@ def datalist_changed(work_dir: str | os.PathLike) -> str | None:
                 return (f"warning: {dl} changed since {work_dir} was set up with it: not its training items or files, "
                         "but its class table, which is not the one the bundles were generated for (ensemble and "
                         "submit refuse them, saying what to do)")
-            return (f"note: {dl} changed since {work_dir} was set up with it, but not its training items or files: "
-                    "the bundles stand; --mode ensemble predicts any new testing item")
+            what = ("the bundles stand; --mode ensemble predicts any new testing item" if list_bundles(
+                Path(work_dir).resolve()) else "its analysis stands (the review follows the datalist's class table)")
+            return f"note: {dl} changed since {work_dir} was set up with it, but not its training items or files: {what}"
     except (OSError, ValueError, AttributeError):
         pass
     return (f"warning: {dl} changed since {work_dir} was set up with it (re-converted in place?): its statistics "
