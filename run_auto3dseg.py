@@ -391,6 +391,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        if isinstance(exc, FileNotFoundError) and exc.errno and exc.filename:  # the system's, not one of ours
+            msg = os_error_message(exc)
         print(f"error: {msg}", file=sys.stderr)
         return 2
     except OSError as exc:  # a full disk, a read-only folder, a permission: say where and what to do

@@ -165,7 +165,9 @@ def os_error_message(exc: OSError, folder_flag: str = "--output_dir", too_big_hi
             errno.EROFS: f"The folder is read-only: choose a writable {folder_flag}",
             errno.EACCES: f"Check the permissions of that folder, or choose another {folder_flag}",
             errno.EPERM: f"Check the permissions of that folder, or choose another {folder_flag}",
-            errno.EDQUOT: f"Your disk quota is exhausted: free some space {again}"}
+            errno.EDQUOT: f"Your disk quota is exhausted: free some space {again}",
+            errno.ENOENT: f"It is not there, or a folder cannot be made there: check the path (or choose another "
+                          f"{folder_flag})"}
     if exc.errno in (errno.EEXIST, errno.ENOTDIR) and exc.filename and not Path(exc.filename).is_dir():
         # mkdir on a file (or below one): "File exists" reads as if an earlier output were in the way
         blocking = next((q for q in [Path(exc.filename), *Path(exc.filename).parents] if q.is_file()), None)

@@ -232,6 +232,24 @@ def test_flags_that_cannot_mean_what_they_say_are_refused(generated, tmp_path, m
     assert not list(tmp_path.iterdir())
 
 
+def test_an_output_folder_that_is_a_file_or_cannot_be_made_is_named(converted, tmp_path, capsys):
+    """'File exists' read as if an earlier output were in the way; a folder that cannot be made
+    gave a bare '[Errno 2]' (probe P7, P8)."""
+    blocker = tmp_path / "isfile"
+    blocker.write_text("")
+    datalist = str(converted[0] / "datalist.json")
+    for work, said in ((blocker, f"{blocker} is a file, not a folder: give a folder as --work_dir"),
+                       (blocker / "sub", f"{blocker} is a file, not a folder")):
+        rc = run_auto3dseg.main(["--mode", "analyze", "--datalist", datalist, "--work_dir", str(work)])
+        err = capsys.readouterr().err
+        assert rc == 2 and said in err and "Traceback" not in err, err
+    from converters.outputs import os_error_message
+
+    text = os_error_message(FileNotFoundError(2, "No such file or directory", "/proc/foo"), "--output_dir")
+    assert text.startswith("/proc/foo: No such file or directory. It is not there, or a folder cannot be made")
+    assert blocker.read_text() == ""
+
+
 def test_every_flag_a_mode_reads_is_accepted(generated, capsys):
     # the flags the SLURM jobs pass to each step are among those the step reads (the final job's oof and tuning
     # get the scoring flags, not --truth or --test_manifest)
