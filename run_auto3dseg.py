@@ -302,10 +302,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     ignored = ignored_flags(args, parser)
     if ignored:
         parser.error("\n  ".join(ignored))
-    if args.test_manifest and not Path(args.test_manifest).is_file():
-        parser.error(f"--test_manifest {args.test_manifest}: no such file (give the challenge's test_crop_manifest.csv)"
-                     if not Path(args.test_manifest).exists() else
-                     f"--test_manifest {args.test_manifest} is a folder: give the test_crop_manifest.csv file")
     if args.allow_constant_images:  # read by the analysis, here or in a SLURM job (sbatch exports the environment)
         os.environ["AUTO3DSEG_ALLOW_CONSTANT_IMAGES"] = "1"
     try:
@@ -342,6 +338,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ignored = cells_problems(args, parser) if data_kind(datalist) == "cells" else []
     if ignored:
         parser.error("\n  ".join(ignored))
+    if args.test_manifest and not Path(args.test_manifest).is_file():
+        parser.error(f"--test_manifest {args.test_manifest}: no such file (give the challenge's test_crop_manifest.csv)"
+                     if not Path(args.test_manifest).exists() else
+                     f"--test_manifest {args.test_manifest} is a folder: give the test_crop_manifest.csv file")
     if args.datalist and args.mode != "validate":
         from auto3dseg.orchestration.workdir import check_input_datalist, repoint_input
 
