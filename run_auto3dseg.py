@@ -276,29 +276,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ["AUTO3DSEG_LOCK_WAIT"] = args.wait_lock
     if args.debug:
         os.environ["AUTO3DSEG_DEBUG"] = "1"
-    if (args.oof or args.tune) and args.mode not in ("full", "slurm"):
-        parser.error(f"--oof and --tune are steps of --mode full and slurm; with --mode {args.mode} run "
-                     "--mode oof, then --mode tune_postprocess")
-    if args.tune and not args.oof:
-        parser.error("--tune needs --oof: the post-processing is tuned on the out-of-fold maps")
-    if args.tta and args.mode not in ("ensemble", "predict", "oof", "full", "slurm"):
-        parser.error(f"--tta is used by --mode ensemble, predict, oof, full and slurm; --mode {args.mode} makes no "
-                     "probability maps")
-    empty = [f"--{k}" for k, v in vars(args).items() if isinstance(v, str) and not v.strip()]
-    if empty:  # "--work_dir $WORK" with WORK unset: the current folder would take the outputs
-        parser.error(f"{', '.join(empty)} is empty (an unset shell variable?): give a path")
-    if args.fold is not None and args.task_index is not None:
-        parser.error("--fold and --task_index both choose the bundle to train: give one (--task_index I is the I-th "
-                     "bundle, for SLURM array tasks)")
-    if args.num_epochs and args.budget:
-        parser.error("--num_epochs and --budget both set the training length: give one (--budget wins in the bundle)")
-    changed = [f"--{k}" for k in ("tune_budget", "tune_min_crops", "tune_min_objects", "tune_max_voxels",
-                                  "tune_min_gain") if getattr(args, k) != parser.get_default(k)]
-    if changed and not (args.mode == "tune_postprocess" or args.tune):
-        parser.error(f"{' '.join(changed)} set the tuning: use them with --mode tune_postprocess, or --mode "
-                     "full/slurm --oof --tune")
-    from auto3dseg.orchestration.flags import cells_problems, ignored_flags
+    from auto3dseg.orchestration.flags import cells_problems, conflicting_flags, ignored_flags
 
+    if conflict := conflicting_flags(args, parser):
+        parser.error(conflict)
     ignored = ignored_flags(args, parser)
     if ignored:
         parser.error("\n  ".join(ignored))

@@ -12,8 +12,9 @@ import argparse
 import math
 import re
 
-__all__ = ["device_arg", "FLAG_MODES", "CELLMAP_ONLY", "cells_problems", "gpus_arg", "ignored_flags", "non_negative_float",
-           "non_negative_int", "positive_int", "slurm_mem", "slurm_name", "slurm_time", "wait_seconds"]
+__all__ = ["device_arg", "FLAG_MODES", "CELLMAP_ONLY", "cells_problems", "conflicting_flags", "gpus_arg",
+           "ignored_flags", "non_negative_float", "non_negative_int", "positive_int", "slurm_mem", "slurm_name",
+           "slurm_time", "wait_seconds"]
 
 _SUBMITTING = ("submit", "full", "slurm")
 
@@ -223,3 +224,30 @@ def gpus_arg(text: str) -> str:
             "," in t and all(i.strip().isdigit() for i in t.split(",") if i.strip()) and t.strip(", ")):
         return text.strip()
     raise argparse.ArgumentTypeError(f"{text!r} is not allowed: give a GPU count (2), GPU ids (0,1) or cpu")
+
+
+def conflicting_flags(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str | None:
+    """The first combination of flags that cannot mean what it says (a step of another mode, an
+    empty path, two flags choosing one thing), as a usage error; None when there is none."""
+    if (args.oof or args.tune) and args.mode not in ("full", "slurm"):
+        return (f"--oof and --tune are steps of --mode full and slurm; with --mode {args.mode} run "
+                "--mode oof, then --mode tune_postprocess")
+    if args.tune and not args.oof:
+        return "--tune needs --oof: the post-processing is tuned on the out-of-fold maps"
+    if args.tta and args.mode not in ("ensemble", "predict", "oof", "full", "slurm"):
+        return (f"--tta is used by --mode ensemble, predict, oof, full and slurm; --mode {args.mode} makes no "
+                "probability maps")
+    empty = [f"--{k}" for k, v in vars(args).items() if isinstance(v, str) and not v.strip()]
+    if empty:  # "--work_dir $WORK" with WORK unset: the current folder would take the outputs
+        return f"{', '.join(empty)} is empty (an unset shell variable?): give a path"
+    if args.fold is not None and args.task_index is not None:
+        return ("--fold and --task_index both choose the bundle to train: give one (--task_index I is the I-th "
+                "bundle, for SLURM array tasks)")
+    if args.num_epochs and args.budget:
+        return "--num_epochs and --budget both set the training length: give one (--budget wins in the bundle)"
+    changed = [f"--{k}" for k in ("tune_budget", "tune_min_crops", "tune_min_objects", "tune_max_voxels",
+                                  "tune_min_gain") if getattr(args, k) != parser.get_default(k)]
+    if changed and not (args.mode == "tune_postprocess" or args.tune):
+        return (f"{' '.join(changed)} set the tuning: use them with --mode tune_postprocess, or --mode "
+                "full/slurm --oof --tune")
+    return None
