@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from converters.outputs import os_error_message
 from converters.pool import WorkerPoolBroken
 
-__all__ = ["interrupted_message", "print_outputs", "run_reported"]
+__all__ = ["interrupted_message", "path_flag_problems", "print_outputs", "run_reported"]
 
 
 def interrupted_message(argv: list[str] | None = None) -> str:
@@ -34,6 +34,28 @@ def interrupted_message(argv: list[str] | None = None) -> str:
         return ("interrupted: finished work is kept; run the same command again without --force to go on "
                 "(with --force it starts over)")
     return "interrupted: finished work is kept; run the same command again to go on"
+
+
+def path_flag_problems(args: Any, files: Sequence[str] = (), folders: Sequence[str] = (),
+                       others: Sequence[str] = ()) -> list[str]:
+    """Path flags that are empty (an unset shell variable: the current folder would be used), a
+    folder where a file is read (``files``), or a file where a folder goes (``folders``); one line
+    each. ``others`` are checked for emptiness only.
+
+    >>> import argparse
+    >>> path_flag_problems(argparse.Namespace(output_dir=" ", datasplit=None), ["datasplit"], ["output_dir"])
+    ['--output_dir is empty (an unset shell variable?): give a path']
+    """
+    out = []
+    for name in [*files, *folders, *others]:
+        value = getattr(args, name, None)
+        if isinstance(value, str) and not value.strip():
+            out.append(f"--{name} is empty (an unset shell variable?): give a path")
+        elif value and name in files and Path(value).is_dir():
+            out.append(f"--{name} {value} is a folder: give the file")
+        elif value and name in folders and Path(value).is_file():
+            out.append(f"--{name} {value} is a file, not a folder: give a folder (or move that file away)")
+    return out
 
 
 def run_reported(convert: Callable[[], Any], user_errors: tuple[type[BaseException], ...],
@@ -53,6 +75,8 @@ def run_reported(convert: Callable[[], Any], user_errors: tuple[type[BaseExcepti
         return convert(), None
     except user_errors as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc  # a KeyError's str() adds quotes
+        if isinstance(exc, OSError) and exc.errno and exc.filename:  # the system's (a folder not makeable), not ours
+            msg = os_error_message(exc, too_big_hint=too_big_hint)
         print(f"error: {msg}", file=sys.stderr)
         return None, 2
     except WorkerPoolBroken as exc:  # the run is incomplete: no datalist, and what to do

@@ -256,8 +256,8 @@ def settle_previous_datalist(out: Path, log: Callable[[str], Any] = print) -> Pa
         dest, n = out / "replaced" / f"datalist-{stamp}-{n}", n + 1
     dest.parent.mkdir(parents=True, exist_ok=True)
     os.replace(held, dest)
-    log(f"note: the previous datalist.json of {out} ({_what_differs(dest, out)}) is kept in {dest}; work_dirs "
-        "made from it refuse this one unless given --force_new_datalist")
+    log(f"note: the previous datalist.json of {out} ({_what_differs(dest, out)}) is kept in {dest}; a work_dir "
+        "made from it says, when it next runs, what the change means for its results")
     return dest
 
 

@@ -219,6 +219,8 @@ def test_flags_of_another_mode_are_refused_not_ignored(generated, capsys, flags)
     (["--mode", "train", "--fold", "1", "--task_index", "0"], "--fold and --task_index both choose the bundle"),
     (["--mode", "generate", "--num_epochs", "2", "--budget", "100"], "--num_epochs and --budget both set"),
     (["--mode", "submit", "--test_manifest", "nope.csv"], "--test_manifest nope.csv: no such file"),
+    (["--mode", "predict", "--images", ""], "--images is empty"),
+    (["--mode", "submit", "--postprocess_params", "."], "--postprocess_params . is a folder: give the file"),
 ])
 def test_flags_that_cannot_mean_what_they_say_are_refused(generated, tmp_path, monkeypatch, capsys, flags, said):
     """An empty --work_dir wrote the analysis into the current folder; --fold beside --task_index,
@@ -247,6 +249,39 @@ def test_an_output_folder_that_is_a_file_or_cannot_be_made_is_named(converted, t
 
     text = os_error_message(FileNotFoundError(2, "No such file or directory", "/proc/foo"), "--output_dir")
     assert text.startswith("/proc/foo: No such file or directory. It is not there, or a folder cannot be made")
+    assert blocker.read_text() == ""
+
+
+@pytest.mark.parametrize("convert, flags, said", [
+    ("cellmap", ["--output_dir", ""], "--output_dir is empty (an unset shell variable?)"),
+    ("cellmap", ["--output_dir", "{file}"], "is a file, not a folder"),
+    ("cellmap", ["--output_dir", "{file}", "--dry_run"], "is a file, not a folder"),
+    ("cellmap", ["--output_dir", "{tmp}/o", "--test_manifest", "{tmp}"], "is a folder: give the file"),
+    ("cellmap", ["--output_dir", "/proc/no_such_folder"], "a folder cannot be made there"),
+    ("cells", ["--images", "", "--output_dir", "{tmp}/o"], "--images is empty"),
+    ("cells", ["--images", "{tmp}", "--output_dir", "/proc/no_such_folder"], "a folder cannot be made there"),
+])
+def test_converters_name_a_path_flag_that_cannot_be_what_it_is_for(synthetic, tmp_path, capsys, convert, flags, said):
+    """An empty --output_dir wrote a whole conversion into the current folder; a folder given as
+    --datasplit or --test_manifest, or a folder that cannot be made, was a bare '[Errno ...]'; the
+    dry run took a file as --output_dir (probe round 19: N1, N6, N9-N11)."""
+    from converters.cellmap.convert import main as cellmap_main
+    from converters.cells.convert import main as cells_main
+
+    blocker = tmp_path / "isfile"
+    blocker.write_text("")
+    (tmp_path / "x.tif").write_bytes(b"")
+    flags = [f.format(file=blocker, tmp=tmp_path) for f in flags]
+    if convert == "cellmap":
+        argv, main = ["--datasplit", str(synthetic / "datasplit.csv"), *flags, "--no_progress"], cellmap_main
+    else:
+        argv, main = [*flags, "--no_progress"], cells_main
+    try:
+        rc = main(argv)
+    except SystemExit as exc:  # a usage error
+        rc = exc.code
+    err = capsys.readouterr().err
+    assert rc == 2 and said in err and "Errno" not in err and "Traceback" not in err, err
     assert blocker.read_text() == ""
 
 

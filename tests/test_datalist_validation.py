@@ -706,3 +706,27 @@ def test_a_file_that_is_no_image_by_its_name_is_a_problem(dataset, tmp_path):
     other.write_text("not an image")
     datalist["training"][0]["image"] = str(other)
     _one(_problems(datalist, root), "training[0]", f"image {other} is not an image file by its name")
+
+
+def test_training_says_again_that_its_datalist_predates_the_label_rules(dataset, tmp_path):
+    """Training new bundles on such a datalist was silent: only validate, analyze and generate
+    warned (probe N21)."""
+    import yaml
+
+    from auto3dseg.orchestration.training_checks import label_rules_note
+    from converters.cellmap.class_mapping import build_class_table
+
+    root, datalist = dataset
+    datalist["class_table"] = build_class_table(["nuc", "er", "mito"])
+    datalist["labels"] = {"0": "background", **{str(r["id"]): r["name"] for r in datalist["class_table"]}}
+    path = _save(root, datalist)
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "input.yaml").write_text(yaml.safe_dump({"datalist": str(path), "dataroot": str(root)}))
+    said: list[str] = []
+    label_rules_note(work, said.append)
+    assert len(said) == 1 and said[0].startswith("warning: ") and "label_rules 1, now 2" in said[0], said
+    path.write_text(json.dumps({**datalist, "label_rules": 2}))
+    said.clear()
+    label_rules_note(work, said.append)
+    assert said == []

@@ -9,6 +9,7 @@ every such flag of a command line, with the modes that use it.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 import math
 import re
 
@@ -237,9 +238,14 @@ def conflicting_flags(args: argparse.Namespace, parser: argparse.ArgumentParser)
     if args.tta and args.mode not in ("ensemble", "predict", "oof", "full", "slurm"):
         return (f"--tta is used by --mode ensemble, predict, oof, full and slurm; --mode {args.mode} makes no "
                 "probability maps")
-    empty = [f"--{k}" for k, v in vars(args).items() if isinstance(v, str) and not v.strip()]
+    empty = [f"--{k}" for k, v in vars(args).items() if (isinstance(v, str) and not v.strip()) or (
+        isinstance(v, list) and any(isinstance(x, str) and not x.strip() for x in v))]
     if empty:  # "--work_dir $WORK" with WORK unset: the current folder would take the outputs
         return f"{', '.join(empty)} is empty (an unset shell variable?): give a path"
+    folders = [f"--{k} {getattr(args, k)}" for k in ("datalist", "postprocess_params")
+               if getattr(args, k, None) and Path(getattr(args, k)).is_dir()]
+    if folders:
+        return f"{', '.join(folders)} is a folder: give the file"
     if args.fold is not None and args.task_index is not None:
         return ("--fold and --task_index both choose the bundle to train: give one (--task_index I is the I-th "
                 "bundle, for SLURM array tasks)")

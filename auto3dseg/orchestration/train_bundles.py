@@ -399,10 +399,12 @@ def train_bundles(work_dir: str | os.PathLike, *, algos: Sequence[str] | None = 
     todo = [b for b in bundles if force or not b.done]
     unfit: dict[str, str] = {}
     if todo:
-        from auto3dseg.orchestration.training_checks import check_bundles, preflight_bundles, recheck_training_files
+        from auto3dseg.orchestration.training_checks import (check_bundles, label_rules_note, preflight_bundles,
+                                                             recheck_training_files)
 
         check_bundles(work_dir, todo, overrides)
         recheck_training_files(work_dir, log)
+        label_rules_note(work_dir, log)
         unfit = preflight_bundles(todo, overrides)
     elif overrides:  # nothing trains now, but a typo is still named (it would be met when something does)
         from auto3dseg.bundles.checks import check_overrides

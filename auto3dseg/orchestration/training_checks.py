@@ -12,7 +12,8 @@ from typing import Any
 
 from auto3dseg.orchestration.workdir import Bundle, list_bundles, read_input
 
-__all__ = ["check_bundles", "missing_data_files", "preflight_bundles", "recheck_training_files"]
+__all__ = ["check_bundles", "label_rules_note", "missing_data_files", "preflight_bundles",
+           "recheck_training_files"]
 
 
 def preflight_bundles(bundles: Sequence[Bundle], overrides: Mapping[str, Any] | None) -> dict[str, str]:
@@ -103,3 +104,19 @@ def check_bundles(work_dir: str | os.PathLike, bundles: Sequence[Bundle], overri
             "inside the channel's class (a voxel of er_mem_all was trained as 'not er'):\n  " + "\n  ".join(changes)
             + f"\nRegenerate them: run_auto3dseg.py --mode generate --work_dir {work_dir} --force (the old bundles "
             "are moved to replaced/), then train; nothing was trained")
+
+
+def label_rules_note(work_dir: str | os.PathLike, log) -> None:
+    """Say again, before training on it, that the work_dir's datalist was converted under older
+    label rules (validation's warning, which analyze and generate print too)."""
+    from datalists.validate import DatalistError, validate_datalist
+
+    try:
+        datalist = read_input(work_dir)["datalist"]
+        warnings = validate_datalist(datalist, check_files=False, allow_single_fold=True)["warnings"]
+    except (FileNotFoundError, KeyError, OSError, ValueError, DatalistError):
+        return  # its own problems are named where it is read
+    for w in warnings:
+        if "label_rules" in w:
+            log(f"warning: {w}")
+

@@ -61,7 +61,7 @@ from converters.outputs import (
     settle_previous_datalist,
     write_datalist_marker,
 )
-from converters.cli import print_outputs, run_reported
+from converters.cli import path_flag_problems, print_outputs, run_reported
 from converters.pool import WorkerPoolBroken, imap_pool
 from converters.cellmap.report import (
     build_report,
@@ -417,7 +417,10 @@ def _convert_from_args(args: argparse.Namespace) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if problems := path_flag_problems(args, ["datasplit", "test_manifest"], ["output_dir", "data_root"]):
+        parser.error("\n  ".join(problems))
     if not args.datasplit and not args.data_root:
         print("error: give --datasplit CSV or --data_root DIR", file=sys.stderr)
         return 2

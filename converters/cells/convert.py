@@ -49,7 +49,7 @@ from converters.outputs import (
     write_datalist_marker,
     source_stamp,
 )
-from converters.cli import print_outputs, run_reported
+from converters.cli import path_flag_problems, print_outputs, run_reported
 from converters.pool import WorkerPoolBroken, imap_pool
 
 __all__ = ["IMAGE_EXTENSIONS", "SKIP_REASONS", "convert_cells", "find_cell_images", "main"]
@@ -473,7 +473,7 @@ def flag_problems(args: argparse.Namespace) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    problems = flag_problems(args)
+    problems = path_flag_problems(args, [], ["output_dir"], ["images", "labels"]) + flag_problems(args)
     if problems:
         parser.error("\n  ".join(problems))
     if args.labels and not Path(args.labels).is_dir():
