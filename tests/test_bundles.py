@@ -334,14 +334,21 @@ def test_predict_postprocess_uses_the_tuned_parameters_as_submit_does(full_run, 
     assert run_auto3dseg.main([*plain, "--tta"]) == 0
     assert not (dest / "labels").exists() and len(list((dest / "replaced").glob("labels-*"))) == 2
 
-    # a chunk of the map cut short after it was finished: named with what to do, no half-made labels folder (B28)
-    chunk = next(p for p in sorted(Path(prob).rglob("*")) if p.is_file() and not p.name.startswith("."))
-    chunk.write_bytes(chunk.read_bytes()[:10])
+    # a chunk of the map damaged after it was finished, its size kept: named with what to do, no half-made
+    # labels folder (B28)
+    chunk = max((p for p in Path(prob).iterdir() if p.is_file() and not p.name.startswith(".")),
+                key=lambda p: p.stat().st_size)
+    good = chunk.read_bytes()
+    chunk.write_bytes(b"\0" * len(good))
     capsys.readouterr()
     assert run_auto3dseg.main([*args, "--tta"]) == 1  # the maps of the --tta run are kept: only labels are made
     said = capsys.readouterr()
     assert "no labels written for it" in said.out + said.err and "--mode predict --force" in said.out + said.err
     assert not case.exists()
+    # cut short (a full disk, a copy stopped): its size tells, and the map is predicted again (round 18)
+    chunk.write_bytes(good[:10])
+    assert run_auto3dseg.main([*args, "--tta"]) == 0 and case.is_dir()
+    assert open_probability_map(prob).n_channels and chunk.stat().st_size != 10
 
 
 def test_predict_uses_unfinished_bundles_only_when_allowed(full_run, converted, tmp_path, capsys):
