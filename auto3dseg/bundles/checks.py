@@ -330,7 +330,6 @@ def check_class_tables(bundles: Sequence[Bundle], datalist: str | os.PathLike, w
             + "\n  ".join(bad) + "\n" + fix)
 
 
-
 def channel_rule_changes(bundles: Sequence[Bundle], datalist: str | os.PathLike) -> list[str]:
     """One line per bundle of the project's templates whose channels count other label values
     than this version derives from ``datalist``'s class table (``class_members``): bundles
@@ -360,8 +359,8 @@ def channel_rule_changes(bundles: Sequence[Bundle], datalist: str | os.PathLike)
     return out
 
 
-
-def older_channels_note(bundles: Sequence[Bundle], datalist: str | os.PathLike, work_dir: str | os.PathLike) -> str | None:
+def older_channels_note(bundles: Sequence[Bundle], datalist: str | os.PathLike,
+                        work_dir: str | os.PathLike) -> str | None:
     """A warning naming the trained ``bundles`` of :func:`channel_rule_changes` (their maps
     are usable, but those channels learnt the inner classes as absent); None when there are none."""
     changes = channel_rule_changes(bundles, datalist)
