@@ -113,8 +113,10 @@ def test_training_killed_between_checkpoint_and_progress_resumes_to_the_same_res
 def test_a_checkpoint_that_cannot_be_written_is_named_and_leaves_no_temporary(base, tmp_path):
     work = copy_work(base, tmp_path)
     size = (work / "segresnet_0" / "model" / "model.pt").stat().st_size
+    # one short epoch (250 iterations of the full-size network outran the 600 s limit on a busy 2-core machine)
     proc = run_work(work, "--mode", "train", "--algo", "segresnet", "--fold", "0", "--force", "--override",
-                "num_epochs=1", max_file_bytes=size // 2)  # a full disk: the checkpoint's write fails part-way
+                "num_epochs=1", "--override", "num_iterations_per_epoch=1", "--override", "num_workers=0",
+                max_file_bytes=size // 2)  # a full disk: the checkpoint's write fails part-way
     assert proc.returncode != 0
     log = (work / "segresnet_0" / "training.log").read_text()
     assert "cannot write the checkpoint" in log and "model.pt" in log and "df -h" in log
