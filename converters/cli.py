@@ -2,6 +2,8 @@
 
 * a user mistake (bad flags, a missing or malformed input, settings that contradict an earlier
   run): one ``error:`` line, exit 2;
+* every item failed before anything could be converted (:class:`EveryItemFailed`): each named,
+  exit 1, as when some items fail;
 * a worker killed (the out-of-memory killer): the message of
   :class:`~converters.pool.WorkerPoolBroken`, no datalist written, exit 1;
 * a failing write (full disk, read-only folder, permissions): the file and what to do, exit 2;
@@ -20,7 +22,11 @@ from typing import Any, Callable, Sequence
 from converters.outputs import os_error_message
 from converters.pool import WorkerPoolBroken
 
-__all__ = ["interrupted_message", "path_flag_problems", "print_outputs", "run_reported"]
+__all__ = ["EveryItemFailed", "interrupted_message", "path_flag_problems", "print_outputs", "run_reported"]
+
+
+class EveryItemFailed(ValueError):
+    """No item could be read, so nothing was converted: a failure of the items (exit 1), not of the flags."""
 
 
 def interrupted_message(argv: list[str] | None = None) -> str:
@@ -73,6 +79,9 @@ def run_reported(convert: Callable[[], Any], user_errors: tuple[type[BaseExcepti
     """
     try:
         return convert(), None
+    except EveryItemFailed as exc:  # before user_errors: it is a ValueError too
+        print(f"error: {exc}", file=sys.stderr)
+        return None, 1
     except user_errors as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc  # a KeyError's str() adds quotes
         if isinstance(exc, OSError) and exc.errno and exc.filename:  # the system's (a folder not makeable), not ours

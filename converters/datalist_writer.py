@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -10,7 +11,7 @@ from converters.folds import FoldItem, SpatialSplit, assign_part_folds, describe
 from datalists.annotated import ANNOTATED_KEY, encode_annotated
 from datalists.cellmap_classes import LABEL_RULES
 
-__all__ = ["DATALIST_FORMAT", "build_datalist", "layout_folds", "split_from_dict", "tile_name"]
+__all__ = ["DATALIST_FORMAT", "build_datalist", "layout_folds", "split_from_dict", "tile_name", "validate_new_datalist"]
 
 DATALIST_FORMAT = "cellmap-auto3dseg-datalist/1"
 
@@ -147,3 +148,19 @@ def build_datalist(records: Sequence[dict], class_table: Sequence[dict], target_
                                    for f in range(fold_info["used"])}
     fold_info["tiles"] = tiles
     return datalist, meta, fold_info
+
+
+def validate_new_datalist(datalist: dict, root: Path, allow_single_fold: bool = False) -> dict:
+    """``{"ok": True, "summary": ...}`` for a converter's new datalist that validates (it becomes
+    ``root/datalist.json``), else ``{"ok": False, "problems": [...]}`` naming
+    ``root/datalist.invalid.json``, where :func:`converters.outputs.write_datalist_marker` puts it."""
+    from converters.outputs import INVALID_DATALIST
+    from datalists.validate import DatalistError, validate_datalist
+
+    source = str(Path(root) / "datalist.json")
+    try:
+        return {"ok": True, "summary": validate_datalist(datalist, root, check_files=True, check_shapes=True,
+                                                         allow_single_fold=allow_single_fold, source=source)}
+    except DatalistError as exc:
+        invalid = str(Path(root) / INVALID_DATALIST)
+        return {"ok": False, "problems": [p.replace(source, invalid) for p in exc.problems]}

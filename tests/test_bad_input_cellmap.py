@@ -605,4 +605,6 @@ def test_when_every_crop_fails_no_datalist_claims_a_finished_conversion(syntheti
     err = capsys.readouterr().err
     assert not (out / "datalist.json").exists() and (out / "datalist.invalid.json").is_file()
     assert "No datalist.json was written" in err and "Nothing was converted for training" in err, err
+    problems = err.split("The datalist did not validate: ")[1].split("\n")[0]  # they name the file that holds it
+    assert str(out / "datalist.invalid.json") in problems and f"{out / 'datalist.json'}:" not in problems, problems
     assert crop(json.loads((out / "conversion_report.json").read_text()), "synth-1_crop1")["verdict"] == "failed"

@@ -291,3 +291,18 @@ def test_step_locks_name_the_mode_that_runs_them(tmp_path):
     assert step_lock(tmp_path, "tune").what.startswith("--mode tune_postprocess of ")
     assert "--mode oof" in step_lock(tmp_path, "cv").what and "--mode cv" not in step_lock(tmp_path, "cv").what
     assert step_lock(tmp_path, "ensemble").what == f"--mode ensemble of {tmp_path}"
+
+
+def test_a_stale_lock_note_names_the_command_that_held_it(tmp_path):
+    """tune_postprocess takes the oof step's lock: its stale note said "a previous --mode oof"."""
+    import json
+
+    from auto3dseg.orchestration.locks import step_lock
+
+    (tmp_path / ".oof.lock").write_text(json.dumps({"pid": 999999, "host": "h", "started": "then", "token": "t",
+                                                    "command": "run_auto3dseg.py --mode tune_postprocess"}))
+    notes = []
+    with step_lock(tmp_path, "oof", log=notes.append):
+        pass
+    assert len(notes) == 1 and "--mode tune_postprocess" in notes[0] and str(tmp_path / ".oof.lock") in notes[0]
+    assert "previous --mode oof" not in notes[0] and "stale" in notes[0]

@@ -399,6 +399,13 @@ def test_training_files_written_again_with_the_same_sizes_are_not_called_changed
     assert note and "were written again since it was trained, with the same sizes" in note, note
     assert f"({item['image']}, {item['label']})" in note and "if they were only re-converted or copied" in note
     assert "changed (" not in note
+    second = json.loads((data / "datalist.json").read_text())["training"][1]["label"]  # one now changed in size
+    with open(data / second, "ab") as f:
+        f.write(b"\0")
+    note = stale_bundles_note(list_bundles(work), "maps show what was learnt")
+    assert f"before 1 of its training file(s) changed ({second}); 2 more were written again with the same sizes" \
+        in note, note
+    assert item["image"] not in note
 
 
 def test_a_map_made_from_an_image_of_another_voxel_size_says_so_whenever_it_is_kept(trained_work, tmp_path,

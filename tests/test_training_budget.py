@@ -65,6 +65,16 @@ def test_an_iteration_budget_sets_the_epochs(converted, tmp_path, monkeypatch, c
     assert "budget 6 iterations / 2 per epoch" in capsys.readouterr().out
 
 
+def test_an_iteration_budget_not_a_whole_number_of_epochs_is_rounded_up_and_says_so(converted, tmp_path, monkeypatch,
+                                                                                    capsys):
+    cfg = _cfg(converted, tmp_path, num_iterations_per_epoch=4, budget="6")
+    calls = _count_steps(monkeypatch)
+    summary = training.train(cfg)
+    assert summary["epochs"] == 2 and calls["n"] == 8
+    out = capsys.readouterr().out
+    assert "rounded up to whole epochs: 8 iterations" in out and "divisor of 6" in out
+
+
 def test_a_time_budget_plans_the_epochs_after_the_first_and_keeps_the_plan_on_resume(converted, tmp_path, monkeypatch,
                                                                                       capsys):
     seen = []

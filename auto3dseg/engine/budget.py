@@ -51,6 +51,9 @@ def initial_plan(cfg: dict) -> tuple[int, str]:
 
     >>> initial_plan({"num_epochs": 160, "num_iterations_per_epoch": 250, "budget": "5000"})
     (20, 'budget 5000 iterations / 250 per epoch')
+    >>> initial_plan({"num_epochs": 160, "num_iterations_per_epoch": 250, "budget": "100"})[1].split(";")[0]
+    'budget 100 iterations / 250 per epoch (rounded up to whole epochs: 250 iterations'
+
     """
     ipe = int(cfg.get("num_iterations_per_epoch", 0) or 0)
     budget = parse_budget(cfg.get("budget"))
@@ -58,7 +61,12 @@ def initial_plan(cfg: dict) -> tuple[int, str]:
     if budget and "iterations" in budget:
         if not ipe:
             raise ValueError("an iteration budget needs num_iterations_per_epoch > 0")
-        return max(1, math.ceil(budget["iterations"] / ipe)), f"budget {int(budget['iterations'])} iterations / {ipe} per epoch"
+        n, epochs = int(budget["iterations"]), max(1, math.ceil(budget["iterations"] / ipe))
+        why = f"budget {n} iterations / {ipe} per epoch"
+        if epochs * ipe != n:
+            why += f" (rounded up to whole epochs: {epochs * ipe} iterations; to train exactly {n}, set " \
+                   f"num_iterations_per_epoch to a divisor of {n} with --override)"
+        return epochs, why
     if budget:
         return cap, f"time budget {budget['minutes']:g} min: epochs set after the first one (at most {cap})"
     per = f"{ipe} iterations" if ipe else "one pass over the training items"

@@ -207,8 +207,9 @@ class Lock:
                 time.sleep(1.0)
         stale = _read_holder(self.path)
         if stale:
-            self.log(f"note: a previous {self.what} ({_describe(stale)}) ended without finishing; its lock "
-                     f"({self.path}) was stale and is taken over")
+            # the holder's own command, not self.what: tune_postprocess also takes the oof step's lock
+            self.log(f"note: the lock {self.path} was held by a run that ended without finishing "
+                     f"({_describe(stale)}); it was stale and is taken over")
         record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
                   "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "token": self.token}
         try:

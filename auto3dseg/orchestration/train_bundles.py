@@ -335,9 +335,12 @@ def stale_bundles_note(bundles: Sequence[Bundle], consequence: str) -> str | Non
         return (f"note: {len(files)} training file(s) of {names} were written again since {'it was' if one else 'they were'} "
                 f"trained, with the same sizes ({shown}): if they were only re-converted or copied, nothing changed; if "
                 f"their contents changed, {consequence}, and --mode train --force retrains {'it' if one else 'them'}")
-    shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
-    return (f"note: {names} {'was' if one else 'were'} trained before {len(files)} of {'its' if one else 'their'} "
-            f"training file(s) changed ({shown}): {consequence}; --mode train --force retrains "
+    changed = [f for f in files if not f.endswith(SAME_SIZE)]  # those that surely changed come first
+    same = len(files) - len(changed)
+    shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+    also = f"; {same} more were written again with the same sizes (perhaps only re-converted)" if same else ""
+    return (f"note: {names} {'was' if one else 'were'} trained before {len(changed)} of {'its' if one else 'their'} "
+            f"training file(s) changed ({shown}){also}: {consequence}; --mode train --force retrains "
             f"{'it' if one else 'them'} (the old model/ is moved aside)")
 
 

@@ -47,7 +47,7 @@ from converters.cellmap.crop import (
     source_fields,
     worker,
 )
-from converters.datalist_writer import build_datalist
+from converters.datalist_writer import build_datalist, validate_new_datalist
 from converters.cellmap.em_level import choose_em_level, em_stamp, refuse_unknown_scale
 from converters.cellmap.input_checks import check_max_voxels, refuse_repeated_crops
 from converters.folds import DEFAULT_FOLD_GAP, CropExtent, SplitPlan, plan_spatial_folds
@@ -61,7 +61,7 @@ from converters.outputs import (
     settle_previous_datalist,
     write_datalist_marker,
 )
-from converters.cli import path_flag_problems, print_outputs, run_reported
+from converters.cli import EveryItemFailed, path_flag_problems, print_outputs, run_reported
 from converters.pool import WorkerPoolBroken, imap_pool
 from converters.cellmap.report import (
     build_report,
@@ -246,7 +246,7 @@ def convert(
         if inspect_errors:  # say why: "nothing annotated" would hide that the crops could not be read
             shown = "; ".join(f"{k}: {v}" for k, v in list(inspect_errors.items())[:5])
             more = f" (and {len(inspect_errors) - 5} more)" if len(inspect_errors) > 5 else ""
-            raise ValueError(f"no crop could be read, {len(inspect_errors)} failed: {shown}{more}")
+            raise EveryItemFailed(f"no crop could be read, {len(inspect_errors)} failed: {shown}{more}")
         raise ValueError("no class is annotated in any crop: nothing to train on (see --dry_run for details)")
     settings = ConvertSettings(tuple(float(v) for v in target_spacing), scale, max_voxels, max_em_upsample,
                                build_class_table(names))
@@ -307,7 +307,7 @@ def convert(
     datalist, items_meta, fold_info = build_datalist(ordered, settings.class_table, settings.target_spacing,
                                                      num_folds, replan.notes)
     atomic_write_json(out_dir / "datalist_items.json", items_meta)
-    validation = _validate(datalist, out_dir, allow_single_fold=num_folds < 2)
+    validation = validate_new_datalist(datalist, out_dir, allow_single_fold=num_folds < 2)
     report = build_report(ordered, settings, statuses, fold_info, validation, out_dir)
     atomic_write_json(out_dir / "conversion_report.json", report)
     atomic_write_text(out_dir / "conversion_report.md", render_report_markdown(report))
@@ -379,17 +379,6 @@ def _run_jobs(jobs: Sequence[tuple], workers: int, progress: bool) -> dict[str, 
         if bar:
             bar.close()
     return records
-
-
-def _validate(datalist: dict, root: Path, allow_single_fold: bool = False) -> dict:
-    from datalists.validate import DatalistError, validate_datalist
-
-    try:
-        summary = validate_datalist(datalist, root, check_files=True, check_shapes=True,
-                                    allow_single_fold=allow_single_fold, source=str(Path(root) / "datalist.json"))
-        return {"ok": True, "summary": summary}
-    except DatalistError as exc:
-        return {"ok": False, "problems": list(exc.problems)}
 
 
 # --------------------------------------------------------------------------- CLI (flags: converters/cellmap/flags.py)

@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "spacing needs an unreadable EM level fails (named; the others convert). datalist.json is "
                     "written last: without it the conversion is not complete.",
         epilog="Exit status: 0 when every crop was converted, resumed, or skipped for a reason that is not a defect "
-               "(nothing annotated, outside the EM, EM too coarse for --max_em_upsample); 1 when some crop failed "
+               "(nothing annotated, outside the EM, EM too coarse for --max_em_upsample); 1 when some or every crop failed "
                "(unreadable, damaged, invalid: each named in the summary and the report, the datalist written for "
                "the others), or when a worker process was killed (most likely out of memory: no datalist; run again "
                "with fewer --workers, finished crops are resumed); 2 for usage errors (flags, a bad datasplit or "

@@ -49,6 +49,7 @@ from converters.outputs import (
     write_datalist_marker,
     source_stamp,
 )
+from converters.datalist_writer import validate_new_datalist
 from converters.cli import path_flag_problems, print_outputs, run_reported
 from converters.pool import WorkerPoolBroken, imap_pool
 
@@ -267,17 +268,6 @@ def _dry_run(sources: list[dict], problems: list[dict], unmatched: list[dict], s
             "unmatched_labels": unmatched}
 
 
-def _validate(datalist: dict, root: Path, allow_single_fold: bool = False) -> dict:
-    from datalists.validate import DatalistError, validate_datalist
-
-    try:
-        return {"ok": True, "summary": validate_datalist(datalist, root, check_files=True, check_shapes=True,
-                                                         allow_single_fold=allow_single_fold,
-                                                         source=str(Path(root) / "datalist.json"))}
-    except DatalistError as exc:
-        return {"ok": False, "problems": list(exc.problems)}
-
-
 def _refuse_output_among_inputs(out: Path, inputs: list[Path]) -> None:
     """``--output_dir`` writes images/, labels/ and instances/: never into (or over) an input folder.
     The CellSeg layout's own root (holding images/ and labels/) was taken as the output and the
@@ -388,7 +378,7 @@ def convert_cells(output_dir: str | os.PathLike, images_dir: str | os.PathLike,
     datalist, items_meta, fold_info = build_cell_datalist(ordered, num_folds)
     atomic_write_json(out / "datalist_items.json", items_meta)
     if datalist["training"]:
-        validation = _validate(datalist, out, allow_single_fold=num_folds < 2)
+        validation = validate_new_datalist(datalist, out, allow_single_fold=num_folds < 2)
     else:  # only unlabelled images: a datalist to predict with a trained work_dir, not to train on
         datalist.pop("num_folds")
         validation = {"ok": True, "prediction_only": True,
