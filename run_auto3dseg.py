@@ -35,8 +35,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from auto3dseg.orchestration.cli_checks import (check_output_dir, check_predict_images, check_trained,
-                                               expand_predict_images, task_bundle)
+from auto3dseg.orchestration.cli_checks import (check_output_dir, check_postprocess_params, check_predict_images,
+                                               check_trained, datalist_and_root, expand_predict_images, task_bundle,
+                                               validate_datalist_file)
 from auto3dseg.orchestration.cli_steps import (
     has_test_labels,
     has_testing,
@@ -225,50 +226,6 @@ def parse_overrides(items: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def _validate(datalist: str, dataroot: str, analysis_only: bool = False) -> int:
-    from datalists.validate import DatalistError, format_summary, validate_datalist
-
-    try:  # analysis needs no folds; everything that trains does
-        summary = validate_datalist(datalist, dataroot, allow_single_fold=analysis_only)
-    except DatalistError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(format_summary(summary))
-    for w in summary.get("warnings", []):
-        print(f"warning: {w}", file=sys.stderr)
-    return 0
-
-
-def _datalist_and_root(args: argparse.Namespace) -> tuple[str, str]:
-    if args.datalist:
-        return args.datalist, args.dataroot or str(Path(args.datalist).parent)
-    from auto3dseg.orchestration.workdir import read_input
-
-    src = read_input(args.work_dir)
-    if not src.get("datalist"):
-        raise ValueError(f"{Path(args.work_dir) / 'input.yaml'} records no datalist: pass it with --datalist <path> "
-                         "--force_new_datalist")
-    if args.mode != "train" and not Path(str(src["datalist"])).is_file():  # training reads its bundles' copy
-        raise FileNotFoundError(f"{Path(args.work_dir) / 'input.yaml'} names the datalist {src['datalist']}, which is "
-                                "not there (moved or deleted?): pass where it is now with --datalist <path> "
-                                "--force_new_datalist")
-    return src["datalist"], args.dataroot or src.get("dataroot") or str(Path(src["datalist"]).parent)
-
-
-def _check_postprocess_params(path: str, datalist: str) -> None:
-    """Load ``--postprocess_params`` as the datalist's kind of data reads it (raises on a bad file)."""
-    from auto3dseg.orchestration.workdir import data_kind
-
-    if data_kind(datalist) == "cells":
-        from auto3dseg.postprocess.cells import load_cell_params
-
-        load_cell_params(path)
-    else:
-        from auto3dseg.postprocess import load_postprocess_params
-
-        load_postprocess_params(path)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -306,7 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.mode == "predict" and not args.images:
         parser.error("--mode predict needs --images")
     try:
-        datalist, dataroot = _datalist_and_root(args)
+        datalist, dataroot = datalist_and_root(args)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -356,12 +313,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     if args.postprocess_params:  # before any step: a mistake in it would otherwise surface hours later
         try:
-            _check_postprocess_params(args.postprocess_params, datalist)
+            check_postprocess_params(args.postprocess_params, datalist)
         except (ValueError, OSError) as exc:
             print(f"error: --postprocess_params {exc}", file=sys.stderr)
             return 2
     if args.mode in ("validate", "analyze", "generate", "full", "slurm"):
-        rc = _validate(datalist, dataroot, analysis_only=args.mode == "analyze")
+        rc = validate_datalist_file(datalist, dataroot, analysis_only=args.mode == "analyze")
         if rc or args.mode == "validate":
             return rc
     try:

@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_training import machine_description, peak_rss_mib  # noqa: E402
+from machine_info import machine_description, peak_rss_mib  # noqa: E402
 
 N_CLASSES = 48
 PATCH = 128

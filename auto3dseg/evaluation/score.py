@@ -63,9 +63,9 @@ from auto3dseg.evaluation.stores import (
     label_attr,
     open_submission,
     read_manifest_grids,
-    swap_check,
     truth_inside,
 )
+from auto3dseg.evaluation.swapped import swap_check
 from auto3dseg.evaluation.strict import aggregate_scores, score_label, strict_kind
 from auto3dseg.evaluation.traps import (
     axis_order_warnings,

@@ -6,12 +6,14 @@ Each raises ``ValueError`` or ``RuntimeError`` with one line naming what is wron
 
 from __future__ import annotations
 
+import argparse
 import glob
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["check_output_dir", "check_predict_images", "check_trained", "expand_predict_images", "task_bundle"]
+__all__ = ["check_output_dir", "check_postprocess_params", "check_predict_images", "check_trained", "datalist_and_root",
+           "expand_predict_images", "task_bundle", "validate_datalist_file"]
 
 
 def expand_predict_images(images: Sequence[str]) -> list[str]:
@@ -213,3 +215,50 @@ def default_algos(work: Path, mode: str) -> tuple[list[str], str | None]:
         return list(DEFAULT_ALGOS), None
     return have, (f"note: --algos not given: going on with the networks of {work} ({' '.join(have)}); name "
                   f"--algos to add others (default: {' '.join(DEFAULT_ALGOS)})")
+
+
+def validate_datalist_file(datalist: str, dataroot: str, analysis_only: bool = False) -> int:
+    """Validate ``datalist`` (folds not needed for ``analysis_only``): print its summary and
+    warnings and return 0, or print one ``error:`` line and return 2."""
+    from datalists.validate import DatalistError, format_summary, validate_datalist
+
+    try:  # analysis needs no folds; everything that trains does
+        summary = validate_datalist(datalist, dataroot, allow_single_fold=analysis_only)
+    except DatalistError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(format_summary(summary))
+    for w in summary.get("warnings", []):
+        print(f"warning: {w}", file=sys.stderr)
+    return 0
+
+
+def datalist_and_root(args: argparse.Namespace) -> tuple[str, str]:
+    """The datalist and data root of a run: the flags, else what the work_dir's input.yaml records."""
+    if args.datalist:
+        return args.datalist, args.dataroot or str(Path(args.datalist).parent)
+    from auto3dseg.orchestration.workdir import read_input
+
+    src = read_input(args.work_dir)
+    if not src.get("datalist"):
+        raise ValueError(f"{Path(args.work_dir) / 'input.yaml'} records no datalist: pass it with --datalist <path> "
+                         "--force_new_datalist")
+    if args.mode != "train" and not Path(str(src["datalist"])).is_file():  # training reads its bundles' copy
+        raise FileNotFoundError(f"{Path(args.work_dir) / 'input.yaml'} names the datalist {src['datalist']}, which is "
+                                "not there (moved or deleted?): pass where it is now with --datalist <path> "
+                                "--force_new_datalist")
+    return src["datalist"], args.dataroot or src.get("dataroot") or str(Path(src["datalist"]).parent)
+
+
+def check_postprocess_params(path: str, datalist: str) -> None:
+    """Load ``--postprocess_params`` as the datalist's kind of data reads it (raises on a bad file)."""
+    from auto3dseg.orchestration.workdir import data_kind
+
+    if data_kind(datalist) == "cells":
+        from auto3dseg.postprocess.cells import load_cell_params
+
+        load_cell_params(path)
+    else:
+        from auto3dseg.postprocess import load_postprocess_params
+
+        load_postprocess_params(path)
