@@ -254,7 +254,7 @@ def test_help_states_the_exit_codes(capsys):
     assert exc.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
     assert "Exit status: 0 when every crop was converted, resumed, or skipped" in text
-    assert "1 when some crop failed" in text and "worker process was killed" in text
+    assert "1 when some or every crop failed" in text and "worker process was killed" in text
     assert "2 for usage errors" in text and "full disk" in text
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import zarr
 from faults import retrain_weights
 from pipeline_work import TINY, copy_work, nan_copy, run_work, zip_arrays
 
@@ -41,8 +42,19 @@ def test_an_ensemble_of_bundles_trained_again_is_not_up_to_date(trained_work, tm
     proc = run_work(work, "--mode", "ensemble", "--algos", "segresnet")
     assert proc.returncode == 0 and "up to date" not in proc.stdout, proc.stdout
     assert "0 already there" in proc.stdout, proc.stdout
-    # the earlier, finished maps were written over without a word (probe F5): named now
-    assert "note: the maps in" in proc.stdout and "made by segresnet_0; they are predicted again" in proc.stdout
+    # the earlier, finished maps were written over without a word (probe F5), then with a note only (probe F9):
+    # they are moved to replaced/, whole, and said
+    assert "previous ensemble (maps made by segresnet_0) moved to" in proc.stdout, proc.stdout
+    kept = list((work / "ensemble_output" / "replaced").glob("ensemble-*"))
+    assert len(kept) == 1 and (kept[0] / "ensemble.json").is_file()
+    old_maps = sorted(p.name for p in kept[0].glob("*_prob.zarr"))
+    assert old_maps and old_maps == sorted(p.name for p in (trained_work / "ensemble_output").glob("*_prob.zarr"))
+    before = zarr.open_array(str(trained_work / "ensemble_output" / old_maps[0]), mode="r")[:]
+    assert np.array_equal(zarr.open_array(str(kept[0] / old_maps[0]), mode="r")[:], before)
+    # --force with the same weights: predicted again in place (the same bundles make the same maps)
+    proc = run_work(work, "--mode", "ensemble", "--algos", "segresnet", "--force")
+    assert proc.returncode == 0 and "predicted again with the same bundles" in proc.stdout, proc.stdout
+    assert len(list((work / "ensemble_output" / "replaced").glob("ensemble-*"))) == 1
 
 
 def test_a_copy_with_new_file_times_keeps_its_maps(trained_work, tmp_path):

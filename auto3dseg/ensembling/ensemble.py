@@ -307,11 +307,17 @@ def _run_ensemble(work: Path, out_dir: Path, *, method: str, n_best: int, algos:
     sig = bundles_signature(chosen, work) + tag
     previous = _previous_manifest(out_dir)
     reuse = previous.get("signature") in (sig, bundles_signature(chosen, work, legacy=True) + tag) and not force
-    if previous.get("items") and not reuse and manifest_path.is_file():  # a finished ensemble is written over
+    if previous.get("items") and not reuse:
         made = ", ".join(str(b.get("name")) for b in previous.get("bundles", [])) or "other bundles"
-        log(f"note: the maps in {out_dir} were made by {made}; they are predicted again now "
-            f"({used}{', --force' if force else ''}) and each is replaced when its turn comes (copy the folder "
-            "first to keep them)")
+        if force and previous.get("signature") == sig:  # the same weights make the same maps again
+            log(f"note: --force: the maps in {out_dir} are predicted again with the same bundles ({made})")
+        else:  # maps of other bundles (retrained, another method): kept, never written over
+            from auto3dseg.submission.previous import keep_previous
+
+            maps = [Path(str(it["probabilities"])).name for it in previous["items"]]
+            keep_previous(out_dir, [MANIFEST, PARTIAL, *maps], log=lambda m: log(
+                f"note: {m} (delete it when no longer needed: maps are large)"), what="ensemble", first=MANIFEST,
+                why=f"maps made by {made}")
     done = {it["image"]: it for it in previous.get("items", [])} if reuse else {}
     keys = [moved_key(it["image"]) for it in done.values()]
     done_moved = {k: it for k, it in zip(keys, done.values()) if keys.count(k) == 1}  # the dataset moved since

@@ -130,13 +130,13 @@ class ProbabilityMapWriter:
     def commit(self, channels: Sequence[str] | None, activation: str | None) -> Path:
         """Write the attributes and rename the map into place (replacing an older one)."""
         dims = len(self.spatial)
+        count, size = _chunk_files(self.tmp)
         self.array.attrs.put({
             "format": _FORMAT, "channels": list(channels) if channels else None, "activation": activation,
             "axes": ["class", *("zyx"[3 - dims:])], "scale": 255, "nifti_affine": self.affine.tolist(),
-            # all-zero chunks are not stored: this count tells a deleted chunk from an empty one
-            "stored_chunks": int(self.array.nchunks_initialized), **_grid_attrs(self.affine, dims),
-            # and their bytes tell a chunk cut short (a full disk, a copy stopped) from a whole one at open
-            "stored_bytes": _chunk_bytes(self.tmp)})
+            # all-zero chunks are not stored: this count tells a deleted chunk from an empty one, and their
+            # bytes tell a chunk cut short (a full disk, a copy stopped) from a whole one at open
+            "stored_chunks": count, "stored_bytes": size, **_grid_attrs(self.affine, dims)})
         if self.path.exists():
             old = self.path.with_name(f".old-{os.getpid()}-{self.path.name}")
             os.replace(self.path, old)
@@ -194,11 +194,12 @@ class ProbabilityMap:
             raise ValueError(f"{self.path}: not a probability map of this project (no format attribute: an "
                              "interrupted write?); re-run --mode ensemble")
         stored = attrs.get("stored_chunks")
-        if stored is not None and self._array.nchunks_initialized < int(stored):
-            raise ValueError(f"{self.path}: {int(stored) - self._array.nchunks_initialized} of the {stored} chunks it "
+        count, size = _chunk_files(self.path) if stored is not None else (0, 0)  # one listing for both checks
+        if stored is not None and count < int(stored):
+            raise ValueError(f"{self.path}: {int(stored) - count} of the {stored} chunks it "
                              "was written with are missing (deleted or not copied?): its values would read as 0; "
                              "write it again (--mode ensemble / predict / oof with --force)")
-        if attrs.get("stored_bytes") is not None and (size := _chunk_bytes(self.path)) != int(attrs["stored_bytes"]):
+        if attrs.get("stored_bytes") is not None and size != int(attrs["stored_bytes"]):
             raise ValueError(f"{self.path}: its chunks hold {size} bytes, not the {attrs['stored_bytes']} they were "
                              "written with (a chunk cut short or changed?): write it again (--mode ensemble / predict "
                              "/ oof with --force)")
@@ -295,10 +296,15 @@ def maps_signature(manifest: dict[str, Any], *made_with: Any) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
-def _chunk_bytes(folder: str | os.PathLike) -> int:
-    """Bytes of the chunk files of the Zarr v2 array in ``folder`` (its ``.z*`` metadata left out)."""
+def _chunk_files(folder: str | os.PathLike) -> tuple[int, int]:
+    """How many chunk files the Zarr v2 array in ``folder`` holds, and their bytes (its ``.z*``
+    metadata left out): one listing of the folder."""
+    count = size = 0
     with os.scandir(folder) as entries:
-        return sum(e.stat().st_size for e in entries if not e.name.startswith(".") and e.is_file())
+        for e in entries:
+            if not e.name.startswith(".") and e.is_file():
+                count, size = count + 1, size + e.stat().st_size
+    return count, size
 
 
 def map_intact(path: str | os.PathLike) -> bool:
