@@ -121,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("training")
     g.add_argument("--algo", help="train only this network (with --fold: one bundle, e.g. for a SLURM array task)")
     g.add_argument("--fold", type=non_negative_int, help="train only this fold")
-    g.add_argument("--gpus", type=gpus_arg, help="GPUs for training: a count (4), a list (0,1) or cpu; default: "
+    g.add_argument("--gpus", type=gpus_arg, help="GPUs for training: a count (4; 0 means none: the CPU), a list (0,1; the first GPU alone "
+                   "is 0, with its comma) or cpu; default: "
                    "every visible GPU (torchrun with one process per GPU when more than one)")
     g.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                    help="training override passed to each bundle (repeatable; see below)")

@@ -53,6 +53,8 @@ def path_flag_problems(args: Any, files: Sequence[str] = (), folders: Sequence[s
     ['--output_dir is empty (an unset shell variable?): give a path']
     """
     out = []
+    if getattr(args, "dry_run", False) and "output_dir" in folders and (made := _unmakeable(args.output_dir)):
+        out.append(made)  # the run would fail there: a plan that exits 0 would say otherwise
     for name in [*files, *folders, *others]:
         value = getattr(args, name, None)
         if isinstance(value, str) and not value.strip():
@@ -62,6 +64,26 @@ def path_flag_problems(args: Any, files: Sequence[str] = (), folders: Sequence[s
         elif value and name in folders and Path(value).is_file():
             out.append(f"--{name} {value} is a file, not a folder: give a folder (or move that file away)")
     return out
+
+
+def _unmakeable(output_dir: str | None) -> str | None:
+    """Why ``--output_dir`` could not be made (tried with a temporary folder in its nearest existing
+    parent, removed at once), or None. A dry run writes nothing, yet must fail where the run would."""
+    import tempfile
+
+    if not output_dir or not str(output_dir).strip():
+        return None
+    path = Path(output_dir).absolute()
+    parent = next((p for p in [path, *path.parents] if p.exists()), None)
+    if parent is None or parent == path:
+        return None  # it exists: path_flag_problems names a file, and a folder is fine
+    if not parent.is_dir():
+        return f"--output_dir {output_dir}: {parent} is a file, so no folder can be made under it"
+    try:
+        Path(tempfile.mkdtemp(prefix=".dry-run-", dir=parent)).rmdir()
+    except OSError as exc:
+        return f"--output_dir {output_dir}: no folder can be made in {parent} ({exc.strerror}): choose another"
+    return None
 
 
 def run_reported(convert: Callable[[], Any], user_errors: tuple[type[BaseException], ...],

@@ -116,6 +116,10 @@ def class_by_name(name: str) -> CellMapClass:
     try:
         return CELLMAP_CLASSES[name]
     except KeyError:
+        parts = [p for p in str(name).replace(";", ",").split(",") if p.strip()]
+        if len(parts) > 1 and all(p.strip() in CELLMAP_CLASSES for p in parts):  # --classes mito,er
+            raise KeyError(f"unknown CellMap class {name!r}: give classes separated by spaces, not commas "
+                           f"(--classes {' '.join(p.strip() for p in parts)})") from None
         close = close_class_names(name)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise KeyError(f"unknown CellMap class {name!r}.{hint}") from None

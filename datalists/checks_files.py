@@ -170,6 +170,10 @@ class FileChecks:
                             f"{key} {what}: {full}; fix the path (relative to the data root {root}) "
                             "or re-run the converter",
                         )
+                if self.check_shapes:
+                    for rel in (r for r in images if r in present and r.lower().endswith(_NIFTI_SUFFIXES)):
+                        if (ishape := shape_of(present[rel], where)) is not None:
+                            self._check_dims(where, rel, ishape)
                 if self.check_shapes and label and label in present and images and all(p in present for p in images):
                     lshape = shape_of(present[label], where)
                     for rel in images:
@@ -199,6 +203,22 @@ class FileChecks:
                 f"{self.src}: none of the {n_checked} files exist under the data root {root}: is the data "
                 "root right? (--dataroot; by default it is the datalist's folder)"
             )
+
+    def _check_dims(self, where: str, rel: str, shape: tuple[int, ...]) -> None:
+        """A 2-D image in a 3-D datalist, or a volume in a 2-D one (``spatial_dims``: 2 for cell
+        images, as their converter writes them ``x, y, 1, channel``): training or prediction
+        would refuse it later, item by item."""
+        try:
+            dims = int(self.data.get("spatial_dims") or 3)
+        except (TypeError, ValueError):  # the schema check names a bad value
+            dims = 3
+        if dims == 3 and len(shape) == 2:
+            self.problem(where, f"image {rel} is 2-D {tuple(shape)}, while the datalist's images are 3-D: give a "
+                         "volume converted like the others (or predict 2-D images with a model trained on them)")
+        elif dims == 2 and len(shape) >= 3 and shape[2] > 1:
+            self.problem(where, f"image {rel} is a volume {tuple(shape)}, while the datalist's images are 2-D (x, y, "
+                         "1, channel as the cells converter writes them): convert it with python -m "
+                         "converters.cells.convert")
 
     def _check_same_grid(self, where: str, image: Path, label: Path) -> None:
         """Same shape is not enough: MONAI pairs image and label voxel by voxel, so a label on

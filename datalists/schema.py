@@ -84,6 +84,16 @@ class DatalistError(ValueError):
 # --------------------------------------------------------------------------- loading
 
 
+def _binary_kind(p: Path) -> str:
+    """``", but a gzip file (a NIfTI image?)"`` and the like, from the first bytes of ``p``."""
+    with open(p, "rb") as f:
+        head = f.read(8)
+    kinds = {b"\x1f\x8b": "a gzip file (a NIfTI image .nii.gz?)", b"II*\x00": "a TIFF image", b"MM\x00*": "a TIFF image",
+             b"\x89PNG": "a PNG image", b"PK\x03\x04": "a zip file", b"\xff\xd8": "a JPEG image"}
+    found = next((k for m, k in kinds.items() if head.startswith(m)), None)
+    return f", but {found}" if found else ", but a binary file"
+
+
 def load_datalist(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a datalist JSON file.
 
@@ -113,7 +123,10 @@ def load_datalist(path: str | os.PathLike[str]) -> dict[str, Any]:
         )
     try:
         text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:  # binary: say what it looks like, not the codec's complaint
+        raise DatalistError([f"{p}: not a datalist (a JSON text file){_binary_kind(p)}: give the converter's "
+                             "datalist.json"], source=str(p)) from exc
+    except OSError as exc:
         raise DatalistError([f"{p}: cannot read the datalist: {exc}"], source=str(p)) from exc
     try:
         data = json.loads(text, object_pairs_hook=_unique_keys)

@@ -44,6 +44,7 @@ __all__ = [
     "load_bundle_config",
     "spatial_dims_of",
     "output_activation",
+    "kept_bundle_notes",
     "settings_overrides",
     "write_yaml_atomic",
 ]
@@ -413,3 +414,29 @@ def settings_overrides(bundles: Sequence[Any], work_dir: str | os.PathLike, *, n
     if problems:
         raise ValueError("\n".join(problems))
     return out, lines
+
+
+def kept_bundle_notes(bundles: Sequence[Any], work_dir: str | os.PathLike, *, num_epochs: int | None = None,
+                      patch_size: int | None = None, budget: str | None = None) -> list[str]:
+    """What ``--num_epochs``/``--patch_size``/``--budget`` given to ``--mode generate`` would have
+    changed in the ``bundles`` it kept (generated before, no ``--force``): one line each, with
+    how to apply them; empty when they hold those values already."""
+    median = _median_shape(Path(work_dir))
+    lines = []
+    for b in bundles:
+        try:
+            cfg = load_bundle_config(_bundle_files(b.path), {})
+        except (OSError, ValueError):
+            continue  # an unreadable bundle is named when it is trained
+        if "output_activation" not in cfg:  # other templates: what training would say of them
+            said = [p.split(":")[0] for p in _foreign_problems(b, cfg, num_epochs=num_epochs, patch_size=patch_size)]
+        else:
+            said = _own_settings(b, cfg, {}, median, num_epochs=num_epochs, patch_size=patch_size)[1]
+            said = [t for t in said if not t.startswith("(")]
+        if budget and str(cfg.get("budget")) != str(budget):
+            said.append(f"budget {cfg.get('budget')} -> {budget}")
+        if said:
+            lines.append(f"{b.name} was kept with its own settings, not those given ({', '.join(said)}): --force "
+                         "generates it anew (the old one is moved to replaced/)"
+                         + ("" if budget else "; --mode train with the same flags applies them at training"))
+    return lines

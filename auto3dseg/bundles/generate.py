@@ -374,6 +374,12 @@ def _generate(work: Path, datalist: str | os.PathLike, dataroot: str | os.PathLi
                 raise
             if name not in result.replaced:
                 result.generated.append(name)
+    if result.kept and (num_epochs or patch_size or budget):  # given, but not applied to those: say so
+        from auto3dseg.bundles.config import kept_bundle_notes
+        from auto3dseg.orchestration.workdir import list_bundles
+
+        kept = [b for b in list_bundles(work) if b.name in result.kept]
+        result.notes += kept_bundle_notes(kept, work, num_epochs=num_epochs, patch_size=patch_size, budget=budget)
     return result
 
 

@@ -117,7 +117,8 @@ def check_templates(templates: str, algos: Sequence[str]) -> None:
         return
     folder = Path(templates)
     if not folder.is_dir():
-        raise ValueError(f"--templates {templates}: no such folder. Give a folder whose subfolders hold "
+        what = "a file, not a folder" if folder.exists() else "no such folder"
+        raise ValueError(f"--templates {templates}: {what}. Give a folder whose subfolders hold "
                          "scripts/algo.py (MONAI's layout), or leave --templates out for the project's own")
     available = sorted(p.parent.parent.name for p in folder.glob("*/scripts/algo.py"))
     unknown = [a for a in algos if a not in available]

@@ -251,6 +251,19 @@ def _pick_root(zarr_dirs: list[str], has_root_group: bool, where: str, rules: st
                             f"(found: {', '.join(top) if top else 'none'})")
 
 
+def _refuse_probability_maps(p: Path) -> None:
+    """The ensemble's output (``*_prob.zarr`` maps, ``ensemble.json``) is no submission: scored, it
+    fails with a puzzling "no folder crop<N>"; say what it is and what to give."""
+    from auto3dseg.ensembling.probability_maps import is_probability_map
+
+    one = is_probability_map(p)
+    if one or (p.is_dir() and ((p / "ensemble.json").is_file() or any(is_probability_map(c) for c in p.iterdir()))):
+        what = "a probability map" if one else "a folder of probability maps"
+        raise ScoringInputError(f"{p} is {what} (the ensemble's output), not a submission: run "
+                                "run_auto3dseg.py --mode submit, which scores submission/submission.zip with "
+                                "--truth; or give that zip here")
+
+
 @contextlib.contextmanager
 def open_submission(path: str | os.PathLike[str], rules: str = "official") -> Iterator[SubmissionStore]:
     """Open a submission read-only: a zarr folder, a folder holding one, or a ``.zip``.
@@ -268,6 +281,7 @@ def open_submission(path: str | os.PathLike[str], rules: str = "official") -> It
     p = Path(path)
     if not p.exists():
         raise ScoringInputError(f"{p}: no such submission file or folder")
+    _refuse_probability_maps(p)
     if p.is_dir() and rules == "official":
         zips = [f for f in sorted(p.iterdir()) if f.is_file() and zipfile.is_zipfile(f)]
         if len(zips) > 1:

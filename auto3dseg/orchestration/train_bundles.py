@@ -74,12 +74,12 @@ def parse_gpus(gpus: str | int | None) -> tuple[str | None, int]:
     """``--gpus`` → (CUDA_VISIBLE_DEVICES or None, number of processes).
 
     ``None``: every visible GPU (CPU if none); an int ``n``: GPUs ``0..n-1``; a list
-    ``"0,2"``: those GPUs; ``0`` or ``"cpu"``: CPU.
+    ``"0,2"`` (``"0,"`` for GPU 0 alone): those GPUs; ``0`` or ``"cpu"``: CPU.
 
     >>> parse_gpus("0,2")
     ('0,2', 2)
-    >>> parse_gpus("cpu")
-    ('', 1)
+    >>> parse_gpus("cpu"), parse_gpus("0,")
+    (('', 1), ('0', 1))
     """
     if gpus is None:
         import torch
@@ -129,7 +129,10 @@ def device_note(gpus: str | int | None) -> str | None:
     import torch
 
     _, nproc = parse_gpus(gpus)
-    if torch.cuda.is_available() or gpus is None or str(gpus).strip().lower() in ("cpu", "0", "none", ""):
+    if gpus is not None and str(gpus).strip() == "0":  # "GPU 0" to a user of CUDA_VISIBLE_DEVICES=0
+        return ("note: --gpus 0 is a count: no GPU, training on the CPU (the first GPU alone is --gpus 0, as a "
+                "list, or --gpus 1)")
+    if torch.cuda.is_available() or gpus is None or str(gpus).strip().lower() in ("cpu", "none", ""):
         return None
     if nproc > 1:
         return (f"note: no CUDA device here: --gpus {gpus} runs {nproc} CPU processes (DistributedDataParallel with "

@@ -111,6 +111,12 @@ def _previous_record(output_dir: Path, src: cz.CropSource | cz.TestCrop, fingerp
         print(f"note: {src.name}: its EM changed in the store since it was converted: converting it again",
               file=sys.stderr)
         return None
+    for level, stamp in (rec.get("em_partial_stamps") or {}).items():
+        if grid and stamp != em_stamp(src.em_zarr, src.em_group, level,
+                                      Grid(grid["origin"], grid["spacing"], grid["shape"])):
+            print(f"note: {src.name}: EM level {level}, incomplete here when it was converted, changed since (its "
+                  "missing chunks fetched?): converting it again", file=sys.stderr)
+            return None
     return rec
 
 

@@ -26,7 +26,7 @@ import numpy as np
 from converters.cellmap import zarr_tree as cz
 from converters.cellmap.class_mapping import UNANNOTATED, annotated_ids, cellmap_lookup, overlap_warnings, restrict_to_listed
 from converters.datalist_writer import tile_name
-from converters.cellmap.em_level import UNREADABLE, EMChoice, choose_em_level, em_stamp
+from converters.cellmap.em_level import UNREADABLE, EMChoice, choose_em_level, em_stamp, partial_level_stamps
 from converters.folds import SpatialSplit
 from converters.geometry import (
     Grid,
@@ -269,6 +269,8 @@ def _convert_crop(src: cz.CropSource, settings: ConvertSettings, out_dir: Path, 
     if em_arr is None:
         return None
     rec["em_stamp"] = em_stamp(src.em_zarr, src.em_group, level.path, out)
+    if partial := partial_level_stamps(src.em_zarr, src.em_group, rec["em_coverage"], out):
+        rec["em_partial_stamps"] = partial
     label_src, how = label_source(gt, src.gt_group, statuses, gt_grid)
     if label_src is None:
         return _skip(rec, "nothing_annotated", "annotated classes have no readable array")
@@ -358,6 +360,8 @@ def _convert_test_crop(src: cz.TestCrop, settings: ConvertSettings, out_dir: Pat
     if em_arr is None:
         return
     rec["em_stamp"] = em_stamp(src.em_zarr, src.em_group, level.path, out)
+    if partial := partial_level_stamps(src.em_zarr, src.em_group, rec["em_coverage"], out):
+        rec["em_partial_stamps"] = partial
     image, padded = _convert_image_tile(em_arr, level, out, src.name)
     lo, hi = fastremap.minmax(image)
     if lo == hi:  # still converted: the submission needs a prediction for every test crop

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import zarr
@@ -201,9 +201,16 @@ def _choose(em: zarr.hierarchy.Group, levels: Sequence[cz.Level], usable: list[c
                 coverage=cov)
         warnings.append(f"EM upsampled {up:g}x from {chosen.path} ({nm_text(chosen.scale)} nm)")
     if chosen.path != finest_present.path and finest_present not in usable and scale == "auto":
-        warnings.append(
-            f"EM level {finest_present.path} has no data in this crop's region (the CellMap fetch tool downloads "
-            f"EM only near each crop's ground-truth resolution); used {chosen.path}")
+        present = dict(cov).get(finest_present.path, 0.0)
+        if 0.0 < present < 1.0:  # most of it there: chunks lost, not a level never fetched
+            warnings.append(
+                f"EM level {finest_present.path} lacks {1 - present:.0%} of its chunks in this crop's region (an "
+                f"incomplete download or copy?): used the coarser {chosen.path} instead; fetch "
+                f"{finest_present.path} again, and a re-run converts this crop again at full resolution")
+        else:
+            warnings.append(
+                f"EM level {finest_present.path} has no data in this crop's region (the CellMap fetch tool downloads "
+                f"EM only near each crop's ground-truth resolution); used {chosen.path}")
     return EMChoice(chosen, up, warnings=tuple(warnings), coverage=cov)
 
 
@@ -281,3 +288,10 @@ def em_stamp(em_zarr: str | os.PathLike, em_group: str, level_path: str, grid: G
     paths = [root / sep.join(str(int(i)) for i in np.asarray(offset) + first)
              for offset in np.ndindex(*(last - first + 1))]
     return source_stamp(paths)
+
+
+def partial_level_stamps(em_zarr: str | os.PathLike, em_group: str, coverage: Mapping[str, float],
+                         grid: Grid) -> dict[str, list[int] | None]:
+    """:func:`em_stamp` of each level that had only some of its chunks in the crop's region (a
+    coarser one was used): once its missing chunks are fetched, a re-run converts the crop again."""
+    return {p: em_stamp(em_zarr, em_group, p, grid) for p, f in coverage.items() if 0.0 < float(f) < 1.0}

@@ -107,7 +107,7 @@ def unknown_and_level_warnings(report: dict) -> list[tuple[str, str]]:
             out.append((r["name"], f"label array {name!r} is no CellMap class: not converted"
                                    + (f" (did you mean {' or '.join(close)}? rename the array)" if close else "")))
         for w in r.get("warnings") or []:  # labels that train less than the crop annotates: said on the console
-            if " are both annotated and share " in w or "is not on the grid of" in w:
+            if " are both annotated and share " in w or "is not on the grid of" in w or "incomplete download" in w:
                 out.append((r["name"], w))
         if "constant_em" in r and r.get("verdict") == "converted":
             out.append((r["name"], f"test crop converted although its EM is constant (value {r['constant_em']} "

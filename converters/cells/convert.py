@@ -38,6 +38,7 @@ from typing import Any
 from converters.cells.datalist import build_cell_datalist, build_cell_report, render_cell_report_markdown
 from converters.cells.item import SKIP_REASONS, convert_cell_image, tile_grid
 from converters.outputs import (
+    INVALID_DATALIST,
     OutputError,
     atomic_write_json,
     atomic_write_text,
@@ -378,6 +379,9 @@ def convert_cells(output_dir: str | os.PathLike, images_dir: str | os.PathLike,
     atomic_write_json(out / "datalist_items.json", items_meta)
     if datalist["training"]:
         validation = validate_new_datalist(datalist, out, allow_single_fold=num_folds < 2)
+    elif not datalist.get("testing"):  # nothing converted at all: no datalist may claim a finished conversion
+        validation = {"ok": False, "problems": [f"{out / INVALID_DATALIST}: no image was converted, for training or "
+                                                "testing (each image's failure is named above)"]}
     else:  # only unlabelled images: a datalist to predict with a trained work_dir, not to train on
         datalist.pop("num_folds")
         validation = {"ok": True, "prediction_only": True,

@@ -13,6 +13,7 @@ names (tifffile ``Q``/``I``) sizes decide for ``(a, b, c)``: channel-last when `
 from __future__ import annotations
 
 import contextlib
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -100,7 +101,8 @@ def _read_tiff(path: Path, *, memmap: bool, colours: bool) -> tuple[np.ndarray, 
                 notes.append("palette colours expanded to RGB (uint16 colormap values)")
             if len(tf.series) > 1:
                 notes.append(f"file has {len(tf.series)} series; only the first is used")
-    except (tifffile.TiffFileError, ValueError, OSError, IndexError) as exc:
+    except (tifffile.TiffFileError, ValueError, OSError, IndexError, zlib.error, RuntimeError) as exc:
+        # zlib.error / imagecodecs' RuntimeErrors: compressed data cut short (a truncated file)
         raise _err(path, f"cannot read TIFF ({exc})", "check that the file is a complete TIFF") \
             from exc
     meta["notes"] = notes

@@ -1,0 +1,152 @@
+"""The wrong kind of thing given, or a setting not applied (probe round 20): each named with the fix.
+
+A datalist that is an image, a templates path that is a file, probability maps given to the scorer,
+a 2-D image in a 3-D datalist, an EM level missing some chunks, a truncated label TIFF, an output
+folder that cannot be made, --gpus 0, and --patch_size given to generate over kept bundles."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from test_bad_input_cellmap import cli, make_tree, store
+
+import run_auto3dseg
+from converters.cellmap.convert import main as cellmap_main
+from converters.cells import convert as cc
+from datalists.validate import DatalistError, validate_datalist
+
+
+def test_a_datalist_that_is_an_image_is_named_as_such(tmp_path, capsys):
+    image = tmp_path / "crop1.nii.gz"
+    image.write_bytes(gzip.compress(b"\x5c\x01" + bytes(400)))
+    with pytest.raises(DatalistError) as err:
+        validate_datalist(image, tmp_path)
+    text = str(err.value)
+    assert "gzip file (a NIfTI image" in text and "give the converter's datalist.json" in text
+    assert "codec" not in text
+
+
+def test_templates_given_a_file_say_it_is_a_file(tmp_path):
+    from auto3dseg.bundles.template_checks import check_templates
+
+    f = tmp_path / "datasplit.csv"
+    f.write_text("x\n")
+    with pytest.raises(ValueError, match="a file, not a folder"):
+        check_templates(str(f), ["segresnet"])
+    with pytest.raises(ValueError, match="no such folder"):
+        check_templates(str(tmp_path / "nothing"), ["segresnet"])
+
+
+def test_the_scorer_names_probability_maps_given_as_the_submission(tmp_path):
+    from auto3dseg.ensembling.probability_maps import write_probability_map
+    from auto3dseg.evaluation.stores import ScoringInputError, open_submission
+
+    out = tmp_path / "ensemble_output"
+    out.mkdir()
+    one = write_probability_map(np.full((1, 4, 4, 4), 0.5, np.float32), np.eye(4), out / "synth-1_crop101_prob.zarr")
+    for given, what in ((out, "a folder of probability maps"), (Path(one), "a probability map")):
+        with pytest.raises(ScoringInputError, match=f"is {what} .* not a submission: run run_auto3dseg.py --mode "
+                                                    "submit"):
+            with open_submission(given):
+                pass
+
+
+def test_validate_names_a_2d_image_in_a_3d_datalist(converted, tmp_path):
+    out, _ = converted
+    data = tmp_path / "data"
+    shutil.copytree(out, data)
+    nib.save(nib.Nifti1Image(np.zeros((40, 40), np.float32), np.eye(4)), str(data / "images" / "flat.nii.gz"))
+    dl = json.loads((data / "datalist.json").read_text())
+    dl["testing"].append({"image": "images/flat.nii.gz"})
+    (data / "datalist.json").write_text(json.dumps(dl))
+    with pytest.raises(DatalistError) as err:
+        validate_datalist(data / "datalist.json", data)
+    assert any(f"testing[{len(dl['testing']) - 1}]" in p and "is 2-D (40, 40)" in p and "are 3-D" in p
+               for p in err.value.problems), err.value.problems
+
+
+def test_an_em_level_missing_some_chunks_is_warned_and_converted_again_once_fetched(synthetic, tmp_path, capsys):
+    ds = make_tree(synthetic, tmp_path, ("crop1",))
+    chunk = store(ds) / "recon-1/em/fibsem-uint8/s0/0.1.2"
+    shutil.move(str(chunk), str(tmp_path / "kept_chunk"))
+    out = tmp_path / "out"
+    assert cellmap_main(cli(ds, out)) == 0
+    err = capsys.readouterr().err
+    assert "synth-1_crop1: EM level s0 lacks" in err and "incomplete download" in err and "used the coarser s1" in err
+    rec = json.loads((out / "records" / "synth-1_crop1.json").read_text())
+    assert rec["em_level"] == "s1" and list(rec["em_partial_stamps"]) == ["s0"]
+    assert cellmap_main(cli(ds, out)) == 0 and "converting it again" not in capsys.readouterr().err  # resumed
+    shutil.move(str(tmp_path / "kept_chunk"), str(chunk))  # fetched again
+    assert cellmap_main(cli(ds, out)) == 0
+    assert "EM level s0, incomplete here when it was converted, changed since" in capsys.readouterr().err
+    rec = json.loads((out / "records" / "synth-1_crop1.json").read_text())
+    assert rec["em_level"] == "s0" and "em_partial_stamps" not in rec
+
+
+def test_a_truncated_label_tiff_is_named_and_nothing_converted_writes_no_datalist(synthetic_cells, tmp_path, capsys):
+    stem = "cell_00_fluo16"
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    shutil.copy(synthetic_cells / "images" / f"{stem}.tif", tmp_path / "images")
+    label = tmp_path / "labels" / f"{stem}_label.tiff"
+    import tifffile
+
+    tifffile.imwrite(label, tifffile.imread(synthetic_cells / "labels" / f"{stem}_label.tiff"), compression="zlib")
+    label.write_bytes(label.read_bytes()[: label.stat().st_size // 2])
+    out = tmp_path / "out"
+    rc = cc.main(["--images", str(tmp_path / "images"), "--labels", str(tmp_path / "labels"), "--output_dir",
+                  str(out), "--num_folds", "2", "--no_progress"])
+    text = capsys.readouterr()
+    assert rc == 1
+    assert f"failed (unreadable_label) {label}: cannot read TIFF" in text.out + text.err
+    assert "check that the file is a complete TIFF" in text.out + text.err
+    assert not (out / "datalist.json").exists() and (out / "datalist.invalid.json").is_file()
+    assert "no image was converted" in text.err
+
+
+def test_a_dry_run_fails_where_the_output_folder_cannot_be_made(synthetic, synthetic_cells, tmp_path, capsys):
+    ds = make_tree(synthetic, tmp_path, ("crop1",))
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    with pytest.raises(SystemExit) as exc:
+        cellmap_main(cli(ds, blocker / "out", "--dry_run"))
+    assert exc.value.code == 2 and f"{blocker} is a file, so no folder can be made" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        cc.main(["--images", str(synthetic_cells / "images"), "--output_dir", str(blocker / "o"), "--dry_run"])
+    assert exc.value.code == 2
+    assert cellmap_main(cli(ds, tmp_path / "new" / "out", "--dry_run")) == 0  # a folder that can be made: fine
+    assert not (tmp_path / "new").exists()  # and the dry run made nothing
+
+
+def test_gpus_0_says_it_means_the_cpu():
+    from auto3dseg.orchestration.train_bundles import device_note, parse_gpus
+
+    assert "--gpus 0 is a count: no GPU" in device_note("0") and "--gpus 0, as a list" in device_note("0")
+    assert parse_gpus("0,") == ("0", 1) and device_note("cpu") is None
+
+
+def test_generate_names_settings_not_applied_to_kept_bundles(generated, tmp_path, capsys):
+    from pipeline_work import copy_work
+
+    work = copy_work(generated, tmp_path)
+    rc = run_auto3dseg.main(["--mode", "generate", "--work_dir", str(work), "--algos", "segresnet",
+                             "--patch_size", "48"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "kept segresnet_0" in out
+    assert "note: segresnet_0 was kept with its own settings, not those given (patch_size [16, 16, 16] -> " in out, out
+    assert "--force generates it anew" in out
+    rc = run_auto3dseg.main(["--mode", "generate", "--work_dir", str(work), "--algos", "segresnet"])
+    assert rc == 0 and "was kept with its own settings" not in capsys.readouterr().out  # nothing given: no note
+
+
+def test_classes_given_with_commas_say_to_use_spaces():
+    from datalists.cellmap_classes import class_by_name
+
+    with pytest.raises(KeyError, match="separated by spaces, not commas .--classes mito er."):
+        class_by_name("mito,er")
