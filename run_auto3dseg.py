@@ -227,6 +227,10 @@ def parse_overrides(items: Sequence[str]) -> dict[str, str]:
     return out
 
 
+#: the modes that validate the datalist before they run
+_VALIDATING = ("validate", "analyze", "generate", "full", "slurm")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -293,11 +297,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         if note:
             print(note, file=sys.stderr)
+    changed = None
     if args.mode != "validate" and not args.force_new_datalist:
         from auto3dseg.orchestration.workdir import datalist_changed
 
         changed = datalist_changed(args.work_dir)
-        if changed:
+        if changed and args.mode not in _VALIDATING:  # else said once the datalist validates (not beside its error)
             print(changed, file=sys.stderr)
     if args.algos is None:
         from auto3dseg.orchestration.cli_checks import default_algos
@@ -318,10 +323,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (ValueError, OSError) as exc:
             print(f"error: --postprocess_params {exc}", file=sys.stderr)
             return 2
-    if args.mode in ("validate", "analyze", "generate", "full", "slurm"):
+    if args.mode in _VALIDATING:
         rc = validate_datalist_file(datalist, dataroot, analysis_only=args.mode == "analyze")
         if rc or args.mode == "validate":
             return rc
+        if changed:
+            print(changed, file=sys.stderr)
     try:
         if args.mode == "slurm":
             return slurm_step(args, datalist)

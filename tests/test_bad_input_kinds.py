@@ -150,3 +150,21 @@ def test_classes_given_with_commas_say_to_use_spaces():
 
     with pytest.raises(KeyError, match="separated by spaces, not commas .--classes mito er."):
         class_by_name("mito,er")
+
+
+def test_a_datalist_that_no_longer_validates_gets_its_error_not_a_note_that_all_stands(converted, tmp_path, capsys):
+    """A class renamed in class_table only printed "… its analysis stands" just before the error
+    refusing that datalist (probe round 20, D21 variant)."""
+    out, _ = converted
+    data, work = tmp_path / "data", tmp_path / "work"
+    shutil.copytree(out, data)
+    assert run_auto3dseg.main(["--mode", "analyze", "--datalist", str(data / "datalist.json"), "--work_dir",
+                               str(work), "--workers", "0"]) == 0
+    capsys.readouterr()
+    dl = json.loads((data / "datalist.json").read_text())
+    dl["class_table"][0]["name"] = "renamed"
+    (data / "datalist.json").write_text(json.dumps(dl))
+    assert run_auto3dseg.main(["--mode", "analyze", "--datalist", str(data / "datalist.json"), "--work_dir",
+                               str(work), "--workers", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "class_table" in err and "stands" not in err and "changed since" not in err, err
