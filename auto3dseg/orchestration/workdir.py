@@ -227,8 +227,9 @@ def check_input_datalist(work_dir: str | os.PathLike, datalist: str | os.PathLik
                              f"(nothing was changed; it still works on {old}): {exc}") from exc
         return (f"note: --force_new_datalist: {work} now works on {new} (was {old}; its statistics and bundles are "
                 "kept, and the bundles' configs name the new datalist)")
+    same_text = old.is_file() and _same_file_content(old, new)
     state = ("; that one no longer exists" if not old.is_file() else
-             "; the same datalist text in another folder (its images may differ)" if _same_file_content(old, new) else "")
+             "; the same datalist text in another folder (its images may differ)" if same_text else "")
     raise ValueError(f"--work_dir {work} was set up for the datalist {old} ({f}{state}), not {new}"
                      + ": use another --work_dir for another data set, or, if this is the same data moved or "
                      "re-converted, add --force_new_datalist (analyze/generate --force redo the statistics and "
