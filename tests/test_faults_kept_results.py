@@ -14,6 +14,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 import zarr
 from faults import retrain_weights
 from pipeline_work import TINY, copy_work, nan_copy, run_work, zip_arrays
@@ -44,7 +45,7 @@ def test_an_ensemble_of_bundles_trained_again_is_not_up_to_date(trained_work, tm
     assert "0 already there" in proc.stdout, proc.stdout
     # the earlier, finished maps were written over without a word (probe F5), then with a note only (probe F9):
     # they are moved to replaced/, whole, and said
-    assert "previous ensemble (maps made by segresnet_0) moved to" in proc.stdout, proc.stdout
+    assert "note: 2 earlier map(s) (made by segresnet_0) moved to" in proc.stdout, proc.stdout
     kept = list((work / "ensemble_output" / "replaced").glob("ensemble-*"))
     assert len(kept) == 1 and (kept[0] / "ensemble.json").is_file()
     old_maps = sorted(p.name for p in kept[0].glob("*_prob.zarr"))
@@ -438,3 +439,70 @@ def test_a_map_made_from_an_image_of_another_voxel_size_says_so_whenever_it_is_k
     assert run_auto3dseg.main(args) == 0  # kept: said again
     said = capsys.readouterr()
     assert "up to date" in said.out and "the kept map of half_spacing.nii.gz was made with it" in said.out, said
+
+
+def test_maps_no_manifest_lists_are_kept_not_written_over(trained_work, tmp_path):
+    """A map dropped from ensemble.json (a later run on fewer images) was written over by the next run
+    of other bundles, kept nowhere (probe round 21, G20)."""
+    work = copy_work(trained_work, tmp_path)
+    out = work / "ensemble_output"
+    manifest = json.loads((out / "ensemble.json").read_text().replace(str(trained_work), str(work)))
+    dropped = Path(manifest["items"].pop()["probabilities"]).name
+    (out / "ensemble.json").write_text(json.dumps(manifest))
+    before = zarr.open_array(str(out / dropped), mode="r")[:]
+    proc = run_work(work, "--mode", "ensemble", "--algos", "segresnet")  # the same bundles: the dropped map is redone
+    assert proc.returncode == 0, proc.stderr
+    assert f"{dropped}, which no manifest lists" in proc.stdout, proc.stdout
+    kept = list((out / "replaced").glob("unlisted-map-*"))
+    assert len(kept) == 1 and np.array_equal(zarr.open_array(str(kept[0] / dropped), mode="r")[:], before)
+    assert (out / dropped).is_dir()  # and predicted again in its place
+
+
+def test_a_move_to_replaced_cut_short_leaves_the_manifest_to_finish_it(tmp_path, monkeypatch):
+    """Killed between the moves, the manifest went first and the maps left behind were written over
+    by the re-run, which found no manifest (probe round 21, G6): the maps move first now."""
+    from auto3dseg.ensembling import kept_maps
+
+    for name in ("a_prob.zarr", "b_prob.zarr"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "ensemble.json").write_text("{}")
+    real, calls = os.replace, []
+
+    def killed_after_one(src, dst):
+        if calls:
+            raise KeyboardInterrupt  # the kill
+        calls.append(src)
+        real(src, dst)
+
+    monkeypatch.setattr(kept_maps.os, "replace", killed_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        kept_maps.keep_maps(tmp_path, ["a_prob.zarr", "b_prob.zarr"], what="ensemble", why="x",
+                            manifests=["ensemble.json"], log=lambda m: None)
+    assert (tmp_path / "ensemble.json").is_file() and (tmp_path / "b_prob.zarr").is_dir()  # still there to finish
+    monkeypatch.undo()
+    notes = []
+    dest = kept_maps.keep_maps(tmp_path, kept_maps.maps_in(tmp_path), what="ensemble", why="x",
+                               manifests=["ensemble.json"], log=notes.append)
+    assert sorted(p.name for p in dest.iterdir()) == ["b_prob.zarr", "ensemble.json"] and notes
+    assert kept_maps.maps_in(tmp_path) == []
+
+
+def test_out_of_fold_maps_of_bundles_trained_again_are_kept(trained_work, tmp_path):
+    """--mode oof after train --force wrote over the fold's maps with no word (probe round 21, G12)."""
+    work = copy_work(trained_work, tmp_path)
+    proc = run_work(work, "--mode", "oof", "--algos", "segresnet")
+    assert proc.returncode == 0, proc.stderr
+    oof = json.loads((work / "oof" / "oof.json").read_text())
+    fold0 = sorted(Path(it["probabilities"]).name for it in oof["items"] if it["fold"] == 0)
+    before = {n: zarr.open_array(str(work / "oof" / n), mode="r")[:] for n in fold0}
+    retrain_weights(work / "segresnet_0" / "model" / "model.pt")
+    proc = run_work(work, "--mode", "oof", "--algos", "segresnet")
+    assert proc.returncode == 0, proc.stderr
+    assert f"{len(fold0)} earlier map(s) (made by the bundles of fold(s) 0 before they were trained again)" \
+        in proc.stdout, proc.stdout
+    kept = list((work / "oof" / "replaced").glob("oof-*"))
+    assert len(kept) == 1 and (kept[0] / "oof.json").is_file()
+    assert sorted(p.name for p in kept[0].glob("*_prob.zarr")) == fold0
+    assert all(np.array_equal(zarr.open_array(str(kept[0] / n), mode="r")[:], a) for n, a in before.items())
+    proc = run_work(work, "--mode", "oof", "--algos", "segresnet", "--force")  # the same weights: redone in place
+    assert proc.returncode == 0 and len(list((work / "oof" / "replaced").glob("oof-*"))) == 1, proc.stdout

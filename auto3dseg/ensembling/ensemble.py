@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from auto3dseg.ensembling.kept_maps import keep_maps, maps_in
 from auto3dseg.ensembling.probability_maps import map_intact, probability_map_name, write_probability_map
 from auto3dseg.ensembling.selection import gone_bundles, select_ensemble, trained_history
 from auto3dseg.ensembling.weights_stamp import (
@@ -311,13 +312,9 @@ def _run_ensemble(work: Path, out_dir: Path, *, method: str, n_best: int, algos:
         made = ", ".join(str(b.get("name")) for b in previous.get("bundles", [])) or "other bundles"
         if force and previous.get("signature") == sig:  # the same weights make the same maps again
             log(f"note: --force: the maps in {out_dir} are predicted again with the same bundles ({made})")
-        else:  # maps of other bundles (retrained, another method): kept, never written over
-            from auto3dseg.submission.previous import keep_previous
-
-            maps = [Path(str(it["probabilities"])).name for it in previous["items"]]
-            keep_previous(out_dir, [MANIFEST, PARTIAL, *maps], log=lambda m: log(
-                f"note: {m} (delete it when no longer needed: maps are large)"), what="ensemble", first=MANIFEST,
-                why=f"maps made by {made}")
+        else:  # maps of other bundles (retrained, another method), and any unlisted beside them: kept
+            keep_maps(out_dir, maps_in(out_dir), what="ensemble", why=f"made by {made}", manifests=[PARTIAL, MANIFEST],
+                      log=log)
     done = {it["image"]: it for it in previous.get("items", [])} if reuse else {}
     keys = [moved_key(it["image"]) for it in done.values()]
     done_moved = {k: it for k, it in zip(keys, done.values()) if keys.count(k) == 1}  # the dataset moved since
@@ -387,8 +384,13 @@ def _run_ensemble(work: Path, out_dir: Path, *, method: str, n_best: int, algos:
 
 def _keep_other_images_map(out: Path, owner: str | None, image: str, out_dir: Path, log) -> None:
     """``out`` holds the map of ``owner``, another image of the same file name (predicted into the
-    same folder before): move it to ``replaced/`` with a note, not overwrite it without a word."""
-    if owner is None or owner == image or moved_key(owner) == moved_key(image) or not out.exists():
+    same folder before), or a map no manifest lists (``owner`` None: left by a killed run, or dropped
+    from the list by a later one): move it to ``replaced/`` with a note, not overwrite it without a word."""
+    if not out.exists() or owner == image or (owner is not None and moved_key(owner) == moved_key(image)):
+        return
+    if owner is None:
+        keep_maps(out_dir, [out.name], what="unlisted-map", why=f"{out.name}, which no manifest lists: left by an "
+                  "interrupted run, or dropped from the list by a later one", log=log)
         return
     from auto3dseg.orchestration.workdir import move_aside
 

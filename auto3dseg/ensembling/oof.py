@@ -34,6 +34,7 @@ from auto3dseg.ensembling.ensemble import (
 )
 from auto3dseg.ensembling.probability_maps import map_intact, probability_map_name
 from auto3dseg.ensembling.selection import select_ensemble, trained_history
+from auto3dseg.ensembling.kept_maps import keep_maps, maps_in
 from auto3dseg.ensembling.weights_stamp import bundles_signature, copied_weights, replaced_weights
 from auto3dseg.orchestration.workdir import DONE_MARKER, bundle_ckpt_path, moved_key, read_input
 
@@ -226,11 +227,13 @@ def _run_oof(work: Path, out_dir: Path, *, method: str, n_best: int, algos: Sequ
         log(f"note: {note}")
     cases = training_cases(src["datalist"], src.get("dataroot"))
     source = f"'training' in {src['datalist']}"
-    previous = {} if force else _previous(out_dir)
+    earlier = _previous(out_dir)
+    previous = {} if force else earlier
     tag = "-tta" if tta else ""
     signatures = {str(f): bundles_signature(b, work) + tag for f, b in by_fold.items()}
     accepted = {str(f): {signatures[str(f)], bundles_signature(b, work, legacy=True) + tag}  # written before digests
                 for f, b in by_fold.items()}
+    _keep_other_bundles_maps(out_dir, earlier, accepted, log)
     fold_now = {c["image"]: c["fold"] for c in cases}
     done = {it["image"]: {**it, "probabilities": str(out_dir / Path(it["probabilities"]).name)}
             for it in previous.get("items", [])
@@ -285,6 +288,23 @@ def _run_oof(work: Path, out_dir: Path, *, method: str, n_best: int, algos: Sequ
     (out_dir / PARTIAL).unlink(missing_ok=True)
     log(f"out-of-fold: {computed} maps written, {len(items) - computed} kept, {len(missing)} items without a model")
     return out_dir / MANIFEST
+
+
+def _keep_other_bundles_maps(out_dir: Path, earlier: Mapping[str, Any], accepted: Mapping[str, set[str]],
+                             log) -> None:
+    """Move to ``replaced/oof-<time>/`` the maps made by other bundles than a fold's now (trained
+    again since), and those no manifest lists (a killed run's), with a copy of the manifest: they
+    are not written over. Maps of the same weights stay (predicted again in place by --force)."""
+    listed = {Path(it["probabilities"]).name: it for it in earlier.get("items", [])}
+    sigs = earlier.get("signatures", {})
+    other = [name for name, it in listed.items() if sigs.get(str(it.get("fold"))) not in accepted.get(
+        str(it.get("fold")), ())]
+    unlisted = [name for name in maps_in(out_dir) if name not in listed]
+    folds = sorted({str(listed[n].get("fold")) for n in other})
+    why = "; ".join(filter(None, [f"made by the bundles of fold(s) {', '.join(folds)} before they were trained "
+                                  "again" if other else "", "listed by no manifest" if unlisted else ""]))
+    keep_maps(out_dir, sorted(set(other) & set(maps_in(out_dir))) + unlisted, what="oof", why=why,
+              copies=[MANIFEST, PARTIAL], log=log)
 
 
 def _write(path: Path, method: str, signatures: Mapping[str, str], state: Mapping[str, Any], src: Mapping[str, Any],
