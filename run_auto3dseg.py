@@ -36,8 +36,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from auto3dseg.orchestration.cli_checks import (check_output_dir, check_postprocess_params, check_predict_images,
-                                               check_trained, datalist_and_root, expand_predict_images, task_bundle,
-                                               validate_datalist_file)
+                                               check_trained, datalist_and_root, expand_predict_images,
+                                               label_like_images, task_bundle, validate_datalist_file)
 from auto3dseg.orchestration.cli_steps import (
     has_test_labels,
     has_testing,
@@ -408,6 +408,8 @@ def _run(args: argparse.Namespace, datalist: str, dataroot: str, overrides: dict
     if mode == "predict":
         args.images = expand_predict_images(args.images)
         check_predict_images(args.images, datalist)
+        for warning in label_like_images(args.images, datalist):
+            print(warning, file=sys.stderr)
         if args.output_dir:
             check_output_dir(work, Path(args.output_dir), args.images)
     if mode in ("ensemble", "predict", "full"):

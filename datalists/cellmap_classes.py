@@ -116,10 +116,13 @@ def class_by_name(name: str) -> CellMapClass:
     try:
         return CELLMAP_CLASSES[name]
     except KeyError:
-        parts = [p for p in str(name).replace(";", ",").split(",") if p.strip()]
-        if len(parts) > 1 and all(p.strip() in CELLMAP_CLASSES for p in parts):  # --classes mito,er
+        parts = [p.strip() for p in str(name).replace(";", ",").split(",") if p.strip()]
+        if len(parts) > 1:  # --classes mito,er
+            unknown = [p for p in parts if p not in CELLMAP_CLASSES]
+            also = "; ".join(f"{p!r} is no class either" + (f" (did you mean {', '.join(close_class_names(p))}?)"
+                                                            if close_class_names(p) else "") for p in unknown)
             raise KeyError(f"unknown CellMap class {name!r}: give classes separated by spaces, not commas "
-                           f"(--classes {' '.join(p.strip() for p in parts)})") from None
+                           f"(--classes {' '.join(parts)})" + (f"; {also}" if also else "")) from None
         close = close_class_names(name)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise KeyError(f"unknown CellMap class {name!r}.{hint}") from None

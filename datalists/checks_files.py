@@ -135,6 +135,7 @@ class FileChecks:
         root = self.root
         n_checked = n_missing = 0
         shape_cache: dict[Path, tuple[int, ...] | None] = {}
+        self._channels: list[tuple[str, str, tuple[int, ...], int]] = []
         label_value_skipped = False
 
         def shape_of(p: Path, where: str) -> tuple[int, ...] | None:
@@ -194,6 +195,7 @@ class FileChecks:
                         label_value_skipped = True
                         continue
                     self._check_label_values(where, present[label])
+        self._check_channels()
         if label_value_skipped:
             self.warnings.append(
                 f"{self.src}: label values were not checked: the datalist has no class_table or labels"
@@ -219,6 +221,22 @@ class FileChecks:
             self.problem(where, f"image {rel} is a volume {tuple(shape)}, while the datalist's images are 2-D (x, y, "
                          "1, channel as the cells converter writes them): convert it with python -m "
                          "converters.cells.convert")
+        else:  # compared with the training images' once all are read (_check_channels)
+            self._channels.append((where, rel, tuple(shape), int(shape[3]) if len(shape) > 3 else 1))
+
+    def _check_channels(self) -> None:
+        """An image with another channel count than the training images' (a 2-channel volume among
+        1-channel EM): the network takes a fixed number of input channels."""
+        from collections import Counter
+
+        train = Counter(ch for where, _, _, ch in self._channels if where.startswith("training"))
+        if not train:
+            return
+        usual = train.most_common(1)[0][0]
+        for where, rel, shape, ch in self._channels:
+            if ch != usual:
+                self.problem(where, f"image {rel} has {ch} channel(s) {shape}, while the training images have "
+                             f"{usual}: the network takes {usual}; give an image converted like the others")
 
     def _check_same_grid(self, where: str, image: Path, label: Path) -> None:
         """Same shape is not enough: MONAI pairs image and label voxel by voxel, so a label on

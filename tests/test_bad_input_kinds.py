@@ -62,13 +62,18 @@ def test_validate_names_a_2d_image_in_a_3d_datalist(converted, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(out, data)
     nib.save(nib.Nifti1Image(np.zeros((40, 40), np.float32), np.eye(4)), str(data / "images" / "flat.nii.gz"))
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 8, 2), np.float32), np.eye(4)), str(data / "images" / "two.nii.gz"))
     dl = json.loads((data / "datalist.json").read_text())
-    dl["testing"].append({"image": "images/flat.nii.gz"})
+    dl["testing"] += [{"image": "images/flat.nii.gz"}, {"image": "images/two.nii.gz"}]
     (data / "datalist.json").write_text(json.dumps(dl))
     with pytest.raises(DatalistError) as err:
         validate_datalist(data / "datalist.json", data)
-    assert any(f"testing[{len(dl['testing']) - 1}]" in p and "is 2-D (40, 40)" in p and "are 3-D" in p
-               for p in err.value.problems), err.value.problems
+    problems = err.value.problems
+    assert len(problems) == 2, problems
+    assert f"testing[{len(dl['testing']) - 2}]" in problems[0] and "is 2-D (40, 40)" in problems[0] and "are 3-D" in \
+        problems[0]
+    assert f"testing[{len(dl['testing']) - 1}]" in problems[1] and "has 2 channel(s)" in problems[1] and \
+        "the training images have 1" in problems[1]
 
 
 def test_an_em_level_missing_some_chunks_is_warned_and_converted_again_once_fetched(synthetic, tmp_path, capsys):
@@ -127,7 +132,7 @@ def test_a_dry_run_fails_where_the_output_folder_cannot_be_made(synthetic, synth
 def test_gpus_0_says_it_means_the_cpu():
     from auto3dseg.orchestration.train_bundles import device_note, parse_gpus
 
-    assert "--gpus 0 is a count: no GPU" in device_note("0") and "--gpus 0, as a list" in device_note("0")
+    assert "--gpus 0 is a count: no GPU" in device_note("0") and "'--gpus 0,' with its comma" in device_note("0")
     assert parse_gpus("0,") == ("0", 1) and device_note("cpu") is None
 
 
@@ -168,3 +173,50 @@ def test_a_datalist_that_no_longer_validates_gets_its_error_not_a_note_that_all_
                                str(work), "--workers", "0"]) == 2
     err = capsys.readouterr().err
     assert "class_table" in err and "stands" not in err and "changed since" not in err, err
+
+
+def test_a_label_volume_given_to_predict_as_an_image_is_warned(converted, tmp_path):
+    """A label copied out of its dataset and given as --images was predicted with rc 0 and no word
+    (probe round 21, G15)."""
+    from auto3dseg.orchestration.cli_checks import label_like_images
+
+    out, _ = converted
+    dl = json.loads((out / "datalist.json").read_text())
+    item = next(it for it in dl["training"] if "label" in it)
+    copied = tmp_path / "x.nii.gz"
+    shutil.copy(out / item["label"], copied)
+    warnings = label_like_images([str(copied), str(out / item["image"])], str(out / "datalist.json"))
+    assert len(warnings) == 1 and str(copied) in warnings[0] and "looks like a label volume" in warnings[0]
+
+
+def test_each_scorer_names_the_other_for_the_other_kind_of_data(tmp_path):
+    """Cell masks given to the CellMap scorer, or a Zarr submission to the cell scorer, were refused
+    without naming the scorer they need (probe round 21, G9)."""
+    from auto3dseg.evaluation.cellseg import score_folders
+    from auto3dseg.evaluation.stores import ScoringInputError, open_submission
+
+    masks = tmp_path / "labels"
+    masks.mkdir()
+    (masks / "cell_00_label.tiff").write_bytes(b"")
+    with pytest.raises(ScoringInputError, match="2-D cell masks .* auto3dseg.evaluation.cellseg"):
+        with open_submission(masks):
+            pass
+    store = tmp_path / "submission.zarr"
+    store.mkdir()
+    (store / ".zgroup").write_text('{"zarr_format": 2}')
+    with pytest.raises(FileNotFoundError, match="Zarr store .* auto3dseg.evaluation.score"):
+        score_folders(masks, store)
+
+
+def test_a_probability_map_as_predict_image_and_a_manifest_as_params_are_named(tmp_path):
+    """predict told to convert a *_prob.zarr (G14); --postprocess_params ensemble.json gave
+    "unknown CellMap class 'signature'" (G23)."""
+    from auto3dseg.bundles.checks import raw_image_problem
+    from auto3dseg.orchestration.cli_checks import check_postprocess_params
+
+    assert "a probability map (what --mode ensemble and predict write), not an image" in raw_image_problem(
+        [str(tmp_path / "crop1_prob.zarr")], "cellmap")
+    manifest = tmp_path / "ensemble.json"
+    manifest.write_text(json.dumps({"signature": "x", "bundles": [], "items": []}))
+    with pytest.raises(ValueError, match="is the ensemble's manifest .*not post-processing parameters"):
+        check_postprocess_params(str(manifest), str(tmp_path / "datalist.json"))

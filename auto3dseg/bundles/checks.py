@@ -398,6 +398,10 @@ def raw_image_problem(images: Sequence[str | os.PathLike], kind: str | None = No
     >>> raw_image_problem(["raw/cell_01.tif"], "cells").split(":")[0]
     'raw/cell_01.tif'
     """
+    maps = [str(p) for p in images if str(p).rstrip("/").endswith(("_prob.zarr", "_prob.nii.gz"))]
+    if maps:
+        return (f"{maps[0]}: a probability map (what --mode ensemble and predict write), not an image; give the "
+                "converted image it was predicted from (the converter's images/<name>.nii.gz)")
     raw = [str(p) for p in images if Path(p).suffix.lower() in RAW_IMAGE_SUFFIXES or _is_zarr(Path(p))]
     if not raw:
         return None

@@ -132,6 +132,10 @@ def score_folders(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, *, gt_
     """
     gt_dir, pred_dir = Path(gt_dir), Path(pred_dir)
     for folder, what in ((gt_dir, "truth"), (pred_dir, "prediction")):
+        if folder.name.endswith((".zarr", ".zip")) or (folder.is_dir() and (folder / ".zgroup").is_file()):
+            raise FileNotFoundError(f"{what} {folder} is a Zarr store or zip (the CellMap layout, crop<N>/<class>), "
+                                    "not a folder of 2-D cell masks: score it with python -m "
+                                    "auto3dseg.evaluation.score --submission ... --truth ...")
         if folder.is_file():
             raise FileNotFoundError(f"{what} folder {folder} is a file: give the folder that holds it "
                                     f"({folder.parent})")

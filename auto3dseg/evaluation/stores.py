@@ -262,6 +262,9 @@ def _refuse_probability_maps(p: Path) -> None:
         raise ScoringInputError(f"{p} is {what} (the ensemble's output), not a submission: run "
                                 "run_auto3dseg.py --mode submit, which scores submission/submission.zip with "
                                 "--truth; or give that zip here")
+    if p.is_dir() and any(c.name.endswith("_label.tiff") for c in p.iterdir()):
+        raise ScoringInputError(f"{p} holds 2-D cell masks (<stem>_label.tiff), not a CellMap submission: score them "
+                                "with python -m auto3dseg.evaluation.cellseg --pred ... --gt ...")
 
 
 @contextlib.contextmanager

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 __all__ = ["check_output_dir", "check_postprocess_params", "check_predict_images", "check_trained", "datalist_and_root",
-           "expand_predict_images", "task_bundle", "validate_datalist_file"]
+           "expand_predict_images", "label_like_images", "task_bundle", "validate_datalist_file"]
 
 
 def expand_predict_images(images: Sequence[str]) -> list[str]:
@@ -115,6 +115,40 @@ def label_input_problem(images: Sequence[str]) -> str | None:
             return (f"--images {image}: a label of the converted dataset {path.parent.parent}, not an image; "
                     f"predict its image {twin}")
     return None
+
+
+def label_like_images(images: Sequence[str], datalist: str, step: int = 4) -> list[str]:
+    """Warnings for CellMap images that look like label volumes: every ``step``-th voxel an integer
+    among the class table's ids (and 255), with 2 to ``len(class_table) + 2`` distinct values. A
+    label copied out of its dataset and given as an image is otherwise predicted without a word."""
+    import json
+
+    import nibabel as nib
+    import numpy as np
+
+    from auto3dseg.orchestration.workdir import data_kind
+
+    if data_kind(datalist) != "cellmap":
+        return []  # cell masks hold instance ids, as many as there are cells
+    try:
+        table = json.loads(Path(datalist).read_text()).get("class_table") or []
+        ids = {0, 255} | {int(c["id"]) for c in table}
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    out = []
+    for image in images:
+        try:
+            proxy = nib.load(str(image)).dataobj
+            sample = np.asarray(proxy[tuple(slice(None, None, step) for _ in proxy.shape[:3])])
+        except Exception:  # noqa: BLE001 - an unreadable image is named when it is predicted
+            continue
+        values = np.unique(sample)
+        if 2 <= len(values) <= len(table) + 2 and np.all(np.mod(values, 1) == 0) and set(values.astype(int)) <= ids:
+            shown = ", ".join(str(int(v)) for v in values[:8]) + (", ..." if len(values) > 8 else "")
+            out.append(f"warning: --images {image} holds only {len(values)} values ({shown}), all class ids of the "
+                       "class table: it looks like a label volume, not an image; give the EM image converted like "
+                       "the training data's (the converter's images/<crop>.nii.gz)")
+    return out
 
 
 def check_output_dir(work: Path, out: Path, images: Sequence[str] = ()) -> None:
@@ -254,6 +288,9 @@ def check_postprocess_params(path: str, datalist: str) -> None:
     """Load ``--postprocess_params`` as the datalist's kind of data reads it (raises on a bad file)."""
     from auto3dseg.orchestration.workdir import data_kind
 
+    if what := _other_file_kind(path):
+        raise ValueError(f"{path} is {what}, not post-processing parameters: give a YAML of per-class parameters "
+                         "(the layout of auto3dseg/resources/postprocess.yaml, or tuning/postprocess_tuned.yaml)")
     if data_kind(datalist) == "cells":
         from auto3dseg.postprocess.cells import load_cell_params
 
@@ -262,3 +299,19 @@ def check_postprocess_params(path: str, datalist: str) -> None:
         from auto3dseg.postprocess import load_postprocess_params
 
         load_postprocess_params(path)
+
+
+def _other_file_kind(path: str) -> str | None:
+    """What a project file given where parameters go is, by its keys (an ensemble manifest, a
+    datalist, scores), or None."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, ValueError, yaml.YAMLError):
+        return None  # the loader names a file it cannot read
+    if not isinstance(data, dict):
+        return None
+    kinds = [("the ensemble's manifest (ensemble.json)", {"signature", "items", "bundles"}),
+             ("a datalist", {"training", "class_table"}), ("the out-of-fold manifest", {"signatures", "items"})]
+    return next((what for what, keys in kinds if keys <= set(data)), None)

@@ -130,8 +130,8 @@ def device_note(gpus: str | int | None) -> str | None:
 
     _, nproc = parse_gpus(gpus)
     if gpus is not None and str(gpus).strip() == "0":  # "GPU 0" to a user of CUDA_VISIBLE_DEVICES=0
-        return ("note: --gpus 0 is a count: no GPU, training on the CPU (the first GPU alone is --gpus 0, as a "
-                "list, or --gpus 1)")
+        return ("note: --gpus 0 is a count: no GPU, training on the CPU (for the first GPU alone give --gpus 1, or "
+                "the list '--gpus 0,' with its comma)")
     if torch.cuda.is_available() or gpus is None or str(gpus).strip().lower() in ("cpu", "none", ""):
         return None
     if nproc > 1:
