@@ -506,3 +506,28 @@ def test_out_of_fold_maps_of_bundles_trained_again_are_kept(trained_work, tmp_pa
     assert all(np.array_equal(zarr.open_array(str(kept[0] / n), mode="r")[:], a) for n, a in before.items())
     proc = run_work(work, "--mode", "oof", "--algos", "segresnet", "--force")  # the same weights: redone in place
     assert proc.returncode == 0 and len(list((work / "oof" / "replaced").glob("oof-*"))) == 1, proc.stdout
+
+
+def test_a_map_that_cannot_be_moved_aside_says_what_was_moved_and_how_to_finish(tmp_path, monkeypatch):
+    """An immovable map gave a bare "Operation not permitted" and the advice to choose another folder,
+    which would leave the old maps half moved (probe round 22, N4)."""
+    import errno
+
+    from auto3dseg.ensembling import kept_maps
+
+    for name in ("a_prob.zarr", "b_prob.zarr"):
+        (tmp_path / name).mkdir()
+    real = os.replace
+
+    def refuse_b(src, dst):
+        if Path(src).name == "b_prob.zarr":
+            raise OSError(errno.EPERM, os.strerror(errno.EPERM), str(src))
+        real(src, dst)
+
+    monkeypatch.setattr(kept_maps.os, "replace", refuse_b)
+    with pytest.raises(RuntimeError) as err:
+        kept_maps.keep_maps(tmp_path, ["a_prob.zarr", "b_prob.zarr"], what="ensemble", why="x", log=lambda m: None)
+    text = str(err.value)
+    assert text.startswith(f"{tmp_path / 'b_prob.zarr'}: Operation not permitted") and "1 of 2 moved" in text
+    assert "nothing was written over" in text and "run the same command again" in text
+    assert (tmp_path / "b_prob.zarr").is_dir() and kept_maps.maps_in(tmp_path) == ["b_prob.zarr"]
