@@ -118,9 +118,10 @@ def label_input_problem(images: Sequence[str]) -> str | None:
 
 
 def label_like_images(images: Sequence[str], datalist: str, step: int = 4) -> list[str]:
-    """Warnings for CellMap images that look like label volumes: every ``step``-th voxel an integer
-    among the class table's ids (and 255), with 2 to ``len(class_table) + 2`` distinct values. A
-    label copied out of its dataset and given as an image is otherwise predicted without a word."""
+    """Warnings for CellMap images that look like label volumes: every ``step``-th voxel of the middle
+    z plane an integer among the class table's ids (and 255), with 2 to ``len(class_table) + 2``
+    distinct values. A label copied out of its dataset and given as an image is otherwise predicted
+    without a word. One plane: a gzipped image is decompressed only up to it, not read twice."""
     import json
 
     import nibabel as nib
@@ -139,7 +140,8 @@ def label_like_images(images: Sequence[str], datalist: str, step: int = 4) -> li
     for image in images:
         try:
             proxy = nib.load(str(image)).dataobj
-            sample = np.asarray(proxy[tuple(slice(None, None, step) for _ in proxy.shape[:3])])
+            middle = [proxy.shape[2] // 2] if len(proxy.shape) > 2 else []
+            sample = np.asarray(proxy[(slice(None, None, step), slice(None, None, step), *middle)])
         except Exception:  # noqa: BLE001 - an unreadable image is named when it is predicted
             continue
         values = np.unique(sample)
