@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -17,7 +18,7 @@ import numpy as np
 import pytest
 import zarr
 from faults import retrain_weights
-from pipeline_work import TINY, copy_work, nan_copy, run_work, zip_arrays
+from pipeline_work import SCRIPT, TINY, copy_work, nan_copy, run_work, zip_arrays
 
 import run_auto3dseg
 
@@ -419,6 +420,16 @@ def test_training_files_written_again_with_the_same_sizes_are_not_called_changed
     assert f"before 1 of its training file(s) changed ({second}); 2 more were written again with the same sizes" \
         in note, note
     assert item["image"] not in note
+    # and the datalist re-converted in place, then analysed again: "not its training items or files: the
+    # bundles stand" contradicted the note naming the changed file (probe round 23, N12)
+    from auto3dseg.orchestration.workdir import datalist_changed
+
+    (data / "datalist.json").write_text((data / "datalist.json").read_text() + "\n")
+    proc = run_work(work, "--mode", "analyze", "--workers", "0", "--datalist", str(data / "datalist.json"))
+    assert proc.returncode == 0 and "analysing again" in proc.stdout + proc.stderr, proc.stderr
+    said = datalist_changed(work)
+    assert said and "the bundles stand" not in said and "its analysis was made again" in said, said
+    assert "segresnet_0" in said and "trained on earlier ones: --mode train --force retrains" in said, said
 
 
 def test_a_map_made_from_an_image_of_another_voxel_size_says_so_whenever_it_is_kept(trained_work, tmp_path,
@@ -450,9 +461,12 @@ def test_maps_no_manifest_lists_are_kept_not_written_over(trained_work, tmp_path
     dropped = Path(manifest["items"].pop()["probabilities"]).name
     (out / "ensemble.json").write_text(json.dumps(manifest))
     before = zarr.open_array(str(out / dropped), mode="r")[:]
-    proc = run_work(work, "--mode", "ensemble", "--algos", "segresnet")  # the same bundles: the dropped map is redone
-    assert proc.returncode == 0, proc.stderr
-    assert f"{dropped}, which no manifest lists" in proc.stdout, proc.stdout
+    proc = subprocess.run([sys.executable, SCRIPT, "--work_dir", str(work), "--mode", "ensemble", "--algos",
+                           "segresnet"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # as a log file
+    assert proc.returncode == 0, proc.stdout  # the same bundles: the dropped map is redone
+    # said on a line of its own: not after the progress bar's text (a `grep -v` of the bar hid it)
+    assert any(line.startswith(f"note: 1 earlier map(s) ({dropped}, which no manifest lists")
+               for line in proc.stdout.split("\n")), proc.stdout
     kept = list((out / "replaced").glob("unlisted-map-*"))
     assert len(kept) == 1 and np.array_equal(zarr.open_array(str(kept[0] / dropped), mode="r")[:], before)
     assert (out / dropped).is_dir()  # and predicted again in its place

@@ -507,6 +507,14 @@ def test_tta_recomputes_the_maps_and_records_it(oof_run, tmp_path, capsys):
     assert all(Path(it["probabilities"]).parent == copy / "oof" for it in oof["items"])
     after = json.loads((copy / "cv" / "scores.json").read_text())["overall"]["score"]
     assert after != before  # new maps, a new figure (a 3-iteration network is not mirror-symmetric)
+    # the maps without mirroring are kept, and said to be that, not "trained again" (probe round 22 note)
+    assert "made without test-time mirroring (--tta)) moved to" in printed and "trained again" not in printed, printed
+    assert len(list((copy / "oof" / "replaced").glob("oof-*/*_prob.zarr"))) == len(oof["items"])
+    # --force with the same weights: predicted again in place, and said (ensemble --force says it too)
+    assert run_auto3dseg.main(["--mode", "oof", "--work_dir", str(copy), "--tta", "--force"]) == 0
+    printed = capsys.readouterr().out
+    assert f"note: --force: {len(oof['items'])} out-of-fold map(s)" in printed and "same bundles" in printed, printed
+    assert len(list((copy / "oof" / "replaced").glob("oof-*"))) == 1
     assert run_auto3dseg.main(["--mode", "ensemble", "--work_dir", str(copy), "--tta"]) == 0
     assert json.loads((copy / "ensemble_output" / "ensemble.json").read_text())["tta"] is True
 

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from auto3dseg.ensembling.kept_maps import keep_maps, maps_in
+from auto3dseg.ensembling.progress import bar_safe
 from auto3dseg.ensembling.probability_maps import map_intact, probability_map_name, write_probability_map
 from auto3dseg.ensembling.selection import gone_bundles, select_ensemble, trained_history
 from auto3dseg.ensembling.weights_stamp import (
@@ -343,23 +344,24 @@ def _run_ensemble(work: Path, out_dir: Path, *, method: str, n_best: int, algos:
     items: list[dict] = []
     failed: list[str] = []
     computed = 0
+    say = bar_safe(log)  # notes in the loop start their own line, not the progress bar's
     for index, case in enumerate(tqdm(cases, desc="Ensembling", unit="image")):
         f = str(case["image"])
         out = out_dir / probability_map_name(_case_name(f))
         was = done.get(f) or done_moved.get(moved_key(f))
         if was and not same_source(was, f):
-            log(f"note: {f} changed since its map was written (other size or time): predicting it again")
+            say(f"note: {f} changed since its map was written (other size or time): predicting it again")
             was = None
         if was and Path(was["probabilities"]).name == out.name and map_intact(out):
             items.append({**was, "image": f, "probabilities": str(out)})  # a copy's own map; a moved image's path
-            _say_again(was, log)
+            _say_again(was, say)
             continue
         if not inferers:  # load each bundle once, only when something is left to do
-            inferers, acts = load_inferers(work, chosen, tta, log)
-        _keep_other_images_map(out, owners.get(out.name), f, out_dir, log)
+            inferers, acts = load_inferers(work, chosen, tta, say)
+        _keep_other_images_map(out, owners.get(out.name), f, out_dir, say)
         try:
             shape, channels, activation = write_case_map(inferers, acts, case, out, channels, activation,
-                                                         src["datalist"], index, source, log)
+                                                         src["datalist"], index, source, say)
         except (FileNotFoundError, InputError) as exc:  # one bad image: named, and the others still predicted
             failed.append(f)
             # a line of its own in a log file too (SLURM), where the bar's text is not cleared: `grep -v` of the

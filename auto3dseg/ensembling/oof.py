@@ -33,6 +33,7 @@ from auto3dseg.ensembling.ensemble import (
     write_case_map,
 )
 from auto3dseg.ensembling.probability_maps import map_intact, probability_map_name
+from auto3dseg.ensembling.progress import bar_safe
 from auto3dseg.ensembling.selection import select_ensemble, trained_history
 from auto3dseg.ensembling.kept_maps import keep_maps, maps_in
 from auto3dseg.ensembling.weights_stamp import bundles_signature, copied_weights, replaced_weights
@@ -234,6 +235,9 @@ def _run_oof(work: Path, out_dir: Path, *, method: str, n_best: int, algos: Sequ
     accepted = {str(f): {signatures[str(f)], bundles_signature(b, work, legacy=True) + tag}  # written before digests
                 for f, b in by_fold.items()}
     _keep_other_bundles_maps(out_dir, earlier, accepted, log)
+    if force and (same := [it for it in earlier.get("items", []) if earlier.get("signatures", {}).get(
+            str(it.get("fold"))) in accepted.get(str(it.get("fold")), ())]):
+        log(f"note: --force: {len(same)} out-of-fold map(s) in {out_dir} are predicted again with the same bundles")
     fold_now = {c["image"]: c["fold"] for c in cases}
     done = {it["image"]: {**it, "probabilities": str(out_dir / Path(it["probabilities"]).name)}
             for it in previous.get("items", [])
@@ -268,16 +272,17 @@ def _run_oof(work: Path, out_dir: Path, *, method: str, n_best: int, algos: Sequ
                 f"that they never saw fold {fold}'s items is not verified")
         inferers: list[Any] = []
         acts: dict[str, str | None] = {}
+        say = bar_safe(log)
         for case in tqdm(fold_cases, desc=f"Out-of-fold, fold {fold}", unit="image"):
             rec = done.get(case["image"])
             if rec is None:
                 if not inferers:  # load the fold's bundles once, only when something is left to do
-                    inferers, acts = load_inferers(work, bundles, tta, log)
+                    inferers, acts = load_inferers(work, bundles, tta, say)
                 out = out_dir / probability_map_name(_case_name(case["image"]))
                 item = {"image": case["image"], **({"label": case["label"]} if case.get("label") else {})}
                 shape, state["channels"], state["activation"] = write_case_map(
                     inferers, acts, item, out, state["channels"], state["activation"], src["datalist"],
-                    case["index"], source, log)
+                    case["index"], source, say)
                 rec = {"image": case["image"], "label": case.get("label"), "fold": fold, "index": case["index"],
                        "probabilities": str(out), "shape": shape, "bundles": names, "verified": verified}
                 computed += 1
@@ -300,9 +305,18 @@ def _keep_other_bundles_maps(out_dir: Path, earlier: Mapping[str, Any], accepted
     other = [name for name, it in listed.items() if sigs.get(str(it.get("fold"))) not in accepted.get(
         str(it.get("fold")), ())]
     unlisted = [name for name in maps_in(out_dir) if name not in listed]
-    folds = sorted({str(listed[n].get("fold")) for n in other})
-    why = "; ".join(filter(None, [f"made by the bundles of fold(s) {', '.join(folds)} before they were trained "
-                                  "again" if other else "", "listed by no manifest" if unlisted else ""]))
+
+    def untagged(sig: Any) -> str:
+        return str(sig).removesuffix("-tta")
+
+    mirrored = [n for n in other if untagged(sigs.get(str(listed[n].get("fold")))) in {
+        untagged(a) for a in accepted.get(str(listed[n].get("fold")), ())}]  # the same weights, --tta changed
+    folds = sorted({str(listed[n].get("fold")) for n in other if n not in mirrored})
+    tta = bool(mirrored) and str(sigs.get(str(listed[mirrored[0]].get("fold")))).endswith("-tta")
+    why = "; ".join(filter(None, [
+        f"made by the bundles of fold(s) {', '.join(folds)} before they were trained again" if folds else "",
+        f"made {'with' if tta else 'without'} test-time mirroring (--tta)" if mirrored else "",
+        "listed by no manifest" if unlisted else ""]))
     keep_maps(out_dir, sorted(set(other) & set(maps_in(out_dir))) + unlisted, what="oof", why=why,
               copies=[MANIFEST, PARTIAL], log=log)
 

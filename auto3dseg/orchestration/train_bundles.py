@@ -35,9 +35,11 @@ __all__ = [
     "overrides_for",
     "parse_gpus",
     "select_bundles",
+    "stale_bundles_note",
     "threads_per_process",
     "train_bundle",
     "train_bundles",
+    "trained_on_other_files",
     "training_command",
 ]
 
@@ -298,7 +300,7 @@ def bundle_data_files(bundle: Path) -> dict[str, list[int]]:
         return {}
 
 
-def _trained_on_other_files(bundle: Bundle) -> list[str]:
+def trained_on_other_files(bundle: Bundle) -> list[str]:
     """Training files of ``bundle``'s datalist rewritten since it was trained (its done marker
     records them), and those added or dropped (so marked); empty for bundles trained before
     markers did."""
@@ -318,7 +320,7 @@ def _trained_on_other_files(bundle: Bundle) -> list[str]:
     return sorted(k + how(k) for k in set(now) | set(recorded) if now.get(k) != recorded.get(k))
 
 
-#: how :func:`_trained_on_other_files` marks a file whose size is the one trained on, its time not
+#: how :func:`trained_on_other_files` marks a file whose size is the one trained on, its time not
 SAME_SIZE = " (same size, other time)"
 
 
@@ -326,7 +328,7 @@ def stale_bundles_note(bundles: Sequence[Bundle], consequence: str) -> str | Non
     """One note naming the trained ``bundles`` whose training files changed since they were
     trained (an edited or re-converted label or image), and what follows (``consequence``);
     None when every one was trained on the files as they are."""
-    stale = {b.name: changed for b in bundles if b.done and (changed := _trained_on_other_files(b))}
+    stale = {b.name: changed for b in bundles if b.done and (changed := trained_on_other_files(b))}
     if not stale:
         return None
     files = sorted(set().union(*stale.values()))

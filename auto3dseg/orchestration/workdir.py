@@ -319,14 +319,24 @@ def datalist_changed(work_dir: str | os.PathLike) -> str | None:
                 return (f"warning: {dl} changed since {work_dir} was set up with it: not its training items or files, "
                         "but its class table, which is not the one the bundles were generated for (ensemble and "
                         "submit refuse them, saying what to do)")
-            what = ("the bundles stand; --mode ensemble predicts any new testing item" if list_bundles(
-                Path(work_dir).resolve()) else "its analysis stands (the review follows the datalist's class table)")
+            from auto3dseg.orchestration.train_bundles import trained_on_other_files
+
+            bundles = list_bundles(Path(work_dir).resolve())
+            if stale := [b.name for b in bundles if trained_on_other_files(b)]:  # analysed again since: not news
+                one = len(stale) == 1
+                return (f"note: {dl} changed since {work_dir} was set up with it, and its analysis was made again "
+                        f"for its files now; {', '.join(stale[:4])}{' and more' if len(stale) > 4 else ''} "
+                        f"{'was' if one else 'were'} trained on earlier ones: --mode train --force retrains "
+                        f"{'it' if one else 'them'}")
+            what = ("the bundles stand; --mode ensemble predicts any new testing item" if bundles
+                    else "its analysis stands (the review follows the datalist's class table)")
             return f"note: {dl} changed since {work_dir} was set up with it, but not its training items or files: {what}"
     except (OSError, ValueError, AttributeError):
         pass
     return (f"warning: {dl} changed since {work_dir} was set up with it (re-converted in place?): its statistics "
             f"and bundles were made for the earlier one (a converter keeps it in {dl.parent / 'replaced'}/). "
-            "--mode oof refuses changed folds; run analyze and generate with --force to start over on this one")
+            "--mode oof refuses changed folds; to start over on this one, run --mode analyze (it analyses the changed "
+            "files again), then generate with --force")
 
 
 def move_aside(path: Path, work_dir: str | os.PathLike) -> Path:
