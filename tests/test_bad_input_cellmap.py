@@ -358,6 +358,26 @@ def test_a_row_listed_twice_is_refused_naming_both_lines(synthetic, tmp_path, ca
     assert "remove one of the two rows" in err and not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("usage, says", [
+    ("test", "list held-out test crops in a --test_manifest"), ("val", "did you mean validate?"),
+    ("banana", "give train or validate")])
+def test_a_datasplit_usage_other_than_train_or_validate_is_refused(synthetic, tmp_path, capsys, usage, says):
+    """Any usage became a training item in fold 0: a crop marked 'test' to hold it out was trained on
+    (probe round 23, H50)."""
+    ds = make_tree(synthetic, tmp_path)
+    lines = ds.read_text().splitlines()
+    first = lines[1].split(",", 1)[0]
+    lines[1] = lines[1].replace(first, f'"{usage}"' if first.startswith('"') else usage, 1)
+    ds.write_text("\n".join(lines) + "\n")
+    assert main(cli(ds, tmp_path / "o")) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {ds}:2: usage {usage!r} is not train or validate") and says in err, err
+    assert not (tmp_path / "o").exists()
+    lines[1] = lines[1].replace(usage, "Train", 1)  # the toolbox's words in another case are read
+    ds.write_text("\n".join(lines) + "\n")
+    assert "Train" in {c.usage for c in cz.read_datasplit(ds)}
+
+
 @pytest.mark.parametrize("flag,value,says", [
     ("--max_voxels", "1", "too small to train on"), ("--max_voxels", "0", "at least 4096"),
     ("--max_voxels", "4095", "at least 4096"), ("--max_crops", "0", "must be at least 1"),

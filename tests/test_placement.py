@@ -88,6 +88,12 @@ def test_a_manifest_placing_a_converted_crop_in_another_dataset_is_refused(tmp_p
     twice = _manifest(tmp_path / "twice.csv", [(9, "jrc_b", "mito"), (9, "jrc_c", "er")])
     with pytest.raises(ValueError, match=r"test crop 9 is listed under two datasets \(jrc_b, jrc_c\)"):
         test_labels_by_crop(items, twice)
+    # one label of a crop on two rows (at two voxel sizes): one array would be written over the other, while
+    # the report listed both as predicted (probe round 23, H27); the converter refuses the same file
+    again = _manifest(tmp_path / "again.csv", [(7, "jrc_a", "mito"), (7, "jrc_a", "er"), (7, "jrc_a", "mito")])
+    with pytest.raises(ValueError, match=r"again\.csv:4: test crop 7 of dataset jrc_a, label 'mito', is listed again "
+                                         r"\(first at line 2\)"):
+        test_labels_by_crop(items, again)
 
 
 def test_a_manifest_of_another_dataset_is_refused_not_written_empty(tmp_path):

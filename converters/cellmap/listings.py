@@ -55,6 +55,13 @@ def _refuse_repeated_crops(crops: Sequence[CropSource]) -> None:
         first[src.name] = src
 
 
+_USAGES = ("train", "validate")
+_USAGE_HINTS = {
+    "tes": "every datasplit row is a training item, split into folds: list held-out test crops in a "
+           "--test_manifest, or leave them out of the datasplit",
+    "val": "did you mean validate? (the toolbox's word; both usages are training items, split into folds)",
+    "tra": "did you mean train?",
+}
 _DATASPLIT_COLUMNS = ("expected 5 columns, no header row: usage (train/validate), raw zarr, raw dataset, "
                       "gt zarr, gt dataset/[class,class,...] (the toolbox's datasplit.csv)")
 
@@ -75,6 +82,9 @@ def _datasplit_row(row: list[str], where: str) -> CropSource:
         what = "a header row" if usage.lower() == "usage" or not raw_zarr.endswith(".zarr") else "a row"
         raise CellMapFormatError(f"{where}: {what} whose gt dataset {gt_ds!r} names no crop (expected "
                                  f"'.../crop<N>'); {_DATASPLIT_COLUMNS}")
+    if usage.lower() not in _USAGES:  # every row becomes a training item: a 'test' row would be trained on
+        raise CellMapFormatError(f"{where}: usage {usage!r} is not train or validate (the first column); "
+                                 + _USAGE_HINTS.get(usage.lower()[:3], "give train or validate"))
     return CropSource(_dataset_name(raw_zarr), _crop_id(gt_ds), raw_zarr, raw_ds.rstrip("/"), gt_zarr,
                       gt_ds.rstrip("/"), classes, usage, where)
 
@@ -86,8 +96,14 @@ def _parse_vector(text: str) -> tuple[float, ...]:
 
 def read_test_manifest_rows(path: str | os.PathLike) -> dict[tuple[str, int], list[dict]]:
     """The labels to predict per ``(dataset, crop id)`` of a ``test_crop_manifest.csv``:
-    dicts with ``label``, ``voxel_size``, ``translation`` (z, y, x, nm) and ``shape``."""
-    return _manifest_rows(path)[0]
+    dicts with ``label``, ``voxel_size``, ``translation`` (z, y, x, nm) and ``shape``.
+
+    A crop's label listed on two rows is refused (:class:`CellMapFormatError`): a submission
+    holds one array per crop and label, so one row would silently write over the other."""
+    rows, lines = _manifest_rows(path)
+    for key, labels in rows.items():
+        _refuse_repeated_labels(path, key, labels, lines[key])
+    return rows
 
 
 _CropKey = tuple[str, int]
