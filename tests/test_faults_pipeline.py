@@ -463,6 +463,46 @@ def test_a_requested_label_outside_the_class_table_is_written_empty_and_named(ba
         assert not np.asarray(store[f"crop{int(str(crop).removeprefix('crop'))}/{extra}"][...]).any()
 
 
+def test_a_manifest_region_outside_the_converted_image_is_named(base, tmp_path, synthetic):
+    """A test manifest placing a crop elsewhere than the conversion did: the part outside the image
+    (or all of it) was written empty, reported "predicted", rc 0 and no word (probe round 23, H34)."""
+    import csv
+
+    import zarr
+
+    def shifted(row: dict, dx: float) -> dict:
+        z, y, x = row["translation"].strip("[]").split(";")
+        return {**row, "translation": f"[{z};{y};{float(x) + dx}]"}
+
+    work = copy_work(base, tmp_path)
+    with open(synthetic / "test_crop_manifest.csv", newline="") as fh:
+        reader = csv.DictReader(fh)
+        fields, rows = reader.fieldnames, list(reader)
+    crops = sorted({r["crop_name"] for r in rows})
+    far, near = crops[0], crops[1]  # wholly outside (20 µm off), and 10 voxels off in x
+    moved = [shifted(r, 20000.0) if r["crop_name"] == far else shifted(r, 10 * float(
+        r["voxel_size"].strip("[]").split(";")[2])) if r["crop_name"] == near else r for r in rows]
+    manifest = tmp_path / "manifest.csv"
+    with open(manifest, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(moved)
+    proc = run_work(work, "--mode", "submit", "--test_manifest", str(manifest))
+    assert proc.returncode == 0, proc.stderr
+    assert f"warning: crop{far}: up to 100% of the test manifest's region of" in proc.stdout, proc.stdout
+    assert f"warning: crop{near}: up to " in proc.stdout and "convert the crop with this test manifest" in proc.stdout
+    report = json.loads((work / "submission" / "submission_report.json").read_text())
+    far_rows = [r for r in report if r["crop"] == f"crop{far}"]
+    assert far_rows and all(r["status"] == "outside the converted image" for r in far_rows)
+    near_rows = [r for r in report if r["crop"] == f"crop{near}"]
+    assert near_rows and all(r["status"] == "predicted" and any("outside the converted image: empty there" in n
+                                                                 for n in r["notes"]) for r in near_rows)
+    store = zarr.open_group(str(work / "submission" / "submission.zarr"), mode="r")
+    for r in far_rows:
+        assert not np.asarray(store[f"{r['crop']}/{r['label']}"][...]).any()
+    assert "written empty" in (work / "submission" / "submission_report.md").read_text()
+
+
 @pytest.mark.parametrize("lose", ["weights", "model_folder", "best_only"])
 def test_a_done_marker_whose_weights_are_gone_is_trained_again(base, tmp_path, lose):
     work = copy_work(base, tmp_path)

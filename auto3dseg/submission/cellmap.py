@@ -26,7 +26,8 @@ import numpy as np
 
 from auto3dseg.ensembling.probability_maps import maps_signature, read_map_manifest
 from auto3dseg.orchestration.workdir import moved_key
-from auto3dseg.submission.placement import grid_of, place_on_grid
+from auto3dseg.ensembling.progress import bar_safe
+from auto3dseg.submission.placement import grid_of, outside_share, place_on_grid
 from auto3dseg.submission.previous import PARAMS_FILE, REPORT_FILES, keep_previous, params_text
 from converters.geometry import Grid, grid_from_nifti_affine
 from converters.outputs import atomic_write, atomic_write_text
@@ -243,11 +244,13 @@ def write_crops(store: Path, wanted: dict[int, list[dict]], prob_by_crop: dict[i
             close = close_class_names(name)
             log(f"warning: {name!r} is not a CellMap class at all" + (f" (did you mean {', '.join(close)}?)"
                                                                       if close else "") + ": check the test manifest")
+    say = bar_safe(log)  # notes in the loop start their own line, not the progress bar's
     for crop_id in tqdm(sorted(wanted), desc=desc, unit="crop"):
         crop_group = root_group.require_group(f"crop{crop_id}")
         maps = prob_by_crop.get(crop_id, [])
         makers = [map_labels(p, channels, class_table, params, 2**31 // max(1, len(maps))) for p in maps]
         labels = list(dict.fromkeys(t["label"] for t in wanted[crop_id]))
+        outside: dict[str, float] = {}  # label -> share of its region outside the image
         for label in tqdm(labels, desc=f"  crop{crop_id}", unit="label", leave=False, disable=len(labels) < 8):
             kind = "instance" if label in INSTANCE_CLASSES else "semantic"
             with warnings.catch_warnings(record=True) as caught:  # e.g. an object too large to split
@@ -256,11 +259,18 @@ def write_crops(store: Path, wanted: dict[int, list[dict]], prob_by_crop: dict[i
             arrays = [(a, g) for a, g in arrays if a is not None]
             notes = sorted({str(w.message) for w in caught})
             for note in notes:
-                log(f"note: crop{crop_id}/{label}: {note}")
+                say(f"note: crop{crop_id}/{label}: {note}")
             for target in (t for t in wanted[crop_id] if t["label"] == label):
                 data = place_tiles(arrays, target, kind)
                 status = "predicted" if data is not None else _empty_reason(bool(maps), crop_id in converted,
                                                                            label in known)
+                row_notes = list(notes)
+                if makers and (share := outside_share(grid_of(target["voxel_size"], target["translation"],
+                                                              target["shape"]), [g for _, g in makers])) > 1e-3:
+                    outside[label] = max(share, outside.get(label, 0.0))
+                    row_notes.append(f"{share:.0%} outside the converted image: empty there")
+                    if share > 1 - 1e-3:
+                        status = "outside the converted image"
                 if data is None:
                     data = np.zeros(tuple(int(s) for s in target["shape"]),
                                     dtype=np.uint16 if kind == "instance" else np.uint8)
@@ -269,9 +279,14 @@ def write_crops(store: Path, wanted: dict[int, list[dict]], prob_by_crop: dict[i
                 except OSError as exc:  # zarr's chunk writes name no file
                     exc.filename = exc.filename or str(store / f"crop{crop_id}" / label)
                     raise
-                report.rows.append({**_report_row(crop_id, target, kind, status, data), "notes": notes})
+                report.rows.append({**_report_row(crop_id, target, kind, status, data), "notes": row_notes})
                 del data
             del arrays
+        if outside:
+            say(f"warning: crop{crop_id}: up to {max(outside.values()):.0%} of the test manifest's region of "
+                f"{', '.join(sorted(outside))} lies outside the crop's converted image, and is written empty there: "
+                "the manifest places the crop elsewhere than the conversion did; convert the crop with this test "
+                "manifest (--test_manifest), then ensemble and submit again")
     return report
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from converters.geometry import Grid, source_coordinates
 from converters.resample import resample_into
 
-__all__ = ["grid_of", "grids_align", "place_on_grid"]
+__all__ = ["grid_of", "grids_align", "outside_share", "place_on_grid"]
 
 
 def grids_align(src: Grid, dst: Grid, tol: float = 1e-3) -> bool:
@@ -72,3 +72,30 @@ def place_on_grid(array: np.ndarray, src: Grid, dst: Grid, kind: str, out_dtype:
 def grid_of(voxel_size: Sequence[float], translation: Sequence[float], shape: Sequence[int]) -> Grid:
     """The Grid of a CellMap array from its ``voxel_size``, ``translation`` and ``shape``."""
     return Grid(tuple(translation), tuple(voxel_size), tuple(shape))
+
+
+def outside_share(dst: Grid, sources: Sequence[Grid]) -> float:
+    """Share of ``dst``'s voxel centres that no grid of ``sources`` covers (they are written 0).
+
+    ``sources`` are the tiles of one image, which do not overlap. A test crop placed partly or
+    wholly outside its converted image (a manifest of another conversion) gets an empty margin.
+
+    Examples
+    --------
+    >>> image = Grid((0.0, 0.0, 0.0), (8.0, 8.0, 8.0), (4, 4, 4))
+    >>> outside_share(Grid((0.0, 0.0, 16.0), (8.0, 8.0, 8.0), (4, 4, 4)), [image])
+    0.5
+    >>> outside_share(image, [image]), outside_share(Grid((0.0, 0.0, 1e5), (8.0, 8.0, 8.0), (4, 4, 4)), [image])
+    (0.0, 1.0)
+    """
+    total = int(np.prod(dst.shape))
+    if not total:
+        return 0.0
+    covered = 0
+    for src in sources:
+        inside = 1
+        for ax in range(3):
+            pos = dst.origin[ax] + np.arange(dst.shape[ax], dtype=np.float64) * dst.spacing[ax]
+            inside *= int(np.count_nonzero((pos >= src.lower_edge[ax]) & (pos < src.upper_edge[ax])))
+        covered += inside
+    return max(0.0, 1.0 - min(covered, total) / total)
