@@ -18,7 +18,8 @@ def bar_safe(log: Callable[..., object]) -> Callable[..., object]:
     Examples
     --------
     >>> said = []
-    >>> bar_safe(said.append) is said.append
+    >>> keep = said.append
+    >>> bar_safe(keep) is keep
     True
     >>> bar_safe(print)("note: kept")  # doctest: +NORMALIZE_WHITESPACE
     note: kept
