@@ -44,7 +44,8 @@ import numpy as np
 import tifffile
 from tqdm import tqdm
 
-from auto3dseg.evaluation.cellseg_inputs import MIN_CELLS_FOR_BINARY, NotInstanceMasks, binary_mask_id, image_like_problem
+from auto3dseg.evaluation.cellseg_inputs import (MIN_CELLS_FOR_BINARY, NotInstanceMasks, binary_mask_id,
+                                                 image_like_problem, wrapped_uint8_problem)
 from auto3dseg.evaluation.cellseg_metrics import match_instances, remove_border_instances, score_image
 from converters.outputs import atomic_write_text
 
@@ -175,6 +176,8 @@ def score_folders(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, *, gt_
                 warnings.append(f"{name}: every foreground pixel holds the one id {one} while the truth has "
                                 f"{s['true_num']} cells: a binary (semantic) mask scores as one cell; if it is one, give "
                                 "one id per cell (e.g. skimage.measure.label(mask), or run_auto3dseg.py --mode submit)")
+            if wrapped := wrapped_uint8_problem(pred):
+                warnings.append(f"{name}: {wrapped}")
         except Exception as exc:  # noqa: BLE001 - reported per image, never aborts the batch
             failed.append({"name": name, "error": f"{name} (truth {gts[stem].name}): {exc}"})
             continue

@@ -9,13 +9,18 @@ mask always is:
 * made of blobs: in a mask almost every pair of neighbouring non-zero pixels lies in one
   cell (90% and more; over half even for cells of 3 x 3 pixels), while neighbouring pixels
   of a noisy image rarely have the same grey level (a few %).
+
+:func:`wrapped_uint8_problem` tells a mask whose ids wrapped around at 256 (more than 255
+cells saved as uint8), which scores without error but with cells merged and lost.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["NotInstanceMasks", "binary_mask_id", "image_like_problem"]
+from converters.cells.label_checks import wrapped_ids_problem
+
+__all__ = ["NotInstanceMasks", "binary_mask_id", "image_like_problem", "wrapped_uint8_problem"]
 
 #: under this fraction of equal neighbouring non-zero pixels, an array is an image's grey levels
 _MIN_EQUAL_NEIGHBOURS = 0.5
@@ -87,3 +92,30 @@ def binary_mask_id(arr: np.ndarray) -> int | None:
     if not fg.size or fg.min() != fg.max():
         return None
     return int(fg[0])
+
+
+def wrapped_uint8_problem(arr: np.ndarray) -> str | None:
+    """Why a uint8 prediction's ids look wrapped around at 256, else None.
+
+    More than 255 cells saved as uint8 hold ``id % 256``: separate cells share an id (and
+    every 256th cell becomes background), which scores, lower, without error. The test is
+    the cells converter's (:func:`converters.cells.label_checks.wrapped_ids_problem`: many
+    ids each made of several separate cell-sized blobs), for a uint8 mask whose ids reach 255.
+
+    Examples
+    --------
+    >>> cells = np.zeros((60, 80), np.uint16)
+    >>> for i in range(300):
+    ...     cells[4 * (i // 20):4 * (i // 20) + 3, 4 * (i % 20):4 * (i % 20) + 3] = i + 1
+    >>> wrapped_uint8_problem((cells % 256).astype(np.uint8))[:38]
+    'a uint8 prediction whose ids reach 255'
+    >>> wrapped_uint8_problem(cells) is None
+    True
+    """
+    arr = np.asarray(arr)
+    if arr.dtype != np.uint8 or arr.ndim != 2 or not arr.size or int(arr.max()) != 255:
+        return None
+    if wrapped_ids_problem(arr, "") is None:
+        return None
+    return ("a uint8 prediction whose ids reach 255 with ids shared by separate cells: ids wrapped around at 256? "
+            "save instance masks as uint16/uint32")

@@ -43,7 +43,13 @@ def format_scores_markdown(scores: dict[str, Any]) -> str:
     if "rules" in scores:
         lines.append(f"- rules: {scores['rules']}")
     if "submission" in scores:
-        lines += [f"- submission: `{scores['submission']}`", f"- truth: `{scores['truth']}`"]
+        read = scores.get("submission_read")
+        if read and Path(read) != Path(scores["submission"]):
+            lines.append(f"- submission: `{read}` (the zip in `{scores['submission']}`; a folder holding a zip and "
+                         "a submission.zarr is read from its zip, as the official scorer does)")
+        else:
+            lines.append(f"- submission: `{scores['submission']}`")
+        lines.append(f"- truth: `{scores['truth']}`")
     if scores.get("test_manifest"):
         lines.append(f"- test manifest: `{scores['test_manifest']}`")
     warnings = scores.get("warnings") or []

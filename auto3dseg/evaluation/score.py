@@ -73,6 +73,8 @@ from auto3dseg.evaluation.traps import (
     float_instance_warnings,
     format_warning,
     make_warning,
+    newer_zarr_warnings,
+    shape_mismatch_warnings,
     skipped_class_warnings,
     uint8_wrap_warnings,
     unknown_truth_warnings,
@@ -226,6 +228,7 @@ def _score_present(t: TruthLabel, truth_arr: np.ndarray, target: Grid, arr: Any,
         if tr is None:
             warns.append(make_warning(t.crop, t.label, "no_translation", "no translation attribute: taken as "
                                       "the crop's own origin, offset 0 (official rules)"))
+        warns += shape_mismatch_warnings(t.crop, t.label, src.shape, arr.attrs.get("shape"), vs, tr, target)
 
         def place(v: Sequence[float] | None, tr_: Sequence[float] | None) -> np.ndarray:
             return official_place(src, v, tr_, target, kind)
@@ -378,6 +381,8 @@ def score_submission(submission: str | os.PathLike[str], truth: str | os.PathLik
         warns += _manifest_warnings(truths, grids, rules, wanted)
     records, missing = [], []
     with open_submission(submission, rules) as sub:
+        read = sub.where  # a folder holding a zip is read from that zip (official rules)
+        warns += newer_zarr_warnings(submission, read) if Path(read) != Path(submission) else []
         dirs, crop_warns = _crop_dirs(sub, {t.crop for t in truths}, rules)
         warns += crop_warns
         if only is None and wanted is None:  # a submitted crop the truth lacks (the manifest's are named above)
@@ -426,7 +431,7 @@ def score_submission(submission: str | os.PathLike[str], truth: str | os.PathLik
     if echo_warnings:
         for w in warns:
             print(f"warning: {format_warning(w)}", file=sys.stderr)
-    return {"submission": str(submission), "truth": ", ".join(map(str, truth_paths)), "rules": rules,
+    return {"submission": str(submission), "submission_read": read, "truth": ", ".join(map(str, truth_paths)), "rules": rules,
             "test_manifest": str(test_manifest) if test_manifest else None, "overall": overall,
             "labels": per_label, "crops": records, "missing": missing, "warnings": warns, "notes": notes}
 
@@ -444,7 +449,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--submission", required=True,
                     help="the submission: a submission.zarr folder, a folder holding one, or a .zip holding "
                          "it (at the zip's root or under submission.zarr/); arrays crop<N>/<label> with "
-                         "voxel_size and translation attrs (z, y, x, nm)")
+                         "voxel_size and translation attrs (z, y, x, nm). A folder holding a zip is read from "
+                         "that zip, even beside a submission.zarr, as the official scorer does (--rules strict "
+                         "reads its submission.zarr); to score the zarr give it: --submission .../submission.zarr")
     ap.add_argument("--truth", required=True,
                     help="the ground truth: a flat store crop<N>/<label> (e.g. the synthetic data's "
                          "test_truth.zarr), a CellMap <dataset>.zarr, or a folder of CellMap datasets")
@@ -497,7 +504,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         print(f"wrote {out} and {out.with_suffix('.md')}")
     return 0
-
 
 
 if __name__ == "__main__":

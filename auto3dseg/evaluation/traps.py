@@ -34,6 +34,11 @@ kind                   raised when
 ``truth_unknown``      an 8-bit truth with value 255 (official: semantic foreground, or one
                        more instance object; strict: left out)
 ``not_in_manifest``    / ``no_truth`` / ``grid_mismatch``: truth and manifest (or submission) disagree
+``shape_mismatch``     the array's shape differs from its ``shape`` attribute, or from the
+                       crop's while it has the crop's voxel size and translation (official
+                       rules; the strict ones refuse the former)
+``zarr_newer_than_zip`` a folder's zip was scored, but a ``*.zarr`` beside it was changed
+                       after it (official rules)
 =====================  ==============================================================
 
 >>> make_warning(101, "ves", "missing_label", "not in the submission")["kind"]
@@ -42,7 +47,9 @@ kind                   raised when
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import cc3d
@@ -56,6 +63,8 @@ __all__ = [
     "float_instance_warnings",
     "format_warning",
     "make_warning",
+    "newer_zarr_warnings",
+    "shape_mismatch_warnings",
     "skipped_class_warnings",
     "uint8_wrap_warnings",
     "unknown_truth_warnings",
@@ -361,3 +370,88 @@ def unknown_truth_warnings(crop: int, label: str, truth: np.ndarray, kind: str, 
     else:
         how = "are left out: truth and prediction are masked there (strict rules)"
     return [make_warning(crop, label, "truth_unknown", f"{n} truth voxels are 255 ('unknown'); they {how}")]
+
+
+def _dims(shape: Sequence[int]) -> str:
+    return "×".join(str(int(n)) for n in shape)
+
+
+def shape_mismatch_warnings(crop: int, label: str, shape: Sequence[int], shape_attr: Any,
+                            voxel_size: Sequence[float] | None, translation: Sequence[float] | None,
+                            target: Grid) -> list[dict[str, Any]]:
+    """An array whose shape differs from its own ``shape`` attribute, or from the crop it is written on.
+
+    The official scorer reads no ``shape`` attribute: it resamples the array and pads or
+    crops it to the crop's shape, so an array a slice short scores that slice as
+    background without a word (the strict rules refuse a wrong attribute). Checked when
+    the attribute disagrees with the array, or when the array has the crop's voxel size
+    and translation (so it was meant to be the crop) but another shape.
+
+    >>> g = Grid((4.0, 4.0, 4.0), (8.0, 8.0, 8.0), (32, 48, 56))
+    >>> w = shape_mismatch_warnings(101, "cyto", (31, 48, 56), [32, 48, 56], (8, 8, 8), (4, 4, 4), g)
+    >>> w[0]["message"][:62]
+    'the array is 31×48×56, the crop 32×48×56 (its shape attribute '
+    >>> shape_mismatch_warnings(101, "cyto", (64, 96, 112), None, (4, 4, 4), (2, 2, 2), g)
+    []
+    """
+    try:
+        said = None if shape_attr is None else tuple(int(n) for n in shape_attr)
+    except (TypeError, ValueError):
+        said = None  # unreadable: the official scorer ignores it too
+    shape, crop_shape = tuple(int(n) for n in shape), tuple(int(n) for n in target.shape)
+    on_crop_grid = (voxel_size is not None and np.allclose(voxel_size, target.spacing)
+                    and (translation is None or np.allclose(translation, target.origin)))
+    if not ((said is not None and said != shape) or (on_crop_grid and shape != crop_shape)):
+        return []
+    attr = f" (its shape attribute says {_dims(said)})" if said is not None else ""
+    how = "it reads no shape attribute" if shape == crop_shape else "resized/padded"
+    return [make_warning(crop, label, "shape_mismatch",
+                         f"the array is {_dims(shape)}, the crop {_dims(crop_shape)}{attr}: scored as the "
+                         f"official scorer does ({how}), check the submission")]
+
+
+def _newest(folder: Path) -> tuple[float, Path]:
+    """The latest modification time of ``folder`` or anything in it, and what has it."""
+    best = (folder.stat().st_mtime, folder)
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for name in (*dirnames, *filenames):
+            path = Path(dirpath, name)
+            try:
+                best = max(best, (path.stat().st_mtime, path))
+            except OSError:
+                continue
+    return best
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+def newer_zarr_warnings(folder: str | os.PathLike[str], scored_zip: str | os.PathLike[str]
+                        ) -> list[dict[str, Any]]:
+    """A ``*.zarr`` beside the zip that was scored in its stead, changed after that zip.
+
+    A folder holding a zip is read from that zip, as the official scorer does, even
+    beside a ``submission.zarr``: a zarr edited since it was zipped is not what was scored.
+
+    >>> import tempfile, time
+    >>> d = Path(tempfile.mkdtemp()); (d / "submission.zip").touch(); (d / "submission.zarr").mkdir()
+    >>> os.utime(d / "submission.zip", (time.time() - 600,) * 2)
+    >>> [w["kind"] for w in newer_zarr_warnings(d, d / "submission.zip")]
+    ['zarr_newer_than_zip']
+    """
+    folder, scored_zip = Path(folder), Path(scored_zip)
+    zipped = scored_zip.stat().st_mtime
+    out = []
+    for zarr_dir in sorted(p for p in folder.iterdir() if p.is_dir() and p.name.endswith(".zarr")):
+        newest, path = _newest(zarr_dir)
+        if newest > zipped:
+            what = "it" if path == zarr_dir else path.relative_to(folder).as_posix()
+            out.append(make_warning("*", "*", "zarr_newer_than_zip",
+                                    f"{zarr_dir} was changed after {scored_zip.name} ({what}: "
+                                    f"{_age(newest - zipped)} later), but the zip is what was scored (a folder "
+                                    "holding both is read from its zip, as the official scorer does): zip it "
+                                    f"again, or score the zarr with --submission {zarr_dir}"))
+    return out
