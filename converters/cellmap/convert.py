@@ -49,7 +49,7 @@ from converters.cellmap.crop import (
 )
 from converters.datalist_writer import build_datalist, validate_new_datalist
 from converters.cellmap.em_level import choose_em_level, em_stamp, refuse_unknown_scale
-from converters.cellmap.input_checks import check_max_voxels, refuse_repeated_crops
+from converters.cellmap.input_checks import check_max_voxels, refuse_repeated_crops, training_overlap_warnings
 from converters.folds import DEFAULT_FOLD_GAP, CropExtent, SplitPlan, plan_spatial_folds
 from converters.geometry import Grid, output_grid
 from converters.outputs import (
@@ -246,6 +246,9 @@ def convert(
     refuse_unknown_scale(scale, [*crops, *test_crops])
     out_dir = Path(output_dir)
     inspected, inspect_errors = _inspect_all(crops)
+    for warning in training_overlap_warnings(test_crops, [(s.name, s.dataset, inspected[s.name][0]) for s in crops
+                                                          if inspected.get(s.name, (None,))[0] is not None]):
+        print(f"warning: {warning}", file=sys.stderr)
     statuses = {name: found[1] for name, found in inspected.items()}
     names = _resolve_classes(classes, crops, statuses)
     if not names and not dry_run:

@@ -26,7 +26,8 @@ import numpy as np
 from converters.cellmap import zarr_tree as cz
 from converters.cellmap.class_mapping import UNANNOTATED, annotated_ids, cellmap_lookup, overlap_warnings, restrict_to_listed
 from converters.datalist_writer import tile_name
-from converters.cellmap.em_level import UNREADABLE, EMChoice, choose_em_level, em_stamp, partial_level_stamps
+from converters.cellmap.em_level import (UNREADABLE, EMChoice, choose_em_level, em_stamp, partial_level_stamps,
+                                        refuse_annotation_as_em)
 from converters.folds import SpatialSplit
 from converters.geometry import (
     Grid,
@@ -191,6 +192,7 @@ def _open_em(src: cz.CropSource | cz.TestCrop, out: Grid, settings: ConvertSetti
     if src.em_group not in em:
         raise cz.CellMapFormatError(f"{src.em_zarr}/{src.em_group}: EM group not found (no EM under recon-*/em/); "
                                     "download the dataset's EM (or fix the raw dataset column of the datasplit)")
+    refuse_annotation_as_em(src.name, em, src.em_zarr, src.em_group)
     where = f"{src.em_zarr}/{src.em_group}"
     group = em[src.em_group]
     levels = cz.read_levels(group, where)

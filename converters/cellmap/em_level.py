@@ -20,7 +20,8 @@ from converters.cellmap import zarr_tree as cz
 from converters.cellmap.multiscale_checks import nm_text
 from converters.geometry import Grid, source_coordinates
 
-__all__ = ["UNREADABLE", "EMChoice", "choose_em_level", "level_problem", "refuse_unknown_scale"]
+__all__ = ["UNREADABLE", "EMChoice", "annotation_marks", "choose_em_level", "level_problem", "refuse_annotation_as_em",
+           "refuse_unknown_scale"]
 
 _TOL = 1e-3
 #: skip reason of a crop whose needed EM level is listed but cannot be read (a failure)
@@ -295,3 +296,42 @@ def partial_level_stamps(em_zarr: str | os.PathLike, em_group: str, coverage: Ma
     """:func:`em_stamp` of each level that had only some of its chunks in the crop's region (a
     coarser one was used): once its missing chunks are fetched, a re-run converts the crop again."""
     return {p: em_stamp(em_zarr, em_group, p, grid) for p, f in coverage.items() if 0.0 < float(f) < 1.0}
+
+
+def annotation_marks(group_path: str, attrs_chain: Sequence[Mapping]) -> str:
+    """Why a raw dataset is a CellMap annotation rather than EM ('' when nothing says so).
+
+    ``attrs_chain`` holds the ``.zattrs`` of the group and of its parents in the store. CellMap
+    keeps ground truth under ``recon-*/labels/`` and marks crop and class groups with
+    ``{"cellmap": {"annotation": ...}}``; an ``all`` array group lacks that mark, its crop has it.
+
+    >>> annotation_marks("recon-1/em/fibsem-uint8", [{"multiscales": []}, {}])
+    ''
+    >>> annotation_marks("recon-1/labels/groundtruth/crop1/all", [{"multiscales": []}])
+    'it lies under a labels/ group'
+    >>> annotation_marks("gt/crop1/mito", [{"cellmap": {"annotation": {"class_name": "mito"}}}])
+    'its .zattrs carry CellMap annotation attributes'
+    """
+    if "labels" in group_path.strip("/").split("/"):
+        return "it lies under a labels/ group"
+    if any("annotation" in (attrs.get("cellmap") or {}) for attrs in attrs_chain):
+        return "its .zattrs carry CellMap annotation attributes"
+    return ""
+
+
+def refuse_annotation_as_em(name: str, root: zarr.hierarchy.Group, em_zarr: str | os.PathLike, em_group: str) -> None:
+    """Refuse a crop whose raw dataset (the datasplit's 3rd column) is a label array: its "image"
+    would be the crop's own labels, and the network would learn to copy them.
+
+    Raises
+    ------
+    cz.CellMapFormatError
+        Naming the crop, the raw dataset and the store's EM group to give instead.
+    """
+    parts = em_group.strip("/").split("/")
+    chain = [root[p].attrs.asdict() for p in ("/".join(parts[:i]) for i in range(len(parts), 0, -1)) if p in root]
+    why = annotation_marks(em_group, chain)
+    if why:
+        raise cz.CellMapFormatError(
+            f"{name}: raw dataset {em_group} is a label array (CellMap annotation: {why}), not EM: give the EM group "
+            f"in the datasplit's 3rd column, e.g. {cz.em_group_of(str(em_zarr))}")

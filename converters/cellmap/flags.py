@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from converters.cellmap.input_checks import max_voxels_arg, positive_int, spacing_arg
+from converters.cellmap.input_checks import (folds_arg, max_voxels_arg, positive_int, spacing_arg, upsample_arg,
+                                             workers_arg)
 from converters.folds import DEFAULT_FOLD_GAP
 
 __all__ = ["build_parser"]
@@ -41,18 +42,20 @@ def build_parser() -> argparse.ArgumentParser:
                    "EM group has is a usage error naming the levels there)")
     p.add_argument("--classes", nargs="+", help="class names to keep (CellMap names, e.g. mito er nuc); "
                    "default: every most-specific class annotated in some crop, plus annotated groups of them")
-    p.add_argument("--num_folds", type=int, default=5, help="cross-validation folds; crops of one dataset stay "
-                   "together when there are at least this many datasets, else crops do; with fewer crops than folds, "
-                   "crops are cut into slabs along their longest axis, one fold each (spatial folds)")
+    p.add_argument("--num_folds", type=folds_arg, default=5, help="cross-validation folds (1 or more); crops of "
+                   "one dataset stay together when there are at least this many datasets, else crops do; with fewer "
+                   "crops than folds, crops are cut into slabs along their longest axis, one fold each (spatial folds)")
     p.add_argument("--fold_gap", type=int, default=DEFAULT_FOLD_GAP, help="output voxels left out between two "
                    "spatial folds of one crop (a slab boundary), so that objects cut there are not on both sides")
-    p.add_argument("--workers", type=int, default=1, help="crops converted in parallel (processes); each "
-                   "holds about one crop in memory, so fewer when the out-of-memory killer ends one")
+    p.add_argument("--workers", type=workers_arg, default=1, help="crops converted in parallel (processes; 0 "
+                   "or 1: in this process); each holds about one crop in memory, so fewer when the out-of-memory "
+                   "killer ends one")
     p.add_argument("--max_crops", type=positive_int, help="convert only the first N crops (a quick try; N >= 1)")
     p.add_argument("--max_voxels", type=max_voxels_arg, help="write crops (or their spatial folds) with more output "
                    "voxels than this as several tiles (at least 4096, a 16^3 tile)")
-    p.add_argument("--max_em_upsample", type=float, default=2.0, help="largest factor EM may be upsampled by "
-                   "when only coarser EM has data in a crop's region; beyond it the crop is skipped")
+    p.add_argument("--max_em_upsample", type=upsample_arg, default=2.0, help="largest factor EM may be upsampled "
+                   "by when only coarser EM has data in a crop's region; beyond it the crop is skipped (1 or more; 1: "
+                   "never upsample)")
     p.add_argument("--force", action="store_true", help="reconvert finished crops, and accept an output_dir "
                    "converted with other settings (overwrites its files)")
     p.add_argument("--dry_run", action="store_true", help="inspect crops and print the plan (JSON on stdout: "

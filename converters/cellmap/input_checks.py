@@ -1,6 +1,6 @@
 """Checks of the CellMap converter's inputs made before any crop is converted: flag values,
-and crop lists that name one crop twice (in ``datasplit.csv``, or there and in the test
-manifest).
+crop lists that name one crop twice (in ``datasplit.csv``, or there and in the test
+manifest), and test crops lying on a training crop's region.
 """
 
 from __future__ import annotations
@@ -9,13 +9,21 @@ import argparse
 import math
 from typing import Sequence
 
-__all__ = ["MIN_TILE_VOXELS", "check_max_voxels", "max_voxels_arg", "positive_int", "refuse_repeated_crops",
-           "spacing_arg"]
+import numpy as np
+
+from converters.geometry import Grid
+
+__all__ = ["MIN_TILE_VOXELS", "check_max_voxels", "folds_arg", "max_voxels_arg", "overlap_share",
+           "positive_int", "refuse_repeated_crops", "spacing_arg", "training_overlap_warnings", "upsample_arg",
+           "workers_arg"]
 
 #: the smallest ``--max_voxels``: a 16^3 tile, the least a 3-D network that halves its input
 #: 4 times (SegResNet, DiNTS, SwinUNETR) can take; smaller tiles are thousands of files of
 #: nothing to train on (1 voxel per tile would write one file pair per voxel)
 MIN_TILE_VOXELS = 16 ** 3
+#: the share of a test crop's volume inside a training crop from which it is warned about: below it,
+#: a sliver where neighbouring boxes meet (voxel edges rounded differently), not the same region
+MIN_OVERLAP_WARNED = 0.01
 
 
 def check_max_voxels(value: int | None, flag: str = "max_voxels") -> None:
@@ -48,6 +56,38 @@ def positive_int(text: str) -> int:
     value = _int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: must be at least 1 (leave the flag out for no limit)")
+    return value
+
+
+def folds_arg(text: str) -> int:
+    """argparse type of ``--num_folds``: a whole number of at least 1 (1: every crop in fold 0)."""
+    value = _int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give 1 or more cross-validation folds (e.g. 5)")
+    return value
+
+
+def workers_arg(text: str) -> int:
+    """argparse type of ``--workers``: a whole number of at least 0 (0 and 1 both convert in this process).
+
+    >>> workers_arg("0"), workers_arg("4")
+    (0, 4)
+    """
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give 0 or more processes (0 or 1: convert in this process)")
+    return value
+
+
+def upsample_arg(text: str) -> float:
+    """argparse type of ``--max_em_upsample``: a factor of at least 1 (1: EM is never upsampled; a
+    smaller factor would mean the same, NaN would let any upsampling through: both refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 1:  # NaN too
+        raise argparse.ArgumentTypeError(f"{text!r}: give a factor of 1 or more (1: never upsample EM; default 2)")
     return value
 
 
@@ -105,3 +145,39 @@ def refuse_repeated_crops(crops: Sequence, tests: Sequence = ()) -> None:
             raise ValueError(f"{_where(src)}: test crop {src.name} is also a training crop ({_where(first)}): a crop "
                              "is either trained on or predicted, not both (it would leave training and be predicted "
                              "twice); remove it from the test manifest or from the datasplit")
+
+
+def overlap_share(box: tuple[Sequence[float], Sequence[float]], other: tuple[Sequence[float], Sequence[float]]
+                  ) -> float:
+    """The share (0 to 1) of ``box``'s volume inside ``other``; boxes are ``(lower, upper)`` edges in nm.
+
+    >>> overlap_share(((0, 0, 0), (10, 10, 10)), ((5, 0, 0), (20, 10, 10)))
+    0.5
+    >>> overlap_share(((0, 0, 0), (10, 10, 10)), ((10, 0, 0), (20, 10, 10)))  # faces touching
+    0.0
+    """
+    lo, hi = np.asarray(box[0], float), np.asarray(box[1], float)
+    inter = np.clip(np.minimum(hi, other[1]) - np.maximum(lo, other[0]), 0, None)
+    volume = float(np.prod(hi - lo))
+    return float(np.prod(inter)) / volume if volume > 0 else 0.0
+
+
+def training_overlap_warnings(tests: Sequence, training: Sequence[tuple[str, str, Grid]]) -> list[str]:
+    """One line per test crop whose region (the union of its labels' boxes) overlaps a training
+    crop's region (``(name, dataset, ground-truth grid)``) of the same dataset.
+
+    A test crop under its own name that is also a training crop is refused by
+    :func:`refuse_repeated_crops`; under another number it would be predicted on data trained on.
+    """
+    out = []
+    for test in tests:
+        grids = [Grid(lbl["translation"], lbl["voxel_size"], lbl["shape"]) for lbl in test.labels]
+        if not grids:
+            continue
+        box = (np.min([g.lower_edge for g in grids], axis=0), np.max([g.upper_edge for g in grids], axis=0))
+        for name, dataset, grid in training:
+            share = overlap_share(box, (grid.lower_edge, grid.upper_edge)) if dataset == test.dataset else 0.0
+            if share >= MIN_OVERLAP_WARNED:
+                out.append(f"test crop {test.name} overlaps training crop {name} ({share:.0%} of the test crop's "
+                           "volume): a score on it would measure memorisation, not generalisation")
+    return out

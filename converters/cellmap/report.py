@@ -15,7 +15,12 @@ from converters.datalist_writer import layout_folds, tile_name
 from converters.folds import CropExtent, FoldItem, SplitPlan
 from converters.geometry import split_into_fold_tiles
 
-__all__ = ["build_report", "unknown_and_level_warnings", "render_report_markdown", "dry_run_report", "render_dry_run_text", "render_folds"]
+__all__ = ["PADDED_WARN_FRACTION", "build_report", "padded_warning", "unknown_and_level_warnings",
+           "render_report_markdown", "dry_run_report", "render_dry_run_text", "render_folds"]
+
+#: the share of a converted crop lying outside the EM (zero-padded) above which the console warns: a sliver
+#: at an edge is normal for crops drawn near the volume's border; a tenth is a misplaced crop
+PADDED_WARN_FRACTION = 0.10
 
 
 def build_report(records: Sequence[dict], settings: Any, statuses: dict, fold_info: dict,
@@ -109,10 +114,29 @@ def unknown_and_level_warnings(report: dict) -> list[tuple[str, str]]:
         for w in r.get("warnings") or []:  # labels that train less than the crop annotates: said on the console
             if " are both annotated and share " in w or "is not on the grid of" in w or "incomplete download" in w:
                 out.append((r["name"], w))
+        if padded := padded_warning(r):
+            out.append((r["name"], padded))
         if "constant_em" in r and r.get("verdict") == "converted":
             out.append((r["name"], f"test crop converted although its EM is constant (value {r['constant_em']} "
                                    "everywhere): its prediction will be empty; check that EM level"))
     return out
+
+
+def padded_warning(record: dict) -> str:
+    """The console warning of a converted test crop more than :data:`PADDED_WARN_FRACTION` outside the
+    EM ('' when it is not). A training crop's share stays in its report row and warnings: a crop
+    reaching past the EM still has labels to learn from inside it.
+
+    >>> padded_warning({"kind": "test", "verdict": "converted", "padded_fraction": 0.589})[:61]
+    '59% of the crop lies outside the EM volume (zero-padded there'
+    >>> padded_warning({"kind": "test", "verdict": "converted", "padded_fraction": 0.05})
+    ''
+    """
+    share = record.get("padded_fraction") or 0.0
+    if record.get("kind") != "test" or record.get("verdict") != "converted" or share <= PADDED_WARN_FRACTION:
+        return ""
+    return (f"{share:.0%} of the crop lies outside the EM volume (zero-padded there): predictions there are "
+            "meaningless; check the test manifest's translation")
 
 
 def _box(start: Sequence[int] | None, stop: Sequence[int] | None) -> str:

@@ -33,9 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "(one with a near-miss label such as <stem>_labels.tiff or <stem>_mask.png fails)")
     p.add_argument("--output_dir", required=True, help="where images/, labels/, instances/, datalist.json and the "
                    "report go")
-    p.add_argument("--num_folds", type=int, default=5, help="cross-validation folds (each image, with its tiles, "
-                   "in one fold)")
-    p.add_argument("--workers", type=int, default=1, help="images converted in parallel (processes)")
+    p.add_argument("--num_folds", type=int, default=5, help="cross-validation folds, 1 or more (each image, "
+                   "with its tiles, in one fold)")
+    p.add_argument("--workers", type=int, default=1, help="images converted in parallel (processes; 0 or 1: "
+                   "in this process)")
     p.add_argument("--max_pixels", type=int, help="cut training images with more pixels into overlapping tiles "
                    "(e.g. 4194304 for 2048x2048); testing images are never cut")
     p.add_argument("--tile_overlap", type=int, default=64, help="overlap of neighbouring tiles, pixels")
@@ -58,6 +59,8 @@ def flag_problems(args: argparse.Namespace) -> list[str]:
     '--max_pixels 100: tiles of at most 100 p'
     """
     problems = []
+    if args.num_folds < 1:  # here, not in convert_cells: that refused it after converting every image
+        problems.append(f"--num_folds {args.num_folds}: give 1 or more cross-validation folds (e.g. 5)")
     if args.workers < 0:
         problems.append(f"--workers {args.workers}: give 1 or more processes (0 converts in this process)")
     if args.max_pixels is not None and args.max_pixels < MIN_TILE_PIXELS:
