@@ -220,3 +220,21 @@ def test_a_probability_map_as_predict_image_and_a_manifest_as_params_are_named(t
     manifest.write_text(json.dumps({"signature": "x", "bundles": [], "items": []}))
     with pytest.raises(ValueError, match="is the ensemble's manifest .*not post-processing parameters"):
         check_postprocess_params(str(manifest), str(tmp_path / "datalist.json"))
+
+
+def test_a_2d_connectivity_for_3d_volumes_is_refused_before_submit_starts(tmp_path):
+    """``connectivity: 4`` passed the check, the old submission was moved aside, then cc3d failed
+    naming no file or class (probe round 23, H40)."""
+    from auto3dseg.orchestration.cli_checks import check_postprocess_params
+
+    datalist, params = tmp_path / "datalist.json", tmp_path / "pp.yaml"
+    datalist.write_text(json.dumps({"training": [], "testing": []}))
+    params.write_text("mito: {connectivity: 4}\n")
+    with pytest.raises(ValueError, match=r"pp\.yaml: mito\.connectivity = 4 is a 2-D connectivity, and these data "
+                                         r"are 3-D volumes: give 6 \(faces\), 18 \(edges\) or 26"):
+        check_postprocess_params(str(params), str(datalist))
+    params.write_text("mito: {connectivity: 18}\n")
+    check_postprocess_params(str(params), str(datalist))
+    datalist.write_text(json.dumps({"training": [], "testing": [], "spatial_dims": 2}))  # 2-D data take it
+    params.write_text("mito: {connectivity: 8}\n")
+    check_postprocess_params(str(params), str(datalist))

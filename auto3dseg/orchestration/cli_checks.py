@@ -300,7 +300,22 @@ def check_postprocess_params(path: str, datalist: str) -> None:
     else:
         from auto3dseg.postprocess import load_postprocess_params
 
-        load_postprocess_params(path)
+        params = load_postprocess_params(path)
+        if _spatial_dims(datalist) == 3:  # 4 and 8 are 2-D connectivities: the labelling library refuses them
+            for name, entry in params.items():
+                if entry.get("connectivity") in (4, 8):
+                    raise ValueError(f"{path}: {name}.connectivity = {entry['connectivity']} is a 2-D connectivity, "
+                                     "and these data are 3-D volumes: give 6 (faces), 18 (edges) or 26 (corners)")
+
+
+def _spatial_dims(datalist: str) -> int:
+    """The datalist's ``spatial_dims`` (3 when unset or unreadable: what the CellMap converter writes)."""
+    import json
+
+    try:
+        return int(json.loads(Path(datalist).read_text()).get("spatial_dims") or 3)
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 3
 
 
 def _other_file_kind(path: str) -> str | None:
