@@ -545,3 +545,25 @@ def test_a_map_that_cannot_be_moved_aside_says_what_was_moved_and_how_to_finish(
     assert text.startswith(f"{tmp_path / 'b_prob.zarr'}: Operation not permitted") and "1 of 2 moved" in text
     assert "nothing was written over" in text and "run the same command again" in text
     assert (tmp_path / "b_prob.zarr").is_dir() and kept_maps.maps_in(tmp_path) == ["b_prob.zarr"]
+
+
+def test_ensemble_and_oof_refuse_a_bundle_another_run_is_training(trained_work, tmp_path, monkeypatch):
+    """An ensemble during another run's training called the bundle "not trained: left out" and
+    ensembled without it (probe round 23, H16); generate already refused such a bundle."""
+    from auto3dseg.ensembling.ensemble import run_ensemble
+    from auto3dseg.ensembling.oof import run_oof
+    from auto3dseg.orchestration.locks import LockBusy, bundle_lock
+
+    monkeypatch.delenv("AUTO3DSEG_LOCK_WAIT", raising=False)
+    work = copy_work(trained_work, tmp_path)
+    before = sorted(p.name for p in (work / "ensemble_output").iterdir())
+    with bundle_lock(work / "segresnet_0", log=lambda *_: None):  # as a running --mode train holds it
+        for run in (run_ensemble, run_oof):
+            with pytest.raises(LockBusy, match=r"segresnet_0 is busy: the training of segresnet_0 is running in "
+                                               r"another process .*--wait_lock"):
+                run(work, force=True, log=lambda *_: None)
+    assert sorted(p.name for p in (work / "ensemble_output").iterdir()) == before  # nothing moved or written
+    said: list[str] = []
+    with bundle_lock(work / "segresnet_0", log=lambda *_: None) as lock:
+        lock.release()  # ended: free again, and the ensemble runs
+    assert run_ensemble(work, algos=["segresnet"], log=said.append).is_file()

@@ -38,7 +38,7 @@ import numpy as np
 from auto3dseg.ensembling.kept_maps import keep_maps, maps_in
 from auto3dseg.ensembling.progress import bar_safe
 from auto3dseg.ensembling.probability_maps import map_intact, probability_map_name, write_probability_map
-from auto3dseg.ensembling.selection import gone_bundles, select_ensemble, trained_history
+from auto3dseg.ensembling.selection import gone_bundles, refuse_bundles_in_training, select_ensemble, trained_history
 from auto3dseg.ensembling.weights_stamp import (
     bundles_signature,
     configs_digest,
@@ -286,6 +286,7 @@ def _run_ensemble(work: Path, out_dir: Path, *, method: str, n_best: int, algos:
     from auto3dseg.engine.input_checks import InputError
 
     src = read_input(work)
+    refuse_bundles_in_training(work, algos, log=log)
     history = trained_history(work, algos, allow_unfinished=allow_unfinished, log=log)
     if not history and not allow_unfinished and list_bundles(work):
         raise RuntimeError(f"no bundle of {work} finished training: train them (--mode train), or predict with "

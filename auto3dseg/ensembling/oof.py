@@ -34,7 +34,7 @@ from auto3dseg.ensembling.ensemble import (
 )
 from auto3dseg.ensembling.probability_maps import map_intact, probability_map_name
 from auto3dseg.ensembling.progress import bar_safe
-from auto3dseg.ensembling.selection import select_ensemble, trained_history
+from auto3dseg.ensembling.selection import refuse_bundles_in_training, select_ensemble, trained_history
 from auto3dseg.ensembling.kept_maps import keep_maps, maps_in
 from auto3dseg.ensembling.weights_stamp import bundles_signature, copied_weights, replaced_weights
 from auto3dseg.orchestration.workdir import DONE_MARKER, bundle_ckpt_path, moved_key, read_input
@@ -206,6 +206,7 @@ def _run_oof(work: Path, out_dir: Path, *, method: str, n_best: int, algos: Sequ
     from tqdm import tqdm
 
     src = read_input(work)
+    refuse_bundles_in_training(work, algos, log=log)
     history = trained_history(work, algos, allow_unfinished=allow_unfinished, log=log)
     if not history:
         among = f" among --algos {' '.join(algos)}" if algos else ""

@@ -17,7 +17,7 @@ from typing import Any
 
 from auto3dseg.orchestration.workdir import list_bundles, prefer_templates, recorded_folds
 
-__all__ = ["ENSEMBLE_METHODS", "gone_bundles", "select_ensemble", "trained_history"]
+__all__ = ["ENSEMBLE_METHODS", "gone_bundles", "refuse_bundles_in_training", "select_ensemble", "trained_history"]
 
 ENSEMBLE_METHODS = ("best_by_fold", "best_n")
 
@@ -39,6 +39,18 @@ def _unfinished_record(bundle) -> dict | None:
     best = progress[-1]
     return {"best_avg_dice_score": best.get("best_avg_dice_score"), "epoch": best.get("best_avg_dice_score_epoch"),
             "unfinished": True}
+
+
+def refuse_bundles_in_training(work_dir: str | os.PathLike, algos: Sequence[str] | None = None, log=print) -> None:
+    """Raise :class:`~auto3dseg.orchestration.locks.LockBusy` when another run is training one of
+    the bundles (its ``.train.lock`` is held), after ``--wait_lock``'s wait: the bundle would be
+    left out as "not trained", or used with the weights it is writing."""
+    from auto3dseg.orchestration.locks import LockBusy, wait_while_busy
+
+    for b in list_bundles(Path(work_dir).resolve()):
+        if (not algos or b.algo in algos) and (busy := wait_while_busy(b.path, "train", log=log,
+                                                                          what=f"training of {b.name}")):
+            raise LockBusy(busy)  # else left out as "not trained", or used with weights being written
 
 
 def trained_history(work_dir: str | os.PathLike, algos: Sequence[str] | None = None, *,

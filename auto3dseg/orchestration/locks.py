@@ -286,9 +286,10 @@ def step_lock(folder: str | os.PathLike, step: str, wait: float | None = None, l
     return Lock(Path(folder) / f".{step}.lock", f"{_STEP_RUNS.get(step, f'--mode {step}')} of {folder}", wait, log)
 
 
-def busy_message(folder: str | os.PathLike, step: str) -> str | None:
+def busy_message(folder: str | os.PathLike, step: str, what: str | None = None) -> str | None:
     """Why ``step``'s lock of ``folder`` is held by a running process (as :class:`LockBusy` would
-    say it), else None. Only looks: a stale holder's record is left for that step's next run."""
+    say it, the step called ``what``), else None. Only looks: a stale holder's record is left for
+    that step's next run."""
     path = Path(folder) / f".{step}.lock"
     if not path.is_file():
         return None
@@ -296,24 +297,24 @@ def busy_message(folder: str | os.PathLike, step: str) -> str | None:
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
-        return Lock(path, f"--mode {step} of {folder}")._busy_message(_read_holder(path))
+        return Lock(path, what or f"--mode {step} of {folder}")._busy_message(_read_holder(path))
     finally:
         os.close(fd)  # closing drops the shared lock taken to look
     return None
 
 
 def wait_while_busy(folder: str | os.PathLike, step: str, wait: float | None = None, log=print,
-                    poll: float = 2.0) -> str | None:
+                    poll: float = 2.0, what: str | None = None) -> str | None:
     """:func:`busy_message`, after waiting up to ``wait`` seconds (default ``AUTO3DSEG_LOCK_WAIT``,
-    ``--wait_lock``) for ``step`` of ``folder`` to end: None once it is free."""
+    ``--wait_lock``) for ``step`` of ``folder`` (called ``what``) to end: None once it is free."""
     limit = _wait_seconds(wait)
     start = time.monotonic()
-    message = busy_message(folder, step)
+    message = busy_message(folder, step, what)
     if message and limit > 0:
-        log(f"waiting for --mode {step} of {folder} to end (--wait_lock): {message.split('. ')[0]}")
+        log(f"waiting for {what or f'--mode {step} of {folder}'} to end (--wait_lock): {message.split('. ')[0]}")
     while message and time.monotonic() - start < limit:
         time.sleep(min(poll, max(0.0, limit - (time.monotonic() - start))))
-        message = busy_message(folder, step)
+        message = busy_message(folder, step, what)
     return message
 
 
