@@ -351,7 +351,8 @@ def _run_ensemble(work: Path, out_dir: Path, *, method: str, n_best: int, algos:
         out = out_dir / probability_map_name(_case_name(f))
         was = done.get(f) or done_moved.get(moved_key(f))
         if was and not same_source(was, f):
-            say(f"note: {f} changed since its map was written (other size or time): predicting it again")
+            say(f"note: {f} changed since its map was written (other size or time): predicting it again (the map of "
+                "the earlier image is written over)")
             was = None
         if was and Path(was["probabilities"]).name == out.name and map_intact(out):
             items.append({**was, "image": f, "probabilities": str(out)})  # a copy's own map; a moved image's path
