@@ -431,7 +431,8 @@ def score_submission(submission: str | os.PathLike[str], truth: str | os.PathLik
     if echo_warnings:
         for w in warns:
             print(f"warning: {format_warning(w)}", file=sys.stderr)
-    return {"submission": str(submission), "submission_read": read, "truth": ", ".join(map(str, truth_paths)), "rules": rules,
+    return {"submission": str(submission), "submission_read": read, "truth": ", ".join(map(str, truth_paths)),
+            "rules": rules,
             "test_manifest": str(test_manifest) if test_manifest else None, "overall": overall,
             "labels": per_label, "crops": records, "missing": missing, "warnings": warns, "notes": notes}
 
