@@ -567,3 +567,28 @@ def test_ensemble_and_oof_refuse_a_bundle_another_run_is_training(trained_work, 
     with bundle_lock(work / "segresnet_0", log=lambda *_: None) as lock:
         lock.release()  # ended: free again, and the ensemble runs
     assert run_ensemble(work, algos=["segresnet"], log=said.append).is_file()
+
+
+def test_a_submit_failing_part_way_leaves_the_earlier_submission_whole(trained_work, tmp_path):
+    """A submit that failed while writing crops had already moved the earlier zip and reports to
+    replaced/, leaving submission/ half there and a .tmp store behind (probe round 23, H40)."""
+    import yaml
+
+    from auto3dseg.postprocess import load_postprocess_params
+    from auto3dseg.submission.cellmap import write_submission
+
+    work = copy_work(trained_work, tmp_path)
+    out = work / "submission"
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    manifest = work / "ensemble_output" / "ensemble.json"
+    manifest.write_text(manifest.read_text().replace(str(trained_work), str(work)))
+    datalist = yaml.safe_load((work / "input.yaml").read_text())["datalist"]
+    params = load_postprocess_params(overrides={"default": {"connectivity": 4}})  # the labelling library refuses it
+    with pytest.raises(Exception, match="connectivit"):
+        write_submission(manifest, datalist, out, params=params, force=True, log=lambda *_: None)
+    after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert after == before and not list(out.glob(".tmp-*")) and not (out / "replaced").exists()
+    said: list[str] = []
+    write_submission(manifest, datalist, out, force=True, log=said.append)  # --force, same maps and parameters
+    assert any("previous submission (the same maps and parameters: --force made it again) moved to" in m
+               for m in said), said

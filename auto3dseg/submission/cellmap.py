@@ -296,8 +296,9 @@ def write_submission(ensemble_manifest: str | os.PathLike, datalist: str | os.Pa
     """Build ``<out_dir>/submission.zarr`` and ``submission.zip``; returns (zip path, report).
 
     One run at a time per ``out_dir`` (:mod:`auto3dseg.orchestration.locks`); temporaries of a killed run are
-    removed first. ``submission_signature.txt`` (what says "up to date") is removed before
-    anything is rewritten and written last, so a kill never leaves a stale zip that looks current.
+    removed first. The new store is written aside first: a run that fails or is killed there leaves
+    the earlier submission whole. ``submission_signature.txt`` (what says "up to date") is then
+    moved aside first and written last, so a kill never leaves a stale zip that looks current.
 
     Parameters
     ----------
@@ -388,12 +389,18 @@ def _write_submission(ensemble_manifest: str | os.PathLike, datalist: str | os.P
         if not (out / PARAMS_FILE).is_file():  # made before submissions recorded them: the signature says these
             atomic_write_text(out / PARAMS_FILE, params_text(params))
         return out / "submission.zip", SubmissionReport(json.loads((out / "submission_report.json").read_text()))
-    keep_previous(out, ["submission.zip", *REPORT_FILES], log)  # its signature too: removed first, written last
+    same = sig_file.is_file() and sig_file.read_text().strip() == sig
     tmp_store = out / f".tmp-{os.getpid()}-{SUBMISSION_STORE}"
     shutil.rmtree(tmp_store, ignore_errors=True)
     converted = {int(m["crop_id"]) for m in items.values() if m.get("usage") == "test"}
-    report = write_crops(tmp_store, wanted, prob_by_crop, ens["channels"], dl["class_table"], params, log,
-                         converted=converted)
+    try:  # written aside first: a run that fails here leaves the earlier submission whole, where it was
+        report = write_crops(tmp_store, wanted, prob_by_crop, ens["channels"], dl["class_table"], params, log,
+                             converted=converted)
+    except BaseException:
+        shutil.rmtree(tmp_store, ignore_errors=True)
+        raise
+    keep_previous(out, ["submission.zip", *REPORT_FILES], log,  # its signature too: removed first, written last
+                  why="the same maps and parameters: --force made it again" if same else "other maps or parameters")
     final_store = out / SUBMISSION_STORE
     if final_store.exists():
         old = out / f".old-{os.getpid()}-{SUBMISSION_STORE}"
