@@ -173,7 +173,8 @@ if __name__ == "__main__":  # a smoke run: python bench/measure.py CMD...
         print(f"error: command not found: {command[0] if command else '(none)'}", file=sys.stderr)
         sys.exit(127)
     except OSError as exc:  # a folder, a file that is not executable
-        print(f"error: cannot run {command[0]}: {exc.strerror or exc}", file=sys.stderr)
+        why = "a folder, not a command" if os.path.isdir(command[0]) else exc.strerror or exc
+        print(f"error: cannot run {command[0]}: {why}", file=sys.stderr)
         sys.exit(126)
     print(measured)
     sys.exit(measured.returncode if 0 <= measured.returncode < 256 else 1)  # a failed command is no success

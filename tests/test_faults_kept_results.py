@@ -539,10 +539,14 @@ def test_a_map_that_cannot_be_moved_aside_says_what_was_moved_and_how_to_finish(
         real(src, dst)
 
     monkeypatch.setattr(kept_maps.os, "replace", refuse_b)
+    (tmp_path / "run.json").write_text("{}")
     with pytest.raises(RuntimeError) as err:
-        kept_maps.keep_maps(tmp_path, ["a_prob.zarr", "b_prob.zarr"], what="ensemble", why="x", log=lambda m: None)
+        kept_maps.keep_maps(tmp_path, ["a_prob.zarr", "b_prob.zarr"], what="ensemble", why="x", manifests=["run.json"],
+                            log=lambda m: None)
     text = str(err.value)
-    assert text.startswith(f"{tmp_path / 'b_prob.zarr'}: Operation not permitted") and "1 of 2 moved" in text
+    # the count is of files, the manifest among them (it said "1 of 3 moved" of "the earlier maps": 2 maps)
+    assert text.startswith(f"{tmp_path / 'b_prob.zarr'}: Operation not permitted"), text
+    assert "1 of 3 files (maps, then the manifest) moved" in text and (tmp_path / "run.json").is_file(), text
     assert "nothing was written over" in text and "run the same command again" in text
     assert (tmp_path / "b_prob.zarr").is_dir() and kept_maps.maps_in(tmp_path) == ["b_prob.zarr"]
 

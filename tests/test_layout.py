@@ -147,7 +147,7 @@ def test_measure_names_a_command_that_is_not_there():
     for extra, rc, says in ((["nosuchcmd_x"], 127, "command not found: nosuchcmd_x"),
                             (["--", "nosuchcmd_x"], 127, "command not found: nosuchcmd_x"),
                             (["--"], 2, "no command to measure"),
-                            ([str(ROOT / "README.md")], 126, "cannot run"), ([str(ROOT)], 126, "cannot run")):
+                            ([str(ROOT / "README.md")], 126, "cannot run"), ([str(ROOT)], 126, "a folder, not a command")):
         proc = subprocess.run(run + extra, capture_output=True, text=True, timeout=120)
         assert proc.returncode == rc and says in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     # the measured command's failure is the script's: a CI step measuring it sees it fail

@@ -70,7 +70,8 @@ def keep_maps(folder: str | os.PathLike, maps: Sequence[str], *, what: str, why:
             os.replace(path, dest / path.name)
         except OSError as exc:  # half moved: say so, and that the same command finishes it
             raise RuntimeError(f"{path}: {exc.strerror} while moving the earlier maps aside ({k} of {len(moved)} "
-                               f"moved to {dest}; nothing was written over): make it movable (its permissions or "
+                               f"files{' (maps, then the manifest)' if manifests else ''} moved to {dest}; nothing "
+                               "was written over): make it movable (its permissions or "
                                "attributes) and run the same command again, which moves the rest first") from exc
     maps_moved = sum(1 for p in moved if p.name.endswith(PROB_SUFFIXES))
     log(f"note: {maps_moved} earlier map(s) ({why}) moved to {dest}: kept, not written over (delete the folder when "

@@ -136,7 +136,7 @@ def score_folders(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, *, gt_
         if folder.name.endswith((".zarr", ".zip")) or (folder.is_dir() and (folder / ".zgroup").is_file()):
             raise FileNotFoundError(f"{what} {folder} is a Zarr store or zip (the CellMap layout, crop<N>/<class>), "
                                     "not a folder of 2-D cell masks: score it with python -m "
-                                    "auto3dseg.evaluation.score --submission ... --truth ...")
+                                    "auto3dseg.evaluation.score --submission SUBMISSION --truth TRUTH")
         if folder.is_file():
             raise FileNotFoundError(f"{what} folder {folder} is a file: give the folder that holds it "
                                     f"({folder.parent})")
@@ -154,7 +154,7 @@ def score_folders(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, *, gt_
     if not set(gts) & set(preds):  # every image would score 0: another folder's truth, not a result
         raise FileNotFoundError(f"no truth file in {gt_dir} matches a prediction in {pred_dir} (truth e.g. "
                                 f"{', '.join(sorted(gts)[:3])}; predictions e.g. {', '.join(sorted(preds)[:3])}): "
-                                "give the truth of these images (--gt), named <stem>" + gt_suffix)
+                                "give the truth of these images (--gt; --truth in run_auto3dseg.py), named <stem>" + gt_suffix)
     missing, extra = sorted(set(gts) - set(preds)), sorted(set(preds) - set(gts))
     _refuse_truth_as_prediction(gts, preds, pred_dir)
     rows: list[dict[str, Any]] = []

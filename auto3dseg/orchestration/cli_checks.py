@@ -147,9 +147,9 @@ def label_like_images(images: Sequence[str], datalist: str, step: int = 4) -> li
         values = np.unique(sample)
         if 2 <= len(values) <= len(table) + 2 and np.all(np.mod(values, 1) == 0) and set(values.astype(int)) <= ids:
             shown = ", ".join(str(int(v)) for v in values[:8]) + (", ..." if len(values) > 8 else "")
-            out.append(f"warning: --images {image} holds only {len(values)} values ({shown}), all class ids of the "
-                       "class table: it looks like a label volume, not an image; give the EM image converted like "
-                       "the training data's (the converter's images/<crop>.nii.gz)")
+            out.append(f"warning: --images {image}: its middle plane holds only {len(values)} values ({shown}), all "
+                       "class ids of the class table: it looks like a label volume, not an image; give the EM image "
+                       "converted like the training data's (the converter's images/<crop>.nii.gz)")
     return out
 
 
