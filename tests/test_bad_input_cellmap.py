@@ -212,6 +212,8 @@ def test_float_label_array_fails_its_crop_naming_dtype(synthetic, tmp_path, valu
     assert "error: 1 crop(s) would fail (synth-1_crop1;" in err and "exit 1" in err, err
     assert planned["synth-1_crop2"]["tiles"]
     assert main(cli(ds, tmp_path / "o")) == 1
+    err = capsys.readouterr().err.strip()  # the run's last line says it failed, as the cells converter's does
+    assert err.splitlines()[-1].startswith("error: 1 crop(s) failed (synth-1_crop1; why is above)"), err
     report = json.loads((tmp_path / "o/conversion_report.json").read_text())
     rec = crop(report, "synth-1_crop1")
     assert rec["verdict"] == "failed"

@@ -459,7 +459,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  {line}")
     if print_outputs(report, out):
         return 1
-    return 1 if s["failed"] else 0
+    if s["failed"]:  # the last line says it, as the cells converter's does
+        failed = [r["name"] for r in report["crops"] if r["verdict"] == "failed"]
+        print(f"error: {s['failed']} crop(s) failed ({', '.join(failed[:5])}{', ...' if len(failed) > 5 else ''}; "
+              "why is above); the datalist holds the others. Fix or remove them and run the same command again: "
+              "finished crops are kept", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
