@@ -167,3 +167,16 @@ def test_annotation_marks_reads_path_and_attributes():
     assert annotation_marks("recon-1/labels/groundtruth/crop1/mito", [{}]) == "it lies under a labels/ group"
     assert annotation_marks("a/b", [{}, {"cellmap": {"annotation": {"name": "crop1"}}}]) \
         == "its .zattrs carry CellMap annotation attributes"
+
+
+def test_a_relative_store_path_not_found_names_the_folder_it_is_relative_to(tmp_path, monkeypatch):
+    """Relative datasplit paths are read from the current folder, which the error did not say
+    (probe round 23, H48 note)."""
+    from converters.cellmap.zarr_tree import CellMapFormatError, open_readonly
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CellMapFormatError, match=rf"synth-1/synth-1\.zarr: no such folder \(relative to the current "
+                                                 rf"folder {tmp_path}\)"):
+        open_readonly("synth-1/synth-1.zarr")
+    with pytest.raises(CellMapFormatError, match=r"none\.zarr: no such folder; check the path"):
+        open_readonly(tmp_path / "none.zarr")

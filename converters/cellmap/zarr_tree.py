@@ -116,8 +116,9 @@ NOT_LISTED = "not listed in datasplit.csv"
 def open_readonly(path: str | os.PathLike) -> zarr.hierarchy.Group:
     """Open a zarr v2 group read-only, with a clear error when it is not one."""
     if not Path(path).exists():
-        raise CellMapFormatError(f"{path}: no such folder; check the path (the datasplit or --data_root names it) "
-                                 "or download that dataset")
+        where = "" if Path(path).is_absolute() else f" (relative to the current folder {Path.cwd()})"
+        raise CellMapFormatError(f"{path}: no such folder{where}; check the path (the datasplit or --data_root names "
+                                 "it) or download that dataset")
     try:
         return zarr.open_group(str(path), mode="r")
     except Exception as exc:  # zarr raises several types for "not a group"
