@@ -497,7 +497,13 @@ def test_a_move_to_replaced_cut_short_leaves_the_manifest_to_finish_it(tmp_path,
     notes = []
     dest = kept_maps.keep_maps(tmp_path, kept_maps.maps_in(tmp_path), what="ensemble", why="x",
                                manifests=["ensemble.json"], log=notes.append)
-    assert sorted(p.name for p in dest.iterdir()) == ["b_prob.zarr", "ensemble.json"] and notes
+    # into the folder the cut-short move began, not a second one (probe rounds 22-23 notes: the old ensemble
+    # was split over two folders, the note naming only the second)
+    assert sorted(p.name for p in dest.iterdir()) == ["a_prob.zarr", "b_prob.zarr", "ensemble.json"], notes
+    assert len(list((tmp_path / "replaced").iterdir())) == 1 and "beside those a move cut short had put" in notes[0]
+    (tmp_path / "c_prob.zarr").mkdir()  # a later, whole move gets a folder of its own
+    later = kept_maps.keep_maps(tmp_path, ["c_prob.zarr"], what="ensemble", why="x", log=notes.append)
+    assert later != dest and [p.name for p in later.iterdir()] == ["c_prob.zarr"] and "cut short" not in notes[-1]
     assert kept_maps.maps_in(tmp_path) == []
 
 
