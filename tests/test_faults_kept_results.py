@@ -46,7 +46,7 @@ def test_an_ensemble_of_bundles_trained_again_is_not_up_to_date(trained_work, tm
     assert "0 already there" in proc.stdout, proc.stdout
     # the earlier, finished maps were written over without a word (probe F5), then with a note only (probe F9):
     # they are moved to replaced/, whole, and said
-    assert "note: 2 earlier map(s) (made by segresnet_0) moved to" in proc.stdout, proc.stdout
+    assert "note: 2 earlier map(s) (made by other weights of segresnet_0) moved to" in proc.stdout, proc.stdout
     kept = list((work / "ensemble_output" / "replaced").glob("ensemble-*"))
     assert len(kept) == 1 and (kept[0] / "ensemble.json").is_file()
     old_maps = sorted(p.name for p in kept[0].glob("*_prob.zarr"))

@@ -515,8 +515,11 @@ def test_tta_recomputes_the_maps_and_records_it(oof_run, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert f"note: --force: {len(oof['items'])} out-of-fold map(s)" in printed and "same bundles" in printed, printed
     assert len(list((copy / "oof" / "replaced").glob("oof-*"))) == 1
+    capsys.readouterr()
     assert run_auto3dseg.main(["--mode", "ensemble", "--work_dir", str(copy), "--tta"]) == 0
     assert json.loads((copy / "ensemble_output" / "ensemble.json").read_text())["tta"] is True
+    printed = capsys.readouterr().out  # the earlier maps are kept, and said to be the same weights' without --tta
+    assert "without test-time mirroring (--tta)) moved to" in printed and "other weights" not in printed, printed
 
 
 def test_cv_scores_only_the_classes_a_crop_annotates_for_the_model(synthetic, tmp_path):

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from auto3dseg.ensembling.kept_maps import keep_maps, maps_in
+from auto3dseg.ensembling.kept_maps import keep_maps, keep_other_images_map, made_by_note, maps_in
 from auto3dseg.ensembling.progress import bar_safe
 from auto3dseg.ensembling.probability_maps import map_intact, probability_map_name, write_probability_map
 from auto3dseg.ensembling.selection import gone_bundles, refuse_bundles_in_training, select_ensemble, trained_history
@@ -315,8 +315,8 @@ def _run_ensemble(work: Path, out_dir: Path, *, method: str, n_best: int, algos:
         if force and previous.get("signature") == sig:  # the same weights make the same maps again
             log(f"note: --force: the maps in {out_dir} are predicted again with the same bundles ({made})")
         else:  # maps of other bundles (retrained, another method), and any unlisted beside them: kept
-            keep_maps(out_dir, maps_in(out_dir), what="ensemble", why=f"made by {made}", manifests=[PARTIAL, MANIFEST],
-                      log=log)
+            keep_maps(out_dir, maps_in(out_dir), what="ensemble", why=made_by_note(previous, made, chosen, sig),
+                      manifests=[PARTIAL, MANIFEST], log=log)
     done = {it["image"]: it for it in previous.get("items", [])} if reuse else {}
     keys = [moved_key(it["image"]) for it in done.values()]
     done_moved = {k: it for k, it in zip(keys, done.values()) if keys.count(k) == 1}  # the dataset moved since
@@ -360,7 +360,7 @@ def _run_ensemble(work: Path, out_dir: Path, *, method: str, n_best: int, algos:
             continue
         if not inferers:  # load each bundle once, only when something is left to do
             inferers, acts = load_inferers(work, chosen, tta, say)
-        _keep_other_images_map(out, owners.get(out.name), f, out_dir, say)
+        keep_other_images_map(out, owners.get(out.name), f, out_dir, say)
         try:
             shape, channels, activation = write_case_map(inferers, acts, case, out, channels, activation,
                                                          src["datalist"], index, source, say)
@@ -384,23 +384,6 @@ def _run_ensemble(work: Path, out_dir: Path, *, method: str, n_best: int, algos:
     partial_path.unlink(missing_ok=True)
     log(f"{computed} probability maps written, {len(items) - computed} already there")
     return manifest_path
-
-
-def _keep_other_images_map(out: Path, owner: str | None, image: str, out_dir: Path, log) -> None:
-    """``out`` holds the map of ``owner``, another image of the same file name (predicted into the
-    same folder before), or a map no manifest lists (``owner`` None: left by a killed run, or dropped
-    from the list by a later one): move it to ``replaced/`` with a note, not overwrite it without a word."""
-    if not out.exists() or owner == image or (owner is not None and moved_key(owner) == moved_key(image)):
-        return
-    if owner is None:
-        keep_maps(out_dir, [out.name], what="unlisted-map", why=f"{out.name}, which no manifest lists: left by an "
-                  "interrupted run, or dropped from the list by a later one", log=log)
-        return
-    from auto3dseg.orchestration.workdir import move_aside
-
-    kept = move_aside(out, out_dir)
-    log(f"note: {out.name} in {out_dir} held the map of another image of the same file name ({owner}): moved to "
-        f"{kept}; the map of {image} takes its place (predict each into its own --output_dir to keep both)")
 
 
 def _say_again(item: Mapping[str, Any], log) -> None:

@@ -15,12 +15,13 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from auto3dseg.ensembling.probability_maps import PROB_SUFFIXES
 
-__all__ = ["REPLACED", "keep_maps", "maps_in"]
+__all__ = ["MOVING", "REPLACED", "keep_maps", "keep_other_images_map", "made_by_note", "maps_in"]
 
 REPLACED = "replaced"
 #: in a ``replaced/<what>-<time>/`` folder while files are moved into it
@@ -96,3 +97,33 @@ def _cut_short(folder: Path, what: str, names: Sequence[str]) -> Path | None:
     if found and not any((found[-1] / n).exists() for n in names):
         return found[-1]
     return None
+
+
+def made_by_note(previous: Mapping[str, Any], made: str, chosen: Sequence[Mapping[str, Any]], sig: str) -> str:
+    """What made the earlier maps, beside the bundles now chosen: the same names are other
+    weights (trained again, or another work_dir's), or the same weights with(out) --tta."""
+    from monai.utils.enums import AlgoKeys
+
+    if {str(b.get("name")) for b in previous.get("bundles", [])} != {str(a[AlgoKeys.ID]) for a in chosen}:
+        return f"made by {made}"
+    before = str(previous.get("signature", ""))
+    if before.removesuffix("-tta") == sig.removesuffix("-tta"):
+        return f"made by {made} {'with' if before.endswith('-tta') else 'without'} test-time mirroring (--tta)"
+    return f"made by other weights of {made}"
+
+
+def keep_other_images_map(out: Path, owner: str | None, image: str, out_dir: Path, log) -> None:
+    """``out`` holds the map of ``owner``, another image of the same file name (predicted into the
+    same folder before), or a map no manifest lists (``owner`` None: left by a killed run, or dropped
+    from the list by a later one): move it to ``replaced/`` with a note, not overwrite it without a word."""
+    from auto3dseg.orchestration.workdir import move_aside, moved_key
+
+    if not out.exists() or owner == image or (owner is not None and moved_key(owner) == moved_key(image)):
+        return
+    if owner is None:
+        keep_maps(out_dir, [out.name], what="unlisted-map", why=f"{out.name}, which no manifest lists: left by an "
+                  "interrupted run, or dropped from the list by a later one", log=log)
+        return
+    kept = move_aside(out, out_dir)
+    log(f"note: {out.name} in {out_dir} held the map of another image of the same file name ({owner}): moved to "
+        f"{kept}; the map of {image} takes its place (predict each into its own --output_dir to keep both)")
