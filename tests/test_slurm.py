@@ -133,6 +133,23 @@ def test_resources_come_from_flags_then_environment_then_the_cluster():
         slurm_mod.resolve_resources({"mem": "32G"}, cluster, environ={})
 
 
+@pytest.mark.parametrize("args, says", [
+    ("--dependency=afterany:1 --array=0-3", "sets --dependency, which --mode slurm sets itself for the chain's order"),
+    ("--constraint=a100 -a 0-3", "sets -a, which --mode slurm sets itself for the training array"),
+    ("-d afterok:5", "sets -d, which --mode slurm sets itself for the chain's order"),
+    ("--cpus-per-task=4", "give it with --slurm_cpus"), ("--gres=gpu:a100:2", "give it with --slurm_gpus")])
+def test_slurm_args_that_the_chain_or_a_flag_sets_are_refused(args, says):
+    """--slurm_args came after the chain's own --dependency and --array: sbatch keeps the last, so
+    the final job would start once another job ended, not once training did (probe round 24, J11)."""
+    cluster = slurm_mod.ClusterInfo(max_cpus=4, max_mem_mb=16000, max_gpus=1)
+    with pytest.raises(slurm_mod.SlurmError, match=re.escape(says)):
+        slurm_mod.resolve_resources({"args": args}, cluster, environ={})
+    with pytest.raises(slurm_mod.SlurmError, match="--slurm_args sets --array"):  # from the environment too
+        slurm_mod.resolve_resources({}, cluster, environ={"AUTO3DSEG_SLURM_ARGS": "--array=1"})
+    res = slurm_mod.resolve_resources({"args": "--constraint=a100 --exclusive"}, cluster, environ={})
+    assert res.extra == ["--constraint=a100", "--exclusive"]
+
+
 def test_sbatch_scripts_hold_no_site_specific_resources():
     for f in (ROOT / "sbatch").iterdir():
         text = f.read_text()

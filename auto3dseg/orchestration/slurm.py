@@ -173,9 +173,47 @@ def resolve_resources(flags: dict, cluster: ClusterInfo, environ: dict | None = 
     if mem and cluster.max_mem_mb and _mem_mb(mem) > cluster.max_mem_mb:
         raise SlurmError(f"--slurm_mem {mem} is more than the largest node of {where} has "
                          f"({cluster.max_mem_mb} MB)")
+    extra = shlex.split(pick("args") or "")
+    refuse_chain_options(extra)
     return Resources(partition=pick("partition") or None, account=pick("account") or None, qos=pick("qos") or None,
-                     gpus_per_task=gpus, cpus_per_task=cpus, mem=mem or None, time=pick("time") or None,
-                     extra=shlex.split(pick("args") or ""))
+                     gpus_per_task=gpus, cpus_per_task=cpus, mem=mem or None, time=pick("time") or None, extra=extra)
+
+
+#: sbatch options each job of the chain sets itself (its order, its array, its name and log), and
+#: those a --slurm_* flag sets: given again in --slurm_args, sbatch would keep the last one
+_CHAIN_OPTIONS = {"--dependency": "the chain's order (prep, then the training array, then final)", "-d": "--dependency",
+                  "--array": "the training array (one task per bundle)", "-a": "--array",
+                  "--job-name": "each job's name", "-J": "--job-name", "--output": "each job's log", "-o": "--output",
+                  "--parsable": "how the job ids are read", "--kill-on-invalid-dep": "the chain's order",
+                  "--wrap": "each job's script"}
+_FLAG_OPTIONS = {"--partition": "--slurm_partition", "-p": "--slurm_partition", "--account": "--slurm_account",
+                 "-A": "--slurm_account", "--qos": "--slurm_qos", "-q": "--slurm_qos", "--cpus-per-task": "--slurm_cpus",
+                 "-c": "--slurm_cpus", "--gres": "--slurm_gpus", "--gpus": "--slurm_gpus", "-G": "--slurm_gpus",
+                 "--gpus-per-task": "--slurm_gpus", "--mem": "--slurm_mem", "--time": "--slurm_time", "-t": "--slurm_time"}
+
+
+def refuse_chain_options(extra: Sequence[str]) -> None:
+    """Raise :class:`SlurmError` when ``--slurm_args`` sets an option the chain sets itself
+    (``--dependency``, ``--array``, ...), or one a ``--slurm_*`` flag sets and checks.
+
+    Examples
+    --------
+    >>> refuse_chain_options(["--constraint=a100", "--exclusive"])
+    >>> refuse_chain_options(["--dependency=afterany:1"])  # doctest: +IGNORE_EXCEPTION_DETAIL
+    Traceback (most recent call last):
+    SlurmError: --slurm_args sets --dependency, which --mode slurm sets itself ...
+    """
+    for token in extra:
+        name = token.split("=", 1)[0] if token.startswith("--") else token[:2] if token.startswith("-") else ""
+        if name in _CHAIN_OPTIONS:
+            what = _CHAIN_OPTIONS[name]
+            what = _CHAIN_OPTIONS.get(what, what)
+            raise SlurmError(f"--slurm_args sets {name}, which --mode slurm sets itself for {what}: sbatch would keep "
+                             "the last one given and the chain would run out of order. Leave it out (to start after "
+                             "another job, submit once that job has ended)")
+        if name in _FLAG_OPTIONS:
+            raise SlurmError(f"--slurm_args sets {name}: give it with {_FLAG_OPTIONS[name]}, which checks it against "
+                             "the cluster (an option repeated in --slurm_args would override it unchecked)")
 
 
 def sbatch_command(res: Resources, script: Path, *, name: str, log: Path, gpus: int, array: str | None = None,
