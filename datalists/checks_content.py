@@ -130,7 +130,7 @@ class ContentChecks:
             ids = it.get("annotated")
             if not isinstance(ids, list):
                 mask = it.get("annotated_mask")
-                ids = decode_annotated(int(mask)) if _is_int(mask) and int(mask) >= 0 else list(names)
+                ids = decode_annotated(int(mask)) if _whole(mask) is not None and int(mask) >= 0 else list(names)
             key = tuple(names[j] for j in sorted(j for j in ids if _is_int(j)) if j in names)
             if key not in seen:
                 seen[key] = uncovered_overlaps(key)
@@ -281,8 +281,8 @@ class ContentChecks:
                     if not ann:
                         self.warnings.append(f"{self.src}: {where}: annotated is empty: the item annotates no class")
                     self._check_annotated_ids(where, list(ann), "annotated")
-                mask = item.get("annotated_mask")
-                if _is_int(mask) and mask >= 0:
+                mask = _whole(item.get("annotated_mask"))  # 4.0 is 4 to training (int(value)): checked as 4
+                if mask is not None and mask >= 0:
                     mask_ids = {b + 1 for b in range(mask.bit_length()) if mask >> b & 1}
                     self._check_annotated_ids(where, sorted(mask_ids), f"annotated_mask {mask}")
                     if ann_ids is not None and ann_ids != mask_ids:

@@ -23,6 +23,7 @@ from .schema import (
     _shapes_match,
     _short,
     _valid_image,
+    _whole,
 )
 
 
@@ -82,10 +83,10 @@ class FileChecks:
                 f"{found} is not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}; fix or re-write it",
             )
             return
-        masks = {
-            item["image"]: (f"{section}[{i}]", item["annotated_mask"])
+        masks = {  # 4.0 is 4 to training (int(value)): checked as 4
+            item["image"]: (f"{section}[{i}]", _whole(item["annotated_mask"]))
             for section in _SECTIONS for i, item in self.items(section)
-            if isinstance(item.get("image"), str) and _is_int(item.get("annotated_mask"))
+            if isinstance(item.get("image"), str) and _whole(item.get("annotated_mask")) is not None
         }
         for key, entry in self._side_entries(side):
             if not isinstance(entry, dict) or "annotated" not in entry:

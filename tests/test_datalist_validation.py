@@ -511,6 +511,19 @@ def test_annotated_in_items_file_checked(dataset):
     _one(_problems(datalist, root), "items_file", "not found")
 
 
+def test_a_float_annotated_mask_is_checked_as_the_integer_training_reads(dataset):
+    """annotated_mask 4.0 (a hand edit) skipped both checks that 4 meets, while training read it as 4:
+    crop1 taught one class of its three (probe round 24, J13)."""
+    root, datalist = dataset
+    datalist["training"][0]["annotated_mask"] = 4.0
+    msg = _one(_problems(datalist, root), "datalist_items.json", "synth-1_crop1", "disagrees with annotated_mask 4")
+    assert "training[0]" in msg
+    datalist["training"][0]["annotated_mask"] = 7.0  # the same classes: as 7, valid
+    validate_datalist(datalist, root)
+    datalist["training"][0]["annotated_mask"] = 2.0 ** 40  # a class id past the table: named as for an integer
+    assert any("annotated_mask" in p for p in _problems(datalist, root))
+
+
 def test_annotated_not_a_list_of_ints(dataset):
     root, datalist = dataset
     datalist["training"][0]["annotated"] = [1, "2"]
