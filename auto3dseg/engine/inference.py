@@ -173,7 +173,8 @@ class InferClass:
             text = (f"{path} has voxel size {np.round(got, 3).tolist()}, the model was trained at {want}; convert "
                     "it at the training spacing (converters --target_spacing) for meaningful predictions")
             self.spacing_warnings[str(path)] = text
-            tqdm.write(f"warning: {text}", file=sys.stderr)
+            # in a log file (not a terminal) the bar's text stays before it: a newline first (see bar_safe)
+            tqdm.write(("" if sys.stderr.isatty() else "\n") + f"warning: {text}", file=sys.stderr)
 
     def load(self, image_file: str | dict) -> tuple[np.ndarray, dict]:
         """The image ``[in_ch, *S]`` in its stored dtype (uint8 EM stays 1 byte per voxel) and its
