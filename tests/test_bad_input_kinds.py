@@ -238,3 +238,23 @@ def test_a_2d_connectivity_for_3d_volumes_is_refused_before_submit_starts(tmp_pa
     datalist.write_text(json.dumps({"training": [], "testing": [], "spatial_dims": 2}))  # 2-D data take it
     params.write_text("mito: {connectivity: 8}\n")
     check_postprocess_params(str(params), str(datalist))
+
+
+def test_a_parameter_file_of_the_other_kind_of_data_is_named(tmp_path):
+    """The cells parameter file given to a CellMap tune_postprocess said "unknown CellMap class
+    'threshold'" (probe round 24, J1); and the other way round."""
+    from auto3dseg.orchestration.cli_checks import check_postprocess_params
+
+    cellmap_dl, params = tmp_path / "datalist.json", tmp_path / "pp.yaml"
+    cellmap_dl.write_text(json.dumps({"training": [], "testing": []}))
+    params.write_text("threshold: 0.5\nseed_threshold: 0.7\n")
+    with pytest.raises(ValueError, match=r"holds the flat keys of a 2-D cells parameter file \(seed_threshold, "
+                                         r"threshold\), while this work_dir holds CellMap volumes: .*mito: \{threshold"):
+        check_postprocess_params(str(params), str(cellmap_dl))
+    cells_dl = tmp_path / "cells.json"  # a cells datalist, as its converter marks it
+    cells_dl.write_text(json.dumps({"kind": "cells2d", "training": [], "testing": [], "spatial_dims": 2}))
+    check_postprocess_params(str(params), str(cells_dl))
+    params.write_text("default: {threshold: 0.5}\nmito: {threshold: 0.4}\n")
+    with pytest.raises(ValueError, match=r"holds per-class entries \(default, mito\): CellMap post-processing "
+                                         r"parameters, while this work_dir holds 2-D cells"):
+        check_postprocess_params(str(params), str(cells_dl))

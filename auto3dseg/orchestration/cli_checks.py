@@ -293,12 +293,27 @@ def check_postprocess_params(path: str, datalist: str) -> None:
     if what := _other_file_kind(path):
         raise ValueError(f"{path} is {what}, not post-processing parameters: give a YAML of per-class parameters "
                          "(the layout of auto3dseg/resources/postprocess.yaml, or tuning/postprocess_tuned.yaml)")
+    from auto3dseg.postprocess.cells import CELL_PARAM_TYPES
+
+    keys = _top_keys(path)
+    cells_file = bool(keys) and keys <= set(CELL_PARAM_TYPES)
     if data_kind(datalist) == "cells":
         from auto3dseg.postprocess.cells import load_cell_params
 
+        from datalists.cellmap_classes import CELLMAP_CLASSES
+
+        if keys and all(k == "default" or k in CELLMAP_CLASSES for k in keys):
+            raise ValueError(f"{path} holds per-class entries ({', '.join(sorted(map(str, keys))[:4])}): CellMap "
+                             "post-processing parameters, while this work_dir holds 2-D cells; give a file of the "
+                             "flat keys of auto3dseg/resources/postprocess_cells.yaml (threshold, seed_threshold, ...)")
         load_cell_params(path)
     else:
         from auto3dseg.postprocess import load_postprocess_params
+
+        if cells_file:
+            raise ValueError(f"{path} holds the flat keys of a 2-D cells parameter file ({', '.join(sorted(keys))}), "
+                             "while this work_dir holds CellMap volumes: give a file of per-class entries, e.g. "
+                             "mito: {threshold: 0.5} (the layout of auto3dseg/resources/postprocess.yaml)")
 
         params = load_postprocess_params(path)
         if _spatial_dims(datalist) == 3:  # 4 and 8 are 2-D connectivities: the labelling library refuses them
@@ -316,6 +331,17 @@ def _spatial_dims(datalist: str) -> int:
         return int(json.loads(Path(datalist).read_text()).get("spatial_dims") or 3)
     except (OSError, ValueError, TypeError, AttributeError):
         return 3
+
+
+def _top_keys(path: str) -> set:
+    """The top-level keys of a YAML mapping file; empty when it is unreadable or not a mapping."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, ValueError, yaml.YAMLError):
+        return set()
+    return set(data) if isinstance(data, dict) else set()
 
 
 def _other_file_kind(path: str) -> str | None:
