@@ -258,3 +258,20 @@ def test_a_parameter_file_of_the_other_kind_of_data_is_named(tmp_path):
     with pytest.raises(ValueError, match=r"holds per-class entries \(default, mito\): CellMap post-processing "
                                          r"parameters, while this work_dir holds 2-D cells"):
         check_postprocess_params(str(params), str(cells_dl))
+
+
+def test_a_pipe_as_a_file_flag_is_named_not_called_a_folder_or_empty(tmp_path, capsys):
+    """--test_manifest <(cat m.csv) was called "a folder", and --postprocess_params <(echo ...) "holds no
+    setting": a check read the pipe first (probe round 24, J29)."""
+    import os
+
+    import run_auto3dseg
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    for flag in ("--test_manifest", "--postprocess_params"):
+        with pytest.raises(SystemExit) as exit_:
+            run_auto3dseg.main(["--mode", "submit", "--work_dir", str(tmp_path / "w"), flag, str(fifo)])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and f"{flag} {fifo} is a pipe" in err and "save it to a file" in err, err
+        assert "is a folder" not in err and "holds no setting" not in err

@@ -246,6 +246,12 @@ def conflicting_flags(args: argparse.Namespace, parser: argparse.ArgumentParser)
                if getattr(args, k, None) and Path(getattr(args, k)).is_dir()]
     if folders:
         return f"{', '.join(folders)} is a folder: give the file"
+    pipes = [f"--{k} {getattr(args, k)}" for k in ("datalist", "postprocess_params", "test_manifest")
+             if getattr(args, k, None) and Path(getattr(args, k)).exists() and not Path(getattr(args, k)).is_file()
+             and not Path(getattr(args, k)).is_dir()]
+    if pipes:  # <(...): read once by a check, then found empty by the step that uses it
+        return (f"{', '.join(pipes)} is a pipe (a <(...) process substitution?), not a file: it can be read only "
+                "once, and the work_dir records its path; save it to a file and give that")
     if args.fold is not None and args.task_index is not None:
         return ("--fold and --task_index both choose the bundle to train: give one (--task_index I is the I-th "
                 "bundle, for SLURM array tasks)")
