@@ -603,3 +603,25 @@ def test_a_submit_failing_part_way_leaves_the_earlier_submission_whole(trained_w
     write_submission(manifest, datalist, out, force=True, log=said.append)  # --force, same maps and parameters
     assert any("previous submission (the same maps and parameters: --force made it again) moved to" in m
                for m in said), said
+
+
+def test_a_testing_image_moved_away_is_named_and_its_kept_maps_are_reused_once_back(trained_work, converted,
+                                                                                    tmp_path):
+    """A missing testing image was also said to have "changed since its map was written", and the
+    manifest went with the failed run: every kept map was predicted again once the image was back
+    (probe round 24, J19)."""
+    out, _ = converted
+    work, data = copy_work(trained_work, tmp_path), tmp_path / "moved"
+    shutil.copytree(out, data)
+    proc = run_work(work, "--mode", "ensemble", "--datalist", str(data / "datalist.json"), "--force_new_datalist")
+    n = len(json.loads((data / "datalist.json").read_text())["testing"])
+    assert proc.returncode == 0 and f"0 probability maps written, {n} already there" in proc.stdout, proc.stdout
+    image = data / json.loads((data / "datalist.json").read_text())["testing"][0]["image"]
+    shutil.move(str(image), str(tmp_path / "away.nii.gz"))
+    proc = run_work(work, "--mode", "ensemble")
+    assert proc.returncode != 0 and "changed since its map" not in proc.stdout + proc.stderr, proc.stdout
+    assert str(image) in proc.stderr and f"1 of {n} image(s) could not be predicted" in proc.stderr, proc.stderr
+    shutil.move(str(tmp_path / "away.nii.gz"), str(image))  # back, unchanged: every map is still current
+    proc = run_work(work, "--mode", "ensemble")
+    assert proc.returncode == 0 and f"0 probability maps written, {n} already there" in proc.stdout, proc.stdout
+    assert not (work / "ensemble_output" / "replaced").exists()

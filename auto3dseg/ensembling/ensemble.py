@@ -344,19 +344,22 @@ def _run_ensemble(work: Path, out_dir: Path, *, method: str, n_best: int, algos:
     acts: dict[str, str | None] = {}
     items: list[dict] = []
     failed: list[str] = []
+    carried: list[dict] = []  # the earlier records of images that failed now (moved away?), their maps kept
     computed = 0
     say = bar_safe(log)  # notes in the loop start their own line, not the progress bar's
     for index, case in enumerate(tqdm(cases, desc="Ensembling", unit="image")):
         f = str(case["image"])
         out = out_dir / probability_map_name(_case_name(f))
-        was = done.get(f) or done_moved.get(moved_key(f))
+        was = earlier = done.get(f) or done_moved.get(moved_key(f))
         if was and not same_source(was, f):
-            say(f"note: {f} changed since its map was written (other size or time): predicting it again (the map of "
-                "the earlier image is written over)")
+            if Path(f).exists():  # a missing image is named where it is read, below
+                say(f"note: {f} changed since its map was written (other size or time): predicting it again (the map "
+                    "of the earlier image is written over)")
             was = None
         if was and Path(was["probabilities"]).name == out.name and map_intact(out):
             items.append({**was, "image": f, "probabilities": str(out)})  # a copy's own map; a moved image's path
             _say_again(was, say)
+            _write_manifest(partial_path, sig, used, chosen, channels, activation, src, items + carried, work)
             continue
         if not inferers:  # load each bundle once, only when something is left to do
             inferers, acts = load_inferers(work, chosen, tta, say)
@@ -366,6 +369,9 @@ def _run_ensemble(work: Path, out_dir: Path, *, method: str, n_best: int, algos:
                                                          src["datalist"], index, source, say)
         except (FileNotFoundError, InputError) as exc:  # one bad image: named, and the others still predicted
             failed.append(f)
+            if earlier and Path(earlier["probabilities"]).name == out.name and map_intact(out):
+                carried.append({**earlier, "image": f, "probabilities": str(out)})  # reused if the image comes back
+                _write_manifest(partial_path, sig, used, chosen, channels, activation, src, items + carried, work)
             # a line of its own in a log file too (SLURM), where the bar's text is not cleared: `grep -v` of the
             # bar would drop it with the bar
             tqdm.write(("" if sys.stderr.isatty() else "\n") + f"error: {exc}", file=sys.stderr)
@@ -374,7 +380,7 @@ def _run_ensemble(work: Path, out_dir: Path, *, method: str, n_best: int, algos:
         items.append({"image": f, "probabilities": str(out), "shape": shape, "source_stamp": image_stamp(f),
                       "map_id": uuid.uuid4().hex[:12], **({"warnings": warned} if warned else {})})
         computed += 1
-        _write_manifest(partial_path, sig, used, chosen, channels, activation, src, items, work)
+        _write_manifest(partial_path, sig, used, chosen, channels, activation, src, items + carried, work)
     if failed:  # no completion marker: the maps written are kept in the partial record, and resumed
         raise InputError(f"{len(failed)} of {len(cases)} image(s) could not be predicted (each named above); the "
                          f"other {len(items)} map(s) are written and kept: fix or remove those items, then run the "
