@@ -432,7 +432,7 @@ def _run(args: argparse.Namespace, datalist: str, dataroot: str, overrides: dict
             from datalists.cell_classes import is_cell_datalist
 
             dl = read_json(datalist)
-            params = postprocess_params_for(work, args.postprocess_params, is_cell_datalist(dl))
+            params = postprocess_params_for(work, args.postprocess_params, is_cell_datalist(dl), maps=manifest)
             folder, rows = postprocess_predictions(manifest, dl["class_table"], cells=is_cell_datalist(dl),
                                                    params=params)
             failed = [r for r in rows if r["status"] != "written"]

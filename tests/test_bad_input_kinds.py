@@ -275,3 +275,23 @@ def test_a_pipe_as_a_file_flag_is_named_not_called_a_folder_or_empty(tmp_path, c
         err = capsys.readouterr().err
         assert exit_.value.code == 2 and f"{flag} {fifo} is a pipe" in err and "save it to a file" in err, err
         assert "is a folder" not in err and "holds no setting" not in err
+
+
+def test_tuned_values_applied_to_maps_made_otherwise_than_the_tuned_on_ones_are_named(tmp_path):
+    """Thresholds tuned on --tta out-of-fold maps were applied to ensemble maps made without it, with
+    no word; the tuned values differ between the two kinds of map (probe round 24, J20)."""
+    from auto3dseg.postprocess.in_force import TUNED_YAML, TUNING_DIR, postprocess_params_for
+
+    (tmp_path / TUNING_DIR).mkdir()
+    (tmp_path / TUNING_DIR / "report.json").write_text(json.dumps({"oof_signatures": {"0": "ab-tta", "1": "cd-tta"}}))
+    (tmp_path / TUNED_YAML).write_text("mito: {threshold: 0.7}\n")
+    maps = tmp_path / "ensemble.json"
+    maps.write_text(json.dumps({"tta": False, "items": []}))
+    said: list[str] = []
+    params = postprocess_params_for(tmp_path, None, cells=False, log=said.append, maps=maps)
+    assert params["mito"]["threshold"] == 0.7
+    assert any(f"tuned on out-of-fold maps made with --tta, the maps of {maps} without it" in m for m in said), said
+    maps.write_text(json.dumps({"tta": True, "items": []}))  # alike: no note
+    said.clear()
+    postprocess_params_for(tmp_path, None, cells=False, log=said.append, maps=maps)
+    assert not any("--tta" in m for m in said), said

@@ -324,7 +324,7 @@ def submit_step(args: argparse.Namespace, work: Path, datalist: str) -> int:
         print(note)
     if is_cell_datalist(read_json(datalist)):
         return submit_cells_step(args, work, datalist, manifest)
-    params = postprocess_params_for(work, args.postprocess_params, cells=False)
+    params = postprocess_params_for(work, args.postprocess_params, cells=False, maps=manifest)
     zip_path, report = write_submission(manifest, datalist, work / "submission", params=params,
                                         test_manifest=args.test_manifest, force=args.force and args.mode == "submit")
     print(f"Submission: {zip_path} ({len(report.rows)} labels, {len(report.empty)} empty; "
@@ -368,7 +368,7 @@ def submit_cells_step(args: argparse.Namespace, work: Path, datalist: str, manif
     from auto3dseg.postprocess.tune import postprocess_params_for
     from auto3dseg.submission.cells import write_cell_submission
 
-    params = postprocess_params_for(work, args.postprocess_params, cells=True)
+    params = postprocess_params_for(work, args.postprocess_params, cells=True, maps=manifest)
     folder, rows = write_cell_submission(manifest, datalist, work / "submission", params=params,
                                          force=args.force and args.mode == "submit")
     failed = [r for r in rows if r["status"] != "written"]

@@ -20,10 +20,11 @@ TUNING_DIR = "tuning"
 
 
 def postprocess_params_for(work_dir: str | os.PathLike, explicit: str | os.PathLike | None, cells: bool,
-                           log=print) -> Any:
+                           log=print, maps: str | os.PathLike | None = None) -> Any:
     """The post-processing parameters a step uses: ``explicit`` (``--postprocess_params``),
     else ``<work_dir>/postprocess_tuned.yaml`` when tuning wrote one (said in the log), else
-    the packaged defaults."""
+    the packaged defaults. ``maps``: the manifest of the maps they are applied to (tuned values
+    fit maps made as the out-of-fold ones were, with or without ``--tta``)."""
     from auto3dseg.postprocess import load_postprocess_params
     from auto3dseg.postprocess.cells import load_cell_params
     from auto3dseg.postprocess.params import refuse_empty_file
@@ -38,6 +39,10 @@ def postprocess_params_for(work_dir: str | os.PathLike, explicit: str | os.PathL
         if stale:
             log(f"note: {tuned} was tuned on out-of-fold maps of bundles that changed since ({stale}): run --mode oof "
                 "and --mode tune_postprocess again to tune for the bundles as they are")
+        if maps is not None and (differs := _tta_differs(Path(work_dir), Path(maps))):
+            log(f"note: {tuned} was tuned on out-of-fold maps made {differs}: thresholds fit the maps they were "
+                "tuned on; make both alike (--mode ensemble --force with or without --tta, or --mode oof and "
+                "tune_postprocess again)")
         return load(str(tuned))
     if explicit is not None and tuned.is_file():
         log(f"note: post-processing parameters: {explicit} (--postprocess_params); the tuned values in {tuned} are "
@@ -78,3 +83,20 @@ def _tuned_on_other_maps(work: Path) -> str | None:
         return "the out-of-fold maps were written again after tuning"
     reasons = stale_reasons(work, oof)
     return "; ".join(reasons) if reasons else None
+
+
+def _tta_differs(work: Path, maps: Path) -> str | None:
+    """How the tuned-on out-of-fold maps and the maps of ``maps`` (a manifest) differ in test-time
+    mirroring, e.g. "with --tta, the maps of …/ensemble.json without it"; None when alike or unknown."""
+    try:
+        tuned_on = json.loads((work / TUNING_DIR / "report.json").read_text()).get("oof_signatures") or {}
+        used = json.loads(maps.read_text()).get("tta")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(tuned_on, dict) or not tuned_on or used is None:
+        return None
+    tuned_tta = all(str(v).endswith("-tta") for v in tuned_on.values())
+    if tuned_tta == bool(used):
+        return None
+    return (f"{'with' if tuned_tta else 'without'} --tta, the maps of {maps} "
+            f"{'without' if tuned_tta else 'with'} it")
