@@ -30,6 +30,7 @@ from auto3dseg.ensembling.progress import bar_safe
 from auto3dseg.submission.placement import grid_of, outside_share, place_on_grid
 from auto3dseg.submission.previous import PARAMS_FILE, REPORT_FILES, keep_previous, params_text
 from converters.geometry import Grid, grid_from_nifti_affine
+from datalists.annotated import never_annotated
 from converters.outputs import atomic_write, atomic_write_text
 
 __all__ = ["SubmissionReport", "map_labels", "predictable_labels", "prediction_labels", "test_labels_by_crop",
@@ -218,10 +219,12 @@ def _empty_reason(has_maps: bool, converted: bool, in_table: bool) -> str:
 
 def write_crops(store: Path, wanted: dict[int, list[dict]], prob_by_crop: dict[int, list[str]],
                 channels: Sequence[str], class_table: list[dict], params: dict[str, Any], log=print,
-                desc: str = "Writing submission", converted: Collection[int] = ()) -> SubmissionReport:
+                desc: str = "Writing submission", converted: Collection[int] = (),
+                untrained: Collection[str] = ()) -> SubmissionReport:
     """Write ``store/crop<N>/<label>`` for every target of ``wanted`` (crop id → target grids
     ``{label, voxel_size, translation, shape}``) from the crop's probability maps (its tiles);
-    labels without a map or channel are written empty. Returns the report rows.
+    labels without a map or channel, and ``untrained`` ones (no training item annotates them: their
+    channel was never trained), are written empty. Returns the report rows.
 
     One label of one crop at a time over every map of the crop: a 1000³ crop of 48 labels
     holds one label in memory.
@@ -245,6 +248,9 @@ def write_crops(store: Path, wanted: dict[int, list[dict]], prob_by_crop: dict[i
             log(f"warning: {name!r} is not a CellMap class at all" + (f" (did you mean {', '.join(close)}?)"
                                                                       if close else "") + ": check the test manifest")
     say = bar_safe(log)  # notes in the loop start their own line, not the progress bar's
+    if never := sorted(set(untrained) & {t["label"] for targets in wanted.values() for t in targets} & known):
+        log(f"note: {len(never)} requested label(s) are in the class table, but no training crop annotates them, so "
+            f"their channels were never trained: written empty: {', '.join(never)}")
     for crop_id in tqdm(sorted(wanted), desc=desc, unit="crop"):
         crop_group = root_group.require_group(f"crop{crop_id}")
         maps = prob_by_crop.get(crop_id, [])
@@ -255,15 +261,16 @@ def write_crops(store: Path, wanted: dict[int, list[dict]], prob_by_crop: dict[i
             kind = "instance" if label in INSTANCE_CLASSES else "semantic"
             with warnings.catch_warnings(record=True) as caught:  # e.g. an object too large to split
                 warnings.simplefilter("always")
-                arrays = [(make(label), grid) for make, grid in makers] if label in known else []
+                arrays = [(make(label), grid) for make, grid in makers] if label in known and label not in never \
+                    else []
             arrays = [(a, g) for a, g in arrays if a is not None]
             notes = sorted({str(w.message) for w in caught})
             for note in notes:
                 say(f"note: crop{crop_id}/{label}: {note}")
             for target in (t for t in wanted[crop_id] if t["label"] == label):
                 data = place_tiles(arrays, target, kind)
-                status = "predicted" if data is not None else _empty_reason(bool(maps), crop_id in converted,
-                                                                           label in known)
+                status = "predicted" if data is not None else "never trained (no training crop annotates it)" \
+                    if label in never else _empty_reason(bool(maps), crop_id in converted, label in known)
                 row_notes = list(notes)
                 if makers and (share := outside_share(grid_of(target["voxel_size"], target["translation"],
                                                               target["shape"]), [g for _, g in makers])) > 1e-3:
@@ -395,7 +402,7 @@ def _write_submission(ensemble_manifest: str | os.PathLike, datalist: str | os.P
     converted = {int(m["crop_id"]) for m in items.values() if m.get("usage") == "test"}
     try:  # written aside first: a run that fails here leaves the earlier submission whole, where it was
         report = write_crops(tmp_store, wanted, prob_by_crop, ens["channels"], dl["class_table"], params, log,
-                             converted=converted)
+                             converted=converted, untrained=never_annotated(dl))
     except BaseException:
         shutil.rmtree(tmp_store, ignore_errors=True)
         raise
