@@ -227,13 +227,19 @@ def test_a_failing_write_is_one_line_and_leaves_no_ensemble(base, tmp_path):
 ])
 def test_a_failing_write_names_a_file_of_the_step(base, converted, tmp_path, mode, marker, limit):
     work = copy_work(base, tmp_path)
+    before = {p.name: p.read_bytes() for p in (work / "submission").iterdir() if p.is_file()}
     proc = run_work(work, "--mode", mode, "--force", "--datalist", str(converted[0] / "datalist.json"),
                 *(["--workers", "0"] if mode == "analyze" else []), max_file_bytes=limit)
     assert proc.returncode == 2, proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: {work}") and "File too large" in last and "ulimit" in last, last
     assert "datalists.validate" not in last and "(unknown file)" not in last
-    assert not (work / marker).exists()
+    if mode == "analyze":
+        assert not (work / marker).exists()
+    else:  # the new store fails while written aside: the earlier submission stays whole, its marker with it
+        assert {p.name: p.read_bytes() for p in (work / "submission").iterdir() if p.is_file()} == before
+        assert (work / marker).read_bytes() == before[Path(marker).name]
+        assert not list((work / "submission").glob(".tmp-*")) and not (work / "submission" / "replaced").exists()
 
 
 # --------------------------------------------------------------------------------------- submission
